@@ -1,1 +1,335 @@
-//! e2e harness
+//! End-to-end harness: a throwaway PostgreSQL (from `poolguard-sandbox`), the real `poolguard`
+//! binary in front of it with a generated config, and helpers to drive real clients (psql,
+//! pgbench, psycopg, node-postgres, tokio-postgres) against either.
+//!
+//! Everything listens on 127.0.0.1 on free ports and is torn down on drop, panics included.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use poolguard_sandbox::PgSandbox;
+
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "app-secret";
+pub const DB: &str = "bank";
+
+/// The repository root (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `poolguard` binary cargo built for this workspace.
+pub fn poolguard_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("POOLGUARD_BIN") {
+        return p.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    let bin = target.join("debug").join("poolguard");
+    if !bin.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "poolguard"])
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo build poolguard");
+        assert!(st.success(), "building poolguard failed");
+    }
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A sandbox PostgreSQL with role `app` / `app-secret` owning database `bank`.
+pub fn sandbox(max_connections: u32) -> PgSandbox {
+    PgSandbox::builder()
+        .max_connections(max_connections)
+        .user(USER, PASSWORD)
+        .database(DB, USER)
+        .start()
+        .expect("start sandbox PostgreSQL")
+}
+
+/// A pool's settings for [`config_for`].
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    pub mode: &'static str,
+    pub pool_size: usize,
+    pub max_overflow: usize,
+    pub budget: usize,
+    /// Extra lines for the `[[databases]]` entry (overrides such as `acquire_timeout = "1s"`).
+    pub extra: String,
+    /// Extra top-level `[limits]` lines.
+    pub limits: String,
+    /// Extra `[postgres]` lines.
+    pub front: String,
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        PoolSpec {
+            mode: "transaction",
+            pool_size: 5,
+            max_overflow: 0,
+            budget: 10,
+            extra: String::new(),
+            limits: String::new(),
+            front: String::new(),
+        }
+    }
+}
+
+pub fn config_for(pg: &PgSandbox, listen_port: u16, spec: &PoolSpec) -> String {
+    format!(
+        r#"
+[postgres]
+listen = "127.0.0.1:{listen_port}"
+{front}
+
+[[backends]]
+name = "pg"
+protocol = "postgres"
+hosts = ["127.0.0.1:{pg_port}"]
+max_connections = {budget}
+
+[[databases]]
+name = "{DB}"
+backend = "pg"
+pool_mode = "{mode}"
+pool_size = {size}
+max_overflow = {overflow}
+{extra}
+
+[[users]]
+name = "{USER}"
+password = "{PASSWORD}"
+
+[limits]
+{limits}
+"#,
+        front = spec.front,
+        pg_port = pg.port(),
+        budget = spec.budget,
+        mode = spec.mode,
+        size = spec.pool_size,
+        overflow = spec.max_overflow,
+        extra = spec.extra,
+        limits = spec.limits,
+    )
+}
+
+/// The real poolguard binary, running with a config file, killed on drop.
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Proxy {
+    pub fn start(pg: &PgSandbox, spec: &PoolSpec) -> Proxy {
+        let port = free_port();
+        Proxy::start_with(&config_for(pg, port, spec), port)
+    }
+
+    /// Starts poolguard with this config text; `port` is its PostgreSQL listen port.
+    pub fn start_with(config: &str, port: u16) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("poolguard.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let log = dir.path().join("poolguard.log");
+        let logfile = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(poolguard_bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info,poolguard_proxy=debug")
+            .stdout(Stdio::null())
+            .stderr(logfile)
+            .spawn()
+            .expect("spawn poolguard");
+        let mut p = Proxy {
+            child,
+            port,
+            _dir: dir,
+            log,
+        };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("poolguard exited early ({st}):\n{}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("poolguard did not listen on {}:\n{}", self.port, self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{DB}", self.port)
+    }
+
+    /// A tokio-postgres connection string through the proxy.
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname={DB}",
+            self.port
+        )
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- poolguard log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Runs a command with PGPASSWORD set; returns its output.
+pub fn run_pg(cmd: &mut Command) -> Output {
+    cmd.env("PGPASSWORD", PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "20")
+        .output()
+        .expect("run client program")
+}
+
+/// psql against a port as `app` on `bank`: -X -At -v ON_ERROR_STOP=1.
+pub fn psql(port: u16, sql: &str) -> Output {
+    run_pg(
+        Command::new("psql")
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", USER, "-d", DB])
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-c")
+            .arg(sql),
+    )
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+/// Connections the server sees from role `app` (poolguard's or direct clients').
+pub fn app_connections(pg: &PgSandbox) -> u64 {
+    pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'",
+    )
+    .ok()
+    .and_then(|s| s.parse().ok())
+    .unwrap_or(0)
+}
+
+/// Samples [`app_connections`] in the background; `peak()` is the highest seen.
+pub struct PeakSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    samples: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl PeakSampler {
+    pub fn start(pg: &PgSandbox) -> PeakSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(AtomicU64::new(0));
+        let (s, p, n) = (stop.clone(), peak.clone(), samples.clone());
+        let port = pg.port();
+        let password = pg.superuser().1.to_string();
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let out = Command::new("psql")
+                    .args(["-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+                    .arg("-p")
+                    .arg(port.to_string())
+                    .arg("-c")
+                    .arg("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+                    .env("PGPASSWORD", &password)
+                    .output();
+                if let Ok(o) = out {
+                    if let Ok(v) = String::from_utf8_lossy(&o.stdout).trim().parse::<u64>() {
+                        p.fetch_max(v, Ordering::Relaxed);
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        PeakSampler {
+            stop,
+            peak,
+            samples,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops sampling; returns (peak, number of samples).
+    pub fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        (
+            self.peak.load(Ordering::Relaxed),
+            self.samples.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Writes raw bytes to the proxy and returns what it answered before closing (bounded wait).
+pub fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// The SQLSTATE in the first ErrorResponse of a raw server answer.
+pub fn sqlstate_of(answer: &[u8]) -> Option<String> {
+    let start = answer.iter().position(|&b| b == b'E')?;
+    let body = answer.get(start + 5..)?;
+    let mut fields = body.split(|&b| b == 0);
+    fields.find_map(|f| {
+        f.strip_prefix(b"C")
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+    })
+}
+
+/// A path in tests/clients.
+pub fn client_script(rel: &str) -> PathBuf {
+    repo_root().join("tests").join("clients").join(rel)
+}

@@ -1,1 +1,169 @@
-fn main() {}
+//! The `poolguard` binary: `run` the proxy, or `check` a configuration against the servers.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use poolguard_proxy::check::read_budgets;
+use poolguard_proxy::config::Config;
+use poolguard_proxy::Proxy;
+
+/// A database connection guard for PostgreSQL (and soon MySQL): hard caps on server
+/// connections, transaction pooling, acquire deadlines with clear errors, and hygiene timeouts.
+#[derive(Parser)]
+#[command(name = "poolguard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy until interrupted (Ctrl-C or SIGTERM).
+    ///
+    /// Without --config, serves a built-in default: PostgreSQL clients on 127.0.0.1:6432,
+    /// fronting the server on 127.0.0.1:5432, database "postgres", user "postgres" with the
+    /// password from POOLGUARD_PASSWORD (default "postgres"), pool_size 10 + max_overflow 5.
+    Run {
+        /// The TOML configuration file (see the README's config reference).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Start even if a backend cannot be reached to verify its connection budget.
+        #[arg(long)]
+        skip_budget_check: bool,
+    },
+    /// Validate a configuration, reach each backend and verify the connection budgets.
+    /// Exits non-zero with a message naming the problem.
+    Check {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).with_context(|| format!("invalid configuration {}", p.display())),
+        None => Ok(Config::builtin_default(
+            &std::env::var("POOLGUARD_PASSWORD").unwrap_or_else(|_| "postgres".into()),
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("poolguard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                config,
+                skip_budget_check,
+            } => run(load(&config)?, skip_budget_check).await,
+            Command::Check { config } => check(load(&config)?).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poolguard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(config: Config) -> anyhow::Result<()> {
+    println!(
+        "configuration ok: {} backend(s), {} database(s), {} user(s)",
+        config.backends.len(),
+        config.databases.len(),
+        config.users.len()
+    );
+    for b in &config.backends {
+        let pools: Vec<String> = config
+            .databases
+            .iter()
+            .filter(|d| d.backend == b.name)
+            .map(|d| format!("{} {}+{}", d.name, d.pool_size, d.max_overflow))
+            .collect();
+        println!(
+            "backend {:?} ({}, {}): budget {} server connections; pools (size+overflow, per user): {}",
+            b.name,
+            b.protocol,
+            b.hosts.join(", "),
+            b.max_connections,
+            if pools.is_empty() { "none".into() } else { pools.join(", ") }
+        );
+    }
+    let budgets = read_budgets(&config).await?;
+    let mut ok = true;
+    for s in &budgets {
+        println!("{}", s.explain());
+        ok &= s.fits();
+    }
+    anyhow::ensure!(ok, "the connection budget does not fit the server (see above)");
+    Ok(())
+}
+
+async fn run(config: Config, skip_budget_check: bool) -> anyhow::Result<()> {
+    match read_budgets(&config).await {
+        Ok(budgets) => {
+            for s in &budgets {
+                tracing::info!("{}", s.explain());
+                anyhow::ensure!(
+                    s.fits(),
+                    "refusing to start: the connection budget does not fit the server\n{}",
+                    s.explain()
+                );
+            }
+        }
+        Err(e) if skip_budget_check => {
+            tracing::warn!(error = %e, "budget not verified (--skip-budget-check)")
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!(e)).context(
+                "cannot verify the connection budget; start the server first or pass --skip-budget-check",
+            )
+        }
+    }
+    let proxy = Proxy::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!(clients = proxy.shared.client_count(), "shutting down");
+    proxy.stop_accepting();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,1 +1,79 @@
-//! placeholder
+//! poolguard's proxy: configuration, listeners, and client sessions wired to pools.
+//!
+//! Data flows one way: listener -> client session (protocol) -> pool (lease) -> server
+//! connection -> back to the client. [`Proxy::start`] binds the configured front doors and
+//! returns a handle; nothing here is global, so tests may run several proxies in one process.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod pg;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use config::Config;
+use state::Shared;
+
+/// A running proxy: its bound addresses and its accept loops.
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    pub postgres_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Binds every configured front door and starts accepting clients.
+    pub async fn start(config: Config) -> std::io::Result<Proxy> {
+        let shared = Shared::new(config);
+        let mut tasks = Vec::new();
+        let mut postgres_addr = None;
+        if let Some(pg) = &shared.config.postgres {
+            let listener = TcpListener::bind(pg.listen).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", pg.listen))
+            })?;
+            let addr = listener.local_addr()?;
+            tracing::info!(listen = %addr, "PostgreSQL front door open");
+            postgres_addr = Some(addr);
+            tasks.push(tokio::spawn(accept_postgres(listener, shared.clone())));
+        }
+        if let Some(addr) = shared.config.mysql_listen {
+            tracing::warn!(listen = %addr, "the MySQL front door is not implemented yet; [mysql] ignored");
+        }
+        Ok(Proxy {
+            shared,
+            postgres_addr,
+            tasks,
+        })
+    }
+
+    /// Stops accepting new clients. Sessions already running finish on their own.
+    pub fn stop_accepting(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(pg::login::serve_client(stream, peer, shared.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The configuration file as written: serde structs that mirror the TOML, unknown keys denied.
+//!
+//! Nothing here is validated beyond syntax; [`super::Config::from_raw`] turns these into runtime
+//! types and names the offending key when something is wrong. Durations stay strings here
+//! ("5s", "30m") so the error can quote what the operator wrote.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    pub postgres: Option<RawPostgres>,
+    pub mysql: Option<RawMysql>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    #[serde(default)]
+    pub databases: Vec<RawDatabase>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    pub listen: String,
+    /// "scram-sha-256" (default) or "md5": what poolguard asks clients for.
+    pub auth_method: Option<String>,
+    /// Session-state commands in transaction mode: "reset" (default) or "pin".
+    pub session_state: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMysql {
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: String,
+    pub protocol: String,
+    pub hosts: Vec<String>,
+    pub max_connections: usize,
+    pub connect_timeout: Option<String>,
+}
+
+/// Keys a `[[databases]]` entry may override from `[limits]`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub acquire_timeout: Option<String>,
+    pub max_lifetime: Option<String>,
+    pub lifetime_jitter: Option<f64>,
+    pub idle_timeout: Option<String>,
+    pub idle_in_transaction_timeout: Option<String>,
+    pub client_idle_timeout: Option<String>,
+    pub query_timeout: Option<String>,
+    pub max_client_connections: Option<usize>,
+    pub leak_threshold: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub name: String,
+    pub backend: String,
+    pub server_database: Option<String>,
+    pub pool_mode: Option<String>,
+    pub pool_size: Option<usize>,
+    pub max_overflow: Option<usize>,
+    // serde cannot combine `flatten` with `deny_unknown_fields`, so the overridable limits are
+    // spelled out here and gathered by `limits()`.
+    pub acquire_timeout: Option<String>,
+    pub max_lifetime: Option<String>,
+    pub lifetime_jitter: Option<f64>,
+    pub idle_timeout: Option<String>,
+    pub idle_in_transaction_timeout: Option<String>,
+    pub client_idle_timeout: Option<String>,
+    pub query_timeout: Option<String>,
+    pub max_client_connections: Option<usize>,
+    pub leak_threshold: Option<String>,
+}
+
+impl RawDatabase {
+    /// This entry's overrides, each falling back to the `[limits]` value when absent.
+    pub fn limits_over(&self, defaults: &RawLimits) -> RawLimits {
+        RawLimits {
+            acquire_timeout: self.acquire_timeout.clone().or(defaults.acquire_timeout.clone()),
+            max_lifetime: self.max_lifetime.clone().or(defaults.max_lifetime.clone()),
+            lifetime_jitter: self.lifetime_jitter.or(defaults.lifetime_jitter),
+            idle_timeout: self.idle_timeout.clone().or(defaults.idle_timeout.clone()),
+            idle_in_transaction_timeout: self
+                .idle_in_transaction_timeout
+                .clone()
+                .or(defaults.idle_in_transaction_timeout.clone()),
+            client_idle_timeout: self
+                .client_idle_timeout
+                .clone()
+                .or(defaults.client_idle_timeout.clone()),
+            query_timeout: self.query_timeout.clone().or(defaults.query_timeout.clone()),
+            max_client_connections: self.max_client_connections.or(defaults.max_client_connections),
+            leak_threshold: self.leak_threshold.clone().or(defaults.leak_threshold.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    pub password: String,
+}

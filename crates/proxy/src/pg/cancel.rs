@@ -1,0 +1,124 @@
+//! Cancel-key mapping: each client gets poolguard's own BackendKeyData; a CancelRequest carrying it
+//! reaches exactly the server running that client's query.
+//!
+//! Invariant: a cancel is only ever sent to a server while the requesting client holds it. The
+//! session clears its target (under the same async lock the canceller holds while sending) before
+//! its server goes back to the pool, and the canceller keeps the lock until the postmaster has
+//! closed the cancel connection, i.e. has delivered the signal. A cancel therefore cannot land on
+//! another client's query after a hand-over.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use poolguard_pg::startup::encode_cancel_request;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Where a running query can be cancelled: the server's address and its BackendKeyData.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerKey {
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// One client's cancel target: the server it currently holds, if any.
+#[derive(Debug, Default)]
+pub struct CancelTarget {
+    slot: tokio::sync::Mutex<Option<ServerKey>>,
+}
+
+impl CancelTarget {
+    pub async fn set(&self, key: Option<ServerKey>) {
+        *self.slot.lock().await = key;
+    }
+}
+
+#[derive(Default)]
+pub struct CancelRegistry {
+    clients: Mutex<HashMap<i32, (i32, Weak<CancelTarget>)>>,
+}
+
+/// Removes the client's key from the registry when its session ends.
+pub struct Registration {
+    registry: Arc<CancelRegistry>,
+    pub pid: i32,
+    pub secret: i32,
+    pub target: Arc<CancelTarget>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.pid);
+    }
+}
+
+impl CancelRegistry {
+    /// Gives a new client a unique key.
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let target = Arc::new(CancelTarget::default());
+        let mut rng = rand::thread_rng();
+        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let (pid, secret) = loop {
+            let pid = rng.gen_range(1..i32::MAX);
+            if !map.contains_key(&pid) {
+                break (pid, rng.gen::<i32>());
+            }
+        };
+        map.insert(pid, (secret, Arc::downgrade(&target)));
+        Registration {
+            registry: self.clone(),
+            pid,
+            secret,
+            target,
+        }
+    }
+
+    /// Handles a client's CancelRequest. Unknown keys and wrong secrets are ignored silently,
+    /// as PostgreSQL does, so the request reveals nothing.
+    pub async fn cancel(&self, pid: i32, secret: i32) {
+        let target = {
+            let map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(&pid) {
+                Some((s, t)) if *s == secret => t.upgrade(),
+                _ => None,
+            }
+        };
+        let Some(target) = target else {
+            tracing::debug!(pid, "cancel request for unknown client key ignored");
+            return;
+        };
+        let slot = target.slot.lock().await;
+        if let Some(key) = *slot {
+            if let Err(e) = send_cancel(key).await {
+                tracing::warn!(server = %key.addr, error = %e, "cancel request to server failed");
+            }
+        }
+        drop(slot);
+    }
+}
+
+/// Sends a CancelRequest to a server and waits until the postmaster closes the connection (it
+/// does so once the signal is delivered), bounded so a dead server cannot hold us.
+pub async fn send_cancel(key: ServerKey) -> std::io::Result<()> {
+    let exchange = async {
+        let mut s = TcpStream::connect(key.addr).await?;
+        let mut m = BytesMut::new();
+        encode_cancel_request(&mut m, key.pid, key.secret);
+        s.write_all(&m).await?;
+        let mut sink = [0u8; 64];
+        while s.read(&mut sink).await? > 0 {}
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}

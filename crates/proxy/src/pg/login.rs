@@ -1,0 +1,284 @@
+//! The startup phase of a PostgreSQL client: SSL/GSS negotiation (refused with 'N'), cancel
+//! requests, the startup packet, authentication against `[[users]]`, admission, and the greeting
+//! (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery).
+//!
+//! Every read here is bounded in size and time: an unauthenticated peer can hold at most one
+//! small buffer for at most [`LOGIN_TIMEOUT`]. Failures are answered with an ErrorResponse
+//! (FATAL, with its SQLSTATE) before the connection closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use poolguard_pg::backend::{self, ErrorFields};
+use poolguard_pg::framing::{decode_frame, Frame};
+use poolguard_pg::scram::{ScramServer, ScramVerifier};
+use poolguard_pg::startup::{decode_startup, StartupRequest};
+use poolguard_pg::{frontend, md5auth, tags};
+use poolguard_pool::Holder;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::{ClientAuth, PoolMode, Protocol};
+use crate::error::ProxyError;
+use crate::pg::session::{acquire_error, Session};
+use crate::state::Shared;
+
+/// How long a client has from connecting to being logged in.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Authentication messages are tiny; anything bigger is hostile.
+const MAX_AUTH_MESSAGE: usize = 16 * 1024;
+
+/// Serves one client connection from accept to close. Never panics on client input.
+pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = client.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(1024);
+    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&mut client, &mut buf, peer, &shared));
+    let ready = match login.await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, code = e.sqlstate(), error = %e, "client login refused");
+            send_fatal(&mut client, &e).await;
+            return;
+        }
+        Err(_) => {
+            let e = ProxyError::Protocol(format!(
+                "poolguard: login not completed within {LOGIN_TIMEOUT:?}"
+            ));
+            send_fatal(&mut client, &e).await;
+            return;
+        }
+    };
+    let leftover = buf.split();
+    Session::new(client, leftover, shared, ready).run().await;
+}
+
+/// Everything a session needs besides the socket, once the client is logged in.
+pub struct LoggedIn {
+    pub entry: Arc<crate::state::PgPoolEntry>,
+    pub holder: Holder,
+    pub registration: crate::pg::cancel::Registration,
+    pub slot: crate::state::ClientSlot,
+    pub lease: Option<crate::pg::session::PgLease>,
+}
+
+/// Writes an ErrorResponse with severity FATAL; the caller closes the connection after.
+pub async fn send_fatal(client: &mut TcpStream, e: &ProxyError) {
+    let mut m = BytesMut::new();
+    write_error(&mut m, "FATAL", e);
+    let _ = client.write_all(&m).await;
+    let _ = client.shutdown().await;
+}
+
+pub fn write_error(buf: &mut BytesMut, severity: &str, e: &ProxyError) {
+    let message = e.to_string();
+    let (detail, hint) = match e {
+        ProxyError::Server(n) => (n.detail.as_deref(), n.hint.as_deref()),
+        _ => (None, None),
+    };
+    backend::error_response(
+        buf,
+        &ErrorFields {
+            severity,
+            code: e.sqlstate(),
+            message: &message,
+            detail,
+            hint,
+        },
+    );
+}
+
+async fn read_more(client: &mut TcpStream, buf: &mut BytesMut) -> Result<(), ProxyError> {
+    buf.reserve(512);
+    match client.read_buf(buf).await {
+        Ok(0) => Err(ProxyError::client_io(std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ProxyError::client_io(e)),
+    }
+}
+
+async fn read_auth_message(client: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, ProxyError> {
+    loop {
+        match decode_frame(buf, MAX_AUTH_MESSAGE) {
+            Ok(Some(f)) if f.tag == tags::frontend::PASSWORD => return Ok(f),
+            Ok(Some(f)) => {
+                return Err(ProxyError::Protocol(format!(
+                    "expected a password message during authentication, got message type {:?}",
+                    f.tag as char
+                )))
+            }
+            Ok(None) => read_more(client, buf).await?,
+            Err(e) => return Err(ProxyError::Protocol(format!("invalid authentication message: {e}"))),
+        }
+    }
+}
+
+/// Runs the startup phase. `Ok(None)` means the connection was fully handled (a cancel request,
+/// or a client that left).
+async fn login(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<Option<LoggedIn>, ProxyError> {
+    let params = loop {
+        match decode_startup(buf) {
+            Ok(Some(StartupRequest::Ssl)) | Ok(Some(StartupRequest::GssEnc)) => {
+                client.write_all(b"N").await.map_err(ProxyError::client_io)?;
+            }
+            Ok(Some(StartupRequest::Cancel { pid, secret })) => {
+                shared.cancels.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            Ok(Some(StartupRequest::Startup { params, .. })) => break params,
+            Ok(None) => {
+                if let Err(ProxyError::Io { .. }) = read_more(client, buf).await {
+                    return Ok(None); // port probes and health checks that just connect
+                }
+            }
+            Err(e) => return Err(ProxyError::Protocol(format!("invalid startup packet: {e}"))),
+        }
+    };
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let user = param("user").unwrap_or_default();
+    let database = param("database").unwrap_or_else(|| user.clone());
+    let application = param("application_name").unwrap_or_default();
+    let span_fields = (peer, user.clone(), database.clone());
+    tracing::debug!(client = %span_fields.0, user = %span_fields.1, database = %span_fields.2, "startup");
+
+    let mut slot = shared.admit_client()?;
+    authenticate(client, buf, shared, &user).await?;
+
+    let db = shared
+        .config
+        .database(Protocol::Postgres, &database)
+        .ok_or_else(|| ProxyError::UnknownDatabase(database.clone()))?
+        .clone();
+    let entry = shared.pg_pool(&db, &user);
+    shared.admit_to_pool(&mut slot, &entry)?;
+    let holder = Holder {
+        client: peer.to_string(),
+        user: user.clone(),
+        database: database.clone(),
+        application: application.clone(),
+    };
+
+    // Session mode takes its server now, so refusals arrive at connect time. Transaction mode
+    // only needs the server's parameters to greet the client: open one if none was seen yet.
+    let lease = match db.pool_mode {
+        PoolMode::Session => Some(entry.pool.acquire(holder.clone()).await.map_err(acquire_error)?),
+        PoolMode::Transaction => {
+            if entry.pool.connector().params().is_none() {
+                drop(entry.pool.acquire(holder.clone()).await.map_err(acquire_error)?);
+            }
+            None
+        }
+    };
+    let server_params = match &lease {
+        Some(l) => Some(l.params.clone()),
+        None => entry.pool.connector().params(),
+    }
+    .unwrap_or_default();
+
+    let registration = shared.cancels.register();
+    let mut out = BytesMut::with_capacity(512);
+    backend::authentication_ok(&mut out);
+    for (k, v) in server_params.iter() {
+        // The client sees its own application_name, not the one poolguard logs in with.
+        let v = if k == "application_name" { &application } else { v };
+        backend::parameter_status(&mut out, k, v);
+    }
+    backend::backend_key_data(&mut out, registration.pid, registration.secret);
+    backend::ready_for_query(&mut out, b'I');
+    client.write_all(&out).await.map_err(ProxyError::client_io)?;
+    tracing::info!(client = %peer, user = %user, database = %database, application = %application, "client logged in");
+
+    Ok(Some(LoggedIn {
+        entry,
+        holder,
+        registration,
+        slot,
+        lease,
+    }))
+}
+
+async fn authenticate(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    user: &str,
+) -> Result<(), ProxyError> {
+    let configured = shared.config.user(user);
+    let method = shared
+        .config
+        .postgres
+        .as_ref()
+        .map(|p| p.auth)
+        .unwrap_or(ClientAuth::ScramSha256);
+    let mut out = BytesMut::new();
+    match method {
+        ClientAuth::ScramSha256 => {
+            // Unknown users go through the same exchange against a random verifier, so the
+            // answer (28P01) does not reveal which user names exist.
+            let verifier = match shared.verifier(user) {
+                Some(v) if configured.is_some() => v.clone(),
+                _ => ScramVerifier::for_secret(&random_secret())
+                    .map_err(|e| ProxyError::Protocol(e.to_string()))?,
+            };
+            let mut scram = ScramServer::new(verifier);
+            backend::authentication_sasl(&mut out, &["SCRAM-SHA-256"]);
+            client.write_all(&out).await.map_err(ProxyError::client_io)?;
+            let first = read_auth_message(client, buf).await?;
+            let (mechanism, data) = frontend::parse_sasl_initial_response(&first.body)
+                .map_err(|e| ProxyError::Protocol(format!("invalid SASL initial response: {e}")))?;
+            if mechanism != "SCRAM-SHA-256" {
+                return Err(ProxyError::Protocol(format!(
+                    "client chose SASL mechanism {mechanism:?}; poolguard offers SCRAM-SHA-256 only (no TLS channel binding)"
+                )));
+            }
+            let server_first = scram
+                .handle_client_first(data.unwrap_or_default())
+                .map_err(|e| ProxyError::Protocol(format!("SCRAM: {e}")))?;
+            out.clear();
+            backend::authentication_sasl_continue(&mut out, &server_first);
+            client.write_all(&out).await.map_err(ProxyError::client_io)?;
+            let fin = read_auth_message(client, buf).await?;
+            let server_final = scram
+                .handle_client_final(&fin.body)
+                .map_err(|_| ProxyError::AuthFailed(user.to_owned()))?;
+            out.clear();
+            backend::authentication_sasl_final(&mut out, &server_final);
+        }
+        ClientAuth::Md5 => {
+            let salt: [u8; 4] = rand::thread_rng().gen();
+            backend::authentication_md5(&mut out, salt);
+            client.write_all(&out).await.map_err(ProxyError::client_io)?;
+            let msg = read_auth_message(client, buf).await?;
+            let response = frontend::parse_password(&msg.body)
+                .map_err(|e| ProxyError::Protocol(format!("invalid password message: {e}")))?;
+            let ok = configured
+                .map(|u| md5auth::md5_verify(user, &u.password, salt, response))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ProxyError::AuthFailed(user.to_owned()));
+            }
+            out.clear();
+        }
+    }
+    if configured.is_none() {
+        return Err(ProxyError::AuthFailed(user.to_owned()));
+    }
+    // AuthenticationOk follows with the greeting; SASLFinal (if any) goes first.
+    if !out.is_empty() {
+        client.write_all(&out).await.map_err(ProxyError::client_io)?;
+    }
+    Ok(())
+}
+
+fn random_secret() -> String {
+    let n: u128 = rand::thread_rng().gen();
+    format!("{n:x}")
+}

@@ -1,0 +1,140 @@
+//! Bringing a server back from a client that is gone or was sent away.
+//!
+//! The guarantee: a server goes back to the pool only idle, outside any transaction, and (when
+//! asked) with its session state reset. Whatever the client left open is rolled back, never
+//! committed: an extended-protocol batch without its Sync is not completed by us (a Sync would
+//! commit its implicit transaction), so such a server is discarded instead and the server aborts
+//! the work when the connection closes. Every step is bounded by [`RECLAIM_TIMEOUT`]; a server
+//! that does not cooperate in time is discarded too.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use poolguard_pg::{backend, tags};
+
+use crate::pg::cancel::{send_cancel, ServerKey};
+use crate::pg::scan::Step;
+use crate::pg::server::{copy_fail, ServerError};
+use crate::pg::session::Held;
+
+pub const RECLAIM_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy)]
+pub enum Reclaim {
+    /// Roll back what is open, optionally DISCARD ALL, and return the server to the pool.
+    Clean { reset: bool },
+    /// Close the server connection.
+    Discard,
+}
+
+pub async fn reclaim(mut held: Held, how: Reclaim, pool: &str) {
+    let reset = match how {
+        Reclaim::Discard => {
+            tracing::info!(pool, server = %held.lease.addr, "discarding server connection");
+            held.lease.discard();
+            return;
+        }
+        Reclaim::Clean { reset } => reset,
+    };
+    if held.unsynced {
+        tracing::info!(pool, server = %held.lease.addr, "client left an unfinished extended-protocol batch; discarding its server connection so nothing is committed");
+        held.lease.discard();
+        return;
+    }
+    let rolled_back = held.status != b'I' || held.outstanding > 0;
+    match tokio::time::timeout(RECLAIM_TIMEOUT, clean(&mut held, reset)).await {
+        Ok(Ok(())) => {
+            if rolled_back {
+                tracing::info!(pool, server = %held.lease.addr, "rolled back the transaction a departed client left open");
+            }
+            // Dropping the lease returns the now clean server to the pool.
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(pool, error = %e, "could not clean server connection; discarding it");
+            held.lease.discard();
+        }
+        Err(_) => {
+            tracing::warn!(pool, "server did not become idle in time; discarding it");
+            held.lease.discard();
+        }
+    }
+}
+
+async fn clean(held: &mut Held, reset: bool) -> Result<(), ServerError> {
+    if held.outstanding > 0 {
+        if held.copy_in {
+            let mut m = BytesMut::new();
+            copy_fail(&mut m, "poolguard: client disconnected during COPY");
+            use tokio::io::AsyncWriteExt;
+            held.lease.stream.write_all(&m).await?;
+            held.copy_in = false;
+        } else {
+            let key = ServerKey {
+                addr: held.lease.addr,
+                pid: held.lease.key.0,
+                secret: held.lease.key.1,
+            };
+            send_cancel(key).await?;
+        }
+        drain(held).await?;
+    }
+    if held.status != b'I' {
+        let (_, status) = held.lease.simple_query("ROLLBACK").await?;
+        held.status = status;
+    }
+    if reset {
+        let (_, status) = held.lease.simple_query("DISCARD ALL").await?;
+        held.status = status;
+    }
+    if held.status != b'I' {
+        return Err(ServerError::Io(std::io::Error::other(
+            "server still in a transaction after ROLLBACK",
+        )));
+    }
+    Ok(())
+}
+
+/// Reads and drops server output until every outstanding request has its ReadyForQuery.
+async fn drain(held: &mut Held) -> Result<(), ServerError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut pos = 0;
+        let mut copy_in = false;
+        while let Some(step) = held
+            .scan
+            .step(&held.lease.buf[pos..], |t| t == tags::backend::READY_FOR_QUERY)
+            .map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))?
+        {
+            match step {
+                Step::Whole {
+                    tag: tags::backend::READY_FOR_QUERY,
+                    body,
+                    ..
+                } => {
+                    held.outstanding = held.outstanding.saturating_sub(1);
+                    held.status = backend::parse_ready_for_query(body).unwrap_or(b'E');
+                }
+                Step::Whole {
+                    tag: tags::backend::COPY_IN,
+                    ..
+                } => copy_in = true,
+                _ => {}
+            }
+            pos += step.len();
+        }
+        held.lease.buf.advance(pos);
+        if copy_in {
+            let mut m = BytesMut::new();
+            copy_fail(&mut m, "poolguard: client disconnected during COPY");
+            held.lease.stream.write_all(&m).await?;
+        }
+        if held.outstanding == 0 {
+            return Ok(());
+        }
+        held.lease.buf.reserve(8192);
+        let lease = &mut *held.lease;
+        if lease.stream.read_buf(&mut lease.buf).await? == 0 {
+            return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! A streaming walker over a PostgreSQL message stream.
+//!
+//! The relay forwards bytes untouched and only needs each message's tag, plus the body of the few
+//! messages a pooling decision depends on. [`Scanner::step`] reports one message at a time from the
+//! front of a buffer. Small messages are reported whole; a message longer than [`PASS_THROUGH`]
+//! whose body the caller does not need is reported as a [`Step::Head`] as soon as its header is
+//! here and then passes through in [`Step::Rest`] pieces, so a 1 GB row never sits in memory.
+//!
+//! Invariant: the byte counts of the steps add up exactly to the bytes consumed, so the caller can
+//! forward `buf[..sum]` and the stream stays aligned on message boundaries.
+
+use poolguard_pg::DecodeError;
+
+/// Messages longer than this are streamed instead of buffered whole (unless their body is needed).
+pub const PASS_THROUGH: usize = 32 * 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// A whole message: its tag and body; `len` bytes including the 5-byte header.
+    Whole { tag: u8, body: &'a [u8], len: usize },
+    /// The first `len` bytes of a long message whose remainder follows as `Rest`.
+    Head { tag: u8, len: usize },
+    /// `len` more bytes of the message announced by the last `Head`.
+    Rest { len: usize },
+}
+
+impl Step<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Step::Whole { len, .. } | Step::Head { len, .. } | Step::Rest { len } => *len,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Scanner {
+    max_len: usize,
+    /// Bytes of the current long message still to pass through.
+    remaining: usize,
+}
+
+impl Scanner {
+    pub fn new(max_len: usize) -> Self {
+        Scanner {
+            max_len,
+            remaining: 0,
+        }
+    }
+
+    /// True between a `Head` and the last `Rest` of a long message.
+    pub fn mid_message(&self) -> bool {
+        self.remaining > 0
+    }
+
+    /// The next step at the front of `buf`, or `None` if more bytes are needed.
+    /// `need_body(tag)` says whether the caller must see that message whole.
+    pub fn step<'a>(
+        &mut self,
+        buf: &'a [u8],
+        need_body: impl Fn(u8) -> bool,
+    ) -> Result<Option<Step<'a>>, DecodeError> {
+        if self.remaining > 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let len = self.remaining.min(buf.len());
+            self.remaining -= len;
+            return Ok(Some(Step::Rest { len }));
+        }
+        if buf.len() < 5 {
+            return Ok(None);
+        }
+        let tag = buf[0];
+        let declared = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if declared < 4 {
+            return Err(DecodeError::BadLength(declared as i64));
+        }
+        if declared > self.max_len {
+            return Err(DecodeError::TooLong {
+                len: declared,
+                max: self.max_len,
+            });
+        }
+        let total = declared + 1;
+        if buf.len() >= total {
+            return Ok(Some(Step::Whole {
+                tag,
+                body: &buf[5..total],
+                len: total,
+            }));
+        }
+        if total > PASS_THROUGH && !need_body(tag) {
+            let len = buf.len();
+            self.remaining = total - len;
+            return Ok(Some(Step::Head { tag, len }));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body_len: usize) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body_len + 4) as u32).to_be_bytes());
+        v.extend(std::iter::repeat(7u8).take(body_len));
+        v
+    }
+
+    /// Feeds `stream` in chunks of `chunk` bytes; returns (tags seen, bytes consumed).
+    fn walk(stream: &[u8], chunk: usize) -> (Vec<u8>, usize) {
+        let mut s = Scanner::new(1 << 30);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut tags = Vec::new();
+        let mut consumed = 0;
+        for piece in stream.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            let mut pos = 0;
+            while let Some(step) = s.step(&buf[pos..], |t| t == b'Z').unwrap() {
+                match step {
+                    Step::Whole { tag, .. } | Step::Head { tag, .. } => tags.push(tag),
+                    Step::Rest { .. } => {}
+                }
+                pos += step.len();
+            }
+            consumed += pos;
+            buf.drain(..pos);
+        }
+        (tags, consumed)
+    }
+
+    #[test]
+    fn any_chunking_yields_same_messages_and_consumes_everything() {
+        let mut stream = Vec::new();
+        stream.extend(msg(b'D', 10));
+        stream.extend(msg(b'D', PASS_THROUGH * 3));
+        stream.extend(msg(b'Z', 1));
+        stream.extend(msg(b'C', 0));
+        for chunk in [1, 2, 5, 7, 100, 4096, 1 << 20] {
+            let (tags, consumed) = walk(&stream, chunk);
+            assert_eq!(tags, b"DDZC", "chunk {chunk}");
+            assert_eq!(consumed, stream.len(), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn needed_bodies_wait_for_whole_message() {
+        let m = msg(b'Z', PASS_THROUGH * 2);
+        let mut s = Scanner::new(1 << 30);
+        assert_eq!(s.step(&m[..100], |t| t == b'Z').unwrap(), None);
+        assert!(matches!(
+            s.step(&m, |t| t == b'Z').unwrap(),
+            Some(Step::Whole { tag: b'Z', .. })
+        ));
+    }
+
+    #[test]
+    fn bad_lengths_rejected() {
+        let mut s = Scanner::new(1000);
+        assert!(s.step(b"Q\0\0\0\x03", |_| false).is_err());
+        assert!(s.step(b"Q\0\0\x10\x00", |_| false).is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! Server connections to PostgreSQL: connect, log in, and a few whole-exchange helpers.
+//!
+//! A [`ServerConn`] is what the pool holds. It is always at a message boundary and idle
+//! (ReadyForQuery 'I') when it sits in the pool: the session that returns it guarantees that, and
+//! anything that cannot be brought back to that state is discarded instead.
+//! Login answers whatever the server asks: trust, cleartext, md5 or SCRAM-SHA-256.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use poolguard_pg::backend::{self, Authentication, ErrorNotice};
+use poolguard_pg::framing::{decode_frame, Frame, DEFAULT_MAX_MESSAGE_LEN};
+use poolguard_pg::scram::ScramClient;
+use poolguard_pg::{frontend, md5auth, startup, tags};
+use poolguard_pool::{CloseReason, Connector};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Why a server connection could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot reach PostgreSQL at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("PostgreSQL at {addr} did not answer within {timeout:?}")]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("PostgreSQL at {addr} refused the login: {} (SQLSTATE {})", .notice.message, .notice.code)]
+    Refused { addr: String, notice: ErrorNotice },
+    #[error("PostgreSQL at {addr}: {problem}")]
+    Protocol { addr: String, problem: String },
+    #[error("server connection failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Parameters the server reported at login (server_version, TimeZone, ...), shared by the pool.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
+/// A logged-in connection to PostgreSQL.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet consumed.
+    pub buf: BytesMut,
+    pub addr: SocketAddr,
+    /// The server's BackendKeyData, used to cancel its running query.
+    pub key: (i32, i32),
+    pub params: ServerParams,
+}
+
+impl ServerConn {
+    /// Reads one whole message from the server.
+    pub async fn read_frame(&mut self) -> Result<Frame, ServerError> {
+        loop {
+            match decode_frame(&mut self.buf, DEFAULT_MAX_MESSAGE_LEN) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(self.protocol(e.to_string())),
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    fn protocol(&self, problem: impl Into<String>) -> ServerError {
+        ServerError::Protocol {
+            addr: self.addr.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Runs one simple query to completion and returns its rows as text. An error from the
+    /// server is returned as `Refused`; the connection is still usable afterwards (it reached
+    /// ReadyForQuery) and the returned status byte says whether a transaction is left open.
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<Vec<Option<String>>>, u8), ServerError> {
+        let mut out = BytesMut::new();
+        frontend::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let f = self.read_frame().await?;
+            match f.tag {
+                tags::backend::DATA_ROW => rows.push(parse_data_row(&f.body).ok_or_else(|| {
+                    self.protocol("malformed DataRow")
+                })?),
+                tags::backend::ERROR_RESPONSE => {
+                    failure = Some(
+                        backend::parse_error_notice(&f.body)
+                            .map_err(|e| self.protocol(e.to_string()))?,
+                    )
+                }
+                tags::backend::READY_FOR_QUERY => {
+                    let status = backend::parse_ready_for_query(&f.body)
+                        .map_err(|e| self.protocol(e.to_string()))?;
+                    return match failure {
+                        Some(notice) => Err(ServerError::Refused {
+                            addr: self.addr.to_string(),
+                            notice,
+                        }),
+                        None => Ok((rows, status)),
+                    };
+                }
+                tags::backend::COPY_IN => {
+                    // Nothing poolguard runs copies in; refuse cleanly so we reach ReadyForQuery.
+                    let mut m = BytesMut::new();
+                    copy_fail(&mut m, "poolguard internal query does not copy");
+                    self.stream.write_all(&m).await?;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Best-effort polite close: a Terminate written without waiting.
+    fn terminate_now(&self) {
+        let mut m = BytesMut::new();
+        frontend::terminate(&mut m);
+        let _ = self.stream.try_write(&m);
+    }
+}
+
+/// CopyFail ('f'): the error text ends the COPY on the server side.
+pub fn copy_fail(buf: &mut BytesMut, reason: &str) {
+    buf.extend_from_slice(b"f");
+    buf.extend_from_slice(&((4 + reason.len() + 1) as u32).to_be_bytes());
+    buf.extend_from_slice(reason.as_bytes());
+    buf.extend_from_slice(&[0]);
+}
+
+/// Text values of a DataRow; `None` on malformed input.
+fn parse_data_row(mut body: &[u8]) -> Option<Vec<Option<String>>> {
+    if body.len() < 2 {
+        return None;
+    }
+    let n = body.get_u16() as usize;
+    let mut cols = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        if body.len() < 4 {
+            return None;
+        }
+        let len = body.get_i32();
+        if len < 0 {
+            cols.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if body.len() < len {
+            return None;
+        }
+        cols.push(Some(String::from_utf8_lossy(&body[..len]).into_owned()));
+        body.advance(len);
+    }
+    Some(cols)
+}
+
+/// Opens logged-in connections to one PostgreSQL server for one (database, user) pool.
+pub struct PgConnector {
+    pub host: String,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub connect_timeout: Duration,
+    /// What the last successful login reported, for clients that log in before any server does.
+    params: Mutex<Option<ServerParams>>,
+}
+
+impl PgConnector {
+    pub fn new(
+        host: String,
+        user: String,
+        password: String,
+        database: String,
+        connect_timeout: Duration,
+    ) -> Self {
+        PgConnector {
+            host,
+            user,
+            password,
+            database,
+            connect_timeout,
+            params: Mutex::new(None),
+        }
+    }
+
+    /// Server parameters seen at the most recent login, if any server was opened yet.
+    pub fn params(&self) -> Option<ServerParams> {
+        self.params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn open(&self) -> Result<ServerConn, ServerError> {
+        let addr = self.host.clone();
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&addr))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
+            Err(_) => {
+                return Err(ServerError::ConnectTimeout {
+                    addr,
+                    timeout: self.connect_timeout,
+                })
+            }
+        };
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let mut conn = ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+            addr: peer,
+            key: (0, 0),
+            params: Arc::new(Vec::new()),
+        };
+        match tokio::time::timeout(self.connect_timeout, self.login(&mut conn)).await {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ServerError::ConnectTimeout {
+                addr,
+                timeout: self.connect_timeout,
+            }),
+        }
+    }
+
+    async fn login(&self, conn: &mut ServerConn) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        startup::encode_startup(
+            &mut out,
+            &[
+                ("user", &self.user),
+                ("database", &self.database),
+                ("application_name", "poolguard"),
+            ],
+        );
+        conn.stream.write_all(&out).await?;
+        let mut scram: Option<ScramClient> = None;
+        let mut params = Vec::new();
+        loop {
+            let f = conn.read_frame().await?;
+            out.clear();
+            match f.tag {
+                tags::backend::AUTHENTICATION => {
+                    let auth = backend::parse_authentication(&f.body)
+                        .map_err(|e| conn.protocol(e.to_string()))?;
+                    match auth {
+                        Authentication::Ok => {}
+                        Authentication::CleartextPassword => {
+                            frontend::password_message(&mut out, self.password.as_bytes())
+                        }
+                        Authentication::Md5Password { salt } => {
+                            let r = md5auth::md5_response(&self.user, &self.password, salt);
+                            frontend::password_message(&mut out, r.as_bytes());
+                        }
+                        Authentication::Sasl { mechanisms } => {
+                            if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
+                                return Err(conn.protocol(format!(
+                                    "server offers SASL mechanisms {mechanisms:?}, poolguard speaks SCRAM-SHA-256"
+                                )));
+                            }
+                            let c = ScramClient::new(&self.password);
+                            frontend::sasl_initial_response(
+                                &mut out,
+                                "SCRAM-SHA-256",
+                                &c.client_first(),
+                            );
+                            scram = Some(c);
+                        }
+                        Authentication::SaslContinue(data) => {
+                            let c = scram
+                                .as_mut()
+                                .ok_or_else(|| conn.protocol("SASL continue before SASL start"))?;
+                            let reply = c
+                                .handle_server_first(&data)
+                                .map_err(|e| conn.protocol(format!("SCRAM: {e}")))?;
+                            frontend::sasl_response(&mut out, &reply);
+                        }
+                        Authentication::SaslFinal(data) => {
+                            let c = scram
+                                .as_ref()
+                                .ok_or_else(|| conn.protocol("SASL final before SASL start"))?;
+                            c.verify_server_final(&data)
+                                .map_err(|e| conn.protocol(format!("SCRAM: {e}")))?;
+                        }
+                        Authentication::Unsupported(code) => {
+                            return Err(conn.protocol(format!(
+                                "server asks for authentication method {code}, which poolguard does not speak"
+                            )))
+                        }
+                    }
+                    if !out.is_empty() {
+                        conn.stream.write_all(&out).await?;
+                    }
+                }
+                tags::backend::PARAMETER_STATUS => {
+                    let (k, v) = backend::parse_parameter_status(&f.body)
+                        .map_err(|e| conn.protocol(e.to_string()))?;
+                    params.push((k.to_owned(), v.to_owned()));
+                }
+                tags::backend::BACKEND_KEY_DATA => {
+                    conn.key = backend::parse_backend_key_data(&f.body)
+                        .map_err(|e| conn.protocol(e.to_string()))?;
+                }
+                tags::backend::ERROR_RESPONSE => {
+                    let notice = backend::parse_error_notice(&f.body)
+                        .map_err(|e| conn.protocol(e.to_string()))?;
+                    return Err(ServerError::Refused {
+                        addr: conn.addr.to_string(),
+                        notice,
+                    });
+                }
+                tags::backend::READY_FOR_QUERY => {
+                    let params = Arc::new(params);
+                    conn.params = params.clone();
+                    *self.params.lock().unwrap_or_else(|p| p.into_inner()) = Some(params);
+                    return Ok(());
+                }
+                // NoticeResponse and anything else harmless during login.
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Connector for PgConnector {
+    type Conn = ServerConn;
+    type Error = ServerError;
+
+    fn connect(&self) -> impl std::future::Future<Output = Result<ServerConn, ServerError>> + Send {
+        self.open()
+    }
+
+    fn close(&self, conn: ServerConn, reason: CloseReason) {
+        tracing::debug!(server = %conn.addr, ?reason, "closing server connection");
+        conn.terminate_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_row_parsing_is_bounded() {
+        assert_eq!(
+            parse_data_row(b"\0\x02\0\0\0\x02hi\xff\xff\xff\xff"),
+            Some(vec![Some("hi".into()), None])
+        );
+        assert_eq!(parse_data_row(b"\0\x01\0\0\0\x09hi"), None);
+        assert_eq!(parse_data_row(b"\xff\xff"), None);
+    }
+}

@@ -1,0 +1,205 @@
+//! What every session shares: the validated config, one budget per backend, the pools (one per
+//! database and user, created on first use), the cancel registry and the client counts.
+//!
+//! No global state: a [`Shared`] is built by [`Shared::new`] and handed to whoever needs it, so
+//! tests can run several proxies in one process. Locks here are short and synchronous.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use poolguard_pg::scram::ScramVerifier;
+use poolguard_pool::{Budget, Pool, PoolConfig};
+
+use crate::config::{Config, Database, Protocol};
+use crate::error::ProxyError;
+use crate::pg::cancel::CancelRegistry;
+use crate::pg::server::PgConnector;
+
+pub type PgPool = Pool<PgConnector>;
+
+/// A pool and the database entry it serves, plus its own client count.
+pub struct PgPoolEntry {
+    pub pool: PgPool,
+    pub db: Database,
+    pub user: String,
+    pub clients: AtomicUsize,
+}
+
+pub struct Shared {
+    pub config: Config,
+    budgets: HashMap<String, Arc<Budget>>,
+    pg_pools: Mutex<HashMap<(String, String), Arc<PgPoolEntry>>>,
+    pub cancels: Arc<CancelRegistry>,
+    clients: AtomicUsize,
+    /// SCRAM verifiers derived once at start (PBKDF2 is deliberately slow).
+    verifiers: HashMap<String, ScramVerifier>,
+}
+
+/// Counts one connected client; dropping it gives the places back.
+pub struct ClientSlot {
+    shared: Arc<Shared>,
+    entry: Option<Arc<PgPoolEntry>>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        if let Some(e) = &self.entry {
+            e.clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        let budgets = config
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), Budget::new(b.max_connections)))
+            .collect();
+        let verifiers = config
+            .users
+            .iter()
+            .filter_map(|u| match ScramVerifier::for_secret(&u.password) {
+                Ok(v) => Some((u.name.clone(), v)),
+                Err(e) => {
+                    tracing::warn!(user = %u.name, error = %e, "user cannot log in with SCRAM-SHA-256");
+                    None
+                }
+            })
+            .collect();
+        Arc::new(Shared {
+            config,
+            budgets,
+            pg_pools: Mutex::new(HashMap::new()),
+            cancels: Arc::new(CancelRegistry::default()),
+            clients: AtomicUsize::new(0),
+            verifiers,
+        })
+    }
+
+    pub fn verifier(&self, user: &str) -> Option<&ScramVerifier> {
+        self.verifiers.get(user)
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Admits one more client overall (`[limits] max_client_connections`), 53400 beyond it.
+    pub fn admit_client(self: &Arc<Self>) -> Result<ClientSlot, ProxyError> {
+        let cap = self.config.limits.max_client_connections;
+        let now = self.clients.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = ClientSlot {
+            shared: self.clone(),
+            entry: None,
+        };
+        if now > cap {
+            return Err(ProxyError::TooManyClients(format!(
+                "poolguard refuses the connection: {cap} clients already connected (max_client_connections = {cap}); close idle clients or raise the limit"
+            )));
+        }
+        Ok(slot)
+    }
+
+    /// Counts the client against its pool's own `max_client_connections` too.
+    pub fn admit_to_pool(
+        &self,
+        slot: &mut ClientSlot,
+        entry: &Arc<PgPoolEntry>,
+    ) -> Result<(), ProxyError> {
+        let cap = entry.db.limits.max_client_connections;
+        let now = entry.clients.fetch_add(1, Ordering::Relaxed) + 1;
+        slot.entry = Some(entry.clone());
+        if now > cap {
+            return Err(ProxyError::TooManyClients(format!(
+                "poolguard refuses the connection: database {} already has {cap} clients (max_client_connections = {cap})",
+                entry.db.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The pool for a database and user, created on first use.
+    pub fn pg_pool(&self, db: &Database, user: &str) -> Arc<PgPoolEntry> {
+        let key = (db.name.clone(), user.to_owned());
+        let mut pools = self.pg_pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = pools.get(&key) {
+            return e.clone();
+        }
+        let entry = Arc::new(self.new_pg_pool(db, user));
+        pools.insert(key, entry.clone());
+        entry
+    }
+
+    pub fn pg_pools(&self) -> Vec<Arc<PgPoolEntry>> {
+        self.pg_pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn new_pg_pool(&self, db: &Database, user: &str) -> PgPoolEntry {
+        debug_assert_eq!(db.protocol, Protocol::Postgres);
+        // Config validation guarantees the backend exists; the fallbacks only keep this total.
+        let backend = self.config.backend(&db.backend);
+        let host = backend
+            .and_then(|b| b.hosts.first().cloned())
+            .unwrap_or_default();
+        let connect_timeout = backend
+            .map(|b| b.connect_timeout)
+            .unwrap_or(Duration::from_secs(5));
+        let budget = self
+            .budgets
+            .get(&db.backend)
+            .cloned()
+            .unwrap_or_else(|| Budget::new(db.pool_size + db.max_overflow));
+        let password = self
+            .config
+            .user(user)
+            .map(|u| u.password.clone())
+            .unwrap_or_default();
+        let connector = PgConnector::new(
+            host,
+            user.to_owned(),
+            password,
+            db.server_database.clone(),
+            connect_timeout,
+        );
+        let pool = Pool::new(pool_config(db, user), connector, budget);
+        let period = reap_period(db);
+        pool.spawn_reaper(period);
+        PgPoolEntry {
+            pool,
+            db: db.clone(),
+            user: user.to_owned(),
+            clients: AtomicUsize::new(0),
+        }
+    }
+}
+
+pub fn pool_config(db: &Database, user: &str) -> PoolConfig {
+    PoolConfig {
+        name: format!("{}/{}", db.name, user),
+        size: db.pool_size,
+        max_overflow: db.max_overflow,
+        acquire_timeout: db.limits.acquire_timeout,
+        max_lifetime: db.limits.max_lifetime,
+        lifetime_jitter: db.limits.lifetime_jitter,
+        idle_timeout: db.limits.idle_timeout,
+    }
+}
+
+/// Reaping often enough that idle and lifetime limits are honoured to within a few percent.
+fn reap_period(db: &Database) -> Duration {
+    let shortest = [db.limits.idle_timeout, db.limits.max_lifetime]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(60));
+    (shortest / 10).clamp(Duration::from_millis(100), Duration::from_secs(10))
+}
