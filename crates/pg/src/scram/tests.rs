@@ -1,0 +1,406 @@
+//! SCRAM tests: RFC 7677's published exchange, a real PostgreSQL verifier, full client/server round
+//! trips, and hostile input.
+
+use super::*;
+use proptest::prelude::*;
+
+// RFC 7677 §3.
+const PASSWORD: &str = "pencil";
+const CLIENT_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
+const SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+const SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+const CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+const SERVER_FIRST: &str =
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+const CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                            p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+const SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+
+/// `rolpassword` of `CREATE ROLE u1 PASSWORD 'pencil'` on PostgreSQL 15.
+const PG15_PENCIL: &str = "SCRAM-SHA-256$4096:qJ3oebYjXXkVS5ObfjjvtQ==$\
+                           sysNFawZeRk+XzS/ClsLyyIaWQy7EjPld0Dt3GZOpkw=:\
+                           Tdh/KrgdT8EsNTlNeHL0+UyZjCCc4sFiwd4NpNZJc6c=";
+
+fn rfc_verifier() -> ScramVerifier {
+    ScramVerifier::from_password(PASSWORD, &B64.decode(SALT).unwrap(), 4096)
+}
+
+#[test]
+fn rfc7677_client() {
+    let mut client = ScramClient::with_nonce(PASSWORD, CLIENT_NONCE).with_user("user");
+    assert_eq!(client.client_first(), CLIENT_FIRST.as_bytes());
+    let client_final = client.handle_server_first(SERVER_FIRST.as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(client_final).unwrap(), CLIENT_FINAL);
+    assert_eq!(client.verify_server_final(SERVER_FINAL.as_bytes()), Ok(()));
+    assert_eq!(
+        client.verify_server_final(b"v=AAAAZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="),
+        Err(ScramError::ServerSignatureMismatch)
+    );
+}
+
+#[test]
+fn rfc7677_server() {
+    let mut server = ScramServer::with_nonce(rfc_verifier(), SERVER_NONCE);
+    let server_first = server.handle_client_first(CLIENT_FIRST.as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(server_first).unwrap(), SERVER_FIRST);
+    assert!(!server.is_done());
+    let server_final = server.handle_client_final(CLIENT_FINAL.as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(server_final).unwrap(), SERVER_FINAL);
+    assert!(server.is_done());
+    // The recovered ClientKey logs in anywhere the same verifier is stored.
+    let client_key = server.client_key().unwrap();
+    assert_eq!(sha256(&client_key), rfc_verifier().stored_key);
+}
+
+#[test]
+fn rfc7677_server_rejects_tampered_proof() {
+    let mut server = ScramServer::with_nonce(rfc_verifier(), SERVER_NONCE);
+    server.handle_client_first(CLIENT_FIRST.as_bytes()).unwrap();
+    let tampered = CLIENT_FINAL.replace("p=dHzb", "p=dHzc");
+    assert_eq!(
+        server.handle_client_final(tampered.as_bytes()),
+        Err(ScramError::WrongPassword)
+    );
+    assert_eq!(server.client_key(), None);
+    // Failed for good: no second try within one exchange.
+    assert_eq!(
+        server.handle_client_final(CLIENT_FINAL.as_bytes()),
+        Err(ScramError::OutOfOrder)
+    );
+}
+
+#[test]
+fn postgres_stored_verifier() {
+    let parsed = ScramVerifier::parse(PG15_PENCIL).unwrap();
+    assert_eq!(parsed.iterations, 4096);
+    assert_eq!(parsed.salt.len(), 16);
+    assert_eq!(parsed.to_string(), PG15_PENCIL);
+    assert_eq!(
+        ScramVerifier::from_password(PASSWORD, &parsed.salt, 4096),
+        parsed
+    );
+    assert_eq!(ScramVerifier::for_secret(PG15_PENCIL), Ok(parsed.clone()));
+    // And a client knowing the password logs in against it.
+    assert_eq!(round_trip(parsed, PASSWORD), Ok(()));
+    let debug = format!("{:?}", ScramVerifier::parse(PG15_PENCIL).unwrap());
+    assert!(
+        !debug.contains("sysNFaw") && debug.contains("redacted"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn verifier_display_parse_round_trip() {
+    let v = rfc_verifier();
+    assert_eq!(
+        v.to_string(),
+        "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$\
+         WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+    );
+    assert_eq!(ScramVerifier::parse(&v.to_string()), Ok(v));
+}
+
+#[test]
+fn verifier_parse_errors() {
+    let bad = |s: &str| match ScramVerifier::parse(s) {
+        Err(ScramError::InvalidVerifier(_)) => {}
+        other => panic!("{s}: {other:?}"),
+    };
+    let k = "WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=";
+    bad("md5abc");
+    bad("SCRAM-SHA-256$4096:c2FsdA==");
+    bad(&format!("SCRAM-SHA-256$4096c2FsdA==${k}:{k}"));
+    bad(&format!("SCRAM-SHA-256$0:c2FsdA==${k}:{k}"));
+    bad(&format!("SCRAM-SHA-256$-1:c2FsdA==${k}:{k}"));
+    bad(&format!("SCRAM-SHA-256$4096:$${k}:{k}"));
+    bad(&format!("SCRAM-SHA-256$4096:!!${k}:{k}"));
+    bad(&format!("SCRAM-SHA-256$4096:c2FsdA==${k}"));
+    bad(&format!("SCRAM-SHA-256$4096:c2FsdA==${k}:c2FsdA=="));
+    assert!(ScramVerifier::parse(&format!("SCRAM-SHA-256$4096:c2FsdA==${k}:{k}")).is_ok());
+}
+
+#[test]
+fn for_secret_derives_from_a_password() {
+    let a = ScramVerifier::for_secret("hunter2").unwrap();
+    let b = ScramVerifier::for_secret("hunter2").unwrap();
+    assert_eq!((a.iterations, a.salt.len()), (4096, 16));
+    assert_ne!(a.salt, b.salt, "salt is random");
+    assert_eq!(ScramVerifier::from_password("hunter2", &a.salt, 4096), a);
+    assert!(ScramVerifier::for_secret("SCRAM-SHA-256$garbage").is_err());
+}
+
+/// A full exchange between our client (knowing `password`) and our server (holding `verifier`).
+fn round_trip(verifier: ScramVerifier, password: &str) -> Result<(), ScramError> {
+    round_trip_with(ScramClient::new(password), verifier)
+}
+
+fn round_trip_with(mut client: ScramClient, verifier: ScramVerifier) -> Result<(), ScramError> {
+    let mut server = ScramServer::new(verifier);
+    let server_first = server.handle_client_first(&client.client_first())?;
+    let client_final = client.handle_server_first(&server_first)?;
+    let server_final = server.handle_client_final(&client_final)?;
+    client.verify_server_final(&server_final)
+}
+
+#[test]
+fn client_server_round_trips() {
+    let verifier = ScramVerifier::from_password("correct horse", b"salt-salt", 16);
+    assert_eq!(round_trip(verifier.clone(), "correct horse"), Ok(()));
+    assert_eq!(
+        round_trip(verifier.clone(), "correct horse "),
+        Err(ScramError::WrongPassword)
+    );
+    assert_eq!(
+        round_trip(verifier.clone(), ""),
+        Err(ScramError::WrongPassword)
+    );
+    assert_eq!(
+        round_trip(ScramVerifier::from_password("", b"s", 1), ""),
+        Ok(())
+    );
+    assert_eq!(
+        round_trip(
+            ScramVerifier::from_password("pässwörd", b"s", 2),
+            "pässwörd"
+        ),
+        Ok(())
+    );
+    assert_eq!(ScramError::WrongPassword.sqlstate(), "28P01");
+}
+
+#[test]
+fn keys_recovered_by_the_server_log_in_upstream() {
+    let verifier = ScramVerifier::from_password("s3cret", b"pepper", 8);
+    let mut server = ScramServer::new(verifier.clone());
+    let mut client = ScramClient::new("s3cret");
+    let sf = server.handle_client_first(&client.client_first()).unwrap();
+    let cf = client.handle_server_first(&sf).unwrap();
+    server.handle_client_final(&cf).unwrap();
+    let client_key = server.client_key().unwrap();
+    let upstream = ScramClient::from_keys(client_key, verifier.server_key);
+    assert_eq!(round_trip_with(upstream, verifier.clone()), Ok(()));
+    let forged = ScramClient::from_keys([7; 32], verifier.server_key);
+    assert_eq!(
+        round_trip_with(forged, verifier),
+        Err(ScramError::WrongPassword)
+    );
+}
+
+#[test]
+fn server_gs2_handling() {
+    let first = |msg: &str| {
+        ScramServer::with_nonce(rfc_verifier(), "x").handle_client_first(msg.as_bytes())
+    };
+    assert!(first("n,,n=,r=abc").is_ok());
+    assert!(first("y,,n=,r=abc").is_ok());
+    assert!(first("n,,n=user,r=abc,x=ext").is_ok());
+    assert_eq!(
+        first("p=tls-server-end-point,,n=,r=abc"),
+        Err(ScramError::ChannelBindingUnsupported)
+    );
+    assert!(ScramError::ChannelBindingUnsupported
+        .to_string()
+        .contains("TLS"));
+    for bad in [
+        "",
+        "n",
+        "n,",
+        "x,,n=,r=abc",
+        "n,a=admin,n=,r=abc",
+        "n,,r=abc",
+        "n,,n=",
+        "n,,n=,r=",
+        "n,,n=,r=a b",
+        "n,,m=ext,n=,r=abc",
+        "n,,n=,x=abc",
+    ] {
+        assert!(
+            matches!(first(bad), Err(ScramError::Malformed(_))),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        ScramServer::new(rfc_verifier()).handle_client_first(b"n,,n=,r=\xff"),
+        Err(ScramError::Malformed(_))
+    ));
+    let huge = format!("n,,n=,r={}", "a".repeat(MAX_MESSAGE_LEN));
+    assert!(matches!(first(&huge), Err(ScramError::Malformed(_))));
+}
+
+#[test]
+fn server_client_final_checks() {
+    let start = |gs2: &str| {
+        let mut s = ScramServer::with_nonce(rfc_verifier(), SERVER_NONCE);
+        s.handle_client_first(format!("{gs2}n=user,r={CLIENT_NONCE}").as_bytes())
+            .unwrap();
+        s
+    };
+    let nonce = format!("{CLIENT_NONCE}{SERVER_NONCE}");
+    let proof = "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    // c= must echo the gs2 header actually sent ("eSws" is base64 of "y,,").
+    assert!(matches!(
+        start("y,,").handle_client_final(CLIENT_FINAL.as_bytes()),
+        Err(ScramError::Malformed(_))
+    ));
+    assert_eq!(
+        start("n,,").handle_client_final(format!("c=biws,r={CLIENT_NONCE}xx,{proof}").as_bytes()),
+        Err(ScramError::NonceMismatch)
+    );
+    // The proof signs the whole message, extensions included.
+    assert_eq!(
+        start("n,,").handle_client_final(format!("c=biws,r={nonce},x=1,{proof}").as_bytes()),
+        Err(ScramError::WrongPassword)
+    );
+    for bad in [
+        String::new(),
+        format!("r={nonce},{proof}"),
+        format!("c=biws,{proof}"),
+        format!("c=biws,r={nonce}"),
+        format!("c=biws,r={nonce},p=short"),
+        format!("c=biws,r={nonce},p=!!!"),
+        format!("c=bi,r={nonce},{proof}"),
+    ] {
+        assert!(
+            matches!(
+                start("n,,").handle_client_final(bad.as_bytes()),
+                Err(ScramError::Malformed(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        ScramServer::new(rfc_verifier()).handle_client_final(CLIENT_FINAL.as_bytes()),
+        Err(ScramError::OutOfOrder)
+    );
+    let mut twice = start("n,,");
+    assert_eq!(
+        twice.handle_client_first(CLIENT_FIRST.as_bytes()),
+        Err(ScramError::OutOfOrder)
+    );
+}
+
+#[test]
+fn client_rejects_hostile_server_first() {
+    let reply =
+        |msg: &str| ScramClient::with_nonce("pw", "abc").handle_server_first(msg.as_bytes());
+    assert!(reply("r=abcdef,s=c2FsdA==,i=1").is_ok());
+    assert!(reply("r=abcdef,s=c2FsdA==,i=1000000,x=ext").is_ok());
+    assert_eq!(
+        reply("r=abc,s=c2FsdA==,i=1"),
+        Err(ScramError::NonceMismatch)
+    );
+    assert_eq!(
+        reply("r=xyzdef,s=c2FsdA==,i=1"),
+        Err(ScramError::NonceMismatch)
+    );
+    assert_eq!(
+        reply("r=abcdef,s=c2FsdA==,i=0"),
+        Err(ScramError::IterationsOutOfRange(0))
+    );
+    assert_eq!(
+        reply("r=abcdef,s=c2FsdA==,i=1000001"),
+        Err(ScramError::IterationsOutOfRange(1_000_001))
+    );
+    assert_eq!(
+        reply("r=abcdef,s=c2FsdA==,i=99999999999999999999999"),
+        Err(ScramError::IterationsOutOfRange(u64::MAX))
+    );
+    for bad in [
+        "",
+        "m=x,r=abcdef,s=c2FsdA==,i=1",
+        "r=abcdef",
+        "r=abcdef,s=,i=1",
+        "r=abcdef,s=!!,i=1",
+        "r=abcdef,s=c2FsdA==",
+        "r=abcdef,s=c2FsdA==,i=",
+        "r=abcdef,s=c2FsdA==,i=-1",
+        "r=abcdef,s=c2FsdA==,i=+1",
+        "s=c2FsdA==,r=abcdef,i=1",
+        "r=abc de,s=c2FsdA==,i=1",
+    ] {
+        assert!(
+            matches!(reply(bad), Err(ScramError::Malformed(_))),
+            "{bad:?}"
+        );
+    }
+    let mut client = ScramClient::with_nonce("pw", "abc");
+    assert_eq!(
+        client.verify_server_final(SERVER_FINAL.as_bytes()),
+        Err(ScramError::OutOfOrder)
+    );
+    client
+        .handle_server_first(b"r=abcdef,s=c2FsdA==,i=1")
+        .unwrap();
+    assert_eq!(
+        client.handle_server_first(b"r=abcdef,s=c2FsdA==,i=1"),
+        Err(ScramError::OutOfOrder)
+    );
+}
+
+#[test]
+fn client_server_final_errors() {
+    let mut client = ScramClient::with_nonce(PASSWORD, CLIENT_NONCE).with_user("user");
+    client.handle_server_first(SERVER_FIRST.as_bytes()).unwrap();
+    assert_eq!(
+        client.verify_server_final(b"e=invalid-proof"),
+        Err(ScramError::ServerError("invalid-proof".into()))
+    );
+    assert!(matches!(
+        client.verify_server_final(b"x=1"),
+        Err(ScramError::Malformed(_))
+    ));
+    assert!(matches!(
+        client.verify_server_final(b"v=!!"),
+        Err(ScramError::Malformed(_))
+    ));
+    assert_eq!(
+        client.verify_server_final(b"v=AAAA"),
+        Err(ScramError::ServerSignatureMismatch)
+    );
+}
+
+#[test]
+fn user_names_are_escaped() {
+    let c = ScramClient::with_nonce("pw", "n").with_user("a=b,c");
+    assert_eq!(c.client_first(), b"n,,n=a=3Db=2Cc,r=n");
+    assert!(ScramClient::new("pw")
+        .client_first()
+        .starts_with(b"n,,n=,r="));
+}
+
+#[test]
+fn constant_time_eq_basics() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"ab"));
+    assert!(constant_time_eq(b"", b""));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_input_never_panics(a in proptest::collection::vec(any::<u8>(), 0..128),
+                                 b in proptest::collection::vec(any::<u8>(), 0..128)) {
+        let mut server = ScramServer::new(ScramVerifier::from_password("pw", b"salt", 1));
+        let _ = server.handle_client_first(&a);
+        let _ = server.handle_client_final(&b);
+        let mut client = ScramClient::new("pw");
+        let _ = client.handle_server_first(&a);
+        let _ = client.verify_server_final(&b);
+        let _ = ScramVerifier::parse(&String::from_utf8_lossy(&a));
+    }
+
+    #[test]
+    fn structured_input_never_panics(nonce in "[!-~]{0,12}", salt in "[A-Za-z0-9+/=]{0,12}",
+                                     iter in "[0-9-]{0,4}", tail in ".{0,12}") {
+        let mut client = ScramClient::with_nonce("pw", "ab");
+        let server_first = format!("r=ab{nonce},s={salt},i={iter}{tail}");
+        let _ = client.handle_server_first(server_first.as_bytes());
+        let mut server = ScramServer::with_nonce(ScramVerifier::from_password("pw", b"s", 1), "x");
+        if server.handle_client_first(format!("n,,n=,r={nonce}").as_bytes()).is_ok() {
+            let _ = server.handle_client_final(
+                format!("c=biws,r={nonce}x,p={salt}{tail}").as_bytes());
+        }
+    }
+}
