@@ -1,1 +1,155 @@
-//! placeholder
+//! # poolguard-pool: a generic, bounded, protocol-agnostic async pool
+//!
+//! A [`Pool`] hands out [`Lease`]s on connections made by a [`Connector`]. It knows nothing about
+//! PostgreSQL or MySQL: the connector opens and closes, the pool counts, queues and reaps.
+//!
+//! ## Invariants
+//! - **Units.** Every connection the pool holds (idle, leased, or still connecting) is one *unit*.
+//!   Per pool, `idle + in_use + connecting <= size + max_overflow`; across every pool sharing a
+//!   [`Budget`], the units never exceed [`Budget::limit`]. Capacity is decided under a short
+//!   `std::sync::Mutex`; connects happen outside it, holding an RAII slot that gives its unit back
+//!   if the connect fails or the acquire is cancelled.
+//! - **Every unit is returned exactly once.** A lease's `Drop` (or [`Lease::discard`]) returns it;
+//!   a slot's `Drop` returns it; closing a connection releases its budget unit, which the budget
+//!   hands to the first budget-starved pool (FIFO across pools) or frees.
+//! - **Idle connections never starve a sibling.** A pool refused a budget unit asks pools with
+//!   idle connections to close one, and a connection returned where nobody waits is closed
+//!   while another pool is starved (`CloseReason::BudgetReclaim`). Lowering the limit closes
+//!   idle connections at once and returned ones until `in_use` fits.
+//! - **FIFO and one deadline.** Waiters are served first come, first served within a pool; an
+//!   acquire has one deadline covering the wait and the connect. A grant sent to a waiter that has
+//!   gone away comes back to the pool through the grant's own `Drop`.
+//! - **Lock order.** Pool state, then budget; never the reverse, never across `.await`, and no
+//!   user code ([`Connector::close`]) or lease/slot `Drop` runs while a lock is held: such work is
+//!   collected under the lock and applied after it is released.
+//! - **Time** is `tokio::time::Instant`, so everything runs on a paused test clock.
+//!
+//! ## Modules
+//! `config` (settings and the status snapshot), `budget` (the cross-pool budget), `lease` (the
+//! RAII lease and connect slot), `inner` (shared state and the dispatch that hands out capacity;
+//! `inner::report` reads it, `inner::member` is the budget's side), `pool` (the public handle),
+//! `error` (what an acquire can fail with). Tests live in `tests/` beside them.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
+
+mod budget;
+mod config;
+mod error;
+mod inner;
+mod lease;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::future::Future;
+
+pub use budget::Budget;
+pub use config::{PoolConfig, PoolStatus};
+pub use error::AcquireError;
+pub use lease::Lease;
+pub use pool::Pool;
+
+/// Opens (and optionally closes) the connections a [`Pool`] manages.
+pub trait Connector: Send + Sync + 'static {
+    /// The connection type.
+    type Conn: Send + 'static;
+    /// What a failed connect returns.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Open a new connection. Called outside any lock, at most once per granted slot; the pool
+    /// never retries a failed connect itself.
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+
+    /// Called (synchronously) when the pool closes a connection for good (lifetime, idle,
+    /// overflow, discard, pool close). Default: drop it.
+    fn close(&self, conn: Self::Conn, reason: CloseReason) {
+        let _ = (conn, reason);
+    }
+}
+
+/// Why the pool closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Past its (jittered) `max_lifetime`.
+    Lifetime,
+    /// Idle for longer than `idle_timeout`.
+    Idle,
+    /// Beyond `pool_size` (or beyond a shrunk capacity) and nobody waiting for it.
+    Overflow,
+    /// The holder said it is broken ([`Lease::discard`]).
+    Discarded,
+    /// The backend budget needed the unit: another pool was starved, or the limit was lowered.
+    BudgetReclaim,
+    /// The pool was closed.
+    PoolClosed,
+}
+
+impl CloseReason {
+    /// A short lowercase name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::Idle => "idle",
+            CloseReason::Overflow => "overflow",
+            CloseReason::Discarded => "discarded",
+            CloseReason::BudgetReclaim => "budget_reclaim",
+            CloseReason::PoolClosed => "pool_closed",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who holds a lease: plain data supplied by the caller, protocol-agnostic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    /// The client's address, "ip:port".
+    pub client: String,
+    /// The user it authenticated as.
+    pub user: String,
+    /// The database it asked for.
+    pub database: String,
+    /// Its application name (PostgreSQL `application_name`, MySQL `program_name`), if any.
+    pub application: String,
+}
+
+impl fmt::Display for Holder {
+    /// `127.0.0.1:50412 (app=billing, user=app)`; empty fields are left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let client = if self.client.is_empty() {
+            "unknown client"
+        } else {
+            &self.client
+        };
+        f.write_str(client)?;
+        let mut parts = Vec::with_capacity(2);
+        if !self.application.is_empty() {
+            parts.push(format!("app={}", self.application));
+        }
+        if !self.user.is_empty() {
+            parts.push(format!("user={}", self.user));
+        }
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A current lease: who holds which connection since when.
+#[derive(Debug, Clone)]
+pub struct LeaseRecord {
+    /// The lease id ([`Lease::id`]); increases with every lease the pool hands out.
+    pub id: u64,
+    /// Who holds it.
+    pub holder: Holder,
+    /// When it was handed out.
+    pub since: tokio::time::Instant,
+}

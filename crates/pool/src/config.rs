@@ -1,0 +1,97 @@
+//! Pool settings ([`PoolConfig`]) and the point-in-time snapshot ([`PoolStatus`]).
+//!
+//! Settings can change at run time ([`crate::Pool::set_config`]); the pool reads them under its
+//! lock at each decision, so nothing caches a stale value. The pool's name is fixed at creation.
+
+use std::time::Duration;
+
+/// How one pool behaves. Defaults follow the config contract's `[limits]` examples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// The pool's name in messages and metrics, e.g. "bank/app" (database/user).
+    pub name: String,
+    /// `pool_size`: connections kept open when idle.
+    pub size: usize,
+    /// `max_overflow`: extra connections beyond `size` while busy; closed on return when nobody
+    /// waits (SQLAlchemy semantics).
+    pub max_overflow: usize,
+    /// `acquire_timeout`: one deadline for the whole acquire (waiting plus connecting).
+    pub acquire_timeout: Duration,
+    /// `max_lifetime`: a connection older than this (less its jitter) is closed, not reused.
+    pub max_lifetime: Option<Duration>,
+    /// 0.0..=0.5 (clamped): each connection's lifetime is shortened by a random fraction in
+    /// `[0, jitter]`, so connections opened together do not all expire together.
+    pub lifetime_jitter: f64,
+    /// `idle_timeout`: an idle connection unused for this long is closed by [`crate::Pool::reap`].
+    pub idle_timeout: Option<Duration>,
+}
+
+impl PoolConfig {
+    /// Largest jitter accepted; larger values are clamped to it.
+    pub const MAX_JITTER: f64 = 0.5;
+
+    /// `size + max_overflow`: the most units (open or connecting) this pool may hold.
+    pub fn cap(&self) -> usize {
+        self.size.saturating_add(self.max_overflow)
+    }
+
+    /// The jitter actually applied: clamped to `0.0..=0.5`, and 0 when not a number.
+    pub fn effective_jitter(&self) -> f64 {
+        if self.lifetime_jitter.is_finite() {
+            self.lifetime_jitter.clamp(0.0, Self::MAX_JITTER)
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            name: "pool".to_owned(),
+            size: 10,
+            max_overflow: 5,
+            acquire_timeout: Duration::from_secs(5),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            lifetime_jitter: 0.1,
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+        }
+    }
+}
+
+/// A snapshot of one pool, taken under its lock (counts) and from atomics (totals).
+#[derive(Debug, Clone)]
+pub struct PoolStatus {
+    /// The pool's name.
+    pub name: String,
+    /// Open server connections: `idle + in_use`.
+    pub open: usize,
+    /// Open and not leased.
+    pub idle: usize,
+    /// Leased to a client.
+    pub in_use: usize,
+    /// Being opened right now (each holds a unit of the pool and of the budget).
+    pub connecting: usize,
+    /// Acquires waiting for a connection.
+    pub waiters: usize,
+    /// How long the longest-waiting acquire has waited.
+    pub oldest_wait: Option<Duration>,
+    /// `size + max_overflow`.
+    pub cap: usize,
+    /// `pool_size`.
+    pub size: usize,
+    /// The backend budget's current limit.
+    pub budget_limit: usize,
+    /// Units in use across every pool on the backend.
+    pub budget_in_use: usize,
+    /// Successful acquires (monotonic).
+    pub acquired_total: u64,
+    /// Acquires that hit their deadline (monotonic).
+    pub timeouts_total: u64,
+    /// Connections opened (successful connects, monotonic).
+    pub connects_total: u64,
+    /// Connect attempts that failed (monotonic).
+    pub connect_errors_total: u64,
+    /// Connections closed, for any reason (monotonic).
+    pub closed_total: u64,
+}

@@ -1,0 +1,497 @@
+//! The pool's shared state and the one place that hands out capacity (`dispatch_locked`).
+//!
+//! Invariants (all under `Shared::state`):
+//! - `units = idle + busy + connecting`; each unit holds exactly one unit of the budget.
+//! - A new unit is created only when `units < cap` and the budget granted one (in
+//!   `dispatch_locked`) or handed one over (in `offer_unit`), and only for a live waiter.
+//! - Waiters are served strictly in arrival order; a waiter leaves the queue only to receive a
+//!   grant (or when it is found dead at the front, or the pool closes).
+//! - Idle connections are a stack: checkout takes the most recently returned (LIFO keeps few
+//!   warm), reclaim and shrink take the least recently used.
+//! - Work that may run user code, take another pool's lock, or drop a lease/slot (closing a
+//!   connection, releasing a budget unit, sending a grant) is collected in [`Effects`] under the
+//!   lock and applied after it is released.
+//!
+//! `report` reads the state (status, holders, timeout numbers); `member` is the budget's side.
+
+mod member;
+mod report;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::budget::{Budget, Member};
+use crate::config::PoolConfig;
+use crate::lease::{ConnMeta, Lease, Slot};
+use crate::{CloseReason, Connector, Holder, LeaseRecord};
+
+/// How many of the oldest holders a timeout error names.
+const OLDEST_IN_ERROR: usize = 3;
+
+/// Monotonic totals, read without the lock.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) acquired: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) connect_errors: AtomicU64,
+    pub(crate) closed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a waiter receives: a ready connection, or a slot to open one (with its holder back).
+pub(crate) enum Grant<C: Connector> {
+    Lease(Lease<C>),
+    Slot(Slot<C>, Holder),
+}
+
+struct Waiter<C: Connector> {
+    tx: oneshot::Sender<Grant<C>>,
+    holder: Holder,
+    since: Instant,
+}
+
+impl<C: Connector> Waiter<C> {
+    fn alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+struct Idle<T> {
+    conn: T,
+    meta: ConnMeta,
+    since: Instant,
+}
+
+struct State<C: Connector> {
+    config: PoolConfig,
+    /// Back = most recently returned.
+    idle: VecDeque<Idle<C::Conn>>,
+    busy: usize,
+    connecting: usize,
+    waiters: VecDeque<Waiter<C>>,
+    /// Keyed by lease id, which grows with time: iteration is oldest first.
+    leases: BTreeMap<u64, LeaseRecord>,
+    closed: bool,
+}
+
+impl<C: Connector> State<C> {
+    fn open(&self) -> usize {
+        self.idle.len() + self.busy
+    }
+
+    fn units(&self) -> usize {
+        self.open() + self.connecting
+    }
+
+    fn live_waiters(&self) -> usize {
+        self.waiters.iter().filter(|w| w.alive()).count()
+    }
+
+    fn prune_dead_front(&mut self) {
+        while self.waiters.front().is_some_and(|w| !w.alive()) {
+            self.waiters.pop_front();
+        }
+    }
+
+    /// Why an idle connection must not be reused, if it must not.
+    fn idle_verdict(&self, idle: &Idle<C::Conn>, now: Instant) -> Option<CloseReason> {
+        if idle.meta.is_expired(&self.config, now) {
+            Some(CloseReason::Lifetime)
+        } else if self
+            .config
+            .idle_timeout
+            .is_some_and(|t| now.saturating_duration_since(idle.since) >= t)
+        {
+            Some(CloseReason::Idle)
+        } else {
+            None
+        }
+    }
+}
+
+/// Deferred work, applied by [`Effects::apply`] once the lock is released.
+#[must_use = "effects must be applied after the lock is released"]
+pub(crate) struct Effects<C: Connector> {
+    close: Vec<(C::Conn, CloseReason)>,
+    /// Units freed without a connection to close (abandoned slots).
+    release: usize,
+    send: Vec<(oneshot::Sender<Grant<C>>, Grant<C>)>,
+    /// Waiters were left waiting because the budget is exhausted.
+    starved: bool,
+}
+
+impl<C: Connector> Effects<C> {
+    fn new() -> Self {
+        Effects {
+            close: Vec::new(),
+            release: 0,
+            send: Vec::new(),
+            starved: false,
+        }
+    }
+
+    fn apply(self, shared: &Arc<Shared<C>>) {
+        let Effects {
+            close,
+            release,
+            send,
+            starved,
+        } = self;
+        let freed = close.len() + release;
+        for (conn, reason) in close {
+            shared.close_conn(conn, reason);
+        }
+        for _ in 0..freed {
+            shared.budget.release();
+        }
+        for (tx, grant) in send {
+            // The waiter gave up after we checked: the grant's own Drop puts it back.
+            if let Err(grant) = tx.send(grant) {
+                drop(grant);
+            }
+        }
+        if freed > 0 {
+            // Units went back to the budget; waiters blocked by this pool's cap may now open.
+            shared.dispatch();
+        }
+        if starved {
+            shared.reclaim_for_waiters();
+        }
+    }
+}
+
+/// Everything a pool's handles, leases and slots share.
+pub(crate) struct Shared<C: Connector> {
+    pub(crate) connector: C,
+    pub(crate) budget: Arc<Budget>,
+    /// Fixed at creation; also kept in `config.name`.
+    pub(crate) name: Arc<str>,
+    pub(crate) counters: Counters,
+    state: Mutex<State<C>>,
+    me: Weak<Shared<C>>,
+    next_lease: AtomicU64,
+}
+
+impl<C: Connector> Shared<C> {
+    pub(crate) fn new(config: PoolConfig, connector: C, budget: Arc<Budget>) -> Arc<Self> {
+        let shared = Arc::new_cyclic(|me| Shared {
+            connector,
+            budget,
+            name: Arc::from(config.name.as_str()),
+            counters: Counters::default(),
+            state: Mutex::new(State {
+                config,
+                idle: VecDeque::new(),
+                busy: 0,
+                connecting: 0,
+                waiters: VecDeque::new(),
+                leases: BTreeMap::new(),
+                closed: false,
+            }),
+            me: me.clone(),
+            next_lease: AtomicU64::new(1),
+        });
+        shared.budget.register(shared.member());
+        shared
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<C>> {
+        // Every critical section leaves the counts consistent before anything can panic, so
+        // the data behind a poisoned lock is still good.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn member(&self) -> Weak<dyn Member> {
+        self.me.clone()
+    }
+
+    pub(crate) fn config(&self) -> PoolConfig {
+        self.lock().config.clone()
+    }
+
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        self.lock().config.acquire_timeout
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Queue an acquire (at the back, FIFO) and serve the queue. `None` if the pool is closed.
+    pub(crate) fn enqueue(self: &Arc<Self>, holder: Holder) -> Option<oneshot::Receiver<Grant<C>>> {
+        let (tx, rx) = oneshot::channel();
+        let mut fx = Effects::new();
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return None;
+            }
+            let since = Instant::now();
+            st.waiters.push_back(Waiter { tx, holder, since });
+            self.dispatch_locked(&mut st, &mut fx);
+        }
+        fx.apply(self);
+        Some(rx)
+    }
+
+    pub(crate) fn dispatch(self: &Arc<Self>) {
+        let mut fx = Effects::new();
+        self.dispatch_locked(&mut self.lock(), &mut fx);
+        fx.apply(self);
+    }
+
+    /// Serve waiters in order: an idle connection first, else a slot if both the pool's cap and
+    /// the budget allow; stop at the first waiter that cannot be served.
+    fn dispatch_locked(self: &Arc<Self>, st: &mut State<C>, fx: &mut Effects<C>) {
+        let now = Instant::now();
+        loop {
+            st.prune_dead_front();
+            if st.closed {
+                return;
+            }
+            let Some(waiter) = st.waiters.pop_front() else {
+                return;
+            };
+            if let Some(idle) = self.take_idle(st, now, fx) {
+                let lease = self.lease_locked(st, idle.conn, idle.meta, waiter.holder, now);
+                fx.send.push((waiter.tx, Grant::Lease(lease)));
+                continue;
+            }
+            if st.units() >= st.config.cap() {
+                st.waiters.push_front(waiter);
+                return;
+            }
+            if !self.budget.try_acquire_or_wait(&self.member()) {
+                st.waiters.push_front(waiter);
+                fx.starved = true;
+                return;
+            }
+            st.connecting += 1;
+            let slot = Slot::new(Arc::clone(self));
+            fx.send.push((waiter.tx, Grant::Slot(slot, waiter.holder)));
+        }
+    }
+
+    /// The most recently returned idle connection still fit for use; unfit ones are closed.
+    fn take_idle(
+        &self,
+        st: &mut State<C>,
+        now: Instant,
+        fx: &mut Effects<C>,
+    ) -> Option<Idle<C::Conn>> {
+        while let Some(idle) = st.idle.pop_back() {
+            match st.idle_verdict(&idle, now) {
+                Some(reason) => fx.close.push((idle.conn, reason)),
+                None => return Some(idle),
+            }
+        }
+        None
+    }
+
+    /// Record a lease for `holder` on a connection that was just counted out of idle or
+    /// connecting; counts it busy.
+    fn lease_locked(
+        self: &Arc<Self>,
+        st: &mut State<C>,
+        conn: C::Conn,
+        meta: ConnMeta,
+        holder: Holder,
+        now: Instant,
+    ) -> Lease<C> {
+        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        st.busy += 1;
+        st.leases.insert(
+            id,
+            LeaseRecord {
+                id,
+                holder,
+                since: now,
+            },
+        );
+        let expires_at = meta.expires_at(&st.config);
+        Lease::new(Arc::clone(self), id, conn, meta, expires_at)
+    }
+
+    /// A lease came back: close it or keep it idle, then serve waiters (LIFO hands this very
+    /// connection to the first live waiter).
+    pub(crate) fn checkin(self: &Arc<Self>, id: u64, conn: C::Conn, meta: ConnMeta) {
+        let mut fx = Effects::new();
+        {
+            let mut st = self.lock();
+            st.leases.remove(&id);
+            st.busy = st.busy.saturating_sub(1);
+            let now = Instant::now();
+            match self.checkin_verdict(&st, &meta, now) {
+                Some(reason) => fx.close.push((conn, reason)),
+                None => st.idle.push_back(Idle {
+                    conn,
+                    meta,
+                    since: now,
+                }),
+            }
+            self.dispatch_locked(&mut st, &mut fx);
+        }
+        fx.apply(self);
+    }
+
+    /// Why a returned connection (no longer counted) must be closed, if it must.
+    fn checkin_verdict(&self, st: &State<C>, meta: &ConnMeta, now: Instant) -> Option<CloseReason> {
+        if st.closed {
+            Some(CloseReason::PoolClosed)
+        } else if meta.is_expired(&st.config, now) {
+            Some(CloseReason::Lifetime)
+        } else if st.units() + 1 > st.config.cap() {
+            // The pool was shrunk below what it holds.
+            Some(CloseReason::Overflow)
+        } else if self.budget.over_limit() {
+            Some(CloseReason::BudgetReclaim)
+        } else if st.live_waiters() > 0 {
+            // Handed straight to our own next waiter by the dispatch that follows.
+            None
+        } else if st.open() + 1 > st.config.size {
+            Some(CloseReason::Overflow)
+        } else if self.budget.starved_besides(&self.member()) {
+            // Nobody here wants it and another pool on the backend is starved: the unit moves.
+            Some(CloseReason::BudgetReclaim)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn discard(self: &Arc<Self>, id: u64, conn: C::Conn) {
+        let mut fx = Effects::new();
+        {
+            let mut st = self.lock();
+            st.leases.remove(&id);
+            st.busy = st.busy.saturating_sub(1);
+            fx.close.push((conn, CloseReason::Discarded));
+        }
+        fx.apply(self);
+    }
+
+    /// A slot was dropped unused: its unit goes back (to a starved pool or free), and waiters
+    /// held back by this pool's cap get another chance in `apply`.
+    pub(crate) fn slot_abandoned(self: &Arc<Self>) {
+        let mut fx = Effects::new();
+        {
+            let mut st = self.lock();
+            st.connecting = st.connecting.saturating_sub(1);
+            fx.release += 1;
+        }
+        fx.apply(self);
+    }
+
+    /// A slot's connect succeeded: the unit becomes a lease, unless the pool closed meanwhile.
+    pub(crate) fn slot_connected(
+        self: &Arc<Self>,
+        conn: C::Conn,
+        holder: Holder,
+    ) -> Option<Lease<C>> {
+        let mut fx = Effects::new();
+        let lease = {
+            let mut st = self.lock();
+            st.connecting = st.connecting.saturating_sub(1);
+            let now = Instant::now();
+            if st.closed {
+                fx.close.push((conn, CloseReason::PoolClosed));
+                None
+            } else {
+                Some(self.lease_locked(&mut st, conn, ConnMeta::new(now), holder, now))
+            }
+        };
+        fx.apply(self);
+        lease
+    }
+
+    /// Close idle connections past their lifetime or idle timeout.
+    pub(crate) fn reap(self: &Arc<Self>) {
+        let mut fx = Effects::new();
+        {
+            let mut st = self.lock();
+            let now = Instant::now();
+            let idle = std::mem::take(&mut st.idle);
+            for entry in idle {
+                match st.idle_verdict(&entry, now) {
+                    Some(reason) => fx.close.push((entry.conn, reason)),
+                    None => st.idle.push_back(entry),
+                }
+            }
+            self.dispatch_locked(&mut st, &mut fx);
+        }
+        fx.apply(self);
+    }
+
+    /// Refuse new acquires, close idle connections, wake waiters (their senders are dropped,
+    /// which they read as `Closed`). Busy connections are closed as they come back.
+    pub(crate) fn close(self: &Arc<Self>) {
+        let mut fx = Effects::new();
+        let waiters = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            for entry in st.idle.drain(..) {
+                fx.close.push((entry.conn, CloseReason::PoolClosed));
+            }
+            self.budget.forget_starved(&self.member());
+            std::mem::take(&mut st.waiters)
+        };
+        tracing::info!(pool = %self.name, waiters = waiters.len(), "pool closed");
+        drop(waiters);
+        fx.apply(self);
+    }
+
+    /// New settings (the name stays). Shrinking closes surplus idle connections, least
+    /// recently used first; growing may serve waiters at once.
+    pub(crate) fn set_config(self: &Arc<Self>, mut config: PoolConfig) {
+        config.name = self.name.to_string();
+        let mut fx = Effects::new();
+        {
+            let mut st = self.lock();
+            st.config = config;
+            while !st.idle.is_empty()
+                && (st.open() > st.config.size || st.units() > st.config.cap())
+            {
+                if let Some(entry) = st.idle.pop_front() {
+                    fx.close.push((entry.conn, CloseReason::Overflow));
+                }
+            }
+            self.dispatch_locked(&mut st, &mut fx);
+        }
+        fx.apply(self);
+    }
+
+    /// Budget-starved waiters and siblings with idle connections: have the budget move units.
+    fn reclaim_for_waiters(self: &Arc<Self>) {
+        let wanted = {
+            let st = self.lock();
+            if st.closed {
+                0
+            } else {
+                let headroom = st.config.cap().saturating_sub(st.units());
+                st.live_waiters().min(headroom)
+            }
+        };
+        if wanted > 0 && self.budget.exhausted() {
+            self.budget.reclaim_for(&self.member(), wanted);
+        }
+    }
+
+    fn close_conn(&self, conn: C::Conn, reason: CloseReason) {
+        Counters::bump(&self.counters.closed);
+        tracing::debug!(pool = %self.name, reason = %reason, "closing server connection");
+        self.connector.close(conn, reason);
+    }
+}

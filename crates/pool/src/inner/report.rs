@@ -1,0 +1,90 @@
+//! Reading the pool: the status snapshot, the holder list and the timeout error's numbers.
+//! Each takes the lock once and copies what it needs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Counters, Shared, Waiter, OLDEST_IN_ERROR};
+use crate::config::PoolStatus;
+use crate::error::AcquireError;
+use crate::{Connector, LeaseRecord};
+
+impl<C: Connector> Shared<C> {
+    pub(crate) fn status(&self) -> PoolStatus {
+        let (limit, budget_in_use) = self.budget.snapshot();
+        let st = self.lock();
+        let now = Instant::now();
+        let mut live = st.waiters.iter().filter(|w| w.alive());
+        let oldest_wait = live.next().map(|w| now.saturating_duration_since(w.since));
+        let waiters = usize::from(oldest_wait.is_some()) + live.count();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PoolStatus {
+            name: self.name.to_string(),
+            open: st.open(),
+            idle: st.idle.len(),
+            in_use: st.busy,
+            connecting: st.connecting,
+            waiters,
+            oldest_wait,
+            cap: st.config.cap(),
+            size: st.config.size,
+            budget_limit: limit,
+            budget_in_use,
+            acquired_total: load(&self.counters.acquired),
+            timeouts_total: load(&self.counters.timeouts),
+            connects_total: load(&self.counters.connects),
+            connect_errors_total: load(&self.counters.connect_errors),
+            closed_total: load(&self.counters.closed),
+        }
+    }
+
+    pub(crate) fn holders(&self) -> Vec<LeaseRecord> {
+        self.lock().leases.values().cloned().collect()
+    }
+
+    /// The error for an acquire that waited `waited` in vain (its own waiter is already gone).
+    pub(crate) fn timeout_error<E>(&self, waited: Duration) -> AcquireError<E> {
+        Counters::bump(&self.counters.timeouts);
+        let (budget_limit, budget_in_use) = self.budget.snapshot();
+        let now = Instant::now();
+        let (in_use, config, waiters, oldest) = {
+            let mut st = self.lock();
+            // Timed-out waiters behind the front would otherwise linger until served.
+            st.waiters.retain(Waiter::alive);
+            if st.waiters.is_empty() {
+                self.budget.forget_starved(&self.member());
+            }
+            let oldest: Vec<_> = st
+                .leases
+                .values()
+                .take(OLDEST_IN_ERROR)
+                .map(|r| (r.holder.clone(), now.saturating_duration_since(r.since)))
+                .collect();
+            (st.units(), st.config.clone(), st.waiters.len(), oldest)
+        };
+        tracing::warn!(
+            pool = %self.name,
+            waited = ?waited,
+            in_use,
+            cap = config.cap(),
+            budget_limit,
+            budget_in_use,
+            waiters,
+            "acquire timed out"
+        );
+        AcquireError::Timeout {
+            pool: self.name.to_string(),
+            waited,
+            in_use,
+            cap: config.cap(),
+            size: config.size,
+            overflow: config.max_overflow,
+            budget_limit,
+            budget_in_use,
+            waiters,
+            oldest,
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Pool tests on a paused clock, against a fake connector that counts what the "server" sees.
+//!
+//! `FakeStats::live` is the server's view: connections open or being opened. It is decremented
+//! by the connection's own `Drop`, so a leaked unit shows up even if nobody calls `close`.
+
+mod budget;
+mod caps;
+mod hygiene;
+mod stress;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::{CloseReason, Connector, Holder, Lease, PoolConfig};
+
+#[derive(Debug, thiserror::Error)]
+#[error("fake connect failure")]
+pub(crate) struct FakeError;
+
+#[derive(Default)]
+pub(crate) struct FakeStats {
+    attempts: AtomicUsize,
+    live: AtomicUsize,
+    max_live: AtomicUsize,
+    fail_next: AtomicUsize,
+    delay_ms: AtomicU64,
+    next_id: AtomicUsize,
+    closes: Mutex<Vec<CloseReason>>,
+}
+
+/// A connector whose clones share one set of stats (one "server").
+#[derive(Clone, Default)]
+pub(crate) struct Fake {
+    stats: Arc<FakeStats>,
+}
+
+impl Fake {
+    pub(crate) fn new() -> Self {
+        Fake::default()
+    }
+
+    /// Each connect takes this long (on the paused clock).
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.stats.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The next `n` connects fail.
+    pub(crate) fn fail_next(&self, n: usize) {
+        self.stats.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn attempts(&self) -> usize {
+        self.stats.attempts.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.stats.live.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn max_live(&self) -> usize {
+        self.stats.max_live.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn closes(&self) -> Vec<CloseReason> {
+        self.stats.closes.lock().unwrap().clone()
+    }
+
+    pub(crate) fn closed(&self, reason: CloseReason) -> usize {
+        self.closes().iter().filter(|r| **r == reason).count()
+    }
+}
+
+/// Counts one server connection for as long as it lives.
+struct Live(Arc<FakeStats>);
+
+impl Live {
+    fn new(stats: Arc<FakeStats>) -> Self {
+        let now = stats.live.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_live.fetch_max(now, Ordering::SeqCst);
+        Live(stats)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(crate) struct FakeConn {
+    pub(crate) id: usize,
+    _live: Live,
+}
+
+impl Connector for Fake {
+    type Conn = FakeConn;
+    type Error = FakeError;
+
+    fn connect(&self) -> impl Future<Output = Result<FakeConn, FakeError>> + Send {
+        let stats = Arc::clone(&self.stats);
+        async move {
+            stats.attempts.fetch_add(1, Ordering::SeqCst);
+            // Counted from the start: the server sees a connection being set up.
+            let live = Live::new(Arc::clone(&stats));
+            let delay = stats.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let failed = stats
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if failed {
+                return Err(FakeError);
+            }
+            let id = stats.next_id.fetch_add(1, Ordering::SeqCst);
+            Ok(FakeConn { id, _live: live })
+        }
+    }
+
+    fn close(&self, conn: FakeConn, reason: CloseReason) {
+        self.stats.closes.lock().unwrap().push(reason);
+        drop(conn);
+    }
+}
+
+/// A config with no lifetime, no idle timeout, no jitter and a 5 s acquire timeout.
+pub(crate) fn cfg(name: &str, size: usize, max_overflow: usize) -> PoolConfig {
+    PoolConfig {
+        name: name.to_owned(),
+        size,
+        max_overflow,
+        acquire_timeout: Duration::from_secs(5),
+        max_lifetime: None,
+        lifetime_jitter: 0.0,
+        idle_timeout: None,
+    }
+}
+
+pub(crate) fn holder(client: &str) -> Holder {
+    Holder {
+        client: client.to_owned(),
+        user: "app".to_owned(),
+        database: "bank".to_owned(),
+        application: String::new(),
+    }
+}
+
+/// Let spawned tasks run until they block, without moving the clock.
+pub(crate) async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Which server connection a lease holds.
+pub(crate) fn conn_id(lease: &Lease<Fake>) -> usize {
+    let conn: &FakeConn = lease;
+    conn.id
+}
