@@ -224,7 +224,19 @@ pub fn run_pg(cmd: &mut Command) -> Output {
 pub fn psql(port: u16, sql: &str) -> Output {
     run_pg(
         Command::new("psql")
-            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", USER, "-d", DB])
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                USER,
+                "-d",
+                DB,
+            ])
             .arg("-p")
             .arg(port.to_string())
             .arg("-c")
@@ -270,7 +282,16 @@ impl PeakSampler {
         let handle = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let out = Command::new("psql")
-                    .args(["-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+                    .args([
+                        "-X",
+                        "-At",
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "postgres",
+                    ])
                     .arg("-p")
                     .arg(port.to_string())
                     .arg("-c")

@@ -78,7 +78,11 @@ pub enum CheckError {
 /// Reads each PostgreSQL server's limits. MySQL backends are checked by the MySQL front door.
 pub async fn read_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckError> {
     let mut by_host: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
-    for b in config.backends.iter().filter(|b| b.protocol == Protocol::Postgres) {
+    for b in config
+        .backends
+        .iter()
+        .filter(|b| b.protocol == Protocol::Postgres)
+    {
         if let Some(h) = b.hosts.first() {
             by_host
                 .entry(h.clone())
@@ -158,7 +162,10 @@ mod tests {
         };
         assert!(!b.fits());
         let text = b.explain();
-        assert!(text.contains("20 - superuser_reserved_connections 3"), "{text}");
+        assert!(
+            text.contains("20 - superuser_reserved_connections 3"),
+            "{text}"
+        );
         assert!(text.contains("= 20 -> DOES NOT FIT: 3 more"), "{text}");
     }
 }

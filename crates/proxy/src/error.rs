@@ -39,10 +39,7 @@ pub enum ProxyError {
     #[error("{}", .0.message)]
     Server(ErrorNotice),
     #[error("{side:?} connection failed: {source}")]
-    Io {
-        side: Side,
-        source: std::io::Error,
-    },
+    Io { side: Side, source: std::io::Error },
 }
 
 impl ProxyError {

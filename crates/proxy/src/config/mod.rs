@@ -313,10 +313,16 @@ impl Config {
                 }
             };
             if b.hosts.is_empty() {
-                return Err(invalid(format!("{key}.hosts"), "needs at least one host:port"));
+                return Err(invalid(
+                    format!("{key}.hosts"),
+                    "needs at least one host:port",
+                ));
             }
             for h in &b.hosts {
-                if h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                if h.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
                     return Err(invalid(
                         format!("{key}.hosts"),
                         format!("{h:?} is not host:port"),
@@ -324,7 +330,10 @@ impl Config {
                 }
             }
             if b.max_connections == 0 {
-                return Err(invalid(format!("{key}.max_connections"), "must be at least 1"));
+                return Err(invalid(
+                    format!("{key}.max_connections"),
+                    "must be at least 1",
+                ));
             }
             let connect_timeout = match &b.connect_timeout {
                 Some(t) => required_duration(&format!("{key}.connect_timeout"), t)?,
@@ -342,7 +351,13 @@ impl Config {
         let mut databases = Vec::new();
         let mut seen = HashSet::new();
         for (i, d) in raw.databases.iter().enumerate() {
-            databases.push(Self::validate_database(i, d, &raw.limits, &backends, &mut seen)?);
+            databases.push(Self::validate_database(
+                i,
+                d,
+                &raw.limits,
+                &backends,
+                &mut seen,
+            )?);
         }
         for front in [Protocol::Postgres, Protocol::Mysql] {
             let enabled = match front {
@@ -393,19 +408,25 @@ impl Config {
         seen: &mut HashSet<(String, Protocol)>,
     ) -> Result<Database, ConfigError> {
         let key = format!("databases[{i}]");
-        let backend = backends.iter().find(|b| b.name == d.backend).ok_or_else(|| {
-            invalid(
-                format!("{key}.backend"),
-                format!(
+        let backend = backends
+            .iter()
+            .find(|b| b.name == d.backend)
+            .ok_or_else(|| {
+                invalid(
+                    format!("{key}.backend"),
+                    format!(
                     "database {:?} refers to backend {:?}, which is not defined in [[backends]]",
                     d.name, d.backend
                 ),
-            )
-        })?;
+                )
+            })?;
         if !seen.insert((d.name.clone(), backend.protocol)) {
             return Err(invalid(
                 format!("{key}.name"),
-                format!("database {:?} is defined twice for {}", d.name, backend.protocol),
+                format!(
+                    "database {:?} is defined twice for {}",
+                    d.name, backend.protocol
+                ),
             ));
         }
         let pool_mode = match d.pool_mode.as_deref().unwrap_or("transaction") {
@@ -559,7 +580,10 @@ query_timeout = "0s"
     #[test]
     fn missing_backend_is_named() {
         let e = err(&GOOD.replace("backend = \"pg\"", "backend = \"nope\""));
-        assert!(e.contains("\"nope\"") && e.contains("databases[0].backend"), "{e}");
+        assert!(
+            e.contains("\"nope\"") && e.contains("databases[0].backend"),
+            "{e}"
+        );
     }
 
     #[test]

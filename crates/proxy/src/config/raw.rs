@@ -95,7 +95,10 @@ impl RawDatabase {
     /// This entry's overrides, each falling back to the `[limits]` value when absent.
     pub fn limits_over(&self, defaults: &RawLimits) -> RawLimits {
         RawLimits {
-            acquire_timeout: self.acquire_timeout.clone().or(defaults.acquire_timeout.clone()),
+            acquire_timeout: self
+                .acquire_timeout
+                .clone()
+                .or(defaults.acquire_timeout.clone()),
             max_lifetime: self.max_lifetime.clone().or(defaults.max_lifetime.clone()),
             lifetime_jitter: self.lifetime_jitter.or(defaults.lifetime_jitter),
             idle_timeout: self.idle_timeout.clone().or(defaults.idle_timeout.clone()),
@@ -107,9 +110,17 @@ impl RawDatabase {
                 .client_idle_timeout
                 .clone()
                 .or(defaults.client_idle_timeout.clone()),
-            query_timeout: self.query_timeout.clone().or(defaults.query_timeout.clone()),
-            max_client_connections: self.max_client_connections.or(defaults.max_client_connections),
-            leak_threshold: self.leak_threshold.clone().or(defaults.leak_threshold.clone()),
+            query_timeout: self
+                .query_timeout
+                .clone()
+                .or(defaults.query_timeout.clone()),
+            max_client_connections: self
+                .max_client_connections
+                .or(defaults.max_client_connections),
+            leak_threshold: self
+                .leak_threshold
+                .clone()
+                .or(defaults.leak_threshold.clone()),
         }
     }
 }

@@ -94,13 +94,18 @@ pub fn write_error(buf: &mut BytesMut, severity: &str, e: &ProxyError) {
 async fn read_more(client: &mut TcpStream, buf: &mut BytesMut) -> Result<(), ProxyError> {
     buf.reserve(512);
     match client.read_buf(buf).await {
-        Ok(0) => Err(ProxyError::client_io(std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(0) => Err(ProxyError::client_io(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        )),
         Ok(_) => Ok(()),
         Err(e) => Err(ProxyError::client_io(e)),
     }
 }
 
-async fn read_auth_message(client: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, ProxyError> {
+async fn read_auth_message(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Frame, ProxyError> {
     loop {
         match decode_frame(buf, MAX_AUTH_MESSAGE) {
             Ok(Some(f)) if f.tag == tags::frontend::PASSWORD => return Ok(f),
@@ -111,7 +116,11 @@ async fn read_auth_message(client: &mut TcpStream, buf: &mut BytesMut) -> Result
                 )))
             }
             Ok(None) => read_more(client, buf).await?,
-            Err(e) => return Err(ProxyError::Protocol(format!("invalid authentication message: {e}"))),
+            Err(e) => {
+                return Err(ProxyError::Protocol(format!(
+                    "invalid authentication message: {e}"
+                )))
+            }
         }
     }
 }
@@ -127,7 +136,10 @@ async fn login(
     let params = loop {
         match decode_startup(buf) {
             Ok(Some(StartupRequest::Ssl)) | Ok(Some(StartupRequest::GssEnc)) => {
-                client.write_all(b"N").await.map_err(ProxyError::client_io)?;
+                client
+                    .write_all(b"N")
+                    .await
+                    .map_err(ProxyError::client_io)?;
             }
             Ok(Some(StartupRequest::Cancel { pid, secret })) => {
                 shared.cancels.cancel(pid, secret).await;
@@ -169,10 +181,22 @@ async fn login(
     // Session mode takes its server now, so refusals arrive at connect time. Transaction mode
     // only needs the server's parameters to greet the client: open one if none was seen yet.
     let lease = match db.pool_mode {
-        PoolMode::Session => Some(entry.pool.acquire(holder.clone()).await.map_err(acquire_error)?),
+        PoolMode::Session => Some(
+            entry
+                .pool
+                .acquire(holder.clone())
+                .await
+                .map_err(acquire_error)?,
+        ),
         PoolMode::Transaction => {
             if entry.pool.connector().params().is_none() {
-                drop(entry.pool.acquire(holder.clone()).await.map_err(acquire_error)?);
+                drop(
+                    entry
+                        .pool
+                        .acquire(holder.clone())
+                        .await
+                        .map_err(acquire_error)?,
+                );
             }
             None
         }
@@ -188,12 +212,19 @@ async fn login(
     backend::authentication_ok(&mut out);
     for (k, v) in server_params.iter() {
         // The client sees its own application_name, not the one poolguard logs in with.
-        let v = if k == "application_name" { &application } else { v };
+        let v = if k == "application_name" {
+            &application
+        } else {
+            v
+        };
         backend::parameter_status(&mut out, k, v);
     }
     backend::backend_key_data(&mut out, registration.pid, registration.secret);
     backend::ready_for_query(&mut out, b'I');
-    client.write_all(&out).await.map_err(ProxyError::client_io)?;
+    client
+        .write_all(&out)
+        .await
+        .map_err(ProxyError::client_io)?;
     tracing::info!(client = %peer, user = %user, database = %database, application = %application, "client logged in");
 
     Ok(Some(LoggedIn {
@@ -230,7 +261,10 @@ async fn authenticate(
             };
             let mut scram = ScramServer::new(verifier);
             backend::authentication_sasl(&mut out, &["SCRAM-SHA-256"]);
-            client.write_all(&out).await.map_err(ProxyError::client_io)?;
+            client
+                .write_all(&out)
+                .await
+                .map_err(ProxyError::client_io)?;
             let first = read_auth_message(client, buf).await?;
             let (mechanism, data) = frontend::parse_sasl_initial_response(&first.body)
                 .map_err(|e| ProxyError::Protocol(format!("invalid SASL initial response: {e}")))?;
@@ -244,7 +278,10 @@ async fn authenticate(
                 .map_err(|e| ProxyError::Protocol(format!("SCRAM: {e}")))?;
             out.clear();
             backend::authentication_sasl_continue(&mut out, &server_first);
-            client.write_all(&out).await.map_err(ProxyError::client_io)?;
+            client
+                .write_all(&out)
+                .await
+                .map_err(ProxyError::client_io)?;
             let fin = read_auth_message(client, buf).await?;
             let server_final = scram
                 .handle_client_final(&fin.body)
@@ -255,7 +292,10 @@ async fn authenticate(
         ClientAuth::Md5 => {
             let salt: [u8; 4] = rand::thread_rng().gen();
             backend::authentication_md5(&mut out, salt);
-            client.write_all(&out).await.map_err(ProxyError::client_io)?;
+            client
+                .write_all(&out)
+                .await
+                .map_err(ProxyError::client_io)?;
             let msg = read_auth_message(client, buf).await?;
             let response = frontend::parse_password(&msg.body)
                 .map_err(|e| ProxyError::Protocol(format!("invalid password message: {e}")))?;
@@ -273,7 +313,10 @@ async fn authenticate(
     }
     // AuthenticationOk follows with the greeting; SASLFinal (if any) goes first.
     if !out.is_empty() {
-        client.write_all(&out).await.map_err(ProxyError::client_io)?;
+        client
+            .write_all(&out)
+            .await
+            .map_err(ProxyError::client_io)?;
     }
     Ok(())
 }

@@ -102,7 +102,9 @@ async fn drain(held: &mut Held) -> Result<(), ServerError> {
         let mut copy_in = false;
         while let Some(step) = held
             .scan
-            .step(&held.lease.buf[pos..], |t| t == tags::backend::READY_FOR_QUERY)
+            .step(&held.lease.buf[pos..], |t| {
+                t == tags::backend::READY_FOR_QUERY
+            })
             .map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))?
         {
             match step {

@@ -25,6 +25,8 @@ pub enum Step<'a> {
 }
 
 impl Step<'_> {
+    /// Bytes this step covers (never zero).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         match self {
             Step::Whole { len, .. } | Step::Head { len, .. } | Step::Rest { len } => *len,
@@ -105,7 +107,7 @@ mod tests {
     fn msg(tag: u8, body_len: usize) -> Vec<u8> {
         let mut v = vec![tag];
         v.extend_from_slice(&((body_len + 4) as u32).to_be_bytes());
-        v.extend(std::iter::repeat(7u8).take(body_len));
+        v.extend(std::iter::repeat_n(7u8, body_len));
         v
     }
 

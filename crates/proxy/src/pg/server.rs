@@ -87,9 +87,9 @@ impl ServerConn {
         loop {
             let f = self.read_frame().await?;
             match f.tag {
-                tags::backend::DATA_ROW => rows.push(parse_data_row(&f.body).ok_or_else(|| {
-                    self.protocol("malformed DataRow")
-                })?),
+                tags::backend::DATA_ROW => rows.push(
+                    parse_data_row(&f.body).ok_or_else(|| self.protocol("malformed DataRow"))?,
+                ),
                 tags::backend::ERROR_RESPONSE => {
                     failure = Some(
                         backend::parse_error_notice(&f.body)
@@ -199,18 +199,17 @@ impl PgConnector {
 
     async fn open(&self) -> Result<ServerConn, ServerError> {
         let addr = self.host.clone();
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&addr))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
-            Err(_) => {
-                return Err(ServerError::ConnectTimeout {
-                    addr,
-                    timeout: self.connect_timeout,
-                })
-            }
-        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
+                Err(_) => {
+                    return Err(ServerError::ConnectTimeout {
+                        addr,
+                        timeout: self.connect_timeout,
+                    })
+                }
+            };
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
         let mut conn = ServerConn {

@@ -176,7 +176,9 @@ impl Session {
                 write_error(&mut m, "FATAL", e);
                 let _ = self.client.write_all(&m).await;
             }
-            other => tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "client session ended"),
+            other => {
+                tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "client session ended")
+            }
         }
         let _ = self.client.shutdown().await;
         self.registration.target.set(None).await;
@@ -305,7 +307,11 @@ impl Session {
             let step = match self.cscan.step(&self.cbuf[pos..], |_| false) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
-                Err(e) => return Err(End::Kicked(ProxyError::Protocol(format!("invalid message: {e}")))),
+                Err(e) => {
+                    return Err(End::Kicked(ProxyError::Protocol(format!(
+                        "invalid message: {e}"
+                    ))))
+                }
             };
             let len = step.len();
             let tag = match step {
@@ -316,7 +322,10 @@ impl Session {
             if tag == Some(tags::frontend::TERMINATE) {
                 return Err(End::Terminate);
             }
-            if matches!(tag, Some(tags::frontend::SYNC | tags::frontend::QUERY | tags::frontend::FUNCTION_CALL)) {
+            if matches!(
+                tag,
+                Some(tags::frontend::SYNC | tags::frontend::QUERY | tags::frontend::FUNCTION_CALL)
+            ) {
                 reached = true;
                 break;
             }
@@ -336,9 +345,7 @@ impl Session {
     }
 
     async fn forward_client(&mut self) -> Option<End> {
-        let Some(held) = self.held.as_mut() else {
-            return None;
-        };
+        let held = self.held.as_mut()?;
         let mut pos = 0;
         let mut terminate = false;
         let mut failure = None;
@@ -347,7 +354,9 @@ impl Session {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => {
-                    failure = Some(ProxyError::Protocol(format!("invalid message from client: {e}")));
+                    failure = Some(ProxyError::Protocol(format!(
+                        "invalid message from client: {e}"
+                    )));
                     break;
                 }
             };
@@ -379,9 +388,7 @@ impl Session {
 
     /// Forwards what the server sent, tracking transaction state as it passes.
     async fn pump_server(&mut self) -> Option<End> {
-        let Some(held) = self.held.as_mut() else {
-            return None;
-        };
+        let held = self.held.as_mut()?;
         let mut pos = 0;
         let need_body = |t: u8| {
             matches!(
@@ -400,21 +407,37 @@ impl Session {
                 }
             };
             match step {
-                Step::Whole { tag: tags::backend::READY_FOR_QUERY, body, .. } => {
+                Step::Whole {
+                    tag: tags::backend::READY_FOR_QUERY,
+                    body,
+                    ..
+                } => {
                     held.outstanding = held.outstanding.saturating_sub(1);
                     held.status = body.first().copied().unwrap_or(b'I');
                     held.copy_in = false;
                     held.busy_since = (held.outstanding > 0).then(Instant::now);
                     held.cancel_sent = false;
                 }
-                Step::Whole { tag: tags::backend::COMMAND_COMPLETE, body, .. } => {
-                    let text = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).unwrap_or("");
+                Step::Whole {
+                    tag: tags::backend::COMMAND_COMPLETE,
+                    body,
+                    ..
+                } => {
+                    let text =
+                        std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).unwrap_or("");
                     if changes_session_state(text) {
                         held.dirty = true;
                         pin_reason.get_or_insert_with(|| text.to_owned());
                     }
                 }
-                Step::Whole { tag: tags::backend::COPY_IN, .. } | Step::Head { tag: tags::backend::COPY_IN, .. } => {
+                Step::Whole {
+                    tag: tags::backend::COPY_IN,
+                    ..
+                }
+                | Step::Head {
+                    tag: tags::backend::COPY_IN,
+                    ..
+                } => {
                     held.copy_in = true;
                 }
                 _ => {}
@@ -430,7 +453,12 @@ impl Session {
         }
         if let Some(reason) = pin_reason {
             if !self.pinned
-                && self.shared.config.postgres.as_ref().map(|p| p.session_state)
+                && self
+                    .shared
+                    .config
+                    .postgres
+                    .as_ref()
+                    .map(|p| p.session_state)
                     == Some(SessionStatePolicy::Pin)
             {
                 tracing::info!(client = %self.holder.client, command = %reason, "client pinned to its server for the session");
@@ -460,7 +488,9 @@ impl Session {
         if let Some(held) = self.held.take() {
             if held.dirty {
                 let pool = self.entry.pool.config().name;
-                tokio::spawn(async move { reclaim(held, Reclaim::Clean { reset: true }, &pool).await });
+                tokio::spawn(
+                    async move { reclaim(held, Reclaim::Clean { reset: true }, &pool).await },
+                );
             }
             // Otherwise dropping `held` returns the lease to the pool.
         }
@@ -503,7 +533,10 @@ impl Session {
                     &backend::ErrorFields {
                         severity: "WARNING",
                         code: "57014",
-                        message: &format!("poolguard: query ran longer than query_timeout ({}); cancelling it", fmt_duration(t)),
+                        message: &format!(
+                            "poolguard: query ran longer than query_timeout ({}); cancelling it",
+                            fmt_duration(t)
+                        ),
                         detail: None,
                         hint: None,
                     },
