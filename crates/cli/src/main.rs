@@ -1,5 +1,7 @@
 //! The `poolguard` binary: `run` the proxy, or `check` a configuration against the servers.
 
+mod demo;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,6 +35,22 @@ enum Command {
         #[arg(long)]
         skip_budget_check: bool,
     },
+    /// Start a throwaway PostgreSQL, poolguard in front of it, drive 50 pgbench clients through
+    /// a pool of 5, and print what the server saw. Keeps running until Ctrl-C unless --once.
+    Demo {
+        /// Exit after the summary instead of waiting for Ctrl-C.
+        #[arg(long)]
+        once: bool,
+        /// pgbench clients.
+        #[arg(long, default_value_t = 50)]
+        clients: u32,
+        /// pgbench duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Port for poolguard's PostgreSQL front door (a free one is used if taken).
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
     /// Validate a configuration, reach each backend and verify the connection budgets.
     /// Exits non-zero with a message naming the problem.
     Check {
@@ -44,7 +62,9 @@ enum Command {
 
 fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
     match path {
-        Some(p) => Config::load(p).with_context(|| format!("invalid configuration {}", p.display())),
+        Some(p) => {
+            Config::load(p).with_context(|| format!("invalid configuration {}", p.display()))
+        }
         None => Ok(Config::builtin_default(
             &std::env::var("POOLGUARD_PASSWORD").unwrap_or_else(|_| "postgres".into()),
         )),
@@ -75,6 +95,20 @@ fn main() -> ExitCode {
                 skip_budget_check,
             } => run(load(&config)?, skip_budget_check).await,
             Command::Check { config } => check(load(&config)?).await,
+            Command::Demo {
+                once,
+                clients,
+                seconds,
+                port,
+            } => {
+                demo::demo(demo::DemoOptions {
+                    once,
+                    clients,
+                    seconds,
+                    port,
+                })
+                .await
+            }
         }
     });
     match result {
@@ -115,7 +149,10 @@ async fn check(config: Config) -> anyhow::Result<()> {
         println!("{}", s.explain());
         ok &= s.fits();
     }
-    anyhow::ensure!(ok, "the connection budget does not fit the server (see above)");
+    anyhow::ensure!(
+        ok,
+        "the connection budget does not fit the server (see above)"
+    );
     Ok(())
 }
 
