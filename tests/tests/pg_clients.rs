@@ -1,0 +1,197 @@
+//! Real PostgreSQL clients through poolguard in transaction mode: pgbench (simple and extended
+//! protocol, 50 clients on a pool of 5), psycopg 3 and node-postgres.
+//!
+//! What is asserted: the clients succeed and see the right data, and the server never sees more
+//! `app` connections than the pool size while 50 clients hammer it. No timing is asserted.
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use poolguard_e2e::*;
+
+/// Runs `cmd` to completion, killing it if it outlives `limit` (so a hung client fails the test
+/// instead of hanging it). Candidate for the harness.
+fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client program");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for client program") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait for killed client program");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+fn pgbench(port: u16, args: &[&str]) -> Output {
+    output_within(
+        Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-U", USER])
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .arg(DB)
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGCONNECT_TIMEOUT", "20"),
+        Duration::from_secs(120),
+    )
+}
+
+/// The number after `label` on its own line of pgbench's report.
+fn report_number(report: &str, label: &str) -> Option<u64> {
+    report.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(label)?
+            .split_whitespace()
+            .next()?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn pgbench_simple_and_extended_stay_within_pool_size() {
+    let pg = sandbox(30);
+    let spec = PoolSpec {
+        pool_size: 5,
+        budget: 10,
+        ..PoolSpec::default()
+    };
+    let proxy = Proxy::start(&pg, &spec);
+
+    // Initialise through poolguard: DDL, COPY FROM STDIN of pgbench_accounts, VACUUM, keys.
+    let init = pgbench(proxy.port, &["-i", "-s", "1", "-q"]);
+    assert!(
+        init.status.success(),
+        "pgbench -i through poolguard failed:\n{}\n{}",
+        stdout(&init),
+        stderr(&init)
+    );
+    assert_eq!(
+        pg.psql(DB, "SELECT count(*) FROM pgbench_accounts")
+            .unwrap(),
+        "100000"
+    );
+
+    for mode in ["simple", "extended"] {
+        let sampler = PeakSampler::start(&pg);
+        let run = pgbench(
+            proxy.port,
+            &["-M", mode, "-c", "50", "-j", "2", "-T", "8", "-n"],
+        );
+        let (peak, samples) = sampler.finish();
+        let report = stdout(&run);
+        eprintln!(
+            "pgbench -M {mode} -c 50 -j 2 -T 8 through poolguard (pool_size 5): peak app connections on the server = {peak} ({samples} samples)\n{report}"
+        );
+        assert!(
+            run.status.success(),
+            "pgbench -M {mode} failed ({}):\n{report}\n{}",
+            run.status,
+            stderr(&run)
+        );
+        if let Some(failed) = report_number(&report, "number of failed transactions:") {
+            assert_eq!(failed, 0, "pgbench -M {mode} reported failures:\n{report}");
+        }
+        let processed =
+            report_number(&report, "number of transactions actually processed:").unwrap_or(0);
+        assert!(
+            processed > 0,
+            "pgbench -M {mode} processed nothing:\n{report}"
+        );
+        assert!(samples > 0, "the sampler never read pg_stat_activity");
+        assert!(peak > 0, "the server never saw an app connection");
+        assert!(
+            peak <= spec.pool_size as u64,
+            "the server saw {peak} app connections with pool_size {}",
+            spec.pool_size
+        );
+    }
+
+    // The data pgbench worked on is consistent: the branch balance is the sum of the history.
+    let sums = pg
+        .psql(
+            DB,
+            "SELECT (SELECT sum(bbalance) FROM pgbench_branches) = (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
+        )
+        .unwrap();
+    assert_eq!(sums, "t", "branch balances disagree with pgbench_history");
+}
+
+#[test]
+fn psycopg_through_transaction_mode() {
+    let pg = sandbox(30);
+    let proxy = Proxy::start(&pg, &PoolSpec::default());
+    let out = output_within(
+        Command::new("python3")
+            .arg(client_script("pg_psycopg.py"))
+            .arg(proxy.url()),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "pg_psycopg.py failed ({}):\n{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "OK");
+    assert!(
+        app_connections(&pg) <= 5,
+        "more app connections than pool_size"
+    );
+}
+
+#[test]
+fn node_postgres_pool_through_transaction_mode() {
+    let pg = sandbox(30);
+    let spec = PoolSpec::default();
+    let proxy = Proxy::start(&pg, &spec);
+    let sampler = PeakSampler::start(&pg);
+    let out = output_within(
+        Command::new("node")
+            .arg(client_script("node/pg_basic.js"))
+            .arg(proxy.url())
+            .current_dir(client_script("node")),
+        Duration::from_secs(120),
+    );
+    let (peak, _) = sampler.finish();
+    eprintln!("node-postgres pg.Pool max 20 through poolguard (pool_size 5): peak app connections = {peak}");
+    assert!(
+        out.status.success(),
+        "pg_basic.js failed ({}):\n{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "OK");
+    assert!(peak <= spec.pool_size as u64, "peak {peak} > pool_size");
+}
