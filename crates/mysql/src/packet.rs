@@ -1,0 +1,661 @@
+//! Packet framing: a 4-byte header (`int<3>` payload length, `int<1>` sequence id) then the payload.
+//!
+//! A payload of 16 MiB - 1 (0xFFFFFF) bytes or more is split into physical packets of exactly
+//! 0xFFFFFF bytes, ended by a shorter one, which is empty when the length is an exact multiple.
+//! Each physical packet takes the next sequence id.
+//!
+//! Two decoders, no I/O in either:
+//! - [`PacketCodec`] reassembles *logical* packets ([`Packet`]) for code that needs whole payloads
+//!   (handshake, auth, commands the proxy interprets);
+//! - [`FrameDecoder`] splits off *physical* packets ([`Frame`]) untouched, for the relay, while still
+//!   enforcing `max_allowed_packet` on the logical size; [`frame_len`] is its stateless core.
+//!
+//! Invariants: `Ok(None)` means "need more bytes" and leaves the buffer untouched; the logical size
+//! is checked against `max_allowed_packet` as soon as a header makes it known, before the body is
+//! buffered; continuation chunks must carry consecutive sequence ids. After an error the decoder
+//! state is unspecified: close the connection.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::DecodeError;
+
+/// Bytes in a packet header.
+pub const HEADER_LEN: usize = 4;
+/// Largest payload of one physical packet; a physical packet this long is continued by the next.
+pub const MAX_CHUNK_LEN: usize = 0xff_ffff;
+/// MySQL 8 / MariaDB default `max_allowed_packet` (64 MiB), a sensible proxy default.
+pub const DEFAULT_MAX_ALLOWED_PACKET: usize = 64 * 1024 * 1024;
+
+/// One logical packet: the sequence id of its first physical packet and the reassembled payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// Sequence id of the first physical packet.
+    pub seq: u8,
+    /// The whole payload, all chunks concatenated.
+    pub payload: Bytes,
+}
+
+impl Packet {
+    /// Number of physical packets this payload occupies on the wire.
+    pub fn chunk_count(&self) -> usize {
+        chunk_count(self.payload.len())
+    }
+
+    /// Sequence id of the last physical packet.
+    pub fn last_seq(&self) -> u8 {
+        // chunk_count >= 1; the wrap is the protocol's (sequence ids are mod 256).
+        self.seq.wrapping_add((self.chunk_count() - 1) as u8)
+    }
+
+    /// Sequence id the peer's reply (or our next packet in the same exchange) must carry.
+    pub fn next_seq(&self) -> u8 {
+        self.last_seq().wrapping_add(1)
+    }
+}
+
+/// Physical packets needed for a payload of `len` bytes (an exact multiple of 0xFFFFFF, including
+/// zero, needs a trailing empty packet).
+pub fn chunk_count(len: usize) -> usize {
+    len / MAX_CHUNK_LEN + 1
+}
+
+/// The sequence id after `seq` (ids wrap from 255 to 0).
+pub fn next_seq(seq: u8) -> u8 {
+    seq.wrapping_add(1)
+}
+
+/// Checks that a packet carries the sequence id the exchange expects.
+pub fn check_seq(expected: u8, got: u8) -> Result<(), DecodeError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(DecodeError::SequenceMismatch { expected, got })
+    }
+}
+
+/// Reads a header: `(payload length, sequence id)`, or `None` if fewer than 4 bytes are present.
+pub fn peek_header(buf: &[u8]) -> Option<(usize, u8)> {
+    match buf {
+        [a, b, c, seq, ..] => Some((
+            usize::from(*a) | usize::from(*b) << 8 | usize::from(*c) << 16,
+            *seq,
+        )),
+        _ => None,
+    }
+}
+
+/// Length (header included) of the physical packet at the start of `buf`, if all of it is present.
+/// This does not look at continuation: a relay forwarding bytes untouched uses it (or
+/// [`FrameDecoder`], which also enforces `max_allowed_packet`) to know how much to forward.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let (len, _) = peek_header(buf)?;
+    let total = HEADER_LEN + len;
+    (buf.len() >= total).then_some(total)
+}
+
+/// Progress through a split logical packet.
+#[derive(Debug, Clone, Default)]
+struct Continuation {
+    /// Sequence id of the first chunk.
+    first_seq: u8,
+    /// Sequence id the next chunk must carry.
+    next_seq: u8,
+    /// Payload bytes in the chunks seen so far.
+    len: usize,
+}
+
+/// Shared header check of both decoders: returns the chunk's payload length once its header is
+/// present, after checking its sequence id (for continuations) and the logical size limit.
+fn check_chunk_header(
+    buf: &[u8],
+    pending: Option<&Continuation>,
+    max: usize,
+) -> Result<Option<(usize, u8)>, DecodeError> {
+    let Some((len, seq)) = peek_header(buf) else {
+        return Ok(None);
+    };
+    let so_far = match pending {
+        Some(p) => {
+            check_seq(p.next_seq, seq)?;
+            p.len
+        }
+        None => 0,
+    };
+    // The logical packet is at least this long; refuse it before buffering the body.
+    let known = so_far.saturating_add(len);
+    if known > max {
+        return Err(DecodeError::PacketTooLarge { len: known, max });
+    }
+    Ok(Some((len, seq)))
+}
+
+/// Reassembles logical packets from a byte stream (see the module docs).
+#[derive(Debug, Clone)]
+pub struct PacketCodec {
+    max_allowed_packet: usize,
+    pending: Option<Continuation>,
+    /// Chunks of the split packet being reassembled (empty unless `pending` is set).
+    chunks: BytesMut,
+}
+
+impl Default for PacketCodec {
+    fn default() -> Self {
+        PacketCodec::new(DEFAULT_MAX_ALLOWED_PACKET)
+    }
+}
+
+impl PacketCodec {
+    /// A codec refusing logical payloads longer than `max_allowed_packet` bytes.
+    pub fn new(max_allowed_packet: usize) -> Self {
+        PacketCodec {
+            max_allowed_packet,
+            pending: None,
+            chunks: BytesMut::new(),
+        }
+    }
+
+    /// The limit on logical payload length.
+    pub fn max_allowed_packet(&self) -> usize {
+        self.max_allowed_packet
+    }
+
+    /// Changes the limit (e.g. after reading the server's `max_allowed_packet`).
+    pub fn set_max_allowed_packet(&mut self, max: usize) {
+        self.max_allowed_packet = max;
+    }
+
+    /// True when no split packet is half-reassembled.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Splits the next logical packet off `buf`. `Ok(None)`: more bytes are needed (chunks already
+    /// complete are moved into the codec, so `buf` only keeps what is not yet consumed).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        loop {
+            let Some((len, seq)) =
+                check_chunk_header(buf, self.pending.as_ref(), self.max_allowed_packet)?
+            else {
+                return Ok(None);
+            };
+            if buf.len() < HEADER_LEN + len {
+                return Ok(None);
+            }
+            let mut chunk = buf.split_to(HEADER_LEN + len);
+            let body = chunk.split_off(HEADER_LEN);
+            let first_seq = self.pending.as_ref().map_or(seq, |p| p.first_seq);
+            if len == MAX_CHUNK_LEN {
+                // More chunks follow: keep this one and look for the next.
+                let so_far = self.pending.as_ref().map_or(0, |p| p.len);
+                self.chunks.unsplit(body);
+                self.pending = Some(Continuation {
+                    first_seq,
+                    next_seq: next_seq(seq),
+                    len: so_far + len,
+                });
+                continue;
+            }
+            let payload = if self.pending.take().is_some() {
+                // unsplit is O(1) when `body` directly follows the kept chunks in memory, and
+                // copies otherwise; both are fine.
+                self.chunks.unsplit(body);
+                std::mem::take(&mut self.chunks).freeze()
+            } else {
+                body.freeze()
+            };
+            return Ok(Some(Packet {
+                seq: first_seq,
+                payload,
+            }));
+        }
+    }
+}
+
+/// One physical packet, as it was on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Its sequence id.
+    pub seq: u8,
+    /// Header and payload, untouched: forward these bytes.
+    pub raw: Bytes,
+    /// This frame continues a logical packet started by an earlier frame.
+    pub is_continuation: bool,
+    /// This frame is 0xFFFFFF bytes long: the logical packet continues in the next frame.
+    pub more_follows: bool,
+}
+
+impl Frame {
+    /// The payload of this physical packet (for a split packet: only this chunk).
+    pub fn payload(&self) -> &[u8] {
+        self.raw.get(HEADER_LEN..).unwrap_or_default()
+    }
+
+    /// True for the first (or only) frame of a logical packet: the one whose first bytes tell what
+    /// the packet is.
+    pub fn starts_packet(&self) -> bool {
+        !self.is_continuation
+    }
+}
+
+/// Splits physical packets off a byte stream without reassembling them, enforcing
+/// `max_allowed_packet` on the logical size (see the module docs).
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    max_allowed_packet: usize,
+    pending: Option<Continuation>,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new(DEFAULT_MAX_ALLOWED_PACKET)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder refusing logical payloads longer than `max_allowed_packet` bytes.
+    pub fn new(max_allowed_packet: usize) -> Self {
+        FrameDecoder {
+            max_allowed_packet,
+            pending: None,
+        }
+    }
+
+    /// Changes the limit.
+    pub fn set_max_allowed_packet(&mut self, max: usize) {
+        self.max_allowed_packet = max;
+    }
+
+    /// True when the last frame returned ended a logical packet.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Splits the next physical packet off `buf`; `Ok(None)` (buffer untouched) if it is incomplete.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let Some((len, seq)) =
+            check_chunk_header(buf, self.pending.as_ref(), self.max_allowed_packet)?
+        else {
+            return Ok(None);
+        };
+        if buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let raw = buf.split_to(HEADER_LEN + len).freeze();
+        let is_continuation = self.pending.is_some();
+        let more_follows = len == MAX_CHUNK_LEN;
+        self.pending = if more_follows {
+            let first_seq = self.pending.as_ref().map_or(seq, |p| p.first_seq);
+            let so_far = self.pending.as_ref().map_or(0, |p| p.len);
+            Some(Continuation {
+                first_seq,
+                next_seq: next_seq(seq),
+                len: so_far + len,
+            })
+        } else {
+            None
+        };
+        Ok(Some(Frame {
+            seq,
+            raw,
+            is_continuation,
+            more_follows,
+        }))
+    }
+}
+
+/// Appends `payload` as one logical packet starting at sequence id `seq`, split into 0xFFFFFF-byte
+/// chunks when needed (with the trailing empty chunk when the length is an exact multiple).
+/// Returns the sequence id that follows the last chunk.
+pub fn encode_packet(buf: &mut BytesMut, seq: u8, payload: &[u8]) -> u8 {
+    buf.reserve(payload.len() + HEADER_LEN * chunk_count(payload.len()));
+    let mut seq = seq;
+    let mut rest = payload;
+    loop {
+        let n = rest.len().min(MAX_CHUNK_LEN);
+        put_header(buf, n, seq);
+        buf.put_slice(&rest[..n]);
+        seq = next_seq(seq);
+        rest = &rest[n..];
+        if n < MAX_CHUNK_LEN {
+            return seq;
+        }
+    }
+}
+
+/// Appends one logical packet whose payload `write` produces: the header is reserved, the body
+/// written in place, then the length filled in (a body of 16 MiB - 1 or more is re-split, which
+/// copies once). Returns the sequence id that follows the last chunk.
+pub fn encode_with(buf: &mut BytesMut, seq: u8, write: impl FnOnce(&mut BytesMut)) -> u8 {
+    let start = buf.len();
+    buf.put_slice(&[0; HEADER_LEN]);
+    write(buf);
+    let len = buf.len() - start - HEADER_LEN;
+    if len < MAX_CHUNK_LEN {
+        let header = (len as u32).to_le_bytes();
+        buf[start..start + 3].copy_from_slice(&header[..3]);
+        buf[start + 3] = seq;
+        return next_seq(seq);
+    }
+    let body = buf.split_off(start + HEADER_LEN);
+    buf.truncate(start);
+    encode_packet(buf, seq, &body)
+}
+
+fn put_header(buf: &mut BytesMut, len: usize, seq: u8) {
+    // len <= MAX_CHUNK_LEN, so 3 bytes hold it.
+    let l = (len as u32).to_le_bytes();
+    buf.put_slice(&[l[0], l[1], l[2], seq]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encoded(seq: u8, payload: &[u8]) -> BytesMut {
+        let mut b = BytesMut::new();
+        encode_packet(&mut b, seq, payload);
+        b
+    }
+
+    #[test]
+    fn small_packet_exact_bytes() {
+        // COM_PING, seq 0.
+        let b = encoded(0, &[0x0e]);
+        assert_eq!(&b[..], &[0x01, 0x00, 0x00, 0x00, 0x0e]);
+        assert_eq!(frame_len(&b), Some(5));
+        assert_eq!(frame_len(&b[..4]), None);
+        assert_eq!(peek_header(&b), Some((1, 0)));
+        let mut c = PacketCodec::new(1024);
+        let mut buf = b.clone();
+        let p = c.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            p,
+            Packet {
+                seq: 0,
+                payload: Bytes::from_static(&[0x0e])
+            }
+        );
+        assert_eq!(p.next_seq(), 1);
+        assert!(buf.is_empty());
+        // Empty payload: a bare header.
+        assert_eq!(&encoded(7, &[])[..], &[0, 0, 0, 7]);
+    }
+
+    #[test]
+    fn split_at_exactly_one_chunk_has_trailing_empty_packet() {
+        let payload = vec![0xab; MAX_CHUNK_LEN];
+        let mut b = BytesMut::new();
+        assert_eq!(encode_packet(&mut b, 3, &payload), 5);
+        assert_eq!(b.len(), MAX_CHUNK_LEN + 2 * HEADER_LEN);
+        assert_eq!(&b[..4], &[0xff, 0xff, 0xff, 3]);
+        assert_eq!(&b[b.len() - 4..], &[0, 0, 0, 4]);
+        let mut c = PacketCodec::new(DEFAULT_MAX_ALLOWED_PACKET);
+        let p = c.decode(&mut b).unwrap().unwrap();
+        assert_eq!(p.seq, 3);
+        assert_eq!(p.payload.len(), MAX_CHUNK_LEN);
+        assert_eq!(p.chunk_count(), 2);
+        assert_eq!(p.last_seq(), 4);
+        assert!(c.is_idle());
+    }
+
+    #[test]
+    fn split_at_two_chunks_and_one_byte_more() {
+        for (len, chunks) in [
+            (2 * MAX_CHUNK_LEN, 3),
+            (2 * MAX_CHUNK_LEN + 1, 3),
+            (MAX_CHUNK_LEN - 1, 1),
+            (MAX_CHUNK_LEN + 1, 2),
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut b = BytesMut::new();
+            let next = encode_packet(&mut b, 255, &payload);
+            assert_eq!(next, 255u8.wrapping_add(chunks as u8), "len {len}");
+            assert_eq!(b.len(), len + chunks * HEADER_LEN);
+            let mut c = PacketCodec::new(DEFAULT_MAX_ALLOWED_PACKET);
+            let p = c.decode(&mut b).unwrap().unwrap();
+            assert_eq!(p.seq, 255);
+            assert_eq!(p.next_seq(), next);
+            assert!(p.payload == payload, "len {len}");
+            assert!(b.is_empty());
+        }
+    }
+
+    #[test]
+    fn encode_with_fills_header_and_resplits_large_bodies() {
+        let mut b = BytesMut::new();
+        let next = encode_with(&mut b, 9, |w| w.put_slice(b"hello"));
+        assert_eq!(next, 10);
+        assert_eq!(&b[..], b"\x05\x00\x00\x09hello");
+        let mut big = BytesMut::new();
+        big.put_slice(b"xx");
+        let next = encode_with(&mut big, 0, |w| w.put_bytes(7, MAX_CHUNK_LEN));
+        assert_eq!(next, 2);
+        assert_eq!(&big[..2], b"xx");
+        assert_eq!(
+            big[..],
+            encoded_prefixed(b"xx", 0, &vec![7; MAX_CHUNK_LEN])[..]
+        );
+    }
+
+    fn encoded_prefixed(prefix: &[u8], seq: u8, payload: &[u8]) -> BytesMut {
+        let mut b = BytesMut::from(prefix);
+        encode_packet(&mut b, seq, payload);
+        b
+    }
+
+    #[test]
+    fn max_allowed_packet_is_enforced_from_the_header() {
+        let mut c = PacketCodec::new(10);
+        // Only the header of an 11-byte packet: refused before the body arrives.
+        let mut b = BytesMut::from(&[11, 0, 0, 0][..]);
+        assert_eq!(
+            c.decode(&mut b),
+            Err(DecodeError::PacketTooLarge { len: 11, max: 10 })
+        );
+        // Exactly the limit is fine.
+        let mut b = encoded(0, &[1; 10]);
+        assert_eq!(c.decode(&mut b).unwrap().unwrap().payload.len(), 10);
+        // A first chunk of 16 MiB - 1 announces a logical size over a 1 MiB limit.
+        let mut c = PacketCodec::new(1 << 20);
+        let mut b = BytesMut::from(&[0xff, 0xff, 0xff, 0][..]);
+        assert_eq!(
+            c.decode(&mut b),
+            Err(DecodeError::PacketTooLarge {
+                len: MAX_CHUNK_LEN,
+                max: 1 << 20
+            })
+        );
+        let mut f = FrameDecoder::new(1 << 20);
+        let mut b = BytesMut::from(&[0xff, 0xff, 0xff, 0][..]);
+        assert!(f.decode(&mut b).unwrap_err().is_too_large());
+    }
+
+    #[test]
+    fn max_allowed_packet_counts_all_chunks() {
+        // Limit between one and two chunks: the second chunk's header crosses it.
+        let max = MAX_CHUNK_LEN + 100;
+        let mut stream = encoded(0, &vec![0; MAX_CHUNK_LEN + 101]);
+        let mut c = PacketCodec::new(max);
+        let mut first = stream.split_to(HEADER_LEN + MAX_CHUNK_LEN + HEADER_LEN);
+        assert_eq!(
+            c.decode(&mut first),
+            Err(DecodeError::PacketTooLarge {
+                len: MAX_CHUNK_LEN + 101,
+                max
+            })
+        );
+        let mut f = FrameDecoder::new(max);
+        let mut stream = encoded(0, &vec![0; MAX_CHUNK_LEN + 101]);
+        let fr = f.decode(&mut stream).unwrap().unwrap();
+        assert!(fr.more_follows && !fr.is_continuation);
+        assert!(f.decode(&mut stream).unwrap_err().is_too_large());
+        // Exactly at the limit passes.
+        let mut stream = encoded(0, &vec![0; max]);
+        assert_eq!(
+            PacketCodec::new(max)
+                .decode(&mut stream)
+                .unwrap()
+                .unwrap()
+                .payload
+                .len(),
+            max
+        );
+    }
+
+    #[test]
+    fn continuation_with_wrong_sequence_is_rejected() {
+        let mut b = encoded(0, &vec![0; MAX_CHUNK_LEN + 3]);
+        let second = HEADER_LEN + MAX_CHUNK_LEN + 3;
+        b[second] = 9;
+        let mut c = PacketCodec::default();
+        assert_eq!(
+            c.decode(&mut b),
+            Err(DecodeError::SequenceMismatch {
+                expected: 1,
+                got: 9
+            })
+        );
+    }
+
+    #[test]
+    fn frames_are_forwarded_untouched() {
+        let payload = vec![5; MAX_CHUNK_LEN * 2];
+        let mut stream = encoded(0, &payload);
+        stream.put_slice(&encoded(3, b"tail"));
+        let original = stream.clone().freeze();
+        let mut f = FrameDecoder::default();
+        let mut out = Vec::new();
+        let mut frames = Vec::new();
+        while let Some(fr) = f.decode(&mut stream).unwrap() {
+            out.extend_from_slice(&fr.raw);
+            frames.push((
+                fr.seq,
+                fr.is_continuation,
+                fr.more_follows,
+                fr.payload().len(),
+            ));
+        }
+        assert_eq!(out, original);
+        assert_eq!(
+            frames,
+            vec![
+                (0, false, true, MAX_CHUNK_LEN),
+                (1, true, true, MAX_CHUNK_LEN),
+                (2, true, false, 0),
+                (3, false, false, 4),
+            ]
+        );
+        assert!(f.is_idle());
+    }
+
+    #[test]
+    fn split_packets_survive_arbitrary_slicing() {
+        // Small, 3-chunk (2 * 0xFFFFFF + 5), exact-multiple (trailing empty chunk), small.
+        let packets: Vec<(u8, Vec<u8>)> = vec![
+            (0, b"abc".to_vec()),
+            (
+                1,
+                (0..2 * MAX_CHUNK_LEN + 5)
+                    .map(|i| (i % 253) as u8)
+                    .collect(),
+            ),
+            (4, vec![9; MAX_CHUNK_LEN]),
+            (6, b"z".to_vec()),
+        ];
+        let mut stream = BytesMut::new();
+        let mut seq = 0;
+        for (s, p) in &packets {
+            assert_eq!(*s, seq);
+            seq = encode_packet(&mut stream, seq, p);
+        }
+        let stream = stream.freeze();
+        // Slices of pseudo-random sizes (1 byte .. ~3 MiB), so headers and bodies split anywhere.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut codec = PacketCodec::default();
+        let mut frames = FrameDecoder::default();
+        let (mut buf, mut fbuf) = (BytesMut::new(), BytesMut::new());
+        let (mut got, mut raw) = (Vec::new(), Vec::new());
+        let mut pos = 0;
+        while pos < stream.len() {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let n = if x >> 63 == 1 {
+                (x >> 40) as usize % 7 + 1
+            } else {
+                (x >> 42) as usize
+            };
+            let n = n.clamp(1, stream.len() - pos);
+            buf.extend_from_slice(&stream[pos..pos + n]);
+            fbuf.extend_from_slice(&stream[pos..pos + n]);
+            pos += n;
+            while let Some(p) = codec.decode(&mut buf).unwrap() {
+                got.push((p.seq, p.payload.to_vec()));
+            }
+            while let Some(f) = frames.decode(&mut fbuf).unwrap() {
+                raw.extend_from_slice(&f.raw);
+            }
+        }
+        assert!(got == packets);
+        assert!(raw == stream);
+        assert!(codec.is_idle() && frames.is_idle());
+    }
+
+    fn several_packets() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
+        proptest::collection::vec(
+            (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..300)),
+            1..8,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_chunking_yields_the_same_packets(
+            packets in several_packets(),
+            cuts in proptest::collection::vec(1usize..64, 1..200),
+        ) {
+            let mut stream = BytesMut::new();
+            for (seq, p) in &packets {
+                encode_packet(&mut stream, *seq, p);
+            }
+            let stream = stream.freeze();
+            let mut codec = PacketCodec::new(1000);
+            let mut frames = FrameDecoder::new(1000);
+            let mut buf = BytesMut::new();
+            let mut fbuf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut raw = Vec::new();
+            let mut pos = 0;
+            let mut cut = cuts.iter().cycle();
+            while pos < stream.len() {
+                let n = (*cut.next().unwrap()).min(stream.len() - pos);
+                buf.extend_from_slice(&stream[pos..pos + n]);
+                fbuf.extend_from_slice(&stream[pos..pos + n]);
+                pos += n;
+                while let Some(p) = codec.decode(&mut buf).unwrap() {
+                    got.push((p.seq, p.payload.to_vec()));
+                }
+                while let Some(f) = frames.decode(&mut fbuf).unwrap() {
+                    raw.extend_from_slice(&f.raw);
+                }
+            }
+            prop_assert_eq!(got, packets);
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(&raw[..], &stream[..]);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), max in 0usize..300) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut c = PacketCodec::new(max);
+            while let Ok(Some(_)) = c.decode(&mut buf) {}
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut f = FrameDecoder::new(max);
+            while let Ok(Some(fr)) = f.decode(&mut buf) {
+                let _ = fr.payload();
+            }
+            let _ = frame_len(&bytes);
+        }
+    }
+}
