@@ -17,5 +17,5 @@ fn demo_once_exits_zero_and_reports_peak_within_pool() {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("peak line");
-    assert!(peak >= 1 && peak <= 5, "peak {peak} outside the pool of 5\n{text}");
+    assert!((1..=5).contains(&peak), "peak {peak} outside the pool of 5\n{text}");
 }

@@ -36,6 +36,8 @@ pub enum ProxyError {
     UnknownDatabase(String),
     #[error("{0}")]
     ShuttingDown(String),
+    #[error("{0}")]
+    FeatureNotSupported(String),
     #[error("{}", .0.message)]
     Server(ErrorNotice),
     #[error("{side:?} connection failed: {source}")]
@@ -56,6 +58,7 @@ impl ProxyError {
             ProxyError::Protocol(_) => "08P01",
             ProxyError::UnknownDatabase(_) => "3D000",
             ProxyError::ShuttingDown(_) => "57P01",
+            ProxyError::FeatureNotSupported(_) => "0A000",
             ProxyError::Server(n) => &n.code,
             ProxyError::Io { .. } => "08006",
         }

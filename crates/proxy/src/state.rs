@@ -33,6 +33,8 @@ pub struct Shared {
     pg_pools: Mutex<HashMap<(String, String), Arc<PgPoolEntry>>>,
     pub cancels: Arc<CancelRegistry>,
     clients: AtomicUsize,
+    /// Clients pinned to a server for their session by transaction-mode rules.
+    pins: AtomicUsize,
     /// SCRAM verifiers derived once at start (PBKDF2 is deliberately slow).
     verifiers: HashMap<String, ScramVerifier>,
 }
@@ -76,12 +78,21 @@ impl Shared {
             pg_pools: Mutex::new(HashMap::new()),
             cancels: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
+            pins: AtomicUsize::new(0),
             verifiers,
         })
     }
 
     pub fn verifier(&self, user: &str) -> Option<&ScramVerifier> {
         self.verifiers.get(user)
+    }
+
+    pub fn count_pin(&self) {
+        self.pins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn pins_total(&self) -> usize {
+        self.pins.load(Ordering::Relaxed)
     }
 
     pub fn client_count(&self) -> usize {
@@ -163,13 +174,16 @@ impl Shared {
             .user(user)
             .map(|u| u.password.clone())
             .unwrap_or_default();
-        let connector = PgConnector::new(
+        let mut connector = PgConnector::new(
             host,
             user.to_owned(),
             password,
             db.server_database.clone(),
             connect_timeout,
         );
+        if let Some(front) = &self.config.postgres {
+            connector.max_prepared_statements = front.max_prepared_statements;
+        }
         let pool = Pool::new(pool_config(db, user), connector, budget);
         let period = reap_period(db);
         pool.spawn_reaper(period);

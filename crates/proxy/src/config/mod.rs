@@ -74,6 +74,8 @@ pub enum SessionStatePolicy {
     Reset,
     /// Keep the server for this client until it disconnects (session mode for that client).
     Pin,
+    /// Refuse the statement with SQLSTATE 0A000 before it reaches the server.
+    Error,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +83,8 @@ pub struct PostgresFront {
     pub listen: SocketAddr,
     pub auth: ClientAuth,
     pub session_state: SessionStatePolicy,
+    pub max_prepared_statements: usize,
+    pub track_extra_parameters: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,17 +270,39 @@ impl Config {
                 let session_state = match p.session_state.as_deref().unwrap_or("reset") {
                     "reset" => SessionStatePolicy::Reset,
                     "pin" => SessionStatePolicy::Pin,
+                    "error" => SessionStatePolicy::Error,
                     other => {
                         return Err(invalid(
                             "postgres.session_state",
-                            format!("{other:?} is not one of \"reset\", \"pin\""),
+                            format!("{other:?} is not one of \"reset\", \"pin\", \"error\""),
                         ))
                     }
                 };
+                let max_prepared_statements = p.max_prepared_statements.unwrap_or(100);
+                if max_prepared_statements == 0 {
+                    return Err(invalid(
+                        "postgres.max_prepared_statements",
+                        "must be at least 1",
+                    ));
+                }
+                let track_extra_parameters = p.track_extra_parameters.clone().unwrap_or_default();
+                if let Some(bad) = track_extra_parameters.iter().find(|n| {
+                    n.is_empty()
+                        || !n
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                }) {
+                    return Err(invalid(
+                        "postgres.track_extra_parameters",
+                        format!("{bad:?} is not a parameter name"),
+                    ));
+                }
                 Ok(PostgresFront {
                     listen: parse_addr("postgres.listen", &p.listen)?,
                     auth,
                     session_state,
+                    max_prepared_statements,
+                    track_extra_parameters,
                 })
             })
             .transpose()?;

@@ -34,8 +34,12 @@ pub struct RawPostgres {
     pub listen: String,
     /// "scram-sha-256" (default) or "md5": what poolguard asks clients for.
     pub auth_method: Option<String>,
-    /// Session-state commands in transaction mode: "reset" (default) or "pin".
+    /// Session-state commands in transaction mode: "reset" (default), "pin" or "error".
     pub session_state: Option<String>,
+    /// Per server connection bound on poolguard's prepared statements.
+    pub max_prepared_statements: Option<usize>,
+    /// Parameters besides the reported ones to carry between servers (e.g. "search_path").
+    pub track_extra_parameters: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

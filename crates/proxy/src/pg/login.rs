@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{ClientAuth, PoolMode, Protocol};
 use crate::error::ProxyError;
+use crate::pg::params::{is_reported, ParamSet};
 use crate::pg::session::{acquire_error, Session};
 use crate::state::Shared;
 
@@ -63,6 +64,8 @@ pub struct LoggedIn {
     pub registration: crate::pg::cancel::Registration,
     pub slot: crate::state::ClientSlot,
     pub lease: Option<crate::pg::session::PgLease>,
+    /// The client's tracked parameters: the server's, overridden by its startup packet.
+    pub params: crate::pg::params::ParamSet,
 }
 
 /// Writes an ErrorResponse with severity FATAL; the caller closes the connection after.
@@ -208,15 +211,23 @@ async fn login(
     .unwrap_or_default();
 
     let registration = shared.cancels.register();
+    let mut client_params = ParamSet::default();
+    for (k, v) in server_params.iter() {
+        if is_reported(k) {
+            client_params.set(k, v);
+        }
+    }
+    // The client's own choices win: they are what its session must have on every server.
+    for (k, v) in &params {
+        if is_reported(k) {
+            client_params.set(k, v);
+        }
+    }
+    client_params.set("application_name", &application);
     let mut out = BytesMut::with_capacity(512);
     backend::authentication_ok(&mut out);
     for (k, v) in server_params.iter() {
-        // The client sees its own application_name, not the one poolguard logs in with.
-        let v = if k == "application_name" {
-            &application
-        } else {
-            v
-        };
+        let v = client_params.get(k).unwrap_or(v);
         backend::parameter_status(&mut out, k, v);
     }
     backend::backend_key_data(&mut out, registration.pid, registration.secret);
@@ -233,6 +244,7 @@ async fn login(
         registration,
         slot,
         lease,
+        params: client_params,
     }))
 }
 

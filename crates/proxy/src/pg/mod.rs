@@ -2,7 +2,11 @@
 //! mapping and reclaiming servers from departed clients.
 
 pub mod cancel;
+pub mod features;
 pub mod login;
+pub mod params;
+pub mod pending;
+pub mod prepared;
 pub mod reclaim;
 pub mod scan;
 pub mod server;

@@ -41,7 +41,7 @@ pub async fn reclaim(mut held: Held, how: Reclaim, pool: &str) {
         held.lease.discard();
         return;
     }
-    let rolled_back = held.status != b'I' || held.outstanding > 0;
+    let rolled_back = held.status != b'I' || held.busy();
     match tokio::time::timeout(RECLAIM_TIMEOUT, clean(&mut held, reset)).await {
         Ok(Ok(())) => {
             if rolled_back {
@@ -61,7 +61,7 @@ pub async fn reclaim(mut held: Held, how: Reclaim, pool: &str) {
 }
 
 async fn clean(held: &mut Held, reset: bool) -> Result<(), ServerError> {
-    if held.outstanding > 0 {
+    if held.busy() {
         if held.copy_in {
             let mut m = BytesMut::new();
             copy_fail(&mut m, "poolguard: client disconnected during COPY");
@@ -85,6 +85,7 @@ async fn clean(held: &mut Held, reset: bool) -> Result<(), ServerError> {
     if reset {
         let (_, status) = held.lease.simple_query("DISCARD ALL").await?;
         held.status = status;
+        held.lease.forget_session_state();
     }
     if held.status != b'I' {
         return Err(ServerError::Io(std::io::Error::other(
@@ -94,43 +95,50 @@ async fn clean(held: &mut Held, reset: bool) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Reads and drops server output until every outstanding request has its ReadyForQuery.
+/// Reads and drops server output until every request sent has been answered.
 async fn drain(held: &mut Held) -> Result<(), ServerError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broken = |e: String| ServerError::Io(std::io::Error::other(e));
     loop {
         let mut pos = 0;
         let mut copy_in = false;
+        let buf = std::mem::take(&mut held.lease.buf);
+        let need =
+            |t: u8| t == tags::backend::READY_FOR_QUERY || t == tags::backend::PARAMETER_STATUS;
+        while held.pending.take_synthetic().is_some() {}
         while let Some(step) = held
             .scan
-            .step(&held.lease.buf[pos..], |t| {
-                t == tags::backend::READY_FOR_QUERY
-            })
-            .map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))?
+            .step(&buf[pos..], need)
+            .map_err(|e| broken(e.to_string()))?
         {
-            match step {
-                Step::Whole {
-                    tag: tags::backend::READY_FOR_QUERY,
-                    body,
-                    ..
-                } => {
-                    held.outstanding = held.outstanding.saturating_sub(1);
-                    held.status = backend::parse_ready_for_query(body).unwrap_or(b'E');
+            let (tag, body): (Option<u8>, &[u8]) = match &step {
+                Step::Whole { tag, body, .. } => (Some(*tag), body),
+                Step::Head { tag, .. } => (Some(*tag), &[]),
+                Step::Rest { .. } => (None, &[]),
+            };
+            if let Some(tag) = tag {
+                held.pending.route(tag).map_err(|e| broken(e.to_string()))?;
+                match tag {
+                    tags::backend::READY_FOR_QUERY => {
+                        held.status = backend::parse_ready_for_query(body).unwrap_or(b'E')
+                    }
+                    tags::backend::PARAMETER_STATUS => held.lease.note_parameter_status(body),
+                    tags::backend::COPY_IN => copy_in = true,
+                    _ => {}
                 }
-                Step::Whole {
-                    tag: tags::backend::COPY_IN,
-                    ..
-                } => copy_in = true,
-                _ => {}
             }
+            while held.pending.take_synthetic().is_some() {}
             pos += step.len();
         }
-        held.lease.buf.advance(pos);
+        let mut buf = buf;
+        buf.advance(pos);
+        held.lease.buf = buf;
         if copy_in {
             let mut m = BytesMut::new();
             copy_fail(&mut m, "poolguard: client disconnected during COPY");
             held.lease.stream.write_all(&m).await?;
         }
-        if held.outstanding == 0 {
+        if held.pending.is_empty() {
             return Ok(());
         }
         held.lease.buf.reserve(8192);

@@ -15,6 +15,9 @@ use poolguard_pg::framing::{decode_frame, Frame, DEFAULT_MAX_MESSAGE_LEN};
 use poolguard_pg::scram::ScramClient;
 use poolguard_pg::{frontend, md5auth, startup, tags};
 use poolguard_pool::{CloseReason, Connector};
+
+use crate::pg::params::{is_reported, ParamSet};
+use crate::pg::prepared::ServerStatements;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,6 +51,10 @@ pub struct ServerConn {
     /// The server's BackendKeyData, used to cancel its running query.
     pub key: (i32, i32),
     pub params: ServerParams,
+    /// Statements poolguard has prepared on this connection.
+    pub prepared: ServerStatements,
+    /// The tracked parameters as this server currently has them.
+    pub current: ParamSet,
 }
 
 impl ServerConn {
@@ -63,6 +70,21 @@ impl ServerConn {
                 return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         }
+    }
+
+    /// Records a ParameterStatus the server sent.
+    pub fn note_parameter_status(&mut self, body: &[u8]) {
+        if let Ok((k, v)) = backend::parse_parameter_status(body) {
+            if is_reported(k) {
+                self.current.set(k, v);
+            }
+        }
+    }
+
+    /// After DISCARD ALL: nothing prepared, extras back to their defaults.
+    pub fn forget_session_state(&mut self) {
+        self.prepared.clear();
+        self.current.retain_reported();
     }
 
     fn protocol(&self, problem: impl Into<String>) -> ServerError {
@@ -87,6 +109,7 @@ impl ServerConn {
         loop {
             let f = self.read_frame().await?;
             match f.tag {
+                tags::backend::PARAMETER_STATUS => self.note_parameter_status(&f.body),
                 tags::backend::DATA_ROW => rows.push(
                     parse_data_row(&f.body).ok_or_else(|| self.protocol("malformed DataRow"))?,
                 ),
@@ -167,6 +190,8 @@ pub struct PgConnector {
     pub password: String,
     pub database: String,
     pub connect_timeout: Duration,
+    /// Per-connection bound on poolguard's prepared statements (LRU beyond it).
+    pub max_prepared_statements: usize,
     /// What the last successful login reported, for clients that log in before any server does.
     params: Mutex<Option<ServerParams>>,
 }
@@ -185,6 +210,7 @@ impl PgConnector {
             password,
             database,
             connect_timeout,
+            max_prepared_statements: 100,
             params: Mutex::new(None),
         }
     }
@@ -218,6 +244,8 @@ impl PgConnector {
             addr: peer,
             key: (0, 0),
             params: Arc::new(Vec::new()),
+            prepared: ServerStatements::new(self.max_prepared_statements),
+            current: ParamSet::default(),
         };
         match tokio::time::timeout(self.connect_timeout, self.login(&mut conn)).await {
             Ok(Ok(())) => Ok(conn),
@@ -302,6 +330,7 @@ impl PgConnector {
                     let (k, v) = backend::parse_parameter_status(&f.body)
                         .map_err(|e| conn.protocol(e.to_string()))?;
                     params.push((k.to_owned(), v.to_owned()));
+                    conn.note_parameter_status(&f.body);
                 }
                 tags::backend::BACKEND_KEY_DATA => {
                     conn.key = backend::parse_backend_key_data(&f.body)

@@ -1,26 +1,31 @@
 //! A logged-in PostgreSQL client: relays messages between the client and a leased server.
 //!
 //! States: *Idle* (no server; transaction mode between transactions), *Held* (a server is
-//! leased; see [`Held`]), *Skipping* (an acquire failed: the client's messages up to its next
-//! Sync/Query are dropped, then it gets ErrorResponse + ReadyForQuery, as PostgreSQL itself does
-//! after an error in an extended-protocol batch), and closing, where [`super::reclaim`] brings the
-//! server back to a clean idle state or discards it.
+//! leased; see [`Held`]), *Skipping* (a request was refused before reaching a server: the
+//! client's messages up to its next Sync/Query are dropped, then it gets ErrorResponse +
+//! ReadyForQuery, as PostgreSQL itself does after an error in an extended-protocol batch), and
+//! closing, where [`super::reclaim`] brings the server back to a clean idle state or discards it.
+//! Client messages are handled in [`from_client`], server messages in [`from_server`].
 //!
 //! Invariants:
-//! - bytes are forwarded untouched, whole messages or streamed long ones, never reordered;
-//! - in transaction mode a server is released only at a message boundary on both sides, with no
-//!   Sync/Query awaiting its ReadyForQuery, no extended-protocol message sent since the last Sync,
-//!   and ReadyForQuery status 'I' (no transaction open);
-//! - a server that changed session state (SET, PREPARE, temp tables, LISTEN ...) is reset with
-//!   DISCARD ALL before anyone else gets it, or, with `session_state = "pin"`, stays with this
-//!   client until it leaves.
+//! - the client sees exactly the responses to its own messages, in order ([`Pending`]);
+//! - in transaction mode a server is released only at a message boundary on both sides, with
+//!   nothing pending, no extended-protocol message sent since the last Sync, and ReadyForQuery
+//!   status 'I' (no transaction open);
+//! - before a server runs a client's transaction it carries that client's tracked parameters
+//!   and the statements the client's messages refer to (under poolguard-owned names);
+//! - session state that cannot move (see [`super::features`]) either resets the server before
+//!   anyone else gets it, pins the client to it, or is refused, per `session_state`.
+
+mod from_client;
+mod from_server;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use poolguard_pg::framing::DEFAULT_MAX_MESSAGE_LEN;
-use poolguard_pg::{backend, tags};
+use poolguard_pg::{backend, frontend};
 use poolguard_pool::{AcquireError, Holder, Lease};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,9 +34,13 @@ use tokio::time::Instant;
 use crate::config::{PoolMode, SessionStatePolicy};
 use crate::error::ProxyError;
 use crate::pg::cancel::{send_cancel, Registration, ServerKey};
+use crate::pg::features::SessionFeature;
 use crate::pg::login::{write_error, LoggedIn};
+use crate::pg::params::{sync_sql, ParamSet};
+use crate::pg::pending::{Expect, Pending, Synthetic};
+use crate::pg::prepared::ClientStatements;
 use crate::pg::reclaim::{reclaim, Reclaim};
-use crate::pg::scan::{Scanner, Step};
+use crate::pg::scan::Scanner;
 use crate::pg::server::{PgConnector, ServerError};
 use crate::state::{ClientSlot, PgPoolEntry, Shared};
 
@@ -41,18 +50,22 @@ pub type PgLease = Lease<PgConnector>;
 pub struct Held {
     pub lease: PgLease,
     pub scan: Scanner,
-    /// Sync, Query and FunctionCall messages sent whose ReadyForQuery has not come back.
-    pub outstanding: u32,
+    /// What the server still owes, in order.
+    pub pending: Pending,
     /// Status of the last ReadyForQuery: b'I' idle, b'T' in a transaction, b'E' failed one.
     pub status: u8,
     /// Extended-protocol messages were sent after the last Sync.
     pub unsynced: bool,
     /// The server asked for COPY data (CopyInResponse) and the client has not ended it.
     pub copy_in: bool,
-    /// The client changed session state on this server.
+    /// The client changed session state on this server: reset it before reuse.
     pub dirty: bool,
     /// When the oldest unanswered request was sent (drives query_timeout).
     pub busy_since: Option<Instant>,
+    /// When the server last became idle (its last ReadyForQuery): idle-in-transaction time is
+    /// counted from the later of this and the client's last message, never while a statement
+    /// runs or the client waits for a server.
+    pub idle_since: Instant,
     pub cancel_sent: bool,
 }
 
@@ -61,12 +74,13 @@ impl Held {
         Held {
             lease,
             scan: Scanner::new(DEFAULT_MAX_MESSAGE_LEN),
-            outstanding: 0,
+            pending: Pending::default(),
             status: b'I',
             unsynced: false,
             copy_in: false,
             dirty: false,
             busy_since: None,
+            idle_since: Instant::now(),
             cancel_sent: false,
         }
     }
@@ -82,6 +96,11 @@ impl Held {
     /// A transaction (or an unfinished extended-protocol batch) is open on the server.
     pub fn in_transaction(&self) -> bool {
         self.status != b'I' || self.unsynced || self.copy_in
+    }
+
+    /// Requests are in flight.
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
     }
 }
 
@@ -114,10 +133,18 @@ pub struct Session {
     registration: Registration,
     _slot: ClientSlot,
     held: Option<Held>,
-    pinned: bool,
-    /// An acquire failed; drop client messages through the next sync point, then report this.
+    transaction_mode: bool,
+    /// Why the client keeps its server for the rest of the session, if it does.
+    pinned: Option<String>,
+    /// A refusal to report once the client's batch reaches its sync point.
     skipping: Option<ProxyError>,
     last_client_activity: Instant,
+    /// The client's named statements (transaction mode).
+    statements: ClientStatements,
+    /// The client's tracked parameters, as it expects its session to have them.
+    params: ParamSet,
+    /// Scratch buffer for rewritten client messages.
+    out: BytesMut,
 }
 
 /// Maps a pool refusal to the client-facing error.
@@ -132,20 +159,9 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
     }
 }
 
-/// Command tags after which the server carries state that must not reach another client.
-fn changes_session_state(tag: &str) -> bool {
-    let mut words = tag.split(' ');
-    match words.next() {
-        Some("SET" | "RESET" | "PREPARE" | "LISTEN" | "DECLARE" | "LOAD") => true,
-        // Temporary tables report plain "CREATE TABLE"; any table creation counts.
-        Some("CREATE") => words.next() == Some("TABLE"),
-        _ => false,
-    }
-}
-
 impl Session {
     pub fn new(client: TcpStream, cbuf: BytesMut, shared: Arc<Shared>, ready: LoggedIn) -> Self {
-        let pinned = ready.entry.db.pool_mode == PoolMode::Session;
+        let transaction_mode = ready.entry.db.pool_mode == PoolMode::Transaction;
         Session {
             client,
             cbuf,
@@ -156,16 +172,22 @@ impl Session {
             registration: ready.registration,
             _slot: ready.slot,
             held: ready.lease.map(Held::new),
-            pinned,
+            transaction_mode,
+            pinned: None,
             skipping: None,
             last_client_activity: Instant::now(),
+            statements: ClientStatements::default(),
+            params: ready.params,
+            out: BytesMut::new(),
         }
     }
 
     pub async fn run(mut self) {
-        if let Some(h) = &self.held {
-            let key = h.key();
-            self.registration.target.set(Some(key)).await;
+        if let Some(h) = self.held.take() {
+            // Session mode: the server leased at login.
+            if let Err(e) = self.start_lease(h).await {
+                tracing::warn!(client = %self.holder.client, error = %e, "server failed at session start");
+            }
         }
         let end = self.relay().await;
         let pool = self.entry.pool.config().name;
@@ -183,13 +205,11 @@ impl Session {
         let _ = self.client.shutdown().await;
         self.registration.target.set(None).await;
         if let Some(held) = self.held.take() {
-            let client_mid_message = self.cscan.mid_message();
-            let session_mode = self.entry.db.pool_mode == PoolMode::Session;
             let how = match end {
                 End::ServerFailed => Reclaim::Discard,
-                _ if client_mid_message => Reclaim::Discard,
+                _ if self.cscan.mid_message() => Reclaim::Discard,
                 _ => Reclaim::Clean {
-                    reset: session_mode || held.dirty,
+                    reset: !self.transaction_mode || held.dirty || self.pinned.is_some(),
                 },
             };
             reclaim(held, how, &pool).await;
@@ -257,213 +277,100 @@ impl Session {
         End::ServerFailed
     }
 
-    /// Forwards buffered client messages, acquiring a server first if needed.
-    async fn pump_client(&mut self) -> Option<End> {
-        loop {
-            if self.cbuf.is_empty() {
-                return None;
-            }
-            if self.skipping.is_some() {
-                match self.skip_to_sync().await {
-                    Ok(true) => continue,
-                    Ok(false) => return None,
-                    Err(end) => return Some(end),
-                }
-            }
-            if self.held.is_none() {
-                if self.cbuf.len() < 5 {
-                    return None;
-                }
-                if self.cbuf[0] == tags::frontend::TERMINATE {
-                    return Some(End::Terminate);
-                }
-                match self.entry.pool.acquire(self.holder.clone()).await {
-                    Ok(lease) => {
-                        let held = Held::new(lease);
-                        self.registration.target.set(Some(held.key())).await;
-                        self.held = Some(held);
-                    }
-                    Err(e) => {
-                        let e = acquire_error(e);
-                        tracing::warn!(client = %self.holder.client, code = e.sqlstate(), error = %e, "acquire failed");
-                        if matches!(e, ProxyError::ShuttingDown(_)) {
-                            return Some(End::Kicked(e));
-                        }
-                        self.skipping = Some(e);
-                        continue;
-                    }
-                }
-            }
-            return self.forward_client().await;
-        }
+    /// Leases a server for the client's next transaction and brings its parameters in line.
+    async fn acquire(&mut self) -> Result<(), ProxyError> {
+        let lease = self
+            .entry
+            .pool
+            .acquire(self.holder.clone())
+            .await
+            .map_err(acquire_error)?;
+        self.start_lease(Held::new(lease)).await
     }
 
-    /// Drops client messages through the next Sync/Query/FunctionCall; then reports the error
-    /// that caused the skip. Returns whether the sync point was reached.
-    async fn skip_to_sync(&mut self) -> Result<bool, End> {
-        let mut pos = 0;
-        let mut reached = false;
-        loop {
-            let step = match self.cscan.step(&self.cbuf[pos..], |_| false) {
-                Ok(Some(s)) => s,
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(End::Kicked(ProxyError::Protocol(format!(
-                        "invalid message: {e}"
-                    ))))
-                }
-            };
-            let len = step.len();
-            let tag = match step {
-                Step::Whole { tag, .. } => Some(tag),
-                _ => None,
-            };
-            pos += len;
-            if tag == Some(tags::frontend::TERMINATE) {
-                return Err(End::Terminate);
-            }
-            if matches!(
-                tag,
-                Some(tags::frontend::SYNC | tags::frontend::QUERY | tags::frontend::FUNCTION_CALL)
-            ) {
-                reached = true;
-                break;
-            }
-        }
-        self.cbuf.advance(pos);
-        if reached {
-            if let Some(e) = self.skipping.take() {
+    /// Makes a freshly leased server the client's: cancel target, and its parameters.
+    async fn start_lease(&mut self, mut held: Held) -> Result<(), ProxyError> {
+        self.registration.target.set(Some(held.key())).await;
+        {
+            let extras = self.extra_parameters();
+            let sql = sync_sql(&self.params, &held.lease.current, extras);
+            if !sql.is_empty() {
+                tracing::debug!(client = %self.holder.client, sql = %sql, "synchronising parameters");
                 let mut m = BytesMut::new();
-                write_error(&mut m, "ERROR", &e);
-                backend::ready_for_query(&mut m, b'I');
-                if self.client.write_all(&m).await.is_err() {
-                    return Err(End::ClientGone);
+                frontend::query(&mut m, &sql);
+                // Extras have no ParameterStatus; record what the server will now carry.
+                let current = &mut held.lease.current;
+                for (name, value) in self.params.iter() {
+                    current.set(name, value);
                 }
+                let stale: Vec<String> = current
+                    .iter()
+                    .filter(|(n, _)| self.params.get(n).is_none())
+                    .map(|(n, _)| n.to_owned())
+                    .collect();
+                for n in stale {
+                    current.remove(&n);
+                }
+                if let Err(e) = held.lease.stream.write_all(&m).await {
+                    held.lease.discard();
+                    return Err(ProxyError::server_io(e));
+                }
+                held.pending.push(Expect::InjectedQuery);
+                held.busy_since = Some(Instant::now());
             }
         }
-        Ok(reached)
+        self.held = Some(held);
+        Ok(())
     }
 
-    async fn forward_client(&mut self) -> Option<End> {
-        let held = self.held.as_mut()?;
-        let mut pos = 0;
-        let mut terminate = false;
-        let mut failure = None;
-        loop {
-            let step = match self.cscan.step(&self.cbuf[pos..], |_| false) {
-                Ok(Some(s)) => s,
-                Ok(None) => break,
-                Err(e) => {
-                    failure = Some(ProxyError::Protocol(format!(
-                        "invalid message from client: {e}"
-                    )));
-                    break;
-                }
-            };
-            let tag = match step {
-                Step::Whole { tag, .. } | Step::Head { tag, .. } => Some(tag),
-                Step::Rest { .. } => None,
-            };
-            if tag == Some(tags::frontend::TERMINATE) {
-                terminate = true;
-                break;
-            }
-            if let Some(tag) = tag {
-                note_client_message(held, tag);
-            }
-            pos += step.len();
-        }
-        if pos > 0 {
-            if let Err(e) = held.lease.stream.write_all(&self.cbuf[..pos]).await {
-                tracing::warn!(error = %e, "write to server failed");
-                return Some(self.server_lost().await);
-            }
-            self.cbuf.advance(pos);
-        }
-        if let Some(e) = failure {
-            return Some(End::Kicked(e));
-        }
-        terminate.then_some(End::Terminate)
+    fn extra_parameters(&self) -> &[String] {
+        self.shared
+            .config
+            .postgres
+            .as_ref()
+            .map(|p| p.track_extra_parameters.as_slice())
+            .unwrap_or(&[])
     }
 
-    /// Forwards what the server sent, tracking transaction state as it passes.
-    async fn pump_server(&mut self) -> Option<End> {
-        let held = self.held.as_mut()?;
-        let mut pos = 0;
-        let need_body = |t: u8| {
-            matches!(
-                t,
-                tags::backend::READY_FOR_QUERY | tags::backend::COMMAND_COMPLETE
-            )
-        };
-        let mut pin_reason = None;
-        loop {
-            let step = match held.scan.step(&held.lease.buf[pos..], need_body) {
-                Ok(Some(s)) => s,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(server = %held.lease.addr, error = %e, "malformed message from server");
-                    return Some(self.server_lost().await);
-                }
-            };
-            match step {
-                Step::Whole {
-                    tag: tags::backend::READY_FOR_QUERY,
-                    body,
-                    ..
-                } => {
-                    held.outstanding = held.outstanding.saturating_sub(1);
-                    held.status = body.first().copied().unwrap_or(b'I');
-                    held.copy_in = false;
-                    held.busy_since = (held.outstanding > 0).then(Instant::now);
-                    held.cancel_sent = false;
-                }
-                Step::Whole {
-                    tag: tags::backend::COMMAND_COMPLETE,
-                    body,
-                    ..
-                } => {
-                    let text =
-                        std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).unwrap_or("");
-                    if changes_session_state(text) {
-                        held.dirty = true;
-                        pin_reason.get_or_insert_with(|| text.to_owned());
-                    }
-                }
-                Step::Whole {
-                    tag: tags::backend::COPY_IN,
-                    ..
-                }
-                | Step::Head {
-                    tag: tags::backend::COPY_IN,
-                    ..
-                } => {
-                    held.copy_in = true;
-                }
-                _ => {}
-            }
-            pos += step.len();
+    fn policy(&self) -> SessionStatePolicy {
+        self.shared
+            .config
+            .postgres
+            .as_ref()
+            .map(|p| p.session_state)
+            .unwrap_or(SessionStatePolicy::Reset)
+    }
+
+    /// Applies the session-state policy to features found in a statement. Returns an error
+    /// to refuse the statement with (policy "error", at the start of a batch only).
+    fn on_features(
+        &mut self,
+        features: &[SessionFeature],
+        batch_start: bool,
+    ) -> Option<ProxyError> {
+        if !self.transaction_mode || features.is_empty() {
+            return None;
         }
-        if pos > 0 {
-            let r = self.client.write_all(&held.lease.buf[..pos]).await;
-            held.lease.buf.advance(pos);
-            if r.is_err() {
-                return Some(End::ClientGone);
+        let policy = self.policy();
+        if policy == SessionStatePolicy::Error && batch_start {
+            let what = features[0].describe();
+            return Some(ProxyError::FeatureNotSupported(format!(
+                "poolguard: {what} cannot work in transaction pooling (the next transaction may run on another server connection); use a database with pool_mode = \"session\", or session_state = \"pin\""
+            )));
+        }
+        let pin = features
+            .iter()
+            .find(|f| policy != SessionStatePolicy::Reset || f.needs_pin());
+        if let Some(f) = pin {
+            if self.pinned.is_none() {
+                let reason = f.describe();
+                tracing::info!(client = %self.holder.client, pool = %self.entry.pool.config().name, reason = %reason, "client pinned to its server connection for the rest of its session");
+                self.shared.count_pin();
+                self.pinned = Some(reason);
             }
         }
-        if let Some(reason) = pin_reason {
-            if !self.pinned
-                && self
-                    .shared
-                    .config
-                    .postgres
-                    .as_ref()
-                    .map(|p| p.session_state)
-                    == Some(SessionStatePolicy::Pin)
-            {
-                tracing::info!(client = %self.holder.client, command = %reason, "client pinned to its server for the session");
-                self.pinned = true;
-            }
+        if let Some(h) = self.held.as_mut() {
+            h.dirty = true;
         }
         None
     }
@@ -472,8 +379,9 @@ impl Session {
     async fn maybe_release(&mut self) {
         let releasable = match &self.held {
             Some(h) => {
-                !self.pinned
-                    && h.outstanding == 0
+                self.transaction_mode
+                    && self.pinned.is_none()
+                    && !h.busy()
                     && !h.in_transaction()
                     && !self.cscan.mid_message()
                     && !h.scan.mid_message()
@@ -496,16 +404,33 @@ impl Session {
         }
     }
 
+    /// Writes poolguard's own answers that have reached the head of the queue.
+    fn take_synthetics(&mut self, out: &mut BytesMut) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        while let Some(s) = held.pending.take_synthetic() {
+            match s {
+                Synthetic::ParseComplete => backend::parse_complete(out),
+                Synthetic::CloseComplete => backend::close_complete(out),
+                Synthetic::Deallocated => {
+                    backend::command_complete(out, "DEALLOCATE");
+                    backend::ready_for_query(out, held.status);
+                }
+            }
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let limits = &self.entry.db.limits;
         match &self.held {
-            Some(h) if h.outstanding > 0 => match (limits.query_timeout, h.busy_since) {
+            Some(h) if h.busy() => match (limits.query_timeout, h.busy_since) {
                 (Some(t), Some(since)) if !h.cancel_sent => Some(since + t),
                 _ => None,
             },
             Some(h) if h.in_transaction() => limits
                 .idle_in_transaction_timeout
-                .map(|t| self.last_client_activity + t),
+                .map(|t| self.last_client_activity.max(h.idle_since) + t),
             _ => limits
                 .client_idle_timeout
                 .map(|t| self.last_client_activity + t),
@@ -517,7 +442,7 @@ impl Session {
         let now = Instant::now();
         let pool = self.entry.pool.config().name;
         match self.held.as_mut() {
-            Some(h) if h.outstanding > 0 => {
+            Some(h) if h.busy() => {
                 let (Some(t), Some(since)) = (limits.query_timeout, h.busy_since) else {
                     return None;
                 };
@@ -549,7 +474,7 @@ impl Session {
             }
             Some(h) if h.in_transaction() => {
                 let t = limits.idle_in_transaction_timeout?;
-                if now < self.last_client_activity + t {
+                if now < self.last_client_activity.max(h.idle_since) + t {
                     return None;
                 }
                 Some(End::Kicked(ProxyError::IdleInTransaction(format!(
@@ -568,25 +493,6 @@ impl Session {
                 ))))
             }
         }
-    }
-}
-
-/// Updates what we know of the server's conversation when a client message passes.
-fn note_client_message(held: &mut Held, tag: u8) {
-    match tag {
-        tags::frontend::QUERY | tags::frontend::FUNCTION_CALL | tags::frontend::SYNC => {
-            if held.outstanding == 0 {
-                held.busy_since = Some(Instant::now());
-            }
-            held.outstanding += 1;
-            if tag == tags::frontend::SYNC {
-                held.unsynced = false;
-            }
-        }
-        tags::frontend::COPY_DATA => {}
-        tags::frontend::COPY_DONE | tags::frontend::COPY_FAIL => held.copy_in = false,
-        tags::frontend::FLUSH => {}
-        _ => held.unsynced = true,
     }
 }
 

@@ -1,0 +1,344 @@
+//! Recognising SQL that creates session state transaction pooling cannot carry.
+//!
+//! The check runs on every simple Query and on each Parse (once per prepared statement), so it
+//! is a cheap lexical scan: statements are split on `;` outside quotes and comments, and only
+//! each statement's leading keywords are read, plus a case-insensitive search for the session
+//! advisory-lock functions. It errs on the side of reporting: a false positive costs a
+//! DISCARD ALL or a pin, a false negative could leak state between clients.
+
+use crate::pg::params::is_reported;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionFeature {
+    /// LISTEN: notifications would be lost when the server moves.
+    Listen,
+    /// pg_advisory_lock and friends (session-level).
+    AdvisoryLock,
+    /// DECLARE ... WITH HOLD: the cursor outlives the transaction.
+    HoldCursor,
+    /// CREATE TEMP TABLE (or TEMPORARY).
+    TempTable,
+    /// SQL-level PREPARE.
+    SqlPrepare,
+    /// LOAD of a library.
+    Load,
+    /// SET of a parameter poolguard does not track (not SET LOCAL).
+    UntrackedSet(String),
+}
+
+impl SessionFeature {
+    /// Features whose effect cannot be undone by a reset without breaking the client.
+    pub fn needs_pin(&self) -> bool {
+        matches!(
+            self,
+            SessionFeature::Listen | SessionFeature::AdvisoryLock | SessionFeature::HoldCursor
+        )
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SessionFeature::Listen => "LISTEN".into(),
+            SessionFeature::AdvisoryLock => "a session-level advisory lock".into(),
+            SessionFeature::HoldCursor => "a WITH HOLD cursor".into(),
+            SessionFeature::TempTable => "a temporary table".into(),
+            SessionFeature::SqlPrepare => "SQL-level PREPARE".into(),
+            SessionFeature::Load => "LOAD".into(),
+            SessionFeature::UntrackedSet(p) => format!("SET of untracked parameter {p}"),
+        }
+    }
+}
+
+/// A tracked `SET name = value` (or RESET) found in the text, for extras poolguard carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackedSet {
+    Set { name: String, value: String },
+    Reset { name: String },
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Findings {
+    pub features: Vec<SessionFeature>,
+    pub tracked: Vec<TrackedSet>,
+    /// DEALLOCATE ALL or DISCARD ALL: every prepared statement is gone.
+    pub deallocate_all: bool,
+}
+
+/// Scans SQL text. `extras` are the operator's `track_extra_parameters`.
+pub fn scan(sql: &str, extras: &[String]) -> Findings {
+    let mut f = Findings::default();
+    // Session-level forms (pg_advisory_lock, pg_try_advisory_lock_shared, ...) contain
+    // "advisory_lock"; the transaction-level ones say "advisory_xact_lock" and end at commit.
+    if contains_ignore_case(sql, "advisory_lock") {
+        f.features.push(SessionFeature::AdvisoryLock);
+    }
+    for stmt in statements(sql) {
+        let words: Vec<&str> = stmt.split_whitespace().take(6).collect();
+        let w = |i: usize| {
+            words
+                .get(i)
+                .map(|s| s.to_ascii_uppercase())
+                .unwrap_or_default()
+        };
+        match w(0).as_str() {
+            "LISTEN" => f.features.push(SessionFeature::Listen),
+            "PREPARE" => f.features.push(SessionFeature::SqlPrepare),
+            "LOAD" => f.features.push(SessionFeature::Load),
+            "DECLARE" if contains_ignore_case(stmt, "with hold") => {
+                f.features.push(SessionFeature::HoldCursor)
+            }
+            "CREATE" => {
+                let w1 = w(1);
+                let temp = ["TEMP", "TEMPORARY"].contains(&w1.as_str())
+                    || (["GLOBAL", "LOCAL"].contains(&w1.as_str())
+                        && ["TEMP", "TEMPORARY"].contains(&w(2).as_str()));
+                if temp {
+                    f.features.push(SessionFeature::TempTable);
+                }
+            }
+            "DEALLOCATE" => {
+                let target = if w(1) == "PREPARE" { w(2) } else { w(1) };
+                if target.trim_end_matches(';') == "ALL" {
+                    f.deallocate_all = true;
+                }
+            }
+            "DISCARD" if w(1).trim_end_matches(';') == "ALL" => f.deallocate_all = true,
+            "SET" => classify_set(stmt, extras, &mut f),
+            "RESET" => {
+                let name = words.get(1).copied().unwrap_or("").trim_end_matches(';');
+                if name.eq_ignore_ascii_case("all") {
+                    f.features
+                        .push(SessionFeature::UntrackedSet("ALL (RESET ALL)".into()));
+                } else if is_tracked(name, extras) {
+                    if !is_reported(name) {
+                        f.tracked.push(TrackedSet::Reset {
+                            name: name.to_ascii_lowercase(),
+                        });
+                    }
+                } else {
+                    f.features
+                        .push(SessionFeature::UntrackedSet(name.to_ascii_lowercase()));
+                }
+            }
+            _ => {}
+        }
+    }
+    f
+}
+
+fn is_tracked(name: &str, extras: &[String]) -> bool {
+    is_reported(name) || extras.iter().any(|e| e.eq_ignore_ascii_case(name))
+}
+
+fn classify_set(stmt: &str, extras: &[String], f: &mut Findings) {
+    // SET [SESSION | LOCAL] name { TO | = } value
+    let rest = stmt.trim_start()[3..].trim_start();
+    let (local, rest) = match first_word(rest) {
+        Some(w) if w.eq_ignore_ascii_case("local") => (true, rest[w.len()..].trim_start()),
+        Some(w) if w.eq_ignore_ascii_case("session") => (false, rest[w.len()..].trim_start()),
+        _ => (false, rest),
+    };
+    if local {
+        return; // ends with the transaction
+    }
+    let name_end = rest
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(rest.len());
+    let name = &rest[..name_end];
+    if name.eq_ignore_ascii_case("transaction") || name.eq_ignore_ascii_case("constraints") {
+        return; // transaction-scoped forms
+    }
+    if !is_tracked(name, extras) {
+        let label = if name.eq_ignore_ascii_case("time") {
+            "timezone".to_string()
+        } else {
+            name.to_ascii_lowercase()
+        };
+        if label == "timezone" {
+            return; // SET TIME ZONE is reported as TimeZone
+        }
+        f.features.push(SessionFeature::UntrackedSet(label));
+        return;
+    }
+    if is_reported(name) {
+        return; // followed through ParameterStatus
+    }
+    let after = rest[name_end..].trim_start();
+    let value = if let Some(v) = after.strip_prefix('=') {
+        v
+    } else if after.len() >= 2 && after[..2].eq_ignore_ascii_case("to") {
+        &after[2..]
+    } else {
+        after
+    };
+    let value = value.trim().trim_end_matches(';').trim();
+    if value.eq_ignore_ascii_case("default") {
+        f.tracked.push(TrackedSet::Reset {
+            name: name.to_ascii_lowercase(),
+        });
+    } else {
+        f.tracked.push(TrackedSet::Set {
+            name: name.to_ascii_lowercase(),
+            value: value.to_owned(),
+        });
+    }
+}
+
+fn first_word(s: &str) -> Option<&str> {
+    let end = s.find(char::is_whitespace)?;
+    Some(&s[..end])
+}
+
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// The statements of a SQL string, split on `;` outside quotes, dollar quotes and comments.
+fn statements(sql: &str) -> Vec<&str> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut start) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' => {
+                // $tag$ ... $tag$
+                if let Some(end) = sql[i + 1..].find('$') {
+                    let tag = &sql[i..i + end + 2];
+                    if tag[1..tag.len() - 1]
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_')
+                    {
+                        if let Some(close) = sql[i + tag.len()..].find(tag) {
+                            i += tag.len() + close + tag.len() - 1;
+                        }
+                    }
+                }
+            }
+            b';' => {
+                out.push(sql[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let last = sql.get(start..).unwrap_or("").trim();
+    if !last.is_empty() {
+        out.push(last);
+    }
+    out.retain(|s| !s.is_empty());
+    out.iter().map(|s| strip_leading_comments(s)).collect()
+}
+
+fn strip_leading_comments(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.find('\n').map_or("", |i| &rest[i..]);
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+        } else {
+            return s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feats(sql: &str) -> Vec<SessionFeature> {
+        scan(sql, &["search_path".to_string()]).features
+    }
+
+    #[test]
+    fn recognises_each_feature() {
+        assert_eq!(feats("LISTEN chan"), vec![SessionFeature::Listen]);
+        assert_eq!(
+            feats("select pg_advisory_lock(1)"),
+            vec![SessionFeature::AdvisoryLock]
+        );
+        assert_eq!(
+            feats("SELECT pg_try_advisory_lock_shared(1)"),
+            vec![SessionFeature::AdvisoryLock]
+        );
+        assert!(feats("SELECT pg_advisory_xact_lock(1)").is_empty());
+        assert_eq!(
+            feats("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT"),
+            vec![SessionFeature::HoldCursor]
+        );
+        assert!(feats("DECLARE c CURSOR FOR SELECT 1").is_empty());
+        assert_eq!(
+            feats("create temp table t(x int)"),
+            vec![SessionFeature::TempTable]
+        );
+        assert_eq!(
+            feats("CREATE LOCAL TEMPORARY TABLE t(x int)"),
+            vec![SessionFeature::TempTable]
+        );
+        assert!(feats("CREATE TABLE t(x int)").is_empty());
+        assert_eq!(
+            feats("PREPARE p AS SELECT 1"),
+            vec![SessionFeature::SqlPrepare]
+        );
+        assert_eq!(
+            feats("SET statement_timeout = 5"),
+            vec![SessionFeature::UntrackedSet("statement_timeout".into())]
+        );
+        assert!(feats("SET LOCAL statement_timeout = 5").is_empty());
+        assert!(feats("SET TimeZone = 'UTC'").is_empty());
+        assert!(feats("SET TIME ZONE 'UTC'").is_empty());
+        assert!(feats("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").is_empty());
+        assert!(feats("SELECT 'LISTEN x; SET a = 1'").is_empty());
+        assert!(feats("-- LISTEN x\nSELECT 1").is_empty());
+        assert!(feats("SELECT $$ LISTEN x; $$").is_empty());
+    }
+
+    #[test]
+    fn tracked_extras_are_captured() {
+        let f = scan(
+            "SET search_path TO myschema, public; RESET search_path",
+            &["search_path".into()],
+        );
+        assert!(f.features.is_empty());
+        assert_eq!(
+            f.tracked,
+            vec![
+                TrackedSet::Set {
+                    name: "search_path".into(),
+                    value: "myschema, public".into()
+                },
+                TrackedSet::Reset {
+                    name: "search_path".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn deallocate_all_detected() {
+        assert!(scan("DEALLOCATE ALL", &[]).deallocate_all);
+        assert!(scan("deallocate prepare all;", &[]).deallocate_all);
+        assert!(scan("DISCARD ALL", &[]).deallocate_all);
+        assert!(!scan("DEALLOCATE p1", &[]).deallocate_all);
+    }
+}

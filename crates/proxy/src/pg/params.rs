@@ -1,0 +1,120 @@
+//! Session parameters that follow a client from server to server in transaction mode.
+//!
+//! The parameters PostgreSQL reports with ParameterStatus (client_encoding, DateStyle, TimeZone,
+//! IntervalStyle, standard_conforming_strings, application_name) are tracked from those
+//! reports; operator-listed extras (`track_extra_parameters`, e.g. search_path) are tracked from
+//! the client's own `SET name = value` / `RESET name`. Before a server runs a client's
+//! transaction, [`sync_sql`] gives the SET/RESET statements that make the server match.
+//!
+//! Names are compared case-insensitively, as PostgreSQL does.
+
+/// Parameters PostgreSQL reports to clients and poolguard keeps in step.
+pub const REPORTED: [&str; 6] = [
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "standard_conforming_strings",
+    "application_name",
+];
+
+pub fn is_reported(name: &str) -> bool {
+    REPORTED.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// A small name -> value map (a handful of entries; a Vec beats a HashMap here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamSet {
+    values: Vec<(String, String)>,
+}
+
+impl ParamSet {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self
+            .values
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(slot) => value.clone_into(&mut slot.1),
+            None => self
+                .values
+                .push((name.to_ascii_lowercase(), value.to_owned())),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.values.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Drops the extras (not reported by the server), as DISCARD ALL / RESET ALL reset them.
+    pub fn retain_reported(&mut self) {
+        self.values.retain(|(n, _)| is_reported(n));
+    }
+}
+
+/// A string literal for SET: single quotes doubled, no backslash escapes involved.
+pub fn quote_literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// Statements that bring `server` in line with what `client` expects. Reported parameters are
+/// set from their reported value (quoted); extras from the client's SET text (as written).
+/// Extras the server carries and the client does not are RESET. Empty if nothing differs.
+pub fn sync_sql(client: &ParamSet, server: &ParamSet, extras: &[String]) -> String {
+    let mut sql = String::new();
+    for (name, want) in client.iter() {
+        if server.get(name) == Some(want) {
+            continue;
+        }
+        if is_reported(name) {
+            sql.push_str(&format!("SET {name} = {};", quote_literal(want)));
+        } else if extras.iter().any(|e| e.eq_ignore_ascii_case(name)) {
+            sql.push_str(&format!("SET {name} = {want};"));
+        }
+    }
+    for (name, _) in server.iter() {
+        if !is_reported(name) && client.get(name).is_none() {
+            sql.push_str(&format!("RESET {name};"));
+        }
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_sets_what_differs_and_resets_foreign_extras() {
+        let mut client = ParamSet::default();
+        client.set("TimeZone", "Europe/Paris");
+        client.set("application_name", "o'brien");
+        client.set("search_path", "myschema, public");
+        let mut server = ParamSet::default();
+        server.set("timezone", "UTC");
+        server.set("application_name", "o'brien");
+        server.set("statement_timeout", "5s");
+        let extras = vec!["search_path".to_string(), "statement_timeout".to_string()];
+        assert_eq!(
+            sync_sql(&client, &server, &extras),
+            "SET timezone = 'Europe/Paris';SET search_path = myschema, public;RESET statement_timeout;"
+        );
+        assert_eq!(sync_sql(&client, &client, &extras), "");
+    }
+
+    #[test]
+    fn quoting_doubles_quotes() {
+        assert_eq!(quote_literal("a'b"), "'a''b'");
+    }
+}

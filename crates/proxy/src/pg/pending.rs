@@ -1,0 +1,368 @@
+//! What a server still owes, in order: one entry per request sent to it (or answered by
+//! poolguard itself), so responses can be routed exactly.
+//!
+//! poolguard rewrites the extended protocol in transaction mode: it injects Parse for statements
+//! a server lacks, answers Parse/Close for statements it already has, and injects SET to carry a
+//! client's parameters. The client must still see exactly the responses to its own messages, in
+//! order. [`Pending`] keeps one [`Expect`] per request; [`Pending::route`] tells, for each server
+//! message, whether it goes to the client or is swallowed, and [`Pending::take_synthetic`] yields
+//! poolguard's own answers once every response before them has been delivered.
+//!
+//! Protocol facts relied on: each of Parse, Bind, Close, Describe(portal) is answered by one
+//! message (ParseComplete, BindComplete, CloseComplete, RowDescription/NoData); Describe(statement)
+//! by ParameterDescription then RowDescription/NoData; Execute by rows then CommandComplete,
+//! EmptyQueryResponse or PortalSuspended; Sync, Query and FunctionCall end with ReadyForQuery.
+//! After an ErrorResponse to an extended-protocol message the server skips everything up to Sync.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use poolguard_pg::tags::backend as b;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// A client Parse; `server_name` is the poolguard-owned name it was prepared under, if any.
+    Parse {
+        server_name: Option<Arc<str>>,
+    },
+    Bind,
+    Close,
+    DescribeStatement,
+    DescribePortal,
+    Execute,
+    Sync,
+    Query,
+    FunctionCall,
+    /// poolguard's own Parse of a statement the server lacked; its ParseComplete is swallowed.
+    InjectedParse {
+        server_name: Arc<str>,
+    },
+    /// poolguard's own Close of an evicted statement.
+    InjectedClose,
+    /// poolguard's own simple query (parameter SETs); everything up to its ReadyForQuery is
+    /// swallowed except ParameterStatus, which the client may see.
+    InjectedQuery,
+    /// An answer poolguard gives itself, emitted when it reaches the head of the queue.
+    SyntheticParseComplete,
+    SyntheticCloseComplete,
+    /// `DEALLOCATE name` of a statement only poolguard knew: CommandComplete + ReadyForQuery.
+    SyntheticDeallocate,
+}
+
+/// An answer poolguard writes to the client itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synthetic {
+    ParseComplete,
+    CloseComplete,
+    Deallocated,
+}
+
+impl Expect {
+    fn is_extended(&self) -> bool {
+        !matches!(
+            self,
+            Expect::Sync
+                | Expect::Query
+                | Expect::FunctionCall
+                | Expect::InjectedQuery
+                | Expect::SyntheticDeallocate
+        )
+    }
+
+    fn ends_with_ready(&self) -> bool {
+        matches!(
+            self,
+            Expect::Sync | Expect::Query | Expect::FunctionCall | Expect::InjectedQuery
+        )
+    }
+}
+
+/// The decision for one server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Forward,
+    Swallow,
+}
+
+/// Statement-cache consequences of a routed message, for the caller to apply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CacheEffect {
+    None,
+    /// The server confirmed this statement exists.
+    Prepared(Arc<str>),
+    /// The server never prepared these (error, or skipped after an error).
+    Failed(Vec<Arc<str>>),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("server sent message {tag:?} while poolguard expected {expected}")]
+pub struct Unexpected {
+    pub tag: char,
+    pub expected: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Pending {
+    queue: VecDeque<Expect>,
+    /// Entries that end with ReadyForQuery.
+    ready_owed: u32,
+}
+
+impl Pending {
+    pub fn push(&mut self, e: Expect) {
+        if e.ends_with_ready() {
+            self.ready_owed += 1;
+        }
+        self.queue.push_back(e);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Requests still waiting for a ReadyForQuery.
+    pub fn ready_owed(&self) -> u32 {
+        self.ready_owed
+    }
+
+    /// The next answer poolguard owes the client itself, if every earlier response was delivered.
+    pub fn take_synthetic(&mut self) -> Option<Synthetic> {
+        let s = match self.queue.front()? {
+            Expect::SyntheticParseComplete => Synthetic::ParseComplete,
+            Expect::SyntheticCloseComplete => Synthetic::CloseComplete,
+            Expect::SyntheticDeallocate => Synthetic::Deallocated,
+            _ => return None,
+        };
+        self.queue.pop_front();
+        Some(s)
+    }
+
+    fn pop(&mut self) -> Option<Expect> {
+        let e = self.queue.pop_front()?;
+        if e.ends_with_ready() {
+            self.ready_owed -= 1;
+        }
+        Some(e)
+    }
+
+    fn unexpected(&self, tag: u8) -> Unexpected {
+        Unexpected {
+            tag: tag as char,
+            expected: match self.queue.front() {
+                Some(e) => format!("a response to {e:?}"),
+                None => "nothing".into(),
+            },
+        }
+    }
+
+    /// Routes one server message. Call [`Pending::take_synthetic`] first until it returns None.
+    pub fn route(&mut self, tag: u8) -> Result<(Route, CacheEffect), Unexpected> {
+        let head = self.queue.front().cloned();
+        let swallow_if_injected = match head {
+            Some(Expect::InjectedQuery) => Route::Swallow,
+            _ => Route::Forward,
+        };
+        let ok = |r| Ok((r, CacheEffect::None));
+        match tag {
+            // Asynchronous messages may come at any time.
+            b::NOTIFICATION => ok(Route::Forward),
+            b::PARAMETER_STATUS => ok(Route::Forward),
+            b::NOTICE_RESPONSE => ok(swallow_if_injected),
+            b::PARSE_COMPLETE => match head {
+                Some(Expect::Parse { server_name }) => {
+                    self.pop();
+                    Ok((
+                        Route::Forward,
+                        server_name.map_or(CacheEffect::None, CacheEffect::Prepared),
+                    ))
+                }
+                Some(Expect::InjectedParse { server_name }) => {
+                    self.pop();
+                    Ok((Route::Swallow, CacheEffect::Prepared(server_name)))
+                }
+                _ => Err(self.unexpected(tag)),
+            },
+            b::BIND_COMPLETE => self.pop_if(tag, |e| *e == Expect::Bind, Route::Forward),
+            b::CLOSE_COMPLETE => match head {
+                Some(Expect::Close) => self.pop_if(tag, |_| true, Route::Forward),
+                Some(Expect::InjectedClose) => self.pop_if(tag, |_| true, Route::Swallow),
+                _ => Err(self.unexpected(tag)),
+            },
+            b::PARAMETER_DESCRIPTION => match head {
+                Some(Expect::DescribeStatement) => ok(Route::Forward),
+                _ => Err(self.unexpected(tag)),
+            },
+            b::ROW_DESCRIPTION | b::NO_DATA => match head {
+                Some(Expect::DescribeStatement | Expect::DescribePortal) => {
+                    self.pop();
+                    ok(Route::Forward)
+                }
+                Some(Expect::Query | Expect::FunctionCall) => ok(Route::Forward),
+                Some(Expect::InjectedQuery) => ok(Route::Swallow),
+                _ => Err(self.unexpected(tag)),
+            },
+            b::COMMAND_COMPLETE | b::EMPTY_QUERY | b::PORTAL_SUSPENDED => match head {
+                Some(Expect::Execute) => {
+                    self.pop();
+                    ok(Route::Forward)
+                }
+                Some(Expect::Query) => ok(Route::Forward),
+                Some(Expect::InjectedQuery) => ok(Route::Swallow),
+                _ => Err(self.unexpected(tag)),
+            },
+            b::ERROR_RESPONSE => match head {
+                Some(Expect::Query | Expect::FunctionCall | Expect::Sync) => ok(Route::Forward),
+                Some(Expect::InjectedQuery) => ok(Route::Swallow),
+                Some(ref e) if e.is_extended() => {
+                    // The server skips every message up to the next Sync. The error goes to the
+                    // client even when it answers poolguard's own Parse: the batch failed.
+                    let mut failed = Vec::new();
+                    while let Some(front) = self.queue.front() {
+                        if !front.is_extended() {
+                            break;
+                        }
+                        match self.pop() {
+                            Some(Expect::Parse {
+                                server_name: Some(n),
+                            })
+                            | Some(Expect::InjectedParse { server_name: n }) => failed.push(n),
+                            _ => {}
+                        }
+                    }
+                    Ok((Route::Forward, CacheEffect::Failed(failed)))
+                }
+                _ => Err(self.unexpected(tag)),
+            },
+            b::READY_FOR_QUERY => match head {
+                Some(Expect::Sync | Expect::Query | Expect::FunctionCall) => {
+                    self.pop();
+                    ok(Route::Forward)
+                }
+                Some(Expect::InjectedQuery) => {
+                    self.pop();
+                    ok(Route::Swallow)
+                }
+                _ => Err(self.unexpected(tag)),
+            },
+            // Rows, COPY traffic, function results: part of whatever is at the head.
+            _ => match head {
+                Some(Expect::InjectedQuery) => ok(Route::Swallow),
+                Some(_) => ok(Route::Forward),
+                None => Err(self.unexpected(tag)),
+            },
+        }
+    }
+
+    fn pop_if(
+        &mut self,
+        tag: u8,
+        matches: impl Fn(&Expect) -> bool,
+        route: Route,
+    ) -> Result<(Route, CacheEffect), Unexpected> {
+        match self.queue.front() {
+            Some(e) if matches(e) => {
+                self.pop();
+                Ok((route, CacheEffect::None))
+            }
+            _ => Err(self.unexpected(tag)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn synthetic_parse_complete_comes_out_in_order() {
+        let mut p = Pending::default();
+        p.push(Expect::Bind);
+        p.push(Expect::SyntheticParseComplete);
+        p.push(Expect::Bind);
+        p.push(Expect::Sync);
+        assert_eq!(p.take_synthetic(), None, "BindComplete is owed first");
+        assert_eq!(p.route(b::BIND_COMPLETE).unwrap().0, Route::Forward);
+        assert_eq!(p.take_synthetic(), Some(Synthetic::ParseComplete));
+        assert_eq!(p.route(b::BIND_COMPLETE).unwrap().0, Route::Forward);
+        assert_eq!(p.ready_owed(), 1);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn injected_parse_is_swallowed_and_confirms_the_cache() {
+        let mut p = Pending::default();
+        p.push(Expect::InjectedParse {
+            server_name: name("s1"),
+        });
+        p.push(Expect::Bind);
+        let (route, effect) = p.route(b::PARSE_COMPLETE).unwrap();
+        assert_eq!(route, Route::Swallow);
+        assert_eq!(effect, CacheEffect::Prepared(name("s1")));
+    }
+
+    #[test]
+    fn error_skips_to_sync_and_reports_unprepared_statements() {
+        let mut p = Pending::default();
+        p.push(Expect::Parse {
+            server_name: Some(name("a")),
+        });
+        p.push(Expect::InjectedParse {
+            server_name: name("b"),
+        });
+        p.push(Expect::Bind);
+        p.push(Expect::SyntheticCloseComplete);
+        p.push(Expect::Execute);
+        p.push(Expect::Sync);
+        let (route, effect) = p.route(b::ERROR_RESPONSE).unwrap();
+        assert_eq!(route, Route::Forward);
+        assert_eq!(effect, CacheEffect::Failed(vec![name("a"), name("b")]));
+        assert_eq!(
+            p.take_synthetic(),
+            None,
+            "skipped by the server, so not answered"
+        );
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn injected_query_is_invisible_except_parameter_status() {
+        let mut p = Pending::default();
+        p.push(Expect::InjectedQuery);
+        p.push(Expect::Query);
+        assert_eq!(p.ready_owed(), 2);
+        assert_eq!(p.route(b::COMMAND_COMPLETE).unwrap().0, Route::Swallow);
+        assert_eq!(p.route(b::PARAMETER_STATUS).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Swallow);
+        assert_eq!(p.route(b::ROW_DESCRIPTION).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::DATA_ROW).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::COMMAND_COMPLETE).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert_eq!(p.ready_owed(), 0);
+    }
+
+    #[test]
+    fn describe_statement_takes_two_messages() {
+        let mut p = Pending::default();
+        p.push(Expect::DescribeStatement);
+        p.push(Expect::Sync);
+        assert_eq!(p.route(b::PARAMETER_DESCRIPTION).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::ROW_DESCRIPTION).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+    }
+
+    #[test]
+    fn out_of_order_messages_are_refused() {
+        let mut p = Pending::default();
+        p.push(Expect::Bind);
+        assert!(p.route(b::PARSE_COMPLETE).is_err());
+        let mut empty = Pending::default();
+        assert!(empty.route(b::DATA_ROW).is_err());
+        assert_eq!(empty.route(b::NOTIFICATION).unwrap().0, Route::Forward);
+    }
+}

@@ -1,0 +1,533 @@
+//! Client -> server: acquiring a server when a transaction starts, and forwarding the client's
+//! messages, rewritten where transaction pooling needs it.
+//!
+//! Untouched: simple queries, unnamed statements and portals, Execute, Sync, Flush, COPY data,
+//! FunctionCall. Rewritten in transaction mode: Parse/Bind/Describe of named statements (renamed
+//! to poolguard's server-side names, prepared on the server first when it lacks them) and Close
+//! of named statements (answered by poolguard; the server keeps the statement for others).
+//! Each forwarded request is recorded in [`Pending`](crate::pg::pending::Pending).
+
+use bytes::{Buf, BytesMut};
+use poolguard_pg::{backend, frontend, tags};
+use tokio::io::AsyncWriteExt;
+
+use super::{End, Held, Session};
+use crate::error::ProxyError;
+use crate::pg::features::{scan, Findings, TrackedSet};
+use crate::pg::login::write_error;
+use crate::pg::pending::Expect;
+use crate::pg::prepared::Statement;
+use crate::pg::scan::Step;
+
+/// Client messages whose body poolguard must see whole.
+fn need_body(tag: u8) -> bool {
+    use tags::frontend::*;
+    matches!(tag, QUERY | PARSE | BIND | DESCRIBE | CLOSE)
+}
+
+/// What to do with one client message.
+enum Action {
+    /// Forward the bytes as they are.
+    Pass,
+    /// The rewritten form was written to `out`.
+    Rewritten,
+    /// Answered or dropped by poolguard; nothing reaches the server.
+    Absorbed,
+    /// Refuse this statement: drop through the sync point (unless this message is one), then
+    /// report.
+    Refuse { error: ProxyError, sync_point: bool },
+}
+
+impl Session {
+    /// Forwards buffered client messages, acquiring a server first if needed.
+    pub(super) async fn pump_client(&mut self) -> Option<End> {
+        loop {
+            if self.cbuf.is_empty() {
+                return None;
+            }
+            if self.skipping.is_some() {
+                match self.skip_to_sync().await {
+                    Ok(true) => continue,
+                    Ok(false) => return None,
+                    Err(end) => return Some(end),
+                }
+            }
+            if self.held.is_none() {
+                if self.cbuf.len() < 5 {
+                    return None;
+                }
+                if self.cbuf[0] == tags::frontend::TERMINATE {
+                    return Some(End::Terminate);
+                }
+                if let Err(e) = self.acquire().await {
+                    tracing::warn!(client = %self.holder.client, code = e.sqlstate(), error = %e, "acquire failed");
+                    if matches!(e, ProxyError::ShuttingDown(_)) {
+                        return Some(End::Kicked(e));
+                    }
+                    self.skipping = Some(e);
+                    continue;
+                }
+            }
+            match self.forward_client().await {
+                Ok(true) => continue, // a refusal started; handle the rest of the buffer
+                Ok(false) => return None,
+                Err(end) => return Some(end),
+            }
+        }
+    }
+
+    /// Drops client messages through the next Sync/Query/FunctionCall; then reports the error
+    /// that caused the skip. Returns whether the sync point was reached.
+    async fn skip_to_sync(&mut self) -> Result<bool, End> {
+        let mut pos = 0;
+        let mut reached = false;
+        loop {
+            let step = match self.cscan.step(&self.cbuf[pos..], |_| false) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(End::Kicked(ProxyError::Protocol(format!(
+                        "invalid message: {e}"
+                    ))))
+                }
+            };
+            let tag = match step {
+                Step::Whole { tag, .. } => Some(tag),
+                _ => None,
+            };
+            pos += step.len();
+            if tag == Some(tags::frontend::TERMINATE) {
+                return Err(End::Terminate);
+            }
+            if matches!(
+                tag,
+                Some(tags::frontend::SYNC | tags::frontend::QUERY | tags::frontend::FUNCTION_CALL)
+            ) {
+                reached = true;
+                break;
+            }
+        }
+        self.cbuf.advance(pos);
+        if reached {
+            if let Some(e) = self.skipping.take() {
+                let status = self.held.as_ref().map_or(b'I', |h| h.status);
+                let mut m = BytesMut::new();
+                write_error(&mut m, "ERROR", &e);
+                backend::ready_for_query(&mut m, status);
+                if self.client.write_all(&m).await.is_err() {
+                    return Err(End::ClientGone);
+                }
+            }
+        }
+        Ok(reached)
+    }
+
+    /// Forwards what is buffered. Returns true if a refusal began (the caller continues with
+    /// skipping), false when the buffer is drained as far as it can be.
+    async fn forward_client(&mut self) -> Result<bool, End> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        // The buffer is taken out of `self` so message bodies can be borrowed from it while
+        // the session is updated.
+        let cbuf = std::mem::take(&mut self.cbuf);
+        let mut pos = 0;
+        let mut terminate = false;
+        let mut failure = None;
+        let mut refusal = None;
+        loop {
+            let step = match self.cscan.step(&cbuf[pos..], need_body) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(ProxyError::Protocol(format!(
+                        "invalid message from client: {e}"
+                    )));
+                    break;
+                }
+            };
+            let len = step.len();
+            let action = match step {
+                Step::Whole {
+                    tag: tags::frontend::TERMINATE,
+                    ..
+                } => {
+                    terminate = true;
+                    break;
+                }
+                Step::Whole { tag, body, .. } => {
+                    match self.on_client_message(tag, body, &mut out) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                Step::Head { tag, .. } => {
+                    self.note_streamed(tag);
+                    Action::Pass
+                }
+                Step::Rest { .. } => Action::Pass,
+            };
+            match action {
+                Action::Pass => out.extend_from_slice(&cbuf[pos..pos + len]),
+                Action::Rewritten | Action::Absorbed => {}
+                Action::Refuse { error, sync_point } => {
+                    pos += len;
+                    refusal = Some((error, sync_point));
+                    break;
+                }
+            }
+            pos += len;
+        }
+        let mut cbuf = cbuf;
+        cbuf.advance(pos);
+        // Bytes that arrived meanwhile cannot exist (no reads happen here); restore the buffer.
+        self.cbuf = cbuf;
+        let result = self.send_to_server(&out).await;
+        self.out = out;
+        result?;
+        if let Some(e) = failure {
+            return Err(End::Kicked(e));
+        }
+        if terminate {
+            return Err(End::Terminate);
+        }
+        if let Some((e, sync_point)) = refusal {
+            // A refused simple Query is its own sync point: answer it right away.
+            if sync_point {
+                let status = self.held.as_ref().map_or(b'I', |h| h.status);
+                let mut m = BytesMut::new();
+                write_error(&mut m, "ERROR", &e);
+                backend::ready_for_query(&mut m, status);
+                if self.client.write_all(&m).await.is_err() {
+                    return Err(End::ClientGone);
+                }
+                return Ok(false);
+            }
+            self.skipping = Some(e);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Writes rewritten requests to the server, then any answers poolguard owes the client.
+    async fn send_to_server(&mut self, out: &BytesMut) -> Result<(), End> {
+        if !out.is_empty() {
+            let Some(held) = self.held.as_mut() else {
+                return Ok(());
+            };
+            if let Err(e) = held.lease.stream.write_all(out).await {
+                tracing::warn!(error = %e, "write to server failed");
+                return Err(self.server_lost().await);
+            }
+        }
+        let mut answers = BytesMut::new();
+        self.take_synthetics(&mut answers);
+        if !answers.is_empty() && self.client.write_all(&answers).await.is_err() {
+            return Err(End::ClientGone);
+        }
+        Ok(())
+    }
+
+    /// Bookkeeping for a long message streamed through without its body.
+    fn note_streamed(&mut self, tag: u8) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        match tag {
+            tags::frontend::FUNCTION_CALL => push_ready(held, Expect::FunctionCall),
+            tags::frontend::EXECUTE => {
+                held.unsynced = true;
+                held.pending.push(Expect::Execute);
+            }
+            tags::frontend::COPY_DATA => {}
+            _ => held.unsynced = true,
+        }
+    }
+
+    fn on_client_message(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<Action, ProxyError> {
+        use tags::frontend::*;
+        let batch_start = out.is_empty()
+            && self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.pending.is_empty() && !h.unsynced);
+        match tag {
+            QUERY => {
+                let sql = frontend::parse_query(body)
+                    .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
+                if self.transaction_mode {
+                    let findings = scan(sql, self.extra_parameters());
+                    if let Some(stmt) = deallocate_target(sql) {
+                        if self.statements.remove(stmt) {
+                            let held = self.held_mut()?;
+                            held.pending.push(Expect::SyntheticDeallocate);
+                            return Ok(Action::Absorbed);
+                        }
+                    }
+                    if let Some(error) = self.apply_findings(&findings, batch_start) {
+                        return Ok(Action::Refuse {
+                            error,
+                            sync_point: true,
+                        });
+                    }
+                }
+                let held = self.held_mut()?;
+                push_ready(held, Expect::Query);
+                Ok(Action::Pass)
+            }
+            PARSE => self.on_parse(body, out, batch_start),
+            BIND => {
+                let (head, rest) = frontend::split_bind(body)
+                    .map_err(|e| ProxyError::Protocol(format!("invalid Bind message: {e}")))?;
+                let stmt = self.named(head.statement);
+                let held = self.held_mut()?;
+                held.unsynced = true;
+                match stmt {
+                    Some(stmt) => {
+                        ensure_prepared(held, &stmt, out);
+                        held.pending.push(Expect::Bind);
+                        frontend::bind_with_rest(out, head.portal, &stmt.server_name, rest);
+                        Ok(Action::Rewritten)
+                    }
+                    None => {
+                        held.pending.push(Expect::Bind);
+                        Ok(Action::Pass)
+                    }
+                }
+            }
+            DESCRIBE => {
+                let (kind, name) = frontend::parse_close_or_describe(body)
+                    .map_err(|e| ProxyError::Protocol(format!("invalid Describe message: {e}")))?;
+                let stmt = if kind == frontend::STATEMENT {
+                    self.named(name)
+                } else {
+                    None
+                };
+                let held = self.held_mut()?;
+                held.unsynced = true;
+                let expect = if kind == frontend::STATEMENT {
+                    Expect::DescribeStatement
+                } else {
+                    Expect::DescribePortal
+                };
+                match stmt {
+                    Some(stmt) => {
+                        ensure_prepared(held, &stmt, out);
+                        held.pending.push(expect);
+                        frontend::describe(out, kind, &stmt.server_name);
+                        Ok(Action::Rewritten)
+                    }
+                    None => {
+                        held.pending.push(expect);
+                        Ok(Action::Pass)
+                    }
+                }
+            }
+            CLOSE => {
+                let (kind, name) = frontend::parse_close_or_describe(body)
+                    .map_err(|e| ProxyError::Protocol(format!("invalid Close message: {e}")))?;
+                let renamed =
+                    self.transaction_mode && kind == frontend::STATEMENT && !name.is_empty();
+                if renamed {
+                    // The server keeps its copy for other clients; PostgreSQL answers
+                    // CloseComplete even for names that do not exist, and so do we.
+                    self.statements.remove(name);
+                }
+                let held = self.held_mut()?;
+                held.unsynced = true;
+                if renamed {
+                    held.pending.push(Expect::SyntheticCloseComplete);
+                    Ok(Action::Absorbed)
+                } else {
+                    held.pending.push(Expect::Close);
+                    Ok(Action::Pass)
+                }
+            }
+            EXECUTE => {
+                let held = self.held_mut()?;
+                held.unsynced = true;
+                held.pending.push(Expect::Execute);
+                Ok(Action::Pass)
+            }
+            SYNC => {
+                let held = self.held_mut()?;
+                held.unsynced = false;
+                push_ready(held, Expect::Sync);
+                Ok(Action::Pass)
+            }
+            FUNCTION_CALL => {
+                let held = self.held_mut()?;
+                push_ready(held, Expect::FunctionCall);
+                Ok(Action::Pass)
+            }
+            COPY_DONE | COPY_FAIL => {
+                self.held_mut()?.copy_in = false;
+                Ok(Action::Pass)
+            }
+            COPY_DATA | FLUSH => Ok(Action::Pass),
+            other => Err(ProxyError::Protocol(format!(
+                "unknown message type {:?} from client",
+                other as char
+            ))),
+        }
+    }
+
+    fn on_parse(
+        &mut self,
+        body: &[u8],
+        out: &mut BytesMut,
+        batch_start: bool,
+    ) -> Result<Action, ProxyError> {
+        let parse = frontend::parse_parse(body)
+            .map_err(|e| ProxyError::Protocol(format!("invalid Parse message: {e}")))?;
+        if self.transaction_mode {
+            let findings = scan(parse.query, self.extra_parameters());
+            if let Some(error) = self.apply_findings(&findings, batch_start) {
+                return Ok(Action::Refuse {
+                    error,
+                    sync_point: false,
+                });
+            }
+        }
+        let named = self.transaction_mode && !parse.name.is_empty();
+        let stmt = named.then(|| Statement::new(parse.query, &parse.param_types));
+        if let Some(stmt) = &stmt {
+            self.statements.define(parse.name, stmt.clone());
+        }
+        let held = self.held_mut()?;
+        held.unsynced = true;
+        match stmt {
+            None => {
+                held.pending.push(Expect::Parse { server_name: None });
+                Ok(Action::Pass)
+            }
+            Some(stmt) if held.lease.prepared.touch(&stmt) => {
+                held.pending.push(Expect::SyntheticParseComplete);
+                Ok(Action::Absorbed)
+            }
+            Some(stmt) => {
+                prepare_on_server(held, &stmt, out, false);
+                Ok(Action::Rewritten)
+            }
+        }
+    }
+
+    /// Applies what a statement's text reveals: tracked SETs, DEALLOCATE/DISCARD ALL, and the
+    /// session-state policy. Returns a refusal under policy "error".
+    fn apply_findings(&mut self, f: &Findings, batch_start: bool) -> Option<ProxyError> {
+        for t in &f.tracked {
+            match t {
+                TrackedSet::Set { name, value } => self.params.set(name, value),
+                TrackedSet::Reset { name } => self.params.remove(name),
+            }
+        }
+        if f.deallocate_all {
+            self.statements.clear();
+            if let Some(h) = self.held.as_mut() {
+                h.lease.prepared.clear();
+            }
+        }
+        if !f.tracked.is_empty() {
+            // The server will carry the client's extras after this statement runs.
+            if let Some(h) = self.held.as_mut() {
+                for t in &f.tracked {
+                    match t {
+                        TrackedSet::Set { name, value } => h.lease.current.set(name, value),
+                        TrackedSet::Reset { name } => h.lease.current.remove(name),
+                    }
+                }
+            }
+        }
+        self.on_features(&f.features, batch_start)
+    }
+
+    fn named(&self, name: &str) -> Option<std::sync::Arc<Statement>> {
+        if !self.transaction_mode || name.is_empty() {
+            return None;
+        }
+        self.statements.get(name).cloned()
+    }
+
+    fn held_mut(&mut self) -> Result<&mut Held, ProxyError> {
+        self.held
+            .as_mut()
+            .ok_or_else(|| ProxyError::Protocol("internal: no server held".into()))
+    }
+}
+
+fn push_ready(held: &mut Held, e: Expect) {
+    if held.pending.is_empty() {
+        held.busy_since = Some(tokio::time::Instant::now());
+        held.cancel_sent = false;
+    }
+    held.pending.push(e);
+}
+
+/// Makes sure the server has `stmt`, injecting a Parse (swallowed on success) if it does not.
+fn ensure_prepared(held: &mut Held, stmt: &std::sync::Arc<Statement>, out: &mut BytesMut) {
+    if !held.lease.prepared.touch(stmt) {
+        prepare_on_server(held, stmt, out, true);
+    }
+}
+
+/// Writes Parse under the server-side name (closing an evicted statement first).
+fn prepare_on_server(
+    held: &mut Held,
+    stmt: &std::sync::Arc<Statement>,
+    out: &mut BytesMut,
+    injected: bool,
+) {
+    if let Some(evicted) = held.lease.prepared.insert(stmt.clone()) {
+        frontend::close(out, frontend::STATEMENT, &evicted);
+        held.pending.push(Expect::InjectedClose);
+    }
+    frontend::parse_message(out, &stmt.server_name, &stmt.query, &stmt.param_types);
+    let server_name = stmt.server_name.clone();
+    held.pending.push(if injected {
+        Expect::InjectedParse { server_name }
+    } else {
+        Expect::Parse {
+            server_name: Some(server_name),
+        }
+    });
+}
+
+/// `DEALLOCATE [PREPARE] name` as a whole query: the statement name.
+fn deallocate_target(sql: &str) -> Option<&str> {
+    let s = sql.trim().trim_end_matches(';').trim();
+    let mut words = s.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    if words.next().is_some() || name.eq_ignore_ascii_case("all") {
+        return None;
+    }
+    Some(name.trim_matches('"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deallocate_target_parsing() {
+        assert_eq!(deallocate_target("DEALLOCATE p1"), Some("p1"));
+        assert_eq!(
+            deallocate_target("deallocate prepare \"_pg3_0\";"),
+            Some("_pg3_0")
+        );
+        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target("SELECT 1"), None);
+    }
+}

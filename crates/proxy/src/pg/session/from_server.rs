@@ -1,0 +1,134 @@
+//! Server -> client: routes each server message through [`Pending`](crate::pg::pending::Pending)
+//! (forward, or swallow the answers to poolguard's own requests), inserts poolguard's own
+//! answers in their place, and follows transaction status, COPY and parameter changes.
+//!
+//! The common case (nothing swallowed, nothing inserted) writes the received bytes to the client
+//! in one call without copying them.
+
+use bytes::{Buf, BytesMut};
+use poolguard_pg::tags;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::{End, Session};
+use crate::pg::pending::{CacheEffect, Route};
+use crate::pg::scan::Step;
+
+/// Server messages whose body poolguard must see whole.
+fn need_body(tag: u8) -> bool {
+    matches!(
+        tag,
+        tags::backend::READY_FOR_QUERY | tags::backend::PARAMETER_STATUS
+    )
+}
+
+impl Session {
+    /// Forwards what the server sent, tracking the conversation as it passes.
+    pub(super) async fn pump_server(&mut self) -> Option<End> {
+        let held = self.held.as_mut()?;
+        let buf = std::mem::take(&mut held.lease.buf);
+        // `copied` collects the output once anything deviates from plain forwarding; until
+        // then `kept_from..pos` is the run of bytes still to forward as they are.
+        let mut copied: Option<BytesMut> = None;
+        let mut kept_from = 0;
+        let mut pos = 0;
+        let mut route = Route::Forward;
+        let mut failure = None;
+        loop {
+            // Answers poolguard owes come before the next server message.
+            let mut answers = BytesMut::new();
+            self.take_synthetics(&mut answers);
+            let held = self.held.as_mut()?;
+            if !answers.is_empty() {
+                let out = copied.get_or_insert_with(BytesMut::new);
+                out.extend_from_slice(&buf[kept_from..pos]);
+                out.extend_from_slice(&answers);
+                kept_from = pos;
+            }
+            let step = match held.scan.step(&buf[pos..], need_body) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(format!("malformed message from server: {e}"));
+                    break;
+                }
+            };
+            let len = step.len();
+            if let Step::Whole { tag, .. } | Step::Head { tag, .. } = step {
+                match held.pending.route(tag) {
+                    Ok((r, effect)) => {
+                        route = r;
+                        if let CacheEffect::Failed(names) = effect {
+                            for n in names {
+                                held.lease.prepared.forget(&n);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match step {
+                Step::Whole {
+                    tag: tags::backend::READY_FOR_QUERY,
+                    body,
+                    ..
+                } => {
+                    held.status = body.first().copied().unwrap_or(b'I');
+                    held.copy_in = false;
+                    held.idle_since = Instant::now();
+                    held.busy_since = (!held.pending.is_empty()).then(Instant::now);
+                    held.cancel_sent = false;
+                }
+                Step::Whole {
+                    tag: tags::backend::PARAMETER_STATUS,
+                    body,
+                    ..
+                } => {
+                    held.lease.note_parameter_status(body);
+                    if let Ok((k, v)) = poolguard_pg::backend::parse_parameter_status(body) {
+                        if crate::pg::params::is_reported(k) {
+                            self.params.set(k, v);
+                        }
+                    }
+                }
+                Step::Whole {
+                    tag: tags::backend::COPY_IN,
+                    ..
+                }
+                | Step::Head {
+                    tag: tags::backend::COPY_IN,
+                    ..
+                } => held.copy_in = true,
+                _ => {}
+            }
+            if route == Route::Swallow {
+                let out = copied.get_or_insert_with(BytesMut::new);
+                out.extend_from_slice(&buf[kept_from..pos]);
+                kept_from = pos + len;
+            }
+            pos += len;
+        }
+        let write = match copied.as_mut() {
+            None => self.client.write_all(&buf[kept_from..pos]).await,
+            Some(out) => {
+                out.extend_from_slice(&buf[kept_from..pos]);
+                self.client.write_all(out).await
+            }
+        };
+        let held = self.held.as_mut()?;
+        let mut buf = buf;
+        buf.advance(pos);
+        held.lease.buf = buf;
+        if let Some(problem) = failure {
+            tracing::warn!(server = %held.lease.addr, problem = %problem, "server protocol error");
+            return Some(self.server_lost().await);
+        }
+        if write.is_err() {
+            return Some(End::ClientGone);
+        }
+        None
+    }
+}
