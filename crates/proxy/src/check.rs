@@ -3,13 +3,16 @@
 //! For each PostgreSQL server (backends grouped by their first host), poolguard logs in as a
 //! configured user, reads `max_connections`, `superuser_reserved_connections` and
 //! `reserved_connections`, and compares what is left with the sum of the budgets of every
-//! backend pointing at that server. The report prints the arithmetic either way.
+//! backend pointing at that server. MySQL/MariaDB servers are read with
+//! `SELECT @@max_connections` and nothing is subtracted (their extra connection for SUPER
+//! users comes on top of `max_connections`). The report prints the arithmetic either way.
 
 use std::collections::BTreeMap;
 
 use poolguard_pool::Connector;
 
 use crate::config::{Config, Protocol};
+use crate::mysql::server::{read_max_connections, MyConnector};
 use crate::pg::server::PgConnector;
 
 #[derive(Debug)]
@@ -75,8 +78,72 @@ pub enum CheckError {
     Unreachable { backend: String, problem: String },
 }
 
-/// Reads each PostgreSQL server's limits. MySQL backends are checked by the MySQL front door.
+/// Reads each server's limits (PostgreSQL and MySQL backends).
 pub async fn read_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckError> {
+    let mut out = read_pg_budgets(config).await?;
+    out.extend(read_mysql_budgets(config).await?);
+    Ok(out)
+}
+
+/// Backends of one protocol grouped by their first host: host -> [(backend, budget)].
+fn by_host(config: &Config, protocol: Protocol) -> BTreeMap<String, Vec<(String, usize)>> {
+    let mut by_host: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
+    for b in config.backends.iter().filter(|b| b.protocol == protocol) {
+        if let Some(h) = b.hosts.first() {
+            by_host
+                .entry(h.clone())
+                .or_default()
+                .push((b.name.clone(), b.max_connections));
+        }
+    }
+    by_host
+}
+
+/// MySQL/MariaDB: `SELECT @@max_connections`, nothing reserved.
+async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckError> {
+    let mut out = Vec::new();
+    for (host, budgets) in by_host(config, Protocol::Mysql) {
+        let backend = budgets[0].0.clone();
+        let unreachable = |problem: String| CheckError::Unreachable {
+            backend: backend.clone(),
+            problem,
+        };
+        let db = config
+            .databases
+            .iter()
+            .find(|d| budgets.iter().any(|(n, _)| *n == d.backend))
+            .map(|d| d.server_database.clone())
+            .unwrap_or_default();
+        let user = config
+            .users
+            .first()
+            .ok_or_else(|| unreachable("no [[users]] entry to log in with".into()))?;
+        let timeout = config
+            .backend(&backend)
+            .map(|b| b.connect_timeout)
+            .unwrap_or_default();
+        let connector = MyConnector::new(
+            host.clone(),
+            user.name.clone(),
+            user.password.clone(),
+            db,
+            timeout,
+        );
+        let max_connections = read_max_connections(&connector)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        out.push(ServerBudget {
+            host,
+            max_connections,
+            superuser_reserved: 0,
+            reserved: 0,
+            budgets,
+        });
+    }
+    Ok(out)
+}
+
+async fn read_pg_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckError> {
     let mut by_host: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
     for b in config
         .backends

@@ -10,6 +10,7 @@
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod mysql;
 pub mod pg;
 pub mod state;
 
@@ -27,6 +28,7 @@ use state::Shared;
 pub struct Proxy {
     pub shared: Arc<Shared>,
     pub postgres_addr: Option<SocketAddr>,
+    pub mysql_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -45,12 +47,20 @@ impl Proxy {
             postgres_addr = Some(addr);
             tasks.push(tokio::spawn(accept_postgres(listener, shared.clone())));
         }
-        if let Some(addr) = shared.config.mysql_listen {
-            tracing::warn!(listen = %addr, "the MySQL front door is not implemented yet; [mysql] ignored");
+        let mut mysql_addr = None;
+        if let Some(listen) = shared.config.mysql_listen {
+            let listener = TcpListener::bind(listen).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
+            })?;
+            let addr = listener.local_addr()?;
+            tracing::info!(listen = %addr, "MySQL front door open");
+            mysql_addr = Some(addr);
+            tasks.push(tokio::spawn(accept_mysql(listener, shared.clone())));
         }
         Ok(Proxy {
             shared,
             postgres_addr,
+            mysql_addr,
             tasks,
         })
     }
@@ -68,6 +78,21 @@ async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 tokio::spawn(pg::login::serve_client(stream, peer, shared.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(mysql::login::serve_client(stream, peer, shared.clone()));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

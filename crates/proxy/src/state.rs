@@ -37,6 +37,8 @@ pub struct Shared {
     pins: AtomicUsize,
     /// SCRAM verifiers derived once at start (PBKDF2 is deliberately slow).
     verifiers: HashMap<String, ScramVerifier>,
+    /// The MySQL front door's pools, greeting and KILL registry.
+    pub mysql: crate::mysql::pools::MysqlState,
 }
 
 /// Counts one connected client; dropping it gives the places back.
@@ -80,7 +82,13 @@ impl Shared {
             clients: AtomicUsize::new(0),
             pins: AtomicUsize::new(0),
             verifiers,
+            mysql: Default::default(),
         })
+    }
+
+    /// The budget of a backend (every pool on it shares this one).
+    pub fn budget(&self, backend: &str) -> Option<Arc<Budget>> {
+        self.budgets.get(backend).cloned()
     }
 
     pub fn verifier(&self, user: &str) -> Option<&ScramVerifier> {
@@ -209,7 +217,7 @@ pub fn pool_config(db: &Database, user: &str) -> PoolConfig {
 }
 
 /// Reaping often enough that idle and lifetime limits are honoured to within a few percent.
-fn reap_period(db: &Database) -> Duration {
+pub fn reap_period(db: &Database) -> Duration {
     let shortest = [db.limits.idle_timeout, db.limits.max_lifetime]
         .into_iter()
         .flatten()

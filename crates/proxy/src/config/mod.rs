@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use raw::{RawConfig, RawDatabase, RawLimits};
+use raw::{RawConfig, RawDatabase, RawLimits, RawMysql, RawSize};
 
 /// A configuration error, naming the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,27 @@ pub struct PostgresFront {
     pub track_extra_parameters: Vec<String>,
 }
 
+/// How a MySQL client proves who it is to poolguard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MysqlAuth {
+    /// `mysql_native_password` (SHA1 challenge-response).
+    NativePassword,
+    /// `caching_sha2_password`, fast path only (the full path needs TLS or RSA).
+    CachingSha2,
+}
+
+/// The `[mysql]` front door.
+#[derive(Debug, Clone)]
+pub struct MysqlFront {
+    pub listen: SocketAddr,
+    pub auth: MysqlAuth,
+    /// Relay LOAD DATA LOCAL INFILE transfers; refused with an error when false.
+    pub allow_local_infile: bool,
+    /// Largest logical packet a client may send (ER_NET_PACKET_TOO_LARGE beyond it).
+    pub max_allowed_packet: usize,
+    pub max_prepared_statements: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub name: String,
@@ -151,6 +172,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub postgres: Option<PostgresFront>,
     pub mysql_listen: Option<SocketAddr>,
+    /// The `[mysql]` table in full (`mysql_listen` is its address).
+    pub mysql: Option<MysqlFront>,
     pub backends: Vec<Backend>,
     pub databases: Vec<Database>,
     pub users: Vec<User>,
@@ -180,6 +203,76 @@ fn required_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
 fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse()
         .map_err(|_| invalid(key, format!("{text:?} is not an ip:port address")))
+}
+
+/// A size: bytes as an integer, or "64MiB", "16M", "1G", "512KiB", "1024" as a string.
+pub fn parse_size(key: &str, raw: &RawSize) -> Result<usize, ConfigError> {
+    let text = match raw {
+        RawSize::Bytes(n) => return usize::try_from(*n).map_err(|_| invalid(key, "too large")),
+        RawSize::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(invalid(
+                key,
+                format!("bad size {text:?}; write bytes, or a number with K, M or G (\"64MiB\")"),
+            ))
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| invalid(key, format!("bad size {text:?}")))
+}
+
+fn mysql_front(m: &RawMysql) -> Result<MysqlFront, ConfigError> {
+    let auth = match m.auth_method.as_deref().unwrap_or("mysql_native_password") {
+        "mysql_native_password" => MysqlAuth::NativePassword,
+        "caching_sha2_password" => MysqlAuth::CachingSha2,
+        other => {
+            return Err(invalid(
+                "mysql.auth_method",
+                format!(
+                    "{other:?} is not one of \"mysql_native_password\", \"caching_sha2_password\""
+                ),
+            ))
+        }
+    };
+    let max_allowed_packet = match &m.max_allowed_packet {
+        Some(s) => parse_size("mysql.max_allowed_packet", s)?,
+        None => 64 << 20,
+    };
+    // Below 1 KiB no client could even log in; above 1 GiB is MySQL's own hard maximum.
+    if !(1024..=1 << 30).contains(&max_allowed_packet) {
+        return Err(invalid(
+            "mysql.max_allowed_packet",
+            "must be between 1KiB and 1GiB",
+        ));
+    }
+    let max_prepared_statements = m.max_prepared_statements.unwrap_or(100);
+    if max_prepared_statements == 0 {
+        return Err(invalid(
+            "mysql.max_prepared_statements",
+            "must be at least 1",
+        ));
+    }
+    Ok(MysqlFront {
+        listen: parse_addr("mysql.listen", &m.listen)?,
+        auth,
+        allow_local_infile: m.allow_local_infile.unwrap_or(false),
+        max_allowed_packet,
+        max_prepared_statements,
+    })
 }
 
 impl Limits {
@@ -306,11 +399,8 @@ impl Config {
                 })
             })
             .transpose()?;
-        let mysql_listen = raw
-            .mysql
-            .as_ref()
-            .map(|m| parse_addr("mysql.listen", &m.listen))
-            .transpose()?;
+        let mysql = raw.mysql.as_ref().map(mysql_front).transpose()?;
+        let mysql_listen = mysql.as_ref().map(|m| m.listen);
         if postgres.is_none() && mysql_listen.is_none() {
             return Err(invalid(
                 "postgres / mysql",
@@ -419,6 +509,7 @@ impl Config {
             admin_listen,
             postgres,
             mysql_listen,
+            mysql,
             backends,
             databases,
             users,
@@ -616,6 +707,32 @@ query_timeout = "0s"
     fn pool_larger_than_budget_refused_with_arithmetic() {
         let e = err(&GOOD.replace("max_overflow = 5", "max_overflow = 35"));
         assert!(e.contains("10 + max_overflow 35 = 45"), "{e}");
+    }
+
+    #[test]
+    fn mysql_front_door_keys() {
+        let text = GOOD.replace(
+            "[[backends]]",
+            "[mysql]\nlisten = \"127.0.0.1:6033\"\nmax_allowed_packet = \"16MiB\"\nallow_local_infile = true\n[[backends]]",
+        );
+        let c = Config::parse(&text).unwrap();
+        let m = c.mysql.unwrap();
+        assert_eq!(m.max_allowed_packet, 16 << 20);
+        assert!(m.allow_local_infile);
+        assert_eq!(m.auth, MysqlAuth::NativePassword);
+        assert_eq!(c.mysql_listen, Some(m.listen));
+        let e = err(&text.replace("\"16MiB\"", "\"16 parsecs\""));
+        assert!(e.contains("mysql.max_allowed_packet"), "{e}");
+        let e = err(&text.replace(
+            "allow_local_infile = true",
+            "auth_method = \"sha256_password\"",
+        ));
+        assert!(e.contains("mysql.auth_method"), "{e}");
+        assert_eq!(parse_size("k", &RawSize::Bytes(1000)).unwrap(), 1000);
+        assert_eq!(
+            parse_size("k", &RawSize::Text("2G".into())).unwrap(),
+            2 << 30
+        );
     }
 
     #[test]

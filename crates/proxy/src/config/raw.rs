@@ -46,6 +46,22 @@ pub struct RawPostgres {
 #[serde(deny_unknown_fields)]
 pub struct RawMysql {
     pub listen: String,
+    /// "mysql_native_password" (default) or "caching_sha2_password": what poolguard asks clients for.
+    pub auth_method: Option<String>,
+    /// Relay `LOAD DATA LOCAL INFILE` file transfers (default false: refused with an error).
+    pub allow_local_infile: Option<bool>,
+    /// Largest client packet accepted: bytes, or a string with a unit ("64MiB", "16M").
+    pub max_allowed_packet: Option<RawSize>,
+    /// Per server connection bound on poolguard's prepared statements.
+    pub max_prepared_statements: Option<usize>,
+}
+
+/// A size in bytes, written as an integer or as a string with a unit.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,128 @@
+//! Verifying MySQL clients against `[[users]]`: mysql_native_password and the fast path of
+//! caching_sha2_password, used at login and by COM_CHANGE_USER.
+//!
+//! The fast path always applies: poolguard knows the plain password, so it never needs the
+//! full path (cleartext over TLS, or RSA). The exception is a user configured with a stored
+//! `*HEX` native hash, which cannot check a SHA-256 scramble: such a login is refused with 1045
+//! and a message saying what to change. Unknown users go through the same computation against
+//! a random password, so the answer does not reveal which user names exist.
+
+use poolguard_mysql::auth::{self, CACHING_SHA2_PASSWORD, MYSQL_NATIVE_PASSWORD};
+use rand::Rng;
+
+use crate::config::{Config, MysqlAuth};
+use crate::error::ProxyError;
+
+/// The plugin poolguard asks clients to use.
+pub fn plugin_name(method: MysqlAuth) -> &'static str {
+    match method {
+        MysqlAuth::NativePassword => MYSQL_NATIVE_PASSWORD,
+        MysqlAuth::CachingSha2 => CACHING_SHA2_PASSWORD,
+    }
+}
+
+/// The method configured for the front door.
+pub fn method(config: &Config) -> MysqlAuth {
+    config
+        .mysql
+        .as_ref()
+        .map_or(MysqlAuth::NativePassword, |m| m.auth)
+}
+
+/// Checks `response` (computed by the client with `nonce` and plugin `method`) for `user`.
+/// `peer_ip` only goes into the message, which reads like the server's own.
+pub fn verify(
+    config: &Config,
+    method: MysqlAuth,
+    user: &str,
+    peer_ip: &str,
+    nonce: &[u8],
+    response: &[u8],
+) -> Result<(), ProxyError> {
+    let configured = config.user(user);
+    let password = match configured {
+        Some(u) => u.password.clone(),
+        None => random_password(),
+    };
+    let denied = || {
+        ProxyError::AuthRefused(format!(
+            "Access denied for user '{user}'@'{peer_ip}' (using password: {}) (poolguard)",
+            if response.is_empty() { "NO" } else { "YES" }
+        ))
+    };
+    let ok = match method {
+        MysqlAuth::NativePassword => auth::native_verify(&password, nonce, response),
+        MysqlAuth::CachingSha2 => {
+            if configured.is_some() && auth::parse_native_hash(&password).is_some() {
+                return Err(ProxyError::AuthRefused(format!(
+                    "Access denied for user '{user}'@'{peer_ip}': poolguard has only a mysql_native_password hash for this user and cannot do caching_sha2_password's full authentication over plain TCP; set [mysql] auth_method = \"mysql_native_password\" (or connect with that plugin), or configure the plain password so caching_sha2_password's fast path works"
+                )));
+            }
+            auth::sha2_verify(password.as_bytes(), nonce, response)
+        }
+    };
+    if ok && configured.is_some() {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}
+
+fn random_password() -> String {
+    let n: u128 = rand::thread_rng().gen();
+    format!("{n:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(password: &str) -> Config {
+        Config::parse(&format!(
+            r#"
+[mysql]
+listen = "127.0.0.1:0"
+[[backends]]
+name = "my"
+protocol = "mysql"
+hosts = ["127.0.0.1:3306"]
+max_connections = 5
+[[databases]]
+name = "bank"
+backend = "my"
+pool_size = 1
+[[users]]
+name = "app"
+password = "{password}"
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn native_and_sha2_fast_path() {
+        let c = config("app-secret");
+        let nonce = auth::generate_nonce();
+        let native = auth::native_auth_response(b"app-secret", &nonce);
+        assert!(verify(&c, MysqlAuth::NativePassword, "app", "ip", &nonce, &native).is_ok());
+        let sha2 = auth::sha2_auth_response(b"app-secret", &nonce);
+        assert!(verify(&c, MysqlAuth::CachingSha2, "app", "ip", &nonce, &sha2).is_ok());
+        let wrong = auth::native_auth_response(b"nope", &nonce);
+        let e = verify(&c, MysqlAuth::NativePassword, "app", "ip", &nonce, &wrong).unwrap_err();
+        assert_eq!(e.mysql_code(true), 1045);
+        assert!(verify(&c, MysqlAuth::NativePassword, "bob", "ip", &nonce, &native).is_err());
+    }
+
+    #[test]
+    fn stored_native_hash_cannot_do_sha2() {
+        let hash = auth::native_password_hash(b"app-secret");
+        let c = config(&hash);
+        let nonce = auth::generate_nonce();
+        let native = auth::native_auth_response(b"app-secret", &nonce);
+        assert!(verify(&c, MysqlAuth::NativePassword, "app", "ip", &nonce, &native).is_ok());
+        let sha2 = auth::sha2_auth_response(b"app-secret", &nonce);
+        let e = verify(&c, MysqlAuth::CachingSha2, "app", "ip", &nonce, &sha2).unwrap_err();
+        assert_eq!(e.mysql_code(true), 1045);
+        assert!(e.to_string().contains("mysql_native_password"), "{e}");
+    }
+}

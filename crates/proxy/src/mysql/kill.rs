@@ -1,0 +1,176 @@
+//! KILL QUERY on a side connection, and routing clients' own KILL statements.
+//!
+//! MySQL cancels a running statement with `KILL QUERY <thread id>` sent on another connection.
+//! poolguard uses it for `query_timeout` and for clients that vanish mid-statement, opening a
+//! short-lived connection with the pool's credentials (outside the pool: the pool may be full
+//! with the very connection to cancel). Each client is greeted with poolguard's own connection
+//! id ([`KillRegistry`]); a client's `KILL [QUERY] <that id>` is answered by poolguard, which
+//! kills the statement on whichever server runs that client's command, never another client's.
+//!
+//! Invariant: a kill is only sent while the session that owns the server holds it: the session
+//! clears its target (under the async lock the killer holds while killing) before its server
+//! goes back to the pool. A KILL that lands after the statement finished is harmless on
+//! MariaDB: the flag is cleared when the server starts its next command.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::mysql::pools::MyPoolEntry;
+
+/// How long a side connection may take to log in and kill.
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// poolguard's connection ids start here, away from the small thread ids servers hand out, so
+/// a KILL naming a real server thread is not mistaken for one of ours.
+const FIRST_ID: u32 = 0x4000_0000;
+
+/// Where a client's command currently runs.
+#[derive(Clone)]
+pub struct ServerKey {
+    pub entry: Arc<MyPoolEntry>,
+    pub thread_id: u32,
+}
+
+/// One client's kill target and its disconnect signal.
+pub struct KillTarget {
+    slot: tokio::sync::Mutex<Option<ServerKey>>,
+    /// The user the client is logged in as (COM_CHANGE_USER changes it).
+    pub user: Mutex<String>,
+    /// Notified when another client KILLs this connection.
+    pub kicked: Notify,
+}
+
+impl KillTarget {
+    pub async fn set(&self, key: Option<ServerKey>) {
+        *self.slot.lock().await = key;
+    }
+
+    pub fn set_user(&self, user: &str) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user.to_owned();
+    }
+}
+
+pub struct KillRegistry {
+    next: AtomicU32,
+    clients: Mutex<HashMap<u32, Weak<KillTarget>>>,
+}
+
+impl Default for KillRegistry {
+    fn default() -> Self {
+        KillRegistry {
+            next: AtomicU32::new(FIRST_ID),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A client's entry in the registry; removed on drop.
+pub struct Registration {
+    registry: Arc<KillRegistry>,
+    pub id: u32,
+    pub target: Arc<KillTarget>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// What a routed KILL found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KillOutcome {
+    /// Not one of poolguard's ids: let the server handle it.
+    NotOurs,
+    /// Ours, but another user's connection.
+    NotOwner,
+    Done,
+}
+
+impl KillRegistry {
+    /// A fresh connection id for a greeting (registered once the client has logged in).
+    pub fn next_id(&self) -> u32 {
+        loop {
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            if id >= FIRST_ID {
+                return id;
+            }
+            // Wrapped past u32::MAX: start over in our range.
+            let _ = self.next.compare_exchange(
+                id.wrapping_add(1),
+                FIRST_ID,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Registers a logged-in client under the id its greeting carried.
+    pub fn register(self: &Arc<Self>, id: u32, user: &str) -> Registration {
+        let target = Arc::new(KillTarget {
+            slot: tokio::sync::Mutex::new(None),
+            user: Mutex::new(user.to_owned()),
+            kicked: Notify::new(),
+        });
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::downgrade(&target));
+        Registration {
+            registry: self.clone(),
+            id,
+            target,
+        }
+    }
+
+    /// Handles `KILL [QUERY] id` from a client logged in as `user`.
+    pub async fn kill(&self, id: u64, query_only: bool, user: &str) -> KillOutcome {
+        let target = u32::try_from(id).ok().and_then(|id| {
+            let map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&id).and_then(Weak::upgrade)
+        });
+        let Some(target) = target else {
+            return KillOutcome::NotOurs;
+        };
+        if *target.user.lock().unwrap_or_else(|p| p.into_inner()) != user {
+            return KillOutcome::NotOwner;
+        }
+        let slot = target.slot.lock().await;
+        if let Some(key) = slot.clone() {
+            if let Err(e) = kill_query(&key).await {
+                tracing::warn!(thread = key.thread_id, error = %e, "KILL QUERY failed");
+            }
+        }
+        drop(slot);
+        if !query_only {
+            target.kicked.notify_one();
+        }
+        KillOutcome::Done
+    }
+}
+
+/// Sends `KILL QUERY <thread>` on a fresh connection with the pool's credentials.
+pub async fn kill_query(key: &ServerKey) -> Result<(), String> {
+    let connector = key.entry.pool.connector();
+    let work = async {
+        let mut side = connector.open().await.map_err(|e| e.to_string())?;
+        let r = side
+            .query(&format!("KILL QUERY {}", key.thread_id))
+            .await
+            .map_err(|e| e.to_string());
+        poolguard_pool::Connector::close(connector, side, poolguard_pool::CloseReason::Discarded);
+        r.map(drop)
+    };
+    match tokio::time::timeout(KILL_TIMEOUT, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {KILL_TIMEOUT:?}")),
+    }
+}

@@ -1,0 +1,336 @@
+//! The connection phase of a MySQL client: admission, poolguard's greeting, the handshake
+//! response, authentication (with an auth switch when the client picked another plugin), the
+//! choice of pool, and the OK that starts the command phase.
+//!
+//! Every read here is bounded in size ([`MAX_HANDSHAKE_PACKET`]) and time ([`LOGIN_TIMEOUT`]):
+//! an unauthenticated peer holds at most one small buffer for a few seconds. Refusals are ERR
+//! packets with the sequence id the client expects (before the greeting: the ERR replaces it,
+//! as servers do for "Too many connections"); malformed handshakes get 1043.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use poolguard_mysql::auth::{generate_nonce, MYSQL_NATIVE_PASSWORD};
+use poolguard_mysql::consts::*;
+use poolguard_mysql::handshake::{
+    decode_client_handshake, AuthMoreData, AuthSwitchRequest, ClientHandshake, HandshakeResponse41,
+    HandshakeV10,
+};
+use poolguard_mysql::packet::{encode_with, PacketCodec};
+use poolguard_mysql::response::OkPacket;
+use poolguard_mysql::Packet;
+use poolguard_pool::Holder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::{MysqlAuth, PoolMode, Protocol};
+use crate::error::ProxyError;
+use crate::mysql::auth;
+use crate::mysql::caps;
+use crate::mysql::kill::Registration;
+use crate::mysql::pools::{acquire_error, DbSlot, MyLease, MyPoolEntry};
+use crate::mysql::server::ServerInfo;
+use crate::mysql::session::Session;
+use crate::mysql::sync::SessionState;
+use crate::mysql::wire::{err_before_greeting, send_fatal};
+use crate::state::Shared;
+
+/// How long a client has from connecting to being logged in.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Handshake packets are small; anything bigger is hostile.
+pub const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
+
+/// Everything a session needs besides the socket, once the client is logged in.
+pub struct LoggedIn {
+    pub entry: Arc<MyPoolEntry>,
+    pub holder: Holder,
+    pub caps: u32,
+    pub db_slot: DbSlot,
+    pub lease: Option<MyLease>,
+    pub registration: Registration,
+    pub state: SessionState,
+    pub mariadb: bool,
+    /// The nonce of the last authentication exchange (COM_CHANGE_USER answers are computed
+    /// with a fresh one poolguard sends).
+    pub nonce: Vec<u8>,
+}
+
+/// The client socket and its unread bytes during the connection phase.
+pub struct ClientIo<'a> {
+    pub stream: &'a mut TcpStream,
+    pub buf: &'a mut BytesMut,
+    pub codec: PacketCodec,
+}
+
+impl ClientIo<'_> {
+    /// Reads one logical packet; `Ok(None)` if the client closed the connection.
+    pub async fn read(&mut self) -> Result<Option<Packet>, ProxyError> {
+        loop {
+            match self.codec.decode(self.buf) {
+                Ok(Some(p)) => return Ok(Some(p)),
+                Ok(None) => {}
+                Err(e) if e.is_too_large() => {
+                    return Err(ProxyError::PacketTooLarge(format!(
+                        "poolguard: handshake packet too large ({e})"
+                    )))
+                }
+                Err(e) => return Err(ProxyError::Handshake(format!("bad handshake: {e}"))),
+            }
+            self.buf.reserve(1024);
+            match self.stream.read_buf(self.buf).await {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => return Err(ProxyError::client_io(e)),
+            }
+        }
+    }
+
+    pub async fn write(
+        &mut self,
+        seq: u8,
+        f: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), ProxyError> {
+        let mut out = BytesMut::new();
+        encode_with(&mut out, seq, f);
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(ProxyError::client_io)
+    }
+}
+
+/// Serves one client connection from accept to close. Never panics on client input.
+pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = client.set_nodelay(true);
+    let slot = match shared.admit_client() {
+        Ok(s) => s,
+        Err(e) => return refuse_before_greeting(&mut client, peer, &e).await,
+    };
+    let info = match shared.mysql.server_info(&shared).await {
+        Ok(i) => i,
+        Err(e) => return refuse_before_greeting(&mut client, peer, &e).await,
+    };
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut seq = 0u8;
+    let attempt = login(&mut client, &mut buf, peer, &shared, &info, &mut seq);
+    let ready = match tokio::time::timeout(LOGIN_TIMEOUT, attempt).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, code = e.mysql_code(info.mariadb), error = %e, "MySQL client login refused");
+            return send_fatal(&mut client, seq, &e, info.mariadb).await;
+        }
+        Err(_) => {
+            let e = ProxyError::Handshake(format!(
+                "poolguard: login not completed within {LOGIN_TIMEOUT:?}"
+            ));
+            return send_fatal(&mut client, seq, &e, info.mariadb).await;
+        }
+    };
+    Session::new(client, buf, shared, ready, slot).run().await;
+}
+
+async fn refuse_before_greeting(client: &mut TcpStream, peer: SocketAddr, e: &ProxyError) {
+    tracing::warn!(client = %peer, code = e.mysql_code(true), error = %e, "MySQL client refused before greeting");
+    let mut out = BytesMut::new();
+    err_before_greeting(&mut out, e, true);
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+}
+
+/// Runs the connection phase. `Ok(None)`: the client left (port probes, health checks).
+/// `seq` is kept at the sequence id the client expects next, for the ERR on failure.
+async fn login(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    info: &ServerInfo,
+    seq: &mut u8,
+) -> Result<Option<LoggedIn>, ProxyError> {
+    let front = shared.config.mysql.as_ref();
+    let allow_infile = front.is_some_and(|f| f.allow_local_infile);
+    let method = auth::method(&shared.config);
+    let offered = caps::offer(info.capabilities, allow_infile);
+    let conn_id = shared.mysql.kills.next_id();
+    let nonce = generate_nonce();
+    let greeting = HandshakeV10 {
+        server_version: info.version.clone(),
+        connection_id: conn_id,
+        auth_plugin_data: nonce.to_vec(),
+        capabilities: offered,
+        mariadb_capabilities: 0,
+        charset: DEFAULT_COLLATION,
+        status_flags: SERVER_STATUS_AUTOCOMMIT,
+        auth_plugin_name: auth::plugin_name(method).to_owned(),
+    };
+    let mut io = ClientIo {
+        stream: client,
+        buf,
+        codec: PacketCodec::new(MAX_HANDSHAKE_PACKET),
+    };
+    io.write(0, |b| greeting.encode(b)).await?;
+    *seq = 1;
+    let Some(first) = io.read().await? else {
+        return Ok(None);
+    };
+    *seq = first.next_seq();
+    let response = match decode_client_handshake(&first.payload) {
+        Ok(ClientHandshake::Response(r)) => r,
+        Ok(ClientHandshake::SslRequest(_)) => {
+            return Err(ProxyError::Handshake(
+                "poolguard's MySQL front door does not offer TLS; connect without SSL (e.g. --ssl=0, ssl-mode=DISABLED)".into(),
+            ))
+        }
+        Err(e) => return Err(ProxyError::Handshake(format!("bad handshake response: {e}"))),
+    };
+    let caps = caps::negotiated(response.capabilities, offered);
+    let user = response.username.clone();
+    let nonce = authenticate(&mut io, shared, method, &response, caps, &nonce, peer, seq).await?;
+
+    let (db, db_slot) = choose_database(shared, response.database.as_deref())?;
+    let found_rows = caps & CLIENT_FOUND_ROWS != 0;
+    let entry = shared.mysql.pool(shared, &db, &user, found_rows);
+    let application = response
+        .attr("program_name")
+        .or_else(|| response.attr("_client_name"))
+        .unwrap_or_default()
+        .to_owned();
+    let holder = Holder {
+        client: peer.to_string(),
+        user: user.clone(),
+        database: db.name.clone(),
+        application: application.clone(),
+    };
+    // Session mode takes its server now, so refusals arrive at connect time.
+    let lease = match db.pool_mode {
+        PoolMode::Session => Some(
+            entry
+                .pool
+                .acquire(holder.clone())
+                .await
+                .map_err(acquire_error)?,
+        ),
+        PoolMode::Transaction => None,
+    };
+    let registration = shared.mysql.kills.register(conn_id, &user);
+    io.write(*seq, |b| {
+        OkPacket::with_status(SERVER_STATUS_AUTOCOMMIT).encode(b, CLIENT_PROTOCOL_41)
+    })
+    .await?;
+    tracing::info!(client = %peer, user = %user, database = %db.name, application = %application, conn_id, "MySQL client logged in");
+    let state = SessionState::new(
+        Some(db.server_database.clone()),
+        u16::from(response.charset),
+        caps & CLIENT_MULTI_STATEMENTS != 0,
+    );
+    Ok(Some(LoggedIn {
+        entry,
+        holder,
+        caps,
+        db_slot,
+        lease,
+        registration,
+        state,
+        mariadb: info.mariadb,
+        nonce,
+    }))
+}
+
+/// Authenticates the client, switching it to poolguard's plugin if it answered with another.
+/// Returns the nonce the accepted response was computed with.
+#[allow(clippy::too_many_arguments)]
+async fn authenticate(
+    io: &mut ClientIo<'_>,
+    shared: &Shared,
+    method: MysqlAuth,
+    response: &HandshakeResponse41,
+    caps: u32,
+    nonce: &[u8],
+    peer: SocketAddr,
+    seq: &mut u8,
+) -> Result<Vec<u8>, ProxyError> {
+    let ours = auth::plugin_name(method);
+    let theirs = response
+        .auth_plugin_name
+        .as_deref()
+        .unwrap_or(MYSQL_NATIVE_PASSWORD);
+    let (answer, nonce) = if theirs == ours {
+        (response.auth_response.clone(), nonce.to_vec())
+    } else if caps & CLIENT_PLUGIN_AUTH != 0 {
+        let (answer, fresh) = switch_plugin(io, ours, seq).await?;
+        (answer, fresh)
+    } else {
+        return Err(ProxyError::AuthRefused(format!(
+            "poolguard asks for {ours}, and this client cannot switch authentication plugins"
+        )));
+    };
+    auth::verify(
+        &shared.config,
+        method,
+        &response.username,
+        &peer.ip().to_string(),
+        &nonce,
+        &answer,
+    )?;
+    if method == MysqlAuth::CachingSha2 {
+        io.write(*seq, |b| AuthMoreData::fast_auth_success().encode(b))
+            .await?;
+        *seq = seq.wrapping_add(1);
+    }
+    Ok(nonce)
+}
+
+/// Sends an AuthSwitchRequest with a fresh nonce and reads the client's answer.
+pub async fn switch_plugin(
+    io: &mut ClientIo<'_>,
+    plugin: &str,
+    seq: &mut u8,
+) -> Result<(Vec<u8>, Vec<u8>), ProxyError> {
+    let fresh = generate_nonce().to_vec();
+    let switch = AuthSwitchRequest {
+        plugin_name: plugin.to_owned(),
+        plugin_data: fresh.clone(),
+    };
+    io.write(*seq, |b| switch.encode(b)).await?;
+    *seq = seq.wrapping_add(1);
+    let answer = io
+        .read()
+        .await?
+        .ok_or_else(|| ProxyError::client_io(std::io::ErrorKind::UnexpectedEof.into()))?;
+    *seq = answer.next_seq();
+    Ok((answer.payload.to_vec(), fresh))
+}
+
+/// The `[[databases]]` entry a client asked for (or the only MySQL one if it named none).
+pub fn choose_database(
+    shared: &Shared,
+    asked: Option<&str>,
+) -> Result<(crate::config::Database, DbSlot), ProxyError> {
+    let db = match asked.filter(|d| !d.is_empty()) {
+        Some(name) => shared
+            .config
+            .database(Protocol::Mysql, name)
+            .ok_or_else(|| ProxyError::UnknownDatabase(name.to_owned()))?,
+        None => {
+            let mut mysql = shared
+                .config
+                .databases
+                .iter()
+                .filter(|d| d.protocol == Protocol::Mysql);
+            match (mysql.next(), mysql.next()) {
+                (Some(only), None) => only,
+                _ => {
+                    return Err(ProxyError::UnknownDatabase(
+                        "(none given: poolguard pools per database, name one when connecting)"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    };
+    let slot = shared.mysql.admit(db)?;
+    Ok((db.clone(), slot))
+}

@@ -1,0 +1,211 @@
+//! The MySQL front door's share of [`Shared`]: pools per (database, user, CLIENT_FOUND_ROWS),
+//! per-database client counts, the greeting poolguard shows clients, and the KILL registry.
+//!
+//! Pools draw on the same per-backend [`poolguard_pool::Budget`]s as PostgreSQL pools, so the
+//! budget caps every pool on a backend together. CLIENT_FOUND_ROWS changes what UPDATE reports
+//! and is fixed when a server connection logs in, so clients asking for it get a pool of their
+//! own (same size, same budget).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use poolguard_pool::{AcquireError, Budget, Holder, Lease, Pool};
+
+use crate::config::{Database, Protocol};
+use crate::error::ProxyError;
+use crate::mysql::kill::KillRegistry;
+use crate::mysql::server::{MyConnector, ServerError, ServerInfo};
+use crate::state::{pool_config, reap_period, Shared};
+
+pub type MyLease = Lease<MyConnector>;
+
+/// A pool and what it serves.
+pub struct MyPoolEntry {
+    pub pool: Pool<MyConnector>,
+    pub db: Database,
+    pub user: String,
+    pub found_rows: bool,
+}
+
+impl MyPoolEntry {
+    pub fn name(&self) -> String {
+        self.pool.config().name
+    }
+
+    pub fn mariadb(&self) -> bool {
+        self.pool.connector().info().map_or(true, |i| i.mariadb)
+    }
+}
+
+type PoolKey = (String, String, bool);
+
+#[derive(Default)]
+pub struct MysqlState {
+    pools: Mutex<HashMap<PoolKey, Arc<MyPoolEntry>>>,
+    db_clients: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    info: Mutex<Option<Arc<ServerInfo>>>,
+    pub kills: Arc<KillRegistry>,
+}
+
+/// One client counted against its database's `max_client_connections`; dropping it gives the
+/// place back.
+pub struct DbSlot(Arc<AtomicUsize>);
+
+impl Drop for DbSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Maps a pool refusal to the client-facing error.
+pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
+    match e {
+        AcquireError::Timeout { .. } => ProxyError::PoolExhausted(format!("poolguard: {e}")),
+        AcquireError::Connect(ServerError::Refused { err, .. }) => ProxyError::MysqlServer {
+            code: err.code,
+            sqlstate: err.sql_state_str().to_owned(),
+            message: err.message,
+        },
+        AcquireError::Connect(other) => ProxyError::BackendUnavailable(format!(
+            "poolguard cannot open a server connection: {other}"
+        )),
+        AcquireError::Closed => ProxyError::ShuttingDown("poolguard: this pool is closed".into()),
+    }
+}
+
+impl MysqlState {
+    /// The pool for a database, user and FOUND_ROWS choice, created on first use.
+    pub fn pool(
+        &self,
+        shared: &Shared,
+        db: &Database,
+        user: &str,
+        found_rows: bool,
+    ) -> Arc<MyPoolEntry> {
+        let key = (db.name.clone(), user.to_owned(), found_rows);
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = pools.get(&key) {
+            return e.clone();
+        }
+        let entry = Arc::new(new_pool(shared, db, user, found_rows));
+        pools.insert(key, entry.clone());
+        entry
+    }
+
+    pub fn pools(&self) -> Vec<Arc<MyPoolEntry>> {
+        self.pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Counts a client against its database's `max_client_connections` (1203 beyond it).
+    pub fn admit(&self, db: &Database) -> Result<DbSlot, ProxyError> {
+        let counter = self
+            .db_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(db.name.clone())
+            .or_default()
+            .clone();
+        let cap = db.limits.max_client_connections;
+        let now = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = DbSlot(counter);
+        if now > cap {
+            return Err(ProxyError::TooManyClients(format!(
+                "poolguard refuses the connection: database {} already has {cap} clients (max_client_connections = {cap})",
+                db.name
+            )));
+        }
+        Ok(slot)
+    }
+
+    /// What poolguard's greeting announces: the server version and capabilities of the first
+    /// MySQL backend, learnt from a pooled login the first time a client connects.
+    pub async fn server_info(&self, shared: &Arc<Shared>) -> Result<Arc<ServerInfo>, ProxyError> {
+        if let Some(i) = self.info.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(i);
+        }
+        let Some(db) = shared
+            .config
+            .databases
+            .iter()
+            .find(|d| d.protocol == Protocol::Mysql)
+        else {
+            return Err(ProxyError::UnknownDatabase(
+                "(none: no [[databases]] entry uses a mysql backend)".into(),
+            ));
+        };
+        let mut last = None;
+        // Any configured user will do; the connection stays in its pool for later use.
+        for user in shared.config.users.iter().take(3) {
+            let entry = self.pool(shared, db, &user.name, false);
+            let holder = Holder {
+                client: "poolguard (greeting)".into(),
+                user: user.name.clone(),
+                database: db.name.clone(),
+                application: "poolguard".into(),
+            };
+            match entry.pool.acquire(holder).await {
+                Ok(lease) => {
+                    drop(lease);
+                    if let Some(info) = entry.pool.connector().info() {
+                        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+                        return Ok(info);
+                    }
+                }
+                Err(e) => last = Some(acquire_error(e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            ProxyError::BackendUnavailable("poolguard: no [[users]] entry to log in with".into())
+        }))
+    }
+}
+
+fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyPoolEntry {
+    debug_assert_eq!(db.protocol, Protocol::Mysql);
+    // Config validation guarantees the backend exists; the fallbacks only keep this total.
+    let backend = shared.config.backend(&db.backend);
+    let host = backend
+        .and_then(|b| b.hosts.first().cloned())
+        .unwrap_or_default();
+    let connect_timeout = backend
+        .map(|b| b.connect_timeout)
+        .unwrap_or(Duration::from_secs(5));
+    let budget = shared
+        .budget(&db.backend)
+        .unwrap_or_else(|| Budget::new(db.pool_size + db.max_overflow));
+    let password = shared
+        .config
+        .user(user)
+        .map(|u| u.password.clone())
+        .unwrap_or_default();
+    let mut connector = MyConnector::new(
+        host,
+        user.to_owned(),
+        password,
+        db.server_database.clone(),
+        connect_timeout,
+    );
+    connector.found_rows = found_rows;
+    if let Some(front) = &shared.config.mysql {
+        connector.max_prepared_statements = front.max_prepared_statements;
+    }
+    let mut config = pool_config(db, user);
+    if found_rows {
+        config.name.push_str(" (found_rows)");
+    }
+    let pool = Pool::new(config, connector, budget);
+    pool.spawn_reaper(reap_period(db));
+    MyPoolEntry {
+        pool,
+        db: db.clone(),
+        user: user.to_owned(),
+        found_rows,
+    }
+}

@@ -1,0 +1,456 @@
+//! Server connections to MySQL/MariaDB: connect, log in, and run poolguard's own commands.
+//!
+//! A [`ServerConn`] is what the pool holds. In the pool it is always between commands, outside
+//! any transaction, with nothing unread: the session that returns it guarantees that, and
+//! anything that cannot be brought back to that state is discarded instead. Its
+//! [`SessionState`] is what poolguard knows the server session looks like, so the next client's
+//! state can be synchronised onto it ([`super::sync`]).
+//!
+//! Login answers what the server asks for: mysql_native_password, caching_sha2_password's fast
+//! path, and auth switches between them. caching_sha2's full path (cleartext over TLS, or RSA)
+//! is refused with a message: poolguard talks to servers over plain TCP.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use poolguard_mysql::auth::{self, CACHING_SHA2_PASSWORD, MYSQL_NATIVE_PASSWORD};
+use poolguard_mysql::consts::*;
+use poolguard_mysql::handshake::{
+    AuthMoreData, AuthSwitchRequest, HandshakeResponse41, HandshakeV10,
+};
+use poolguard_mysql::packet::{encode_packet, encode_with, PacketCodec};
+use poolguard_mysql::response::{ErrPacket, OkPacket};
+use poolguard_mysql::resultset::decode_text_row;
+use poolguard_mysql::stmt::StmtPrepareOk;
+use poolguard_mysql::{Packet, Progress, ResponseTracker};
+use poolguard_pool::{CloseReason, Connector};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::mysql::caps;
+use crate::mysql::stmts::ServerStatements;
+use crate::mysql::sync::SessionState;
+
+/// Largest packet poolguard accepts from a server: the protocol's own maximum. Servers enforce
+/// their `max_allowed_packet`; relayed frames are at most 16 MiB each regardless.
+pub const SERVER_MAX_PACKET: usize = 1 << 30;
+
+/// Why a server connection could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot reach MySQL at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("MySQL at {addr} did not answer within {timeout:?}")]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("MySQL at {addr} refused: {} (error {})", .err.message, .err.code)]
+    Refused { addr: String, err: ErrPacket },
+    #[error("MySQL at {addr}: {problem}")]
+    Protocol { addr: String, problem: String },
+    #[error("server connection failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a server's greeting said, shared by the pool (and the front door's own greeting).
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: String,
+    pub capabilities: u32,
+    pub mariadb: bool,
+    pub charset: u8,
+}
+
+/// The outcome of one of poolguard's own commands.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub status: Option<u16>,
+    pub error: Option<ErrPacket>,
+    pub prepare_ok: Option<StmtPrepareOk>,
+    /// Text rows of a result set (COM_QUERY only).
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// A logged-in connection to MySQL or MariaDB.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet consumed.
+    pub buf: BytesMut,
+    pub addr: SocketAddr,
+    /// The server's thread id (what KILL QUERY takes).
+    pub thread_id: u32,
+    /// Capabilities negotiated on this connection.
+    pub caps: u32,
+    pub mariadb: bool,
+    /// Status flags of the last OK/EOF seen.
+    pub status: u16,
+    pub state: SessionState,
+    /// Statements prepared on this connection, by query text.
+    pub stmts: ServerStatements,
+    pub user: String,
+    pub password: String,
+}
+
+impl ServerConn {
+    pub fn in_transaction(&self) -> bool {
+        self.status & SERVER_STATUS_IN_TRANS != 0
+    }
+
+    /// Notes status flags from an OK/EOF this connection sent.
+    pub fn note_status(&mut self, status: u16) {
+        self.status = status;
+        self.state.autocommit = status & SERVER_STATUS_AUTOCOMMIT != 0;
+    }
+
+    /// Reads one logical packet (poolguard's own exchanges only: the relay reads frames).
+    pub async fn read_packet(&mut self, codec: &mut PacketCodec) -> Result<Packet, ServerError> {
+        loop {
+            match codec.decode(&mut self.buf) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => return Err(self.protocol(e.to_string())),
+            }
+            self.buf.reserve(8192);
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Writes one logical packet.
+    pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> Result<(), ServerError> {
+        let mut out = BytesMut::with_capacity(payload.len() + 4);
+        encode_packet(&mut out, seq, payload);
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
+    fn protocol(&self, problem: impl Into<String>) -> ServerError {
+        ServerError::Protocol {
+            addr: self.addr.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Runs one command of poolguard's own to completion and returns its outcome. An ERR from
+    /// the server is a normal [`Reply`]; the connection is still usable.
+    pub async fn exec(&mut self, payload: &[u8]) -> Result<Reply, ServerError> {
+        self.write_packet(0, payload).await?;
+        let Some(mut tracker) = ResponseTracker::for_command(payload, self.caps) else {
+            return Err(self.protocol("empty command"));
+        };
+        if tracker.is_done() {
+            return Ok(Reply::default());
+        }
+        let mut codec = PacketCodec::new(SERVER_MAX_PACKET);
+        let mut reply = Reply::default();
+        let mut columns = 0usize;
+        loop {
+            let p = self.read_packet(&mut codec).await?;
+            let rows_before = tracker.rows();
+            let progress = tracker
+                .feed(&p.payload)
+                .map_err(|e| self.protocol(e.to_string()))?;
+            if tracker.rows() > rows_before {
+                let row = decode_text_row(&p.payload, columns)
+                    .map_err(|e| self.protocol(e.to_string()))?;
+                reply.rows.push(
+                    row.into_iter()
+                        .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                        .collect(),
+                );
+            } else if reply.rows.is_empty() && columns == 0 {
+                columns = column_count(&p.payload).unwrap_or(0);
+            }
+            match progress {
+                Progress::More => {}
+                Progress::LocalInfileRequested => {
+                    // poolguard's own commands never load files: end the transfer at once.
+                    self.write_packet(p.seq.wrapping_add(1), &[]).await?;
+                }
+                Progress::AuthContinue => {
+                    return Err(self.protocol("unexpected authentication request"))
+                }
+                Progress::Done {
+                    status_flags,
+                    error,
+                } => {
+                    if let Some(s) = status_flags {
+                        self.note_status(s);
+                    }
+                    reply.status = status_flags;
+                    reply.prepare_ok = tracker.prepare_ok().copied();
+                    if error.is_some() {
+                        reply.error = ErrPacket::decode(&p.payload).ok();
+                    }
+                    return Ok(reply);
+                }
+            }
+        }
+    }
+
+    /// Runs a text query; an ERR becomes `ServerError::Refused`.
+    pub async fn query(&mut self, sql: &str) -> Result<Reply, ServerError> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(COM_QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        let reply = self.exec(&payload).await?;
+        match reply.error {
+            Some(err) => Err(ServerError::Refused {
+                addr: self.addr.to_string(),
+                err,
+            }),
+            None => Ok(reply),
+        }
+    }
+
+    /// Best-effort polite close: COM_QUIT written without waiting.
+    fn quit_now(&self) {
+        let _ = self.stream.try_write(&[1, 0, 0, 0, COM_QUIT]);
+    }
+}
+
+/// The column count of a result set's first packet, if `payload` is one.
+fn column_count(payload: &[u8]) -> Option<usize> {
+    match payload.first()? {
+        0x00 | 0xfb | 0xfe | 0xff => None,
+        _ => poolguard_mysql::lenenc::read_lenenc_int(payload)
+            .ok()
+            .and_then(|(n, _)| usize::try_from(n).ok()),
+    }
+}
+
+/// Opens logged-in connections to one server for one (database, user) pool.
+pub struct MyConnector {
+    pub host: String,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub connect_timeout: Duration,
+    /// Open connections with CLIENT_FOUND_ROWS (pools of clients that asked for it).
+    pub found_rows: bool,
+    pub max_prepared_statements: usize,
+    /// What the last successful login's greeting said.
+    info: Mutex<Option<Arc<ServerInfo>>>,
+}
+
+impl MyConnector {
+    pub fn new(
+        host: String,
+        user: String,
+        password: String,
+        database: String,
+        connect_timeout: Duration,
+    ) -> Self {
+        MyConnector {
+            host,
+            user,
+            password,
+            database,
+            connect_timeout,
+            found_rows: false,
+            max_prepared_statements: 100,
+            info: Mutex::new(None),
+        }
+    }
+
+    /// The greeting of the most recent login, if any server was opened yet.
+    pub fn info(&self) -> Option<Arc<ServerInfo>> {
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens a connection outside any pool (budget checks, KILL QUERY side connections).
+    pub async fn open(&self) -> Result<ServerConn, ServerError> {
+        let addr = self.host.clone();
+        let timeout = self.connect_timeout;
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
+            Err(_) => return Err(ServerError::ConnectTimeout { addr, timeout }),
+        };
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let mut conn = ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+            addr: peer,
+            thread_id: 0,
+            caps: 0,
+            mariadb: false,
+            status: SERVER_STATUS_AUTOCOMMIT,
+            state: SessionState::new(
+                Some(self.database.clone()).filter(|d| !d.is_empty()),
+                u16::from(DEFAULT_COLLATION),
+                true,
+            ),
+            stmts: ServerStatements::new(self.max_prepared_statements),
+            user: self.user.clone(),
+            password: self.password.clone(),
+        };
+        match tokio::time::timeout(timeout, self.login(&mut conn)).await {
+            Ok(Ok(info)) => {
+                *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(info));
+                Ok(conn)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ServerError::ConnectTimeout { addr, timeout }),
+        }
+    }
+
+    async fn login(&self, conn: &mut ServerConn) -> Result<ServerInfo, ServerError> {
+        let mut codec = PacketCodec::new(1 << 20);
+        let greeting = conn.read_packet(&mut codec).await?;
+        if greeting.payload.first() == Some(&ERR_HEADER) {
+            return Err(refused(conn, &greeting.payload));
+        }
+        let hs = HandshakeV10::decode(&greeting.payload)
+            .map_err(|e| conn.protocol(format!("bad greeting: {e}")))?;
+        if hs.capabilities & caps::REQUIRED_FROM_SERVER != caps::REQUIRED_FROM_SERVER {
+            return Err(conn.protocol(
+                "server lacks the 4.1 protocol with pluggable authentication; poolguard needs MySQL 5.5+ or MariaDB",
+            ));
+        }
+        conn.thread_id = hs.connection_id;
+        conn.mariadb = hs.is_mariadb();
+        conn.caps = caps::server_leg(self.found_rows) & hs.capabilities | CLIENT_PROTOCOL_41;
+        let plugin = hs.auth_plugin_name.as_str();
+        let response = HandshakeResponse41 {
+            capabilities: conn.caps,
+            max_packet_size: SERVER_MAX_PACKET as u32,
+            charset: DEFAULT_COLLATION,
+            mariadb_capabilities: 0,
+            username: self.user.clone(),
+            auth_response: auth_response(plugin, &self.password, &hs.auth_plugin_data),
+            database: Some(self.database.clone()),
+            auth_plugin_name: Some(login_plugin(plugin).to_owned()),
+            connect_attrs: vec![
+                ("_client_name".into(), "poolguard".into()),
+                ("program_name".into(), "poolguard".into()),
+            ],
+        };
+        let mut payload = BytesMut::new();
+        response.encode(&mut payload);
+        conn.write_packet(greeting.next_seq(), &payload).await?;
+        self.finish_auth(conn, &mut codec).await?;
+        Ok(ServerInfo {
+            version: hs.server_version,
+            capabilities: hs.capabilities,
+            mariadb: conn.mariadb,
+            charset: hs.charset,
+        })
+    }
+
+    /// Answers auth switches and caching_sha2's markers until the server says OK or ERR.
+    async fn finish_auth(
+        &self,
+        conn: &mut ServerConn,
+        codec: &mut PacketCodec,
+    ) -> Result<(), ServerError> {
+        // Each round costs the server a packet; a handful is all any real exchange needs.
+        for _ in 0..8 {
+            let p = conn.read_packet(codec).await?;
+            match p.payload.first().copied() {
+                Some(OK_HEADER) => {
+                    let ok = OkPacket::decode(&p.payload, conn.caps)
+                        .map_err(|e| conn.protocol(e.to_string()))?;
+                    conn.note_status(ok.status_flags);
+                    return Ok(());
+                }
+                Some(ERR_HEADER) => return Err(refused(conn, &p.payload)),
+                Some(EOF_HEADER) => {
+                    let switch = AuthSwitchRequest::decode(&p.payload)
+                        .map_err(|e| conn.protocol(e.to_string()))?;
+                    let name = switch.plugin_name.as_str();
+                    if name != MYSQL_NATIVE_PASSWORD && name != CACHING_SHA2_PASSWORD {
+                        return Err(conn.protocol(format!(
+                            "server asks for authentication plugin {name:?}; poolguard speaks mysql_native_password and caching_sha2_password"
+                        )));
+                    }
+                    let r = auth_response(name, &self.password, &switch.plugin_data);
+                    conn.write_packet(p.next_seq(), &r).await?;
+                }
+                Some(AUTH_MORE_DATA_HEADER) => {
+                    let more = AuthMoreData::decode(&p.payload)
+                        .map_err(|e| conn.protocol(e.to_string()))?;
+                    if more.is_perform_full_auth() {
+                        return Err(conn.protocol(format!(
+                            "caching_sha2_password full authentication for user {:?} needs TLS or RSA, and poolguard connects over plain TCP; use mysql_native_password for this account, or log in once directly so the server caches the password",
+                            self.user
+                        )));
+                    }
+                    if !more.is_fast_auth_success() {
+                        return Err(conn.protocol("unexpected authentication data"));
+                    }
+                }
+                _ => return Err(conn.protocol("unexpected packet during login")),
+            }
+        }
+        Err(conn.protocol("authentication did not finish"))
+    }
+}
+
+/// The plugin poolguard answers a greeting with: the server's if poolguard speaks it, else
+/// native (the server then switches).
+fn login_plugin(plugin: &str) -> &str {
+    if plugin == CACHING_SHA2_PASSWORD {
+        CACHING_SHA2_PASSWORD
+    } else {
+        MYSQL_NATIVE_PASSWORD
+    }
+}
+
+fn auth_response(plugin: &str, password: &str, nonce: &[u8]) -> Vec<u8> {
+    if login_plugin(plugin) == CACHING_SHA2_PASSWORD {
+        auth::sha2_auth_response(password.as_bytes(), nonce)
+    } else {
+        auth::native_auth_response(password.as_bytes(), nonce)
+    }
+}
+
+fn refused(conn: &ServerConn, payload: &[u8]) -> ServerError {
+    match ErrPacket::decode(payload) {
+        Ok(err) => ServerError::Refused {
+            addr: conn.addr.to_string(),
+            err,
+        },
+        Err(e) => conn.protocol(format!("malformed ERR packet: {e}")),
+    }
+}
+
+impl Connector for MyConnector {
+    type Conn = ServerConn;
+    type Error = ServerError;
+
+    fn connect(&self) -> impl std::future::Future<Output = Result<ServerConn, ServerError>> + Send {
+        self.open()
+    }
+
+    fn close(&self, conn: ServerConn, reason: CloseReason) {
+        tracing::debug!(server = %conn.addr, thread = conn.thread_id, ?reason, "closing server connection");
+        conn.quit_now();
+    }
+}
+
+/// `SELECT @@max_connections` on a fresh connection (the budget check).
+pub async fn read_max_connections(connector: &MyConnector) -> Result<u64, ServerError> {
+    let mut conn = connector.open().await?;
+    let reply = conn.query("SELECT @@max_connections").await?;
+    conn.quit_now();
+    reply
+        .rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| conn.protocol("SELECT @@max_connections returned no number"))
+}
+
+/// A packet payload as `Bytes` (for the relay's copies of client packets).
+pub fn framed(seq: u8, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 4);
+    encode_with(&mut out, seq, |b| b.extend_from_slice(payload));
+    out.freeze()
+}

@@ -1,0 +1,148 @@
+//! COM_CHANGE_USER, answered by poolguard: the client re-authenticates (always through an
+//! AuthSwitchRequest with a fresh nonce, as MariaDB does), its session is reset (the server it
+//! held is rolled back, reset and returned; statements, settings and pins are forgotten), and
+//! it moves to the pool of the new (database, user). A failed re-authentication closes the
+//! connection with 1045, as servers do.
+
+use std::time::Duration;
+
+use poolguard_mysql::consts::*;
+use poolguard_mysql::handshake::{AuthMoreData, AuthSwitchRequest, ChangeUser};
+use poolguard_mysql::packet::encode_with;
+use poolguard_mysql::response::OkPacket;
+use poolguard_mysql::Packet;
+use tokio::io::AsyncReadExt;
+
+use super::{End, Session};
+use crate::config::{MysqlAuth, PoolMode};
+use crate::error::ProxyError;
+use crate::mysql::auth;
+use crate::mysql::login::choose_database;
+use crate::mysql::reclaim::{reclaim, Reclaim};
+use crate::mysql::sync::SessionState;
+
+/// How long the client has to answer the auth switch.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Session {
+    pub(super) async fn change_user(&mut self, p: Packet) -> Option<End> {
+        let cu = match ChangeUser::decode(&p.payload, self.caps) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = ProxyError::Protocol(format!("poolguard: malformed COM_CHANGE_USER: {e}"));
+                return Some(End::Kicked(e, p.next_seq()));
+            }
+        };
+        let method = auth::method(&self.shared.config);
+        let nonce = poolguard_mysql::auth::generate_nonce();
+        let switch = AuthSwitchRequest {
+            plugin_name: auth::plugin_name(method).to_owned(),
+            plugin_data: nonce.to_vec(),
+        };
+        let mut out = bytes::BytesMut::new();
+        encode_with(&mut out, p.next_seq(), |b| switch.encode(b));
+        if let Some(end) = self.write_client(&out).await {
+            return Some(end);
+        }
+        let answer = match self.read_client_packet().await {
+            Ok(a) => a,
+            Err(end) => return Some(end),
+        };
+        let mut seq = answer.next_seq();
+        let peer_ip = self
+            .holder
+            .client
+            .rsplit_once(':')
+            .map_or(self.holder.client.as_str(), |(ip, _)| ip)
+            .to_owned();
+        let verified = auth::verify(
+            &self.shared.config,
+            method,
+            &cu.username,
+            &peer_ip,
+            &nonce,
+            &answer.payload,
+        );
+        if let Err(e) = verified {
+            return Some(End::Kicked(e, seq));
+        }
+        let (db, db_slot) = match choose_database(&self.shared, Some(cu.database.as_str())) {
+            Ok(d) => d,
+            Err(e) => return Some(End::Kicked(e, seq)),
+        };
+        if method == MysqlAuth::CachingSha2 {
+            out.clear();
+            encode_with(&mut out, seq, |b| {
+                AuthMoreData::fast_auth_success().encode(b)
+            });
+            seq = seq.wrapping_add(1);
+            if let Some(end) = self.write_client(&out).await {
+                return Some(end);
+            }
+        }
+        self.release_for_change_user().await;
+        let found_rows = self.caps & CLIENT_FOUND_ROWS != 0;
+        self.entry = self
+            .shared
+            .mysql
+            .pool(&self.shared, &db, &cu.username, found_rows);
+        self.db_slot = db_slot;
+        self.holder.user = cu.username.clone();
+        self.holder.database = db.name.clone();
+        self.registration.target.set_user(&cu.username);
+        self.transaction_mode = db.pool_mode == PoolMode::Transaction;
+        if let Some(c) = cu.charset {
+            // The collation id travels in 2 bytes here; ids above 255 are not in use.
+            self.login_charset = c;
+        }
+        self.state = SessionState::new(
+            Some(db.server_database.clone()),
+            self.login_charset,
+            self.state.multi_statements,
+        );
+        if db.pool_mode == PoolMode::Session {
+            if let Err(r) = self.prepare_server(seq, false).await {
+                return match r {
+                    super::command::Refusal::End(end) => Some(end),
+                    super::command::Refusal::Answer(e) => Some(End::Kicked(e, seq)),
+                };
+            }
+        }
+        tracing::info!(client = %self.holder.client, user = %cu.username, database = %db.name, "COM_CHANGE_USER");
+        out.clear();
+        encode_with(&mut out, seq, |b| {
+            OkPacket::with_status(SERVER_STATUS_AUTOCOMMIT).encode(b, CLIENT_PROTOCOL_41)
+        });
+        self.write_client(&out).await
+    }
+
+    /// Gives back the server of the old session, rolled back and reset.
+    async fn release_for_change_user(&mut self) {
+        self.stmts.clear();
+        self.deferred_error = None;
+        self.pinned = None;
+        if let Some(held) = self.held.take() {
+            self.registration.target.set(None).await;
+            let entry = self.entry.clone();
+            tokio::spawn(async move {
+                reclaim(held, None, Reclaim::Clean { reset: true }, &entry).await;
+            });
+        }
+    }
+
+    /// Reads one whole client packet in the middle of a command (auth switch answers).
+    pub(super) async fn read_client_packet(&mut self) -> Result<Packet, End> {
+        loop {
+            match self.next_packet() {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => return Err(End::Kicked(e, 1)),
+            }
+            self.cbuf.reserve(1024);
+            match tokio::time::timeout(ANSWER_TIMEOUT, self.client.read_buf(&mut self.cbuf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(End::ClientGone),
+            }
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Client -> server: one command at a time. Each command is answered locally (COM_PING without
+//! a server, COM_SET_OPTION, COM_RESET_CONNECTION without a server, COM_STMT_CLOSE, KILL of a
+//! poolguard connection id), refused (commands poolguard does not relay: 1047, client stays),
+//! or forwarded: a server is leased if none is held, brought in line with the client's session
+//! ([`crate::mysql::sync`]), and the command written to it, rewritten only for statement ids.
+
+use bytes::{Bytes, BytesMut};
+use poolguard_mysql::consts::*;
+use poolguard_mysql::packet::encode_packet;
+use poolguard_mysql::{Packet, ResponseTracker};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::{End, Held, Infile, Inflight, Session};
+use crate::error::ProxyError;
+use crate::mysql::kill::KillOutcome;
+use crate::mysql::pools::acquire_error;
+use crate::mysql::sql::{self, Findings};
+use crate::mysql::sync;
+use crate::mysql::wire::{eof_packet, err_packet, ok_packet};
+
+/// What to record once a forwarded command's response is complete.
+pub enum After {
+    Plain,
+    Query(Box<Findings>),
+    InitDb(String),
+    Prepare { sql: Bytes, client_id: u32 },
+    Execute { sql: Bytes },
+    ResetConnection,
+}
+
+/// Why a command could not be forwarded.
+pub(super) enum Refusal {
+    /// The session ends (the client was told, or is gone).
+    End(End),
+    /// Answer the command with this error; the client stays.
+    Answer(ProxyError),
+}
+
+/// Why bringing a server in line failed.
+pub(super) enum SyncFail {
+    /// The server refused a step (its ERR goes to the client; the server is fine).
+    Refused(ProxyError),
+    /// The server connection failed.
+    Lost(String),
+}
+
+/// How long poolguard's own commands before a client's may take.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Session {
+    pub(super) async fn on_command(&mut self, p: Packet) -> Option<End> {
+        let Some(&cmd) = p.payload.first() else {
+            let e = ProxyError::Protocol("poolguard: empty command packet".into());
+            return Some(End::Kicked(e, p.next_seq()));
+        };
+        tracing::trace!(client = %self.holder.client, command = command_name(cmd), len = p.payload.len(), "command");
+        match cmd {
+            COM_QUIT => Some(End::Quit),
+            COM_PING if self.held.is_none() => self.reply_ok(p.next_seq()).await,
+            COM_SET_OPTION => self.set_option(&p).await,
+            COM_RESET_CONNECTION => self.reset_connection(p).await,
+            COM_CHANGE_USER => self.change_user(p).await,
+            COM_STMT_CLOSE => self.stmt_close(&p),
+            COM_STMT_RESET => self.stmt_reset(p).await,
+            COM_STMT_PREPARE => self.prepare(p).await,
+            COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_FETCH => {
+                self.stmt_command(p).await
+            }
+            COM_QUERY => self.query(p).await,
+            COM_PROCESS_KILL => self.process_kill(p).await,
+            COM_INIT_DB => {
+                let schema = String::from_utf8_lossy(&p.payload[1..]).into_owned();
+                self.forward(p, None, After::InitDb(schema), false).await
+            }
+            COM_PING | COM_FIELD_LIST | COM_STATISTICS | COM_PROCESS_INFO | COM_DEBUG => {
+                self.forward(p, None, After::Plain, false).await
+            }
+            other => {
+                let e = ProxyError::Protocol(format!(
+                    "poolguard does not relay {} (0x{other:02x})",
+                    command_name(other)
+                ));
+                self.reply_err(p.next_seq(), &e).await
+            }
+        }
+    }
+
+    /// The status flags a locally answered OK carries.
+    pub(super) fn client_status(&self) -> u16 {
+        let mut s = 0;
+        if self.state.autocommit {
+            s |= SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.held.as_ref().is_some_and(Held::in_transaction) {
+            s |= SERVER_STATUS_IN_TRANS;
+        }
+        s
+    }
+
+    pub(super) async fn reply_ok(&mut self, seq: u8) -> Option<End> {
+        let mut m = BytesMut::new();
+        ok_packet(&mut m, seq, self.client_status());
+        self.write_client(&m).await
+    }
+
+    /// Answers a command with an ERR; the client stays connected.
+    pub(super) async fn reply_err(&mut self, seq: u8, e: &ProxyError) -> Option<End> {
+        tracing::debug!(client = %self.holder.client, code = e.mysql_code(self.mariadb), error = %e, "command refused");
+        let mut m = BytesMut::new();
+        err_packet(&mut m, seq, e, self.mariadb);
+        self.write_client(&m).await
+    }
+
+    pub(super) async fn write_client(&mut self, bytes: &[u8]) -> Option<End> {
+        match self.client.write_all(bytes).await {
+            Ok(()) => None,
+            Err(_) => Some(End::ClientGone),
+        }
+    }
+
+    async fn set_option(&mut self, p: &Packet) -> Option<End> {
+        let on = match p.payload.get(1..3) {
+            Some([0, 0]) => true,
+            Some([1, 0]) => false,
+            _ => {
+                let e = ProxyError::Protocol("poolguard: unknown COM_SET_OPTION option".into());
+                return self.reply_err(p.next_seq(), &e).await;
+            }
+        };
+        self.state.multi_statements = on;
+        let mut m = BytesMut::new();
+        eof_packet(&mut m, p.next_seq(), self.client_status());
+        self.write_client(&m).await
+    }
+
+    async fn reset_connection(&mut self, p: Packet) -> Option<End> {
+        self.stmts.clear();
+        self.state.after_reset();
+        self.state.charset = self.handshake_charset();
+        if self.pinned.take().is_some() {
+            tracing::info!(client = %self.holder.client, "COM_RESET_CONNECTION: client no longer pinned");
+        }
+        if self.held.is_some() {
+            return self.forward(p, None, After::ResetConnection, false).await;
+        }
+        self.reply_ok(p.next_seq()).await
+    }
+
+    /// The collation the client asked for at login (kept across its own resets).
+    fn handshake_charset(&self) -> u16 {
+        self.login_charset
+    }
+
+    async fn query(&mut self, p: Packet) -> Option<End> {
+        let findings = sql::scan(&p.payload[1..]);
+        if let Some(k) = findings.kill {
+            match self.route_kill(k.id, k.query_only).await {
+                KillOutcome::NotOurs => {}
+                outcome => return self.kill_answer(outcome, k.id, p.next_seq()).await,
+            }
+        }
+        if let Some(reason) = &findings.pin {
+            self.pin(reason);
+        }
+        let reads_insert_id = findings.reads_insert_id;
+        self.forward(p, None, After::Query(Box::new(findings)), reads_insert_id)
+            .await
+    }
+
+    async fn process_kill(&mut self, p: Packet) -> Option<End> {
+        let id = p
+            .payload
+            .get(1..5)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes);
+        let Some(id) = id else {
+            let e = ProxyError::Protocol("poolguard: malformed COM_PROCESS_KILL".into());
+            return Some(End::Kicked(e, p.next_seq()));
+        };
+        match self.route_kill(u64::from(id), false).await {
+            KillOutcome::NotOurs => self.forward(p, None, After::Plain, false).await,
+            outcome => self.kill_answer(outcome, u64::from(id), p.next_seq()).await,
+        }
+    }
+
+    async fn route_kill(&self, id: u64, query_only: bool) -> KillOutcome {
+        let kills = self.shared.mysql.kills.clone();
+        kills.kill(id, query_only, &self.holder.user).await
+    }
+
+    async fn kill_answer(&mut self, outcome: KillOutcome, id: u64, seq: u8) -> Option<End> {
+        if outcome == KillOutcome::NotOwner {
+            let e = ProxyError::MysqlServer {
+                code: 1095,
+                sqlstate: "HY000".into(),
+                message: format!("You are not owner of thread {id}"),
+            };
+            return self.reply_err(seq, &e).await;
+        }
+        if u64::from(self.registration.id) == id {
+            // Killing one's own connection: answer, then let the kick end the session.
+            return self.reply_ok(seq).await;
+        }
+        self.reply_ok(seq).await
+    }
+
+    /// Leases a server if none is held. Servers that died while pooled (e.g. the server's
+    /// `wait_timeout`) are noticed here, before anything is sent, and replaced.
+    pub(super) async fn ensure_server(&mut self) -> Result<(), ProxyError> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        for _ in 0..3 {
+            let lease = self
+                .entry
+                .pool
+                .acquire(self.holder.clone())
+                .await
+                .map_err(acquire_error)?;
+            let mut probe = [0u8; 1];
+            let alive = lease.buf.is_empty()
+                && matches!(lease.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            if !alive {
+                tracing::info!(pool = %self.pool_name(), server = %lease.addr, "pooled server connection was closed by the server; discarding it");
+                lease.discard();
+                continue;
+            }
+            let held = Held::new(lease);
+            self.registration
+                .target
+                .set(Some(self.server_key(&held)))
+                .await;
+            self.held = Some(held);
+            return Ok(());
+        }
+        Err(ProxyError::BackendUnavailable(
+            "poolguard: the server keeps closing pooled connections; check its wait_timeout against idle_timeout".into(),
+        ))
+    }
+
+    /// Brings the held server in line with the client's session.
+    pub(super) async fn sync_server(&mut self, reads_insert_id: bool) -> Result<(), SyncFail> {
+        let Some(held) = self.held.as_mut() else {
+            return Err(SyncFail::Lost("no server held".into()));
+        };
+        let plan = sync::plan(&self.state, &held.lease.state, reads_insert_id);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(client = %self.holder.client, server = %held.lease.addr, ?plan, "synchronising session state");
+        let work = super::response::apply_plan(&mut held.lease, &plan, &self.state);
+        match tokio::time::timeout(SYNC_TIMEOUT, work).await {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(err))) => Err(SyncFail::Refused(ProxyError::MysqlServer {
+                code: err.code,
+                sqlstate: err.sql_state_str().to_owned(),
+                message: err.message,
+            })),
+            Ok(Err(e)) => Err(SyncFail::Lost(e.to_string())),
+            Err(_) => Err(SyncFail::Lost(format!(
+                "no answer to poolguard's own commands within {SYNC_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Leases and synchronises a server for a command.
+    pub(super) async fn prepare_server(
+        &mut self,
+        seq: u8,
+        reads_insert_id: bool,
+    ) -> Result<(), Refusal> {
+        if let Err(e) = self.ensure_server().await {
+            tracing::warn!(client = %self.holder.client, pool = %self.pool_name(), code = e.mysql_code(self.mariadb), error = %e, "acquire failed");
+            if matches!(e, ProxyError::ShuttingDown(_)) {
+                return Err(Refusal::End(End::Kicked(e, seq)));
+            }
+            return Err(Refusal::Answer(e));
+        }
+        match self.sync_server(reads_insert_id).await {
+            Ok(()) => Ok(()),
+            Err(SyncFail::Refused(e)) => Err(Refusal::Answer(e)),
+            Err(SyncFail::Lost(why)) => Err(self.lose_server(&why).await),
+        }
+    }
+
+    /// The server failed before the client's command was sent.
+    pub(super) async fn lose_server(&mut self, why: &str) -> Refusal {
+        if let Some(end) = self.server_lost(why).await {
+            return Refusal::End(end);
+        }
+        Refusal::Answer(ProxyError::BackendUnavailable(format!(
+            "poolguard: the server connection failed before your command was sent ({why}); nothing was run, retry it"
+        )))
+    }
+
+    /// Answers a command that could not be forwarded.
+    pub(super) async fn refuse(&mut self, seq: u8, r: Refusal) -> Option<End> {
+        match r {
+            Refusal::End(end) => Some(end),
+            Refusal::Answer(e) => self.reply_err(seq, &e).await,
+        }
+    }
+
+    /// Forwards a command (its own bytes, or `rewritten`) and starts relaying the response.
+    pub(super) async fn forward(
+        &mut self,
+        p: Packet,
+        rewritten: Option<BytesMut>,
+        after: After,
+        reads_insert_id: bool,
+    ) -> Option<End> {
+        if let Err(r) = self.prepare_server(p.next_seq(), reads_insert_id).await {
+            return self.refuse(p.next_seq(), r).await;
+        }
+        let payload: &[u8] = rewritten.as_deref().unwrap_or(&p.payload);
+        self.send_command(&p, payload, after).await
+    }
+
+    /// Writes the command to the held server and records what its response must look like.
+    pub(super) async fn send_command(
+        &mut self,
+        p: &Packet,
+        payload: &[u8],
+        after: After,
+    ) -> Option<End> {
+        let prepare_id = match &after {
+            After::Prepare { client_id, .. } => Some(*client_id),
+            _ => None,
+        };
+        let held = self.held.as_mut()?;
+        let mut out = BytesMut::with_capacity(payload.len() + 8);
+        let server_next = encode_packet(&mut out, p.seq, payload);
+        let tracker = ResponseTracker::new(payload[0], held.lease.caps);
+        if let Err(e) = held.lease.stream.write_all(&out).await {
+            let r = self.lose_server(&e.to_string()).await;
+            return self.refuse(p.next_seq(), r).await;
+        }
+        if tracker.is_done() {
+            return None; // no response (COM_STMT_SEND_LONG_DATA)
+        }
+        let status_before = held.lease.status;
+        self.inflight = Some(Inflight {
+            tracker,
+            delta: p.next_seq().wrapping_sub(server_next),
+            started: Instant::now(),
+            kill_sent: false,
+            infile: Infile::None,
+            prepare_id,
+            insert_id: None,
+            after,
+            status_before,
+        });
+        None
+    }
+}

@@ -1,0 +1,455 @@
+//! A logged-in MySQL client: commands relayed to a leased server, responses relayed back.
+//!
+//! States: *Idle* (no server; transaction mode between transactions), *Held* (a server is
+//! leased, [`Held`]), *Busy* (a command's response is in flight, [`Inflight`]; client packets
+//! wait in the buffer, except LOCAL INFILE data which is relayed), and closing, where
+//! [`super::reclaim`] brings the server back to a clean idle state or discards it.
+//! Commands are handled in [`command`], responses in [`response`], COM_CHANGE_USER in
+//! [`change_user`].
+//!
+//! Invariants:
+//! - one command at a time: the next client packet is read only once the previous response
+//!   is complete, so the client sees exactly the responses to its own commands, in order;
+//! - in transaction mode a server is released only between commands, with nothing unread,
+//!   no long data pending and its last status outside a transaction (SERVER_STATUS_IN_TRANS
+//!   clear); autocommit, schema, character set and replayable settings follow the client to the
+//!   next server ([`super::sync`]), state that cannot move pins the client ([`super::sql`]);
+//! - a server whose conversation position is unknown (lost mid-command, malformed response) is
+//!   discarded, never returned to the pool.
+
+mod change_user;
+mod command;
+mod response;
+mod statements;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use poolguard_mysql::consts::SERVER_STATUS_IN_TRANS;
+use poolguard_mysql::{FrameDecoder, PacketCodec, ResponseTracker};
+use poolguard_pool::Holder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::PoolMode;
+use crate::error::ProxyError;
+use crate::mysql::kill::{kill_query, Registration, ServerKey};
+use crate::mysql::login::LoggedIn;
+use crate::mysql::pools::{DbSlot, MyLease, MyPoolEntry};
+use crate::mysql::reclaim::{reclaim, Reclaim};
+use crate::mysql::server::SERVER_MAX_PACKET;
+use crate::mysql::stmts::ClientStatements;
+use crate::mysql::sync::SessionState;
+use crate::mysql::wire::err_packet;
+use crate::state::{ClientSlot, Shared};
+
+/// Client bytes buffered while a response is in flight before poolguard stops reading (the
+/// client is then pipelining; its packets wait in the socket).
+const MAX_BUFFERED_WHILE_BUSY: usize = 64 * 1024;
+
+/// A leased server and where its conversation stands.
+pub struct Held {
+    pub lease: MyLease,
+    /// Physical packets of the server's responses.
+    pub frames: FrameDecoder,
+    /// COM_STMT_SEND_LONG_DATA went to this server: keep it until the execute.
+    pub long_data: bool,
+    /// When the server last finished a command (idle-in-transaction is counted from the later
+    /// of this and the client's last packet).
+    pub idle_since: Instant,
+}
+
+impl Held {
+    pub fn new(lease: MyLease) -> Self {
+        Held {
+            lease,
+            frames: FrameDecoder::new(SERVER_MAX_PACKET),
+            long_data: false,
+            idle_since: Instant::now(),
+        }
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.lease.status & SERVER_STATUS_IN_TRANS != 0
+    }
+}
+
+/// LOCAL INFILE progress within a COM_QUERY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Infile {
+    None,
+    /// The client is sending the file: its packets go to the server until an empty one.
+    ClientSending,
+    /// poolguard refused it: the server's answer is swallowed and the client gets an ERR with
+    /// this sequence id.
+    Refused {
+        client_seq: u8,
+    },
+}
+
+/// A command whose response is being relayed.
+pub struct Inflight {
+    pub tracker: ResponseTracker,
+    /// Added to each server sequence id to get the one the client expects.
+    pub delta: u8,
+    pub started: Instant,
+    pub kill_sent: bool,
+    pub infile: Infile,
+    /// The client's id for a statement being prepared (written into STMT_PREPARE_OK).
+    pub prepare_id: Option<u32>,
+    /// Last non-zero LAST_INSERT_ID reported by an OK in this response.
+    pub insert_id: Option<u64>,
+    pub after: command::After,
+    /// Status flags before the command (decides whether an error needs a status probe).
+    pub status_before: u16,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    /// COM_QUIT.
+    Quit,
+    /// The client closed its socket or it failed.
+    ClientGone,
+    /// poolguard closed the client after telling it why (`seq`: the ERR's sequence id).
+    Kicked(ProxyError, u8),
+    /// The server failed; the client was told.
+    ServerFailed,
+}
+
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    Deadline,
+    Killed,
+}
+
+pub struct Session {
+    client: TcpStream,
+    cbuf: BytesMut,
+    codec: PacketCodec,
+    shared: Arc<Shared>,
+    entry: Arc<MyPoolEntry>,
+    holder: Holder,
+    registration: Registration,
+    _slot: ClientSlot,
+    db_slot: DbSlot,
+    caps: u32,
+    mariadb: bool,
+    held: Option<Held>,
+    transaction_mode: bool,
+    /// Why the client keeps its server for the rest of the session, if it does.
+    pinned: Option<String>,
+    /// The client's session as it expects it on every server.
+    state: SessionState,
+    stmts: ClientStatements,
+    inflight: Option<Inflight>,
+    last_client_activity: Instant,
+    /// The collation the client logged in with (restored after its own resets).
+    login_charset: u16,
+    /// An error for the next COM_STMT_EXECUTE (a COM_STMT_SEND_LONG_DATA failed; it has no
+    /// response of its own).
+    deferred_error: Option<ProxyError>,
+}
+
+impl Session {
+    pub fn new(
+        client: TcpStream,
+        cbuf: BytesMut,
+        shared: Arc<Shared>,
+        ready: LoggedIn,
+        slot: ClientSlot,
+    ) -> Self {
+        let max_packet = shared
+            .config
+            .mysql
+            .as_ref()
+            .map_or(poolguard_mysql::packet::DEFAULT_MAX_ALLOWED_PACKET, |m| {
+                m.max_allowed_packet
+            });
+        let transaction_mode = ready.entry.db.pool_mode == PoolMode::Transaction;
+        Session {
+            client,
+            cbuf,
+            codec: PacketCodec::new(max_packet),
+            shared,
+            entry: ready.entry,
+            holder: ready.holder,
+            registration: ready.registration,
+            _slot: slot,
+            db_slot: ready.db_slot,
+            caps: ready.caps,
+            mariadb: ready.mariadb,
+            held: ready.lease.map(Held::new),
+            transaction_mode,
+            pinned: None,
+            login_charset: ready.state.charset,
+            state: ready.state,
+            stmts: ClientStatements::default(),
+            inflight: None,
+            last_client_activity: Instant::now(),
+            deferred_error: None,
+        }
+    }
+
+    pub async fn run(mut self) {
+        if let Some(h) = &self.held {
+            let key = self.server_key(h);
+            self.registration.target.set(Some(key)).await;
+        }
+        let end = self.relay().await;
+        let pool = self.entry.name();
+        match &end {
+            End::Kicked(e, seq) => {
+                tracing::warn!(client = %self.holder.client, pool = %pool, code = e.mysql_code(self.mariadb), reason = %e, "MySQL client disconnected by poolguard");
+                let mut m = BytesMut::new();
+                err_packet(&mut m, *seq, e, self.mariadb);
+                let _ = self.client.write_all(&m).await;
+            }
+            other => {
+                tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "MySQL client session ended")
+            }
+        }
+        let _ = self.client.shutdown().await;
+        self.registration.target.set(None).await;
+        if let Some(held) = self.held.take() {
+            let how = match end {
+                End::ServerFailed => Reclaim::Discard,
+                _ => Reclaim::Clean {
+                    reset: !self.transaction_mode || self.pinned.is_some(),
+                },
+            };
+            let inflight = self.inflight.take();
+            reclaim(held, inflight, how, &self.entry).await;
+        }
+    }
+
+    async fn relay(&mut self) -> End {
+        loop {
+            if self.inflight.is_none() {
+                match self.next_packet() {
+                    Ok(Some(p)) => {
+                        if let Some(end) = self.on_command(p).await {
+                            return end;
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Answer with the sequence id after the offending packet's.
+                        let seq = poolguard_mysql::packet::peek_header(&self.cbuf)
+                            .map_or(1, |(_, s)| s.wrapping_add(1));
+                        return End::Kicked(e, seq);
+                    }
+                }
+                self.maybe_release().await;
+            } else if self.infile_sending() {
+                if let Some(end) = self.relay_infile().await {
+                    return end;
+                }
+            }
+            let deadline = self.next_deadline();
+            let read_client = self.inflight.is_none() || self.cbuf.len() < MAX_BUFFERED_WHILE_BUSY;
+            self.cbuf.reserve(4096);
+            let event = {
+                let client = &mut self.client;
+                let cbuf = &mut self.cbuf;
+                let kicked = self.registration.target.kicked.notified();
+                let server = self.held.as_mut().map(|h| &mut *h.lease);
+                tokio::select! {
+                    r = client.read_buf(cbuf), if read_client => Event::Client(r),
+                    r = async {
+                        match server {
+                            Some(s) => { s.buf.reserve(16384); s.stream.read_buf(&mut s.buf).await }
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Server(r),
+                    _ = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Deadline,
+                    _ = kicked => Event::Killed,
+                }
+            };
+            match event {
+                Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
+                Event::Client(Ok(_)) => self.last_client_activity = Instant::now(),
+                Event::Server(Ok(0)) | Event::Server(Err(_)) => {
+                    if let Some(end) = self.server_lost("the server closed the connection").await {
+                        return end;
+                    }
+                }
+                Event::Server(Ok(_)) => {
+                    if let Some(end) = self.pump_server().await {
+                        return end;
+                    }
+                }
+                Event::Deadline => {
+                    if let Some(end) = self.on_deadline().await {
+                        return end;
+                    }
+                }
+                Event::Killed => {
+                    return End::Kicked(
+                        ProxyError::ShuttingDown(
+                            "poolguard: connection killed by KILL CONNECTION".into(),
+                        ),
+                        1,
+                    )
+                }
+            }
+        }
+    }
+
+    /// The next whole client packet, if buffered. Oversized: 1153; malformed framing: 1047.
+    fn next_packet(&mut self) -> Result<Option<poolguard_mysql::Packet>, ProxyError> {
+        self.codec.decode(&mut self.cbuf).map_err(|e| {
+            if e.is_too_large() {
+                ProxyError::PacketTooLarge(format!(
+                    "poolguard: {e} (raise [mysql] max_allowed_packet to allow it)"
+                ))
+            } else {
+                ProxyError::Protocol(format!("poolguard: malformed packet from client: {e}"))
+            }
+        })
+    }
+
+    fn server_key(&self, held: &Held) -> ServerKey {
+        ServerKey {
+            entry: self.entry.clone(),
+            thread_id: held.lease.thread_id,
+        }
+    }
+
+    fn pool_name(&self) -> String {
+        self.entry.name()
+    }
+
+    /// The server connection broke or misbehaved. Outside a command and a transaction (in
+    /// transaction mode) the client does not notice: the next command gets another server.
+    /// Otherwise the client is told and disconnected, since its transaction or command is lost.
+    async fn server_lost(&mut self, why: &str) -> Option<End> {
+        let held = self.held.take()?;
+        let quiet = self.inflight.is_none()
+            && !held.in_transaction()
+            && self.transaction_mode
+            && self.pinned.is_none()
+            && !held.long_data;
+        tracing::warn!(client = %self.holder.client, server = %held.lease.addr, thread = held.lease.thread_id, reason = why, quiet, "MySQL server connection lost");
+        held.lease.discard();
+        self.registration.target.set(None).await;
+        if quiet {
+            return None;
+        }
+        let seq = self.inflight.take().map_or(1, |i| i.delta.wrapping_add(1));
+        let e = ProxyError::BackendUnavailable(format!(
+            "poolguard: the MySQL server connection was lost ({why}); an open transaction was rolled back by the server, and the outcome of a running statement is unknown"
+        ));
+        let mut m = BytesMut::new();
+        err_packet(&mut m, seq, &e, self.mariadb);
+        let _ = self.client.write_all(&m).await;
+        Some(End::ServerFailed)
+    }
+
+    /// In transaction mode, gives the server back once the client's transaction is over.
+    async fn maybe_release(&mut self) {
+        let releasable = match &self.held {
+            Some(h) => {
+                self.transaction_mode
+                    && self.pinned.is_none()
+                    && self.inflight.is_none()
+                    && !h.in_transaction()
+                    && !h.long_data
+                    && h.lease.buf.is_empty()
+                    && h.frames.is_idle()
+            }
+            None => false,
+        };
+        if releasable {
+            self.registration.target.set(None).await;
+            // Dropping the lease returns the server to the pool.
+            self.held = None;
+        }
+    }
+
+    /// Pins the client to its server for the rest of the session (counted and logged once).
+    fn pin(&mut self, reason: &str) {
+        if !self.transaction_mode || self.pinned.is_some() {
+            return;
+        }
+        tracing::info!(client = %self.holder.client, pool = %self.pool_name(), reason = %reason, "MySQL client pinned to its server connection for the rest of its session");
+        self.shared.count_pin();
+        self.pinned = Some(reason.to_owned());
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let limits = &self.entry.db.limits;
+        match (&self.held, &self.inflight) {
+            (_, Some(i)) if !i.kill_sent && i.infile != Infile::ClientSending => {
+                limits.query_timeout.map(|t| i.started + t)
+            }
+            (_, Some(_)) => None,
+            (Some(h), None) if h.in_transaction() => limits
+                .idle_in_transaction_timeout
+                .map(|t| self.last_client_activity.max(h.idle_since) + t),
+            _ => limits
+                .client_idle_timeout
+                .map(|t| self.last_client_activity + t),
+        }
+    }
+
+    async fn on_deadline(&mut self) -> Option<End> {
+        let limits = self.entry.db.limits.clone();
+        let now = Instant::now();
+        let pool = self.pool_name();
+        if let Some(i) = self.inflight.as_mut() {
+            let t = limits.query_timeout?;
+            if i.kill_sent || now < i.started + t {
+                return None;
+            }
+            i.kill_sent = true;
+            let key = self.held.as_ref().map(|h| self.server_key(h))?;
+            tracing::warn!(client = %self.holder.client, pool = %pool, thread = key.thread_id, timeout = ?t, "query_timeout exceeded; killing the query");
+            if let Err(e) = kill_query(&key).await {
+                tracing::warn!(error = %e, "KILL QUERY for query_timeout failed");
+            }
+            return None;
+        }
+        match &self.held {
+            Some(h) if h.in_transaction() => {
+                let t = limits.idle_in_transaction_timeout?;
+                if now < self.last_client_activity.max(h.idle_since) + t {
+                    return None;
+                }
+                Some(End::Kicked(
+                    ProxyError::IdleInTransaction(format!(
+                        "poolguard: transaction idle for more than {} (idle_in_transaction_timeout); it was rolled back and its server connection returned to pool {pool}",
+                        fmt_duration(t)
+                    )),
+                    1,
+                ))
+            }
+            _ => {
+                let t = limits.client_idle_timeout?;
+                if now < self.last_client_activity + t {
+                    return None;
+                }
+                Some(End::Kicked(
+                    ProxyError::ClientIdle(format!(
+                        "poolguard: client idle for more than {} (client_idle_timeout)",
+                        fmt_duration(t)
+                    )),
+                    1,
+                ))
+            }
+        }
+    }
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

@@ -1,0 +1,397 @@
+//! Server -> client: relays a command's response frame by frame (physical packets, untouched
+//! except for sequence ids when poolguard changed the request's chunking, and the statement id
+//! in STMT_PREPARE_OK), follows it with the [`ResponseTracker`](poolguard_mysql::ResponseTracker)
+//! to know where it ends and with which status, and records what the command changed in the
+//! session once it is complete. Also: LOCAL INFILE (relayed, or refused by ending the transfer
+//! with an empty packet and answering the client with an ERR), the query-timeout ERR in place
+//! of the server's "interrupted", and [`apply_plan`], poolguard's own commands that bring a
+//! server in line with a client.
+
+use bytes::{BufMut, BytesMut};
+use poolguard_mysql::consts::*;
+use poolguard_mysql::packet::{encode_packet, Frame};
+use poolguard_mysql::response::{ErrPacket, OkPacket};
+use poolguard_mysql::Progress;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::command::After;
+use super::statements::close_on_server;
+use super::{End, Infile, Session};
+use crate::error::ProxyError;
+use crate::mysql::server::{ServerConn, ServerError};
+use crate::mysql::sync::{Plan, SessionState};
+use crate::mysql::wire::err_packet;
+
+/// The end of a response: its status and error code.
+struct Done {
+    status: Option<u16>,
+    error: Option<u16>,
+}
+
+/// Appends a frame for the client, with its sequence id shifted by `delta`.
+fn push_frame(out: &mut BytesMut, raw: &[u8], delta: u8) {
+    let at = out.len();
+    out.put_slice(raw);
+    if delta != 0 && raw.len() >= 4 {
+        out[at + 3] = raw[3].wrapping_add(delta);
+    }
+}
+
+impl Session {
+    /// Relays what the server sent, tracking the response as it passes.
+    pub(super) async fn pump_server(&mut self) -> Option<End> {
+        let mut out = BytesMut::new();
+        let mut done = None;
+        let mut failure = None;
+        while done.is_none() {
+            let held = self.held.as_mut()?;
+            let frame = match held.frames.decode(&mut held.lease.buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(format!("malformed packet from server: {e}"));
+                    break;
+                }
+            };
+            if self.inflight.is_none() {
+                failure = Some(unsolicited(&frame));
+                break;
+            }
+            match self.on_frame(&frame, &mut out).await {
+                Ok(d) => done = d,
+                Err(why) => {
+                    failure = Some(why);
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() && self.client.write_all(&out).await.is_err() {
+            return Some(End::ClientGone);
+        }
+        if let Some(why) = failure {
+            return self.server_lost(&why).await;
+        }
+        match done {
+            Some(d) => self.finish(d).await,
+            None => None,
+        }
+    }
+
+    /// One server frame of the response in flight: relay (or rewrite, or swallow) it.
+    async fn on_frame(
+        &mut self,
+        frame: &Frame,
+        out: &mut BytesMut,
+    ) -> Result<Option<Done>, String> {
+        let allow_infile = self.caps & CLIENT_LOCAL_FILES != 0
+            && self
+                .shared
+                .config
+                .mysql
+                .as_ref()
+                .is_some_and(|m| m.allow_local_infile);
+        let (Some(inf), Some(held)) = (self.inflight.as_mut(), self.held.as_mut()) else {
+            return Err("no command in flight".into());
+        };
+        let rows_before = inf.tracker.rows();
+        let had_prepare_ok = inf.tracker.prepare_ok().is_some();
+        let progress = inf
+            .tracker
+            .feed_frame(frame)
+            .map_err(|e| format!("unexpected packet from server: {e}"))?;
+        let payload = frame.payload();
+        if frame.starts_packet()
+            && payload.first() == Some(&OK_HEADER)
+            && inf.tracker.rows() == rows_before
+            && inf.tracker.command() != COM_STMT_PREPARE
+        {
+            if let Ok(ok) = OkPacket::decode(payload, held.lease.caps) {
+                if ok.last_insert_id != 0 {
+                    inf.insert_id = Some(ok.last_insert_id);
+                }
+            }
+        }
+        let client_seq = frame.seq.wrapping_add(inf.delta);
+        if let Infile::Refused { client_seq } = inf.infile {
+            // The server is answering the empty transfer poolguard sent: swallow it.
+            return Ok(match progress {
+                Progress::Done { status_flags, .. } => {
+                    let e = ProxyError::FeatureNotSupported(
+                        "poolguard refuses LOAD DATA LOCAL INFILE: [mysql] allow_local_infile = false; the server got an empty file, nothing was loaded".into(),
+                    );
+                    err_packet(out, client_seq, &e, self.mariadb);
+                    Some(Done {
+                        status: status_flags,
+                        error: Some(e.mysql_code(self.mariadb)),
+                    })
+                }
+                _ => None,
+            });
+        }
+        match progress {
+            Progress::More => {
+                if !had_prepare_ok && inf.tracker.prepare_ok().is_some() {
+                    push_prepare_ok(out, frame, inf.prepare_id, inf.delta);
+                } else {
+                    push_frame(out, &frame.raw, inf.delta);
+                }
+                Ok(None)
+            }
+            Progress::LocalInfileRequested if allow_infile => {
+                push_frame(out, &frame.raw, inf.delta);
+                inf.infile = Infile::ClientSending;
+                Ok(None)
+            }
+            Progress::LocalInfileRequested => {
+                // End the transfer at once: the server sees an empty file and answers.
+                let empty = [0, 0, 0, frame.seq.wrapping_add(1)];
+                held.lease
+                    .stream
+                    .write_all(&empty)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                inf.infile = Infile::Refused { client_seq };
+                tracing::info!(client = %self.holder.client, "LOAD DATA LOCAL INFILE refused (allow_local_infile = false)");
+                Ok(None)
+            }
+            Progress::AuthContinue => Err("unexpected authentication request".into()),
+            Progress::Done {
+                status_flags,
+                error,
+            } => {
+                if !had_prepare_ok && inf.tracker.prepare_ok().is_some() {
+                    push_prepare_ok(out, frame, inf.prepare_id, inf.delta);
+                } else if error == Some(ER_QUERY_INTERRUPTED) && inf.kill_sent {
+                    let t = self.entry.db.limits.query_timeout.unwrap_or_default();
+                    let e = ProxyError::QueryTimeout(format!(
+                        "poolguard: query ran longer than query_timeout ({}) and was killed",
+                        super::fmt_duration(t)
+                    ));
+                    err_packet(out, client_seq, &e, self.mariadb);
+                } else {
+                    push_frame(out, &frame.raw, inf.delta);
+                }
+                Ok(Some(Done {
+                    status: status_flags,
+                    error,
+                }))
+            }
+        }
+    }
+
+    pub(super) fn infile_sending(&self) -> bool {
+        self.inflight
+            .as_ref()
+            .is_some_and(|i| i.infile == Infile::ClientSending)
+    }
+
+    /// Relays the client's LOCAL INFILE packets to the server until the empty one.
+    pub(super) async fn relay_infile(&mut self) -> Option<End> {
+        let mut out = BytesMut::new();
+        loop {
+            let p = match self.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => return Some(End::Kicked(e, 1)),
+            };
+            let inf = self.inflight.as_mut()?;
+            encode_packet(&mut out, p.seq.wrapping_sub(inf.delta), &p.payload);
+            if p.payload.is_empty() {
+                inf.infile = Infile::None;
+                break;
+            }
+        }
+        if out.is_empty() {
+            return None;
+        }
+        let held = self.held.as_mut()?;
+        if let Err(e) = held.lease.stream.write_all(&out).await {
+            return self.server_lost(&e.to_string()).await;
+        }
+        None
+    }
+
+    /// The response is complete: record what the command changed.
+    async fn finish(&mut self, done: Done) -> Option<End> {
+        let inf = self.inflight.take()?;
+        let held = self.held.as_mut()?;
+        held.idle_since = Instant::now();
+        if let Some(s) = done.status {
+            held.lease.note_status(s);
+            self.state.autocommit = held.lease.state.autocommit;
+        }
+        if let Some(id) = inf.insert_id {
+            self.state.last_insert_id = id;
+            held.lease.state.last_insert_id = id;
+        }
+        let mut pin = None;
+        if done
+            .status
+            .is_some_and(|s| s & SERVER_STATUS_CURSOR_EXISTS != 0)
+        {
+            pin = Some("a server-side cursor".to_owned());
+        }
+        let mut ask_schema = false;
+        match (inf.after, done.error) {
+            (After::Query(f), None) => {
+                if let Some(schema) = f.use_schema {
+                    self.state.schema = Some(schema.clone());
+                    held.lease.state.schema = Some(schema);
+                }
+                ask_schema = f.schema_unknown;
+                if !f.settings.is_empty() {
+                    held.lease.state.settings.apply(&f.settings);
+                    if !self.state.settings.apply(&f.settings) {
+                        pin = Some("more session settings than poolguard replays".to_owned());
+                    }
+                }
+            }
+            (After::InitDb(schema), None) => {
+                self.state.schema = Some(schema.clone());
+                held.lease.state.schema = Some(schema);
+            }
+            (After::Prepare { sql, client_id }, None) => {
+                if let Some(ok) = inf.tracker.prepare_ok() {
+                    if let Some(s) = self.stmts.get_mut(client_id) {
+                        s.num_params = ok.num_params;
+                        s.num_columns = ok.num_columns;
+                    }
+                    let closes = held.lease.stmts.insert(sql, ok.statement_id);
+                    if let Err(e) = close_on_server(held, &closes).await {
+                        return self.server_lost(&e.to_string()).await;
+                    }
+                }
+            }
+            (After::Prepare { client_id, .. }, Some(_)) => {
+                self.stmts.remove(client_id);
+            }
+            (After::Execute { sql }, Some(ER_UNKNOWN_STMT_HANDLER)) => {
+                held.lease.stmts.forget(&sql)
+            }
+            (After::ResetConnection, None) => {
+                held.lease.state.after_reset();
+                held.lease.stmts.clear();
+            }
+            _ => {}
+        }
+        if let Some(reason) = pin {
+            self.pin(&reason);
+        }
+        self.after_response(done.error.is_some(), inf.status_before, ask_schema)
+            .await
+    }
+
+    /// Queries poolguard needs after a response: the schema after a multi-statement USE, and
+    /// the transaction status after an error that may have opened or closed one.
+    async fn after_response(
+        &mut self,
+        failed: bool,
+        status_before: u16,
+        ask_schema: bool,
+    ) -> Option<End> {
+        let probe =
+            failed && (status_before & SERVER_STATUS_IN_TRANS != 0 || !self.state.autocommit);
+        if !probe && !ask_schema {
+            return None;
+        }
+        let held = self.held.as_mut()?;
+        if ask_schema {
+            match held.lease.query("SELECT DATABASE()").await {
+                Ok(r) => {
+                    let schema = r.rows.first().and_then(|r| r.first().cloned()).flatten();
+                    held.lease.state.schema = schema.clone();
+                    self.state.schema = schema;
+                }
+                Err(e) => return self.server_lost(&e.to_string()).await,
+            }
+        }
+        let held = self.held.as_mut()?;
+        if probe {
+            // COM_PING's OK carries the status flags: is a transaction open after the error?
+            if let Err(e) = held.lease.exec(&[COM_PING]).await {
+                return self.server_lost(&e.to_string()).await;
+            }
+        }
+        None
+    }
+}
+
+/// STMT_PREPARE_OK with the client's statement id in place of the server's.
+fn push_prepare_ok(out: &mut BytesMut, frame: &Frame, client_id: Option<u32>, delta: u8) {
+    let at = out.len();
+    push_frame(out, &frame.raw, delta);
+    if let (Some(id), true) = (client_id, frame.raw.len() >= 9) {
+        out[at + 5..at + 9].copy_from_slice(&id.to_le_bytes());
+    }
+}
+
+/// Describes data a server sent outside any command (usually an ERR before it closes).
+fn unsolicited(frame: &Frame) -> String {
+    match ErrPacket::decode(frame.payload()) {
+        Ok(e) => format!(
+            "server sent error {} between commands: {}",
+            e.code, e.message
+        ),
+        Err(_) => "server sent data between commands".into(),
+    }
+}
+
+/// Runs the steps of a [`Plan`] on a server. An ERR from the server stops it and is returned.
+pub async fn apply_plan(
+    server: &mut ServerConn,
+    plan: &Plan,
+    client: &SessionState,
+) -> Result<Option<ErrPacket>, ServerError> {
+    if plan.reset {
+        let r = server.exec(&[COM_RESET_CONNECTION]).await?;
+        if r.error.is_some() {
+            return Ok(r.error);
+        }
+        server.state.after_reset();
+        server.stmts.clear();
+    }
+    if !plan.statements.is_empty() {
+        let batches: Vec<String> = if server.state.multi_statements {
+            vec![plan.statements.join("; ")]
+        } else {
+            plan.statements.clone()
+        };
+        for sql in batches {
+            let mut payload = vec![COM_QUERY];
+            payload.extend_from_slice(sql.as_bytes());
+            let r = server.exec(&payload).await?;
+            if r.error.is_some() {
+                return Ok(r.error);
+            }
+        }
+        server.state.charset = client.charset;
+        server.state.settings = client.settings.clone();
+    }
+    if let Some(on) = plan.multi_statements {
+        let r = server.exec(&[COM_SET_OPTION, u8::from(!on), 0]).await?;
+        if r.error.is_some() {
+            return Ok(r.error);
+        }
+        server.state.multi_statements = on;
+    }
+    if let Some(schema) = &plan.init_db {
+        let mut payload = vec![COM_INIT_DB];
+        payload.extend_from_slice(schema.as_bytes());
+        let r = server.exec(&payload).await?;
+        if r.error.is_some() {
+            return Ok(r.error);
+        }
+        server.state.schema = Some(schema.clone());
+    }
+    if let Some(id) = plan.last_insert_id {
+        let r = server
+            .exec(format!("\x03DO LAST_INSERT_ID({id})").as_bytes())
+            .await?;
+        if r.error.is_some() {
+            return Ok(r.error);
+        }
+        server.state.last_insert_id = id;
+    }
+    Ok(None)
+}

@@ -1,0 +1,291 @@
+//! Prepared statements under transaction pooling.
+//!
+//! A client gets poolguard's own statement ids ([`ClientStatements`]); each server keeps the
+//! statements prepared on it by query text ([`ServerStatements`], bounded, least recently used
+//! closed first). A client's COM_STMT_EXECUTE is rewritten for whichever server runs it: the
+//! statement is prepared there first if missing, its id replaced, and, because a server
+//! statement remembers the parameter types its last execute bound (which may have been another
+//! client's), an execute that relies on earlier bound types (`new_params_bound_flag = 0`) gets
+//! the client's own types put back in ([`rewrite_execute`]).
+//!
+//! Invariants: a server id never leaves this module towards a client; a client id is never sent
+//! to a server; the rewrite changes only the id, the bound flag and the types block.
+
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use poolguard_mysql::DecodeError;
+
+/// Most statements one client may hold open (MySQL's default `max_prepared_stmt_count`).
+pub const MAX_CLIENT_STATEMENTS: usize = 16_382;
+
+/// A statement as the client prepared it.
+#[derive(Debug, Clone)]
+pub struct ClientStmt {
+    pub sql: Bytes,
+    pub num_params: u16,
+    pub num_columns: u16,
+    /// The parameter types the client last sent (2 bytes per parameter).
+    pub types: Option<Bytes>,
+    /// The text calls LAST_INSERT_ID() (its value must be the client's on every server).
+    pub reads_insert_id: bool,
+}
+
+/// A client's statements under poolguard's ids.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    next_id: u32,
+    map: HashMap<u32, ClientStmt>,
+    /// The most recently prepared (MariaDB's execute-with-id-0xFFFFFFFF means this one).
+    pub last: Option<u32>,
+}
+
+impl ClientStatements {
+    /// Registers a statement; `None` when the client already holds too many.
+    pub fn define(&mut self, stmt: ClientStmt) -> Option<u32> {
+        if self.map.len() >= MAX_CLIENT_STATEMENTS {
+            return None;
+        }
+        // Ids start at 1 and skip ids in use after a wrap (after 4 billion prepares).
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if self.next_id != 0
+                && self.next_id != u32::MAX
+                && !self.map.contains_key(&self.next_id)
+            {
+                break;
+            }
+        }
+        self.map.insert(self.next_id, stmt);
+        self.last = Some(self.next_id);
+        Some(self.next_id)
+    }
+
+    /// Resolves MariaDB's "last prepared" id.
+    pub fn resolve(&self, id: u32) -> u32 {
+        if id == poolguard_mysql::stmt::LAST_PREPARED_STATEMENT_ID {
+            self.last.unwrap_or(id)
+        } else {
+            id
+        }
+    }
+
+    pub fn get(&self, id: u32) -> Option<&ClientStmt> {
+        self.map.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut ClientStmt> {
+        self.map.get_mut(&id)
+    }
+
+    pub fn remove(&mut self, id: u32) -> Option<ClientStmt> {
+        if self.last == Some(id) {
+            self.last = None;
+        }
+        self.map.remove(&id)
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.last = None;
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Statements prepared on one server connection, by query text.
+#[derive(Debug)]
+pub struct ServerStatements {
+    cap: usize,
+    clock: u64,
+    by_sql: HashMap<Bytes, (u32, u64)>,
+}
+
+impl ServerStatements {
+    pub fn new(cap: usize) -> Self {
+        ServerStatements {
+            cap: cap.max(1),
+            clock: 0,
+            by_sql: HashMap::new(),
+        }
+    }
+
+    /// The server's id for this text, marking it used.
+    pub fn get(&mut self, sql: &[u8]) -> Option<u32> {
+        self.clock += 1;
+        let now = self.clock;
+        self.by_sql.get_mut(sql).map(|(id, used)| {
+            *used = now;
+            *id
+        })
+    }
+
+    /// Records a statement the server just prepared. Returns server ids to close: an older
+    /// statement with the same text, and the least recently used one when over the bound.
+    pub fn insert(&mut self, sql: Bytes, id: u32) -> Vec<u32> {
+        self.clock += 1;
+        let mut close = Vec::new();
+        if let Some((old, _)) = self.by_sql.insert(sql, (id, self.clock)) {
+            if old != id {
+                close.push(old);
+            }
+        }
+        while self.by_sql.len() > self.cap {
+            let oldest = self
+                .by_sql
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, (id, _))| (k.clone(), *id));
+            match oldest {
+                Some((k, old)) => {
+                    self.by_sql.remove(&k);
+                    close.push(old);
+                }
+                None => break,
+            }
+        }
+        close
+    }
+
+    /// Forgets a statement the server no longer has (its prepare or execute failed).
+    pub fn forget(&mut self, sql: &[u8]) {
+        self.by_sql.remove(sql);
+    }
+
+    /// After COM_RESET_CONNECTION: the server dropped every statement.
+    pub fn clear(&mut self) {
+        self.by_sql.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_sql.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_sql.is_empty()
+    }
+}
+
+/// Offsets in a COM_STMT_EXECUTE payload: 0x17, id (4), flags (1), iteration count (4).
+const PARAMS_AT: usize = 10;
+
+/// Rewrites a COM_STMT_EXECUTE payload for server statement `server_id` (see the module docs),
+/// remembering the types the client sends.
+pub fn rewrite_execute(
+    payload: &[u8],
+    server_id: u32,
+    stmt: &mut ClientStmt,
+) -> Result<BytesMut, DecodeError> {
+    let too_short = |needed| DecodeError::TooShort {
+        what: "COM_STMT_EXECUTE",
+        needed,
+        available: payload.len(),
+    };
+    if payload.len() < PARAMS_AT {
+        return Err(too_short(PARAMS_AT));
+    }
+    let n = usize::from(stmt.num_params);
+    let mut out = BytesMut::with_capacity(payload.len() + 2 * n + 1);
+    out.put_u8(payload[0]);
+    out.put_u32_le(server_id);
+    if n == 0 {
+        out.put_slice(&payload[5..]);
+        return Ok(out);
+    }
+    let bitmap = n.div_ceil(8);
+    let flag_at = PARAMS_AT + bitmap;
+    let flag = *payload.get(flag_at).ok_or_else(|| too_short(flag_at + 1))?;
+    out.put_slice(&payload[5..flag_at]);
+    match (flag, &stmt.types) {
+        (1, _) => {
+            let types = payload
+                .get(flag_at + 1..flag_at + 1 + 2 * n)
+                .ok_or_else(|| too_short(flag_at + 1 + 2 * n))?;
+            stmt.types = Some(Bytes::copy_from_slice(types));
+            out.put_slice(&payload[flag_at..]);
+        }
+        (0, Some(types)) => {
+            out.put_u8(1);
+            out.put_slice(types);
+            out.put_slice(&payload[flag_at + 1..]);
+        }
+        _ => out.put_slice(&payload[flag_at..]),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt(n: u16) -> ClientStmt {
+        ClientStmt {
+            sql: Bytes::from_static(b"SELECT ?"),
+            num_params: n,
+            num_columns: 1,
+            types: None,
+            reads_insert_id: false,
+        }
+    }
+
+    #[test]
+    fn execute_rewrite_replaces_id_and_restores_types() {
+        let mut s = stmt(2);
+        // id 7, flags 0, iterations 1, bitmap 0, bound 1, types (LONG, VAR_STRING), values.
+        let first = [
+            0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0x00, 1, 0x03, 0, 0xfd, 0, 1, 0, 0, 0, 1, b'x',
+        ];
+        let out = rewrite_execute(&first, 99, &mut s).unwrap();
+        assert_eq!(&out[1..5], &99u32.to_le_bytes());
+        assert_eq!(&out[5..], &first[5..]);
+        assert_eq!(s.types.as_deref(), Some(&[0x03, 0, 0xfd, 0][..]));
+        // A later execute without types gets them back, flag set.
+        let later = [
+            0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0x00, 0, 2, 0, 0, 0, 1, b'y',
+        ];
+        let out = rewrite_execute(&later, 5, &mut s).unwrap();
+        assert_eq!(
+            &out[..],
+            &[0x17, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0x00, 1, 0x03, 0, 0xfd, 0, 2, 0, 0, 0, 1, b'y']
+        );
+        // No parameters: only the id changes.
+        let mut s0 = stmt(0);
+        let out = rewrite_execute(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0], 3, &mut s0).unwrap();
+        assert_eq!(&out[..], &[0x17, 3, 0, 0, 0, 0, 1, 0, 0, 0]);
+        // Truncated packets are errors, not panics.
+        assert!(rewrite_execute(&[0x17, 1], 3, &mut s0).is_err());
+        assert!(rewrite_execute(&first[..11], 3, &mut stmt(2)).is_err());
+        assert!(rewrite_execute(&first[..13], 3, &mut stmt(2)).is_err());
+    }
+
+    #[test]
+    fn server_cache_closes_replaced_and_least_recently_used() {
+        let mut c = ServerStatements::new(2);
+        assert!(c.insert(Bytes::from_static(b"a"), 1).is_empty());
+        assert!(c.insert(Bytes::from_static(b"b"), 2).is_empty());
+        assert_eq!(c.get(b"a"), Some(1));
+        assert_eq!(c.insert(Bytes::from_static(b"c"), 3), vec![2]);
+        assert_eq!(c.insert(Bytes::from_static(b"a"), 4), vec![1]);
+        assert_eq!(c.len(), 2);
+        c.forget(b"a");
+        assert_eq!(c.get(b"a"), None);
+    }
+
+    #[test]
+    fn client_ids_are_ours_and_last_prepared_resolves() {
+        let mut c = ClientStatements::default();
+        let a = c.define(stmt(0)).unwrap();
+        let b = c.define(stmt(1)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(c.resolve(u32::MAX), b);
+        assert_eq!(c.resolve(a), a);
+        c.remove(b);
+        assert_eq!(c.resolve(u32::MAX), u32::MAX);
+    }
+}
