@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 pub use poolguard_sandbox::PgSandbox;
 
+pub mod mysql;
+
 pub const USER: &str = "app";
 pub const PASSWORD: &str = "app-secret";
 pub const DB: &str = "bank";
