@@ -1,0 +1,133 @@
+//! Isolation between MySQL clients in transaction mode, with pool_size 1 so every client shares
+//! the one server connection: session variables, LAST_INSERT_ID(), the default schema,
+//! autocommit and prepared statement ids follow each client; temporary tables, user variables
+//! and user locks pin their client to its server, and a reset clears them before anyone else
+//! gets that server.
+
+use std::time::Duration;
+
+use poolguard_e2e::mysql::*;
+use poolguard_e2e::*;
+
+fn shared_server() -> MyPoolSpec {
+    MyPoolSpec {
+        pool_size: 1,
+        budget: 2,
+        ..MyPoolSpec::default()
+    }
+}
+
+fn one(c: &mut MyClient, sql: &str) -> String {
+    c.scalar(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|| "NULL".into())
+}
+
+#[test]
+fn session_state_follows_each_client_across_one_shared_server() {
+    let db = mariadb(30);
+    db.sql(
+        "",
+        "CREATE DATABASE bank2; GRANT ALL ON bank2.* TO 'app'@'%', 'app'@'127.0.0.1'",
+    )
+    .unwrap();
+    let proxy = start_mysql_proxy(&db, &shared_server());
+    let mut a = MyClient::connect(proxy.port).unwrap();
+    let mut b = MyClient::connect(proxy.port).unwrap();
+
+    a.query("CREATE TABLE ids (id INT AUTO_INCREMENT PRIMARY KEY, who CHAR(1))")
+        .unwrap();
+    a.query("SET SESSION sql_mode = 'ANSI', time_zone = '+05:00'")
+        .unwrap();
+    assert!(!one(&mut b, "SELECT @@sql_mode").contains("ANSI"));
+    assert_eq!(one(&mut b, "SELECT @@time_zone"), "SYSTEM");
+    assert!(one(&mut a, "SELECT @@sql_mode").contains("ANSI"));
+    assert_eq!(one(&mut a, "SELECT @@time_zone"), "+05:00");
+
+    a.query("INSERT INTO ids (who) VALUES ('a')").unwrap();
+    b.query("INSERT INTO ids (who) VALUES ('b')").unwrap();
+    b.query("INSERT INTO ids (who) VALUES ('b')").unwrap();
+    assert_eq!(one(&mut a, "SELECT LAST_INSERT_ID()"), "1");
+    assert_eq!(one(&mut b, "SELECT LAST_INSERT_ID()"), "3");
+
+    a.query("USE bank2").unwrap();
+    assert_eq!(one(&mut b, "SELECT DATABASE()"), "bank");
+    assert_eq!(one(&mut a, "SELECT DATABASE()"), "bank2");
+    a.query("USE bank").unwrap();
+
+    a.query("SET autocommit = 0").unwrap();
+    a.query("INSERT INTO ids (who) VALUES ('a')").unwrap();
+    a.query("COMMIT").unwrap();
+    assert_eq!(one(&mut b, "SELECT @@autocommit"), "1");
+    assert_eq!(one(&mut a, "SELECT @@autocommit"), "0");
+    // An uncommitted insert under autocommit = 0 is invisible to b, then rolled back.
+    a.query("INSERT INTO ids (who) VALUES ('x')").unwrap();
+    a.query("ROLLBACK").unwrap();
+    assert_eq!(one(&mut b, "SELECT COUNT(*) FROM ids WHERE who = 'x'"), "0");
+
+    // Everything above ran on one server connection.
+    assert_eq!(app_connections(&db), 1);
+    assert!(
+        !proxy.log().contains("pinned"),
+        "nothing pinned:\n{}",
+        proxy.log()
+    );
+
+    let out = node(
+        "mysql_isolation.js",
+        &[proxy.port.to_string()],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "OK");
+    // mysql2 asks for CLIENT_FOUND_ROWS, which is fixed per server connection: its two
+    // connections shared the one server of the FOUND_ROWS pool.
+    assert_eq!(app_connections(&db), 2);
+}
+
+#[test]
+fn state_that_cannot_move_pins_and_is_reset_before_reuse() {
+    let db = mariadb(30);
+    let spec = MyPoolSpec {
+        pool_size: 2,
+        budget: 3,
+        limits: "acquire_timeout = \"2s\"".into(),
+        ..MyPoolSpec::default()
+    };
+    let proxy = start_mysql_proxy(&db, &spec);
+    let mut a = MyClient::connect(proxy.port).unwrap();
+    a.query("CREATE TEMPORARY TABLE tmp (x INT)").unwrap();
+    a.query("INSERT INTO tmp VALUES (1)").unwrap();
+    a.query("SET @v = 42").unwrap();
+    let mut b = MyClient::connect(proxy.port).unwrap();
+    assert_eq!(b.query("SELECT * FROM tmp").err().unwrap().code, 1146);
+    assert_eq!(one(&mut b, "SELECT @v"), "NULL");
+    assert_eq!(one(&mut a, "SELECT COUNT(*) FROM tmp"), "1");
+    assert_eq!(one(&mut a, "SELECT @v"), "42");
+    let log = proxy.log();
+    assert!(
+        log.contains("pinned") && log.contains("temporary table"),
+        "pin logged with its reason:\n{log}"
+    );
+    // When a leaves, its server is reset before anyone else uses it.
+    drop(a);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = MyClient::connect(proxy.port).unwrap();
+    let mut d = MyClient::connect(proxy.port).unwrap();
+    for client in [&mut c, &mut d] {
+        client.query("BEGIN").unwrap();
+        assert_eq!(client.query("SELECT * FROM tmp").err().unwrap().code, 1146);
+        assert_eq!(one(client, "SELECT @v"), "NULL");
+    }
+    c.query("COMMIT").unwrap();
+    d.query("COMMIT").unwrap();
+
+    // A user lock pins too, and is released (with the reset) when its holder leaves.
+    let mut e = MyClient::connect(proxy.port).unwrap();
+    assert_eq!(one(&mut e, "SELECT GET_LOCK('job', 0)"), "1");
+    assert_eq!(one(&mut c, "SELECT IS_FREE_LOCK('job')"), "0");
+    drop(e);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(one(&mut c, "SELECT IS_FREE_LOCK('job')"), "1");
+    assert!(app_connections(&db) <= 2);
+}
