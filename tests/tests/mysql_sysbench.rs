@@ -1,0 +1,81 @@
+//! sysbench `oltp_read_write` with 64 threads through a pool of 8 in transaction mode (server-side
+//! prepared statements, as sysbench uses by default): it must finish without errors, and MariaDB
+//! must never see more than 8 connections from the application account while it runs (sampled
+//! from `information_schema.processlist` as root).
+
+use std::process::Command;
+use std::time::Duration;
+
+use poolguard_e2e::mysql::*;
+use poolguard_e2e::*;
+
+fn sysbench(port: u16, args: &[&str]) -> std::process::Output {
+    run_within(
+        Command::new("sysbench")
+            .arg("oltp_read_write")
+            .args([
+                "--db-driver=mysql",
+                "--mysql-host=127.0.0.1",
+                &format!("--mysql-port={port}"),
+                "--mysql-user=app",
+                "--mysql-password=app-secret",
+                "--mysql-db=bank",
+                "--tables=4",
+                "--table-size=5000",
+            ])
+            .args(args),
+        Duration::from_secs(120),
+    )
+}
+
+/// A number after `label` in sysbench's report.
+fn figure(report: &str, label: &str) -> Option<f64> {
+    let line = report.lines().find(|l| l.trim_start().starts_with(label))?;
+    line[line.find(label)? + label.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn sysbench_64_threads_on_a_pool_of_8() {
+    let db = mariadb(60);
+    let spec = MyPoolSpec {
+        pool_size: 8,
+        budget: 10,
+        limits: "acquire_timeout = \"30s\"".into(),
+        ..MyPoolSpec::default()
+    };
+    let proxy = start_mysql_proxy(&db, &spec);
+    let out = sysbench(proxy.port, &["--threads=4", "prepare"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+
+    let sampler = MyPeakSampler::start(&db);
+    let out = sysbench(proxy.port, &["--threads=64", "--time=10", "run"]);
+    let (peak, samples) = sampler.finish();
+    let report = stdout(&out);
+    assert!(out.status.success(), "{report}\n{}", stderr(&out));
+    let transactions = figure(&report, "transactions:").unwrap_or(0.0);
+    let ignored = figure(&report, "ignored errors:").unwrap_or(-1.0);
+    let reconnects = figure(&report, "reconnects:").unwrap_or(-1.0);
+    let tps = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "sysbench oltp_read_write 64 threads / pool 8: {transactions} transactions ({tps} tps), ignored errors {ignored}, reconnects {reconnects}; peak app connections {peak} over {samples} samples"
+    );
+    assert!(transactions > 0.0, "{report}");
+    assert_eq!(ignored, 0.0, "no errors, not even retried ones:\n{report}");
+    assert_eq!(reconnects, 0.0, "{report}");
+    assert!(samples >= 5, "sampled while it ran ({samples})");
+    assert!(
+        peak <= 8,
+        "MariaDB saw {peak} app connections; the pool is 8"
+    );
+    assert!(!stderr(&out).contains("FATAL"), "{}", stderr(&out));
+}
