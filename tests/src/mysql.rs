@@ -113,7 +113,7 @@ pub fn start_mysql_proxy(db: &MariaDbSandbox, spec: &MyPoolSpec) -> Proxy {
 }
 
 /// Connections MariaDB sees from account `app` (poolguard's, side connections, or direct).
-pub fn app_connections(db: &MariaDbSandbox) -> u64 {
+pub fn maria_app_connections(db: &MariaDbSandbox) -> u64 {
     db.sql(
         "",
         "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'app'",
@@ -123,7 +123,7 @@ pub fn app_connections(db: &MariaDbSandbox) -> u64 {
     .unwrap_or(0)
 }
 
-/// Samples [`app_connections`] in the background; `finish()` gives (peak, samples).
+/// Samples [`maria_app_connections`] in the background; `finish()` gives (peak, samples).
 pub struct MyPeakSampler {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,

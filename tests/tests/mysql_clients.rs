@@ -51,7 +51,7 @@ fn pymysql_and_large_packets() {
     );
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out), "OK");
-    assert!(app_connections(&db) <= 10);
+    assert!(maria_app_connections(&db) <= 10);
 
     let allowing = MyPoolSpec {
         front: "allow_local_infile = true".into(),
@@ -109,5 +109,5 @@ fn mysql2_pool_transactions_and_change_user() {
     );
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out), "OK");
-    assert!(app_connections(&db) <= 5);
+    assert!(maria_app_connections(&db) <= 5);
 }

@@ -102,7 +102,7 @@ fn acquire_deadline_gives_1040_naming_pool_numbers_and_holder() {
     holder.query("BEGIN").unwrap();
     holder.query("SELECT 1").unwrap();
     let mut waiter = MyClient::connect(proxy.port).unwrap();
-    let e = waiter.query("SELECT 1").err().expect("pool is full");
+    let e = waiter.query("SELECT 1").expect_err("pool is full");
     assert_eq!(e.code, 1040, "{e}");
     assert!(e.message.contains("bank/app"), "names the pool: {e}");
     assert!(e.message.contains("1 of 1"), "gives the numbers: {e}");
@@ -161,7 +161,7 @@ fn idle_transaction_is_rolled_back_and_its_server_returned() {
             .as_deref(),
         Some("0")
     );
-    let e = leaky.query("COMMIT").err().expect("reclaimed");
+    let e = leaky.query("COMMIT").expect_err("reclaimed");
     assert_eq!(e.code, 1205, "told why: {e}");
     assert!(e.message.contains("idle_in_transaction_timeout"), "{e}");
     assert!(e.message.contains("rolled back"), "{e}");
@@ -179,7 +179,7 @@ fn query_timeout_kills_the_statement_and_the_client_stays() {
     let db = mariadb(30);
     let proxy = start_mysql_proxy(&db, &one_server("query_timeout = \"1s\""));
     let mut c = MyClient::connect(proxy.port).unwrap();
-    let e = c.query("SELECT SLEEP(20)").err().expect("killed");
+    let e = c.query("SELECT SLEEP(20)").expect_err("killed");
     assert_eq!(e.code, 1969, "MariaDB's statement timeout code: {e}");
     assert!(e.message.contains("query_timeout"), "{e}");
     assert_eq!(
@@ -208,7 +208,7 @@ fn vanishing_clients_leave_nothing_behind() {
         .unwrap();
     setup.query("INSERT INTO money VALUES (1, 100)").unwrap();
     drop(setup);
-    let before = app_connections(&db);
+    let before = maria_app_connections(&db);
 
     // Mid-transaction: its update is rolled back, never committed.
     let mut gone = MyClient::connect(proxy.port).unwrap();
@@ -243,10 +243,11 @@ fn vanishing_clients_leave_nothing_behind() {
         "the sleeping statement was killed"
     );
     assert!(
-        eventually(Duration::from_secs(10), || app_connections(&db) == before),
+        eventually(Duration::from_secs(10), || maria_app_connections(&db)
+            == before),
         "server connection count unchanged: {} before, {} now",
         before,
-        app_connections(&db)
+        maria_app_connections(&db)
     );
     assert_eq!(db.sql(DB, "SELECT v FROM money").unwrap(), "100");
 }
@@ -289,8 +290,7 @@ fn load_data_local_is_refused_unless_enabled() {
     c.query("CREATE TABLE l (a int)").unwrap();
     let e = c
         .query("LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE l")
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.code, 1148, "{e}");
     assert!(e.message.contains("allow_local_infile"), "{e}");
     assert_eq!(

@@ -66,7 +66,7 @@ fn session_state_follows_each_client_across_one_shared_server() {
     assert_eq!(one(&mut b, "SELECT COUNT(*) FROM ids WHERE who = 'x'"), "0");
 
     // Everything above ran on one server connection.
-    assert_eq!(app_connections(&db), 1);
+    assert_eq!(maria_app_connections(&db), 1);
     assert!(
         !proxy.log().contains("pinned"),
         "nothing pinned:\n{}",
@@ -82,7 +82,7 @@ fn session_state_follows_each_client_across_one_shared_server() {
     assert_eq!(stdout(&out), "OK");
     // mysql2 asks for CLIENT_FOUND_ROWS, which is fixed per server connection: its two
     // connections shared the one server of the FOUND_ROWS pool.
-    assert_eq!(app_connections(&db), 2);
+    assert_eq!(maria_app_connections(&db), 2);
 }
 
 #[test]
@@ -129,5 +129,5 @@ fn state_that_cannot_move_pins_and_is_reset_before_reuse() {
     drop(e);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(one(&mut c, "SELECT IS_FREE_LOCK('job')"), "1");
-    assert!(app_connections(&db) <= 2);
+    assert!(maria_app_connections(&db) <= 2);
 }

@@ -35,7 +35,7 @@ impl MyPoolEntry {
     }
 
     pub fn mariadb(&self) -> bool {
-        self.pool.connector().info().map_or(true, |i| i.mariadb)
+        self.pool.connector().info().is_none_or(|i| i.mariadb)
     }
 }
 

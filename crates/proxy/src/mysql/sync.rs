@@ -133,10 +133,14 @@ pub fn plan(client: &SessionState, server: &SessionState, reads_insert_id: bool)
     };
     let reset_changes_charset = p.reset || server_charset != client.charset;
     if reset_changes_charset && client.charset != UNKNOWN_CHARSET {
-        let c = client.charset;
-        p.statements.push(format!(
-            "SET character_set_client = {c}, character_set_results = {c}, collation_connection = {c}"
-        ));
+        // Character set variables take only a charset's primary collation id, collation
+        // variables any id: set the collation, then copy its character set (a second statement,
+        // since one SET evaluates every expression before assigning).
+        p.statements
+            .push(format!("SET collation_connection = {}", client.charset));
+        p.statements.push(
+            "SET character_set_client = @@character_set_connection, character_set_results = @@character_set_connection".into(),
+        );
     }
     // After the charset: SET NAMES and friends in the settings must win over it.
     if reset_changes_charset && !p.reset && !client.settings.is_empty() {
@@ -169,6 +173,8 @@ pub fn plan(client: &SessionState, server: &SessionState, reads_insert_id: bool)
 mod tests {
     use super::*;
 
+    const CHARSET_FROM_COLLATION: &str = "SET character_set_client = @@character_set_connection, character_set_results = @@character_set_connection";
+
     fn set(key: &str, value: &str) -> Setting {
         Setting {
             key: key.into(),
@@ -196,7 +202,8 @@ mod tests {
         assert_eq!(
             p.statements,
             vec![
-                "SET character_set_client = 45, character_set_results = 45, collation_connection = 45",
+                "SET collation_connection = 45",
+                CHARSET_FROM_COLLATION,
                 "SET time_zone = '+00:00'"
             ]
         );
@@ -242,7 +249,7 @@ mod tests {
         let p = plan(&client, &state(), false);
         assert_eq!(
             p.statements,
-            vec!["SET character_set_client = 224, character_set_results = 224, collation_connection = 224"]
+            vec!["SET collation_connection = 224", CHARSET_FROM_COLLATION]
         );
     }
 }

@@ -133,9 +133,7 @@ impl Session {
         };
         let payload = match cmd {
             COM_STMT_EXECUTE => {
-                let Some(s) = self.stmts.get_mut(id) else {
-                    return None;
-                };
+                let s = self.stmts.get_mut(id)?;
                 match rewrite_execute(&p.payload, server_id, s) {
                     Ok(b) => b.to_vec(),
                     Err(e) => {
