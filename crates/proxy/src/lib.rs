@@ -77,7 +77,11 @@ async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(pg::login::serve_client(stream, peer, shared.clone()));
+                use tracing::Instrument;
+                let span = tracing::info_span!("client", client = %peer);
+                tokio::spawn(
+                    pg::login::serve_client(stream, peer, shared.clone()).instrument(span),
+                );
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -25,6 +25,32 @@ pub struct PgPoolEntry {
     pub db: Database,
     pub user: String,
     pub clients: AtomicUsize,
+    /// Server statement names some server of this pool parsed successfully: a client's
+    /// prepare-only request for one of these is answered without taking a server.
+    known_statements: Mutex<std::collections::HashSet<Arc<str>>>,
+}
+
+/// Bound on remembered statement names per pool (cleared when exceeded).
+const MAX_KNOWN_STATEMENTS: usize = 10_000;
+
+impl PgPoolEntry {
+    pub fn statement_is_known(&self, server_name: &str) -> bool {
+        self.known_statements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(server_name)
+    }
+
+    pub fn remember_statement(&self, server_name: Arc<str>) {
+        let mut known = self
+            .known_statements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_KNOWN_STATEMENTS {
+            known.clear();
+        }
+        known.insert(server_name);
+    }
 }
 
 pub struct Shared {
@@ -200,6 +226,7 @@ impl Shared {
             db: db.clone(),
             user: user.to_owned(),
             clients: AtomicUsize::new(0),
+            known_statements: Mutex::new(std::collections::HashSet::new()),
         }
     }
 }

@@ -120,6 +120,16 @@ impl Pending {
         self.queue.is_empty()
     }
 
+    /// Nothing the client sent is outstanding (poolguard's own requests may be).
+    pub fn only_injected(&self) -> bool {
+        self.queue.iter().all(|e| {
+            matches!(
+                e,
+                Expect::InjectedQuery | Expect::InjectedParse { .. } | Expect::InjectedClose
+            )
+        })
+    }
+
     /// Requests still waiting for a ReadyForQuery.
     pub fn ready_owed(&self) -> u32 {
         self.ready_owed

@@ -59,6 +59,11 @@ impl Session {
                 if self.cbuf[0] == tags::frontend::TERMINATE {
                     return Some(End::Terminate);
                 }
+                match self.answer_prepare_locally().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(end) => return Some(end),
+                }
                 if let Err(e) = self.acquire().await {
                     tracing::warn!(client = %self.holder.client, code = e.sqlstate(), error = %e, "acquire failed");
                     if matches!(e, ProxyError::ShuttingDown(_)) {
@@ -74,6 +79,43 @@ impl Session {
                 Err(end) => return Some(end),
             }
         }
+    }
+
+    /// Outside a transaction, a lone `Parse(named) + Sync` for a statement some server of this
+    /// pool has already parsed is answered by poolguard; the statement is prepared on whichever
+    /// server runs its first Bind or Describe. This spares a server for a request that needs
+    /// none, and keeps drivers that prepare synchronously between transactions (pgbench
+    /// -M prepared) from waiting on a server while holding up the clients that hold them.
+    async fn answer_prepare_locally(&mut self) -> Result<bool, End> {
+        if !self.transaction_mode {
+            return Ok(false);
+        }
+        let Ok(Some((parse_len, sync_len))) = prepare_then_sync(&self.cbuf) else {
+            return Ok(false);
+        };
+        let Ok(parse) = frontend::parse_parse(&self.cbuf[5..parse_len]) else {
+            return Ok(false);
+        };
+        if parse.name.is_empty() {
+            return Ok(false);
+        }
+        let stmt = Statement::new(parse.query, &parse.param_types);
+        if !self.entry.statement_is_known(&stmt.server_name) {
+            return Ok(false);
+        }
+        let findings = scan(parse.query, self.extra_parameters());
+        if !findings.features.is_empty() || !findings.tracked.is_empty() {
+            return Ok(false);
+        }
+        self.statements.define(parse.name, stmt);
+        self.cbuf.advance(parse_len + sync_len);
+        let mut m = BytesMut::new();
+        backend::parse_complete(&mut m);
+        backend::ready_for_query(&mut m, b'I');
+        if self.client.write_all(&m).await.is_err() {
+            return Err(End::ClientGone);
+        }
+        Ok(true)
     }
 
     /// Drops client messages through the next Sync/Query/FunctionCall; then reports the error
@@ -253,11 +295,12 @@ impl Session {
         out: &mut BytesMut,
     ) -> Result<Action, ProxyError> {
         use tags::frontend::*;
+        tracing::trace!(tag = %(tag as char), "client message");
         let batch_start = out.is_empty()
             && self
                 .held
                 .as_ref()
-                .is_some_and(|h| h.pending.is_empty() && !h.unsynced);
+                .is_some_and(|h| h.pending.only_injected() && !h.unsynced);
         match tag {
             QUERY => {
                 let sql = frontend::parse_query(body)
@@ -497,6 +540,22 @@ fn prepare_on_server(
             server_name: Some(server_name),
         }
     });
+}
+
+/// If `buf` holds exactly a whole Parse followed by a whole Sync, their lengths.
+fn prepare_then_sync(buf: &[u8]) -> Result<Option<(usize, usize)>, poolguard_pg::DecodeError> {
+    use poolguard_pg::framing::{frame_len, DEFAULT_MAX_MESSAGE_LEN};
+    if buf.first() != Some(&tags::frontend::PARSE) {
+        return Ok(None);
+    }
+    let Some(parse_len) = frame_len(buf, DEFAULT_MAX_MESSAGE_LEN)? else {
+        return Ok(None);
+    };
+    let rest = &buf[parse_len..];
+    if rest.len() == 5 && rest[0] == tags::frontend::SYNC && rest[1..5] == [0, 0, 0, 4] {
+        return Ok(Some((parse_len, 5)));
+    }
+    Ok(None)
 }
 
 /// `DEALLOCATE [PREPARE] name` as a whole query: the statement name.

@@ -55,13 +55,19 @@ impl Session {
             };
             let len = step.len();
             if let Step::Whole { tag, .. } | Step::Head { tag, .. } = step {
-                match held.pending.route(tag) {
+                let routed = held.pending.route(tag);
+                tracing::trace!(tag = %(tag as char), ?routed, "server message");
+                match routed {
                     Ok((r, effect)) => {
                         route = r;
-                        if let CacheEffect::Failed(names) = effect {
-                            for n in names {
-                                held.lease.prepared.forget(&n);
+                        match effect {
+                            CacheEffect::Failed(names) => {
+                                for n in names {
+                                    held.lease.prepared.forget(&n);
+                                }
                             }
+                            CacheEffect::Prepared(n) => self.entry.remember_statement(n),
+                            CacheEffect::None => {}
                         }
                     }
                     Err(e) => {
