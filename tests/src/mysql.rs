@@ -461,6 +461,48 @@ impl MyClient {
     }
 }
 
+impl MyClient {
+    /// Sends a command and returns every packet of its response (for binary results and
+    /// commands the text helpers do not decode); an ERR becomes the error.
+    pub fn command_packets(&mut self, payload: &[u8]) -> Result<Vec<Packet>, MyError> {
+        self.write_packet(0, payload)?;
+        let mut tracker = ResponseTracker::new(payload[0], self.caps);
+        let mut packets = Vec::new();
+        loop {
+            let p = self.read_packet()?;
+            let progress = tracker.feed(&p.payload).map_err(|e| MyError {
+                code: 2027,
+                message: e.to_string(),
+            })?;
+            if let Progress::Done { error: Some(_), .. } = progress {
+                return Err(err_of(&p.payload));
+            }
+            let done = matches!(progress, Progress::Done { .. });
+            packets.push(p);
+            if done {
+                return Ok(packets);
+            }
+        }
+    }
+
+    /// COM_STMT_PREPARE; returns the statement id the client was given.
+    pub fn prepare(&mut self, sql: &str) -> Result<u32, MyError> {
+        let mut payload = vec![COM_STMT_PREPARE];
+        payload.extend_from_slice(sql.as_bytes());
+        let packets = self.command_packets(&payload)?;
+        let ok = packets.first().ok_or_else(|| MyError {
+            code: 2027,
+            message: "empty prepare response".into(),
+        })?;
+        poolguard_mysql::stmt::StmtPrepareOk::decode(&ok.payload)
+            .map(|o| o.statement_id)
+            .map_err(|e| MyError {
+                code: 2027,
+                message: e.to_string(),
+            })
+    }
+}
+
 fn scramble(plugin: &str, password: &str, nonce: &[u8]) -> Vec<u8> {
     if plugin == auth::CACHING_SHA2_PASSWORD {
         auth::sha2_auth_response(password.as_bytes(), nonce)

@@ -120,17 +120,6 @@ impl ProxyError {
         }
     }
 
-    /// Errors after which a MySQL client connection cannot continue.
-    pub fn mysql_is_fatal(&self) -> bool {
-        !matches!(
-            self,
-            ProxyError::PoolExhausted(_)
-                | ProxyError::FeatureNotSupported(_)
-                | ProxyError::MysqlServer { .. }
-                | ProxyError::Server(_)
-        )
-    }
-
     pub fn client_io(source: std::io::Error) -> Self {
         ProxyError::Io {
             side: Side::Client,

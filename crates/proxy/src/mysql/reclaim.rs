@@ -49,7 +49,7 @@ pub async fn reclaim(
     let sending_file = inflight
         .as_ref()
         .is_some_and(|i| i.infile == Infile::ClientSending);
-    if held.long_data || sending_file {
+    if !held.long_data.is_empty() || sending_file {
         tracing::info!(pool = %pool, %server, "client left a LOAD DATA LOCAL transfer or long data unfinished; closing its server connection so nothing is completed on its behalf");
         held.lease.discard();
         return;

@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use poolguard_mysql::auth::{self, CACHING_SHA2_PASSWORD, MYSQL_NATIVE_PASSWORD};
 use poolguard_mysql::consts::*;
 use poolguard_mysql::handshake::{
     AuthMoreData, AuthSwitchRequest, HandshakeResponse41, HandshakeV10,
 };
-use poolguard_mysql::packet::{encode_packet, encode_with, PacketCodec};
+use poolguard_mysql::packet::{encode_packet, PacketCodec};
 use poolguard_mysql::response::{ErrPacket, OkPacket};
 use poolguard_mysql::resultset::decode_text_row;
 use poolguard_mysql::stmt::StmtPrepareOk;
@@ -90,8 +90,6 @@ pub struct ServerConn {
     pub state: SessionState,
     /// Statements prepared on this connection, by query text.
     pub stmts: ServerStatements,
-    pub user: String,
-    pub password: String,
 }
 
 impl ServerConn {
@@ -287,8 +285,6 @@ impl MyConnector {
                 true,
             ),
             stmts: ServerStatements::new(self.max_prepared_statements),
-            user: self.user.clone(),
-            password: self.password.clone(),
         };
         match tokio::time::timeout(timeout, self.login(&mut conn)).await {
             Ok(Ok(info)) => {
@@ -316,6 +312,7 @@ impl MyConnector {
         conn.thread_id = hs.connection_id;
         conn.mariadb = hs.is_mariadb();
         conn.caps = caps::server_leg(self.found_rows) & hs.capabilities | CLIENT_PROTOCOL_41;
+        conn.state.multi_statements = conn.caps & CLIENT_MULTI_STATEMENTS != 0;
         let plugin = hs.auth_plugin_name.as_str();
         let response = HandshakeResponse41 {
             capabilities: conn.caps,
@@ -446,11 +443,4 @@ pub async fn read_max_connections(connector: &MyConnector) -> Result<u64, Server
         .and_then(|v| v.as_deref())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| conn.protocol("SELECT @@max_connections returned no number"))
-}
-
-/// A packet payload as `Bytes` (for the relay's copies of client packets).
-pub fn framed(seq: u8, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(payload.len() + 4);
-    encode_with(&mut out, seq, |b| b.extend_from_slice(payload));
-    out.freeze()
 }

@@ -61,7 +61,7 @@ impl Session {
             COM_SET_OPTION => self.set_option(&p).await,
             COM_RESET_CONNECTION => self.reset_connection(p).await,
             COM_CHANGE_USER => self.change_user(p).await,
-            COM_STMT_CLOSE => self.stmt_close(&p),
+            COM_STMT_CLOSE => self.stmt_close(&p).await,
             COM_STMT_RESET => self.stmt_reset(p).await,
             COM_STMT_PREPARE => self.prepare(p).await,
             COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_FETCH => {
@@ -340,6 +340,7 @@ impl Session {
             return None; // no response (COM_STMT_SEND_LONG_DATA)
         }
         let status_before = held.lease.status;
+        held.sticky = false;
         self.inflight = Some(Inflight {
             tracker,
             delta: p.next_seq().wrapping_sub(server_next),

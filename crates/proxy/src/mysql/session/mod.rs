@@ -54,8 +54,12 @@ pub struct Held {
     pub lease: MyLease,
     /// Physical packets of the server's responses.
     pub frames: FrameDecoder,
-    /// COM_STMT_SEND_LONG_DATA went to this server: keep it until the execute.
-    pub long_data: bool,
+    /// Statements (by text) whose server copy holds data from COM_STMT_SEND_LONG_DATA: keep
+    /// the server until they are executed, reset or closed.
+    pub long_data: Vec<bytes::Bytes>,
+    /// The last response carried warnings: keep the server for one more command, so SHOW
+    /// WARNINGS (or `@@warning_count`) sees them.
+    pub sticky: bool,
     /// When the server last finished a command (idle-in-transaction is counted from the later
     /// of this and the client's last packet).
     pub idle_since: Instant,
@@ -66,7 +70,8 @@ impl Held {
         Held {
             lease,
             frames: FrameDecoder::new(SERVER_MAX_PACKET),
-            long_data: false,
+            long_data: Vec::new(),
+            sticky: false,
             idle_since: Instant::now(),
         }
     }
@@ -338,7 +343,7 @@ impl Session {
             && !held.in_transaction()
             && self.transaction_mode
             && self.pinned.is_none()
-            && !held.long_data;
+            && held.long_data.is_empty();
         tracing::warn!(client = %self.holder.client, server = %held.lease.addr, thread = held.lease.thread_id, reason = why, quiet, "MySQL server connection lost");
         held.lease.discard();
         self.registration.target.set(None).await;
@@ -363,7 +368,8 @@ impl Session {
                     && self.pinned.is_none()
                     && self.inflight.is_none()
                     && !h.in_transaction()
-                    && !h.long_data
+                    && h.long_data.is_empty()
+                    && !h.sticky
                     && h.lease.buf.is_empty()
                     && h.frames.is_idle()
             }

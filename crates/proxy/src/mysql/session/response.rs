@@ -10,7 +10,7 @@
 use bytes::{BufMut, BytesMut};
 use poolguard_mysql::consts::*;
 use poolguard_mysql::packet::{encode_packet, Frame};
-use poolguard_mysql::response::{ErrPacket, OkPacket};
+use poolguard_mysql::response::{EofPacket, ErrPacket, OkPacket};
 use poolguard_mysql::Progress;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -27,6 +27,19 @@ use crate::mysql::wire::err_packet;
 struct Done {
     status: Option<u16>,
     error: Option<u16>,
+    /// Warnings the final OK/EOF announced.
+    warnings: u16,
+}
+
+/// The warning count of a response's final OK or EOF packet (0 for anything else).
+fn warnings_of(payload: &[u8], caps: u32) -> u16 {
+    match payload.first() {
+        Some(&OK_HEADER) => OkPacket::decode(payload, caps).map_or(0, |o| o.warnings),
+        Some(&EOF_HEADER) if payload.len() < 9 => {
+            EofPacket::decode(payload).map_or(0, |e| e.warnings)
+        }
+        _ => 0,
+    }
 }
 
 /// Appends a frame for the client, with its sequence id shifted by `delta`.
@@ -124,6 +137,7 @@ impl Session {
                     Some(Done {
                         status: status_flags,
                         error: Some(e.mysql_code(self.mariadb)),
+                        warnings: 0,
                     })
                 }
                 _ => None,
@@ -175,6 +189,7 @@ impl Session {
                 Ok(Some(Done {
                     status: status_flags,
                     error,
+                    warnings: warnings_of(payload, held.lease.caps),
                 }))
             }
         }
@@ -217,6 +232,7 @@ impl Session {
         let inf = self.inflight.take()?;
         let held = self.held.as_mut()?;
         held.idle_since = Instant::now();
+        held.sticky = done.warnings > 0;
         if let Some(s) = done.status {
             held.lease.note_status(s);
             self.state.autocommit = held.lease.state.autocommit;

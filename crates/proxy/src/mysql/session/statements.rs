@@ -54,12 +54,25 @@ impl Session {
         self.forward(p, None, after, false).await
     }
 
-    pub(super) fn stmt_close(&mut self, p: &Packet) -> Option<End> {
-        if let Ok(id) = statement_id(&p.payload) {
-            let id = self.stmts.resolve(id);
-            self.stmts.remove(id);
+    pub(super) async fn stmt_close(&mut self, p: &Packet) -> Option<End> {
+        let Ok(id) = statement_id(&p.payload) else {
+            return None; // COM_STMT_CLOSE has no response, not even to a malformed one
+        };
+        let id = self.stmts.resolve(id);
+        let stmt = self.stmts.remove(id)?;
+        let held = self.held.as_mut()?;
+        if !held.long_data.contains(&stmt.sql) {
+            return None;
         }
-        None // COM_STMT_CLOSE has no response
+        // Its server copy holds long data nobody will execute: close it there, so the next
+        // client preparing the same text does not inherit the data.
+        held.long_data.retain(|s| *s != stmt.sql);
+        let server_id = held.lease.stmts.get(&stmt.sql)?;
+        held.lease.stmts.forget(&stmt.sql);
+        if let Err(e) = close_on_server(held, &[server_id]).await {
+            return self.server_lost(&e.to_string()).await;
+        }
+        None
     }
 
     pub(super) async fn stmt_reset(&mut self, p: Packet) -> Option<End> {
@@ -73,6 +86,7 @@ impl Session {
                 .reply_err(p.next_seq(), &unknown_statement(id, "mysqld_stmt_reset"))
                 .await;
         };
+        let stmt_sql = stmt.sql.clone();
         let server_id = self
             .held
             .as_mut()
@@ -84,8 +98,9 @@ impl Session {
         let mut payload = p.payload.to_vec();
         let _ = rewrite_statement_id(&mut payload, server_id);
         if let Some(h) = self.held.as_mut() {
-            h.long_data = false;
+            h.long_data.retain(|s| *s != stmt_sql);
         }
+        self.deferred_error = None;
         self.send_command(&p, &payload, After::Plain).await
     }
 
@@ -151,7 +166,13 @@ impl Session {
             }
         };
         if let Some(h) = self.held.as_mut() {
-            h.long_data = cmd == COM_STMT_SEND_LONG_DATA || (h.long_data && cmd == COM_STMT_FETCH);
+            match cmd {
+                COM_STMT_SEND_LONG_DATA if !h.long_data.contains(&stmt.sql) => {
+                    h.long_data.push(stmt.sql.clone())
+                }
+                COM_STMT_EXECUTE => h.long_data.retain(|s| *s != stmt.sql),
+                _ => {}
+            }
         }
         let after = if cmd == COM_STMT_EXECUTE {
             After::Execute { sql: stmt.sql }
