@@ -52,9 +52,6 @@ pub struct LoggedIn {
     pub registration: Registration,
     pub state: SessionState,
     pub mariadb: bool,
-    /// The nonce of the last authentication exchange (COM_CHANGE_USER answers are computed
-    /// with a fresh one poolguard sends).
-    pub nonce: Vec<u8>,
 }
 
 /// The client socket and its unread bytes during the connection phase.
@@ -150,8 +147,11 @@ async fn login(
     info: &ServerInfo,
     seq: &mut u8,
 ) -> Result<Option<LoggedIn>, ProxyError> {
-    let front = shared.config.mysql.as_ref();
-    let allow_infile = front.is_some_and(|f| f.allow_local_infile);
+    let allow_infile = shared
+        .config
+        .mysql
+        .as_ref()
+        .is_some_and(|f| f.allow_local_infile);
     let method = auth::method(&shared.config);
     let offered = caps::offer(info.capabilities, allow_infile);
     let conn_id = shared.mysql.kills.next_id();
@@ -173,23 +173,49 @@ async fn login(
     };
     io.write(0, |b| greeting.encode(b)).await?;
     *seq = 1;
+    let Some(response) = read_response(&mut io, seq).await? else {
+        return Ok(None);
+    };
+    let caps = caps::negotiated(response.capabilities, offered);
+    authenticate(&mut io, shared, method, &response, caps, &nonce, peer, seq).await?;
+    let ready = admit(shared, &response, caps, peer, conn_id, info.mariadb).await?;
+    io.write(*seq, |b| {
+        OkPacket::with_status(SERVER_STATUS_AUTOCOMMIT).encode(b, CLIENT_PROTOCOL_41)
+    })
+    .await?;
+    let h = &ready.holder;
+    tracing::info!(client = %peer, user = %h.user, database = %h.database, application = %h.application, conn_id, "MySQL client logged in");
+    Ok(Some(ready))
+}
+
+/// Reads the handshake response; `None` if the client left without one.
+async fn read_response(
+    io: &mut ClientIo<'_>,
+    seq: &mut u8,
+) -> Result<Option<HandshakeResponse41>, ProxyError> {
     let Some(first) = io.read().await? else {
         return Ok(None);
     };
     *seq = first.next_seq();
-    let response = match decode_client_handshake(&first.payload) {
-        Ok(ClientHandshake::Response(r)) => r,
-        Ok(ClientHandshake::SslRequest(_)) => {
-            return Err(ProxyError::Handshake(
-                "poolguard's MySQL front door does not offer TLS; connect without SSL (e.g. --ssl=0, ssl-mode=DISABLED)".into(),
-            ))
-        }
-        Err(e) => return Err(ProxyError::Handshake(format!("bad handshake response: {e}"))),
-    };
-    let caps = caps::negotiated(response.capabilities, offered);
-    let user = response.username.clone();
-    let nonce = authenticate(&mut io, shared, method, &response, caps, &nonce, peer, seq).await?;
+    match decode_client_handshake(&first.payload) {
+        Ok(ClientHandshake::Response(r)) => Ok(Some(r)),
+        Ok(ClientHandshake::SslRequest(_)) => Err(ProxyError::Handshake(
+            "poolguard's MySQL front door does not offer TLS; connect without SSL (e.g. --ssl=0, ssl-mode=DISABLED)".into(),
+        )),
+        Err(e) => Err(ProxyError::Handshake(format!("bad handshake response: {e}"))),
+    }
+}
 
+/// Chooses the pool of an authenticated client and admits it (session mode: with its server).
+async fn admit(
+    shared: &Arc<Shared>,
+    response: &HandshakeResponse41,
+    caps: u32,
+    peer: SocketAddr,
+    conn_id: u32,
+    mariadb: bool,
+) -> Result<LoggedIn, ProxyError> {
+    let user = response.username.clone();
     let (db, db_slot) = choose_database(shared, response.database.as_deref())?;
     let found_rows = caps & CLIENT_FOUND_ROWS != 0;
     let entry = shared.mysql.pool(shared, &db, &user, found_rows);
@@ -202,7 +228,7 @@ async fn login(
         client: peer.to_string(),
         user: user.clone(),
         database: db.name.clone(),
-        application: application.clone(),
+        application,
     };
     // Session mode takes its server now, so refusals arrive at connect time.
     let lease = match db.pool_mode {
@@ -215,32 +241,24 @@ async fn login(
         ),
         PoolMode::Transaction => None,
     };
-    let registration = shared.mysql.kills.register(conn_id, &user);
-    io.write(*seq, |b| {
-        OkPacket::with_status(SERVER_STATUS_AUTOCOMMIT).encode(b, CLIENT_PROTOCOL_41)
-    })
-    .await?;
-    tracing::info!(client = %peer, user = %user, database = %db.name, application = %application, conn_id, "MySQL client logged in");
     let state = SessionState::new(
         Some(db.server_database.clone()),
         u16::from(response.charset),
         caps & CLIENT_MULTI_STATEMENTS != 0,
     );
-    Ok(Some(LoggedIn {
+    Ok(LoggedIn {
         entry,
         holder,
         caps,
         db_slot,
         lease,
-        registration,
+        registration: shared.mysql.kills.register(conn_id, &user),
         state,
-        mariadb: info.mariadb,
-        nonce,
-    }))
+        mariadb,
+    })
 }
 
 /// Authenticates the client, switching it to poolguard's plugin if it answered with another.
-/// Returns the nonce the accepted response was computed with.
 #[allow(clippy::too_many_arguments)]
 async fn authenticate(
     io: &mut ClientIo<'_>,
@@ -251,7 +269,7 @@ async fn authenticate(
     nonce: &[u8],
     peer: SocketAddr,
     seq: &mut u8,
-) -> Result<Vec<u8>, ProxyError> {
+) -> Result<(), ProxyError> {
     let ours = auth::plugin_name(method);
     let theirs = response
         .auth_plugin_name
@@ -280,7 +298,7 @@ async fn authenticate(
             .await?;
         *seq = seq.wrapping_add(1);
     }
-    Ok(nonce)
+    Ok(())
 }
 
 /// Sends an AuthSwitchRequest with a fresh nonce and reads the client's answer.

@@ -309,108 +309,98 @@ fn is_word_byte(b: u8) -> bool {
 fn lex(sql: &[u8]) -> Vec<Token> {
     let mut out = Vec::new();
     let mut i = 0;
-    let n = sql.len();
-    while i < n {
-        let b = sql[i];
-        let start = i;
-        match b {
-            b' ' | b'\t' | b'\r' | b'\n' | 0x0c => i += 1,
-            b'#' => i = skip_line(sql, i),
-            b'-' if sql.get(i + 1) == Some(&b'-')
-                && sql
-                    .get(i + 2)
-                    .is_none_or(|c| c.is_ascii_whitespace() || *c < 0x20) =>
-            {
-                i = skip_line(sql, i)
+    while i < sql.len() {
+        i = match skip_insignificant(sql, i) {
+            Some(next) => next,
+            None => {
+                let (tok, end) = token_at(sql, i);
+                out.push(Token { tok, start: i, end });
+                end
             }
-            b'/' if sql.get(i + 1) == Some(&b'*') => {
-                if matches!(sql.get(i + 2), Some(b'!')) || sql[i..].starts_with(b"/*M!") {
-                    // Executable comment: drop the marker and version, read the body as code.
-                    i += if sql[i + 2] == b'!' { 3 } else { 4 };
-                    while i < n && sql[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                } else {
-                    i = match find(sql, i + 2, b"*/") {
-                        Some(e) => e + 2,
-                        None => n,
-                    };
-                }
-            }
-            b'*' if sql.get(i + 1) == Some(&b'/') => i += 2, // end of an executable comment
-            b'\'' | b'"' | b'`' => {
-                let (content, end) = quoted(sql, i);
-                out.push(Token {
-                    tok: Tok::Quoted(content),
-                    start,
-                    end,
-                });
-                i = end;
-            }
-            b'@' => {
-                let at2 = sql.get(i + 1) == Some(&b'@');
-                let mut j = i + if at2 { 2 } else { 1 };
-                let name = if !at2 && matches!(sql.get(j), Some(b'\'' | b'"' | b'`')) {
-                    let (content, end) = quoted(sql, j);
-                    j = end;
-                    content
-                } else {
-                    let s = j;
-                    while j < n && (is_word_byte(sql[j]) || sql[j] == b'.') {
-                        j += 1;
-                    }
-                    String::from_utf8_lossy(&sql[s..j]).into_owned()
-                };
-                let name = name.to_ascii_lowercase();
-                let tok = if at2 {
-                    Tok::SysVar(name)
-                } else {
-                    Tok::UserVar(name)
-                };
-                out.push(Token { tok, start, end: j });
-                i = j;
-            }
-            b':' if sql.get(i + 1) == Some(&b'=') => {
-                out.push(Token {
-                    tok: Tok::Assign,
-                    start,
-                    end: i + 2,
-                });
-                i += 2;
-            }
-            b'0'..=b'9' => {
-                while i < n && is_word_byte(sql[i]) {
-                    i += 1;
-                }
-                let digits = std::str::from_utf8(&sql[start..i]).unwrap_or("");
-                let tok = match digits.parse() {
-                    Ok(v) => Tok::Number(v),
-                    Err(_) => Tok::Word(digits.to_ascii_uppercase()),
-                };
-                out.push(Token { tok, start, end: i });
-            }
-            _ if is_word_byte(b) => {
-                while i < n && is_word_byte(sql[i]) {
-                    i += 1;
-                }
-                let w = String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase();
-                out.push(Token {
-                    tok: Tok::Word(w),
-                    start,
-                    end: i,
-                });
-            }
-            _ => {
-                out.push(Token {
-                    tok: Tok::Punct(b),
-                    start,
-                    end: i + 1,
-                });
-                i += 1;
-            }
-        }
+        };
     }
     out
+}
+
+/// Whitespace, comments and executable-comment markers at `i`: where the text resumes.
+fn skip_insignificant(sql: &[u8], i: usize) -> Option<usize> {
+    let n = sql.len();
+    let next = |k: usize| sql.get(i + k).copied();
+    match sql[i] {
+        b' ' | b'\t' | b'\r' | b'\n' | 0x0c => Some(i + 1),
+        b'#' => Some(skip_line(sql, i)),
+        b'-' if next(1) == Some(b'-')
+            && next(2).is_none_or(|c| c.is_ascii_whitespace() || c < 0x20) =>
+        {
+            Some(skip_line(sql, i))
+        }
+        b'/' if next(1) == Some(b'*') => {
+            let marker = match (next(2), next(3)) {
+                (Some(b'!'), _) => 3,
+                (Some(b'M'), Some(b'!')) => 4,
+                _ => return Some(find(sql, i + 2, b"*/").map_or(n, |e| e + 2)),
+            };
+            // Executable comment: drop the marker and version, read the body as code.
+            let mut j = i + marker;
+            while j < n && sql[j].is_ascii_digit() {
+                j += 1;
+            }
+            Some(j)
+        }
+        b'*' if next(1) == Some(b'/') => Some(i + 2), // end of an executable comment
+        _ => None,
+    }
+}
+
+/// The token starting at `i` (not whitespace or a comment) and where it ends.
+fn token_at(sql: &[u8], i: usize) -> (Tok, usize) {
+    let b = sql[i];
+    let word_end = |from: usize, extra: u8| {
+        let mut j = from;
+        while j < sql.len() && (is_word_byte(sql[j]) || sql[j] == extra) {
+            j += 1;
+        }
+        j
+    };
+    match b {
+        b'\'' | b'"' | b'`' => {
+            let (content, end) = quoted(sql, i);
+            (Tok::Quoted(content), end)
+        }
+        b'@' => {
+            let system = sql.get(i + 1) == Some(&b'@');
+            let from = i + if system { 2 } else { 1 };
+            let (name, end) = if !system && matches!(sql.get(from), Some(b'\'' | b'"' | b'`')) {
+                quoted(sql, from)
+            } else {
+                let end = word_end(from, b'.');
+                (String::from_utf8_lossy(&sql[from..end]).into_owned(), end)
+            };
+            let name = name.to_ascii_lowercase();
+            let tok = if system {
+                Tok::SysVar(name)
+            } else {
+                Tok::UserVar(name)
+            };
+            (tok, end)
+        }
+        b':' if sql.get(i + 1) == Some(&b'=') => (Tok::Assign, i + 2),
+        b'0'..=b'9' => {
+            let end = word_end(i, b'_');
+            let digits = std::str::from_utf8(&sql[i..end]).unwrap_or("");
+            let tok = match digits.parse() {
+                Ok(v) => Tok::Number(v),
+                Err(_) => Tok::Word(digits.to_ascii_uppercase()),
+            };
+            (tok, end)
+        }
+        _ if is_word_byte(b) => {
+            let end = word_end(i, b'_');
+            let w = String::from_utf8_lossy(&sql[i..end]).to_ascii_uppercase();
+            (Tok::Word(w), end)
+        }
+        _ => (Tok::Punct(b), i + 1),
+    }
 }
 
 fn skip_line(sql: &[u8], i: usize) -> usize {

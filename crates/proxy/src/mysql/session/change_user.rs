@@ -33,45 +33,16 @@ impl Session {
                 return Some(End::Kicked(e, p.next_seq()));
             }
         };
-        let method = auth::method(&self.shared.config);
-        let nonce = poolguard_mysql::auth::generate_nonce();
-        let switch = AuthSwitchRequest {
-            plugin_name: auth::plugin_name(method).to_owned(),
-            plugin_data: nonce.to_vec(),
-        };
-        let mut out = bytes::BytesMut::new();
-        encode_with(&mut out, p.next_seq(), |b| switch.encode(b));
-        if let Some(end) = self.write_client(&out).await {
-            return Some(end);
-        }
-        let answer = match self.read_client_packet().await {
-            Ok(a) => a,
+        let mut seq = match self.reauthenticate(&p, &cu.username).await {
+            Ok(seq) => seq,
             Err(end) => return Some(end),
         };
-        let mut seq = answer.next_seq();
-        let peer_ip = self
-            .holder
-            .client
-            .rsplit_once(':')
-            .map_or(self.holder.client.as_str(), |(ip, _)| ip)
-            .to_owned();
-        let verified = auth::verify(
-            &self.shared.config,
-            method,
-            &cu.username,
-            &peer_ip,
-            &nonce,
-            &answer.payload,
-        );
-        if let Err(e) = verified {
-            return Some(End::Kicked(e, seq));
-        }
         let (db, db_slot) = match choose_database(&self.shared, Some(cu.database.as_str())) {
             Ok(d) => d,
             Err(e) => return Some(End::Kicked(e, seq)),
         };
-        if method == MysqlAuth::CachingSha2 {
-            out.clear();
+        if auth::method(&self.shared.config) == MysqlAuth::CachingSha2 {
+            let mut out = bytes::BytesMut::new();
             encode_with(&mut out, seq, |b| {
                 AuthMoreData::fast_auth_success().encode(b)
             });
@@ -92,7 +63,6 @@ impl Session {
         self.registration.target.set_user(&cu.username);
         self.transaction_mode = db.pool_mode == PoolMode::Transaction;
         if let Some(c) = cu.charset {
-            // The collation id travels in 2 bytes here; ids above 255 are not in use.
             self.login_charset = c;
         }
         self.state = SessionState::new(
@@ -109,11 +79,45 @@ impl Session {
             }
         }
         tracing::info!(client = %self.holder.client, user = %cu.username, database = %db.name, "COM_CHANGE_USER");
-        out.clear();
+        let mut out = bytes::BytesMut::new();
         encode_with(&mut out, seq, |b| {
             OkPacket::with_status(SERVER_STATUS_AUTOCOMMIT).encode(b, CLIENT_PROTOCOL_41)
         });
         self.write_client(&out).await
+    }
+
+    /// Sends an AuthSwitchRequest with a fresh nonce and checks the answer for `user`.
+    /// Returns the sequence id of poolguard's next packet; a failure ends the session (1045).
+    async fn reauthenticate(&mut self, p: &Packet, user: &str) -> Result<u8, End> {
+        let method = auth::method(&self.shared.config);
+        let nonce = poolguard_mysql::auth::generate_nonce();
+        let switch = AuthSwitchRequest {
+            plugin_name: auth::plugin_name(method).to_owned(),
+            plugin_data: nonce.to_vec(),
+        };
+        let mut out = bytes::BytesMut::new();
+        encode_with(&mut out, p.next_seq(), |b| switch.encode(b));
+        if let Some(end) = self.write_client(&out).await {
+            return Err(end);
+        }
+        let answer = self.read_client_packet().await?;
+        let seq = answer.next_seq();
+        let peer_ip = self
+            .holder
+            .client
+            .rsplit_once(':')
+            .map_or(self.holder.client.as_str(), |(ip, _)| ip)
+            .to_owned();
+        auth::verify(
+            &self.shared.config,
+            method,
+            user,
+            &peer_ip,
+            &nonce,
+            &answer.payload,
+        )
+        .map_err(|e| End::Kicked(e, seq))?;
+        Ok(seq)
     }
 
     /// Gives back the server of the old session, rolled back and reset.

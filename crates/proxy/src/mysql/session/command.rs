@@ -198,10 +198,7 @@ impl Session {
             };
             return self.reply_err(seq, &e).await;
         }
-        if u64::from(self.registration.id) == id {
-            // Killing one's own connection: answer, then let the kick end the session.
-            return self.reply_ok(seq).await;
-        }
+        // KILL of one's own connection too: answer, then the kick ends the session.
         self.reply_ok(seq).await
     }
 

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::command::After;
 use super::statements::close_on_server;
-use super::{End, Infile, Session};
+use super::{End, Infile, Inflight, Session};
 use crate::error::ProxyError;
 use crate::mysql::server::{ServerConn, ServerError};
 use crate::mysql::sync::{Plan, SessionState};
@@ -104,6 +104,7 @@ impl Session {
                 .mysql
                 .as_ref()
                 .is_some_and(|m| m.allow_local_infile);
+        let (mariadb, timeout) = (self.mariadb, self.entry.db.limits.query_timeout);
         let (Some(inf), Some(held)) = (self.inflight.as_mut(), self.held.as_mut()) else {
             return Err("no command in flight".into());
         };
@@ -113,43 +114,15 @@ impl Session {
             .tracker
             .feed_frame(frame)
             .map_err(|e| format!("unexpected packet from server: {e}"))?;
-        let payload = frame.payload();
-        if frame.starts_packet()
-            && payload.first() == Some(&OK_HEADER)
-            && inf.tracker.rows() == rows_before
-            && inf.tracker.command() != COM_STMT_PREPARE
-        {
-            if let Ok(ok) = OkPacket::decode(payload, held.lease.caps) {
-                if ok.last_insert_id != 0 {
-                    inf.insert_id = Some(ok.last_insert_id);
-                }
-            }
-        }
+        note_insert_id(inf, frame, held.lease.caps, rows_before);
         let client_seq = frame.seq.wrapping_add(inf.delta);
         if let Infile::Refused { client_seq } = inf.infile {
-            // The server is answering the empty transfer poolguard sent: swallow it.
-            return Ok(match progress {
-                Progress::Done { status_flags, .. } => {
-                    let e = ProxyError::FeatureNotSupported(
-                        "poolguard refuses LOAD DATA LOCAL INFILE: [mysql] allow_local_infile = false; the server got an empty file, nothing was loaded".into(),
-                    );
-                    err_packet(out, client_seq, &e, self.mariadb);
-                    Some(Done {
-                        status: status_flags,
-                        error: Some(e.mysql_code(self.mariadb)),
-                        warnings: 0,
-                    })
-                }
-                _ => None,
-            });
+            return Ok(answer_refused_infile(progress, client_seq, out, mariadb));
         }
+        let rewrite_prepare = !had_prepare_ok && inf.tracker.prepare_ok().is_some();
         match progress {
             Progress::More => {
-                if !had_prepare_ok && inf.tracker.prepare_ok().is_some() {
-                    push_prepare_ok(out, frame, inf.prepare_id, inf.delta);
-                } else {
-                    push_frame(out, &frame.raw, inf.delta);
-                }
+                relay(out, frame, inf, rewrite_prepare);
                 Ok(None)
             }
             Progress::LocalInfileRequested if allow_infile => {
@@ -174,22 +147,15 @@ impl Session {
                 status_flags,
                 error,
             } => {
-                if !had_prepare_ok && inf.tracker.prepare_ok().is_some() {
-                    push_prepare_ok(out, frame, inf.prepare_id, inf.delta);
-                } else if error == Some(ER_QUERY_INTERRUPTED) && inf.kill_sent {
-                    let t = self.entry.db.limits.query_timeout.unwrap_or_default();
-                    let e = ProxyError::QueryTimeout(format!(
-                        "poolguard: query ran longer than query_timeout ({}) and was killed",
-                        super::fmt_duration(t)
-                    ));
-                    err_packet(out, client_seq, &e, self.mariadb);
+                if error == Some(ER_QUERY_INTERRUPTED) && inf.kill_sent {
+                    err_packet(out, client_seq, &timeout_error(timeout), mariadb);
                 } else {
-                    push_frame(out, &frame.raw, inf.delta);
+                    relay(out, frame, inf, rewrite_prepare);
                 }
                 Ok(Some(Done {
                     status: status_flags,
                     error,
-                    warnings: warnings_of(payload, held.lease.caps),
+                    warnings: warnings_of(frame.payload(), held.lease.caps),
                 }))
             }
         }
@@ -331,6 +297,61 @@ impl Session {
         }
         None
     }
+}
+
+/// Forwards a frame, with the client's statement id if it is the STMT_PREPARE_OK.
+fn relay(out: &mut BytesMut, frame: &Frame, inf: &Inflight, rewrite_prepare: bool) {
+    if rewrite_prepare {
+        push_prepare_ok(out, frame, inf.prepare_id, inf.delta);
+    } else {
+        push_frame(out, &frame.raw, inf.delta);
+    }
+}
+
+/// Remembers LAST_INSERT_ID from an OK packet of the response (not from rows or
+/// STMT_PREPARE_OK, which also start with 0x00).
+fn note_insert_id(inf: &mut Inflight, frame: &Frame, caps: u32, rows_before: u64) {
+    let payload = frame.payload();
+    if frame.starts_packet()
+        && payload.first() == Some(&OK_HEADER)
+        && inf.tracker.rows() == rows_before
+        && inf.tracker.command() != COM_STMT_PREPARE
+    {
+        if let Ok(ok) = OkPacket::decode(payload, caps) {
+            if ok.last_insert_id != 0 {
+                inf.insert_id = Some(ok.last_insert_id);
+            }
+        }
+    }
+}
+
+/// The server's answer to the empty transfer poolguard sent is swallowed; at its end the client
+/// gets poolguard's refusal instead.
+fn answer_refused_infile(
+    progress: Progress,
+    client_seq: u8,
+    out: &mut BytesMut,
+    mariadb: bool,
+) -> Option<Done> {
+    let Progress::Done { status_flags, .. } = progress else {
+        return None;
+    };
+    let e = ProxyError::FeatureNotSupported(
+        "poolguard refuses LOAD DATA LOCAL INFILE: [mysql] allow_local_infile = false; the server got an empty file, nothing was loaded".into(),
+    );
+    err_packet(out, client_seq, &e, mariadb);
+    Some(Done {
+        status: status_flags,
+        error: Some(e.mysql_code(mariadb)),
+        warnings: 0,
+    })
+}
+
+fn timeout_error(timeout: Option<std::time::Duration>) -> ProxyError {
+    ProxyError::QueryTimeout(format!(
+        "poolguard: query ran longer than query_timeout ({}) and was killed",
+        super::fmt_duration(timeout.unwrap_or_default())
+    ))
 }
 
 /// STMT_PREPARE_OK with the client's statement id in place of the server's.
