@@ -1,6 +1,7 @@
 //! The `poolguard` binary: `run` the proxy, or `check` a configuration against the servers.
 
 mod demo;
+mod sandbox_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,9 @@ use poolguard_proxy::Proxy;
 #[derive(Parser)]
 #[command(name = "poolguard", version, about, long_about = None)]
 struct Cli {
+    /// Worker threads for the proxy (1 = a single event loop, like PgBouncer; 0 = one per core).
+    #[arg(long, global = true, default_value_t = 0, env = "POOLGUARD_THREADS")]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +55,24 @@ enum Command {
         #[arg(long, default_value_t = 6432)]
         port: u16,
     },
+    /// Start a throwaway PostgreSQL or MariaDB on a free loopback port (for experiments and
+    /// benchmark scripts); prints KEY=value lines, runs until Ctrl-C/SIGTERM, then removes it.
+    Sandbox {
+        /// postgres or mariadb.
+        #[arg(long, default_value = "postgres")]
+        engine: String,
+        #[arg(long, default_value_t = 100)]
+        max_connections: u32,
+        /// A login role with password, name:password (repeatable).
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// A database and its owner, name:owner (repeatable).
+        #[arg(long = "database")]
+        databases: Vec<String>,
+        /// An extra server setting, key=value (repeatable).
+        #[arg(long = "setting")]
+        settings: Vec<String>,
+    },
     /// Validate a configuration, reach each backend and verify the connection budgets.
     /// Exits non-zero with a message naming the problem.
     Check {
@@ -81,7 +103,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("poolguard: cannot start the runtime: {e}");
@@ -95,6 +129,22 @@ fn main() -> ExitCode {
                 skip_budget_check,
             } => run(load(&config)?, skip_budget_check).await,
             Command::Check { config } => check(load(&config)?).await,
+            Command::Sandbox {
+                engine,
+                max_connections,
+                users,
+                databases,
+                settings,
+            } => {
+                sandbox_cmd::sandbox(sandbox_cmd::SandboxOptions {
+                    engine,
+                    max_connections,
+                    users,
+                    databases,
+                    settings,
+                })
+                .await
+            }
             Command::Demo {
                 once,
                 clients,
@@ -184,7 +234,7 @@ async fn run(config: Config, skip_budget_check: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -66,6 +66,9 @@ pub struct Findings {
 /// Scans SQL text. `extras` are the operator's `track_extra_parameters`.
 pub fn scan(sql: &str, extras: &[String]) -> Findings {
     let mut f = Findings::default();
+    if is_plain(sql) {
+        return f;
+    }
     // Session-level forms (pg_advisory_lock, pg_try_advisory_lock_shared, ...) contain
     // "advisory_lock"; the transaction-level ones say "advisory_xact_lock" and end at commit.
     if contains_ignore_case(sql, "advisory_lock") {
@@ -123,6 +126,44 @@ pub fn scan(sql: &str, extras: &[String]) -> Findings {
         }
     }
     f
+}
+
+/// The common case, decided without allocating: one statement (at most a trailing `;`) that
+/// starts with a keyword that cannot create session state, and no advisory-lock call or
+/// temporary table in its text.
+fn is_plain(sql: &str) -> bool {
+    let s = sql.trim_start();
+    let word_end = s
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    let first = &s[..word_end];
+    let harmless = [
+        "select",
+        "insert",
+        "update",
+        "delete",
+        "begin",
+        "commit",
+        "end",
+        "rollback",
+        "values",
+        "with",
+        "fetch",
+        "start",
+        "savepoint",
+        "release",
+        "show",
+        "explain",
+        "copy",
+        "abort",
+    ];
+    if !harmless.iter().any(|k| k.eq_ignore_ascii_case(first)) {
+        return false;
+    }
+    let body = s.trim_end().trim_end_matches(';');
+    !body.contains(';')
+        && !contains_ignore_case(body, "advisory_lock")
+        && !contains_ignore_case(body, "temp")
 }
 
 fn is_tracked(name: &str, extras: &[String]) -> bool {
@@ -311,6 +352,19 @@ mod tests {
         assert!(feats("SELECT 'LISTEN x; SET a = 1'").is_empty());
         assert!(feats("-- LISTEN x\nSELECT 1").is_empty());
         assert!(feats("SELECT $$ LISTEN x; $$").is_empty());
+    }
+
+    #[test]
+    fn plain_statements_take_the_fast_path_and_others_do_not() {
+        assert!(is_plain(
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+        ));
+        assert!(is_plain("  update t set x = 1;"));
+        assert!(!is_plain("SELECT 1; LISTEN x"));
+        assert!(!is_plain("SELECT pg_advisory_lock(1)"));
+        assert!(!is_plain("SELECT * INTO TEMP t FROM x"));
+        assert!(!is_plain("SET x = 1"));
+        assert!(!is_plain("/* c */ LISTEN x"));
     }
 
     #[test]

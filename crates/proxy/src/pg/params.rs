@@ -26,6 +26,8 @@ pub fn is_reported(name: &str) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSet {
     values: Vec<(String, String)>,
+    /// Bumped on every change, so a server synced to this set can tell it is still in line.
+    version: u64,
 }
 
 impl ParamSet {
@@ -36,7 +38,15 @@ impl ParamSet {
             .map(|(_, v)| v.as_str())
     }
 
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub fn set(&mut self, name: &str, value: &str) {
+        if self.get(name) == Some(value) {
+            return;
+        }
+        self.version += 1;
         match self
             .values
             .iter_mut()
@@ -50,6 +60,7 @@ impl ParamSet {
     }
 
     pub fn remove(&mut self, name: &str) {
+        self.version += 1;
         self.values.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
@@ -59,6 +70,7 @@ impl ParamSet {
 
     /// Drops the extras (not reported by the server), as DISCARD ALL / RESET ALL reset them.
     pub fn retain_reported(&mut self) {
+        self.version += 1;
         self.values.retain(|(n, _)| is_reported(n));
     }
 }

@@ -55,6 +55,9 @@ pub struct ServerConn {
     pub prepared: ServerStatements,
     /// The tracked parameters as this server currently has them.
     pub current: ParamSet,
+    /// (client key, parameter version) this server was last brought in line with: when the
+    /// same client comes back with unchanged parameters, nothing needs comparing.
+    pub synced_for: Option<(i32, u64)>,
 }
 
 impl ServerConn {
@@ -83,6 +86,7 @@ impl ServerConn {
 
     /// After DISCARD ALL: nothing prepared, extras back to their defaults.
     pub fn forget_session_state(&mut self) {
+        self.synced_for = None;
         self.prepared.clear();
         self.current.retain_reported();
     }
@@ -246,6 +250,7 @@ impl PgConnector {
             params: Arc::new(Vec::new()),
             prepared: ServerStatements::new(self.max_prepared_statements),
             current: ParamSet::default(),
+            synced_for: None,
         };
         match tokio::time::timeout(self.connect_timeout, self.login(&mut conn)).await {
             Ok(Ok(())) => Ok(conn),

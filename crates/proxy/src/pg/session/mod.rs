@@ -291,7 +291,9 @@ impl Session {
     /// Makes a freshly leased server the client's: cancel target, and its parameters.
     async fn start_lease(&mut self, mut held: Held) -> Result<(), ProxyError> {
         self.registration.target.set(Some(held.key())).await;
-        {
+        let stamp = (self.registration.pid, self.params.version());
+        if held.lease.synced_for != Some(stamp) {
+            held.lease.synced_for = Some(stamp);
             let extras = self.extra_parameters();
             let sql = sync_sql(&self.params, &held.lease.current, extras);
             if !sql.is_empty() {
