@@ -15,7 +15,7 @@ pub struct SandboxOptions {
 }
 
 fn split_pair<'a>(s: &'a str, what: &str) -> anyhow::Result<(&'a str, &'a str)> {
-    s.split_once(|c| c == ':' || c == '=')
+    s.split_once([':', '='])
         .with_context(|| format!("{what} {s:?}: expected name:value"))
 }
 
