@@ -36,7 +36,12 @@ const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(1024);
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&mut client, &mut buf, peer, &shared));
+    // Boxed: the login's state (SCRAM, startup parsing) is large and only lives during login,
+    // while this task lives as long as the client.
+    let login = tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        Box::pin(login(&mut client, &mut buf, peer, &shared)),
+    );
     let ready = match login.await {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => return,
@@ -54,6 +59,8 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
         }
     };
     let leftover = buf.split();
+    // `buf` would keep the login buffer's allocation alive for the whole session.
+    drop(buf);
     Session::new(client, leftover, shared, ready).run().await;
 }
 
@@ -336,4 +343,21 @@ async fn authenticate(
 fn random_secret() -> String {
     let n: u128 = rand::thread_rng().gen();
     format!("{n:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connected client costs one task holding this future: keep an eye on its size.
+    #[tokio::test]
+    async fn client_task_size() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let shared = Shared::new(crate::config::Config::builtin_default("x"));
+        let fut = serve_client(client, addr, shared);
+        println!("serve_client future: {} bytes", std::mem::size_of_val(&fut));
+        println!("Session: {} bytes", std::mem::size_of::<Session>());
+    }
 }

@@ -46,7 +46,7 @@ impl Session {
                 return None;
             }
             if self.skipping.is_some() {
-                match self.skip_to_sync().await {
+                match Box::pin(self.skip_to_sync()).await {
                     Ok(true) => continue,
                     Ok(false) => return None,
                     Err(end) => return Some(end),
@@ -59,12 +59,12 @@ impl Session {
                 if self.cbuf[0] == tags::frontend::TERMINATE {
                     return Some(End::Terminate);
                 }
-                match self.answer_prepare_locally().await {
+                match Box::pin(self.answer_prepare_locally()).await {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(end) => return Some(end),
                 }
-                if let Err(e) = self.acquire().await {
+                if let Err(e) = Box::pin(self.acquire()).await {
                     tracing::warn!(client = %self.holder.client, code = e.sqlstate(), error = %e, "acquire failed");
                     if matches!(e, ProxyError::ShuttingDown(_)) {
                         return Some(End::Kicked(e));
@@ -261,7 +261,7 @@ impl Session {
             };
             if let Err(e) = held.lease.stream.write_all(out).await {
                 tracing::warn!(error = %e, "write to server failed");
-                return Err(self.server_lost().await);
+                return Err(Box::pin(self.server_lost()).await);
             }
         }
         let mut answers = BytesMut::new();

@@ -130,7 +130,7 @@ impl Session {
         held.lease.buf = buf;
         if let Some(problem) = failure {
             tracing::warn!(server = %held.lease.addr, problem = %problem, "server protocol error");
-            return Some(self.server_lost().await);
+            return Some(Box::pin(self.server_lost()).await);
         }
         if write.is_err() {
             return Some(End::ClientGone);

@@ -212,7 +212,7 @@ impl Session {
                     reset: !self.transaction_mode || held.dirty || self.pinned.is_some(),
                 },
             };
-            reclaim(held, how, &pool).await;
+            Box::pin(reclaim(held, how, &pool)).await;
         }
     }
 
@@ -223,13 +223,18 @@ impl Session {
             }
             self.maybe_release().await;
             let deadline = self.next_deadline();
-            self.cbuf.reserve(4096);
+            let idle = self.held.is_none() && self.cbuf.is_empty();
+            if idle {
+                // An idle client holds no buffers: thousands of them must stay cheap.
+                self.cbuf = BytesMut::new();
+                self.out = BytesMut::new();
+            }
             let event = {
                 let client = &mut self.client;
                 let cbuf = &mut self.cbuf;
                 let server = self.held.as_mut().map(|h| &mut *h.lease);
                 tokio::select! {
-                    r = client.read_buf(cbuf) => Event::Client(r),
+                    r = read_client(client, cbuf, idle) => Event::Client(r),
                     r = async {
                         match server {
                             Some(s) => { s.buf.reserve(8192); s.stream.read_buf(&mut s.buf).await }
@@ -247,14 +252,16 @@ impl Session {
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
                 Event::Client(Ok(_)) => self.last_client_activity = Instant::now(),
-                Event::Server(Ok(0)) | Event::Server(Err(_)) => return self.server_lost().await,
+                Event::Server(Ok(0)) | Event::Server(Err(_)) => {
+                    return Box::pin(self.server_lost()).await
+                }
                 Event::Server(Ok(_)) => {
                     if let Some(end) = self.pump_server().await {
                         return end;
                     }
                 }
                 Event::Deadline => {
-                    if let Some(end) = self.on_deadline().await {
+                    if let Some(end) = Box::pin(self.on_deadline()).await {
                         return end;
                     }
                 }
@@ -496,6 +503,27 @@ impl Session {
             }
         }
     }
+}
+
+/// Reads from the client. An idle client first waits for readability with no buffer held.
+async fn read_client(
+    client: &mut TcpStream,
+    cbuf: &mut BytesMut,
+    idle: bool,
+) -> std::io::Result<usize> {
+    if idle {
+        loop {
+            client.readable().await?;
+            cbuf.reserve(2048);
+            match client.try_read_buf(cbuf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    cbuf.reserve(2048);
+    client.read_buf(cbuf).await
 }
 
 pub fn fmt_duration(d: Duration) -> String {
