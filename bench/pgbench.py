@@ -28,6 +28,7 @@ POOLGUARD = os.path.join(ROOT, "target", "release", "poolguard")
 USER, PASSWORD, DB = "app", "app-secret", "bank"
 POOL = 20
 TICK = os.sysconf("SC_CLK_TCK")
+LOADS = []  # 1-minute load average after each run: other work on the machine shows here
 
 
 def log(*a):
@@ -239,6 +240,7 @@ def run_matrix(pg, bouncer, guard, duration, reps, workdir, only=None):
             for target in targets:
                 before = cpu_seconds(pids[target]) if target in pids else 0
                 r = pgbench(ports[target], args, clients, duration, workdir)
+                LOADS.append(os.getloadavg()[0])
                 if target in pids:
                     used = cpu_seconds(pids[target]) - before
                     r["cpu_us_per_tx"] = used * 1e6 / r["transactions"] if r["transactions"] else 0
@@ -303,7 +305,9 @@ def write_results(path, results, idle, storms, args, profile_note):
                  f"Pool of {POOL} in both proxies (transaction mode), {args.duration} s per run, "
                  f"{args.reps} interleaved repetitions (direct, PgBouncer, poolguard, then again); "
                  "medians shown. PgBouncer: Debian's " + pgbouncer_version() + ". "
-                 "Latency from pgbench's per-transaction log (`-l`).\n")
+                 "Latency from pgbench's per-transaction log (`-l`). "
+                 + (f"Load average during the runs: {min(LOADS):.1f} to {max(LOADS):.1f} "
+                    f"(2 cores; above ~2 means other work competed for the CPU).\n" if LOADS else "\n"))
     lines.append("| scenario | target | TPS | mean ms | p99 ms | failed | proxy CPU µs/tx | vs direct | vs PgBouncer |")
     lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, _, clients, targets in SCENARIOS:
