@@ -48,7 +48,7 @@ pub async fn reclaim(
     };
     let sending_file = inflight
         .as_ref()
-        .is_some_and(|i| i.infile == Infile::ClientSending);
+        .is_some_and(|i| matches!(i.infile, Infile::ClientSending { .. }));
     if !held.long_data.is_empty() || sending_file {
         tracing::info!(pool = %pool, %server, "client left a LOAD DATA LOCAL transfer or long data unfinished; closing its server connection so nothing is completed on its behalf");
         held.lease.discard();

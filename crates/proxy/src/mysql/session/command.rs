@@ -327,7 +327,9 @@ impl Session {
         };
         let held = self.held.as_mut()?;
         let mut out = BytesMut::with_capacity(payload.len() + 8);
-        let server_next = encode_packet(&mut out, p.seq, payload);
+        // Commands start at sequence id 0 towards the server whatever the client sent; the
+        // response is renumbered to what the client expects.
+        let server_next = encode_packet(&mut out, 0, payload);
         let tracker = ResponseTracker::new(payload[0], held.lease.caps);
         if let Err(e) = held.lease.stream.write_all(&out).await {
             let r = self.lose_server(&e.to_string()).await;

@@ -85,8 +85,11 @@ impl Held {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Infile {
     None,
-    /// The client is sending the file: its packets go to the server until an empty one.
-    ClientSending,
+    /// The client is sending the file: its packets go to the server (with this next sequence
+    /// id) until an empty one.
+    ClientSending {
+        server_seq: u8,
+    },
     /// poolguard refused it: the server's answer is swallowed and the client gets an ERR with
     /// this sequence id.
     Refused {
@@ -395,7 +398,7 @@ impl Session {
     fn next_deadline(&self) -> Option<Instant> {
         let limits = &self.entry.db.limits;
         match (&self.held, &self.inflight) {
-            (_, Some(i)) if !i.kill_sent && i.infile != Infile::ClientSending => {
+            (_, Some(i)) if !i.kill_sent && !matches!(i.infile, Infile::ClientSending { .. }) => {
                 limits.query_timeout.map(|t| i.started + t)
             }
             (_, Some(_)) => None,

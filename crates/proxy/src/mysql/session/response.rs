@@ -127,7 +127,9 @@ impl Session {
             }
             Progress::LocalInfileRequested if allow_infile => {
                 push_frame(out, &frame.raw, inf.delta);
-                inf.infile = Infile::ClientSending;
+                inf.infile = Infile::ClientSending {
+                    server_seq: frame.seq.wrapping_add(1),
+                };
                 Ok(None)
             }
             Progress::LocalInfileRequested => {
@@ -164,7 +166,7 @@ impl Session {
     pub(super) fn infile_sending(&self) -> bool {
         self.inflight
             .as_ref()
-            .is_some_and(|i| i.infile == Infile::ClientSending)
+            .is_some_and(|i| matches!(i.infile, Infile::ClientSending { .. }))
     }
 
     /// Relays the client's LOCAL INFILE packets to the server until the empty one.
@@ -177,9 +179,16 @@ impl Session {
                 Err(e) => return Some(End::Kicked(e, 1)),
             };
             let inf = self.inflight.as_mut()?;
-            encode_packet(&mut out, p.seq.wrapping_sub(inf.delta), &p.payload);
+            let Infile::ClientSending { server_seq } = inf.infile else {
+                break;
+            };
+            let next = encode_packet(&mut out, server_seq, &p.payload);
+            inf.infile = if p.payload.is_empty() {
+                Infile::None
+            } else {
+                Infile::ClientSending { server_seq: next }
+            };
             if p.payload.is_empty() {
-                inf.infile = Infile::None;
                 break;
             }
         }
