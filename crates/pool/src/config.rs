@@ -94,4 +94,10 @@ pub struct PoolStatus {
     pub connect_errors_total: u64,
     /// Connections closed, for any reason (monotonic).
     pub closed_total: u64,
+    /// Leases reported as held past the leak threshold (monotonic).
+    pub leaks_total: u64,
+    /// Acquire waits: cumulative counts per [`crate::WAIT_BUCKETS`] bound, then `+Inf`.
+    pub acquire_wait_buckets: Vec<u64>,
+    /// Sum of all acquire waits, in seconds.
+    pub acquire_wait_sum: f64,
 }

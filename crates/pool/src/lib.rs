@@ -39,6 +39,7 @@ mod config;
 mod error;
 mod inner;
 mod lease;
+mod note;
 mod pool;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,7 @@ pub use budget::Budget;
 pub use config::{PoolConfig, PoolStatus};
 pub use error::AcquireError;
 pub use lease::Lease;
+pub use note::{LeaseNote, LeaseState, WaitHistogram, WAIT_BUCKETS};
 pub use pool::Pool;
 
 /// Opens (and optionally closes) the connections a [`Pool`] manages.
@@ -108,7 +110,7 @@ impl fmt::Display for CloseReason {
 }
 
 /// Who holds a lease: plain data supplied by the caller, protocol-agnostic.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Holder {
     /// The client's address, "ip:port".
     pub client: String,
@@ -118,7 +120,22 @@ pub struct Holder {
     pub database: String,
     /// Its application name (PostgreSQL `application_name`, MySQL `program_name`), if any.
     pub application: String,
+    /// What the holder is doing (state, last statement); shared by every clone, so a session
+    /// updates it once and every lease record taken with this holder shows it.
+    pub note: std::sync::Arc<LeaseNote>,
 }
+
+impl PartialEq for Holder {
+    /// Identity only: the note is an annotation, not part of who the holder is.
+    fn eq(&self, other: &Self) -> bool {
+        self.client == other.client
+            && self.user == other.user
+            && self.database == other.database
+            && self.application == other.application
+    }
+}
+
+impl Eq for Holder {}
 
 impl fmt::Display for Holder {
     /// `127.0.0.1:50412 (app=billing, user=app)`; empty fields are left out.
@@ -152,4 +169,6 @@ pub struct LeaseRecord {
     pub holder: Holder,
     /// When it was handed out.
     pub since: tokio::time::Instant,
+    /// Already reported as held past the leak threshold ([`Pool::take_leaks`]).
+    pub leak_reported: bool,
 }

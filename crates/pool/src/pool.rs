@@ -64,6 +64,7 @@ impl<C: Connector> Pool<C> {
         if result.is_ok() {
             Counters::bump(&self.shared.counters.acquired);
             let waited = start.elapsed();
+            self.shared.counters.wait.observe(waited);
             if waited >= SLOW_ACQUIRE.min(timeout / 2) && !waited.is_zero() {
                 tracing::info!(
                     pool = %self.shared.name,
@@ -106,6 +107,12 @@ impl<C: Connector> Pool<C> {
     /// Current leases, oldest first.
     pub fn holders(&self) -> Vec<LeaseRecord> {
         self.shared.holders()
+    }
+
+    /// Leases held for `threshold` or longer and not reported before, oldest first; each is
+    /// marked reported (so it is returned once) and counted in `PoolStatus::leaks_total`.
+    pub fn take_leaks(&self, threshold: Duration) -> Vec<LeaseRecord> {
+        self.shared.take_leaks(threshold)
     }
 
     /// Close idle connections past `idle_timeout` or past their (jittered) lifetime.

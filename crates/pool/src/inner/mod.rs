@@ -41,6 +41,10 @@ pub(crate) struct Counters {
     pub(crate) connects: AtomicU64,
     pub(crate) connect_errors: AtomicU64,
     pub(crate) closed: AtomicU64,
+    /// Leases reported as held past the leak threshold.
+    pub(crate) leaks: AtomicU64,
+    /// Time from acquire to lease, successful acquires only.
+    pub(crate) wait: crate::note::WaitHistogram,
 }
 
 impl Counters {
@@ -317,6 +321,7 @@ impl<C: Connector> Shared<C> {
                 id,
                 holder,
                 since: now,
+                leak_reported: false,
             },
         );
         let expires_at = meta.expires_at(&st.config);

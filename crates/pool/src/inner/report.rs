@@ -20,6 +20,7 @@ impl<C: Connector> Shared<C> {
         let oldest_wait = live.next().map(|w| now.saturating_duration_since(w.since));
         let waiters = usize::from(oldest_wait.is_some()) + live.count();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (acquire_wait_buckets, acquire_wait_sum) = self.counters.wait.snapshot();
         PoolStatus {
             name: self.name.to_string(),
             open: st.open(),
@@ -37,11 +38,33 @@ impl<C: Connector> Shared<C> {
             connects_total: load(&self.counters.connects),
             connect_errors_total: load(&self.counters.connect_errors),
             closed_total: load(&self.counters.closed),
+            leaks_total: load(&self.counters.leaks),
+            acquire_wait_buckets,
+            acquire_wait_sum,
         }
     }
 
     pub(crate) fn holders(&self) -> Vec<LeaseRecord> {
         self.lock().leases.values().cloned().collect()
+    }
+
+    pub(crate) fn take_leaks(&self, threshold: Duration) -> Vec<LeaseRecord> {
+        let now = Instant::now();
+        let mut found = Vec::new();
+        {
+            let mut st = self.lock();
+            for record in st.leases.values_mut() {
+                if !record.leak_reported && now.saturating_duration_since(record.since) >= threshold
+                {
+                    record.leak_reported = true;
+                    found.push(record.clone());
+                }
+            }
+        }
+        self.counters
+            .leaks
+            .fetch_add(found.len() as u64, Ordering::Relaxed);
+        found
     }
 
     /// The error for an acquire that waited `waited` in vain (its own waiter is already gone).

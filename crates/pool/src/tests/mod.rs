@@ -6,6 +6,7 @@
 mod budget;
 mod caps;
 mod hygiene;
+mod leaks;
 mod stress;
 
 use std::future::Future;
@@ -146,6 +147,7 @@ pub(crate) fn holder(client: &str) -> Holder {
         user: "app".to_owned(),
         database: "bank".to_owned(),
         application: String::new(),
+        note: Default::default(),
     }
 }
 

@@ -1,0 +1,187 @@
+//! Annotations a holder keeps on its leases ([`LeaseNote`]) and the acquire-wait histogram
+//! ([`WaitHistogram`]).
+//!
+//! Both are written without the pool's lock: a note is updated at most once per statement by
+//! its session (an atomic store plus a short mutex on the statement text), the histogram with
+//! relaxed atomic adds once per acquire. Readers (leak watcher, metrics) copy them out.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Longest statement text a note keeps, in bytes (cut at a character boundary).
+pub const MAX_NOTED_STATEMENT: usize = 200;
+
+/// What a holder is doing with its server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Nothing reported yet.
+    Unknown,
+    /// A statement was sent and has not been answered yet.
+    Active,
+    /// Between statements with no transaction open.
+    Idle,
+    /// Between statements inside an open transaction: the classic leak.
+    IdleInTransaction,
+}
+
+impl LeaseState {
+    /// PostgreSQL `pg_stat_activity.state` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Unknown => "unknown",
+            LeaseState::Active => "active",
+            LeaseState::Idle => "idle",
+            LeaseState::IdleInTransaction => "idle in transaction",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => LeaseState::Active,
+            2 => LeaseState::Idle,
+            3 => LeaseState::IdleInTransaction,
+            _ => LeaseState::Unknown,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            LeaseState::Unknown => 0,
+            LeaseState::Active => 1,
+            LeaseState::Idle => 2,
+            LeaseState::IdleInTransaction => 3,
+        }
+    }
+}
+
+/// A holder's running annotations: state, last statement (truncated, never parameters) and
+/// how many statements it sent. Cheap to update; shared through an `Arc` in [`crate::Holder`].
+#[derive(Debug, Default)]
+pub struct LeaseNote {
+    state: AtomicU8,
+    statements: AtomicU64,
+    /// The last statement text; `None` until one is seen.
+    last: Mutex<Option<Arc<str>>>,
+}
+
+impl LeaseNote {
+    /// A statement was sent: remember its text (truncated) and mark the holder active.
+    pub fn statement(&self, sql: &str) {
+        let text: Arc<str> = Arc::from(truncate(sql.trim(), MAX_NOTED_STATEMENT));
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .store(LeaseState::Active.to_u8(), Ordering::Relaxed);
+    }
+
+    /// The holder's state changed (e.g. the server reported idle or idle in transaction).
+    pub fn set_state(&self, state: LeaseState) {
+        self.state.store(state.to_u8(), Ordering::Relaxed);
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LeaseState {
+        LeaseState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// The last statement, if any.
+    pub fn last_statement(&self) -> Option<Arc<str>> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Statements sent so far.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, with "..." when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// Upper bounds (seconds) of the acquire-wait histogram buckets; `+Inf` is implied.
+pub const WAIT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A cumulative-on-read histogram of acquire waits, in relaxed atomics.
+#[derive(Debug, Default)]
+pub struct WaitHistogram {
+    /// One per bucket in [`WAIT_BUCKETS`], plus one for `+Inf`; not cumulative.
+    counts: [AtomicU64; WAIT_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl WaitHistogram {
+    /// Records one wait.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = WAIT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(WAIT_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// `(cumulative counts per bucket incl. +Inf, sum in seconds)`.
+    pub fn snapshot(&self) -> (Vec<u64>, f64) {
+        let mut acc = 0;
+        let cumulative = self
+            .counts
+            .iter()
+            .map(|c| {
+                acc += c.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (cumulative, sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn note_truncates_at_char_boundary() {
+        let note = LeaseNote::default();
+        assert_eq!(note.state(), LeaseState::Unknown);
+        note.statement(&"é".repeat(300));
+        let last = note.last_statement().unwrap();
+        assert!(last.len() <= MAX_NOTED_STATEMENT + 3);
+        assert!(last.ends_with("..."));
+        assert_eq!(note.state(), LeaseState::Active);
+        note.set_state(LeaseState::IdleInTransaction);
+        assert_eq!(note.state().as_str(), "idle in transaction");
+        assert_eq!(note.statements(), 1);
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = WaitHistogram::default();
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(10));
+        let (counts, sum) = h.snapshot();
+        assert_eq!(counts.len(), WAIT_BUCKETS.len() + 1);
+        assert_eq!(counts[0], 1);
+        assert_eq!(counts[6], 2); // <= 0.05
+        assert_eq!(*counts.last().unwrap(), 3);
+        assert!(sum > 10.0);
+    }
+}

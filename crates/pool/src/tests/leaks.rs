@@ -1,0 +1,42 @@
+//! Leak reporting: each lease held past the threshold is reported exactly once, with its
+//! holder's note; the acquire-wait histogram counts every successful acquire.
+
+use std::time::Duration;
+
+use tokio::time::advance;
+
+use super::{cfg, holder, Fake};
+use crate::{Budget, LeaseState, Pool};
+
+#[tokio::test(start_paused = true)]
+async fn leaks_are_reported_once_with_their_note() {
+    let pool = Pool::new(cfg("db/u", 5, 0), Fake::new(), Budget::new(10));
+    let leaky = holder("10.0.0.1:5000");
+    let lease = pool.acquire(leaky.clone()).await.unwrap();
+    leaky
+        .note
+        .statement("BEGIN; UPDATE accounts SET fee = fee + 1");
+    leaky.note.set_state(LeaseState::IdleInTransaction);
+    let quick = pool.acquire(holder("10.0.0.2:5000")).await.unwrap();
+    advance(Duration::from_secs(5)).await;
+    drop(quick);
+    assert!(pool.take_leaks(Duration::from_secs(10)).is_empty());
+    advance(Duration::from_secs(6)).await;
+    let leaks = pool.take_leaks(Duration::from_secs(10));
+    assert_eq!(leaks.len(), 1);
+    assert_eq!(leaks[0].holder.client, "10.0.0.1:5000");
+    assert_eq!(leaks[0].holder.note.state(), LeaseState::IdleInTransaction);
+    assert!(leaks[0]
+        .holder
+        .note
+        .last_statement()
+        .unwrap()
+        .starts_with("BEGIN"));
+    advance(Duration::from_secs(60)).await;
+    assert!(pool.take_leaks(Duration::from_secs(10)).is_empty(), "once");
+    let st = pool.status();
+    assert_eq!(st.leaks_total, 1);
+    assert_eq!(st.acquire_wait_buckets.last().copied(), Some(2));
+    drop(lease);
+    assert!(pool.holders().is_empty());
+}
