@@ -96,7 +96,11 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(mysql::login::serve_client(stream, peer, shared.clone()));
+                use tracing::Instrument;
+                let span = tracing::info_span!("client", client = %peer, front = "mysql");
+                tokio::spawn(
+                    mysql::login::serve_client(stream, peer, shared.clone()).instrument(span),
+                );
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
