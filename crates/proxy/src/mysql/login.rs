@@ -229,6 +229,7 @@ async fn admit(
         user: user.clone(),
         database: db.name.clone(),
         application,
+        note: Default::default(),
     };
     // Session mode takes its server now, so refusals arrive at connect time.
     let lease = match db.pool_mode {

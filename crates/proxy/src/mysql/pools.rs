@@ -149,6 +149,7 @@ impl MysqlState {
                 user: user.name.clone(),
                 database: db.name.clone(),
                 application: "poolguard".into(),
+                note: Default::default(),
             };
             match entry.pool.acquire(holder).await {
                 Ok(lease) => {

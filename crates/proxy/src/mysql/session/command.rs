@@ -86,6 +86,18 @@ impl Session {
         }
     }
 
+    /// Records what the client is running, for leak reports (statement text, never parameters).
+    fn note_statement(&self, payload: &[u8], after: &After) {
+        let text: &[u8] = match (payload.first(), after) {
+            (Some(&COM_QUERY | &COM_STMT_PREPARE), _) => &payload[1..],
+            (_, After::Execute { sql }) => sql,
+            _ => command_name(payload.first().copied().unwrap_or(0)).as_bytes(),
+        };
+        // The note keeps a short prefix; do not convert more than it can use.
+        let text = &text[..text.len().min(1024)];
+        self.holder.note.statement(&String::from_utf8_lossy(text));
+    }
+
     /// The status flags a locally answered OK carries.
     pub(super) fn client_status(&self) -> u16 {
         let mut s = 0;
@@ -325,6 +337,7 @@ impl Session {
             After::Prepare { client_id, .. } => Some(*client_id),
             _ => None,
         };
+        self.note_statement(payload, &after);
         let held = self.held.as_mut()?;
         let mut out = BytesMut::with_capacity(payload.len() + 8);
         // Commands start at sequence id 0 towards the server whatever the client sent; the

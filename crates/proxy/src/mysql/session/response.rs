@@ -12,6 +12,7 @@ use poolguard_mysql::consts::*;
 use poolguard_mysql::packet::{encode_packet, Frame};
 use poolguard_mysql::response::{EofPacket, ErrPacket, OkPacket};
 use poolguard_mysql::Progress;
+use poolguard_pool::LeaseState;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -208,6 +209,11 @@ impl Session {
         let held = self.held.as_mut()?;
         held.idle_since = Instant::now();
         held.sticky = done.warnings > 0;
+        self.holder.note.set_state(if held.in_transaction() {
+            LeaseState::IdleInTransaction
+        } else {
+            LeaseState::Idle
+        });
         if let Some(s) = done.status {
             held.lease.note_status(s);
             self.state.autocommit = held.lease.state.autocommit;
