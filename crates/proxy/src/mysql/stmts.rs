@@ -18,6 +18,8 @@ use poolguard_mysql::DecodeError;
 
 /// Most statements one client may hold open (MySQL's default `max_prepared_stmt_count`).
 pub const MAX_CLIENT_STATEMENTS: usize = 16_382;
+/// Most statement text one client may hold (poolguard keeps it to re-prepare elsewhere).
+pub const MAX_CLIENT_STATEMENT_BYTES: usize = 64 << 20;
 
 /// A statement as the client prepared it.
 #[derive(Debug, Clone)]
@@ -36,16 +38,21 @@ pub struct ClientStmt {
 pub struct ClientStatements {
     next_id: u32,
     map: HashMap<u32, ClientStmt>,
+    /// Total statement text held.
+    bytes: usize,
     /// The most recently prepared (MariaDB's execute-with-id-0xFFFFFFFF means this one).
     pub last: Option<u32>,
 }
 
 impl ClientStatements {
-    /// Registers a statement; `None` when the client already holds too many.
+    /// Registers a statement; `None` when the client already holds too many (or too much).
     pub fn define(&mut self, stmt: ClientStmt) -> Option<u32> {
-        if self.map.len() >= MAX_CLIENT_STATEMENTS {
+        if self.map.len() >= MAX_CLIENT_STATEMENTS
+            || self.bytes + stmt.sql.len() > MAX_CLIENT_STATEMENT_BYTES
+        {
             return None;
         }
+        self.bytes += stmt.sql.len();
         // Ids start at 1 and skip ids in use after a wrap (after 4 billion prepares).
         loop {
             self.next_id = self.next_id.wrapping_add(1);
@@ -82,11 +89,14 @@ impl ClientStatements {
         if self.last == Some(id) {
             self.last = None;
         }
-        self.map.remove(&id)
+        let stmt = self.map.remove(&id)?;
+        self.bytes -= stmt.sql.len();
+        Some(stmt)
     }
 
     pub fn clear(&mut self) {
         self.map.clear();
+        self.bytes = 0;
         self.last = None;
     }
 
