@@ -1,0 +1,61 @@
+//! # poolguard-admin: see it coming
+//!
+//! The observability side of poolguard, kept apart from the protocols and the pools: it reads a
+//! [`Source`] (implemented by the proxy) and serves
+//! - `GET /metrics`: Prometheus text ([`metrics`]),
+//! - `GET /api/...`: JSON ([`api`]),
+//! - `GET /`: a self-contained live dashboard (`dashboard.html`, no CDN),
+//!
+//! evaluates `[[alerts]]` rules every second and delivers firing/resolved notices to the log
+//! and to webhooks ([`alerts`]), and renders PgBouncer-style console answers ([`console`]).
+//!
+//! Invariants: nothing here is on a client's path; a snapshot is taken per request or tick and
+//! rendered from copies, so a slow scraper never holds a pool lock.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod alerts;
+pub mod api;
+pub mod console;
+pub mod metrics;
+pub mod model;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+pub use alerts::{AlertRule, Quantity};
+pub use model::{Event, EventKind, EventLog, Snapshot};
+
+/// What the admin side observes. Implemented by the proxy's shared state.
+pub trait Source: Send + Sync + 'static {
+    /// Everything, right now.
+    fn snapshot(&self) -> Snapshot;
+    /// The event log leak and alert events go to.
+    fn events(&self) -> &EventLog;
+}
+
+/// Binds `listen`, serves HTTP and runs the alert monitor. Returns the bound address and the
+/// tasks (abort them to stop).
+pub async fn start(
+    listen: SocketAddr,
+    source: Arc<dyn Source>,
+    rules: Vec<AlertRule>,
+) -> std::io::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {listen} (admin): {e}"))
+    })?;
+    let addr = listener.local_addr()?;
+    let monitor = alerts::Monitor::new(rules);
+    let app = api::router(source.clone(), monitor.clone());
+    tracing::info!(listen = %addr, "admin HTTP open (/metrics, /api, dashboard)");
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "admin HTTP server stopped");
+        }
+    });
+    let ticks = tokio::spawn(monitor.run(source));
+    Ok((addr, vec![http, ticks]))
+}

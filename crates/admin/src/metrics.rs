@@ -1,0 +1,345 @@
+//! Prometheus text exposition (format 0.0.4), written by hand from a [`Snapshot`].
+//!
+//! Every family gets one `# HELP` and one `# TYPE` line, then its samples; label values are
+//! escaped (`\\`, `\"`, `\n`). Names are the contract documented in the README's
+//! Observability section and used by `deploy/`: rename none.
+
+use std::fmt::Write as _;
+
+use crate::model::{AcquireHistogram, Snapshot};
+
+/// A family's samples: (labels, value).
+type Samples = Vec<(String, f64)>;
+
+struct Writer {
+    out: String,
+}
+
+impl Writer {
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &Samples) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            self.sample(name, labels, *value);
+        }
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: f64) {
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {}", number(value));
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {}", number(value));
+        }
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// `a="x",b="y"` with values escaped.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(k);
+        s.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '"' => s.push_str("\\\""),
+                '\n' => s.push_str("\\n"),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+    }
+    s
+}
+
+/// The whole exposition; `extra` (alert states) is appended as is.
+pub fn render(snap: &Snapshot, extra: &str) -> String {
+    let mut w = Writer {
+        out: String::with_capacity(8 * 1024),
+    };
+    pools(&mut w, snap);
+    backends(&mut w, snap);
+    let one = |v: f64| vec![(String::new(), v)];
+    w.family(
+        "poolguard_clients_connected",
+        "gauge",
+        "Clients connected through every front door.",
+        &one(snap.clients_connected as f64),
+    );
+    w.family(
+        "poolguard_pins_total",
+        "counter",
+        "Clients pinned to one server for their session by transaction-mode rules.",
+        &one(snap.pins_total as f64),
+    );
+    w.family(
+        "poolguard_idle_in_transaction_kills_total",
+        "counter",
+        "Transactions idle past idle_in_transaction_timeout, rolled back and their server reclaimed.",
+        &one(snap.idle_in_transaction_kills_total as f64),
+    );
+    let errors = snap
+        .errors_total
+        .iter()
+        .map(|(protocol, code, n)| (labels(&[("protocol", protocol), ("code", code)]), *n as f64))
+        .collect();
+    w.family(
+        "poolguard_errors_total",
+        "counter",
+        "Errors poolguard sent to clients, by SQLSTATE (postgres) or error code (mysql).",
+        &errors,
+    );
+    w.family(
+        "poolguard_paused",
+        "gauge",
+        "1 while the admin console's PAUSE is in effect.",
+        &one(f64::from(u8::from(snap.paused))),
+    );
+    w.out.push_str(extra);
+    w.out
+}
+
+fn pools(w: &mut Writer, snap: &Snapshot) {
+    type Get = fn(&crate::model::PoolSnapshot) -> f64;
+    let gauges: [(&str, &str, &str, Get); 13] = [
+        (
+            "poolguard_pool_open_connections",
+            "gauge",
+            "Open server connections (idle + in use).",
+            |p| p.open as f64,
+        ),
+        (
+            "poolguard_pool_size",
+            "gauge",
+            "pool_size: connections kept open when idle.",
+            |p| p.size as f64,
+        ),
+        (
+            "poolguard_pool_cap",
+            "gauge",
+            "pool_size + max_overflow: most server connections this pool may hold.",
+            |p| p.cap as f64,
+        ),
+        (
+            "poolguard_pool_clients",
+            "gauge",
+            "Clients connected to this pool.",
+            |p| p.clients as f64,
+        ),
+        (
+            "poolguard_pool_waiters",
+            "gauge",
+            "Acquires waiting for a server connection.",
+            |p| p.waiters as f64,
+        ),
+        (
+            "poolguard_pool_oldest_wait_seconds",
+            "gauge",
+            "How long the longest-waiting acquire has waited.",
+            |p| p.oldest_wait_seconds,
+        ),
+        (
+            "poolguard_pool_acquires_total",
+            "counter",
+            "Successful acquires (transactions in transaction mode, sessions in session mode).",
+            |p| p.acquired_total as f64,
+        ),
+        (
+            "poolguard_pool_acquire_timeouts_total",
+            "counter",
+            "Acquires that hit acquire_timeout (clients told 53300 / 1040).",
+            |p| p.timeouts_total as f64,
+        ),
+        (
+            "poolguard_pool_server_connects_total",
+            "counter",
+            "Server connections opened.",
+            |p| p.connects_total as f64,
+        ),
+        (
+            "poolguard_pool_server_connect_errors_total",
+            "counter",
+            "Server connection attempts that failed.",
+            |p| p.connect_errors_total as f64,
+        ),
+        (
+            "poolguard_pool_server_closed_total",
+            "counter",
+            "Server connections closed, any reason.",
+            |p| p.closed_total as f64,
+        ),
+        (
+            "poolguard_pool_leaks_total",
+            "counter",
+            "Leases reported as held past leak_threshold.",
+            |p| p.leaks_total as f64,
+        ),
+        (
+            "poolguard_pool_client_statements",
+            "gauge",
+            "Statements sent by the pool's currently connected clients.",
+            |p| p.statements as f64,
+        ),
+    ];
+    let base = |p: &crate::model::PoolSnapshot| {
+        labels(&[
+            ("backend", &p.backend),
+            ("pool", &p.name),
+            ("database", &p.database),
+            ("user", &p.user),
+            ("protocol", &p.protocol),
+        ])
+    };
+    let mut by_state = Vec::new();
+    for p in &snap.pools {
+        for (state, v) in [
+            ("idle", p.idle),
+            ("in_use", p.in_use),
+            ("connecting", p.connecting),
+        ] {
+            by_state.push((format!("{},state=\"{state}\"", base(p)), v as f64));
+        }
+    }
+    w.family(
+        "poolguard_pool_server_connections",
+        "gauge",
+        "Server connections held by the pool, by state (idle, in_use, connecting).",
+        &by_state,
+    );
+    for (name, kind, help, get) in gauges {
+        let samples = snap.pools.iter().map(|p| (base(p), get(p))).collect();
+        w.family(name, kind, help, &samples);
+    }
+    let name = "poolguard_pool_acquire_wait_seconds";
+    let _ = writeln!(
+        w.out,
+        "# HELP {name} Time from asking for a server connection to getting one."
+    );
+    let _ = writeln!(w.out, "# TYPE {name} histogram");
+    for p in &snap.pools {
+        let b = base(p);
+        let count = p.acquire_wait_buckets.last().copied().unwrap_or(0);
+        for (i, bound) in AcquireHistogram::BOUNDS.iter().enumerate() {
+            let c = p.acquire_wait_buckets.get(i).copied().unwrap_or(0);
+            w.sample(
+                &format!("{name}_bucket"),
+                &format!("{b},le=\"{bound}\""),
+                c as f64,
+            );
+        }
+        w.sample(
+            &format!("{name}_bucket"),
+            &format!("{b},le=\"+Inf\""),
+            count as f64,
+        );
+        w.sample(&format!("{name}_sum"), &b, p.acquire_wait_sum);
+        w.sample(&format!("{name}_count"), &b, count as f64);
+    }
+}
+
+fn backends(w: &mut Writer, snap: &Snapshot) {
+    let base = |b: &crate::model::BackendSnapshot| {
+        labels(&[
+            ("backend", &b.name),
+            ("protocol", &b.protocol),
+            ("host", &b.host),
+        ])
+    };
+    let each = |f: &dyn Fn(&crate::model::BackendSnapshot) -> Option<f64>| -> Samples {
+        snap.backends
+            .iter()
+            .filter_map(|b| f(b).map(|v| (base(b), v)))
+            .collect()
+    };
+    w.family(
+        "poolguard_backend_budget_limit",
+        "gauge",
+        "poolguard's connection budget on the backend ([[backends]] max_connections).",
+        &each(&|b| Some(b.budget_limit as f64)),
+    );
+    w.family(
+        "poolguard_backend_budget_in_use",
+        "gauge",
+        "Server connections (open or opening) held by all of poolguard's pools on the backend.",
+        &each(&|b| Some(b.budget_in_use as f64)),
+    );
+    w.family(
+        "poolguard_server_connections",
+        "gauge",
+        "Connections the server itself counts, from every client (polled).",
+        &each(&|b| b.server_connections.map(|v| v as f64)),
+    );
+    w.family(
+        "poolguard_server_max_connections",
+        "gauge",
+        "The server's max_connections (polled).",
+        &each(&|b| b.server_max_connections.map(|v| v as f64)),
+    );
+    w.family(
+        "poolguard_server_poll_up",
+        "gauge",
+        "1 if the last poll of the server's connection numbers succeeded.",
+        &each(&|b| {
+            Some(f64::from(u8::from(
+                b.poll_error.is_none() && b.server_connections.is_some(),
+            )))
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackendSnapshot, PoolSnapshot};
+
+    #[test]
+    fn exposition_is_well_formed() {
+        let snap = Snapshot {
+            pools: vec![PoolSnapshot {
+                name: "bank/app".into(),
+                backend: "pg".into(),
+                protocol: "postgres".into(),
+                database: "bank".into(),
+                user: "a\"p\\p".into(),
+                in_use: 3,
+                acquire_wait_buckets: vec![1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],
+                acquire_wait_sum: 0.5,
+                ..Default::default()
+            }],
+            backends: vec![BackendSnapshot {
+                name: "pg".into(),
+                server_connections: Some(7),
+                server_max_connections: Some(100),
+                ..Default::default()
+            }],
+            clients_connected: 4,
+            ..Default::default()
+        };
+        let text = render(&snap, "");
+        assert!(text.contains("user=\"a\\\"p\\\\p\""), "{text}");
+        assert!(text.contains(",state=\"in_use\"} 3\n"), "{text}");
+        assert!(text.contains(
+            "poolguard_server_max_connections{backend=\"pg\",protocol=\"\",host=\"\"} 100\n"
+        ));
+        assert!(text.contains("le=\"+Inf\"} 2\n"));
+        assert!(text.contains("poolguard_pool_acquire_wait_seconds_count{"));
+        assert!(text.contains("poolguard_clients_connected 4\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok() || value == "+Inf", "{line}");
+        }
+    }
+}
