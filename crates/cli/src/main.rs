@@ -2,6 +2,7 @@
 
 mod demo;
 mod sandbox_cmd;
+mod sim_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +74,10 @@ enum Command {
         #[arg(long = "setting")]
         settings: Vec<String>,
     },
+    /// Load generator against a PostgreSQL or MySQL URL (direct or through poolguard): a
+    /// workload, a base load, spikes, leaking clients and slow queries; prints a summary and
+    /// writes JSON + HTML reports with --report DIR.
+    Spike(sim_cmd::SpikeArgs),
     /// Validate a configuration, reach each backend and verify the connection budgets.
     /// Exits non-zero with a message naming the problem.
     Check {
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
                 skip_budget_check,
             } => run(load(&config)?, skip_budget_check).await,
             Command::Check { config } => check(load(&config)?).await,
+            Command::Spike(args) => sim_cmd::spike(args).await,
             Command::Sandbox {
                 engine,
                 max_connections,

@@ -1,0 +1,1 @@
+//! Incident replays (placeholder).
