@@ -78,6 +78,9 @@ enum Command {
     /// workload, a base load, spikes, leaking clients and slow queries; prints a summary and
     /// writes JSON + HTML reports with --report DIR.
     Spike(sim_cmd::SpikeArgs),
+    /// Replay an incident (trademate on MariaDB, bankfee on PostgreSQL) on sandbox servers, direct
+    /// and through poolguard, and compare them side by side (report in --report DIR).
+    Replay(sim_cmd::ReplayArgs),
     /// Validate a configuration, reach each backend and verify the connection budgets.
     /// Exits non-zero with a message naming the problem.
     Check {
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
             } => run(load(&config)?, skip_budget_check).await,
             Command::Check { config } => check(load(&config)?).await,
             Command::Spike(args) => sim_cmd::spike(args).await,
+            Command::Replay(args) => sim_cmd::replay(args).await,
             Command::Sandbox {
                 engine,
                 max_connections,

@@ -97,3 +97,52 @@ pub async fn spike(a: SpikeArgs) -> anyhow::Result<()> {
     poolguard_sim::spike(&opts, a.report.as_deref()).await?;
     Ok(())
 }
+
+/// Options of `poolguard replay`.
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// trademate (MariaDB) or bankfee (PostgreSQL).
+    pub incident: String,
+    /// Length of each of the two runs.
+    #[arg(long, default_value = "20s")]
+    pub duration: String,
+    /// Directory for replay-INCIDENT.json and replay-INCIDENT.html.
+    #[arg(long, default_value = "poolguard-reports")]
+    pub report: PathBuf,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
+    use poolguard_sim::replay::{replay, Incident, Lab};
+    let incident: Incident = a.incident.parse()?;
+    let d = parse_duration(&a.duration)?;
+    println!(
+        "== starting a sandbox {} and poolguard in front of it",
+        incident.server()
+    );
+    let lab = Lab::start(&[incident], None).await?;
+    let c = replay(&lab, incident, d, !a.quiet).await?;
+    print_comparison(&c);
+    let path = poolguard_sim::verdict::write_report(
+        &a.report,
+        &format!("replay-{}", incident.name()),
+        std::slice::from_ref(&c),
+    )?;
+    println!("report: {}", path.display());
+    lab.proxy.stop_accepting();
+    Ok(())
+}
+
+/// The side-by-side table and the two explanations.
+pub fn print_comparison(c: &poolguard_sim::replay::Comparison) {
+    use poolguard_sim::verdict::{explain, side_by_side};
+    println!();
+    print!("{}", side_by_side(c));
+    println!();
+    println!("direct: {}", explain(c, false));
+    println!();
+    println!("through poolguard: {}", explain(c, true));
+    println!();
+}

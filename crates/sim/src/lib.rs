@@ -20,6 +20,7 @@ pub mod report;
 pub mod stats;
 mod summary;
 pub mod svg;
+pub mod verdict;
 
 pub use plan::{Plan, SpikeOptions};
 pub use stats::RunReport;
