@@ -40,21 +40,25 @@ enum Command {
         #[arg(long)]
         skip_budget_check: bool,
     },
-    /// Start a throwaway PostgreSQL, poolguard in front of it, drive 50 pgbench clients through
-    /// a pool of 5, and print what the server saw. Keeps running until Ctrl-C unless --once.
+    /// Start throwaway PostgreSQL and MariaDB servers, poolguard in front of them (with its
+    /// dashboard), and replay both incidents (bank fee, TradeMate) direct and through poolguard,
+    /// side by side, with an HTML report. Keeps running until Ctrl-C unless --once.
     Demo {
-        /// Exit after the summary instead of waiting for Ctrl-C.
+        /// Exit after the replays instead of waiting for Ctrl-C.
         #[arg(long)]
         once: bool,
-        /// pgbench clients.
-        #[arg(long, default_value_t = 50)]
-        clients: u32,
-        /// pgbench duration in seconds.
-        #[arg(long, default_value_t = 10)]
+        /// Length of each replay run in seconds (four runs in all).
+        #[arg(long, default_value_t = 15)]
         seconds: u32,
         /// Port for poolguard's PostgreSQL front door (a free one is used if taken).
         #[arg(long, default_value_t = 6432)]
         port: u16,
+        /// Port for poolguard's admin listener and dashboard (a free one is used if taken).
+        #[arg(long, default_value_t = 9930)]
+        admin_port: u16,
+        /// Directory for the replay report (replay.html, replay.json).
+        #[arg(long, default_value = "poolguard-reports")]
+        report: PathBuf,
     },
     /// Start a throwaway PostgreSQL or MariaDB on a free loopback port (for experiments and
     /// benchmark scripts); prints KEY=value lines, runs until Ctrl-C/SIGTERM, then removes it.
@@ -157,15 +161,17 @@ fn main() -> ExitCode {
             }
             Command::Demo {
                 once,
-                clients,
                 seconds,
                 port,
+                admin_port,
+                report,
             } => {
                 demo::demo(demo::DemoOptions {
                     once,
-                    clients,
                     seconds,
                     port,
+                    admin_port,
+                    report,
                 })
                 .await
             }

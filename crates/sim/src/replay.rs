@@ -98,7 +98,7 @@ pub struct Urls {
 
 impl Lab {
     /// Starts the servers the incidents need and poolguard (with the admin listener if given).
-    pub async fn start(incidents: &[Incident], admin: Option<SocketAddr>) -> Result<Lab, SimError> {
+    pub async fn start(incidents: &[Incident], ports: LabPorts) -> Result<Lab, SimError> {
         let sandbox_err = |e: poolguard_sandbox::SandboxError| SimError::Setup(e.to_string());
         let join_err = |e: tokio::task::JoinError| SimError::Setup(e.to_string());
         let pg = if incidents.contains(&Incident::Bankfee) {
@@ -144,7 +144,7 @@ impl Lab {
         let text = lab_config(
             pg.as_ref().map(PgSandbox::port),
             maria.as_ref().map(MariaDbSandbox::port),
-            admin,
+            &ports,
         );
         let config =
             Config::parse(&text).map_err(|e| SimError::Setup(format!("lab config: {e}")))?;
@@ -181,11 +181,29 @@ impl Lab {
     }
 }
 
+/// Where the lab's poolguard listens (port 0 = any free port).
+#[derive(Clone, Debug, Default)]
+pub struct LabPorts {
+    pub postgres: u16,
+    pub mysql: u16,
+    /// The admin HTTP listener (dashboard), if wanted.
+    pub admin: Option<SocketAddr>,
+}
+
+/// `port` if it is free on 127.0.0.1 now, else 0 (any free port).
+pub fn free_or_any(port: u16) -> u16 {
+    if port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        port
+    } else {
+        0
+    }
+}
+
 /// poolguard's configuration for the lab: the recommended settings on each server present.
-pub fn lab_config(pg: Option<u16>, maria: Option<u16>, admin: Option<SocketAddr>) -> String {
+pub fn lab_config(pg: Option<u16>, maria: Option<u16>, ports: &LabPorts) -> String {
     let budget = POOL_SIZE + MAX_OVERFLOW;
     let mut s = String::new();
-    if let Some(a) = admin {
+    if let Some(a) = ports.admin {
         s += &format!("[admin]\nlisten = \"{a}\"\n\n");
     }
     let db = |backend: &str| {
@@ -196,15 +214,17 @@ pub fn lab_config(pg: Option<u16>, maria: Option<u16>, admin: Option<SocketAddr>
     };
     if let Some(port) = pg {
         s += &format!(
-            "[postgres]\nlisten = \"127.0.0.1:0\"\n\n[[backends]]\nname = \"bankfee-pg\"\nprotocol = \"postgres\"\n\
+            "[postgres]\nlisten = \"127.0.0.1:{}\"\n\n[[backends]]\nname = \"bankfee-pg\"\nprotocol = \"postgres\"\n\
              hosts = [\"127.0.0.1:{port}\"]\nmax_connections = {budget}\n\n{}",
+            ports.postgres,
             db("bankfee-pg")
         );
     }
     if let Some(port) = maria {
         s += &format!(
-            "[mysql]\nlisten = \"127.0.0.1:0\"\n\n[[backends]]\nname = \"trademate-mariadb\"\nprotocol = \"mysql\"\n\
+            "[mysql]\nlisten = \"127.0.0.1:{}\"\n\n[[backends]]\nname = \"trademate-mariadb\"\nprotocol = \"mysql\"\n\
              hosts = [\"127.0.0.1:{port}\"]\nmax_connections = {budget}\n\n{}",
+            ports.mysql,
             db("trademate-mariadb")
         );
     }
