@@ -394,16 +394,18 @@ def main():
         procs = []
         idle, storms = {}, {}
         if args.idle or args.storm:
-            bouncer, guard = PgBouncer(pg.port, auth="md5"), Poolguard(pg.port, auth="md5")
-            procs = [bouncer, guard]
-            for name, p in (("pgbouncer", bouncer), ("poolguard", guard)):
+            # One proxy at a time, so the server's connection count is that proxy's alone.
+            for name, make in (("pgbouncer", PgBouncer), ("poolguard", Poolguard)):
+                p = make(pg.port, auth="md5")
+                procs = [p]
                 if args.idle:
                     idle[name] = idle_footprint(p.pid, p.port, args.idle)
                     log(f"idle {name}: {idle[name]}")
-            for name, p in (("pgbouncer", bouncer), ("poolguard", guard)):
                 if args.storm:
                     storms[name] = storm(pg, p.port, args.storm)
                     log(f"storm {name}: {storms[name]}")
+                p.stop()
+                procs = []
         write_results(args.out, results, idle, storms, args, args.profile_notes)
         log(f"wrote {args.out}")
     finally:
