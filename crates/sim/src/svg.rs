@@ -10,11 +10,14 @@ const R: f64 = 12.0;
 const T: f64 = 26.0;
 const B: f64 = 28.0;
 
-/// A chart of `series` (label, colour, points) over `0..x_max` seconds.
+/// One line of a chart: label, colour, points (seconds, value).
+pub type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
+
+/// A chart of `series` over `0..x_max` seconds.
 pub fn chart(
     title: &str,
     x_max: f64,
-    series: &[(&str, &str, &[(f64, f64)])],
+    series: &[Series<'_>],
     limit: Option<(f64, &str)>,
 ) -> String {
     let data_max = series
