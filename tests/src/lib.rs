@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub use poolguard_sandbox::PgSandbox;
 
+pub mod admin;
 pub mod mysql;
 
 pub const USER: &str = "app";

@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod mysql;
+pub mod observe;
 pub mod pg;
 pub mod state;
 
@@ -29,6 +30,8 @@ pub struct Proxy {
     pub shared: Arc<Shared>,
     pub postgres_addr: Option<SocketAddr>,
     pub mysql_addr: Option<SocketAddr>,
+    /// The admin HTTP address (`[admin] listen`), once bound.
+    pub admin_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -57,10 +60,20 @@ impl Proxy {
             mysql_addr = Some(addr);
             tasks.push(tokio::spawn(accept_mysql(listener, shared.clone())));
         }
+        tasks.extend(observe::spawn(&shared));
+        let mut admin_addr = None;
+        if let Some(listen) = shared.config.admin_listen {
+            let source: Arc<dyn poolguard_admin::Source> = shared.clone();
+            let (addr, admin_tasks) =
+                poolguard_admin::start(listen, source, shared.config.alerts.clone()).await?;
+            admin_addr = Some(addr);
+            tasks.extend(admin_tasks);
+        }
         Ok(Proxy {
             shared,
             postgres_addr,
             mysql_addr,
+            admin_addr,
             tasks,
         })
     }

@@ -65,12 +65,16 @@ pub struct Shared {
     verifiers: HashMap<String, ScramVerifier>,
     /// The MySQL front door's pools, greeting and KILL registry.
     pub mysql: crate::mysql::pools::MysqlState,
+    /// Clients, events, server polls and error counts for the admin side.
+    pub observe: crate::observe::Observe,
 }
 
 /// Counts one connected client; dropping it gives the places back.
 pub struct ClientSlot {
     shared: Arc<Shared>,
     entry: Option<Arc<PgPoolEntry>>,
+    /// Its id in `observe`'s client list, once described.
+    pub(crate) observed: Option<u64>,
 }
 
 impl Drop for ClientSlot {
@@ -78,6 +82,9 @@ impl Drop for ClientSlot {
         self.shared.clients.fetch_sub(1, Ordering::Relaxed);
         if let Some(e) = &self.entry {
             e.clients.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(id) = self.observed {
+            self.shared.observe.forget_client(id);
         }
     }
 }
@@ -109,6 +116,7 @@ impl Shared {
             pins: AtomicUsize::new(0),
             verifiers,
             mysql: Default::default(),
+            observe: Default::default(),
         })
     }
 
@@ -140,6 +148,7 @@ impl Shared {
         let slot = ClientSlot {
             shared: self.clone(),
             entry: None,
+            observed: None,
         };
         if now > cap {
             return Err(ProxyError::TooManyClients(format!(

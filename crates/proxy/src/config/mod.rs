@@ -5,6 +5,7 @@
 //! every database names an existing backend of the same protocol as its front door, every pool
 //! fits inside its backend's budget, every duration is parsed, names are unique.
 
+pub mod observe;
 pub mod raw;
 
 use std::collections::HashSet;
@@ -179,6 +180,10 @@ pub struct Config {
     pub users: Vec<User>,
     /// The `[limits]` table itself: global values such as the overall client cap.
     pub limits: Limits,
+    /// `[admin] users`: who may use the PostgreSQL admin console.
+    pub admin_users: Vec<String>,
+    /// `[[alerts]]` rules.
+    pub alerts: Vec<poolguard_admin::AlertRule>,
 }
 
 /// A duration as operators write it: "5s", "30m", "1h 30m"; "0" or "0s" means off.
@@ -505,7 +510,10 @@ impl Config {
                 password: u.password.clone(),
             });
         }
+        let (admin_users, alerts) = observe::validate(&raw, &users)?;
         Ok(Config {
+            admin_users,
+            alerts,
             admin_listen,
             postgres,
             mysql_listen,

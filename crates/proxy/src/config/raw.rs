@@ -20,12 +20,16 @@ pub struct RawConfig {
     pub users: Vec<RawUser>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub alerts: Vec<super::observe::RawAlert>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
+    /// Users (from `[[users]]`) allowed on the PostgreSQL admin console.
+    pub users: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -116,6 +116,8 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
+            let code = e.mysql_code(info.mariadb).to_string();
+            shared.observe.count_error("mysql", code);
             tracing::info!(client = %peer, code = e.mysql_code(info.mariadb), error = %e, "MySQL client login refused");
             return send_fatal(&mut client, seq, &e, info.mariadb).await;
         }
@@ -126,6 +128,9 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
             return send_fatal(&mut client, seq, &e, info.mariadb).await;
         }
     };
+    let mut slot = slot;
+    let pool = ready.entry.name();
+    shared.observe.describe_client(&mut slot, "mysql", &ready.holder, pool);
     Session::new(client, buf, shared, ready, slot).run().await;
 }
 

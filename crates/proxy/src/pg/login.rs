@@ -42,10 +42,11 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
         LOGIN_TIMEOUT,
         Box::pin(login(&mut client, &mut buf, peer, &shared)),
     );
-    let ready = match login.await {
+    let mut ready = match login.await {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
+            shared.observe.count_error("postgres", e.sqlstate().to_owned());
             tracing::info!(client = %peer, code = e.sqlstate(), error = %e, "client login refused");
             send_fatal(&mut client, &e).await;
             return;
@@ -61,6 +62,9 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
     let leftover = buf.split();
     // `buf` would keep the login buffer's allocation alive for the whole session.
     drop(buf);
+    let pool = ready.entry.pool.config().name;
+    let observe = &shared.observe;
+    observe.describe_client(&mut ready.slot, "postgres", &ready.holder, pool);
     Session::new(client, leftover, shared, ready).run().await;
 }
 
@@ -186,6 +190,7 @@ async fn login(
         user: user.clone(),
         database: database.clone(),
         application: application.clone(),
+        note: Default::default(),
     };
 
     // Session mode takes its server now, so refusals arrive at connect time. Transaction mode

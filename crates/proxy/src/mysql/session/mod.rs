@@ -211,6 +211,8 @@ impl Session {
         let pool = self.entry.name();
         match &end {
             End::Kicked(e, seq) => {
+                let code = e.mysql_code(self.mariadb).to_string();
+                self.shared.observe.count_error("mysql", code);
                 tracing::warn!(client = %self.holder.client, pool = %pool, code = e.mysql_code(self.mariadb), reason = %e, "MySQL client disconnected by poolguard");
                 let mut m = BytesMut::new();
                 err_packet(&mut m, *seq, e, self.mariadb);

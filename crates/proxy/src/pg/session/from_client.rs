@@ -305,6 +305,7 @@ impl Session {
             QUERY => {
                 let sql = frontend::parse_query(body)
                     .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
+                self.holder.note.statement(sql);
                 if self.transaction_mode {
                     let findings = scan(sql, self.extra_parameters());
                     if let Some(stmt) = deallocate_target(sql) {
@@ -430,6 +431,7 @@ impl Session {
     ) -> Result<Action, ProxyError> {
         let parse = frontend::parse_parse(body)
             .map_err(|e| ProxyError::Protocol(format!("invalid Parse message: {e}")))?;
+        self.holder.note.statement(parse.query);
         if self.transaction_mode {
             let findings = scan(parse.query, self.extra_parameters());
             if let Some(error) = self.apply_findings(&findings, batch_start) {

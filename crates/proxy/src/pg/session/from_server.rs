@@ -83,6 +83,11 @@ impl Session {
                     ..
                 } => {
                     held.status = body.first().copied().unwrap_or(b'I');
+                    self.holder.note.set_state(if held.status == b'I' {
+                        poolguard_pool::LeaseState::Idle
+                    } else {
+                        poolguard_pool::LeaseState::IdleInTransaction
+                    });
                     held.copy_in = false;
                     held.idle_since = Instant::now();
                     held.busy_since = (!held.pending.is_empty()).then(Instant::now);

@@ -1,0 +1,96 @@
+//! The observability keys: `[admin] users` and `[[alerts]]`, validated into the admin crate's
+//! [`AlertRule`]s. Kept apart from `mod.rs` so the core config stays readable.
+
+use std::time::Duration;
+
+use poolguard_admin::{AlertRule, Quantity};
+use serde::Deserialize;
+
+use super::raw::RawConfig;
+use super::{invalid, parse_duration, ConfigError, User};
+
+/// One `[[alerts]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub name: String,
+    /// What to watch; one of [`Quantity::NAMES`]. `quantity` is accepted as a synonym.
+    #[serde(alias = "quantity")]
+    pub metric: String,
+    /// Fire when the value is >= this (ratios are 0..1). Unused by `forecast`.
+    pub threshold: Option<f64>,
+    /// How long the condition must hold ("30s"); default 0s.
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// `http://host:port/path` to POST firing/resolved notices to.
+    pub webhook: Option<String>,
+    /// Only this backend (default: all).
+    pub backend: Option<String>,
+    /// `forecast`: warn when connections run out within this long (default "15m").
+    pub horizon: Option<String>,
+}
+
+/// `([admin] users, [[alerts]])`, every user and backend name checked.
+pub fn validate(
+    raw: &RawConfig,
+    users: &[User],
+) -> Result<(Vec<String>, Vec<AlertRule>), ConfigError> {
+    let admin_users = raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.users.clone())
+        .unwrap_or_default();
+    for u in &admin_users {
+        if !users.iter().any(|x| &x.name == u) {
+            return Err(invalid(
+                "admin.users",
+                format!("{u:?} is not defined in [[users]] (admin users log in with a [[users]] password)"),
+            ));
+        }
+    }
+    let mut rules = Vec::new();
+    for (i, a) in raw.alerts.iter().enumerate() {
+        let key = format!("alerts[{i}]");
+        let quantity = Quantity::parse(&a.metric).ok_or_else(|| {
+            invalid(
+                format!("{key}.metric"),
+                format!("{:?} is not one of {}", a.metric, Quantity::NAMES),
+            )
+        })?;
+        if quantity != Quantity::Forecast && a.threshold.is_none() {
+            return Err(invalid(format!("{key}.threshold"), "is required"));
+        }
+        if let Some(url) = &a.webhook {
+            if !url.starts_with("http://") {
+                return Err(invalid(
+                    format!("{key}.webhook"),
+                    format!("{url:?}: only http:// URLs are supported (use a relay for https)"),
+                ));
+            }
+        }
+        if let Some(b) = &a.backend {
+            if !raw.backends.iter().any(|x| &x.name == b) {
+                return Err(invalid(
+                    format!("{key}.backend"),
+                    format!("{b:?} is not defined in [[backends]]"),
+                ));
+            }
+        }
+        let duration = |k: &str, v: &Option<String>, d: Duration| match v {
+            Some(t) => {
+                parse_duration(&format!("{key}.{k}"), t).map(|d| d.unwrap_or(Duration::ZERO))
+            }
+            None => Ok(d),
+        };
+        rules.push(AlertRule {
+            name: a.name.clone(),
+            quantity,
+            threshold: a.threshold.unwrap_or(0.0),
+            for_: duration("for", &a.for_, Duration::ZERO)?,
+            webhook: a.webhook.clone(),
+            backend: a.backend.clone(),
+            horizon: duration("horizon", &a.horizon, Duration::from_secs(15 * 60))?,
+        });
+    }
+    Ok((admin_users, rules))
+}

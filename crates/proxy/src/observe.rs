@@ -1,0 +1,428 @@
+//! What the proxy tells the admin side: the client list, leak detection, the server polls and
+//! the error counts, and the [`poolguard_admin::Source`] implementation that turns all of it
+//! (plus every pool's status and leases) into a snapshot.
+//!
+//! Invariants: sessions touch this at most once per client (describe/forget) and once per
+//! error; the leak watcher and the server poller run in their own tasks, once a second and
+//! every [`POLL_PERIOD`], and never hold a lock across `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use poolguard_admin::model::{BackendSnapshot, ClientSnapshot, LeaseSnapshot, PoolSnapshot};
+use poolguard_admin::{EventKind, EventLog, Snapshot, Source};
+use poolguard_pool::{Connector, Holder, LeaseRecord, PoolStatus};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{Database, PoolMode, Protocol};
+use crate::state::{ClientSlot, Shared};
+
+/// How often each backend's own connection numbers are read.
+pub const POLL_PERIOD: Duration = Duration::from_secs(5);
+/// How often leases are checked against `leak_threshold`.
+const LEAK_PERIOD: Duration = Duration::from_secs(1);
+
+struct ClientEntry {
+    protocol: &'static str,
+    holder: Holder,
+    pool: String,
+    since: Instant,
+}
+
+/// A backend's last poll.
+#[derive(Debug, Clone, Default)]
+struct ServerPoll {
+    connections: Option<u64>,
+    max_connections: Option<u64>,
+    error: Option<String>,
+}
+
+/// The proxy's observability state (one per [`Shared`]).
+#[derive(Default)]
+pub struct Observe {
+    pub events: EventLog,
+    clients: Mutex<HashMap<u64, ClientEntry>>,
+    next_client: AtomicU64,
+    servers: Mutex<HashMap<String, ServerPoll>>,
+    errors: Mutex<BTreeMap<(&'static str, String), u64>>,
+    idle_in_transaction_kills: AtomicU64,
+    /// Console PAUSE: reported only (see the README).
+    pub paused: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Observe {
+    /// Lists a logged-in client (until its slot drops).
+    pub fn describe_client(
+        &self,
+        slot: &mut ClientSlot,
+        protocol: &'static str,
+        holder: &Holder,
+        pool: String,
+    ) {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = ClientEntry {
+            protocol,
+            holder: holder.clone(),
+            pool,
+            since: Instant::now(),
+        };
+        lock(&self.clients).insert(id, entry);
+        slot.observed = Some(id);
+    }
+
+    pub(crate) fn forget_client(&self, id: u64) {
+        lock(&self.clients).remove(&id);
+    }
+
+    /// Counts an error sent to a client (SQLSTATE or MySQL code).
+    pub fn count_error(&self, protocol: &'static str, code: String) {
+        if code == "25P03" || code == "1205" {
+            self.idle_in_transaction_kills
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        *lock(&self.errors).entry((protocol, code)).or_default() += 1;
+    }
+}
+
+/// Starts the leak watcher and the server poller.
+pub fn spawn(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
+    let weak = Arc::downgrade(shared);
+    let leaks = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(LEAK_PERIOD);
+        loop {
+            ticks.tick().await;
+            let Some(shared) = weak.upgrade() else { return };
+            check_leaks(&shared);
+        }
+    });
+    let weak = Arc::downgrade(shared);
+    let polls = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(POLL_PERIOD);
+        loop {
+            ticks.tick().await;
+            let Some(shared) = weak.upgrade() else { return };
+            poll_servers(&shared).await;
+        }
+    });
+    vec![leaks, polls]
+}
+
+/// Every pool's (database, status, leases) with its protocol.
+fn pools(shared: &Shared) -> Vec<(&'static str, Database, String, PoolStatus, Vec<LeaseRecord>)> {
+    let mut out = Vec::new();
+    for e in shared.pg_pools() {
+        let st = e.pool.status();
+        out.push((
+            "postgres",
+            e.db.clone(),
+            e.user.clone(),
+            st,
+            e.pool.holders(),
+        ));
+    }
+    for e in shared.mysql.pools() {
+        let st = e.pool.status();
+        out.push(("mysql", e.db.clone(), e.user.clone(), st, e.pool.holders()));
+    }
+    out
+}
+
+fn check_leaks(shared: &Shared) {
+    let mut found = Vec::new();
+    for e in shared.pg_pools() {
+        if let Some(t) = e.db.limits.leak_threshold {
+            found.extend(
+                e.pool
+                    .take_leaks(t)
+                    .into_iter()
+                    .map(|r| ("postgres", e.db.clone(), r)),
+            );
+        }
+    }
+    for e in shared.mysql.pools() {
+        if let Some(t) = e.db.limits.leak_threshold {
+            found.extend(
+                e.pool
+                    .take_leaks(t)
+                    .into_iter()
+                    .map(|r| ("mysql", e.db.clone(), r)),
+            );
+        }
+    }
+    let now = Instant::now();
+    for (protocol, db, record) in found {
+        let mut lease = lease_snapshot(protocol, &db, &record, now);
+        lease.leak_reported = true;
+        tracing::warn!(
+            client = %lease.client,
+            user = %lease.user,
+            database = %lease.database,
+            application = %lease.application,
+            pool = %lease.pool,
+            held_for = ?Duration::from_secs_f64(lease.held_seconds),
+            state = %lease.state,
+            last_statement = %lease.last_statement,
+            "lease exceeded leak threshold"
+        );
+        let message = format!(
+            "{} holds a {} server connection of pool {} for {:.0}s ({}): {}",
+            record.holder,
+            protocol,
+            lease.pool,
+            lease.held_seconds,
+            lease.state,
+            if lease.last_statement.is_empty() {
+                "no statement yet"
+            } else {
+                &lease.last_statement
+            }
+        );
+        shared
+            .observe
+            .events
+            .push(EventKind::Leak, message, Some(lease), None, None);
+    }
+}
+
+fn lease_snapshot(protocol: &str, db: &Database, r: &LeaseRecord, now: Instant) -> LeaseSnapshot {
+    let h = &r.holder;
+    LeaseSnapshot {
+        id: r.id,
+        pool: format!("{}/{}", db.name, h.user),
+        backend: db.backend.clone(),
+        protocol: protocol.to_owned(),
+        client: h.client.clone(),
+        user: h.user.clone(),
+        database: h.database.clone(),
+        application: h.application.clone(),
+        held_seconds: now.saturating_duration_since(r.since).as_secs_f64(),
+        state: h.note.state().as_str().to_owned(),
+        last_statement: h
+            .note
+            .last_statement()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        leak_reported: r.leak_reported,
+    }
+}
+
+async fn poll_servers(shared: &Shared) {
+    for b in &shared.config.backends {
+        let Some(host) = b.hosts.first() else {
+            continue;
+        };
+        let result = tokio::time::timeout(
+            b.connect_timeout * 2,
+            poll_one(shared, b.protocol, &b.name, host),
+        )
+        .await;
+        let poll = match result {
+            Ok(Ok((c, m))) => ServerPoll {
+                connections: Some(c),
+                max_connections: Some(m),
+                error: None,
+            },
+            Ok(Err(e)) => ServerPoll {
+                error: Some(e),
+                ..Default::default()
+            },
+            Err(_) => ServerPoll {
+                error: Some("poll timed out".into()),
+                ..Default::default()
+            },
+        };
+        if let Some(e) = &poll.error {
+            tracing::debug!(backend = %b.name, error = %e, "server poll failed");
+        }
+        lock(&shared.observe.servers).insert(b.name.clone(), poll);
+    }
+}
+
+/// `(server's connection count, its max_connections)`, logged in as the first configured
+/// user (as `poolguard check` does). The poll's own connection is counted too.
+async fn poll_one(
+    shared: &Shared,
+    protocol: Protocol,
+    backend: &str,
+    host: &str,
+) -> Result<(u64, u64), String> {
+    let user = shared
+        .config
+        .users
+        .first()
+        .ok_or("no [[users]] entry to log in with")?;
+    let db = shared
+        .config
+        .databases
+        .iter()
+        .find(|d| d.backend == backend)
+        .map(|d| d.server_database.clone());
+    let timeout = shared
+        .config
+        .backend(backend)
+        .map(|b| b.connect_timeout)
+        .unwrap_or(POLL_PERIOD);
+    let num = |v: Option<&Option<String>>| {
+        v.and_then(|v| v.as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    match protocol {
+        Protocol::Postgres => {
+            let connector = crate::pg::server::PgConnector::new(
+                host.to_owned(),
+                user.name.clone(),
+                user.password.clone(),
+                db.unwrap_or_else(|| "postgres".into()),
+                timeout,
+            );
+            let mut conn = connector.connect().await.map_err(|e| e.to_string())?;
+            let reply = conn
+                .simple_query("SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), current_setting('max_connections')")
+                .await;
+            connector.close(conn, poolguard_pool::CloseReason::PoolClosed);
+            let (rows, _) = reply.map_err(|e| e.to_string())?;
+            let row = rows.first().ok_or("no row")?;
+            Ok((num(row.first()), num(row.get(1))))
+        }
+        Protocol::Mysql => {
+            let connector = crate::mysql::server::MyConnector::new(
+                host.to_owned(),
+                user.name.clone(),
+                user.password.clone(),
+                db.unwrap_or_default(),
+                timeout,
+            );
+            let mut conn = connector.open().await.map_err(|e| e.to_string())?;
+            let reply = conn
+                .query("SELECT (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED'), @@max_connections")
+                .await;
+            drop(conn); // closing the socket ends the session (quit_now is private to the server module)
+            let reply = reply.map_err(|e| e.to_string())?;
+            let row = reply.rows.first().ok_or("no row")?;
+            Ok((num(row.first()), num(row.get(1))))
+        }
+    }
+}
+
+fn pool_snapshot(
+    protocol: &str,
+    db: &Database,
+    user: &str,
+    st: &PoolStatus,
+    clients: usize,
+    statements: u64,
+) -> PoolSnapshot {
+    PoolSnapshot {
+        name: st.name.clone(),
+        backend: db.backend.clone(),
+        protocol: protocol.to_owned(),
+        database: db.name.clone(),
+        user: user.to_owned(),
+        mode: match db.pool_mode {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+        .to_owned(),
+        open: st.open,
+        idle: st.idle,
+        in_use: st.in_use,
+        connecting: st.connecting,
+        waiters: st.waiters,
+        oldest_wait_seconds: st.oldest_wait.map_or(0.0, |d| d.as_secs_f64()),
+        size: st.size,
+        cap: st.cap,
+        clients,
+        acquired_total: st.acquired_total,
+        timeouts_total: st.timeouts_total,
+        connects_total: st.connects_total,
+        connect_errors_total: st.connect_errors_total,
+        closed_total: st.closed_total,
+        leaks_total: st.leaks_total,
+        acquire_wait_buckets: st.acquire_wait_buckets.clone(),
+        acquire_wait_sum: st.acquire_wait_sum,
+        statements,
+    }
+}
+
+impl Source for Shared {
+    fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let clients: Vec<ClientSnapshot> = {
+            let list = lock(&self.observe.clients);
+            list.iter()
+                .map(|(id, c)| ClientSnapshot {
+                    id: *id,
+                    protocol: c.protocol.to_owned(),
+                    client: c.holder.client.clone(),
+                    user: c.holder.user.clone(),
+                    database: c.holder.database.clone(),
+                    application: c.holder.application.clone(),
+                    pool: c.pool.clone(),
+                    state: c.holder.note.state().as_str().to_owned(),
+                    connected_seconds: now.saturating_duration_since(c.since).as_secs_f64(),
+                    statements: c.holder.note.statements(),
+                })
+                .collect()
+        };
+        let mut snap = Snapshot::default();
+        let mut budgets: HashMap<String, (usize, usize)> = HashMap::new();
+        for (protocol, db, user, st, leases) in pools(self) {
+            let of_pool = clients
+                .iter()
+                .filter(|c| c.pool == st.name && c.protocol == protocol);
+            let (n, statements) = of_pool.fold((0, 0), |(n, s), c| (n + 1, s + c.statements));
+            budgets.insert(db.backend.clone(), (st.budget_limit, st.budget_in_use));
+            snap.pools
+                .push(pool_snapshot(protocol, &db, &user, &st, n, statements));
+            snap.leases
+                .extend(leases.iter().map(|r| lease_snapshot(protocol, &db, r, now)));
+        }
+        snap.pools
+            .sort_by(|a, b| (&a.backend, &a.name).cmp(&(&b.backend, &b.name)));
+        snap.leases
+            .sort_by(|a, b| b.held_seconds.total_cmp(&a.held_seconds));
+        let polls = lock(&self.observe.servers).clone();
+        for b in &self.config.backends {
+            let (limit, in_use) = budgets.get(&b.name).copied().unwrap_or_else(|| {
+                self.budget(&b.name)
+                    .map_or((b.max_connections, 0), |x| x.snapshot())
+            });
+            let poll = polls.get(&b.name).cloned().unwrap_or_default();
+            snap.backends.push(BackendSnapshot {
+                name: b.name.clone(),
+                protocol: b.protocol.to_string(),
+                host: b.hosts.first().cloned().unwrap_or_default(),
+                budget_limit: limit,
+                budget_in_use: in_use,
+                server_connections: poll.connections,
+                server_max_connections: poll.max_connections,
+                poll_error: poll.error,
+            });
+        }
+        snap.clients_connected = self.client_count();
+        snap.clients = clients;
+        snap.pins_total = self.pins_total() as u64;
+        snap.idle_in_transaction_kills_total = self
+            .observe
+            .idle_in_transaction_kills
+            .load(Ordering::Relaxed);
+        snap.errors_total = lock(&self.observe.errors)
+            .iter()
+            .map(|((p, c), n)| ((*p).to_owned(), c.clone(), *n))
+            .collect();
+        snap.paused = self.observe.paused.load(Ordering::Relaxed);
+        snap
+    }
+
+    fn events(&self) -> &EventLog {
+        &self.observe.events
+    }
+}
