@@ -74,6 +74,10 @@ pub struct AlertRule {
     pub horizon: Duration,
 }
 
+/// A backend in a history point: (name, budget_in_use, budget_limit, server connections,
+/// server max_connections).
+pub type BackendPoint = (String, usize, usize, Option<u64>, Option<u64>);
+
 /// One point of history (every tick): what the dashboard charts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
@@ -81,7 +85,7 @@ pub struct Point {
     /// (pool name, in_use, open, cap, waiters)
     pub pools: Vec<(String, usize, usize, usize, usize)>,
     /// (backend, budget_in_use, budget_limit, server_connections, server_max_connections)
-    pub backends: Vec<(String, usize, usize, Option<u64>, Option<u64>)>,
+    pub backends: Vec<BackendPoint>,
     #[serde(skip)]
     timeouts: u64,
     #[serde(skip)]

@@ -130,7 +130,9 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
     };
     let mut slot = slot;
     let pool = ready.entry.name();
-    shared.observe.describe_client(&mut slot, "mysql", &ready.holder, pool);
+    shared
+        .observe
+        .describe_client(&mut slot, "mysql", &ready.holder, pool);
     Session::new(client, buf, shared, ready, slot).run().await;
 }
 

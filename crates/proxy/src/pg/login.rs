@@ -46,7 +46,9 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            shared.observe.count_error("postgres", e.sqlstate().to_owned());
+            shared
+                .observe
+                .count_error("postgres", e.sqlstate().to_owned());
             tracing::info!(client = %peer, code = e.sqlstate(), error = %e, "client login refused");
             send_fatal(&mut client, &e).await;
             return;

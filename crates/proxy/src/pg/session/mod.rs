@@ -193,7 +193,9 @@ impl Session {
         let pool = self.entry.pool.config().name;
         match &end {
             End::Kicked(e) => {
-                self.shared.observe.count_error("postgres", e.sqlstate().to_owned());
+                self.shared
+                    .observe
+                    .count_error("postgres", e.sqlstate().to_owned());
                 tracing::warn!(client = %self.holder.client, pool = %pool, code = e.sqlstate(), reason = %e, "client disconnected by poolguard");
                 let mut m = BytesMut::new();
                 write_error(&mut m, "FATAL", e);
