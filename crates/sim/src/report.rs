@@ -146,7 +146,7 @@ pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\n\
          body{{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}}\n\
-         table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\n\
+         table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right;font-size:13px}}\n\
          th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}\n\
          .runs{{display:flex;gap:24px;flex-wrap:wrap}}.run{{flex:1;min-width:520px}}\n\
          .bad{{color:#b00020;font-weight:600}}.good{{color:#1b7f3b;font-weight:600}}\n\
@@ -162,20 +162,33 @@ pub fn run_section(r: &RunReport) -> String {
     let _ = write!(
         s,
         "<p>Target <code>{}</code>, {} workload, {:.1} s. {} requests succeeded, {} failed; {:.1} req/s; \
-         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.</p>\n<table><tr><th>group</th><th>role</th><th>workers</th>\
-         <th>window</th><th>ok</th><th>errors</th><th>req/s</th><th>p99 ms</th><th>errors by code</th></tr>\n",
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.</p>\n<table><tr><th>group</th><th>workers</th>\
+         <th>window</th><th>ok</th><th>errors</th><th>req/s</th><th>p99 ms</th></tr>\n",
         escape(&r.target), r.workload, r.duration_s, r.ok, r.errors, r.throughput, r.latency.p50, r.latency.p99, r.latency.max
     );
     for g in &r.groups {
-        let codes: Vec<String> = g
-            .error_codes
-            .iter()
-            .map(|(c, n)| format!("{c}: {n}"))
-            .collect();
+        let (ok, errors) = if g.role.starts_with("leak") {
+            (
+                format!("held {}, reclaimed {}", g.leaked, g.reclaimed),
+                format!("{} refused", g.errors),
+            )
+        } else {
+            let codes: Vec<String> = g
+                .error_codes
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
+            let detail = if codes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", codes.join(", "))
+            };
+            (g.ok.to_string(), format!("{}{detail}", g.errors))
+        };
         let _ = writeln!(
             s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}-{:.0} s</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td></tr>",
-            escape(&g.name), g.role, g.workers, g.start_s, g.end_s, g.ok, g.errors, g.throughput, g.latency.p99, escape(&codes.join(", "))
+            "<tr><td>{}</td><td>{}</td><td>{:.0}-{:.0} s</td><td>{ok}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td></tr>",
+            escape(&g.name), g.workers, g.start_s, g.end_s, escape(&errors), g.throughput, g.latency.p99
         );
     }
     s.push_str("</table>\n");

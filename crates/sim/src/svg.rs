@@ -7,19 +7,14 @@ const W: f64 = 560.0;
 const H: f64 = 220.0;
 const L: f64 = 48.0;
 const R: f64 = 12.0;
-const T: f64 = 26.0;
+const T: f64 = 36.0;
 const B: f64 = 28.0;
 
 /// One line of a chart: label, colour, points (seconds, value).
 pub type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
 
 /// A chart of `series` over `0..x_max` seconds.
-pub fn chart(
-    title: &str,
-    x_max: f64,
-    series: &[Series<'_>],
-    limit: Option<(f64, &str)>,
-) -> String {
+pub fn chart(title: &str, x_max: f64, series: &[Series<'_>], limit: Option<(f64, &str)>) -> String {
     let data_max = series
         .iter()
         .flat_map(|(_, _, p)| p.iter().map(|&(_, y)| y))
@@ -43,8 +38,9 @@ pub fn chart(
             W - R, py(y), py(y), L - 4.0, py(y) + 3.0, label(y)
         );
     }
-    for i in 0..=5 {
-        let x = x_max * f64::from(i) / 5.0;
+    let step = nice(x_max / 6.0).max(1.0);
+    for i in 0..=((x_max / step).floor() as u32) {
+        let x = step * f64::from(i);
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}s</text>",
@@ -65,7 +61,7 @@ pub fn chart(
             W - R, py(y), py(y), W - R, py(y) - 3.0, crate::report::escape(name), label(y)
         );
     }
-    let mut lx = L + 200.0;
+    let mut lx = L;
     for (name, colour, points) in series {
         if !points.is_empty() {
             let pts: Vec<String> = points
@@ -80,7 +76,7 @@ pub fn chart(
         }
         let _ = write!(
             s,
-            "<rect x=\"{lx:.1}\" y=\"6\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"15\">{}</text>",
+            "<rect x=\"{lx:.1}\" y=\"20\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"29\">{}</text>",
             lx + 13.0, crate::report::escape(name)
         );
         lx += 20.0 + 6.0 * name.len() as f64;
@@ -89,10 +85,10 @@ pub fn chart(
     s
 }
 
-/// The next "round" number at or above `v` (1, 2, 5 times a power of ten).
+/// The next "round" number at or above `v` (1, 2, 2.5, 5 times a power of ten).
 fn nice(v: f64) -> f64 {
     let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    [1.0, 2.0, 2.5, 5.0, 10.0]
         .iter()
         .map(|m| m * p)
         .find(|&c| c >= v)

@@ -112,11 +112,11 @@ pub fn side_by_side(c: &Comparison) -> String {
 pub fn explain(c: &Comparison, guarded: bool) -> String {
     let r = if guarded { &c.guarded } else { &c.direct };
     let f = Figures::of(r);
-    let leakers: u64 = r
+    let leakers: u32 = r
         .groups
         .iter()
         .filter(|g| g.role.starts_with("leak"))
-        .map(|g| g.leaked)
+        .map(|g| g.workers)
         .sum();
     let codes = r
         .error_codes
@@ -131,7 +131,7 @@ pub fn explain(c: &Comparison, guarded: bool) -> String {
     let (sok, serr) = spike.map_or((0, 0), |g| (g.ok, g.errors));
     if !guarded {
         let mut s = format!(
-            "The leaking clients took {leakers} connections straight on the {server} and never gave them back. \
+            "{leakers} leaking clients took connections straight on the {server} and never gave them back. \
              Nothing on the server ends an idle session or an idle transaction by default, so the leak was {det}. \
              The server peaked at {} of its {} connections; from then on new connections were refused",
             f.peak_server_connections,
