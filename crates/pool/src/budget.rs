@@ -42,6 +42,17 @@ pub struct Budget {
     state: Mutex<State>,
 }
 
+/// One budget unit held outside any pool; released on drop.
+pub struct ReservedUnit {
+    budget: Arc<Budget>,
+}
+
+impl Drop for ReservedUnit {
+    fn drop(&mut self) {
+        self.budget.release();
+    }
+}
+
 struct State {
     limit: usize,
     in_use: usize,
@@ -155,6 +166,20 @@ impl Budget {
         false
     }
 
+    /// Takes one unit for a connection opened outside any pool (the server monitor), if one is
+    /// free right now. Never waits and never queues: monitoring must not compete with clients.
+    /// The unit returns to the budget (and to a starved pool, if any) when the guard drops.
+    pub fn try_reserve(self: &Arc<Self>) -> Option<ReservedUnit> {
+        let mut st = self.lock();
+        if st.in_use < st.limit {
+            st.in_use += 1;
+            return Some(ReservedUnit {
+                budget: self.clone(),
+            });
+        }
+        None
+    }
+
     /// Give back one unit: hand it to the first starved pool that takes it, or free it.
     /// Must not be called with any pool lock held.
     pub(crate) fn release(&self) {
@@ -240,5 +265,22 @@ impl fmt::Debug for Budget {
             .field("starved_pools", &st.starved.len())
             .field("pools", &st.members.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod reserve_tests {
+    use super::*;
+
+    #[test]
+    fn reserved_units_count_and_come_back() {
+        let b = Budget::new(2);
+        let one = b.try_reserve().expect("free unit");
+        let two = b.try_reserve().expect("free unit");
+        assert!(b.try_reserve().is_none(), "never beyond the limit");
+        assert_eq!(b.in_use(), 2);
+        drop(one);
+        drop(two);
+        assert_eq!(b.in_use(), 0);
     }
 }

@@ -47,7 +47,7 @@ mod tests;
 use std::fmt;
 use std::future::Future;
 
-pub use budget::Budget;
+pub use budget::{Budget, ReservedUnit};
 pub use config::{PoolConfig, PoolStatus};
 pub use error::AcquireError;
 pub use lease::Lease;

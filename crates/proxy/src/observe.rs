@@ -246,13 +246,19 @@ async fn poll_servers(shared: &Shared) {
 }
 
 /// `(server's connection count, its max_connections)`, logged in as the first configured
-/// user (as `poolguard check` does). The poll's own connection is counted too.
+/// user (as `poolguard check` does). The poll's own connection is counted too, and it takes a
+/// unit of the backend's budget for as long as it is open: the hard cap holds for monitoring
+/// as well. When every unit is in use, the poll is skipped rather than competing with clients.
 async fn poll_one(
     shared: &Shared,
     protocol: Protocol,
     backend: &str,
     host: &str,
 ) -> Result<(u64, u64), String> {
+    let _unit = shared
+        .budget(backend)
+        .and_then(|b| b.try_reserve())
+        .ok_or("skipped: every server connection of the budget is in use")?;
     let user = shared
         .config
         .users
