@@ -102,6 +102,11 @@ pub fn spawn(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
             check_leaks(&shared);
         }
     });
+    // The server polls open a connection as a configured user every few seconds; they only
+    // feed /metrics and the dashboard, so they run only when the admin listener is configured.
+    if shared.config.admin_listen.is_none() {
+        return vec![leaks];
+    }
     let weak = Arc::downgrade(shared);
     let polls = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(POLL_PERIOD);
