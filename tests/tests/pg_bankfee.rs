@@ -12,9 +12,8 @@
 //!
 //! Assertions are on counts and states only; the figures of both runs are printed.
 
-use std::io::Read;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use poolguard_e2e::*;
 
@@ -23,44 +22,6 @@ const MAX_CONNECTIONS: u32 = 12;
 const LEAK_IDLE: u32 = 6;
 const LEAK_IN_TX: u32 = 6;
 const HEALTHY_SECONDS: u32 = 8;
-
-/// Runs `cmd` to completion, killing it if it outlives `limit`. Candidate for the harness.
-fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client program");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for client program") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            break child.wait().expect("wait for killed client program");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    }
-}
 
 /// bankfee.js's one-line JSON report. Its figures are integers at the top level or in flat
 /// maps of integers (`errors`, `leaked_kicked`), so finding `"key":` is enough; the e2e package
@@ -102,7 +63,7 @@ fn number_after(json: &str, key: &str) -> Option<u64> {
 }
 
 fn run_bankfee(url: &str) -> (Report, Output) {
-    let out = output_within(
+    let out = run_within(
         Command::new("node")
             .arg(client_script("node/bankfee.js"))
             .arg(url)
@@ -302,7 +263,7 @@ fn psql_steps(port: u16, steps: &[&str]) -> Output {
     }
     cmd.env("PGPASSWORD", PASSWORD)
         .env("PGCONNECT_TIMEOUT", "20");
-    output_within(&mut cmd, Duration::from_secs(60))
+    run_within(&mut cmd, Duration::from_secs(60))
 }
 
 /// idle_in_transaction_timeout is about a transaction left idle, not a busy one: a statement that

@@ -4,53 +4,13 @@
 //! What is asserted: the clients succeed and see the right data, and the server never sees more
 //! `app` connections than the pool size while 50 clients hammer it. No timing is asserted.
 
-use std::io::Read;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use poolguard_e2e::*;
 
-/// Runs `cmd` to completion, killing it if it outlives `limit` (so a hung client fails the test
-/// instead of hanging it). Candidate for the harness.
-fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client program");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for client program") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            break child.wait().expect("wait for killed client program");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    }
-}
-
 fn pgbench(port: u16, args: &[&str]) -> Output {
-    output_within(
+    run_within(
         Command::new("pgbench")
             .args(["-h", "127.0.0.1", "-U", USER])
             .arg("-p")
@@ -150,7 +110,7 @@ fn pgbench_simple_and_extended_stay_within_pool_size() {
 fn psycopg_through_transaction_mode() {
     let pg = sandbox(30);
     let proxy = Proxy::start(&pg, &PoolSpec::default());
-    let out = output_within(
+    let out = run_within(
         Command::new("python3")
             .arg(client_script("pg_psycopg.py"))
             .arg(proxy.url()),
@@ -176,7 +136,7 @@ fn node_postgres_pool_through_transaction_mode() {
     let spec = PoolSpec::default();
     let proxy = Proxy::start(&pg, &spec);
     let sampler = PeakSampler::start(&pg);
-    let out = output_within(
+    let out = run_within(
         Command::new("node")
             .arg(client_script("node/pg_basic.js"))
             .arg(proxy.url())
