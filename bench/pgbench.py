@@ -307,7 +307,9 @@ def write_results(path, results, idle, storms, args, profile_note):
                  "medians shown. PgBouncer: Debian's " + pgbouncer_version() + ". "
                  "Latency from pgbench's per-transaction log (`-l`). "
                  + (f"Load average during the runs: {min(LOADS):.1f} to {max(LOADS):.1f} "
-                    f"(2 cores; above ~2 means other work competed for the CPU).\n" if LOADS else "\n"))
+                    "(it counts the benchmark's own pgbench threads and PostgreSQL backends, up to "
+                    "500 of them, so it says little about other work; see the note below the table "
+                    "for what else ran).\n" if LOADS else "\n"))
     lines.append("| scenario | target | TPS | mean ms | p99 ms | failed | proxy CPU µs/tx | vs direct | vs PgBouncer |")
     lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, _, clients, targets in SCENARIOS:
@@ -353,6 +355,13 @@ def write_results(path, results, idle, storms, args, profile_note):
     if profile_note and os.path.exists(profile_note):
         with open(profile_note) as f:
             lines.append(f.read())
+    # Sections written by other benchmarks (bench/sysbench.sh) are kept.
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = f.read()
+        at = previous.find("## MySQL: sysbench")
+        if at >= 0:
+            lines.append(previous[at:].rstrip("\n"))
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

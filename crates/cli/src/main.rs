@@ -13,8 +13,8 @@ use poolguard_proxy::check::read_budgets;
 use poolguard_proxy::config::Config;
 use poolguard_proxy::Proxy;
 
-/// A database connection guard for PostgreSQL (and soon MySQL): hard caps on server
-/// connections, transaction pooling, acquire deadlines with clear errors, and hygiene timeouts.
+/// A database connection guard for PostgreSQL and MySQL/MariaDB: hard caps on server
+/// connections, transaction pooling, acquire deadlines with clear errors, leak detection.
 #[derive(Parser)]
 #[command(name = "poolguard", version, about, long_about = None)]
 struct Cli {
