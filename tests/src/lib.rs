@@ -223,28 +223,35 @@ pub fn run_pg(cmd: &mut Command) -> Output {
         .expect("run client program")
 }
 
-/// psql against a port as `app` on `bank`: -X -At -v ON_ERROR_STOP=1.
+/// A psql command against a port as `app` on `bank`: -X -q -At -v ON_ERROR_STOP=1.
+pub fn psql_command(port: u16) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-X",
+        "-q",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        USER,
+        "-d",
+        DB,
+    ])
+    .arg("-p")
+    .arg(port.to_string());
+    cmd
+}
+
+/// psql running one command string.
 pub fn psql(port: u16, sql: &str) -> Output {
-    run_pg(
-        Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                USER,
-                "-d",
-                DB,
-            ])
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-c")
-            .arg(sql),
-    )
+    run_pg(psql_command(port).arg("-c").arg(sql))
+}
+
+/// psql running a script file (backslash commands such as \copy need one).
+pub fn psql_file(port: u16, script: &Path) -> Output {
+    run_pg(psql_command(port).arg("-f").arg(script))
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -397,53 +397,9 @@ fn copy_in_and_out_through_the_proxy() {
         input.display(),
         output.display()
     );
-    let out = run_pg(
-        std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                USER,
-                "-d",
-                DB,
-            ])
-            .arg("-p")
-            .arg(proxy.port.to_string())
-            .arg("-c")
-            .arg(&script),
-    );
-    // psql runs -c text as one line; fall back to a script file for the backslash commands.
-    let out = if out.status.success() {
-        out
-    } else {
-        let f = dir.path().join("copy.sql");
-        std::fs::write(&f, &script).unwrap();
-        run_pg(
-            std::process::Command::new("psql")
-                .args([
-                    "-X",
-                    "-q",
-                    "-At",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    USER,
-                    "-d",
-                    DB,
-                ])
-                .arg("-p")
-                .arg(proxy.port.to_string())
-                .arg("-f")
-                .arg(&f),
-        )
-    };
+    let f = dir.path().join("copy.sql");
+    std::fs::write(&f, &script).unwrap();
+    let out = psql_file(proxy.port, &f);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).lines().last(), Some("5000"));
     assert_eq!(std::fs::read_to_string(&output).unwrap(), rows);
