@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod mysql;
 pub mod observe;
@@ -41,7 +42,7 @@ impl Proxy {
         let shared = Shared::new(config);
         let mut tasks = Vec::new();
         let mut postgres_addr = None;
-        if let Some(pg) = &shared.config.postgres {
+        if let Some(pg) = &shared.config().postgres {
             let listener = TcpListener::bind(pg.listen).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", pg.listen))
             })?;
@@ -51,7 +52,7 @@ impl Proxy {
             tasks.push(tokio::spawn(accept_postgres(listener, shared.clone())));
         }
         let mut mysql_addr = None;
-        if let Some(listen) = shared.config.mysql_listen {
+        if let Some(listen) = shared.config().mysql_listen {
             let listener = TcpListener::bind(listen).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
             })?;
@@ -62,10 +63,10 @@ impl Proxy {
         }
         tasks.extend(observe::spawn(&shared));
         let mut admin_addr = None;
-        if let Some(listen) = shared.config.admin_listen {
+        if let Some(listen) = shared.config().admin_listen {
             let source: Arc<dyn poolguard_admin::Source> = shared.clone();
             let (addr, admin_tasks) =
-                poolguard_admin::start(listen, source, shared.config.alerts.clone()).await?;
+                poolguard_admin::start(listen, source, shared.config().alerts.clone()).await?;
             admin_addr = Some(addr);
             tasks.extend(admin_tasks);
         }

@@ -104,7 +104,7 @@ pub fn spawn(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
     });
     // The server polls open a connection as a configured user every few seconds; they only
     // feed /metrics and the dashboard, so they run only when the admin listener is configured.
-    if shared.config.admin_listen.is_none() {
+    if shared.config().admin_listen.is_none() {
         return vec![leaks];
     }
     let weak = Arc::downgrade(shared);
@@ -219,7 +219,7 @@ fn lease_snapshot(protocol: &str, db: &Database, r: &LeaseRecord, now: Instant) 
 }
 
 async fn poll_servers(shared: &Shared) {
-    for b in &shared.config.backends {
+    for b in &shared.config().backends {
         let Some(host) = b.hosts.first() else {
             continue;
         };
@@ -264,19 +264,19 @@ async fn poll_one(
         .budget(backend)
         .and_then(|b| b.try_reserve())
         .ok_or("skipped: every server connection of the budget is in use")?;
-    let user = shared
-        .config
+    let config = shared.config();
+    let user = config
         .users
         .first()
         .ok_or("no [[users]] entry to log in with")?;
     let db = shared
-        .config
+        .config()
         .databases
         .iter()
         .find(|d| d.backend == backend)
         .map(|d| d.server_database.clone());
     let timeout = shared
-        .config
+        .config()
         .backend(backend)
         .map(|b| b.connect_timeout)
         .unwrap_or(POLL_PERIOD);
@@ -401,7 +401,7 @@ impl Source for Shared {
         snap.leases
             .sort_by(|a, b| b.held_seconds.total_cmp(&a.held_seconds));
         let polls = lock(&self.observe.servers).clone();
-        for b in &self.config.backends {
+        for b in &self.config().backends {
             let (limit, in_use) = budgets.get(&b.name).copied().unwrap_or_else(|| {
                 self.budget(&b.name)
                     .map_or((b.max_connections, 0), |x| x.snapshot())

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use poolguard_pg::scram::ScramVerifier;
 use poolguard_pool::{Budget, Pool, PoolConfig};
 
@@ -54,7 +55,10 @@ impl PgPoolEntry {
 }
 
 pub struct Shared {
-    pub config: Config,
+    /// The running configuration; replaced whole by a reload (see `control`).
+    config: ArcSwap<Config>,
+    /// Where the configuration was read from (what a reload reads again), if from a file.
+    pub(crate) config_path: Mutex<Option<std::path::PathBuf>>,
     budgets: HashMap<String, Arc<Budget>>,
     pg_pools: Mutex<HashMap<(String, String), Arc<PgPoolEntry>>>,
     pub cancels: Arc<CancelRegistry>,
@@ -108,7 +112,8 @@ impl Shared {
             })
             .collect();
         Arc::new(Shared {
-            config,
+            config: ArcSwap::from_pointee(config),
+            config_path: Mutex::new(None),
             budgets,
             pg_pools: Mutex::new(HashMap::new()),
             cancels: Arc::new(CancelRegistry::default()),
@@ -118,6 +123,17 @@ impl Shared {
             mysql: Default::default(),
             observe: Default::default(),
         })
+    }
+
+    /// The configuration in force right now. Hold the guard briefly: a reload swaps it.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Replace the running configuration (the caller has applied it to pools and budgets).
+    #[allow(dead_code)] // used by reload (control.rs)
+    pub(crate) fn store_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
     }
 
     /// The budget of a backend (every pool on it shares this one).
@@ -143,7 +159,7 @@ impl Shared {
 
     /// Admits one more client overall (`[limits] max_client_connections`), 53400 beyond it.
     pub fn admit_client(self: &Arc<Self>) -> Result<ClientSlot, ProxyError> {
-        let cap = self.config.limits.max_client_connections;
+        let cap = self.config().limits.max_client_connections;
         let now = self.clients.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = ClientSlot {
             shared: self.clone(),
@@ -200,7 +216,8 @@ impl Shared {
     fn new_pg_pool(&self, db: &Database, user: &str) -> PgPoolEntry {
         debug_assert_eq!(db.protocol, Protocol::Postgres);
         // Config validation guarantees the backend exists; the fallbacks only keep this total.
-        let backend = self.config.backend(&db.backend);
+        let config = self.config();
+        let backend = config.backend(&db.backend);
         let host = backend
             .and_then(|b| b.hosts.first().cloned())
             .unwrap_or_default();
@@ -213,7 +230,7 @@ impl Shared {
             .cloned()
             .unwrap_or_else(|| Budget::new(db.pool_size + db.max_overflow));
         let password = self
-            .config
+            .config()
             .user(user)
             .map(|u| u.password.clone())
             .unwrap_or_default();
@@ -224,7 +241,7 @@ impl Shared {
             db.server_database.clone(),
             connect_timeout,
         );
-        if let Some(front) = &self.config.postgres {
+        if let Some(front) = &self.config().postgres {
             connector.max_prepared_statements = front.max_prepared_statements;
         }
         let pool = Pool::new(pool_config(db, user), connector, budget);

@@ -5,6 +5,7 @@
 //! every database names an existing backend of the same protocol as its front door, every pool
 //! fits inside its backend's budget, every duration is parsed, names are unique.
 
+pub mod guard;
 pub mod observe;
 pub mod raw;
 
@@ -117,6 +118,8 @@ pub struct Backend {
     /// poolguard's budget on this server: all pools on this backend together never exceed it.
     pub max_connections: usize,
     pub connect_timeout: Duration,
+    /// Health checks and circuit breakers for the hosts.
+    pub guard: guard::HostGuard,
 }
 
 /// Limits that apply per pool; `[limits]` gives defaults, a `[[databases]]` entry may override.
@@ -466,6 +469,7 @@ impl Config {
                 hosts: b.hosts.clone(),
                 max_connections: b.max_connections,
                 connect_timeout,
+                guard: guard::HostGuard::from_raw(&key, b)?,
             });
         }
 

@@ -76,6 +76,12 @@ pub struct RawBackend {
     pub hosts: Vec<String>,
     pub max_connections: usize,
     pub connect_timeout: Option<String>,
+    /// See `super::guard::HostGuard` for these.
+    pub health_check_interval: Option<String>,
+    pub health_check_timeout: Option<String>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown: Option<String>,
+    pub breaker_max_cooldown: Option<String>,
 }
 
 /// Keys a `[[databases]]` entry may override from `[limits]`.

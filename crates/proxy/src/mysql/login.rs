@@ -155,11 +155,11 @@ async fn login(
     seq: &mut u8,
 ) -> Result<Option<LoggedIn>, ProxyError> {
     let allow_infile = shared
-        .config
+        .config()
         .mysql
         .as_ref()
         .is_some_and(|f| f.allow_local_infile);
-    let method = auth::method(&shared.config);
+    let method = auth::method(&shared.config());
     let offered = caps::offer(info.capabilities, allow_infile);
     let conn_id = shared.mysql.kills.next_id();
     let nonce = generate_nonce();
@@ -294,7 +294,7 @@ async fn authenticate(
         )));
     };
     auth::verify(
-        &shared.config,
+        &shared.config(),
         method,
         &response.username,
         &peer.ip().to_string(),
@@ -335,14 +335,13 @@ pub fn choose_database(
     shared: &Shared,
     asked: Option<&str>,
 ) -> Result<(crate::config::Database, DbSlot), ProxyError> {
+    let config = shared.config();
     let db = match asked.filter(|d| !d.is_empty()) {
-        Some(name) => shared
-            .config
+        Some(name) => config
             .database(Protocol::Mysql, name)
             .ok_or_else(|| ProxyError::UnknownDatabase(name.to_owned()))?,
         None => {
-            let mut mysql = shared
-                .config
+            let mut mysql = config
                 .databases
                 .iter()
                 .filter(|d| d.protocol == Protocol::Mysql);

@@ -130,8 +130,8 @@ impl MysqlState {
         if let Some(i) = self.info.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(i);
         }
-        let Some(db) = shared
-            .config
+        let config = shared.config();
+        let Some(db) = config
             .databases
             .iter()
             .find(|d| d.protocol == Protocol::Mysql)
@@ -142,7 +142,7 @@ impl MysqlState {
         };
         let mut last = None;
         // Any configured user will do; the connection stays in its pool for later use.
-        for user in shared.config.users.iter().take(3) {
+        for user in shared.config().users.iter().take(3) {
             let entry = self.pool(shared, db, &user.name, false);
             let holder = Holder {
                 client: "poolguard (greeting)".into(),
@@ -171,7 +171,8 @@ impl MysqlState {
 fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyPoolEntry {
     debug_assert_eq!(db.protocol, Protocol::Mysql);
     // Config validation guarantees the backend exists; the fallbacks only keep this total.
-    let backend = shared.config.backend(&db.backend);
+    let config = shared.config();
+    let backend = config.backend(&db.backend);
     let host = backend
         .and_then(|b| b.hosts.first().cloned())
         .unwrap_or_default();
@@ -182,7 +183,7 @@ fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyP
         .budget(&db.backend)
         .unwrap_or_else(|| Budget::new(db.pool_size + db.max_overflow));
     let password = shared
-        .config
+        .config()
         .user(user)
         .map(|u| u.password.clone())
         .unwrap_or_default();
@@ -194,7 +195,7 @@ fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyP
         connect_timeout,
     );
     connector.found_rows = found_rows;
-    if let Some(front) = &shared.config.mysql {
+    if let Some(front) = &shared.config().mysql {
         connector.max_prepared_statements = front.max_prepared_statements;
     }
     let mut config = pool_config(db, user);

@@ -181,7 +181,7 @@ async fn login(
     authenticate(client, buf, shared, &user).await?;
 
     let db = shared
-        .config
+        .config()
         .database(Protocol::Postgres, &database)
         .ok_or_else(|| ProxyError::UnknownDatabase(database.clone()))?
         .clone();
@@ -268,9 +268,10 @@ async fn authenticate(
     shared: &Shared,
     user: &str,
 ) -> Result<(), ProxyError> {
-    let configured = shared.config.user(user);
+    let config = shared.config();
+    let configured = config.user(user);
     let method = shared
-        .config
+        .config()
         .postgres
         .as_ref()
         .map(|p| p.auth)

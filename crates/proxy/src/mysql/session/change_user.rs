@@ -41,7 +41,7 @@ impl Session {
             Ok(d) => d,
             Err(e) => return Some(End::Kicked(e, seq)),
         };
-        if auth::method(&self.shared.config) == MysqlAuth::CachingSha2 {
+        if auth::method(&self.shared.config()) == MysqlAuth::CachingSha2 {
             let mut out = bytes::BytesMut::new();
             encode_with(&mut out, seq, |b| {
                 AuthMoreData::fast_auth_success().encode(b)
@@ -89,7 +89,7 @@ impl Session {
     /// Sends an AuthSwitchRequest with a fresh nonce and checks the answer for `user`.
     /// Returns the sequence id of poolguard's next packet; a failure ends the session (1045).
     async fn reauthenticate(&mut self, p: &Packet, user: &str) -> Result<u8, End> {
-        let method = auth::method(&self.shared.config);
+        let method = auth::method(&self.shared.config());
         let nonce = poolguard_mysql::auth::generate_nonce();
         let switch = AuthSwitchRequest {
             plugin_name: auth::plugin_name(method).to_owned(),
@@ -109,7 +109,7 @@ impl Session {
             .map_or(self.holder.client.as_str(), |(ip, _)| ip)
             .to_owned();
         auth::verify(
-            &self.shared.config,
+            &self.shared.config(),
             method,
             user,
             &peer_ip,

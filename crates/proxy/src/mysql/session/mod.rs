@@ -171,7 +171,7 @@ impl Session {
         slot: ClientSlot,
     ) -> Self {
         let max_packet = shared
-            .config
+            .config()
             .mysql
             .as_ref()
             .map_or(poolguard_mysql::packet::DEFAULT_MAX_ALLOWED_PACKET, |m| {

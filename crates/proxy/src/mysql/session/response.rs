@@ -101,7 +101,7 @@ impl Session {
         let allow_infile = self.caps & CLIENT_LOCAL_FILES != 0
             && self
                 .shared
-                .config
+                .config()
                 .mysql
                 .as_ref()
                 .is_some_and(|m| m.allow_local_infile);

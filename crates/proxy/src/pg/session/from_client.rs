@@ -103,7 +103,7 @@ impl Session {
         if !self.entry.statement_is_known(&stmt.server_name) {
             return Ok(false);
         }
-        let findings = scan(parse.query, self.extra_parameters());
+        let findings = scan(parse.query, &self.extra_parameters());
         if !findings.features.is_empty() || !findings.tracked.is_empty() {
             return Ok(false);
         }
@@ -307,7 +307,7 @@ impl Session {
                     .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
                 self.holder.note.statement(sql);
                 if self.transaction_mode {
-                    let findings = scan(sql, self.extra_parameters());
+                    let findings = scan(sql, &self.extra_parameters());
                     if let Some(stmt) = deallocate_target(sql) {
                         if self.statements.remove(stmt) {
                             let held = self.held_mut()?;
@@ -433,7 +433,7 @@ impl Session {
             .map_err(|e| ProxyError::Protocol(format!("invalid Parse message: {e}")))?;
         self.holder.note.statement(parse.query);
         if self.transaction_mode {
-            let findings = scan(parse.query, self.extra_parameters());
+            let findings = scan(parse.query, &self.extra_parameters());
             if let Some(error) = self.apply_findings(&findings, batch_start) {
                 return Ok(Action::Refuse {
                     error,

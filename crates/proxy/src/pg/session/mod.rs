@@ -305,7 +305,7 @@ impl Session {
         if held.lease.synced_for != Some(stamp) {
             held.lease.synced_for = Some(stamp);
             let extras = self.extra_parameters();
-            let sql = sync_sql(&self.params, &held.lease.current, extras);
+            let sql = sync_sql(&self.params, &held.lease.current, &extras);
             if !sql.is_empty() {
                 tracing::debug!(client = %self.holder.client, sql = %sql, "synchronising parameters");
                 let mut m = BytesMut::new();
@@ -335,18 +335,13 @@ impl Session {
         Ok(())
     }
 
-    fn extra_parameters(&self) -> &[String] {
-        self.shared
-            .config
-            .postgres
-            .as_ref()
-            .map(|p| p.track_extra_parameters.as_slice())
-            .unwrap_or(&[])
+    fn extra_parameters(&self) -> ExtraParameters {
+        ExtraParameters(self.shared.config())
     }
 
     fn policy(&self) -> SessionStatePolicy {
         self.shared
-            .config
+            .config()
             .postgres
             .as_ref()
             .map(|p| p.session_state)
@@ -531,4 +526,19 @@ async fn read_client(
 
 pub fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
+}
+
+/// `[postgres] track_extra_parameters` of the config in force, borrowed without a copy.
+struct ExtraParameters(arc_swap::Guard<Arc<crate::config::Config>>);
+
+impl std::ops::Deref for ExtraParameters {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        self.0
+            .postgres
+            .as_ref()
+            .map(|p| p.track_extra_parameters.as_slice())
+            .unwrap_or(&[])
+    }
 }
