@@ -82,6 +82,21 @@ pub struct PoolSnapshot {
     pub acquire_wait_sum: f64,
     /// Statements sent by clients currently connected to this pool (a gauge, not a total).
     pub statements: u64,
+    /// Transactions completed through this pool (monotonic; autocommit statements count one each).
+    pub transactions_total: u64,
+    /// Queries (simple Query messages, extended-protocol Executes, MySQL COM_QUERY and
+    /// COM_STMT_EXECUTE) relayed to servers of this pool (monotonic).
+    pub queries_total: u64,
+    /// Bytes received from clients of this pool (monotonic).
+    pub bytes_received_total: u64,
+    /// Bytes sent to clients of this pool (monotonic).
+    pub bytes_sent_total: u64,
+    /// Time spent in transactions, summed (seconds, monotonic).
+    pub transaction_seconds_total: f64,
+    /// Time spent in queries, summed (seconds, monotonic).
+    pub query_seconds_total: f64,
+    /// True while the pool is paused (PAUSE on the admin console): new transactions are held.
+    pub paused: bool,
 }
 
 /// Upper bounds of the acquire-wait histogram buckets, in seconds (the pool's buckets).

@@ -360,6 +360,8 @@ fn pool_snapshot(
         acquire_wait_buckets: st.acquire_wait_buckets.clone(),
         acquire_wait_sum: st.acquire_wait_sum,
         statements,
+        // Filled from the pool's traffic counters (transactions, queries, bytes).
+        ..PoolSnapshot::default()
     }
 }
 
