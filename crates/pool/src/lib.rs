@@ -28,12 +28,21 @@
 //! `config` (settings and the status snapshot), `budget` (the cross-pool budget), `lease` (the
 //! RAII lease and connect slot), `inner` (shared state and the dispatch that hands out capacity;
 //! `inner::report` reads it, `inner::member` is the budget's side), `pool` (the public handle),
-//! `error` (what an acquire can fail with). Tests live in `tests/` beside them.
+//! `error` (what an acquire can fail with), `breaker` (a standalone circuit breaker for connects
+//! to one server). Tests live in `tests/` beside them.
+//!
+//! ## Circuit breaker
+//! [`Breaker`] counts consecutive failed connects to one server; at `failures` it opens and
+//! refuses ([`BreakerOpen`]) for a cool-down, then lets exactly one probe through (half-open).
+//! The probe's success closes it; its failure re-opens it with the cool-down doubled, up to
+//! `max_cooldown`. It is protocol-free and does not call into a pool: a [`Connector`] holds one,
+//! asks [`Breaker::try_pass`] in `connect` and reports on the pass.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+mod breaker;
 mod budget;
 mod config;
 mod error;
@@ -47,6 +56,9 @@ mod tests;
 use std::fmt;
 use std::future::Future;
 
+pub use breaker::{
+    Breaker, BreakerConfig, BreakerOpen, BreakerPass, BreakerState, BreakerStats, Transition,
+};
 pub use budget::{Budget, ReservedUnit};
 pub use config::{PoolConfig, PoolStatus};
 pub use error::AcquireError;

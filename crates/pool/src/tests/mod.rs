@@ -3,6 +3,7 @@
 //! `FakeStats::live` is the server's view: connections open or being opened. It is decremented
 //! by the connection's own `Drop`, so a leaked unit shows up even if nobody calls `close`.
 
+mod breaker;
 mod budget;
 mod caps;
 mod hygiene;
