@@ -4,6 +4,8 @@
 //! Invariants: the superuser is `postgres` with a generated password and password authentication
 //! works over TCP; the data dir, the unix socket and the log (`server.log`) live in one directory
 //! that nobody else uses; the postmaster's pid file is the single source of truth for "running".
+//! Every sandbox admits replication connections over TCP, so it can be the primary of a hot
+//! standby built by [`PgSandbox::standby`] (`replica`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -16,6 +18,8 @@ use tempfile::TempDir;
 
 use crate::error::{io_err, SandboxError};
 use crate::sys::{self, Account};
+
+mod replica;
 
 const SERVER: &str = "PostgreSQL";
 const HOST: &str = "127.0.0.1";
@@ -178,6 +182,8 @@ impl PgBuilder {
         line("full_page_writes", "off");
         line("shared_buffers", "32MB");
         line("logging_collector", "off");
+        // Any sandbox may serve as a primary for `standby()` (PostgreSQL's default, made explicit).
+        line("wal_level", "replica");
         // The hba method alone does not decide the exchange: a SCRAM-stored password makes the
         // server answer `md5` with SCRAM. Store MD5 hashes when md5 is what a test asks for.
         line(
@@ -388,7 +394,8 @@ impl PgSandbox {
         let hba = format!(
             "# Written by poolguard-sandbox: the server listens on {HOST} and its own socket only.\n\
              local all all {method}\n\
-             host  all all {HOST}/32 {method}\n"
+             host  all all {HOST}/32 {method}\n\
+             host  replication all {HOST}/32 {method}\n"
         );
         sys::write_owned(
             &self.data_dir.join("pg_hba.conf"),
