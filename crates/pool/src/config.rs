@@ -74,6 +74,8 @@ pub struct PoolStatus {
     pub connecting: usize,
     /// Acquires waiting for a connection.
     pub waiters: usize,
+    /// Paused ([`crate::Pool::pause`]): waiters queue but are not served.
+    pub paused: bool,
     /// How long the longest-waiting acquire has waited.
     pub oldest_wait: Option<Duration>,
     /// `size + max_overflow`.
@@ -96,6 +98,9 @@ pub struct PoolStatus {
     pub closed_total: u64,
     /// Leases reported as held past the leak threshold (monotonic).
     pub leaks_total: u64,
+    /// Acquires refused at once because [`crate::Connector::admit`] said no and no connection
+    /// was idle (monotonic).
+    pub refused_total: u64,
     /// Acquire waits: cumulative counts per [`crate::WAIT_BUCKETS`] bound, then `+Inf`.
     pub acquire_wait_buckets: Vec<u64>,
     /// Sum of all acquire waits, in seconds.

@@ -27,13 +27,17 @@ pub(crate) struct ConnMeta {
     pub(crate) created_at: Instant,
     /// Uniform in `[0, 1]`: the fraction of the configured jitter this connection gets.
     jitter_draw: f64,
+    /// The pool's generation when the connect was granted; an older one than the pool's is
+    /// retired (`Pool::retire_all`), so a connect already under way to the old server is too.
+    pub(crate) generation: u64,
 }
 
 impl ConnMeta {
-    pub(crate) fn new(created_at: Instant) -> Self {
+    pub(crate) fn new(created_at: Instant, generation: u64) -> Self {
         ConnMeta {
             created_at,
             jitter_draw: rand::thread_rng().gen_range(0.0..=1.0),
+            generation,
         }
     }
 
@@ -152,33 +156,36 @@ impl<C: Connector> fmt::Debug for Lease<C> {
 }
 
 /// Permission to open one connection: a unit of the pool and of the budget, already counted
-/// as `connecting`. Dropped unused, it gives the unit back.
+/// as `connecting` (and in its holder's fair share). Dropped unused, it gives the unit back.
 pub(crate) struct Slot<C: Connector> {
     shared: Arc<Shared<C>>,
-    armed: bool,
+    /// `Some` until the slot becomes a lease or is dropped.
+    holder: Option<Holder>,
+    generation: u64,
 }
 
 impl<C: Connector> Slot<C> {
     /// Only the pool creates slots, after counting the unit under its lock.
-    pub(crate) fn new(shared: Arc<Shared<C>>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<C>>, holder: Holder, generation: u64) -> Self {
         Slot {
             shared,
-            armed: true,
+            holder: Some(holder),
+            generation,
         }
     }
 
-    /// The connect succeeded: turn the unit into a lease for `holder`. `None` if the pool was
-    /// closed meanwhile (the connection is then closed and the unit released).
-    pub(crate) fn connected(mut self, conn: C::Conn, holder: Holder) -> Option<Lease<C>> {
-        self.armed = false;
-        self.shared.slot_connected(conn, holder)
+    /// The connect succeeded: turn the unit into a lease. `None` if the pool was closed
+    /// meanwhile (the connection is then closed and the unit released).
+    pub(crate) fn connected(mut self, conn: C::Conn) -> Option<Lease<C>> {
+        let holder = self.holder.take()?;
+        self.shared.slot_connected(conn, holder, self.generation)
     }
 }
 
 impl<C: Connector> Drop for Slot<C> {
     fn drop(&mut self) {
-        if self.armed {
-            self.shared.slot_abandoned();
+        if let Some(holder) = self.holder.take() {
+            self.shared.slot_abandoned(&holder);
         }
     }
 }

@@ -24,6 +24,18 @@
 //!   collected under the lock and applied after it is released.
 //! - **Time** is `tokio::time::Instant`, so everything runs on a paused test clock.
 //!
+//! ## Operator controls
+//! - **Pause / resume** ([`Pool::pause`], [`Pool::resume`]): a paused pool queues acquires but
+//!   serves none, and their `acquire_timeout` does not run; on resume each waiter's deadline
+//!   restarts with a whole `acquire_timeout`. Leases already out work and return normally.
+//! - **Wait for idle** ([`Pool::wait_idle`]): resolves when no lease is out and nothing is
+//!   connecting, woken by the pool (never polled); PAUSE and shutdown drain wait on it.
+//! - **Retire** ([`Pool::retire_all`]): after a fail-over, every connection of the old
+//!   generation is closed (`CloseReason::Retired`): idle ones now, busy ones on return. The pool
+//!   stays open and opens new ones through the connector.
+//! - **Fast refusal** ([`Connector::admit`]): asked before each acquire; when it refuses and
+//!   nothing is idle, the acquire fails at once instead of waiting out `acquire_timeout`.
+//!
 //! ## Modules
 //! `config` (settings and the status snapshot), `budget` (the cross-pool budget), `lease` (the
 //! RAII lease and connect slot), `inner` (shared state and the dispatch that hands out capacity;
@@ -78,9 +90,21 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
 
     /// Called (synchronously) when the pool closes a connection for good (lifetime, idle,
-    /// overflow, discard, pool close). Default: drop it.
+    /// overflow, discard, retire, pool close). Default: drop it.
     fn close(&self, conn: Self::Conn, reason: CloseReason) {
         let _ = (conn, reason);
+    }
+
+    /// Called (synchronously, outside any lock) at the start of every [`Pool::acquire`]: may a
+    /// client be served at all? An error refuses the acquire at once with
+    /// [`AcquireError::Connect`], without queueing (counted in `PoolStatus::refused_total`),
+    /// unless the pool has an idle connection to hand out, which is then served as usual.
+    ///
+    /// This is how a connector whose [`Breaker`] knows the server is down refuses clients
+    /// immediately ([`Breaker::refusing`]) instead of letting them wait out `acquire_timeout`
+    /// for a connect that would be refused anyway. Default: always admit.
+    fn admit(&self) -> Result<(), Self::Error> {
+        Ok(())
     }
 }
 
@@ -99,6 +123,8 @@ pub enum CloseReason {
     BudgetReclaim,
     /// The pool was closed.
     PoolClosed,
+    /// Opened before [`Pool::retire_all`] (the backend moved to another server).
+    Retired,
 }
 
 impl CloseReason {
@@ -111,6 +137,7 @@ impl CloseReason {
             CloseReason::Discarded => "discarded",
             CloseReason::BudgetReclaim => "budget_reclaim",
             CloseReason::PoolClosed => "pool_closed",
+            CloseReason::Retired => "retired",
         }
     }
 }

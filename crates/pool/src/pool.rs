@@ -1,19 +1,22 @@
 //! The public handle: [`Pool`]. Cheap to clone (an `Arc` inside); all clones are one pool.
 //!
 //! An acquire queues at the back, is served in order with an idle connection or a slot to open
-//! one, and runs under one deadline (`acquire_timeout`) covering the wait and the connect.
+//! one, and runs under one deadline (`acquire_timeout`) covering the wait and the connect; the
+//! deadline does not run while the pool is paused and restarts when it resumes.
 //! Cancelling it at any point leaks nothing: a grant already sent comes back through its `Drop`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::budget::Budget;
 use crate::config::{PoolConfig, PoolStatus};
 use crate::error::{AcquireError, HumanDuration};
-use crate::inner::{Counters, Grant, Shared};
+use crate::inner::{Counters, Grant, PauseState, Shared};
 use crate::lease::Lease;
 use crate::{Connector, Holder, LeaseRecord};
 
@@ -47,19 +50,18 @@ impl<C: Connector> Pool<C> {
     /// A connection for `holder`, within `acquire_timeout`: an idle one if any (most recently
     /// returned first), else a new one if the pool's cap and the backend budget allow, else
     /// the next one freed, in arrival order.
+    ///
+    /// [`Connector::admit`] is asked first; if it refuses and nothing is idle, the acquire fails
+    /// at once with [`AcquireError::Connect`]. While the pool is paused the acquire waits
+    /// without a deadline; see [`Pool::pause`].
     pub async fn acquire(&self, holder: Holder) -> Result<Lease<C>, AcquireError<C::Error>> {
         let start = Instant::now();
         let timeout = self.shared.acquire_timeout();
-        let result = match start.checked_add(timeout) {
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline, self.acquire_inner(holder)).await {
-                    Ok(result) => result,
-                    // The inner future (and with it our place in the queue) is gone by now.
-                    Err(_elapsed) => Err(self.shared.timeout_error(start.elapsed())),
-                }
-            }
-            // A deadline beyond the clock's range: no deadline.
-            None => self.acquire_inner(holder).await,
+        // User code: called before any lock is taken.
+        let admitted = self.shared.connector.admit();
+        let result = match self.shared.enqueue(holder, admitted) {
+            Ok(rx) => self.wait_and_connect(rx, start, timeout).await,
+            Err(err) => Err(err),
         };
         if result.is_ok() {
             Counters::bump(&self.shared.counters.acquired);
@@ -76,18 +78,56 @@ impl<C: Connector> Pool<C> {
         result
     }
 
-    async fn acquire_inner(&self, holder: Holder) -> Result<Lease<C>, AcquireError<C::Error>> {
-        let rx = self.shared.enqueue(holder).ok_or(AcquireError::Closed)?;
-        let (slot, holder) = match rx.await {
+    /// Wait for a grant under the deadline, which runs only while the pool is not paused, then
+    /// connect (if the grant is a slot) under what is left of it.
+    async fn wait_and_connect(
+        &self,
+        mut rx: oneshot::Receiver<Grant<C>>,
+        start: Instant,
+        timeout: Duration,
+    ) -> Result<Lease<C>, AcquireError<C::Error>> {
+        let mut pause = self.shared.pause.subscribe();
+        let (grant, deadline) = loop {
+            let deadline = deadline_for(*pause.borrow_and_update(), start, timeout);
+            tokio::select! {
+                // A grant that arrives with the deadline is taken, not wasted.
+                biased;
+                grant = &mut rx => break (grant, deadline),
+                // The sender lives in the shared state we hold, so this never ends in an error.
+                _ = pause.changed() => continue,
+                () = sleep_until(deadline) => {
+                    // Leave the queue first, so the error's numbers do not count us.
+                    drop(rx);
+                    return Err(self.shared.timeout_error(start.elapsed()));
+                }
+            }
+        };
+        let slot = match grant {
             Ok(Grant::Lease(lease)) => return Ok(lease),
-            Ok(Grant::Slot(slot, holder)) => (slot, holder),
+            Ok(Grant::Slot(slot)) => slot,
             // Only `close` drops a waiter's sender without sending.
             Err(_) => return Err(AcquireError::Closed),
         };
-        match self.shared.connector.connect().await {
+        // Granted while a pause was being published: the connect gets a whole timeout.
+        let deadline = match deadline {
+            Deadline::Paused => deadline_for(PauseState::default(), Instant::now(), timeout),
+            other => other,
+        };
+        let connect = self.shared.connector.connect();
+        let connected = match deadline {
+            Deadline::At(at) => match tokio::time::timeout_at(at, connect).await {
+                Ok(connected) => connected,
+                Err(_elapsed) => {
+                    drop(slot);
+                    return Err(self.shared.timeout_error(start.elapsed()));
+                }
+            },
+            _ => connect.await,
+        };
+        match connected {
             Ok(conn) => {
                 Counters::bump(&self.shared.counters.connects);
-                slot.connected(conn, holder).ok_or(AcquireError::Closed)
+                slot.connected(conn).ok_or(AcquireError::Closed)
             }
             Err(err) => {
                 Counters::bump(&self.shared.counters.connect_errors);
@@ -149,6 +189,43 @@ impl<C: Connector> Pool<C> {
         self.shared.close();
     }
 
+    /// Stop serving acquires: new and queued ones wait (and count against `max_waiters`), but
+    /// their `acquire_timeout` does not run while the pool is paused. On [`Pool::resume`] every
+    /// waiter's deadline *restarts*: it gets a whole `acquire_timeout` from the resume, however
+    /// long it waited before or during the pause (PgBouncer's PAUSE holds clients without
+    /// timing them out; after a switch-over the new server may need the whole time). Leases
+    /// already out keep working and return normally; returned connections stay idle for the
+    /// queue. Idempotent.
+    pub fn pause(&self) {
+        self.shared.pause();
+    }
+
+    /// Serve the queue again, in order; see [`Pool::pause`] for the waiters' deadlines.
+    pub fn resume(&self) {
+        self.shared.resume();
+    }
+
+    /// True between [`Pool::pause`] and [`Pool::resume`].
+    pub fn is_paused(&self) -> bool {
+        self.shared.is_paused()
+    }
+
+    /// Resolves once no lease is out and nothing is connecting (waiters may still be queued,
+    /// e.g. on a paused pool). For PAUSE ("wait for running transactions to end") and shutdown
+    /// drain. Woken by the pool when its last lease comes back, never by polling; a lease that
+    /// is never returned keeps it pending, so callers put their own timeout around it. The
+    /// future holds the pool's shared state, not a borrow of this handle.
+    pub fn wait_idle(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.wait_idle()
+    }
+
+    /// The backend moved (fail-over): close every idle connection now and every busy one (and
+    /// any being opened) when it comes back, as `CloseReason::Retired`. The pool stays open;
+    /// new connects go through the connector again, to wherever it now points.
+    pub fn retire_all(&self) {
+        self.shared.retire_all();
+    }
+
     /// True once [`Pool::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
@@ -174,6 +251,34 @@ impl<C: Connector> Pool<C> {
     /// waiters at once. Lifetime settings apply to existing connections too.
     pub fn set_config(&self, config: PoolConfig) {
         self.shared.set_config(config);
+    }
+}
+
+/// When a waiting acquire gives up.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// The pool is paused: no deadline runs.
+    Paused,
+    At(Instant),
+    /// Beyond the clock's range: as good as never.
+    Never,
+}
+
+/// A whole `timeout` from the later of the acquire's start and the last resume.
+fn deadline_for(pause: PauseState, start: Instant, timeout: Duration) -> Deadline {
+    if pause.paused {
+        return Deadline::Paused;
+    }
+    let from = pause.resumed_at.map_or(start, |resumed| resumed.max(start));
+    from.checked_add(timeout)
+        .map_or(Deadline::Never, Deadline::At)
+}
+
+/// Sleeps until `deadline`, or forever if there is none.
+async fn sleep_until(deadline: Deadline) {
+    match deadline {
+        Deadline::At(at) => tokio::time::sleep_until(at).await,
+        Deadline::Paused | Deadline::Never => std::future::pending().await,
     }
 }
 

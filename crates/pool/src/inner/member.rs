@@ -3,9 +3,8 @@
 
 use std::sync::{Arc, PoisonError};
 
-use super::{Effects, Grant, Shared};
+use super::{Effects, Shared};
 use crate::budget::Member;
-use crate::lease::Slot;
 use crate::{CloseReason, Connector};
 
 impl<C: Connector> Member for Shared<C> {
@@ -14,12 +13,10 @@ impl<C: Connector> Member for Shared<C> {
         let taken = {
             let mut st = self.lock();
             st.prune_dead_front();
-            if st.closed || st.units() >= st.config.cap() {
+            if st.closed || st.paused || st.units() >= st.config.cap() {
                 false
             } else if let Some(waiter) = st.waiters.pop_front() {
-                st.connecting += 1;
-                let slot = Slot::new(Arc::clone(&self));
-                fx.send.push((waiter.tx, Grant::Slot(slot, waiter.holder)));
+                self.grant_slot(&mut st, waiter, &mut fx);
                 // Serve (or re-queue as starved, at the back) whoever else is waiting.
                 self.dispatch_locked(&mut st, &mut fx);
                 true

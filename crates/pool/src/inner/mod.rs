@@ -5,15 +5,22 @@
 //! - A new unit is created only when `units < cap` and the budget granted one (in
 //!   `dispatch_locked`) or handed one over (in `offer_unit`), and only for a live waiter.
 //! - Waiters are served strictly in arrival order; a waiter leaves the queue only to receive a
-//!   grant (or when it is found dead at the front, or the pool closes).
+//!   grant (or when it is found dead at the front, or the pool closes). A paused pool serves
+//!   nobody: its waiters stay queued (`control`).
+//! - A connection whose `ConnMeta::generation` is older than the pool's is never handed out
+//!   again: `retire_all` bumps the generation and closes idle ones; busy ones close on return.
+//! - When `busy + connecting` reaches 0, `quiet` is notified (after the lock), which is what
+//!   `wait_idle` waits for.
 //! - Idle connections are a stack: checkout takes the most recently returned (LIFO keeps few
 //!   warm), reclaim and shrink take the least recently used.
 //! - Work that may run user code, take another pool's lock, or drop a lease/slot (closing a
 //!   connection, releasing a budget unit, sending a grant) is collected in [`Effects`] under the
 //!   lock and applied after it is released.
 //!
-//! `report` reads the state (status, holders, timeout numbers); `member` is the budget's side.
+//! `report` reads the state (status, holders, timeout numbers); `member` is the budget's side;
+//! `control` holds the operator actions (pause, resume, retire, wait for idle).
 
+mod control;
 mod member;
 mod report;
 
@@ -22,11 +29,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use crate::budget::{Budget, Member};
 use crate::config::PoolConfig;
+use crate::error::AcquireError;
 use crate::lease::{ConnMeta, Lease, Slot};
 use crate::{CloseReason, Connector, Holder, LeaseRecord};
 
@@ -43,6 +51,8 @@ pub(crate) struct Counters {
     pub(crate) closed: AtomicU64,
     /// Leases reported as held past the leak threshold.
     pub(crate) leaks: AtomicU64,
+    /// Acquires refused at once because `Connector::admit` said no and nothing was idle.
+    pub(crate) refused: AtomicU64,
     /// Time from acquire to lease, successful acquires only.
     pub(crate) wait: crate::note::WaitHistogram,
 }
@@ -53,10 +63,18 @@ impl Counters {
     }
 }
 
-/// What a waiter receives: a ready connection, or a slot to open one (with its holder back).
+/// What a waiter receives: a ready connection, or a slot to open one (carrying its holder).
 pub(crate) enum Grant<C: Connector> {
     Lease(Lease<C>),
-    Slot(Slot<C>, Holder),
+    Slot(Slot<C>),
+}
+
+/// Whether the pool is paused, and when it last resumed; waiters watch it to know whether
+/// their deadline runs (see `Pool::pause`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PauseState {
+    pub(crate) paused: bool,
+    pub(crate) resumed_at: Option<Instant>,
 }
 
 struct Waiter<C: Connector> {
@@ -87,6 +105,9 @@ struct State<C: Connector> {
     /// Keyed by lease id, which grows with time: iteration is oldest first.
     leases: BTreeMap<u64, LeaseRecord>,
     closed: bool,
+    paused: bool,
+    /// Bumped by `retire_all`; connections of an older generation are closed, not reused.
+    generation: u64,
 }
 
 impl<C: Connector> State<C> {
@@ -96,6 +117,11 @@ impl<C: Connector> State<C> {
 
     fn units(&self) -> usize {
         self.open() + self.connecting
+    }
+
+    /// No lease out and nothing connecting (waiters may still be queued).
+    fn is_quiet(&self) -> bool {
+        self.busy == 0 && self.connecting == 0
     }
 
     fn live_waiters(&self) -> usize {
@@ -110,7 +136,9 @@ impl<C: Connector> State<C> {
 
     /// Why an idle connection must not be reused, if it must not.
     fn idle_verdict(&self, idle: &Idle<C::Conn>, now: Instant) -> Option<CloseReason> {
-        if idle.meta.is_expired(&self.config, now) {
+        if idle.meta.generation != self.generation {
+            Some(CloseReason::Retired)
+        } else if idle.meta.is_expired(&self.config, now) {
             Some(CloseReason::Lifetime)
         } else if self
             .config
@@ -133,6 +161,8 @@ pub(crate) struct Effects<C: Connector> {
     send: Vec<(oneshot::Sender<Grant<C>>, Grant<C>)>,
     /// Waiters were left waiting because the budget is exhausted.
     starved: bool,
+    /// No lease out and nothing connecting after the change: wake `wait_idle`.
+    quiet: bool,
 }
 
 impl<C: Connector> Effects<C> {
@@ -142,6 +172,7 @@ impl<C: Connector> Effects<C> {
             release: 0,
             send: Vec::new(),
             starved: false,
+            quiet: false,
         }
     }
 
@@ -151,6 +182,7 @@ impl<C: Connector> Effects<C> {
             release,
             send,
             starved,
+            quiet,
         } = self;
         let freed = close.len() + release;
         for (conn, reason) in close {
@@ -172,6 +204,9 @@ impl<C: Connector> Effects<C> {
         if starved {
             shared.reclaim_for_waiters();
         }
+        if quiet {
+            shared.quiet.notify_waiters();
+        }
     }
 }
 
@@ -185,6 +220,10 @@ pub(crate) struct Shared<C: Connector> {
     state: Mutex<State<C>>,
     me: Weak<Shared<C>>,
     next_lease: AtomicU64,
+    /// Mirrors `State::paused` (written under the lock) for waiters timing their deadline.
+    pub(crate) pause: watch::Sender<PauseState>,
+    /// Notified when `busy + connecting` drops to 0.
+    quiet: Notify,
 }
 
 impl<C: Connector> Shared<C> {
@@ -202,9 +241,13 @@ impl<C: Connector> Shared<C> {
                 waiters: VecDeque::new(),
                 leases: BTreeMap::new(),
                 closed: false,
+                paused: false,
+                generation: 0,
             }),
             me: me.clone(),
             next_lease: AtomicU64::new(1),
+            pause: watch::Sender::new(PauseState::default()),
+            quiet: Notify::new(),
         });
         shared.budget.register(shared.member());
         shared
@@ -232,21 +275,34 @@ impl<C: Connector> Shared<C> {
         self.lock().closed
     }
 
-    /// Queue an acquire (at the back, FIFO) and serve the queue. `None` if the pool is closed.
-    pub(crate) fn enqueue(self: &Arc<Self>, holder: Holder) -> Option<oneshot::Receiver<Grant<C>>> {
+    /// Queue an acquire (at the back, FIFO) and serve the queue. `admitted` is what
+    /// `Connector::admit` said: a refusal fails the acquire at once unless a connection is idle.
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        holder: Holder,
+        admitted: Result<(), C::Error>,
+    ) -> Result<oneshot::Receiver<Grant<C>>, AcquireError<C::Error>> {
         let (tx, rx) = oneshot::channel();
         let mut fx = Effects::new();
         {
             let mut st = self.lock();
             if st.closed {
-                return None;
+                return Err(AcquireError::Closed);
+            }
+            if let Err(err) = admitted {
+                if st.idle.is_empty() {
+                    drop(st);
+                    Counters::bump(&self.counters.refused);
+                    tracing::debug!(pool = %self.name, error = %err, "acquire refused by connector");
+                    return Err(AcquireError::Connect(err));
+                }
             }
             let since = Instant::now();
             st.waiters.push_back(Waiter { tx, holder, since });
             self.dispatch_locked(&mut st, &mut fx);
         }
         fx.apply(self);
-        Some(rx)
+        Ok(rx)
     }
 
     pub(crate) fn dispatch(self: &Arc<Self>) {
@@ -255,13 +311,20 @@ impl<C: Connector> Shared<C> {
         fx.apply(self);
     }
 
-    /// Serve waiters in order: an idle connection first, else a slot if both the pool's cap and
-    /// the budget allow; stop at the first waiter that cannot be served.
+    /// Serve the queue (`serve_locked`), then note whether the pool went quiet. Every change
+    /// that lowers `busy` or `connecting` ends here (directly, or through `Effects::apply`).
     fn dispatch_locked(self: &Arc<Self>, st: &mut State<C>, fx: &mut Effects<C>) {
+        self.serve_locked(st, fx);
+        fx.quiet = st.is_quiet();
+    }
+
+    /// Serve waiters in order: an idle connection first, else a slot if both the pool's cap and
+    /// the budget allow; stop at the first waiter that cannot be served, or at once if paused.
+    fn serve_locked(self: &Arc<Self>, st: &mut State<C>, fx: &mut Effects<C>) {
         let now = Instant::now();
         loop {
             st.prune_dead_front();
-            if st.closed {
+            if st.closed || st.paused {
                 return;
             }
             let Some(waiter) = st.waiters.pop_front() else {
@@ -281,10 +344,16 @@ impl<C: Connector> Shared<C> {
                 fx.starved = true;
                 return;
             }
-            st.connecting += 1;
-            let slot = Slot::new(Arc::clone(self));
-            fx.send.push((waiter.tx, Grant::Slot(slot, waiter.holder)));
+            self.grant_slot(st, waiter, fx);
         }
+    }
+
+    /// Count a unit as connecting and send `waiter` the slot to open it; the caller has
+    /// checked the cap and taken the budget unit.
+    fn grant_slot(self: &Arc<Self>, st: &mut State<C>, waiter: Waiter<C>, fx: &mut Effects<C>) {
+        st.connecting += 1;
+        let slot = Slot::new(Arc::clone(self), waiter.holder, st.generation);
+        fx.send.push((waiter.tx, Grant::Slot(slot)));
     }
 
     /// The most recently returned idle connection still fit for use; unfit ones are closed.
@@ -354,6 +423,8 @@ impl<C: Connector> Shared<C> {
     fn checkin_verdict(&self, st: &State<C>, meta: &ConnMeta, now: Instant) -> Option<CloseReason> {
         if st.closed {
             Some(CloseReason::PoolClosed)
+        } else if meta.generation != st.generation {
+            Some(CloseReason::Retired)
         } else if meta.is_expired(&st.config, now) {
             Some(CloseReason::Lifetime)
         } else if st.units() + 1 > st.config.cap() {
@@ -387,7 +458,7 @@ impl<C: Connector> Shared<C> {
 
     /// A slot was dropped unused: its unit goes back (to a starved pool or free), and waiters
     /// held back by this pool's cap get another chance in `apply`.
-    pub(crate) fn slot_abandoned(self: &Arc<Self>) {
+    pub(crate) fn slot_abandoned(self: &Arc<Self>, _holder: &Holder) {
         let mut fx = Effects::new();
         {
             let mut st = self.lock();
@@ -398,10 +469,13 @@ impl<C: Connector> Shared<C> {
     }
 
     /// A slot's connect succeeded: the unit becomes a lease, unless the pool closed meanwhile.
+    /// A slot granted before `retire_all` still becomes a lease (the client is served) with
+    /// its old generation, so the connection is closed when it comes back.
     pub(crate) fn slot_connected(
         self: &Arc<Self>,
         conn: C::Conn,
         holder: Holder,
+        generation: u64,
     ) -> Option<Lease<C>> {
         let mut fx = Effects::new();
         let lease = {
@@ -412,7 +486,8 @@ impl<C: Connector> Shared<C> {
                 fx.close.push((conn, CloseReason::PoolClosed));
                 None
             } else {
-                Some(self.lease_locked(&mut st, conn, ConnMeta::new(now), holder, now))
+                let meta = ConnMeta::new(now, generation);
+                Some(self.lease_locked(&mut st, conn, meta, holder, now))
             }
         };
         fx.apply(self);

@@ -28,6 +28,7 @@ impl<C: Connector> Shared<C> {
             in_use: st.busy,
             connecting: st.connecting,
             waiters,
+            paused: st.paused,
             oldest_wait,
             cap: st.config.cap(),
             size: st.config.size,
@@ -39,6 +40,7 @@ impl<C: Connector> Shared<C> {
             connect_errors_total: load(&self.counters.connect_errors),
             closed_total: load(&self.counters.closed),
             leaks_total: load(&self.counters.leaks),
+            refused_total: load(&self.counters.refused),
             acquire_wait_buckets,
             acquire_wait_sum,
         }

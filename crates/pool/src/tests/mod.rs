@@ -6,12 +6,13 @@
 mod breaker;
 mod budget;
 mod caps;
+mod control;
 mod hygiene;
 mod leaks;
 mod stress;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub(crate) struct FakeStats {
     delay_ms: AtomicU64,
     next_id: AtomicUsize,
     closes: Mutex<Vec<CloseReason>>,
+    /// `admit` refuses while set (a breaker that knows the server is down).
+    refusing: AtomicBool,
 }
 
 /// A connector whose clones share one set of stats (one "server").
@@ -47,6 +50,11 @@ impl Fake {
     pub(crate) fn set_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap();
         self.stats.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// `admit` refuses (true) or admits (false) from now on.
+    pub(crate) fn set_refusing(&self, refusing: bool) {
+        self.stats.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// The next `n` connects fail.
@@ -127,6 +135,14 @@ impl Connector for Fake {
         self.stats.closes.lock().unwrap().push(reason);
         drop(conn);
     }
+
+    fn admit(&self) -> Result<(), FakeError> {
+        if self.stats.refusing.load(Ordering::SeqCst) {
+            Err(FakeError)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// A config with no lifetime, no idle timeout, no jitter and a 5 s acquire timeout.
@@ -163,4 +179,18 @@ pub(crate) async fn settle() {
 pub(crate) fn conn_id(lease: &Lease<Fake>) -> usize {
     let conn: &FakeConn = lease;
     conn.id
+}
+
+/// What a spawned acquire returns.
+pub(crate) type Acquired = Result<Lease<Fake>, crate::AcquireError<FakeError>>;
+
+/// Start an acquire for `who` in its own task and let it queue (or be served) before returning.
+pub(crate) async fn spawn_acquire(
+    pool: &crate::Pool<Fake>,
+    who: Holder,
+) -> tokio::task::JoinHandle<Acquired> {
+    let pool = pool.clone();
+    let task = tokio::spawn(async move { pool.acquire(who).await });
+    settle().await;
+    task
 }
