@@ -8,25 +8,41 @@ use std::time::{Duration, Instant};
 
 /// `GET path` on 127.0.0.1:`port`; the body (panics on a non-200 status).
 pub fn http_get(port: u16, path: &str) -> String {
+    let (status, body) = http_request(port, "GET", path);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// `POST path` (empty body) on 127.0.0.1:`port`; the status code and the body.
+pub fn http_post(port: u16, path: &str) -> (u16, String) {
+    http_request(port, "POST", path)
+}
+
+fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read admin answer");
     let (head, body) = raw.split_once("\r\n\r\n").expect("http answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    if head
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
         dechunk(body)
     } else {
         body.to_owned()
-    }
+    };
+    (status, body)
 }
 
 fn dechunk(mut body: &str) -> String {

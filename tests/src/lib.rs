@@ -192,6 +192,34 @@ impl Proxy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The configuration file poolguard was started with (rewrite it, then reload).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("poolguard.toml")
+    }
+
+    /// Sends a signal ("HUP", "TERM") to the poolguard process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} poolguard failed");
+    }
+
+    /// Waits up to `limit` for poolguard to exit; its status, or `None` if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{DB}", self.port)
     }
@@ -401,4 +429,18 @@ pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
     }
+}
+
+/// The number after `label` on its own line of pgbench's report.
+pub fn report_number(report: &str, label: &str) -> Option<u64> {
+    report.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(label)?
+            .split_whitespace()
+            .next()?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()
+    })
 }

@@ -23,20 +23,6 @@ fn pgbench(port: u16, args: &[&str]) -> Output {
     )
 }
 
-/// The number after `label` on its own line of pgbench's report.
-fn report_number(report: &str, label: &str) -> Option<u64> {
-    report.lines().find_map(|l| {
-        l.trim()
-            .strip_prefix(label)?
-            .split_whitespace()
-            .next()?
-            .split('/')
-            .next()?
-            .parse()
-            .ok()
-    })
-}
-
 #[test]
 fn pgbench_simple_and_extended_stay_within_pool_size() {
     let pg = sandbox(30);

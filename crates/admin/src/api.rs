@@ -54,6 +54,7 @@ pub fn router(source: Arc<dyn Source>, monitor: Monitor) -> Router {
             get(|s: State<App>| async move { Json(s.monitor.states()) }),
         )
         .route("/api/history", get(history))
+        .route("/api/reload", axum::routing::post(reload))
         .route(
             "/api/snapshot",
             get(|s: State<App>| async move { Json(s.source.snapshot()) }),
@@ -107,6 +108,16 @@ struct EventQuery {
 
 async fn events(State(app): State<App>, Query(q): Query<EventQuery>) -> Response {
     Json(app.source.events().since(q.after.unwrap_or(0))).into_response()
+}
+
+/// Re-reads the configuration file: 200 with the summary, 422 with why it was refused (the
+/// running configuration stays). Reading the same file the operator controls, it changes nothing
+/// an admin-port user could not change by other means, so it takes no credentials.
+async fn reload(State(app): State<App>) -> Response {
+    match app.source.reload() {
+        Ok(summary) => (StatusCode::OK, summary + "\n").into_response(),
+        Err(why) => (StatusCode::UNPROCESSABLE_ENTITY, why + "\n").into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -35,6 +35,10 @@ pub trait Source: Send + Sync + 'static {
     fn snapshot(&self) -> Snapshot;
     /// The event log leak and alert events go to.
     fn events(&self) -> &EventLog;
+    /// Re-read and apply the configuration (`POST /api/reload`): a summary, or why not.
+    fn reload(&self) -> Result<String, String> {
+        Err("this poolguard cannot reload its configuration".into())
+    }
 }
 
 /// Binds `listen`, serves HTTP and runs the alert monitor. Returns the bound address and the

@@ -27,7 +27,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy until interrupted (Ctrl-C or SIGTERM).
+    /// Run the proxy until interrupted (Ctrl-C or SIGTERM, which drain first).
+    ///
+    /// SIGHUP re-reads the configuration file and applies it without dropping clients (as does
+    /// RELOAD on the admin console and `POST /api/reload`); a bad file is refused and logged.
+    /// SIGTERM stops accepting clients, refuses new transactions, lets running ones finish for
+    /// up to --drain-timeout, then exits.
     ///
     /// Without --config, serves a built-in default: PostgreSQL clients on 127.0.0.1:6432,
     /// fronting the server on 127.0.0.1:5432, database "postgres", user "postgres" with the
@@ -39,6 +44,9 @@ enum Command {
         /// Start even if a backend cannot be reached to verify its connection budget.
         #[arg(long)]
         skip_budget_check: bool,
+        /// On SIGTERM or Ctrl-C, how long running transactions may take to finish.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: std::time::Duration,
     },
     /// Start throwaway PostgreSQL and MariaDB servers, poolguard in front of them (with its
     /// dashboard), and replay both incidents (bank fee, TradeMate) direct and through poolguard,
@@ -139,7 +147,8 @@ fn main() -> ExitCode {
             Command::Run {
                 config,
                 skip_budget_check,
-            } => run(load(&config)?, skip_budget_check).await,
+                drain_timeout,
+            } => run(load(&config)?, config, skip_budget_check, drain_timeout).await,
             Command::Check { config } => check(load(&config)?).await,
             Command::Spike(args) => sim_cmd::spike(args).await,
             Command::Replay(args) => sim_cmd::replay(args).await,
@@ -222,7 +231,12 @@ async fn check(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: Config, skip_budget_check: bool) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    path: Option<PathBuf>,
+    skip_budget_check: bool,
+    drain_timeout: std::time::Duration,
+) -> anyhow::Result<()> {
     match read_budgets(&config).await {
         Ok(budgets) => {
             for s in &budgets {
@@ -244,10 +258,37 @@ async fn run(config: Config, skip_budget_check: bool) -> anyhow::Result<()> {
         }
     }
     let proxy = Proxy::start(config).await?;
+    if let Some(path) = path {
+        proxy.shared.set_config_path(path);
+    }
+    #[cfg(unix)]
+    let reloads = tokio::spawn(reload_on_sighup(proxy.shared.clone()));
     shutdown_signal().await;
-    tracing::info!(clients = proxy.shared.client_count(), "shutting down");
+    #[cfg(unix)]
+    reloads.abort();
+    tracing::info!(
+        clients = proxy.shared.client_count(),
+        timeout = ?drain_timeout,
+        "shutting down: no new clients or transactions, waiting for running transactions"
+    );
     proxy.stop_accepting();
+    let summary = proxy.shared.drain(drain_timeout).await;
+    tracing::info!(%summary, "shut down");
     Ok(())
+}
+
+/// SIGHUP: reload the configuration file (errors are logged by `reload` itself).
+#[cfg(unix)]
+async fn reload_on_sighup(shared: std::sync::Arc<poolguard_proxy::state::Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /api/reload or RELOAD");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let _ = shared.reload();
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -44,6 +44,9 @@ pub enum ProxyError {
     ShuttingDown(String),
     #[error("{0}")]
     FeatureNotSupported(String),
+    /// A reload found the configuration invalid; the running one stays in force.
+    #[error("{0}")]
+    ConfigRejected(String),
     #[error("{}", .0.message)]
     Server(ErrorNotice),
     /// A MySQL client's handshake was malformed or asked for something not offered (pre-auth).
@@ -78,6 +81,7 @@ impl ProxyError {
             ProxyError::UnknownDatabase(_) => "3D000",
             ProxyError::ShuttingDown(_) => "57P01",
             ProxyError::FeatureNotSupported(_) => "0A000",
+            ProxyError::ConfigRejected(_) => "F0000",
             ProxyError::Server(n) => &n.code,
             ProxyError::Handshake(_) | ProxyError::PacketTooLarge(_) => "08P01",
             ProxyError::MysqlServer { sqlstate, .. } => sqlstate,
@@ -101,7 +105,7 @@ impl ProxyError {
             ProxyError::UnknownDatabase(_) => my::ER_BAD_DB_ERROR, // 1049
             ProxyError::ShuttingDown(_) => my::ER_SERVER_SHUTDOWN, // 1053
             ProxyError::FeatureNotSupported(_) => ER_NOT_ALLOWED_COMMAND, // 1148
-            ProxyError::Server(_) => ER_UNKNOWN_ERROR,           // 1105
+            ProxyError::Server(_) | ProxyError::ConfigRejected(_) => ER_UNKNOWN_ERROR, // 1105
             ProxyError::Handshake(_) => my::ER_HANDSHAKE_ERROR,  // 1043
             ProxyError::PacketTooLarge(_) => my::ER_NET_PACKET_TOO_LARGE, // 1153
             ProxyError::MysqlServer { code, .. } => *code,
@@ -134,6 +138,9 @@ impl ProxyError {
         }
     }
 }
+
+/// What a client hears when its pool no longer takes transactions.
+pub const CLOSED_POOL: &str = "poolguard is shutting down, or a reload removed this database or user: no new transactions are accepted; reconnect (to another poolguard, or after the change)";
 
 /// 1148 "The used command is not allowed with this MySQL version" (LOAD DATA LOCAL refused).
 pub const ER_NOT_ALLOWED_COMMAND: u16 = 1148;

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use poolguard_pg::scram::ScramVerifier;
-use poolguard_pool::{Budget, Pool, PoolConfig};
+use poolguard_pool::{Budget, Holder, Pool, PoolConfig};
 
 use crate::config::{Config, Database, Protocol};
 use crate::error::ProxyError;
+use crate::hosts::HostSet;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::server::PgConnector;
 
@@ -23,9 +24,12 @@ pub type PgPool = Pool<PgConnector>;
 /// A pool and the database entry it serves, plus its own client count.
 pub struct PgPoolEntry {
     pub pool: PgPool,
-    pub db: Database,
+    /// The `[[databases]]` entry as of the last reload (sessions read limits from it).
+    db: ArcSwap<Database>,
     pub user: String,
     pub clients: AtomicUsize,
+    /// Transactions, queries and client bytes of the pool's sessions.
+    pub traffic: crate::traffic::Traffic,
     /// Server statement names some server of this pool parsed successfully: a client's
     /// prepare-only request for one of these is answered without taking a server.
     known_statements: Mutex<std::collections::HashSet<Arc<str>>>,
@@ -35,6 +39,15 @@ pub struct PgPoolEntry {
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
 
 impl PgPoolEntry {
+    /// The database entry in force (a reload may replace it).
+    pub fn db(&self) -> arc_swap::Guard<Arc<Database>> {
+        self.db.load()
+    }
+
+    pub(crate) fn set_db(&self, db: Database) {
+        self.db.store(Arc::new(db));
+    }
+
     pub fn statement_is_known(&self, server_name: &str) -> bool {
         self.known_statements
             .lock()
@@ -59,14 +72,22 @@ pub struct Shared {
     config: ArcSwap<Config>,
     /// Where the configuration was read from (what a reload reads again), if from a file.
     pub(crate) config_path: Mutex<Option<std::path::PathBuf>>,
-    budgets: HashMap<String, Arc<Budget>>,
+    /// One budget per backend; a reload adds budgets and changes limits, never removes one in use.
+    budgets: Mutex<HashMap<String, Arc<Budget>>>,
     pg_pools: Mutex<HashMap<(String, String), Arc<PgPoolEntry>>>,
+    /// One host set per backend (write host, host roles, breakers), shared by its pools.
+    hosts: Mutex<HashMap<String, Arc<HostSet>>>,
     pub cancels: Arc<CancelRegistry>,
     clients: AtomicUsize,
+    /// `[[rate_limits]]`, rebuilt by a reload.
+    rate_limits: ArcSwap<crate::admission::RateLimits>,
+    /// Set by a shutdown drain: pools refuse new transactions with "shutting down".
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     /// Clients pinned to a server for their session by transaction-mode rules.
     pins: AtomicUsize,
     /// SCRAM verifiers derived once at start (PBKDF2 is deliberately slow).
-    verifiers: HashMap<String, ScramVerifier>,
+    /// Per user: the secret it was derived from, and the verifier.
+    verifiers: ArcSwap<HashMap<String, (String, ScramVerifier)>>,
     /// The MySQL front door's pools, greeting and KILL registry.
     pub mysql: crate::mysql::pools::MysqlState,
     /// Clients, events, server polls and error counts for the admin side.
@@ -100,26 +121,25 @@ impl Shared {
             .iter()
             .map(|b| (b.name.clone(), Budget::new(b.max_connections)))
             .collect();
-        let verifiers = config
-            .users
+        let verifiers = scram_verifiers(&config, &HashMap::new());
+        let rate_limits = crate::admission::RateLimits::new(&config.rate_limits);
+        let hosts = config
+            .backends
             .iter()
-            .filter_map(|u| match ScramVerifier::for_secret(&u.password) {
-                Ok(v) => Some((u.name.clone(), v)),
-                Err(e) => {
-                    tracing::warn!(user = %u.name, error = %e, "user cannot log in with SCRAM-SHA-256");
-                    None
-                }
-            })
+            .map(|b| (b.name.clone(), HostSet::new(b)))
             .collect();
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             config_path: Mutex::new(None),
-            budgets,
+            budgets: Mutex::new(budgets),
             pg_pools: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(hosts),
             cancels: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
             pins: AtomicUsize::new(0),
-            verifiers,
+            draining: Default::default(),
+            rate_limits: ArcSwap::from_pointee(rate_limits),
+            verifiers: ArcSwap::from_pointee(verifiers),
             mysql: Default::default(),
             observe: Default::default(),
         })
@@ -138,11 +158,45 @@ impl Shared {
 
     /// The budget of a backend (every pool on it shares this one).
     pub fn budget(&self, backend: &str) -> Option<Arc<Budget>> {
-        self.budgets.get(backend).cloned()
+        lock(&self.budgets).get(backend).cloned()
     }
 
-    pub fn verifier(&self, user: &str) -> Option<&ScramVerifier> {
-        self.verifiers.get(user)
+    /// The hosts of a backend: which one takes writes, their roles and breakers.
+    pub fn hosts(&self, backend: &str) -> Option<Arc<HostSet>> {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(backend)
+            .cloned()
+    }
+
+    /// The host set of a backend, made now if a reload added the backend.
+    pub(crate) fn hosts_or_new(&self, backend: &crate::config::Backend) -> Arc<HostSet> {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(backend.name.clone())
+            .or_insert_with(|| HostSet::new(backend))
+            .clone()
+    }
+
+    /// The budget of a backend, made now if a reload added the backend.
+    pub(crate) fn budget_or_new(&self, backend: &str, limit: usize) -> Arc<Budget> {
+        lock(&self.budgets)
+            .entry(backend.to_owned())
+            .or_insert_with(|| Budget::new(limit))
+            .clone()
+    }
+
+    pub fn verifier(&self, user: &str) -> Option<ScramVerifier> {
+        self.verifiers.load().get(user).map(|(_, v)| v.clone())
+    }
+
+    /// New SCRAM verifiers after a reload: unchanged users keep theirs (PBKDF2 is slow).
+    pub(crate) fn refresh_verifiers(&self, config: &Config) {
+        let old = self.verifiers.load_full();
+        self.verifiers
+            .store(Arc::new(scram_verifiers(config, &old)));
     }
 
     pub fn count_pin(&self) {
@@ -157,8 +211,39 @@ impl Shared {
         self.clients.load(Ordering::Relaxed)
     }
 
+    /// `[[rate_limits]]` on new connections: 53400 / 1203 when over.
+    pub fn admit_connection(&self, who: crate::admission::Who<'_>) -> Result<(), ProxyError> {
+        self.rate_limits.load().admit_connection(who)
+    }
+
+    /// `[[rate_limits]]` on transactions: waits for a turn within `patience` (the pool's
+    /// acquire_timeout), else 53400 / 1203. Free when no rule limits transactions.
+    pub async fn admit_transaction(
+        &self,
+        holder: &Holder,
+        patience: Duration,
+    ) -> Result<(), ProxyError> {
+        let limits = self.rate_limits.load_full();
+        if !limits.limits_transactions() {
+            return Ok(());
+        }
+        limits.admit_transaction(holder, patience).await
+    }
+
+    pub(crate) fn refresh_rate_limits(&self, config: &Config) {
+        self.rate_limits
+            .store(Arc::new(crate::admission::RateLimits::new(
+                &config.rate_limits,
+            )));
+    }
+
     /// Admits one more client overall (`[limits] max_client_connections`), 53400 beyond it.
     pub fn admit_client(self: &Arc<Self>) -> Result<ClientSlot, ProxyError> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(ProxyError::ShuttingDown(
+                "poolguard is shutting down and accepts no new clients".into(),
+            ));
+        }
         let cap = self.config().limits.max_client_connections;
         let now = self.clients.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = ClientSlot {
@@ -180,13 +265,13 @@ impl Shared {
         slot: &mut ClientSlot,
         entry: &Arc<PgPoolEntry>,
     ) -> Result<(), ProxyError> {
-        let cap = entry.db.limits.max_client_connections;
+        let cap = entry.db().limits.max_client_connections;
         let now = entry.clients.fetch_add(1, Ordering::Relaxed) + 1;
         slot.entry = Some(entry.clone());
         if now > cap {
             return Err(ProxyError::TooManyClients(format!(
                 "poolguard refuses the connection: database {} already has {cap} clients (max_client_connections = {cap})",
-                entry.db.name
+                entry.db().name
             )));
         }
         Ok(())
@@ -204,6 +289,11 @@ impl Shared {
         entry
     }
 
+    /// Keep the pools `keep` says yes to; the others leave the map (the caller closes them).
+    pub(crate) fn retain_pg_pools(&self, mut keep: impl FnMut(&PgPoolEntry) -> bool) {
+        lock(&self.pg_pools).retain(|_, e| keep(e));
+    }
+
     pub fn pg_pools(&self) -> Vec<Arc<PgPoolEntry>> {
         self.pg_pools
             .lock()
@@ -218,24 +308,21 @@ impl Shared {
         // Config validation guarantees the backend exists; the fallbacks only keep this total.
         let config = self.config();
         let backend = config.backend(&db.backend);
-        let host = backend
-            .and_then(|b| b.hosts.first().cloned())
-            .unwrap_or_default();
+        let hosts = backend.map_or_else(|| HostSet::fixed(String::new()), |b| self.hosts_or_new(b));
         let connect_timeout = backend
             .map(|b| b.connect_timeout)
             .unwrap_or(Duration::from_secs(5));
-        let budget = self
-            .budgets
-            .get(&db.backend)
-            .cloned()
-            .unwrap_or_else(|| Budget::new(db.pool_size + db.max_overflow));
+        let budget = self.budget_or_new(
+            &db.backend,
+            backend.map_or(db.pool_size + db.max_overflow, |b| b.max_connections),
+        );
         let password = self
             .config()
             .user(user)
             .map(|u| u.password.clone())
             .unwrap_or_default();
-        let mut connector = PgConnector::new(
-            host,
+        let mut connector = PgConnector::for_hosts(
+            hosts,
             user.to_owned(),
             password,
             db.server_database.clone(),
@@ -249,9 +336,10 @@ impl Shared {
         pool.spawn_reaper(period);
         PgPoolEntry {
             pool,
-            db: db.clone(),
+            db: ArcSwap::from_pointee(db.clone()),
             user: user.to_owned(),
             clients: AtomicUsize::new(0),
+            traffic: Default::default(),
             known_statements: Mutex::new(std::collections::HashSet::new()),
         }
     }
@@ -277,4 +365,31 @@ pub fn reap_period(db: &Database) -> Duration {
         .min()
         .unwrap_or(Duration::from_secs(60));
     (shortest / 10).clamp(Duration::from_millis(100), Duration::from_secs(10))
+}
+
+/// SCRAM verifiers for every user, reusing `previous` where the secret did not change.
+fn scram_verifiers(
+    config: &Config,
+    previous: &HashMap<String, (String, ScramVerifier)>,
+) -> HashMap<String, (String, ScramVerifier)> {
+    let mut out = HashMap::new();
+    for u in &config.users {
+        if let Some(kept) = previous.get(&u.name).filter(|(s, _)| *s == u.password) {
+            out.insert(u.name.clone(), kept.clone());
+            continue;
+        }
+        match ScramVerifier::for_secret(&u.password) {
+            Ok(v) => {
+                out.insert(u.name.clone(), (u.password.clone(), v));
+            }
+            Err(e) => {
+                tracing::warn!(user = %u.name, error = %e, "user cannot log in with SCRAM-SHA-256");
+            }
+        }
+    }
+    out
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,5 +1,5 @@
 //! Keys that make poolguard degrade gracefully: per backend, health checks and the circuit
-//! breaker of each host.
+//! breaker of each host; `[[rate_limits]]` rules.
 //!
 //! Parsed from `[[backends]]` entries (`raw::RawBackend`); defaults are chosen so a backend with
 //! one host and no keys behaves as before (breaker on with forgiving numbers, health checks only
@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::raw::RawBackend;
+use super::raw::{RawBackend, RawRateLimit};
 use super::{invalid, required_duration, ConfigError};
 
 /// How poolguard watches a backend's hosts and when it stops trying one.
@@ -67,6 +67,78 @@ impl HostGuard {
             breaker_failures: b.breaker_failures.unwrap_or(5),
             breaker_cooldown,
             breaker_max_cooldown,
+        })
+    }
+}
+
+/// What a rate-limit bucket is kept per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateScope {
+    /// The client's IP address (not the port).
+    Address,
+    User,
+    Database,
+}
+
+impl std::fmt::Display for RateScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RateScope::Address => "address",
+            RateScope::User => "user",
+            RateScope::Database => "database",
+        })
+    }
+}
+
+/// One validated `[[rate_limits]]` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub per: RateScope,
+    pub connections_per_second: Option<f64>,
+    pub transactions_per_second: Option<f64>,
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    pub(super) fn from_raw(key: &str, r: &RawRateLimit) -> Result<RateLimit, ConfigError> {
+        let per = match r.per.as_str() {
+            "address" => RateScope::Address,
+            "user" => RateScope::User,
+            "database" => RateScope::Database,
+            other => {
+                return Err(invalid(
+                    format!("{key}.per"),
+                    format!("{other:?} is not one of \"address\", \"user\", \"database\""),
+                ))
+            }
+        };
+        for (name, rate) in [
+            ("connections_per_second", r.connections_per_second),
+            ("transactions_per_second", r.transactions_per_second),
+        ] {
+            if let Some(rate) = rate {
+                if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
+                    return Err(invalid(
+                        format!("{key}.{name}"),
+                        "must be a positive number of events per second",
+                    ));
+                }
+            }
+        }
+        if r.connections_per_second.is_none() && r.transactions_per_second.is_none() {
+            return Err(invalid(
+                key,
+                "sets neither connections_per_second nor transactions_per_second",
+            ));
+        }
+        if r.burst == Some(0) {
+            return Err(invalid(format!("{key}.burst"), "must be at least 1"));
+        }
+        Ok(RateLimit {
+            per,
+            connections_per_second: r.connections_per_second,
+            transactions_per_second: r.transactions_per_second,
+            burst: r.burst,
         })
     }
 }

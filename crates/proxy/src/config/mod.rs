@@ -187,6 +187,8 @@ pub struct Config {
     pub admin_users: Vec<String>,
     /// `[[alerts]]` rules.
     pub alerts: Vec<poolguard_admin::AlertRule>,
+    /// `[[rate_limits]]` rules.
+    pub rate_limits: Vec<guard::RateLimit>,
 }
 
 /// A duration as operators write it: "5s", "30m", "1h 30m"; "0" or "0s" means off.
@@ -515,9 +517,16 @@ impl Config {
             });
         }
         let (admin_users, alerts) = observe::validate(&raw, &users)?;
+        let rate_limits = raw
+            .rate_limits
+            .iter()
+            .enumerate()
+            .map(|(i, r)| guard::RateLimit::from_raw(&format!("rate_limits[{i}]"), r))
+            .collect::<Result<_, _>>()?;
         Ok(Config {
             admin_users,
             alerts,
+            rate_limits,
             admin_listen,
             postgres,
             mysql_listen,

@@ -22,6 +22,22 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub alerts: Vec<super::observe::RawAlert>,
+    #[serde(default)]
+    pub rate_limits: Vec<RawRateLimit>,
+}
+
+/// One `[[rate_limits]]` rule: rates per user, per database or per client address.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// "address", "user" or "database": what each bucket is kept per.
+    pub per: String,
+    /// New client connections per second (refused beyond it).
+    pub connections_per_second: Option<f64>,
+    /// Transactions (server assignments) per second (held, then refused beyond it).
+    pub transactions_per_second: Option<f64>,
+    /// How many may come at once before the rate applies (default: one second's worth).
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

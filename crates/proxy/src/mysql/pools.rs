@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poolguard_pool::{AcquireError, Budget, Holder, Lease, Pool};
+use poolguard_pool::{AcquireError, Holder, Lease, Pool};
 
 use crate::config::{Database, Protocol};
 use crate::error::ProxyError;
@@ -24,12 +24,24 @@ pub type MyLease = Lease<MyConnector>;
 /// A pool and what it serves.
 pub struct MyPoolEntry {
     pub pool: Pool<MyConnector>,
-    pub db: Database,
+    /// The `[[databases]]` entry as of the last reload (sessions read limits from it).
+    db: arc_swap::ArcSwap<Database>,
     pub user: String,
     pub found_rows: bool,
+    /// Transactions, queries and client bytes of the pool's sessions.
+    pub traffic: crate::traffic::Traffic,
 }
 
 impl MyPoolEntry {
+    /// The database entry in force (a reload may replace it).
+    pub fn db(&self) -> arc_swap::Guard<Arc<Database>> {
+        self.db.load()
+    }
+
+    pub(crate) fn set_db(&self, db: Database) {
+        self.db.store(Arc::new(db));
+    }
+
     pub fn name(&self) -> String {
         self.pool.config().name
     }
@@ -71,7 +83,7 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
         AcquireError::Connect(other) => ProxyError::BackendUnavailable(format!(
             "poolguard cannot open a server connection: {other}"
         )),
-        AcquireError::Closed => ProxyError::ShuttingDown("poolguard: this pool is closed".into()),
+        AcquireError::Closed => ProxyError::ShuttingDown(crate::error::CLOSED_POOL.into()),
     }
 }
 
@@ -92,6 +104,14 @@ impl MysqlState {
         let entry = Arc::new(new_pool(shared, db, user, found_rows));
         pools.insert(key, entry.clone());
         entry
+    }
+
+    /// Keep the pools `keep` says yes to; the others leave the map (the caller closes them).
+    pub(crate) fn retain_pools(&self, mut keep: impl FnMut(&MyPoolEntry) -> bool) {
+        self.pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, e| keep(e));
     }
 
     pub fn pools(&self) -> Vec<Arc<MyPoolEntry>> {
@@ -173,22 +193,24 @@ fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyP
     // Config validation guarantees the backend exists; the fallbacks only keep this total.
     let config = shared.config();
     let backend = config.backend(&db.backend);
-    let host = backend
-        .and_then(|b| b.hosts.first().cloned())
-        .unwrap_or_default();
+    let hosts = backend.map_or_else(
+        || crate::hosts::HostSet::fixed(String::new()),
+        |b| shared.hosts_or_new(b),
+    );
     let connect_timeout = backend
         .map(|b| b.connect_timeout)
         .unwrap_or(Duration::from_secs(5));
-    let budget = shared
-        .budget(&db.backend)
-        .unwrap_or_else(|| Budget::new(db.pool_size + db.max_overflow));
+    let budget = shared.budget_or_new(
+        &db.backend,
+        backend.map_or(db.pool_size + db.max_overflow, |b| b.max_connections),
+    );
     let password = shared
         .config()
         .user(user)
         .map(|u| u.password.clone())
         .unwrap_or_default();
-    let mut connector = MyConnector::new(
-        host,
+    let mut connector = MyConnector::for_hosts(
+        hosts,
         user.to_owned(),
         password,
         db.server_database.clone(),
@@ -206,8 +228,9 @@ fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyP
     pool.spawn_reaper(reap_period(db));
     MyPoolEntry {
         pool,
-        db: db.clone(),
+        db: arc_swap::ArcSwap::from_pointee(db.clone()),
         user: user.to_owned(),
         found_rows,
+        traffic: Default::default(),
     }
 }

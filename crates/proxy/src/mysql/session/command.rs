@@ -125,6 +125,8 @@ impl Session {
     }
 
     pub(super) async fn write_client(&mut self, bytes: &[u8]) -> Option<End> {
+        self.entry.traffic.sent(bytes.len());
+        self.entry.traffic.sent(bytes.len());
         match self.client.write_all(bytes).await {
             Ok(()) => None,
             Err(_) => Some(End::ClientGone),
@@ -220,6 +222,8 @@ impl Session {
         if self.held.is_some() {
             return Ok(());
         }
+        let patience = self.entry.db().limits.acquire_timeout;
+        self.shared.admit_transaction(&self.holder, patience).await?;
         for _ in 0..3 {
             let lease = self
                 .entry
@@ -338,6 +342,9 @@ impl Session {
             _ => None,
         };
         self.note_statement(payload, &after);
+        if matches!(payload[0], COM_QUERY | COM_STMT_EXECUTE) {
+            self.clock.query(&self.entry.traffic);
+        }
         let held = self.held.as_mut()?;
         let mut out = BytesMut::with_capacity(payload.len() + 8);
         // Commands start at sequence id 0 towards the server whatever the client sent; the

@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{PoolMode, SessionStatePolicy};
+use crate::error::CLOSED_POOL;
 use crate::error::ProxyError;
 use crate::pg::cancel::{send_cancel, Registration, ServerKey};
 use crate::pg::features::SessionFeature;
@@ -145,6 +146,8 @@ pub struct Session {
     params: ParamSet,
     /// Scratch buffer for rewritten client messages.
     out: BytesMut,
+    /// When the open query batch and transaction started (the pool's traffic counters).
+    clock: crate::traffic::Clock,
 }
 
 /// Maps a pool refusal to the client-facing error.
@@ -155,13 +158,13 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
         AcquireError::Connect(other) => ProxyError::BackendUnavailable(format!(
             "poolguard cannot open a server connection: {other}"
         )),
-        AcquireError::Closed => ProxyError::ShuttingDown("poolguard: this pool is closed".into()),
+        AcquireError::Closed => ProxyError::ShuttingDown(CLOSED_POOL.into()),
     }
 }
 
 impl Session {
     pub fn new(client: TcpStream, cbuf: BytesMut, shared: Arc<Shared>, ready: LoggedIn) -> Self {
-        let transaction_mode = ready.entry.db.pool_mode == PoolMode::Transaction;
+        let transaction_mode = ready.entry.db().pool_mode == PoolMode::Transaction;
         Session {
             client,
             cbuf,
@@ -179,6 +182,7 @@ impl Session {
             statements: ClientStatements::default(),
             params: ready.params,
             out: BytesMut::new(),
+            clock: Default::default(),
         }
     }
 
@@ -199,6 +203,7 @@ impl Session {
                 tracing::warn!(client = %self.holder.client, pool = %pool, code = e.sqlstate(), reason = %e, "client disconnected by poolguard");
                 let mut m = BytesMut::new();
                 write_error(&mut m, "FATAL", e);
+                self.entry.traffic.sent(m.len());
                 let _ = self.client.write_all(&m).await;
             }
             other => {
@@ -254,7 +259,10 @@ impl Session {
             };
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
-                Event::Client(Ok(_)) => self.last_client_activity = Instant::now(),
+                Event::Client(Ok(n)) => {
+                    self.entry.traffic.received(n);
+                    self.last_client_activity = Instant::now();
+                }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
                     return Box::pin(self.server_lost()).await
                 }
@@ -283,12 +291,15 @@ impl Session {
         );
         let mut m = BytesMut::new();
         write_error(&mut m, "FATAL", &e);
+        self.entry.traffic.sent(m.len());
         let _ = self.client.write_all(&m).await;
         End::ServerFailed
     }
 
     /// Leases a server for the client's next transaction and brings its parameters in line.
     async fn acquire(&mut self) -> Result<(), ProxyError> {
+        let patience = self.entry.db().limits.acquire_timeout;
+        self.shared.admit_transaction(&self.holder, patience).await?;
         let lease = self
             .entry
             .pool
@@ -429,7 +440,7 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let limits = &self.entry.db.limits;
+        let limits = &self.entry.db().limits;
         match &self.held {
             Some(h) if h.busy() => match (limits.query_timeout, h.busy_since) {
                 (Some(t), Some(since)) if !h.cancel_sent => Some(since + t),
@@ -445,7 +456,7 @@ impl Session {
     }
 
     async fn on_deadline(&mut self) -> Option<End> {
-        let limits = self.entry.db.limits.clone();
+        let limits = self.entry.db().limits.clone();
         let now = Instant::now();
         let pool = self.entry.pool.config().name;
         match self.held.as_mut() {
@@ -473,6 +484,7 @@ impl Session {
                         hint: None,
                     },
                 );
+                self.entry.traffic.sent(m.len());
                 let _ = self.client.write_all(&m).await;
                 if let Err(e) = send_cancel(key).await {
                     tracing::warn!(error = %e, "cancel for query_timeout failed");
