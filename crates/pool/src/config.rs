@@ -1,7 +1,9 @@
-//! Pool settings ([`PoolConfig`]) and the point-in-time snapshot ([`PoolStatus`]).
+//! Pool settings ([`PoolConfig`], and [`Admission`]: the waiter cap and fair shares) and the
+//! point-in-time snapshot ([`PoolStatus`]).
 //!
 //! Settings can change at run time ([`crate::Pool::set_config`]); the pool reads them under its
 //! lock at each decision, so nothing caches a stale value. The pool's name is fixed at creation.
+//! `Admission` is separate from `PoolConfig` because callers build `PoolConfig` field by field.
 
 use std::time::Duration;
 
@@ -59,6 +61,76 @@ impl Default for PoolConfig {
     }
 }
 
+/// Who may queue for a pool and how its leases are shared among clients. Kept apart from
+/// [`PoolConfig`] (set with [`crate::Pool::set_admission`]) so that code building a
+/// `PoolConfig` field by field keeps compiling. Default: no cap, no fair share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// `max_waiters`: the most acquires that may wait at once (a paused pool's queue counts
+    /// too); one more fails at once with [`crate::AcquireError::TooManyWaiters`]. `None`: no cap.
+    pub max_waiters: Option<usize>,
+    /// Keep one application or address from holding every connection while others wait.
+    pub fair_share: Option<FairShare>,
+}
+
+/// One key (application or client address) may hold at most `max` of the pool's connections
+/// *while clients with other keys are waiting*. When nobody else waits it may take more: the
+/// pool never leaves a connection unused to enforce a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FairShare {
+    /// What makes two clients "the same" for their share.
+    pub by: ShareKey,
+    /// Connections one key may hold (leased, or being opened for it) before waiters of other
+    /// keys go first.
+    pub max: usize,
+}
+
+/// How clients are grouped for a [`FairShare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareKey {
+    /// [`crate::Holder::application`] (empty names are one group).
+    Application,
+    /// The IP address of [`crate::Holder::client`], without the port.
+    Address,
+}
+
+impl ShareKey {
+    /// `application` or `address`, for messages and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareKey::Application => "application",
+            ShareKey::Address => "address",
+        }
+    }
+
+    /// The holder's key: its application name, or its client address without the port
+    /// (`127.0.0.1:54321` -> `127.0.0.1`, `[::1]:5432` -> `::1`; no port: as it is).
+    pub fn of(self, holder: &crate::Holder) -> &str {
+        match self {
+            ShareKey::Application => &holder.application,
+            ShareKey::Address => strip_port(&holder.client),
+        }
+    }
+}
+
+impl std::fmt::Display for ShareKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn strip_port(client: &str) -> &str {
+    if let Some(bracketed) = client.strip_prefix('[') {
+        // `[v6]:port` (or a bare `[v6]`).
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
+    match client.split_once(':') {
+        // Exactly one colon: `v4:port` or `host:port`. More than one: a bare IPv6 address.
+        Some((host, port)) if !port.contains(':') => host,
+        _ => client,
+    }
+}
+
 /// A snapshot of one pool, taken under its lock (counts) and from atomics (totals).
 #[derive(Debug, Clone)]
 pub struct PoolStatus {
@@ -105,4 +177,26 @@ pub struct PoolStatus {
     pub acquire_wait_buckets: Vec<u64>,
     /// Sum of all acquire waits, in seconds.
     pub acquire_wait_sum: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShareKey;
+    use crate::Holder;
+
+    #[test]
+    fn address_key_strips_the_port() {
+        let key = |client: &str| {
+            let holder = Holder {
+                client: client.to_owned(),
+                ..Holder::default()
+            };
+            ShareKey::Address.of(&holder).to_owned()
+        };
+        assert_eq!(key("127.0.0.1:54321"), "127.0.0.1");
+        assert_eq!(key("[::1]:5432"), "::1");
+        assert_eq!(key("10.0.0.7"), "10.0.0.7");
+        assert_eq!(key("fe80::1"), "fe80::1");
+        assert_eq!(key(""), "");
+    }
 }

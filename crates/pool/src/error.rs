@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::Holder;
+use crate::{Holder, ShareKey};
 
 /// Why [`crate::Pool::acquire`] did not return a lease.
 #[derive(Debug, thiserror::Error)]
@@ -13,10 +13,11 @@ pub enum AcquireError<E> {
     #[error(
         "pool {pool} exhausted: waited {}; {in_use} of {cap} server connections in use \
          (pool_size {size} + max_overflow {overflow}), backend budget {budget_limit} with \
-         {budget_in_use} in use, {waiters} {} waiting; oldest holders: {}",
+         {budget_in_use} in use, {waiters} {} waiting; oldest holders: {}{}",
         HumanDuration(*.waited),
         if *.waiters == 1 { "client" } else { "clients" },
-        OldestHolders(.oldest)
+        OldestHolders(.oldest),
+        PassedOver(.over_share)
     )]
     Timeout {
         /// The pool's name.
@@ -39,6 +40,9 @@ pub enum AcquireError<E> {
         waiters: usize,
         /// Up to three oldest leases of this pool, with how long each has been held.
         oldest: Vec<(Holder, Duration)>,
+        /// Set when this acquire was passed over for its fair share: its key held too many
+        /// connections while clients of other keys waited, and they were served first.
+        over_share: Option<OverShare>,
     },
     /// A connect attempt failed; its slot and budget unit were released. Not retried.
     #[error("could not open a server connection: {0}")]
@@ -52,6 +56,43 @@ impl<E> AcquireError<E> {
     /// True for [`AcquireError::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, AcquireError::Timeout { .. })
+    }
+}
+
+/// Why an acquire was passed over: its key was at or above its fair share while clients of
+/// other keys waited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverShare {
+    /// How keys were formed.
+    pub by: ShareKey,
+    /// This client's key (an application name or an address).
+    pub key: String,
+    /// Connections that key held when this client was passed over.
+    pub held: usize,
+    /// The fair share (`FairShare::max`).
+    pub max: usize,
+}
+
+impl fmt::Display for OverShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} '{}' held {} connections (fair share {}) while other clients waited, so they \
+             were served first",
+            self.by, self.key, self.held, self.max
+        )
+    }
+}
+
+/// `; passed over: <why>`, or nothing.
+struct PassedOver<'a>(&'a Option<OverShare>);
+
+impl fmt::Display for PassedOver<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(over) => write!(f, "; this client was passed over: {over}"),
+            None => Ok(()),
+        }
     }
 }
 

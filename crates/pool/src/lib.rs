@@ -16,9 +16,10 @@
 //!   idle connections to close one, and a connection returned where nobody waits is closed
 //!   while another pool is starved (`CloseReason::BudgetReclaim`). Lowering the limit closes
 //!   idle connections at once and returned ones until `in_use` fits.
-//! - **FIFO and one deadline.** Waiters are served first come, first served within a pool; an
-//!   acquire has one deadline covering the wait and the connect. A grant sent to a waiter that has
-//!   gone away comes back to the pool through the grant's own `Drop`.
+//! - **FIFO and one deadline.** Waiters are served first come, first served within a pool
+//!   (a fair share, when set, lets a waiter under its share go before ones over theirs); an
+//!   acquire has one deadline covering the wait and the connect, held while the pool is paused.
+//!   A grant sent to a waiter that has gone away comes back to the pool through its own `Drop`.
 //! - **Lock order.** Pool state, then budget; never the reverse, never across `.await`, and no
 //!   user code ([`Connector::close`]) or lease/slot `Drop` runs while a lock is held: such work is
 //!   collected under the lock and applied after it is released.
@@ -33,6 +34,12 @@
 //! - **Retire** ([`Pool::retire_all`]): after a fail-over, every connection of the old
 //!   generation is closed (`CloseReason::Retired`): idle ones now, busy ones on return. The pool
 //!   stays open and opens new ones through the connector.
+//! - **Fair shares** ([`Admission::fair_share`], set with [`Pool::set_admission`]): one
+//!   application or client address may hold at most `max` connections while clients of other
+//!   keys wait; the dispatch serves the first waiter under its share before earlier ones at or
+//!   over theirs. With nobody else waiting (or everybody over) it serves in order, so no
+//!   connection is left unused. A waiter that times out after being passed over is told so
+//!   ([`OverShare`] in [`AcquireError::Timeout`]).
 //! - **Fast refusal** ([`Connector::admit`]): asked before each acquire; when it refuses and
 //!   nothing is idle, the acquire fails at once instead of waiting out `acquire_timeout`.
 //!
@@ -72,8 +79,8 @@ pub use breaker::{
     Breaker, BreakerConfig, BreakerOpen, BreakerPass, BreakerState, BreakerStats, Transition,
 };
 pub use budget::{Budget, ReservedUnit};
-pub use config::{PoolConfig, PoolStatus};
-pub use error::AcquireError;
+pub use config::{Admission, FairShare, PoolConfig, PoolStatus, ShareKey};
+pub use error::{AcquireError, OverShare};
 pub use lease::Lease;
 pub use note::{LeaseNote, LeaseState, WaitHistogram, WAIT_BUCKETS};
 pub use pool::Pool;

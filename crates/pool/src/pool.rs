@@ -9,14 +9,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::budget::Budget;
-use crate::config::{PoolConfig, PoolStatus};
+use crate::config::{Admission, PoolConfig, PoolStatus};
 use crate::error::{AcquireError, HumanDuration};
-use crate::inner::{Counters, Grant, PauseState, Shared};
+use crate::inner::{Counters, Grant, PauseState, Shared, Ticket};
 use crate::lease::Lease;
 use crate::{Connector, Holder, LeaseRecord};
 
@@ -60,8 +59,8 @@ impl<C: Connector> Pool<C> {
         // User code: called before any lock is taken.
         let admitted = self.shared.connector.admit();
         let result = match self.shared.enqueue(holder, admitted) {
-            Ok(rx) => self.wait_and_connect(rx, start, timeout).await,
-            Err(err) => Err(err),
+            Ok(ticket) => self.wait_and_connect(ticket, start, timeout).await,
+            Err(refusal) => Err(refusal.into()),
         };
         if result.is_ok() {
             Counters::bump(&self.shared.counters.acquired);
@@ -82,10 +81,11 @@ impl<C: Connector> Pool<C> {
     /// connect (if the grant is a slot) under what is left of it.
     async fn wait_and_connect(
         &self,
-        mut rx: oneshot::Receiver<Grant<C>>,
+        ticket: Ticket<C>,
         start: Instant,
         timeout: Duration,
     ) -> Result<Lease<C>, AcquireError<C::Error>> {
+        let Ticket { mut rx, note } = ticket;
         let mut pause = self.shared.pause.subscribe();
         let (grant, deadline) = loop {
             let deadline = deadline_for(*pause.borrow_and_update(), start, timeout);
@@ -98,7 +98,7 @@ impl<C: Connector> Pool<C> {
                 () = sleep_until(deadline) => {
                     // Leave the queue first, so the error's numbers do not count us.
                     drop(rx);
-                    return Err(self.shared.timeout_error(start.elapsed()));
+                    return Err(self.shared.timeout_error(start.elapsed(), note.take_over_share()));
                 }
             }
         };
@@ -119,7 +119,7 @@ impl<C: Connector> Pool<C> {
                 Ok(connected) => connected,
                 Err(_elapsed) => {
                     drop(slot);
-                    return Err(self.shared.timeout_error(start.elapsed()));
+                    return Err(self.shared.timeout_error(start.elapsed(), None));
                 }
             },
             _ => connect.await,
@@ -187,6 +187,18 @@ impl<C: Connector> Pool<C> {
     /// ones when returned, and wake every waiter with `Closed`. Idempotent.
     pub fn close(&self) {
         self.shared.close();
+    }
+
+    /// The current waiter cap and fair share.
+    pub fn admission(&self) -> Admission {
+        self.shared.admission()
+    }
+
+    /// Set the waiter cap and fair share (at creation or on reload). Lowering `max_waiters`
+    /// below the current queue refuses only new acquires; a new fair share applies to the next
+    /// connection handed out.
+    pub fn set_admission(&self, admission: Admission) {
+        self.shared.set_admission(admission);
     }
 
     /// Stop serving acquires: new and queued ones wait (and count against `max_waiters`), but

@@ -13,15 +13,14 @@ impl<C: Connector> Member for Shared<C> {
         let taken = {
             let mut st = self.lock();
             st.prune_dead_front();
-            if st.closed || st.paused || st.units() >= st.config.cap() {
+            if st.closed || st.paused || st.units() >= st.config.cap() || st.waiters.is_empty() {
                 false
-            } else if let Some(waiter) = st.waiters.pop_front() {
-                self.grant_slot(&mut st, waiter, &mut fx);
+            } else {
+                let next = st.next_waiter();
+                self.grant_slot(&mut st, next, &mut fx);
                 // Serve (or re-queue as starved, at the back) whoever else is waiting.
                 self.dispatch_locked(&mut st, &mut fx);
                 true
-            } else {
-                false
             }
         };
         fx.apply(&self);

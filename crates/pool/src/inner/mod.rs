@@ -4,8 +4,9 @@
 //! - `units = idle + busy + connecting`; each unit holds exactly one unit of the budget.
 //! - A new unit is created only when `units < cap` and the budget granted one (in
 //!   `dispatch_locked`) or handed one over (in `offer_unit`), and only for a live waiter.
-//! - Waiters are served strictly in arrival order; a waiter leaves the queue only to receive a
-//!   grant (or when it is found dead at the front, or the pool closes). A paused pool serves
+//! - Waiters are served in arrival order, except that with a fair share the first waiter under
+//!   its share goes before earlier ones at or over theirs (`share`); a waiter leaves the queue
+//!   only to receive a grant (or when found dead, or the pool closes). A paused pool serves
 //!   nobody: its waiters stay queued (`control`).
 //! - A connection whose `ConnMeta::generation` is older than the pool's is never handed out
 //!   again: `retire_all` bumps the generation and closes idle ones; busy ones close on return.
@@ -23,6 +24,7 @@
 mod control;
 mod member;
 mod report;
+mod share;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,10 +35,12 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use crate::budget::{Budget, Member};
-use crate::config::PoolConfig;
+use crate::config::{Admission, PoolConfig};
 use crate::error::AcquireError;
 use crate::lease::{ConnMeta, Lease, Slot};
 use crate::{CloseReason, Connector, Holder, LeaseRecord};
+use share::Shares;
+pub(crate) use share::WaitNote;
 
 /// How many of the oldest holders a timeout error names.
 const OLDEST_IN_ERROR: usize = 3;
@@ -81,6 +85,31 @@ struct Waiter<C: Connector> {
     tx: oneshot::Sender<Grant<C>>,
     holder: Holder,
     since: Instant,
+    /// Shared with the acquire, which reads it if it times out.
+    note: Arc<WaitNote>,
+}
+
+/// Why an acquire was refused without queueing; small, unlike [`AcquireError`], which the
+/// acquire builds from it.
+pub(crate) enum Refusal<E> {
+    Closed,
+    /// `Connector::admit` said no and nothing was idle.
+    Admit(E),
+}
+
+impl<E> From<Refusal<E>> for AcquireError<E> {
+    fn from(refusal: Refusal<E>) -> Self {
+        match refusal {
+            Refusal::Closed => AcquireError::Closed,
+            Refusal::Admit(err) => AcquireError::Connect(err),
+        }
+    }
+}
+
+/// A queued acquire's side: where its grant arrives, and what the pool noted about its wait.
+pub(crate) struct Ticket<C: Connector> {
+    pub(crate) rx: oneshot::Receiver<Grant<C>>,
+    pub(crate) note: Arc<WaitNote>,
 }
 
 impl<C: Connector> Waiter<C> {
@@ -108,6 +137,9 @@ struct State<C: Connector> {
     paused: bool,
     /// Bumped by `retire_all`; connections of an older generation are closed, not reused.
     generation: u64,
+    admission: Admission,
+    /// Units held per fair-share key (`share`).
+    shares: Shares,
 }
 
 impl<C: Connector> State<C> {
@@ -117,6 +149,14 @@ impl<C: Connector> State<C> {
 
     fn units(&self) -> usize {
         self.open() + self.connecting
+    }
+
+    /// Lease `id` is back (checked in or discarded): uncount it.
+    fn end_lease(&mut self, id: u64) {
+        if let Some(record) = self.leases.remove(&id) {
+            self.shares.remove(&record.holder);
+        }
+        self.busy = self.busy.saturating_sub(1);
     }
 
     /// No lease out and nothing connecting (waiters may still be queued).
@@ -243,6 +283,8 @@ impl<C: Connector> Shared<C> {
                 closed: false,
                 paused: false,
                 generation: 0,
+                admission: Admission::default(),
+                shares: Shares::default(),
             }),
             me: me.clone(),
             next_lease: AtomicU64::new(1),
@@ -281,28 +323,33 @@ impl<C: Connector> Shared<C> {
         self: &Arc<Self>,
         holder: Holder,
         admitted: Result<(), C::Error>,
-    ) -> Result<oneshot::Receiver<Grant<C>>, AcquireError<C::Error>> {
+    ) -> Result<Ticket<C>, Refusal<C::Error>> {
         let (tx, rx) = oneshot::channel();
+        let note = Arc::new(WaitNote::default());
         let mut fx = Effects::new();
         {
             let mut st = self.lock();
             if st.closed {
-                return Err(AcquireError::Closed);
+                return Err(Refusal::Closed);
             }
             if let Err(err) = admitted {
                 if st.idle.is_empty() {
                     drop(st);
                     Counters::bump(&self.counters.refused);
                     tracing::debug!(pool = %self.name, error = %err, "acquire refused by connector");
-                    return Err(AcquireError::Connect(err));
+                    return Err(Refusal::Admit(err));
                 }
             }
-            let since = Instant::now();
-            st.waiters.push_back(Waiter { tx, holder, since });
+            st.waiters.push_back(Waiter {
+                tx,
+                holder,
+                since: Instant::now(),
+                note: Arc::clone(&note),
+            });
             self.dispatch_locked(&mut st, &mut fx);
         }
         fx.apply(self);
-        Ok(rx)
+        Ok(Ticket { rx, note })
     }
 
     pub(crate) fn dispatch(self: &Arc<Self>) {
@@ -327,31 +374,40 @@ impl<C: Connector> Shared<C> {
             if st.closed || st.paused {
                 return;
             }
-            let Some(waiter) = st.waiters.pop_front() else {
+            if st.waiters.is_empty() {
                 return;
-            };
+            }
+            // The front, or the first waiter under its fair share.
+            let next = st.next_waiter();
             if let Some(idle) = self.take_idle(st, now, fx) {
-                let lease = self.lease_locked(st, idle.conn, idle.meta, waiter.holder, now);
-                fx.send.push((waiter.tx, Grant::Lease(lease)));
+                if let Some(waiter) = st.take_waiter(next) {
+                    st.shares.add(&waiter.holder);
+                    let lease = self.lease_locked(st, idle.conn, idle.meta, waiter.holder, now);
+                    fx.send.push((waiter.tx, Grant::Lease(lease)));
+                }
                 continue;
             }
             if st.units() >= st.config.cap() {
-                st.waiters.push_front(waiter);
                 return;
             }
             if !self.budget.try_acquire_or_wait(&self.member()) {
-                st.waiters.push_front(waiter);
                 fx.starved = true;
                 return;
             }
-            self.grant_slot(st, waiter, fx);
+            self.grant_slot(st, next, fx);
         }
     }
 
-    /// Count a unit as connecting and send `waiter` the slot to open it; the caller has
-    /// checked the cap and taken the budget unit.
-    fn grant_slot(self: &Arc<Self>, st: &mut State<C>, waiter: Waiter<C>, fx: &mut Effects<C>) {
+    /// Count a unit as connecting (and in the waiter's share) and send waiter `index` the slot
+    /// to open it; the caller has checked the cap and taken the budget unit.
+    fn grant_slot(self: &Arc<Self>, st: &mut State<C>, index: usize, fx: &mut Effects<C>) {
+        let Some(waiter) = st.take_waiter(index) else {
+            // Unreachable (the index came from the queue under this lock); keep the unit whole.
+            fx.release += 1;
+            return;
+        };
         st.connecting += 1;
+        st.shares.add(&waiter.holder);
         let slot = Slot::new(Arc::clone(self), waiter.holder, st.generation);
         fx.send.push((waiter.tx, Grant::Slot(slot)));
     }
@@ -403,8 +459,7 @@ impl<C: Connector> Shared<C> {
         let mut fx = Effects::new();
         {
             let mut st = self.lock();
-            st.leases.remove(&id);
-            st.busy = st.busy.saturating_sub(1);
+            st.end_lease(id);
             let now = Instant::now();
             match self.checkin_verdict(&st, &meta, now) {
                 Some(reason) => fx.close.push((conn, reason)),
@@ -449,8 +504,7 @@ impl<C: Connector> Shared<C> {
         let mut fx = Effects::new();
         {
             let mut st = self.lock();
-            st.leases.remove(&id);
-            st.busy = st.busy.saturating_sub(1);
+            st.end_lease(id);
             fx.close.push((conn, CloseReason::Discarded));
         }
         fx.apply(self);
@@ -458,11 +512,12 @@ impl<C: Connector> Shared<C> {
 
     /// A slot was dropped unused: its unit goes back (to a starved pool or free), and waiters
     /// held back by this pool's cap get another chance in `apply`.
-    pub(crate) fn slot_abandoned(self: &Arc<Self>, _holder: &Holder) {
+    pub(crate) fn slot_abandoned(self: &Arc<Self>, holder: &Holder) {
         let mut fx = Effects::new();
         {
             let mut st = self.lock();
             st.connecting = st.connecting.saturating_sub(1);
+            st.shares.remove(holder);
             fx.release += 1;
         }
         fx.apply(self);
@@ -483,6 +538,7 @@ impl<C: Connector> Shared<C> {
             st.connecting = st.connecting.saturating_sub(1);
             let now = Instant::now();
             if st.closed {
+                st.shares.remove(&holder);
                 fx.close.push((conn, CloseReason::PoolClosed));
                 None
             } else {
@@ -548,6 +604,22 @@ impl<C: Connector> Shared<C> {
                     fx.close.push((entry.conn, CloseReason::Overflow));
                 }
             }
+            self.dispatch_locked(&mut st, &mut fx);
+        }
+        fx.apply(self);
+    }
+
+    pub(crate) fn admission(&self) -> Admission {
+        self.lock().admission.clone()
+    }
+
+    /// New waiter cap and fair share. Waiters already queued beyond a lowered cap stay; a new
+    /// share applies from the next dispatch, which runs now.
+    pub(crate) fn set_admission(self: &Arc<Self>, admission: Admission) {
+        let mut fx = Effects::new();
+        {
+            let mut st = self.lock();
+            st.admission = admission;
             self.dispatch_locked(&mut st, &mut fx);
         }
         fx.apply(self);

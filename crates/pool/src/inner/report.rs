@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::{Counters, Shared, Waiter, OLDEST_IN_ERROR};
 use crate::config::PoolStatus;
-use crate::error::AcquireError;
+use crate::error::{AcquireError, OverShare};
 use crate::{Connector, LeaseRecord};
 
 impl<C: Connector> Shared<C> {
@@ -69,8 +69,13 @@ impl<C: Connector> Shared<C> {
         found
     }
 
-    /// The error for an acquire that waited `waited` in vain (its own waiter is already gone).
-    pub(crate) fn timeout_error<E>(&self, waited: Duration) -> AcquireError<E> {
+    /// The error for an acquire that waited `waited` in vain (its own waiter is already gone);
+    /// `over_share` if it was passed over for its fair share.
+    pub(crate) fn timeout_error<E>(
+        &self,
+        waited: Duration,
+        over_share: Option<OverShare>,
+    ) -> AcquireError<E> {
         Counters::bump(&self.counters.timeouts);
         let (budget_limit, budget_in_use) = self.budget.snapshot();
         let now = Instant::now();
@@ -97,6 +102,7 @@ impl<C: Connector> Shared<C> {
             budget_limit,
             budget_in_use,
             waiters,
+            over_share = over_share.as_ref().map(|o| tracing::field::display(&o.key)),
             "acquire timed out"
         );
         AcquireError::Timeout {
@@ -110,6 +116,7 @@ impl<C: Connector> Shared<C> {
             budget_in_use,
             waiters,
             oldest,
+            over_share,
         }
     }
 }

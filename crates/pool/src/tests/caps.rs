@@ -122,7 +122,9 @@ async fn timeout_after_exactly_the_deadline_with_numbers_and_holders() {
             budget_in_use,
             waiters,
             oldest,
+            over_share,
         } => {
+            assert_eq!(*over_share, None, "no fair share configured");
             assert_eq!(pool, "bank/app");
             assert_eq!(*waited, Duration::from_secs(5));
             assert_eq!((*in_use, *cap, *size, *overflow), (3, 3, 2, 1));

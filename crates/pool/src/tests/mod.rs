@@ -9,6 +9,7 @@ mod caps;
 mod control;
 mod hygiene;
 mod leaks;
+mod shares;
 mod stress;
 
 use std::future::Future;

@@ -1,5 +1,5 @@
-//! Many tasks on two worker threads, three pools on one budget, with cancellations, discards,
-//! failed connects and limit changes thrown in. Asserts only counts: the caps held, nothing
+//! Many tasks on two worker threads, three pools on one budget (two with fair shares), with
+//! cancellations, discards, failed connects and limit changes thrown in. Asserts only counts: the caps held, nothing
 //! leaked, nothing deadlocked (the test finishes).
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::{cfg, holder, Fake};
-use crate::{Budget, Pool, PoolConfig};
+use crate::{Admission, Budget, FairShare, Holder, Pool, PoolConfig, ShareKey};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_churn_keeps_every_cap_and_leaks_nothing() {
@@ -19,7 +19,14 @@ async fn concurrent_churn_keeps_every_cap_and_leaks_nothing() {
                 acquire_timeout: Duration::from_secs(30),
                 ..cfg(&format!("db/{i}"), 2, 2)
             };
-            Pool::new(config, fake.clone(), budget.clone())
+            let pool = Pool::new(config, fake.clone(), budget.clone());
+            // Two of the pools reorder their queue by fair share; the counts must still hold.
+            let by = [ShareKey::Application, ShareKey::Address];
+            pool.set_admission(Admission {
+                fair_share: by.get(i).map(|&by| FairShare { by, max: 1 }),
+                ..Admission::default()
+            });
+            pool
         })
         .collect();
     let mut tasks = Vec::new();
@@ -46,7 +53,11 @@ async fn concurrent_churn_keeps_every_cap_and_leaks_nothing() {
             if lower {
                 budget.set_limit(if i % 2 == 0 { 3 } else { 6 });
             }
-            let acquire = pool.acquire(holder(&format!("c:{i}")));
+            let who = Holder {
+                application: format!("app{}", i % 5),
+                ..holder(&format!("10.0.0.{}:{i}", i % 7))
+            };
+            let acquire = pool.acquire(who);
             let lease =
                 match tokio::time::timeout(Duration::from_micros(cancel_after), acquire).await {
                     Err(_cancelled) => return,
