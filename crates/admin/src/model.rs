@@ -153,6 +153,10 @@ pub enum EventKind {
     AlertFiring,
     /// An alert rule stopped firing.
     AlertResolved,
+    /// A host's circuit breaker changed state (`value`: 0 closed, 1 open, 2 half-open).
+    Breaker,
+    /// A backend's writes moved to another host.
+    Failover,
 }
 
 /// One event, as kept in the ring buffer and served by `/api/events`.

@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod hosts;
 pub mod mysql;
 pub mod observe;
 pub mod pg;
@@ -62,6 +63,7 @@ impl Proxy {
             tasks.push(tokio::spawn(accept_mysql(listener, shared.clone())));
         }
         tasks.extend(observe::spawn(&shared));
+        tasks.extend(hosts::check::spawn(&shared));
         let mut admin_addr = None;
         if let Some(listen) = shared.config().admin_listen {
             let source: Arc<dyn poolguard_admin::Source> = shared.clone();

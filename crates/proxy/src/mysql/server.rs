@@ -9,6 +9,10 @@
 //! Login answers what the server asks for: mysql_native_password, caching_sha2_password's fast
 //! path, and auth switches between them. caching_sha2's full path (cleartext over TLS, or RSA)
 //! is refused with a message: poolguard talks to servers over plain TCP.
+//!
+//! A [`MyConnector`] connects to its backend's write host ([`HostSet::write_host`]), read anew
+//! for every connect, through that host's circuit breaker, exactly as the PostgreSQL connector
+//! does; see [`ServerError::is_host_failure`] for what counts against a host.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,10 +29,11 @@ use poolguard_mysql::response::{ErrPacket, OkPacket};
 use poolguard_mysql::resultset::decode_text_row;
 use poolguard_mysql::stmt::StmtPrepareOk;
 use poolguard_mysql::{Packet, Progress, ResponseTracker};
-use poolguard_pool::{CloseReason, Connector};
+use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::hosts::{HostError, HostSet};
 use crate::mysql::caps;
 use crate::mysql::stmts::ServerStatements;
 use crate::mysql::sync::SessionState;
@@ -53,6 +58,40 @@ pub enum ServerError {
     Protocol { addr: String, problem: String },
     #[error("server connection failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The host's circuit breaker is open: no connect was attempted.
+    #[error("{0}")]
+    Unavailable(BreakerOpen),
+}
+
+/// ER_CON_COUNT_ERROR is not here on purpose: a full server answered, and poolguard's budget is
+/// what keeps it from filling up. These say the server as a whole is not serving.
+const HOST_FAILURE_CODES: [u16; 3] = [
+    ER_SERVER_SHUTDOWN,   // 1053
+    ER_HOST_IS_BLOCKED,   // 1129: every user from this address is refused
+    ER_CONNECTION_KILLED, // 1927 (MariaDB): the server is going away
+];
+
+/// 1129 "Host is blocked because of many connection errors".
+const ER_HOST_IS_BLOCKED: u16 = 1129;
+
+impl HostError for ServerError {
+    fn unavailable(open: BreakerOpen) -> Self {
+        ServerError::Unavailable(open)
+    }
+
+    /// Whether this failure says the host is unusable for everyone (it counts against the
+    /// host's breaker and marks it down in health checks): unreachable, no answer in time, the
+    /// connection dropped, or the server shutting down. A refused login (wrong password,
+    /// unknown database) or a protocol surprise is about one user or the configuration: the
+    /// host answered, so it is not counted.
+    fn is_host_failure(&self) -> bool {
+        match self {
+            ServerError::Connect { .. } | ServerError::ConnectTimeout { .. } => true,
+            ServerError::Io(_) => true,
+            ServerError::Refused { err, .. } => HOST_FAILURE_CODES.contains(&err.code),
+            ServerError::Protocol { .. } | ServerError::Unavailable(_) => false,
+        }
+    }
 }
 
 /// What a server's greeting said, shared by the pool (and the front door's own greeting).
@@ -221,9 +260,10 @@ fn column_count(payload: &[u8]) -> Option<usize> {
     }
 }
 
-/// Opens logged-in connections to one server for one (database, user) pool.
+/// Opens logged-in connections to a backend's write host for one (database, user) pool.
 pub struct MyConnector {
-    pub host: String,
+    /// The backend's hosts; connects go to the write host of the moment.
+    pub hosts: Arc<HostSet>,
     pub user: String,
     pub password: String,
     pub database: String,
@@ -236,6 +276,7 @@ pub struct MyConnector {
 }
 
 impl MyConnector {
+    /// A connector for one fixed host with no breaker (one-off connections: `check`, polls).
     pub fn new(
         host: String,
         user: String,
@@ -243,8 +284,25 @@ impl MyConnector {
         database: String,
         connect_timeout: Duration,
     ) -> Self {
+        Self::for_hosts(
+            HostSet::fixed(host),
+            user,
+            password,
+            database,
+            connect_timeout,
+        )
+    }
+
+    /// A connector for a backend's host set (the pools' connectors).
+    pub fn for_hosts(
+        hosts: Arc<HostSet>,
+        user: String,
+        password: String,
+        database: String,
+        connect_timeout: Duration,
+    ) -> Self {
         MyConnector {
-            host,
+            hosts,
             user,
             password,
             database,
@@ -260,9 +318,35 @@ impl MyConnector {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Opens a connection outside any pool (budget checks, KILL QUERY side connections).
+    /// Opens a connection to the write host through its breaker, reporting the outcome to it
+    /// (the pools' connects; also budget checks and KILL QUERY side connections).
     pub async fn open(&self) -> Result<ServerConn, ServerError> {
-        let addr = self.host.clone();
+        self.hosts
+            .connect_write_host(|addr| self.open_at(addr))
+            .await
+    }
+
+    /// Health check of one host, outside the pools and the breaker: log in there and ask
+    /// whether it takes writes (`SELECT @@global.read_only` is 0 on a writable server).
+    pub async fn probe_writable(&self, addr: &str) -> Result<bool, ServerError> {
+        let mut conn = self.open_at(addr.to_owned()).await?;
+        let reply = conn.query("SELECT @@global.read_only").await;
+        conn.quit_now();
+        let reply = reply?;
+        match reply
+            .rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_deref())
+        {
+            Some("0") => Ok(true),
+            Some("1") => Ok(false),
+            other => Err(conn.protocol(format!("@@global.read_only returned {other:?}"))),
+        }
+    }
+
+    /// Connects and logs in to `addr`, within `connect_timeout` for each of the two steps.
+    async fn open_at(&self, addr: String) -> Result<ServerConn, ServerError> {
         let timeout = self.connect_timeout;
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
             Ok(Ok(s)) => s,
@@ -423,6 +507,11 @@ impl Connector for MyConnector {
 
     fn connect(&self) -> impl std::future::Future<Output = Result<ServerConn, ServerError>> + Send {
         self.open()
+    }
+
+    /// Refuses at once while the write host's breaker is open (no side effects on it).
+    fn admit(&self) -> Result<(), ServerError> {
+        self.hosts.admit()
     }
 
     fn close(&self, conn: ServerConn, reason: CloseReason) {

@@ -4,6 +4,13 @@
 //! (ReadyForQuery 'I') when it sits in the pool: the session that returns it guarantees that, and
 //! anything that cannot be brought back to that state is discarded instead.
 //! Login answers whatever the server asks: trust, cleartext, md5 or SCRAM-SHA-256.
+//!
+//! A [`PgConnector`] connects to its backend's write host ([`HostSet::write_host`]), read anew
+//! for every connect, so a failover redirects the next connect. Each connect takes a pass from
+//! that host's circuit breaker and reports whether the host failed ([`ServerError::is_host_failure`]:
+//! network errors, timeouts, a server shutting down or starting up; not a refused login, which
+//! only says something about one user). While the breaker is open, connects and acquires fail at
+//! once with [`ServerError::Unavailable`] (57P03 to clients, with the retry hint).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,8 +21,9 @@ use poolguard_pg::backend::{self, Authentication, ErrorNotice};
 use poolguard_pg::framing::{decode_frame, Frame, DEFAULT_MAX_MESSAGE_LEN};
 use poolguard_pg::scram::ScramClient;
 use poolguard_pg::{frontend, md5auth, startup, tags};
-use poolguard_pool::{CloseReason, Connector};
+use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 
+use crate::hosts::{HostError, HostSet};
 use crate::pg::params::{is_reported, ParamSet};
 use crate::pg::prepared::ServerStatements;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +45,32 @@ pub enum ServerError {
     Protocol { addr: String, problem: String },
     #[error("server connection failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The host's circuit breaker is open: no connect was attempted.
+    #[error("{0}")]
+    Unavailable(BreakerOpen),
+}
+
+impl HostError for ServerError {
+    fn unavailable(open: BreakerOpen) -> Self {
+        ServerError::Unavailable(open)
+    }
+
+    /// Whether this failure says the host is unusable for everyone (it counts against the
+    /// host's breaker and marks it down in health checks): it could not be reached, did not
+    /// answer in time, dropped the connection, or refused with a connection-exception (08) or
+    /// operator-intervention (57P: shutting down, starting up, in recovery) SQLSTATE. A refused
+    /// login (bad password, unknown database, too many connections) or a protocol surprise
+    /// is about this user or this configuration: the host answered, so it is not counted.
+    fn is_host_failure(&self) -> bool {
+        match self {
+            ServerError::Connect { .. } | ServerError::ConnectTimeout { .. } => true,
+            ServerError::Io(_) => true,
+            ServerError::Refused { notice, .. } => {
+                notice.code.starts_with("57P") || notice.code.starts_with("08")
+            }
+            ServerError::Protocol { .. } | ServerError::Unavailable(_) => false,
+        }
+    }
 }
 
 /// Parameters the server reported at login (server_version, TimeZone, ...), shared by the pool.
@@ -187,9 +221,10 @@ fn parse_data_row(mut body: &[u8]) -> Option<Vec<Option<String>>> {
     Some(cols)
 }
 
-/// Opens logged-in connections to one PostgreSQL server for one (database, user) pool.
+/// Opens logged-in connections to a backend's write host for one (database, user) pool.
 pub struct PgConnector {
-    pub host: String,
+    /// The backend's hosts; connects go to the write host of the moment.
+    pub hosts: Arc<HostSet>,
     pub user: String,
     pub password: String,
     pub database: String,
@@ -201,6 +236,7 @@ pub struct PgConnector {
 }
 
 impl PgConnector {
+    /// A connector for one fixed host with no breaker (one-off connections: `check`, polls).
     pub fn new(
         host: String,
         user: String,
@@ -208,8 +244,25 @@ impl PgConnector {
         database: String,
         connect_timeout: Duration,
     ) -> Self {
+        Self::for_hosts(
+            HostSet::fixed(host),
+            user,
+            password,
+            database,
+            connect_timeout,
+        )
+    }
+
+    /// A connector for a backend's host set (the pools' connectors).
+    pub fn for_hosts(
+        hosts: Arc<HostSet>,
+        user: String,
+        password: String,
+        database: String,
+        connect_timeout: Duration,
+    ) -> Self {
         PgConnector {
-            host,
+            hosts,
             user,
             password,
             database,
@@ -227,8 +280,33 @@ impl PgConnector {
             .clone()
     }
 
+    /// Connects to the write host through its breaker and reports the outcome to it.
     async fn open(&self) -> Result<ServerConn, ServerError> {
-        let addr = self.host.clone();
+        self.hosts
+            .connect_write_host(|addr| self.open_at(addr))
+            .await
+    }
+
+    /// Health check of one host, outside the pools and the breaker: log in there and ask
+    /// whether it takes writes (`SELECT pg_is_in_recovery()` is false on a primary).
+    pub async fn probe_writable(&self, addr: &str) -> Result<bool, ServerError> {
+        let mut conn = self.open_at(addr.to_owned()).await?;
+        let reply = conn.simple_query("SELECT pg_is_in_recovery()").await;
+        conn.terminate_now();
+        let (rows, _) = reply?;
+        match rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_deref())
+        {
+            Some("f") => Ok(true),
+            Some("t") => Ok(false),
+            other => Err(conn.protocol(format!("pg_is_in_recovery() returned {other:?}"))),
+        }
+    }
+
+    /// Connects and logs in to `addr`, within `connect_timeout` for each of the two steps.
+    async fn open_at(&self, addr: String) -> Result<ServerConn, ServerError> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&addr)).await {
                 Ok(Ok(s)) => s,
@@ -368,6 +446,11 @@ impl Connector for PgConnector {
 
     fn connect(&self) -> impl std::future::Future<Output = Result<ServerConn, ServerError>> + Send {
         self.open()
+    }
+
+    /// Refuses at once while the write host's breaker is open (no side effects on it).
+    fn admit(&self) -> Result<(), ServerError> {
+        self.hosts.admit()
     }
 
     fn close(&self, conn: ServerConn, reason: CloseReason) {

@@ -1,0 +1,365 @@
+//! A backend's hosts: which one takes writes, what each was last seen as, and a circuit breaker
+//! per host. The health checker and the failover that act on them live in [`check`].
+//!
+//! Role: every pool of a backend connects through one shared [`HostSet`]; its connectors read
+//! [`HostSet::write_host`] at each connect, so moving the write host redirects every new server
+//! connection of the backend at once.
+//!
+//! Invariants:
+//! - The write host starts as the first configured host and moves only to a host whose last
+//!   health check found it writable, and only when the current one was last seen down or
+//!   read-only. With no writable host in sight it stays where it is (its breaker fails fast).
+//! - A host's breaker counts the pools' connects to it, never health checks: a check connects
+//!   outside the breaker, so it can see a host come back while the breaker still refuses.
+//! - Locks are short `std` mutexes, never held across `.await`; the write host is an atomic index.
+
+pub mod check;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use poolguard_pool::{Breaker, BreakerConfig, BreakerOpen};
+use tokio::time::Instant;
+
+use crate::config::guard::HostGuard;
+use crate::config::Backend;
+
+/// What a host was last seen as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not checked yet, or the last check could not tell (say, the check user's login was
+    /// refused, which says nothing about the host).
+    Unknown,
+    /// Takes writes: PostgreSQL not in recovery, MySQL/MariaDB with `read_only = 0`.
+    Primary,
+    /// Answers but refuses writes: a PostgreSQL standby, a MySQL replica with `read_only = 1`.
+    Standby,
+    /// Unreachable, too slow, or refusing connections (shutting down, starting up).
+    Down,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+            Role::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of one health check of one host.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub at: Instant,
+    pub took: Duration,
+    pub role: Role,
+    /// Why the check failed, if it did.
+    pub error: Option<String>,
+}
+
+/// One host of a backend.
+pub struct Host {
+    /// `host:port` as configured.
+    pub addr: String,
+    /// Counts the pools' connects to this host; named after the address.
+    pub breaker: Arc<Breaker>,
+    last: Mutex<Option<CheckResult>>,
+}
+
+impl Host {
+    /// What the last health check found ([`Role::Unknown`] before the first).
+    pub fn role(&self) -> Role {
+        self.last_check().map_or(Role::Unknown, |c| c.role)
+    }
+
+    pub fn last_check(&self) -> Option<CheckResult> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A move of the write host, as decided by [`HostSet::choose_write_host`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    pub from: String,
+    /// What the old write host was last seen as (down or standby).
+    pub from_role: Role,
+    /// Why its last check failed, if it did.
+    pub from_error: Option<String>,
+    pub to: String,
+}
+
+/// A host's state for the admin side and tests.
+#[derive(Debug, Clone)]
+pub struct HostStatus {
+    pub addr: String,
+    pub role: Role,
+    pub writes_here: bool,
+    pub last_check: Option<CheckResult>,
+    pub breaker: poolguard_pool::BreakerStats,
+}
+
+/// What the connectors' errors tell the host set: whether a failure counts against the host,
+/// and how a refusal by its breaker is expressed.
+pub trait HostError: Sized {
+    /// The host is unusable for everyone (unreachable, too slow, shutting down), as opposed
+    /// to a refusal that concerns one user or the configuration.
+    fn is_host_failure(&self) -> bool;
+    /// The error for "the breaker is open; nothing was attempted".
+    fn unavailable(open: BreakerOpen) -> Self;
+}
+
+/// The hosts of one backend and which of them takes writes.
+pub struct HostSet {
+    backend: String,
+    hosts: Vec<Host>,
+    /// Index into `hosts` of the host the pools connect to.
+    write: AtomicUsize,
+    failovers: AtomicU64,
+}
+
+/// The breaker settings of a backend's `[[backends]]` keys.
+pub fn breaker_config(guard: &HostGuard) -> BreakerConfig {
+    BreakerConfig {
+        failures: guard.breaker_failures,
+        cooldown: guard.breaker_cooldown,
+        max_cooldown: guard.breaker_max_cooldown,
+    }
+}
+
+impl HostSet {
+    /// The hosts of a configured backend, the first one taking writes until checks say otherwise.
+    pub fn new(backend: &Backend) -> Arc<HostSet> {
+        Self::build(
+            &backend.name,
+            &backend.hosts,
+            breaker_config(&backend.guard),
+        )
+    }
+
+    /// One fixed host with its breaker disabled: one-off connections (`check`, server polls).
+    pub fn fixed(addr: String) -> Arc<HostSet> {
+        let off = BreakerConfig {
+            failures: 0,
+            ..BreakerConfig::default()
+        };
+        Self::build("", &[addr], off)
+    }
+
+    fn build(backend: &str, addrs: &[String], config: BreakerConfig) -> Arc<HostSet> {
+        // Config validation requires at least one host; an empty address keeps this total
+        // (connecting to it fails with a clear error).
+        let addrs = if addrs.is_empty() {
+            vec![String::new()]
+        } else {
+            addrs.to_vec()
+        };
+        let hosts = addrs
+            .into_iter()
+            .map(|addr| Host {
+                breaker: Breaker::new(addr.clone(), config),
+                addr,
+                last: Mutex::new(None),
+            })
+            .collect();
+        Arc::new(HostSet {
+            backend: backend.to_owned(),
+            hosts,
+            write: AtomicUsize::new(0),
+            failovers: AtomicU64::new(0),
+        })
+    }
+
+    /// The backend's name (empty for a fixed host).
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// The host new server connections go to.
+    pub fn write_host(&self) -> &Host {
+        &self.hosts[self.write.load(Ordering::Acquire).min(self.hosts.len() - 1)]
+    }
+
+    /// Connects to the write host through its breaker: refused at once while it is open,
+    /// otherwise `connect(addr)` runs and its outcome is reported (a failure only if
+    /// [`HostError::is_host_failure`]; a login refused for one user proves the host answers).
+    pub async fn connect_write_host<T, E, F>(
+        &self,
+        connect: impl FnOnce(String) -> F,
+    ) -> Result<T, E>
+    where
+        E: HostError,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let host = self.write_host();
+        let pass = host.breaker.try_pass().map_err(E::unavailable)?;
+        let result = connect(host.addr.clone()).await;
+        match &result {
+            Err(e) if e.is_host_failure() => pass.failed(),
+            _ => pass.succeeded(),
+        }
+        result
+    }
+
+    /// `Err` while the write host's breaker refuses (no side effects): the pools' `admit`.
+    pub fn admit<E: HostError>(&self) -> Result<(), E> {
+        match self.write_host().breaker.refusing() {
+            Some(open) => Err(E::unavailable(open)),
+            None => Ok(()),
+        }
+    }
+
+    /// Times the write host moved (monotonic).
+    pub fn failovers_total(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// New breaker settings for every host (a reload changed the backend's keys).
+    pub fn set_guard(&self, guard: &HostGuard) {
+        for h in &self.hosts {
+            h.breaker.set_config(breaker_config(guard));
+        }
+    }
+
+    /// Records a health check of the host at `index`.
+    pub fn record(&self, index: usize, result: CheckResult) {
+        if let Some(h) = self.hosts.get(index) {
+            *h.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        }
+    }
+
+    /// Moves the write host if it was last seen down or read-only and another host was last
+    /// seen writable (the first such in configured order). Returns the move, if one was made.
+    /// Checks run one task per backend, so two decisions never race; the compare-exchange
+    /// only makes that explicit.
+    pub fn choose_write_host(&self) -> Option<Failover> {
+        let current = self.write.load(Ordering::Acquire);
+        let host = &self.hosts[current];
+        let last = host.last_check();
+        let role = last.as_ref().map_or(Role::Unknown, |c| c.role);
+        if !matches!(role, Role::Down | Role::Standby) {
+            return None;
+        }
+        let to = self.hosts.iter().position(|h| h.role() == Role::Primary)?;
+        self.write
+            .compare_exchange(current, to, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+        Some(Failover {
+            from: host.addr.clone(),
+            from_role: role,
+            from_error: last.and_then(|c| c.error),
+            to: self.hosts[to].addr.clone(),
+        })
+    }
+
+    /// Every host's role, check and breaker, in configured order.
+    pub fn status(&self) -> Vec<HostStatus> {
+        let write = self.write.load(Ordering::Acquire);
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HostStatus {
+                addr: h.addr.clone(),
+                role: h.role(),
+                writes_here: i == write,
+                last_check: h.last_check(),
+                breaker: h.breaker.stats(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(n: usize) -> Arc<HostSet> {
+        let addrs: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:5432")).collect();
+        HostSet::build("pg", &addrs, BreakerConfig::default())
+    }
+
+    fn seen(set: &HostSet, index: usize, role: Role) {
+        set.record(
+            index,
+            CheckResult {
+                at: Instant::now(),
+                took: Duration::ZERO,
+                role,
+                error: (role == Role::Down).then(|| "connection refused".into()),
+            },
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_host_takes_writes_until_checks_say_otherwise() {
+        let s = set(3);
+        assert_eq!(s.write_host().addr, "10.0.0.0:5432");
+        assert_eq!(s.choose_write_host(), None, "nothing checked yet");
+        seen(&s, 0, Role::Primary);
+        seen(&s, 1, Role::Primary);
+        assert_eq!(s.choose_write_host(), None, "a writable write host stays");
+    }
+
+    #[tokio::test]
+    async fn a_down_write_host_moves_to_the_first_writable_one() {
+        let s = set(3);
+        seen(&s, 0, Role::Down);
+        seen(&s, 1, Role::Standby);
+        assert_eq!(s.choose_write_host(), None, "never to a read-only host");
+        assert_eq!(s.write_host().addr, "10.0.0.0:5432");
+        seen(&s, 2, Role::Primary);
+        let f = s.choose_write_host().unwrap();
+        assert_eq!(
+            (f.from.as_str(), f.from_role, f.to.as_str()),
+            ("10.0.0.0:5432", Role::Down, "10.0.0.2:5432")
+        );
+        assert_eq!(f.from_error.as_deref(), Some("connection refused"));
+        assert_eq!(s.write_host().addr, "10.0.0.2:5432");
+        assert_eq!(s.failovers_total(), 1);
+        // The old primary coming back writable (split brain) does not pull writes back.
+        seen(&s, 0, Role::Primary);
+        assert_eq!(s.choose_write_host(), None);
+        let st = s.status();
+        assert!(st[2].writes_here && !st[0].writes_here);
+    }
+
+    #[tokio::test]
+    async fn a_demoted_write_host_moves_too_and_unknown_does_not() {
+        let s = set(2);
+        seen(&s, 1, Role::Primary);
+        seen(&s, 0, Role::Unknown);
+        assert_eq!(
+            s.choose_write_host(),
+            None,
+            "an inconclusive check moves nothing"
+        );
+        seen(&s, 0, Role::Standby);
+        assert_eq!(s.choose_write_host().unwrap().to, "10.0.0.1:5432");
+    }
+
+    #[tokio::test]
+    async fn a_fixed_host_never_opens_its_breaker() {
+        let s = HostSet::fixed("127.0.0.1:1".into());
+        for _ in 0..20 {
+            s.write_host().breaker.try_pass().unwrap().failed();
+        }
+        assert!(s.write_host().breaker.refusing().is_none());
+    }
+}
