@@ -173,6 +173,8 @@ pub struct PoolStatus {
     /// Acquires refused at once because [`crate::Connector::admit`] said no and no connection
     /// was idle (monotonic).
     pub refused_total: u64,
+    /// Acquires refused at once because `max_waiters` were already waiting (monotonic).
+    pub rejected_waiters_total: u64,
     /// Acquire waits: cumulative counts per [`crate::WAIT_BUCKETS`] bound, then `+Inf`.
     pub acquire_wait_buckets: Vec<u64>,
     /// Sum of all acquire waits, in seconds.

@@ -44,6 +44,21 @@ pub enum AcquireError<E> {
         /// connections while clients of other keys waited, and they were served first.
         over_share: Option<OverShare>,
     },
+    /// `max_waiters` acquires were already waiting: refused at once instead of queueing.
+    #[error(
+        "pool {pool} has {waiters} {} waiting, the most its max_waiters ({max}) allows; \
+         refused at once instead of queueing: retry later, or raise max_waiters or pool_size \
+         if this load is expected",
+        if *.waiters == 1 { "client" } else { "clients" }
+    )]
+    TooManyWaiters {
+        /// The pool's name.
+        pool: String,
+        /// Acquires waiting when this one arrived.
+        waiters: usize,
+        /// The pool's `max_waiters`.
+        max: usize,
+    },
     /// A connect attempt failed; its slot and budget unit were released. Not retried.
     #[error("could not open a server connection: {0}")]
     Connect(E),

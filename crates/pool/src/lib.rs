@@ -34,6 +34,10 @@
 //! - **Retire** ([`Pool::retire_all`]): after a fail-over, every connection of the old
 //!   generation is closed (`CloseReason::Retired`): idle ones now, busy ones on return. The pool
 //!   stays open and opens new ones through the connector.
+//! - **Waiter cap** ([`Admission::max_waiters`]): an acquire that would wait while
+//!   `max_waiters` others already do (a paused pool's queue included) fails at once with
+//!   [`AcquireError::TooManyWaiters`], counted in `PoolStatus::rejected_waiters_total`. An
+//!   acquire served at once never counts against it.
 //! - **Fair shares** ([`Admission::fair_share`], set with [`Pool::set_admission`]): one
 //!   application or client address may hold at most `max` connections while clients of other
 //!   keys wait; the dispatch serves the first waiter under its share before earlier ones at or

@@ -60,7 +60,7 @@ impl<C: Connector> Pool<C> {
         let admitted = self.shared.connector.admit();
         let result = match self.shared.enqueue(holder, admitted) {
             Ok(ticket) => self.wait_and_connect(ticket, start, timeout).await,
-            Err(refusal) => Err(refusal.into()),
+            Err(refusal) => Err(refusal.into_error(&self.shared.name)),
         };
         if result.is_ok() {
             Counters::bump(&self.shared.counters.acquired);

@@ -57,6 +57,8 @@ pub(crate) struct Counters {
     pub(crate) leaks: AtomicU64,
     /// Acquires refused at once because `Connector::admit` said no and nothing was idle.
     pub(crate) refused: AtomicU64,
+    /// Acquires refused at once because `max_waiters` were waiting.
+    pub(crate) rejected_waiters: AtomicU64,
     /// Time from acquire to lease, successful acquires only.
     pub(crate) wait: crate::note::WaitHistogram,
 }
@@ -95,13 +97,23 @@ pub(crate) enum Refusal<E> {
     Closed,
     /// `Connector::admit` said no and nothing was idle.
     Admit(E),
+    /// `max` acquires were waiting (`waiters`, not counting this one).
+    Full {
+        waiters: usize,
+        max: usize,
+    },
 }
 
-impl<E> From<Refusal<E>> for AcquireError<E> {
-    fn from(refusal: Refusal<E>) -> Self {
-        match refusal {
+impl<E> Refusal<E> {
+    pub(crate) fn into_error(self, pool: &str) -> AcquireError<E> {
+        match self {
             Refusal::Closed => AcquireError::Closed,
             Refusal::Admit(err) => AcquireError::Connect(err),
+            Refusal::Full { waiters, max } => AcquireError::TooManyWaiters {
+                pool: pool.to_owned(),
+                waiters,
+                max,
+            },
         }
     }
 }
@@ -157,6 +169,25 @@ impl<C: Connector> State<C> {
             self.shares.remove(&record.holder);
         }
         self.busy = self.busy.saturating_sub(1);
+    }
+
+    /// The acquire whose note is `note` was just queued and dispatched: if it is still waiting
+    /// and `max_waiters` others are too, take it out; returns `(others waiting, max_waiters)`.
+    fn beyond_waiter_cap(&mut self, note: &Arc<WaitNote>) -> Option<(usize, usize)> {
+        let max = self.admission.max_waiters?;
+        // Dead waiters (timed out, cancelled) do not count; drop them so the length is exact.
+        self.waiters.retain(Waiter::alive);
+        let ours = self
+            .waiters
+            .back()
+            .is_some_and(|w| Arc::ptr_eq(&w.note, note));
+        let others = self.waiters.len().saturating_sub(1);
+        if !ours || others < max {
+            return None;
+        }
+        // Its sender is dropped here, with its receiver still unawaited: nothing runs.
+        self.waiters.pop_back();
+        Some((others, max))
     }
 
     /// No lease out and nothing connecting (waiters may still be queued).
@@ -319,6 +350,8 @@ impl<C: Connector> Shared<C> {
 
     /// Queue an acquire (at the back, FIFO) and serve the queue. `admitted` is what
     /// `Connector::admit` said: a refusal fails the acquire at once unless a connection is idle.
+    /// An acquire left waiting when `max_waiters` others already wait is taken out again and
+    /// refused.
     pub(crate) fn enqueue(
         self: &Arc<Self>,
         holder: Holder,
@@ -347,6 +380,14 @@ impl<C: Connector> Shared<C> {
                 note: Arc::clone(&note),
             });
             self.dispatch_locked(&mut st, &mut fx);
+            if let Some((waiters, max)) = st.beyond_waiter_cap(&note) {
+                // Effects still apply: the dispatch may have served others.
+                drop(st);
+                fx.apply(self);
+                Counters::bump(&self.counters.rejected_waiters);
+                tracing::debug!(pool = %self.name, waiters, max_waiters = max, "acquire refused: too many waiters");
+                return Err(Refusal::Full { waiters, max });
+            }
         }
         fx.apply(self);
         Ok(Ticket { rx, note })

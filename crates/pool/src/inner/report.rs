@@ -41,6 +41,7 @@ impl<C: Connector> Shared<C> {
             closed_total: load(&self.counters.closed),
             leaks_total: load(&self.counters.leaks),
             refused_total: load(&self.counters.refused),
+            rejected_waiters_total: load(&self.counters.rejected_waiters),
             acquire_wait_buckets,
             acquire_wait_sum,
         }

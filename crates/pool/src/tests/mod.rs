@@ -11,6 +11,7 @@ mod hygiene;
 mod leaks;
 mod shares;
 mod stress;
+mod waiters;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
