@@ -126,7 +126,6 @@ impl Session {
 
     pub(super) async fn write_client(&mut self, bytes: &[u8]) -> Option<End> {
         self.entry.traffic.sent(bytes.len());
-        self.entry.traffic.sent(bytes.len());
         match self.client.write_all(bytes).await {
             Ok(()) => None,
             Err(_) => Some(End::ClientGone),
