@@ -186,3 +186,100 @@ fn metrics_leaks_alerts_and_api() {
         Some(0.0)
     );
 }
+
+/// The per-pool traffic counters of `/metrics` for the `bank/app` pool.
+fn traffic(admin: u16) -> [f64; 6] {
+    let text = http_get(admin, "/metrics");
+    [
+        "poolguard_transactions_total",
+        "poolguard_queries_total",
+        "poolguard_client_bytes_received_total",
+        "poolguard_client_bytes_sent_total",
+        "poolguard_transaction_seconds_total",
+        "poolguard_query_seconds_total",
+    ]
+    .map(|name| {
+        metric(&text, name, &["pool=\"bank/app\"", "protocol=\"postgres\""])
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    })
+}
+
+#[test]
+fn traffic_counters_count_transactions_and_queries() {
+    let pg = sandbox(30);
+    let admin = free_port();
+    let spec = PoolSpec {
+        pool_size: 2,
+        limits: format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\nusers = [\"{USER}\"]\n"),
+        ..PoolSpec::default()
+    };
+    let proxy = Proxy::start(&pg, &spec);
+    let out = psql(proxy.port, "CREATE TABLE ledger (id int, amount int)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = traffic(admin);
+
+    // 10 explicit transactions of 3 statements (5 queries each with BEGIN and COMMIT), then
+    // 5 autocommit statements: 15 transactions, 55 simple queries.
+    let mut script = String::new();
+    for i in 0..10 {
+        script.push_str(&format!(
+            "BEGIN;\nINSERT INTO ledger VALUES ({i}, 1);\nUPDATE ledger SET amount = amount + 1 WHERE id = {i};\nSELECT count(*) FROM ledger;\nCOMMIT;\n"
+        ));
+    }
+    for i in 0..5 {
+        script.push_str(&format!("SELECT {i};\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workload.sql");
+    std::fs::write(&file, script).unwrap();
+    let out = psql_file(proxy.port, &file);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = traffic(admin);
+    assert_eq!(after[0] - before[0], 15.0, "transactions");
+    assert_eq!(after[1] - before[1], 55.0, "queries");
+    assert!(after[2] > before[2], "bytes received grow");
+    assert!(after[3] > before[3], "bytes sent grow");
+    assert!(
+        after[4] > before[4] && after[5] > before[5],
+        "time is summed"
+    );
+
+    // Extended protocol (tokio-postgres): Parse/Describe/Sync to prepare and Close do not count;
+    // each Bind/Execute/Sync is one query and, outside a transaction, one transaction. In a
+    // transaction: BEGIN, two Executes, COMMIT = four queries, one transaction.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(&proxy.conn_str(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for i in 0..4i32 {
+            let row = client.query_one("SELECT $1::int + 1", &[&i]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(0), i + 1);
+        }
+        let tx = client.transaction().await.unwrap();
+        tx.execute("INSERT INTO ledger VALUES ($1, 0)", &[&100i32])
+            .await
+            .unwrap();
+        tx.execute("DELETE FROM ledger WHERE id = $1", &[&100i32])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    });
+    let last = traffic(admin);
+    assert_eq!(last[0] - after[0], 5.0, "extended-protocol transactions");
+    assert_eq!(last[1] - after[1], 8.0, "extended-protocol queries");
+
+    // /api/pools reports the same totals.
+    let pools: serde_json::Value = serde_json::from_str(&http_get(admin, "/api/pools")).unwrap();
+    let pool = pools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bank/app")
+        .cloned()
+        .unwrap_or_else(|| panic!("{pools}"));
+    assert_eq!(pool["transactions_total"].as_f64(), Some(last[0]));
+    assert_eq!(pool["queries_total"].as_f64(), Some(last[1]));
+    assert_eq!(pool["bytes_received_total"].as_f64(), Some(last[2]));
+}

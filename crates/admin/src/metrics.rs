@@ -114,7 +114,7 @@ pub fn render(snap: &Snapshot, extra: &str) -> String {
 
 fn pools(w: &mut Writer, snap: &Snapshot) {
     type Get = fn(&crate::model::PoolSnapshot) -> f64;
-    let gauges: [(&str, &str, &str, Get); 13] = [
+    let gauges: [(&str, &str, &str, Get); 19] = [
         (
             "poolguard_pool_open_connections",
             "gauge",
@@ -192,6 +192,42 @@ fn pools(w: &mut Writer, snap: &Snapshot) {
             "gauge",
             "Statements sent by the pool's currently connected clients.",
             |p| p.statements as f64,
+        ),
+        (
+            "poolguard_transactions_total",
+            "counter",
+            "Transactions completed through the pool (an autocommit statement counts as one).",
+            |p| p.transactions_total as f64,
+        ),
+        (
+            "poolguard_queries_total",
+            "counter",
+            "Queries sent to servers: simple Query and Execute (postgres), COM_QUERY and COM_STMT_EXECUTE (mysql).",
+            |p| p.queries_total as f64,
+        ),
+        (
+            "poolguard_client_bytes_received_total",
+            "counter",
+            "Bytes read from the pool's clients after login.",
+            |p| p.bytes_received_total as f64,
+        ),
+        (
+            "poolguard_client_bytes_sent_total",
+            "counter",
+            "Bytes written to the pool's clients after login.",
+            |p| p.bytes_sent_total as f64,
+        ),
+        (
+            "poolguard_transaction_seconds_total",
+            "counter",
+            "Time spent in transactions, from their first query to their end, summed.",
+            |p| p.transaction_seconds_total,
+        ),
+        (
+            "poolguard_query_seconds_total",
+            "counter",
+            "Time spent in queries, from reaching the server to its answer, summed.",
+            |p| p.query_seconds_total,
         ),
     ];
     let base = |p: &crate::model::PoolSnapshot| {
@@ -315,6 +351,8 @@ mod tests {
                 database: "bank".into(),
                 user: "a\"p\\p".into(),
                 in_use: 3,
+                transactions_total: 15,
+                query_seconds_total: 0.25,
                 acquire_wait_buckets: vec![1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],
                 acquire_wait_sum: 0.5,
                 ..Default::default()
@@ -337,6 +375,10 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 2\n"));
         assert!(text.contains("poolguard_pool_acquire_wait_seconds_count{"));
         assert!(text.contains("poolguard_clients_connected 4\n"));
+        assert!(text.contains("# TYPE poolguard_transactions_total counter\n"));
+        assert!(text.contains("poolguard_transactions_total{backend=\"pg\",pool=\"bank/app\","));
+        assert!(text.contains(",protocol=\"postgres\"} 15\n"), "{text}");
+        assert!(text.contains("poolguard_query_seconds_total{") && text.contains("} 0.25\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok() || value == "+Inf", "{line}");

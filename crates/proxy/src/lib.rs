@@ -16,6 +16,7 @@ pub mod mysql;
 pub mod observe;
 pub mod pg;
 pub mod state;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

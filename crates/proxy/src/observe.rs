@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::config::{Database, PoolMode, Protocol};
 use crate::state::{ClientSlot, Shared};
+use crate::traffic::TrafficTotals;
 
 /// How often each backend's own connection numbers are read.
 pub const POLL_PERIOD: Duration = Duration::from_secs(5);
@@ -119,8 +120,18 @@ pub fn spawn(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
     vec![leaks, polls]
 }
 
-/// Every pool's (database, status, leases) with its protocol.
-fn pools(shared: &Shared) -> Vec<(&'static str, Database, String, PoolStatus, Vec<LeaseRecord>)> {
+/// One pool as the snapshot sees it: protocol, database, user, status, leases, traffic.
+type PoolView = (
+    &'static str,
+    Database,
+    String,
+    PoolStatus,
+    Vec<LeaseRecord>,
+    TrafficTotals,
+);
+
+/// Every pool's (database, status, leases, traffic) with its protocol.
+fn pools(shared: &Shared) -> Vec<PoolView> {
     let mut out = Vec::new();
     for e in shared.pg_pools() {
         let st = e.pool.status();
@@ -130,11 +141,19 @@ fn pools(shared: &Shared) -> Vec<(&'static str, Database, String, PoolStatus, Ve
             e.user.clone(),
             st,
             e.pool.holders(),
+            e.traffic.totals(),
         ));
     }
     for e in shared.mysql.pools() {
         let st = e.pool.status();
-        out.push(("mysql", e.db.clone(), e.user.clone(), st, e.pool.holders()));
+        out.push((
+            "mysql",
+            e.db.clone(),
+            e.user.clone(),
+            st,
+            e.pool.holders(),
+            e.traffic.totals(),
+        ));
     }
     out
 }
@@ -330,6 +349,7 @@ fn pool_snapshot(
     st: &PoolStatus,
     clients: usize,
     statements: u64,
+    traffic: &TrafficTotals,
 ) -> PoolSnapshot {
     PoolSnapshot {
         name: st.name.clone(),
@@ -360,7 +380,12 @@ fn pool_snapshot(
         acquire_wait_buckets: st.acquire_wait_buckets.clone(),
         acquire_wait_sum: st.acquire_wait_sum,
         statements,
-        // Filled from the pool's traffic counters (transactions, queries, bytes).
+        transactions_total: traffic.transactions,
+        queries_total: traffic.queries,
+        bytes_received_total: traffic.bytes_received,
+        bytes_sent_total: traffic.bytes_sent,
+        transaction_seconds_total: traffic.transaction_seconds,
+        query_seconds_total: traffic.query_seconds,
         ..PoolSnapshot::default()
     }
 }
@@ -387,14 +412,15 @@ impl Source for Shared {
         };
         let mut snap = Snapshot::default();
         let mut budgets: HashMap<String, (usize, usize)> = HashMap::new();
-        for (protocol, db, user, st, leases) in pools(self) {
+        for (protocol, db, user, st, leases, traffic) in pools(self) {
             let of_pool = clients
                 .iter()
                 .filter(|c| c.pool == st.name && c.protocol == protocol);
             let (n, statements) = of_pool.fold((0, 0), |(n, s), c| (n + 1, s + c.statements));
             budgets.insert(db.backend.clone(), (st.budget_limit, st.budget_in_use));
-            snap.pools
-                .push(pool_snapshot(protocol, &db, &user, &st, n, statements));
+            snap.pools.push(pool_snapshot(
+                protocol, &db, &user, &st, n, statements, &traffic,
+            ));
             snap.leases
                 .extend(leases.iter().map(|r| lease_snapshot(protocol, &db, r, now)));
         }

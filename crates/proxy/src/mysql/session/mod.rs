@@ -160,6 +160,8 @@ pub struct Session {
     /// An error for the next COM_STMT_EXECUTE (a COM_STMT_SEND_LONG_DATA failed; it has no
     /// response of its own).
     deferred_error: Option<ProxyError>,
+    /// When the open query and transaction started (the pool's traffic counters).
+    clock: crate::traffic::Clock,
 }
 
 impl Session {
@@ -199,6 +201,7 @@ impl Session {
             inflight: None,
             last_client_activity: Instant::now(),
             deferred_error: None,
+            clock: Default::default(),
         }
     }
 
@@ -216,6 +219,7 @@ impl Session {
                 tracing::warn!(client = %self.holder.client, pool = %pool, code = e.mysql_code(self.mariadb), reason = %e, "MySQL client disconnected by poolguard");
                 let mut m = BytesMut::new();
                 err_packet(&mut m, *seq, e, self.mariadb);
+                self.entry.traffic.sent(m.len());
                 let _ = self.client.write_all(&m).await;
             }
             other => {
@@ -287,7 +291,10 @@ impl Session {
             };
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
-                Event::Client(Ok(_)) => self.last_client_activity = Instant::now(),
+                Event::Client(Ok(n)) => {
+                    self.entry.traffic.received(n);
+                    self.last_client_activity = Instant::now();
+                }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
                     if let Some(end) = self.server_lost("the server closed the connection").await {
                         return end;
@@ -361,6 +368,7 @@ impl Session {
         ));
         let mut m = BytesMut::new();
         err_packet(&mut m, seq, &e, self.mariadb);
+        self.entry.traffic.sent(m.len());
         let _ = self.client.write_all(&m).await;
         Some(End::ServerFailed)
     }

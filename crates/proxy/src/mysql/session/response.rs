@@ -80,8 +80,11 @@ impl Session {
                 }
             }
         }
-        if !out.is_empty() && self.client.write_all(&out).await.is_err() {
-            return Some(End::ClientGone);
+        if !out.is_empty() {
+            self.entry.traffic.sent(out.len());
+            if self.client.write_all(&out).await.is_err() {
+                return Some(End::ClientGone);
+            }
         }
         if let Some(why) = failure {
             return self.server_lost(&why).await;
@@ -218,6 +221,9 @@ impl Session {
             held.lease.note_status(s);
             self.state.autocommit = held.lease.state.autocommit;
         }
+        // SERVER_STATUS_IN_TRANS clear: a transaction (or an autocommit statement) ended.
+        self.clock
+            .answered(&self.entry.traffic, !held.in_transaction(), held.idle_since);
         if let Some(id) = inf.insert_id {
             self.state.last_insert_id = id;
             held.lease.state.last_insert_id = id;

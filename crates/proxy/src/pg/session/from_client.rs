@@ -112,6 +112,7 @@ impl Session {
         let mut m = BytesMut::new();
         backend::parse_complete(&mut m);
         backend::ready_for_query(&mut m, b'I');
+        self.entry.traffic.sent(m.len());
         if self.client.write_all(&m).await.is_err() {
             return Err(End::ClientGone);
         }
@@ -156,6 +157,7 @@ impl Session {
                 let mut m = BytesMut::new();
                 write_error(&mut m, "ERROR", &e);
                 backend::ready_for_query(&mut m, status);
+                self.entry.traffic.sent(m.len());
                 if self.client.write_all(&m).await.is_err() {
                     return Err(End::ClientGone);
                 }
@@ -242,6 +244,7 @@ impl Session {
                 let mut m = BytesMut::new();
                 write_error(&mut m, "ERROR", &e);
                 backend::ready_for_query(&mut m, status);
+                self.entry.traffic.sent(m.len());
                 if self.client.write_all(&m).await.is_err() {
                     return Err(End::ClientGone);
                 }
@@ -266,8 +269,11 @@ impl Session {
         }
         let mut answers = BytesMut::new();
         self.take_synthetics(&mut answers);
-        if !answers.is_empty() && self.client.write_all(&answers).await.is_err() {
-            return Err(End::ClientGone);
+        if !answers.is_empty() {
+            self.entry.traffic.sent(answers.len());
+            if self.client.write_all(&answers).await.is_err() {
+                return Err(End::ClientGone);
+            }
         }
         Ok(())
     }
@@ -278,8 +284,12 @@ impl Session {
             return;
         };
         match tag {
-            tags::frontend::FUNCTION_CALL => push_ready(held, Expect::FunctionCall),
+            tags::frontend::FUNCTION_CALL => {
+                self.clock.request_sent();
+                push_ready(held, Expect::FunctionCall);
+            }
             tags::frontend::EXECUTE => {
+                self.clock.query(&self.entry.traffic);
                 held.unsynced = true;
                 held.pending.push(Expect::Execute);
             }
@@ -322,6 +332,8 @@ impl Session {
                         });
                     }
                 }
+                self.clock.query(&self.entry.traffic);
+                self.clock.request_sent();
                 let held = self.held_mut()?;
                 push_ready(held, Expect::Query);
                 Ok(Action::Pass)
@@ -395,18 +407,21 @@ impl Session {
                 }
             }
             EXECUTE => {
+                self.clock.query(&self.entry.traffic);
                 let held = self.held_mut()?;
                 held.unsynced = true;
                 held.pending.push(Expect::Execute);
                 Ok(Action::Pass)
             }
             SYNC => {
+                self.clock.request_sent();
                 let held = self.held_mut()?;
                 held.unsynced = false;
                 push_ready(held, Expect::Sync);
                 Ok(Action::Pass)
             }
             FUNCTION_CALL => {
+                self.clock.request_sent();
                 let held = self.held_mut()?;
                 push_ready(held, Expect::FunctionCall);
                 Ok(Action::Pass)

@@ -89,7 +89,13 @@ impl Session {
                         poolguard_pool::LeaseState::IdleInTransaction
                     });
                     held.copy_in = false;
-                    held.idle_since = Instant::now();
+                    let now = Instant::now();
+                    held.idle_since = now;
+                    if route == Route::Forward {
+                        // The client's own batch ended (not one of poolguard's queries).
+                        let idle = held.status == b'I';
+                        self.clock.answered(&self.entry.traffic, idle, now);
+                    }
                     held.busy_since = (!held.pending.is_empty()).then(Instant::now);
                     held.cancel_sent = false;
                 }
@@ -123,9 +129,13 @@ impl Session {
             pos += len;
         }
         let write = match copied.as_mut() {
-            None => self.client.write_all(&buf[kept_from..pos]).await,
+            None => {
+                self.entry.traffic.sent(pos - kept_from);
+                self.client.write_all(&buf[kept_from..pos]).await
+            }
             Some(out) => {
                 out.extend_from_slice(&buf[kept_from..pos]);
+                self.entry.traffic.sent(out.len());
                 self.client.write_all(out).await
             }
         };
