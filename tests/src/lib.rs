@@ -17,6 +17,7 @@ pub use poolguard_sandbox::PgSandbox;
 
 pub mod admin;
 pub mod mysql;
+pub mod pgc;
 
 pub const USER: &str = "app";
 pub const PASSWORD: &str = "app-secret";

@@ -7,33 +7,16 @@
 
 use std::time::Duration;
 
+use poolguard_e2e::pgc::{code, connect_to, scalar};
 use poolguard_e2e::*;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, NoTls};
 
 async fn connect(proxy: &Proxy) -> Client {
     try_connect(proxy).await.expect("connect through poolguard")
 }
 
 async fn try_connect(proxy: &Proxy) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(&proxy.conn_str(), NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
-}
-
-/// The first column of the first row, as text.
-async fn scalar(c: &Client, sql: &str) -> Result<Option<String>, tokio_postgres::Error> {
-    for m in c.simple_query(sql).await? {
-        if let SimpleQueryMessage::Row(r) = m {
-            return Ok(r.get(0).map(str::to_owned));
-        }
-    }
-    Ok(None)
-}
-
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_owned()).unwrap_or_default()
+    connect_to(&proxy.conn_str()).await
 }
 
 fn one_server(extra_limits: &str) -> PoolSpec {

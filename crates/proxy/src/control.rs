@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Database, Protocol};
 use crate::error::ProxyError;
-use crate::state::{pool_config, Shared};
+use crate::state::{admission, pool_config, Shared};
 
 /// What a reload changed, for the log and the operator.
 #[derive(Debug, Default)]
@@ -29,20 +29,84 @@ impl Shared {
     }
 
     /// PAUSE [db]: hold new transactions on every pool (or the pools of `database`), and return
-    /// once the transactions already running have ended.
+    /// once the transactions already running have ended. Held clients wait without their
+    /// acquire deadline running (it restarts at RESUME); pools created while paused start
+    /// paused. Like PgBouncer's PAUSE it waits as long as it takes: in session mode, that is
+    /// until the clients holding servers disconnect.
     pub async fn pause(&self, database: Option<&str>) -> Result<String, ProxyError> {
-        let _ = database;
-        Err(ProxyError::FeatureNotSupported(
-            "PAUSE is not available yet".into(),
-        ))
+        self.known_database(database)?;
+        self.set_paused(|p| p.pause(database));
+        let pools = self.pools_of(database);
+        pools.iter().for_each(|p| p.pause());
+        let what = database.map_or("all databases".to_owned(), |d| format!("database {d}"));
+        tracing::info!(what = %what, pools = pools.len(), "PAUSE: holding new transactions, waiting for running ones");
+        for p in &pools {
+            p.wait_idle().await;
+        }
+        let summary = format!(
+            "paused {what}: {} pool(s) hold new transactions; none is running",
+            pools.len()
+        );
+        self.operator_event(summary.clone());
+        Ok(summary)
     }
 
     /// RESUME [db]: let held transactions go on.
     pub fn resume(&self, database: Option<&str>) -> Result<String, ProxyError> {
-        let _ = database;
-        Err(ProxyError::FeatureNotSupported(
-            "RESUME is not available yet".into(),
-        ))
+        self.known_database(database)?;
+        self.set_paused(|p| p.resume(database));
+        let pools = self.pools_of(database);
+        pools.iter().for_each(|p| p.resume());
+        let what = database.map_or("all databases".to_owned(), |d| format!("database {d}"));
+        let summary = format!("resumed {what}: {} pool(s)", pools.len());
+        self.operator_event(summary.clone());
+        Ok(summary)
+    }
+
+    /// Pause a pool created while its database is paused (called by the pool factories).
+    pub(crate) fn adopt<C: poolguard_pool::Connector>(
+        &self,
+        pool: &poolguard_pool::Pool<C>,
+        db: &Database,
+    ) {
+        pool.set_admission(admission(db));
+        if lock(&self.paused).covers(&db.name) {
+            pool.pause();
+        }
+    }
+
+    fn set_paused(&self, change: impl FnOnce(&mut Paused)) {
+        let mut paused = lock(&self.paused);
+        change(&mut paused);
+        self.observe
+            .paused
+            .store(paused.any(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn known_database(&self, database: Option<&str>) -> Result<(), ProxyError> {
+        match database {
+            Some(d) if !self.config().databases.iter().any(|db| db.name == d) => {
+                Err(ProxyError::UnknownDatabase(d.to_owned()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every pool of `database` (all pools when `None`), as pause/resume handles.
+    fn pools_of(&self, database: Option<&str>) -> Vec<Box<dyn PausablePool>> {
+        let wanted = |name: &str| database.is_none_or(|d| d == name);
+        let mut out: Vec<Box<dyn PausablePool>> = Vec::new();
+        for e in self.pg_pools() {
+            if wanted(&e.db().name) {
+                out.push(Box::new(e.pool.clone()));
+            }
+        }
+        for e in self.mysql.pools() {
+            if wanted(&e.db().name) {
+                out.push(Box::new(e.pool.clone()));
+            }
+        }
+        out
     }
 
     /// RELOAD: read the configuration file again and apply it without dropping clients. A bad
@@ -78,34 +142,16 @@ impl Shared {
     pub async fn drain(&self, deadline: std::time::Duration) -> String {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let pg: Vec<_> = self
-            .pg_pools()
-            .into_iter()
-            .map(|e| e.pool.clone())
-            .collect();
-        let my: Vec<_> = self
-            .mysql
-            .pools()
-            .into_iter()
-            .map(|e| e.pool.clone())
-            .collect();
-        pg.iter().for_each(|p| p.close());
-        my.iter().for_each(|p| p.close());
-        let busy = || {
-            pg.iter()
-                .map(|p| p.status())
-                .chain(my.iter().map(|p| p.status()))
-                .map(|s| s.in_use + s.connecting)
-                .sum::<usize>()
-        };
+        let pools = self.pools_of(None);
+        pools.iter().for_each(|p| p.close());
+        let busy = || pools.iter().map(|p| p.busy()).sum::<usize>();
         let running = busy();
         self.operator_event(format!(
             "shutting down: {running} transaction(s) running, waiting up to {deadline:?}"
         ));
         let waited = tokio::time::timeout(deadline, async {
-            // TODO(pool wait_idle): replace this poll with Pool::wait_idle once it lands.
-            while busy() > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            for p in &pools {
+                p.wait_idle().await;
             }
         })
         .await;
@@ -184,6 +230,76 @@ impl Shared {
     }
 }
 
+/// Which databases are paused: all, or some by name.
+#[derive(Debug, Default)]
+pub(crate) struct Paused {
+    all: bool,
+    databases: std::collections::HashSet<String>,
+}
+
+impl Paused {
+    fn pause(&mut self, database: Option<&str>) {
+        match database {
+            Some(d) => {
+                self.databases.insert(d.to_owned());
+            }
+            None => self.all = true,
+        }
+    }
+
+    fn resume(&mut self, database: Option<&str>) {
+        match database {
+            Some(d) => {
+                self.databases.remove(d);
+            }
+            None => {
+                self.all = false;
+                self.databases.clear();
+            }
+        }
+    }
+
+    fn covers(&self, database: &str) -> bool {
+        self.all || self.databases.contains(database)
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.all || !self.databases.is_empty()
+    }
+}
+
+/// A pool of either protocol, as PAUSE and the drain see it.
+trait PausablePool: Send + Sync {
+    fn pause(&self);
+    fn resume(&self);
+    fn close(&self);
+    fn busy(&self) -> usize;
+    fn wait_idle(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
+
+impl<C: poolguard_pool::Connector> PausablePool for poolguard_pool::Pool<C> {
+    fn pause(&self) {
+        poolguard_pool::Pool::pause(self)
+    }
+    fn resume(&self) {
+        poolguard_pool::Pool::resume(self)
+    }
+    fn close(&self) {
+        poolguard_pool::Pool::close(self)
+    }
+    fn busy(&self) -> usize {
+        let s = self.status();
+        s.in_use + s.connecting
+    }
+    fn wait_idle(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(poolguard_pool::Pool::wait_idle(self))
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What a reload needs of a pool entry, whichever protocol it serves.
 pub(crate) trait ReloadablePool {
     fn database(&self) -> Arc<Database>;
@@ -207,6 +323,7 @@ macro_rules! reloadable {
 
             fn reconfigure(&self, db: Database) {
                 self.pool.set_config(pool_config(&db, &self.user));
+                self.pool.set_admission(admission(&db));
                 self.set_db(db);
             }
 

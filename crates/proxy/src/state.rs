@@ -79,6 +79,8 @@ pub struct Shared {
     hosts: Mutex<HashMap<String, Arc<HostSet>>>,
     pub cancels: Arc<CancelRegistry>,
     clients: AtomicUsize,
+    /// Databases held by PAUSE (pools created meanwhile start paused).
+    pub(crate) paused: Mutex<crate::control::Paused>,
     /// `[[rate_limits]]`, rebuilt by a reload.
     rate_limits: ArcSwap<crate::admission::RateLimits>,
     /// Set by a shutdown drain: pools refuse new transactions with "shutting down".
@@ -138,6 +140,7 @@ impl Shared {
             clients: AtomicUsize::new(0),
             pins: AtomicUsize::new(0),
             draining: Default::default(),
+            paused: Default::default(),
             rate_limits: ArcSwap::from_pointee(rate_limits),
             verifiers: ArcSwap::from_pointee(verifiers),
             mysql: Default::default(),
@@ -332,6 +335,7 @@ impl Shared {
             connector.max_prepared_statements = front.max_prepared_statements;
         }
         let pool = Pool::new(pool_config(db, user), connector, budget);
+        self.adopt(&pool, db);
         let period = reap_period(db);
         pool.spawn_reaper(period);
         PgPoolEntry {
@@ -354,6 +358,19 @@ pub fn pool_config(db: &Database, user: &str) -> PoolConfig {
         max_lifetime: db.limits.max_lifetime,
         lifetime_jitter: db.limits.lifetime_jitter,
         idle_timeout: db.limits.idle_timeout,
+    }
+}
+
+/// The waiter cap and fair share of a database's pools. A share is a fraction of the pool's
+/// cap, rounded up, and at least one connection.
+pub fn admission(db: &Database) -> poolguard_pool::Admission {
+    let cap = db.pool_size + db.max_overflow;
+    poolguard_pool::Admission {
+        max_waiters: db.limits.max_waiters,
+        fair_share: db.limits.fair_share.map(|f| poolguard_pool::FairShare {
+            by: db.limits.fair_share_by,
+            max: ((cap as f64 * f).ceil() as usize).max(1),
+        }),
     }
 }
 

@@ -134,6 +134,13 @@ pub struct Limits {
     pub query_timeout: Option<Duration>,
     pub max_client_connections: usize,
     pub leak_threshold: Option<Duration>,
+    /// Most clients that may wait for a server at once; one more is refused at once (53400).
+    pub max_waiters: Option<usize>,
+    /// One application or client address may hold at most this fraction of the pool's servers
+    /// while others wait (see `fair_share_by`).
+    pub fair_share: Option<f64>,
+    /// What a fair share is kept per: the application name or the client address.
+    pub fair_share_by: poolguard_pool::ShareKey,
 }
 
 impl Default for Limits {
@@ -148,6 +155,9 @@ impl Default for Limits {
             query_timeout: None,
             max_client_connections: 10_000,
             leak_threshold: Some(Duration::from_secs(30)),
+            max_waiters: None,
+            fair_share: None,
+            fair_share_by: poolguard_pool::ShareKey::Application,
         }
     }
 }
@@ -328,6 +338,29 @@ impl Limits {
             query_timeout: opt("query_timeout", &raw.query_timeout, d.query_timeout)?,
             max_client_connections,
             leak_threshold: opt("leak_threshold", &raw.leak_threshold, d.leak_threshold)?,
+            max_waiters: match raw.max_waiters {
+                Some(0) => return Err(invalid(key("max_waiters"), "must be at least 1")),
+                n => n,
+            },
+            fair_share: match raw.fair_share {
+                Some(f) if !(f > 0.0 && f <= 1.0) => {
+                    return Err(invalid(
+                        key("fair_share"),
+                        "must be a fraction of the pool above 0 and at most 1.0",
+                    ))
+                }
+                f => f,
+            },
+            fair_share_by: match raw.fair_share_by.as_deref() {
+                None | Some("application") => poolguard_pool::ShareKey::Application,
+                Some("address") => poolguard_pool::ShareKey::Address,
+                Some(other) => {
+                    return Err(invalid(
+                        key("fair_share_by"),
+                        format!("{other:?} is not \"application\" or \"address\""),
+                    ))
+                }
+            },
         })
     }
 }

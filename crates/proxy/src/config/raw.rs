@@ -113,6 +113,9 @@ pub struct RawLimits {
     pub query_timeout: Option<String>,
     pub max_client_connections: Option<usize>,
     pub leak_threshold: Option<String>,
+    pub max_waiters: Option<usize>,
+    pub fair_share: Option<f64>,
+    pub fair_share_by: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +138,9 @@ pub struct RawDatabase {
     pub query_timeout: Option<String>,
     pub max_client_connections: Option<usize>,
     pub leak_threshold: Option<String>,
+    pub max_waiters: Option<usize>,
+    pub fair_share: Option<f64>,
+    pub fair_share_by: Option<String>,
 }
 
 impl RawDatabase {
@@ -167,6 +173,12 @@ impl RawDatabase {
                 .leak_threshold
                 .clone()
                 .or(defaults.leak_threshold.clone()),
+            max_waiters: self.max_waiters.or(defaults.max_waiters),
+            fair_share: self.fair_share.or(defaults.fair_share),
+            fair_share_by: self
+                .fair_share_by
+                .clone()
+                .or(defaults.fair_share_by.clone()),
         }
     }
 }

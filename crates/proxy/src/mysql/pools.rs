@@ -84,6 +84,7 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
             "poolguard cannot open a server connection: {other}"
         )),
         AcquireError::Closed => ProxyError::ShuttingDown(crate::error::CLOSED_POOL.into()),
+        AcquireError::TooManyWaiters { .. } => ProxyError::TooManyClients(format!("poolguard: {e}")),
     }
 }
 
@@ -225,6 +226,7 @@ fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyP
         config.name.push_str(" (found_rows)");
     }
     let pool = Pool::new(config, connector, budget);
+    shared.adopt(&pool, db);
     pool.spawn_reaper(reap_period(db));
     MyPoolEntry {
         pool,

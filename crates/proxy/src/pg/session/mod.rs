@@ -159,6 +159,7 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
             "poolguard cannot open a server connection: {other}"
         )),
         AcquireError::Closed => ProxyError::ShuttingDown(CLOSED_POOL.into()),
+        AcquireError::TooManyWaiters { .. } => ProxyError::TooManyClients(format!("poolguard: {e}")),
     }
 }
 
