@@ -18,11 +18,13 @@
 //!   connection, releasing a budget unit, sending a grant) is collected in [`Effects`] under the
 //!   lock and applied after it is released.
 //!
-//! `report` reads the state (status, holders, timeout numbers); `member` is the budget's side;
-//! `control` holds the operator actions (pause, resume, retire, wait for idle).
+//! `queue` lets acquires in (or refuses them); `share` picks the next waiter under a fair
+//! share; `report` reads the state (status, holders, timeout numbers); `member` is the
+//! budget's side; `control` holds the operator actions (pause, resume, retire, wait for idle).
 
 mod control;
 mod member;
+mod queue;
 mod report;
 mod share;
 
@@ -36,9 +38,10 @@ use tokio::time::Instant;
 
 use crate::budget::{Budget, Member};
 use crate::config::{Admission, PoolConfig};
-use crate::error::AcquireError;
 use crate::lease::{ConnMeta, Lease, Slot};
 use crate::{CloseReason, Connector, Holder, LeaseRecord};
+pub(crate) use queue::Ticket;
+use queue::Waiter;
 use share::Shares;
 pub(crate) use share::WaitNote;
 
@@ -83,53 +86,6 @@ pub(crate) struct PauseState {
     pub(crate) resumed_at: Option<Instant>,
 }
 
-struct Waiter<C: Connector> {
-    tx: oneshot::Sender<Grant<C>>,
-    holder: Holder,
-    since: Instant,
-    /// Shared with the acquire, which reads it if it times out.
-    note: Arc<WaitNote>,
-}
-
-/// Why an acquire was refused without queueing; small, unlike [`AcquireError`], which the
-/// acquire builds from it.
-pub(crate) enum Refusal<E> {
-    Closed,
-    /// `Connector::admit` said no and nothing was idle.
-    Admit(E),
-    /// `max` acquires were waiting (`waiters`, not counting this one).
-    Full {
-        waiters: usize,
-        max: usize,
-    },
-}
-
-impl<E> Refusal<E> {
-    pub(crate) fn into_error(self, pool: &str) -> AcquireError<E> {
-        match self {
-            Refusal::Closed => AcquireError::Closed,
-            Refusal::Admit(err) => AcquireError::Connect(err),
-            Refusal::Full { waiters, max } => AcquireError::TooManyWaiters {
-                pool: pool.to_owned(),
-                waiters,
-                max,
-            },
-        }
-    }
-}
-
-/// A queued acquire's side: where its grant arrives, and what the pool noted about its wait.
-pub(crate) struct Ticket<C: Connector> {
-    pub(crate) rx: oneshot::Receiver<Grant<C>>,
-    pub(crate) note: Arc<WaitNote>,
-}
-
-impl<C: Connector> Waiter<C> {
-    fn alive(&self) -> bool {
-        !self.tx.is_closed()
-    }
-}
-
 struct Idle<T> {
     conn: T,
     meta: ConnMeta,
@@ -169,25 +125,6 @@ impl<C: Connector> State<C> {
             self.shares.remove(&record.holder);
         }
         self.busy = self.busy.saturating_sub(1);
-    }
-
-    /// The acquire whose note is `note` was just queued and dispatched: if it is still waiting
-    /// and `max_waiters` others are too, take it out; returns `(others waiting, max_waiters)`.
-    fn beyond_waiter_cap(&mut self, note: &Arc<WaitNote>) -> Option<(usize, usize)> {
-        let max = self.admission.max_waiters?;
-        // Dead waiters (timed out, cancelled) do not count; drop them so the length is exact.
-        self.waiters.retain(Waiter::alive);
-        let ours = self
-            .waiters
-            .back()
-            .is_some_and(|w| Arc::ptr_eq(&w.note, note));
-        let others = self.waiters.len().saturating_sub(1);
-        if !ours || others < max {
-            return None;
-        }
-        // Its sender is dropped here, with its receiver still unawaited: nothing runs.
-        self.waiters.pop_back();
-        Some((others, max))
     }
 
     /// No lease out and nothing connecting (waiters may still be queued).
@@ -346,51 +283,6 @@ impl<C: Connector> Shared<C> {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
-    }
-
-    /// Queue an acquire (at the back, FIFO) and serve the queue. `admitted` is what
-    /// `Connector::admit` said: a refusal fails the acquire at once unless a connection is idle.
-    /// An acquire left waiting when `max_waiters` others already wait is taken out again and
-    /// refused.
-    pub(crate) fn enqueue(
-        self: &Arc<Self>,
-        holder: Holder,
-        admitted: Result<(), C::Error>,
-    ) -> Result<Ticket<C>, Refusal<C::Error>> {
-        let (tx, rx) = oneshot::channel();
-        let note = Arc::new(WaitNote::default());
-        let mut fx = Effects::new();
-        {
-            let mut st = self.lock();
-            if st.closed {
-                return Err(Refusal::Closed);
-            }
-            if let Err(err) = admitted {
-                if st.idle.is_empty() {
-                    drop(st);
-                    Counters::bump(&self.counters.refused);
-                    tracing::debug!(pool = %self.name, error = %err, "acquire refused by connector");
-                    return Err(Refusal::Admit(err));
-                }
-            }
-            st.waiters.push_back(Waiter {
-                tx,
-                holder,
-                since: Instant::now(),
-                note: Arc::clone(&note),
-            });
-            self.dispatch_locked(&mut st, &mut fx);
-            if let Some((waiters, max)) = st.beyond_waiter_cap(&note) {
-                // Effects still apply: the dispatch may have served others.
-                drop(st);
-                fx.apply(self);
-                Counters::bump(&self.counters.rejected_waiters);
-                tracing::debug!(pool = %self.name, waiters, max_waiters = max, "acquire refused: too many waiters");
-                return Err(Refusal::Full { waiters, max });
-            }
-        }
-        fx.apply(self);
-        Ok(Ticket { rx, note })
     }
 
     pub(crate) fn dispatch(self: &Arc<Self>) {

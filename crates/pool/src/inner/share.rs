@@ -2,9 +2,10 @@
 //!
 //! Invariants (under the pool's lock):
 //! - `Shares` counts a holder's *units*: a lease, or a slot granted to open one. It is counted
-//!   where the grant is made (`Shared::grant_idle`, `Shared::grant_slot`) and uncounted where the
-//!   unit leaves its holder (checkin, discard, a slot abandoned or connected into a closed pool),
-//!   so the counts always equal what the holders have, whatever the current [`FairShare`].
+//!   where the grant is made (`serve_locked` for an idle connection, `grant_slot`) and
+//!   uncounted where the unit leaves its holder (checkin, discard, a slot abandoned or connected
+//!   into a closed pool), so the counts always equal what the holders have, whatever the
+//!   current [`FairShare`].
 //! - Both groupings (application and address) are kept, so changing `FairShare::by` at run time
 //!   needs no recount.
 //! - Without a fair share, or when every live waiter's key is at or above its share, the front

@@ -1,0 +1,143 @@
+//! Joining the queue: the waiter record, the ticket an acquire waits on, and the refusals that
+//! happen before any wait (pool closed, `Connector::admit` said no, `max_waiters` reached).
+//!
+//! Invariants (under the pool's lock):
+//! - An acquire is refused by the connector only when no connection is idle: an idle one is
+//!   always worth handing out, whatever the connector thinks of new connects.
+//! - The waiter cap is checked *after* the new waiter has been offered a dispatch, so an
+//!   acquire served at once never counts against it; dead waiters are dropped before counting.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Counters, Effects, Grant, Shared, State, WaitNote};
+use crate::error::AcquireError;
+use crate::{Connector, Holder};
+
+/// A queued acquire, as the pool sees it.
+pub(super) struct Waiter<C: Connector> {
+    pub(super) tx: oneshot::Sender<Grant<C>>,
+    pub(super) holder: Holder,
+    pub(super) since: Instant,
+    /// Shared with the acquire, which reads it if it times out.
+    pub(super) note: Arc<WaitNote>,
+}
+
+/// Why an acquire was refused without queueing; small, unlike [`AcquireError`], which the
+/// acquire builds from it.
+pub(crate) enum Refusal<E> {
+    Closed,
+    /// `Connector::admit` said no and nothing was idle.
+    Admit(E),
+    /// `max` acquires were waiting (`waiters`, not counting this one).
+    Full {
+        waiters: usize,
+        max: usize,
+    },
+}
+
+impl<E> Refusal<E> {
+    pub(crate) fn into_error(self, pool: &str) -> AcquireError<E> {
+        match self {
+            Refusal::Closed => AcquireError::Closed,
+            Refusal::Admit(err) => AcquireError::Connect(err),
+            Refusal::Full { waiters, max } => AcquireError::TooManyWaiters {
+                pool: pool.to_owned(),
+                waiters,
+                max,
+            },
+        }
+    }
+}
+
+/// A queued acquire's side: where its grant arrives, and what the pool noted about its wait.
+pub(crate) struct Ticket<C: Connector> {
+    pub(crate) rx: oneshot::Receiver<Grant<C>>,
+    pub(crate) note: Arc<WaitNote>,
+}
+
+impl<C: Connector> Waiter<C> {
+    /// Its acquire is still waiting (not timed out, cancelled or refused).
+    pub(super) fn alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+impl<C: Connector> Shared<C> {
+    /// Queue an acquire (at the back, FIFO) and serve the queue. `admitted` is what
+    /// `Connector::admit` said: a refusal fails the acquire at once unless a connection is idle.
+    /// An acquire left waiting when `max_waiters` others already wait is taken out again and
+    /// refused.
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        holder: Holder,
+        admitted: Result<(), C::Error>,
+    ) -> Result<Ticket<C>, Refusal<C::Error>> {
+        let (tx, rx) = oneshot::channel();
+        let note = Arc::new(WaitNote::default());
+        let mut fx = Effects::new();
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Refusal::Closed);
+            }
+            if let Err(err) = admitted {
+                if st.idle.is_empty() {
+                    drop(st);
+                    Counters::bump(&self.counters.refused);
+                    tracing::debug!(
+                        pool = %self.name,
+                        error = %err,
+                        "acquire refused by connector"
+                    );
+                    return Err(Refusal::Admit(err));
+                }
+            }
+            st.waiters.push_back(Waiter {
+                tx,
+                holder,
+                since: Instant::now(),
+                note: Arc::clone(&note),
+            });
+            self.dispatch_locked(&mut st, &mut fx);
+            if let Some((waiters, max)) = st.beyond_waiter_cap(&note) {
+                // Effects still apply: the dispatch may have served others.
+                drop(st);
+                fx.apply(self);
+                Counters::bump(&self.counters.rejected_waiters);
+                tracing::debug!(
+                    pool = %self.name,
+                    waiters,
+                    max_waiters = max,
+                    "acquire refused: too many waiters"
+                );
+                return Err(Refusal::Full { waiters, max });
+            }
+        }
+        fx.apply(self);
+        Ok(Ticket { rx, note })
+    }
+}
+
+impl<C: Connector> State<C> {
+    /// The acquire whose note is `note` was just queued and dispatched: if it is still waiting
+    /// and `max_waiters` others are too, take it out; returns `(others waiting, max_waiters)`.
+    fn beyond_waiter_cap(&mut self, note: &Arc<WaitNote>) -> Option<(usize, usize)> {
+        let max = self.admission.max_waiters?;
+        // Dead waiters (timed out, cancelled) do not count; drop them so the length is exact.
+        self.waiters.retain(Waiter::alive);
+        let ours = self
+            .waiters
+            .back()
+            .is_some_and(|w| Arc::ptr_eq(&w.note, note));
+        let others = self.waiters.len().saturating_sub(1);
+        if !ours || others < max {
+            return None;
+        }
+        // Its sender is dropped here, with its receiver still unawaited: nothing runs.
+        self.waiters.pop_back();
+        Some((others, max))
+    }
+}
