@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use poolguard_e2e::admin::*;
 use poolguard_e2e::*;
 
+mod hosts_common;
+use hosts_common::event_messages;
+
 const FAILURES: u32 = 3;
 
 /// What one statement through poolguard came to.
@@ -87,20 +90,6 @@ fn connect_errors(admin: u16) -> f64 {
         &["pool=\"bank/app\""],
     )
     .unwrap_or(0.0)
-}
-
-fn breaker_events(admin: u16) -> Vec<String> {
-    let events: serde_json::Value =
-        serde_json::from_str(&http_get(admin, "/api/events")).expect("events JSON");
-    events
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|e| e["kind"] == "breaker")
-                .filter_map(|e| e["message"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -204,7 +193,7 @@ fn breaker_opens_refuses_without_connecting_and_recovers_after_the_cooldown() {
     }
 
     let events = wait_for(Duration::from_secs(10), "breaker events", || {
-        let ev = breaker_events(admin);
+        let ev = event_messages(admin, "breaker");
         ev.iter()
             .any(|m| m.contains("half-open -> closed"))
             .then_some(ev)

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use poolguard_e2e::admin::*;
 use poolguard_e2e::*;
 
+mod hosts_common;
+use hosts_common::event_messages;
+
 const WRITERS: usize = 4;
 /// Every loop here ends by this much at the latest, whatever happens.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -255,14 +258,7 @@ fn writes_resume_on_the_promoted_standby_through_the_same_address() {
         after.len()
     );
 
-    let events: serde_json::Value = serde_json::from_str(&http_get(admin, "/api/events")).unwrap();
-    let failovers: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "failover")
-        .filter_map(|e| e["message"].as_str())
-        .collect();
+    let failovers = event_messages(admin, "failover");
     eprintln!("failover events: {failovers:#?}");
     assert_eq!(failovers.len(), 1, "{failovers:#?}");
     assert!(

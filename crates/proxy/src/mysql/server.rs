@@ -345,8 +345,11 @@ impl MyConnector {
         }
     }
 
-    /// Connects and logs in to `addr`, within `connect_timeout` for each of the two steps.
-    async fn open_at(&self, addr: String) -> Result<ServerConn, ServerError> {
+    /// Connects and logs in to `addr`, within `connect_timeout` for each of the two steps,
+    /// outside the breaker. Side connections that must reach one particular server use it: a
+    /// `KILL QUERY <thread>` belongs on the server running that thread, which after a failover
+    /// is not the write host (thread ids are per server).
+    pub async fn open_at(&self, addr: String) -> Result<ServerConn, ServerError> {
         let timeout = self.connect_timeout;
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
             Ok(Ok(s)) => s,

@@ -1,0 +1,105 @@
+//! Write routing by `@@global.read_only` through the real binary: two MariaDB sandboxes behind
+//! one poolguard backend, the first configured host read-only. Health checks move writes to the
+//! writable host, and back when the operator swaps the roles; every acknowledged write is on the
+//! host that was writable.
+
+use std::time::Duration;
+
+use poolguard_e2e::admin::*;
+use poolguard_e2e::mysql::*;
+use poolguard_e2e::*;
+
+mod hosts_common;
+use hosts_common::event_messages;
+
+/// One `INSERT` through poolguard on a fresh client connection.
+fn insert(port: u16, note: &str) -> Result<(), MyError> {
+    let mut c = MyClient::connect(port)?;
+    c.query(&format!("INSERT INTO t (note) VALUES ('{note}')"))
+        .map(drop)
+}
+
+fn notes(db: &MariaDbSandbox) -> Vec<String> {
+    db.sql(DB, "SELECT note FROM t ORDER BY id")
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Inserts (bounded: 60 s) until one is acknowledged; the refusals seen before it.
+fn insert_until_acknowledged(port: u16, note: &str) -> Vec<MyError> {
+    let mut refusals = Vec::new();
+    wait_for(
+        Duration::from_secs(60),
+        "an acknowledged write",
+        || match insert(port, note) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                refusals.push(e);
+                None
+            }
+        },
+    );
+    refusals
+}
+
+#[test]
+fn writes_follow_the_host_that_is_not_read_only() {
+    let (a, b) = (mariadb(30), mariadb(30));
+    for db in [&a, &b] {
+        db.sql(
+            DB,
+            "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64) NOT NULL)",
+        )
+        .unwrap();
+    }
+    a.sql("", "SET GLOBAL read_only = 1").unwrap();
+
+    let (port, admin) = (free_port(), free_port());
+    let spec = MyPoolSpec {
+        limits: format!("acquire_timeout = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+        ..MyPoolSpec::default()
+    };
+    let one_host = format!("hosts = [\"127.0.0.1:{}\"]\n", a.port());
+    let config = mysql_config_for(&a, port, &spec).replacen(
+        &one_host,
+        &format!(
+            "hosts = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nhealth_check_interval = \"250ms\"\n\
+             health_check_timeout = \"2s\"\n",
+            a.port(),
+            b.port()
+        ),
+        1,
+    );
+    assert!(config.contains("health_check_interval"), "{config}");
+    let proxy = Proxy::start_with(&config, port);
+
+    // Until the first checks are in, writes go to the first host, which refuses them (1290).
+    let refused = insert_until_acknowledged(port, "first");
+    eprintln!("before the move to the writable host: {refused:?}");
+    assert!(
+        refused.iter().all(|e| e.code == 1290),
+        "only read-only refusals: {refused:?}"
+    );
+    assert_eq!(notes(&b), ["first"]);
+    assert!(notes(&a).is_empty());
+
+    // The operator swaps the roles: writes follow.
+    b.sql("", "SET GLOBAL read_only = 1").unwrap();
+    a.sql("", "SET GLOBAL read_only = 0").unwrap();
+    let refused = insert_until_acknowledged(port, "second");
+    eprintln!("before the move back: {refused:?}");
+    assert!(
+        refused.iter().all(|e| e.code == 1290),
+        "only read-only refusals: {refused:?}"
+    );
+    assert_eq!(notes(&a), ["second"]);
+    assert_eq!(notes(&b), ["first"]);
+
+    let failovers = event_messages(admin, "failover");
+    eprintln!("failover events: {failovers:#?}");
+    assert_eq!(failovers.len(), 2, "{failovers:#?}");
+    assert!(failovers[0].contains("(standby)"), "{}", failovers[0]);
+    drop(proxy);
+}
