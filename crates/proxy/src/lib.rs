@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod hosts;
+pub mod kill;
 pub mod mysql;
 pub mod observe;
 pub mod pg;

@@ -31,6 +31,10 @@ struct ClientEntry {
     holder: Holder,
     pool: String,
     since: Instant,
+    /// A duplicate of the client's socket, for KILL_CLIENT: shutting it down makes the session
+    /// read EOF and leave by its "client vanished" path (rollback, lease returned). Dropped
+    /// with the entry. `None` if the descriptor could not be duplicated (out of fds).
+    socket: Option<std::net::TcpStream>,
 }
 
 /// A backend's last poll.
@@ -59,20 +63,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Observe {
-    /// Lists a logged-in client (until its slot drops).
+    /// Lists a logged-in client (until its slot drops), keeping a duplicate of its socket so
+    /// [`Observe::disconnect_client`] can close it.
     pub fn describe_client(
         &self,
         slot: &mut ClientSlot,
         protocol: &'static str,
         holder: &Holder,
         pool: String,
+        socket: &tokio::net::TcpStream,
     ) {
+        use std::os::fd::AsFd;
         let id = self.next_client.fetch_add(1, Ordering::Relaxed) + 1;
+        let socket = match socket.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(std::net::TcpStream::from(fd)),
+            Err(e) => {
+                tracing::warn!(client = %holder.client, error = %e, "cannot duplicate the client socket: KILL_CLIENT will not reach this client");
+                None
+            }
+        };
         let entry = ClientEntry {
             protocol,
             holder: holder.clone(),
             pool,
             since: Instant::now(),
+            socket,
         };
         lock(&self.clients).insert(id, entry);
         slot.observed = Some(id);
@@ -80,6 +95,24 @@ impl Observe {
 
     pub(crate) fn forget_client(&self, id: u64) {
         lock(&self.clients).remove(&id);
+    }
+
+    /// Shuts a listed client's socket down in both directions: its session reads EOF and ends
+    /// as if the client had left. Returns `(protocol, holder)` of the client, or `None` if no
+    /// client has this id. The entry stays until the session drops its slot.
+    pub(crate) fn disconnect_client(
+        &self,
+        id: u64,
+    ) -> Option<Result<(&'static str, Holder), std::io::Error>> {
+        let clients = lock(&self.clients);
+        let c = clients.get(&id)?;
+        let done = match &c.socket {
+            Some(s) => s.shutdown(std::net::Shutdown::Both),
+            None => Err(std::io::Error::other(
+                "its socket was not duplicated at login",
+            )),
+        };
+        Some(done.map(|()| (c.protocol, c.holder.clone())))
     }
 
     /// Counts an error sent to a client (SQLSTATE or MySQL code).

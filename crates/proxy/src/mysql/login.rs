@@ -132,7 +132,7 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
     let pool = ready.entry.name();
     shared
         .observe
-        .describe_client(&mut slot, "mysql", &ready.holder, pool);
+        .describe_client(&mut slot, "mysql", &ready.holder, pool, &client);
     Session::new(client, buf, shared, ready, slot).run().await;
 }
 

@@ -43,7 +43,12 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
         Box::pin(login(&mut client, &mut buf, peer, &shared)),
     );
     let mut ready = match login.await {
-        Ok(Ok(Some(r))) => r,
+        Ok(Ok(Some(Login::Pool(r)))) => r,
+        Ok(Ok(Some(Login::Console(admin)))) => {
+            let leftover = buf.split();
+            drop(buf);
+            return crate::pg::console::serve(client, leftover, shared, admin).await;
+        }
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             shared
@@ -66,8 +71,15 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
     drop(buf);
     let pool = ready.entry.pool.config().name;
     let observe = &shared.observe;
-    observe.describe_client(&mut ready.slot, "postgres", &ready.holder, pool);
+    observe.describe_client(&mut ready.slot, "postgres", &ready.holder, pool, &client);
     Session::new(client, leftover, shared, ready).run().await;
+}
+
+/// Where a logged-in client goes: a pool, or the admin console (`pg::console`).
+#[allow(clippy::large_enum_variant)] // returned once per login and unpacked at once
+pub enum Login {
+    Pool(LoggedIn),
+    Console(crate::pg::console::Admin),
 }
 
 /// Everything a session needs besides the socket, once the client is logged in.
@@ -148,7 +160,7 @@ async fn login(
     buf: &mut BytesMut,
     peer: SocketAddr,
     shared: &Arc<Shared>,
-) -> Result<Option<LoggedIn>, ProxyError> {
+) -> Result<Option<Login>, ProxyError> {
     let params = loop {
         match decode_startup(buf) {
             Ok(Some(StartupRequest::Ssl)) | Ok(Some(StartupRequest::GssEnc)) => {
@@ -179,6 +191,12 @@ async fn login(
 
     let mut slot = shared.admit_client()?;
     authenticate(client, buf, shared, &user).await?;
+    // The console's names are never looked up as pooled databases.
+    if crate::pg::console::is_console_database(&database) {
+        let admin =
+            crate::pg::console::admit(client, shared, slot, peer, &user, &database, &application);
+        return Ok(admin.await?.map(Login::Console));
+    }
 
     let db = shared
         .config()
@@ -252,14 +270,14 @@ async fn login(
         .map_err(ProxyError::client_io)?;
     tracing::info!(client = %peer, user = %user, database = %database, application = %application, "client logged in");
 
-    Ok(Some(LoggedIn {
+    Ok(Some(Login::Pool(LoggedIn {
         entry,
         holder,
         registration,
         slot,
         lease,
         params: client_params,
-    }))
+    })))
 }
 
 async fn authenticate(

@@ -2,6 +2,7 @@
 //! mapping and reclaiming servers from departed clients.
 
 pub mod cancel;
+pub mod console;
 pub mod features;
 pub mod login;
 pub mod params;
