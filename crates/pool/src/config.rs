@@ -74,8 +74,8 @@ pub struct Admission {
 }
 
 /// One key (application or client address) may hold at most `max` of the pool's connections
-/// *while clients with other keys are waiting*. When nobody else waits it may take more: the
-/// pool never leaves a connection unused to enforce a share.
+/// *while clients with other keys are waiting*. When nobody else waits it may take more (the
+/// pool never leaves a connection unused to enforce a share), unless the share is `strict`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FairShare {
     /// What makes two clients "the same" for their share.
@@ -83,6 +83,11 @@ pub struct FairShare {
     /// Connections one key may hold (leased, or being opened for it) before waiters of other
     /// keys go first.
     pub max: usize,
+    /// Never more than `max` for one key, even when nobody else waits. A lenient share only
+    /// reorders the queue, so a key that took every connection while the pool was quiet and
+    /// never gives them back (a leak) still starves the clients that come later; a strict share
+    /// keeps `size - max` connections out of any one key's reach.
+    pub strict: bool,
 }
 
 /// How clients are grouped for a [`FairShare`].

@@ -369,6 +369,7 @@ pub fn admission(db: &Database) -> poolguard_pool::Admission {
         max_waiters: db.limits.max_waiters,
         fair_share: db.limits.fair_share.map(|f| poolguard_pool::FairShare {
             by: db.limits.fair_share_by,
+            strict: db.limits.fair_share_strict,
             max: ((cap as f64 * f).ceil() as usize).max(1),
         }),
     }

@@ -13,14 +13,16 @@ impl<C: Connector> Member for Shared<C> {
         let taken = {
             let mut st = self.lock();
             st.prune_dead_front();
+            let next = st.next_waiter();
             if st.closed || st.paused || st.units() >= st.config.cap() || st.waiters.is_empty() {
                 false
-            } else {
-                let next = st.next_waiter();
+            } else if let Some(next) = next {
                 self.grant_slot(&mut st, next, &mut fx);
                 // Serve (or re-queue as starved, at the back) whoever else is waiting.
                 self.dispatch_locked(&mut st, &mut fx);
                 true
+            } else {
+                false
             }
         };
         fx.apply(&self);

@@ -310,8 +310,11 @@ impl<C: Connector> Shared<C> {
             if st.waiters.is_empty() {
                 return;
             }
-            // The front, or the first waiter under its fair share.
-            let next = st.next_waiter();
+            // The front, or the first waiter under its fair share (none: a strict share holds
+            // every waiter back).
+            let Some(next) = st.next_waiter() else {
+                return;
+            };
             if let Some(idle) = self.take_idle(st, now, fx) {
                 if let Some(waiter) = st.take_waiter(next) {
                     st.shares.add(&waiter.holder);

@@ -9,7 +9,9 @@
 //! - Both groupings (application and address) are kept, so changing `FairShare::by` at run time
 //!   needs no recount.
 //! - Without a fair share, or when every live waiter's key is at or above its share, the front
-//!   waiter is served: shares only reorder, they never leave a connection unused.
+//!   waiter is served: lenient shares only reorder, they never leave a connection unused. A
+//!   strict share serves nobody then: its waiters wait (and time out, told why) rather than
+//!   take a key past its share.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -99,14 +101,26 @@ impl<C: Connector> State<C> {
     /// The index of the waiter to serve next: the front, unless a fair share is set and the
     /// front's key is at its share while a later live waiter's key is under its own. Call with
     /// a live waiter at the front (`prune_dead_front`).
-    pub(super) fn next_waiter(&self) -> usize {
+    /// `None`: a strict share holds back every live waiter.
+    pub(super) fn next_waiter(&self) -> Option<usize> {
         let Some(share) = self.admission.fair_share else {
-            return 0;
+            return Some(0);
         };
-        self.waiters
+        let under = self
+            .waiters
             .iter()
-            .position(|w| w.alive() && self.shares.held(share.by, &w.holder) < share.max)
-            .unwrap_or(0)
+            .position(|w| w.alive() && self.shares.held(share.by, &w.holder) < share.max);
+        match under {
+            Some(i) => Some(i),
+            None if share.strict => {
+                for w in self.waiters.iter().filter(|w| w.alive()) {
+                    w.note
+                        .passed_over(over_share(share, &self.shares, &w.holder));
+                }
+                None
+            }
+            None => Some(0),
+        }
     }
 
     /// Take waiter `index` out of the queue to serve it; the live waiters ahead of it were

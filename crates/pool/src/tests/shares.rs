@@ -17,10 +17,14 @@ fn app(application: &str, client: &str) -> Holder {
 
 /// A pool of `size` (no overflow) where one key may hold `max` while others wait.
 fn shared_pool(size: usize, by: ShareKey, max: usize) -> (Pool<Fake>, Fake) {
+    share_pool(size, by, max, false)
+}
+
+fn share_pool(size: usize, by: ShareKey, max: usize, strict: bool) -> (Pool<Fake>, Fake) {
     let fake = Fake::new();
     let pool = Pool::new(cfg("db/u", size, 0), fake.clone(), Budget::new(10));
     pool.set_admission(Admission {
-        fair_share: Some(FairShare { by, max }),
+        fair_share: Some(FairShare { by, max, strict }),
         ..Admission::default()
     });
     (pool, fake)
@@ -158,4 +162,27 @@ async fn counts_follow_discards_and_failed_connects() {
     assert_eq!(newest(&pool), "10.0.0.1:4", "a holds 1 of 2: first in line");
     settle().await;
     assert!(!b1.is_finished());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_strict_share_holds_a_key_back_even_when_nobody_else_waits() {
+    let (pool, fake) = share_pool(3, ShareKey::Application, 2, true);
+    let _a1 = pool.acquire(app("leaky", "10.0.0.1:1")).await.unwrap();
+    let _a2 = pool.acquire(app("leaky", "10.0.0.1:2")).await.unwrap();
+    // A third for the same key waits although a connection is free, and times out told why.
+    let a3 = spawn_acquire(&pool, app("leaky", "10.0.0.1:3")).await;
+    assert_eq!(pool.status().waiters, 1);
+    assert_eq!(pool.status().open, 2);
+    // Another key gets the free connection at once, past the held-back waiter.
+    let b1 = pool.acquire(app("healthy", "10.0.0.2:1")).await.unwrap();
+    assert_eq!(newest(&pool), "10.0.0.2:1");
+    drop(b1);
+    advance(Duration::from_secs(6)).await;
+    match a3.await.unwrap() {
+        Err(e @ AcquireError::Timeout { .. }) => {
+            assert!(e.to_string().contains("'leaky'"), "{e}");
+        }
+        other => panic!("expected a timeout, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(fake.attempts(), 3);
 }

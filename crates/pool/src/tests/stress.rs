@@ -23,7 +23,11 @@ async fn concurrent_churn_keeps_every_cap_and_leaks_nothing() {
             // Two of the pools reorder their queue by fair share; the counts must still hold.
             let by = [ShareKey::Application, ShareKey::Address];
             pool.set_admission(Admission {
-                fair_share: by.get(i).map(|&by| FairShare { by, max: 1 }),
+                fair_share: by.get(i).map(|&by| FairShare {
+                    by,
+                    max: 1,
+                    strict: false,
+                }),
                 ..Admission::default()
             });
             pool

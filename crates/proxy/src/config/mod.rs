@@ -141,6 +141,8 @@ pub struct Limits {
     pub fair_share: Option<f64>,
     /// What a fair share is kept per: the application name or the client address.
     pub fair_share_by: poolguard_pool::ShareKey,
+    /// "strict" (default): a share is a hard cap; "lenient": only while others wait.
+    pub fair_share_strict: bool,
 }
 
 impl Default for Limits {
@@ -158,6 +160,7 @@ impl Default for Limits {
             max_waiters: None,
             fair_share: None,
             fair_share_by: poolguard_pool::ShareKey::Application,
+            fair_share_strict: true,
         }
     }
 }
@@ -358,6 +361,16 @@ impl Limits {
                     return Err(invalid(
                         key("fair_share_by"),
                         format!("{other:?} is not \"application\" or \"address\""),
+                    ))
+                }
+            },
+            fair_share_strict: match raw.fair_share_mode.as_deref() {
+                None | Some("strict") => true,
+                Some("lenient") => false,
+                Some(other) => {
+                    return Err(invalid(
+                        key("fair_share_mode"),
+                        format!("{other:?} is not \"strict\" or \"lenient\""),
                     ))
                 }
             },

@@ -116,6 +116,7 @@ pub struct RawLimits {
     pub max_waiters: Option<usize>,
     pub fair_share: Option<f64>,
     pub fair_share_by: Option<String>,
+    pub fair_share_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +142,7 @@ pub struct RawDatabase {
     pub max_waiters: Option<usize>,
     pub fair_share: Option<f64>,
     pub fair_share_by: Option<String>,
+    pub fair_share_mode: Option<String>,
 }
 
 impl RawDatabase {
@@ -179,6 +181,10 @@ impl RawDatabase {
                 .fair_share_by
                 .clone()
                 .or(defaults.fair_share_by.clone()),
+            fair_share_mode: self
+                .fair_share_mode
+                .clone()
+                .or(defaults.fair_share_mode.clone()),
         }
     }
 }
