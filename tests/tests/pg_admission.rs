@@ -4,6 +4,8 @@
 //!
 //! Counts are asserted; latencies are measured and printed (for the issue note), never asserted.
 
+#![allow(clippy::err_expect)] // tokio-postgres clients are not Debug, so expect_err is not available.
+
 use std::time::{Duration, Instant};
 
 use poolguard_e2e::admin::*;

@@ -114,7 +114,7 @@ pub fn render(snap: &Snapshot, extra: &str) -> String {
 
 fn pools(w: &mut Writer, snap: &Snapshot) {
     type Get = fn(&crate::model::PoolSnapshot) -> f64;
-    let gauges: [(&str, &str, &str, Get); 19] = [
+    let gauges: [(&str, &str, &str, Get); 22] = [
         (
             "poolguard_pool_open_connections",
             "gauge",
@@ -180,6 +180,24 @@ fn pools(w: &mut Writer, snap: &Snapshot) {
             "counter",
             "Server connections closed, any reason.",
             |p| p.closed_total as f64,
+        ),
+        (
+            "poolguard_pool_rejected_waiters_total",
+            "counter",
+            "Acquires refused at once because max_waiters clients already waited (53400 / 1203).",
+            |p| p.rejected_waiters_total as f64,
+        ),
+        (
+            "poolguard_pool_breaker_refusals_total",
+            "counter",
+            "Acquires refused at once because the backend's circuit breaker was open (57P03 / 2003).",
+            |p| p.refused_total as f64,
+        ),
+        (
+            "poolguard_pool_paused",
+            "gauge",
+            "1 while the pool is paused (PAUSE on the admin console).",
+            |p| f64::from(u8::from(p.paused)),
         ),
         (
             "poolguard_pool_leaks_total",
@@ -325,6 +343,13 @@ fn backends(w: &mut Writer, snap: &Snapshot) {
         &each(&|b| b.server_max_connections.map(|v| v as f64)),
     );
     w.family(
+        "poolguard_backend_failovers_total",
+        "counter",
+        "Times the backend's writes moved to another host.",
+        &each(&|b| Some(b.failovers_total as f64)),
+    );
+    hosts(w, snap);
+    w.family(
         "poolguard_server_poll_up",
         "gauge",
         "1 if the last poll of the server's connection numbers succeeded.",
@@ -334,6 +359,57 @@ fn backends(w: &mut Writer, snap: &Snapshot) {
             )))
         }),
     );
+}
+
+fn hosts(w: &mut Writer, snap: &Snapshot) {
+    type Get = fn(&crate::model::HostSnapshot) -> f64;
+    let families: [(&str, &str, &str, Get); 5] = [
+        (
+            "poolguard_host_breaker_state",
+            "gauge",
+            "The host's circuit breaker: 0 closed, 1 open, 2 half-open.",
+            |h| f64::from(h.breaker_gauge),
+        ),
+        (
+            "poolguard_host_breaker_opened_total",
+            "counter",
+            "Times the host's circuit breaker opened.",
+            |h| h.breaker_opened_total as f64,
+        ),
+        (
+            "poolguard_host_breaker_rejected_total",
+            "counter",
+            "Connects the open breaker refused without trying the host.",
+            |h| h.breaker_rejected_total as f64,
+        ),
+        (
+            "poolguard_host_writable",
+            "gauge",
+            "1 if the last health check found the host taking writes (primary).",
+            |h| f64::from(u8::from(h.role == "primary")),
+        ),
+        (
+            "poolguard_host_writes_here",
+            "gauge",
+            "1 for the host the backend's new server connections go to.",
+            |h| f64::from(u8::from(h.writes_here)),
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let samples: Samples = snap
+            .backends
+            .iter()
+            .flat_map(|b| {
+                b.hosts.iter().map(move |h| {
+                    (
+                        labels(&[("backend", &b.name), ("host", &h.addr), ("role", &h.role)]),
+                        get(h),
+                    )
+                })
+            })
+            .collect();
+        w.family(name, kind, help, &samples);
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,30 @@ pub struct BackendSnapshot {
     pub server_max_connections: Option<u64>,
     /// Why the last poll failed, if it did.
     pub poll_error: Option<String>,
+    /// Each configured host: its role, whether writes go there, its circuit breaker.
+    pub hosts: Vec<HostSnapshot>,
+    /// Times writes moved to another host (monotonic).
+    pub failovers_total: u64,
+}
+
+/// One host of a backend.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostSnapshot {
+    pub addr: String,
+    /// "primary", "standby", "down" or "unknown" (last health check).
+    pub role: String,
+    /// New server connections of the backend go to this host.
+    pub writes_here: bool,
+    /// "closed", "open" or "half-open".
+    pub breaker: String,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_gauge: u8,
+    /// Times the breaker opened (monotonic).
+    pub breaker_opened_total: u64,
+    /// Connects refused by the open breaker (monotonic).
+    pub breaker_rejected_total: u64,
+    /// The last health check's error, if it failed.
+    pub last_check_error: Option<String>,
 }
 
 /// One pool (database + user on one front door).
@@ -97,6 +121,10 @@ pub struct PoolSnapshot {
     pub query_seconds_total: f64,
     /// True while the pool is paused (PAUSE on the admin console): new transactions are held.
     pub paused: bool,
+    /// Acquires refused at once because `max_waiters` clients already waited (monotonic).
+    pub rejected_waiters_total: u64,
+    /// Acquires refused at once because the backend's breaker was open (monotonic).
+    pub refused_total: u64,
 }
 
 /// Upper bounds of the acquire-wait histogram buckets, in seconds (the pool's buckets).
@@ -157,6 +185,8 @@ pub enum EventKind {
     Breaker,
     /// A backend's writes moved to another host.
     Failover,
+    /// An operator acted: reload, pause, resume, shutdown drain.
+    Operator,
 }
 
 /// One event, as kept in the ring buffer and served by `/api/events`.

@@ -170,7 +170,7 @@ fn pools(shared: &Shared) -> Vec<PoolView> {
         let st = e.pool.status();
         out.push((
             "postgres",
-            e.db.clone(),
+            Database::clone(&e.db()),
             e.user.clone(),
             st,
             e.pool.holders(),
@@ -181,7 +181,7 @@ fn pools(shared: &Shared) -> Vec<PoolView> {
         let st = e.pool.status();
         out.push((
             "mysql",
-            e.db.clone(),
+            Database::clone(&e.db()),
             e.user.clone(),
             st,
             e.pool.holders(),
@@ -194,22 +194,22 @@ fn pools(shared: &Shared) -> Vec<PoolView> {
 fn check_leaks(shared: &Shared) {
     let mut found = Vec::new();
     for e in shared.pg_pools() {
-        if let Some(t) = e.db.limits.leak_threshold {
+        if let Some(t) = e.db().limits.leak_threshold {
             found.extend(
                 e.pool
                     .take_leaks(t)
                     .into_iter()
-                    .map(|r| ("postgres", e.db.clone(), r)),
+                    .map(|r| ("postgres", Database::clone(&e.db()), r)),
             );
         }
     }
     for e in shared.mysql.pools() {
-        if let Some(t) = e.db.limits.leak_threshold {
+        if let Some(t) = e.db().limits.leak_threshold {
             found.extend(
                 e.pool
                     .take_leaks(t)
                     .into_iter()
-                    .map(|r| ("mysql", e.db.clone(), r)),
+                    .map(|r| ("mysql", Database::clone(&e.db()), r)),
             );
         }
     }
@@ -272,12 +272,17 @@ fn lease_snapshot(protocol: &str, db: &Database, r: &LeaseRecord, now: Instant) 
 
 async fn poll_servers(shared: &Shared) {
     for b in &shared.config().backends {
-        let Some(host) = b.hosts.first() else {
-            continue;
+        // The host that takes the writes: after a failover, the promoted one.
+        let host = match shared.hosts(&b.name) {
+            Some(set) => set.write_host().addr.clone(),
+            None => match b.hosts.first() {
+                Some(h) => h.clone(),
+                None => continue,
+            },
         };
         let result = tokio::time::timeout(
             b.connect_timeout * 2,
-            poll_one(shared, b.protocol, &b.name, host),
+            poll_one(shared, b.protocol, &b.name, &host),
         )
         .await;
         let poll = match result {
@@ -419,7 +424,9 @@ fn pool_snapshot(
         bytes_sent_total: traffic.bytes_sent,
         transaction_seconds_total: traffic.transaction_seconds,
         query_seconds_total: traffic.query_seconds,
-        ..PoolSnapshot::default()
+        paused: st.paused,
+        rejected_waiters_total: st.rejected_waiters_total,
+        refused_total: st.refused_total,
     }
 }
 
@@ -468,10 +475,19 @@ impl Source for Shared {
                     .map_or((b.max_connections, 0), |x| x.snapshot())
             });
             let poll = polls.get(&b.name).cloned().unwrap_or_default();
+            let hosts = self.hosts(&b.name);
             snap.backends.push(BackendSnapshot {
                 name: b.name.clone(),
                 protocol: b.protocol.to_string(),
-                host: b.hosts.first().cloned().unwrap_or_default(),
+                host: hosts
+                    .as_ref()
+                    .map(|h| h.write_host().addr.clone())
+                    .unwrap_or_else(|| b.hosts.first().cloned().unwrap_or_default()),
+                hosts: hosts
+                    .as_ref()
+                    .map(|h| host_snapshots(h))
+                    .unwrap_or_default(),
+                failovers_total: hosts.as_ref().map_or(0, |h| h.failovers_total()),
                 budget_limit: limit,
                 budget_in_use: in_use,
                 server_connections: poll.connections,
@@ -497,4 +513,24 @@ impl Source for Shared {
     fn events(&self) -> &EventLog {
         &self.observe.events
     }
+
+    fn reload(&self) -> Result<String, String> {
+        Shared::reload(self).map_err(|e| e.to_string())
+    }
+}
+
+fn host_snapshots(set: &crate::hosts::HostSet) -> Vec<poolguard_admin::model::HostSnapshot> {
+    set.status()
+        .into_iter()
+        .map(|h| poolguard_admin::model::HostSnapshot {
+            addr: h.addr,
+            role: h.role.as_str().to_owned(),
+            writes_here: h.writes_here,
+            breaker: h.breaker.state.to_string(),
+            breaker_gauge: h.breaker.state.as_gauge(),
+            breaker_opened_total: h.breaker.opened_total,
+            breaker_rejected_total: h.breaker.rejected_total,
+            last_check_error: h.last_check.and_then(|c| c.error),
+        })
+        .collect()
 }

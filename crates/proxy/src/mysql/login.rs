@@ -238,6 +238,7 @@ async fn admit(
         application,
         note: Default::default(),
     };
+    shared.admit_connection((&holder).into())?;
     // Session mode takes its server now, so refusals arrive at connect time.
     let lease = match db.pool_mode {
         PoolMode::Session => Some(

@@ -190,6 +190,12 @@ async fn login(
     tracing::debug!(client = %span_fields.0, user = %span_fields.1, database = %span_fields.2, "startup");
 
     let mut slot = shared.admit_client()?;
+    // Before authentication: a connection storm must not cost a password hash each.
+    shared.admit_connection(crate::admission::Who {
+        client: &peer.to_string(),
+        user: &user,
+        database: &database,
+    })?;
     authenticate(client, buf, shared, &user).await?;
     // The console's names are never looked up as pooled databases.
     if crate::pg::console::is_console_database(&database) {
@@ -300,7 +306,7 @@ async fn authenticate(
             // Unknown users go through the same exchange against a random verifier, so the
             // answer (28P01) does not reveal which user names exist.
             let verifier = match shared.verifier(user) {
-                Some(v) if configured.is_some() => v.clone(),
+                Some(v) if configured.is_some() => v,
                 _ => ScramVerifier::for_secret(&random_secret())
                     .map_err(|e| ProxyError::Protocol(e.to_string()))?,
             };

@@ -179,7 +179,7 @@ impl Session {
             .map_or(poolguard_mysql::packet::DEFAULT_MAX_ALLOWED_PACKET, |m| {
                 m.max_allowed_packet
             });
-        let transaction_mode = ready.entry.db.pool_mode == PoolMode::Transaction;
+        let transaction_mode = ready.entry.db().pool_mode == PoolMode::Transaction;
         Session {
             client,
             cbuf,
@@ -406,7 +406,7 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let limits = &self.entry.db.limits;
+        let limits = &self.entry.db().limits;
         match (&self.held, &self.inflight) {
             (_, Some(i)) if !i.kill_sent && !matches!(i.infile, Infile::ClientSending { .. }) => {
                 limits.query_timeout.map(|t| i.started + t)
@@ -422,7 +422,7 @@ impl Session {
     }
 
     async fn on_deadline(&mut self) -> Option<End> {
-        let limits = self.entry.db.limits.clone();
+        let limits = self.entry.db().limits.clone();
         let now = Instant::now();
         let pool = self.pool_name();
         if let Some(i) = self.inflight.as_mut() {
