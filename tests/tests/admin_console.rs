@@ -448,3 +448,94 @@ fn kill_client_rolls_back_and_returns_the_server() {
     );
     assert!(show(port, "VERSION").rows[0][0].starts_with("PgBouncer"));
 }
+
+#[test]
+fn kill_client_reaches_mysql_clients() {
+    use poolguard_e2e::mysql::{mariadb, MyClient};
+    let maria = mariadb(20);
+    let (port, mysql_port, admin) = (free_port(), free_port(), free_port());
+    // The console needs the PostgreSQL front door only, not a PostgreSQL database.
+    let config = format!(
+        r#"
+[postgres]
+listen = "127.0.0.1:{port}"
+
+[mysql]
+listen = "127.0.0.1:{mysql_port}"
+
+[[backends]]
+name = "maria"
+protocol = "mysql"
+hosts = ["127.0.0.1:{maria_port}"]
+max_connections = 10
+
+[[databases]]
+name = "{DB}"
+backend = "maria"
+pool_size = 3
+
+[[users]]
+name = "{USER}"
+password = "{PASSWORD}"
+
+[[users]]
+name = "{ADMIN}"
+password = "{ADMIN_PASSWORD}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+users = ["{ADMIN}"]
+
+[limits]
+idle_in_transaction_timeout = "0s"
+"#,
+        maria_port = maria.port()
+    );
+    let proxy = Proxy::start_with(&config, port);
+    let mut setup = MyClient::connect(mysql_port).expect("MySQL login");
+    setup.query("CREATE TABLE kill_m (id int)").unwrap();
+    drop(setup);
+
+    let mut victim = MyClient::connect(mysql_port).expect("MySQL login");
+    victim.query("BEGIN").unwrap();
+    victim.query("INSERT INTO kill_m VALUES (7)").unwrap();
+    let clients = show(proxy.port, "CLIENTS");
+    let mine = clients.rows_where("user", USER);
+    assert_eq!(mine.len(), 1, "{:?}", clients.rows);
+    assert_eq!(mine[0][clients.column("state")], "active");
+    assert_eq!(
+        mine[0][clients.column("local_port")],
+        mysql_port.to_string()
+    );
+    let id = mine[0][clients.column("ptr")].clone();
+    let open_before = show(proxy.port, "POOLS").get("database", DB, "sv_active");
+    assert_eq!(open_before, "1");
+
+    let out = console(proxy.port, &format!("KILL_CLIENT {id}"));
+    assert!(stderr(&out).contains("disconnected"), "{}", stderr(&out));
+    assert!(
+        victim.query("SELECT 1").is_err(),
+        "the connection is closed"
+    );
+
+    wait_until("MySQL victim forgotten", || {
+        show(proxy.port, "CLIENTS")
+            .rows_where("user", USER)
+            .is_empty()
+    });
+    wait_until("server idle again", || {
+        show(proxy.port, "POOLS").get("database", DB, "sv_active") == "0"
+    });
+    assert_eq!(maria.sql(DB, "SELECT COUNT(*) FROM kill_m").unwrap(), "0");
+    assert_eq!(
+        maria
+            .sql("", "SELECT COUNT(*) FROM information_schema.innodb_trx")
+            .unwrap(),
+        "0",
+        "no transaction left open on the server"
+    );
+    assert_eq!(
+        show(proxy.port, "POOLS").get("database", DB, "sv_idle"),
+        "1"
+    );
+}
