@@ -286,3 +286,74 @@ fn sigterm_lets_the_running_transaction_finish_and_refuses_new_ones() {
         "{log}"
     );
 }
+
+/// psql on the admin console as `app` (an `[admin] users` entry in these tests).
+fn console(port: u16, sql: &str) -> std::process::Child {
+    psql_command(port)
+        .args(["-d", "pgbouncer", "-c", sql])
+        .env("PGPASSWORD", PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn psql on the console")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_waits_for_running_transactions_and_holds_new_ones_until_resume() {
+    use poolguard_e2e::pgc::{connect_to, scalar};
+    let pg = sandbox_with(&[]);
+    let (port, admin) = (free_port(), free_port());
+    let text = config(&pg, port, admin, 3, &[])
+        .replace("[admin]\n", &format!("[admin]\nusers = [\"{USER}\"]\n"));
+    let proxy = Proxy::start_with(&text, port);
+    pg.psql_as(USER, PASSWORD, DB, "CREATE TABLE t (n int)")
+        .unwrap();
+    let metric_now =
+        move |name: &'static str| metric(&http_get(admin, "/metrics"), name, &[BANK_POOL]);
+
+    let running = connect_to(&proxy.conn_str()).await.unwrap();
+    running
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let waiting = connect_to(&proxy.conn_str()).await.unwrap();
+
+    // PAUSE returns only once the running transaction ended.
+    let mut pause = console(port, "PAUSE");
+    tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(20), "pool paused", || {
+            (metric_now("poolguard_pool_paused") == Some(1.0)).then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    assert!(pause.try_wait().unwrap().is_none(), "PAUSE returned early");
+    // A new transaction is held, not refused, while paused.
+    let held = tokio::spawn(async move { scalar(&waiting, "SELECT count(*) FROM t").await });
+    tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(20), "one held client", || {
+            (metric_now("poolguard_pool_waiters") == Some(1.0)).then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    running
+        .batch_execute("INSERT INTO t VALUES (2); COMMIT")
+        .await
+        .unwrap();
+    let paused = tokio::task::spawn_blocking(move || pause.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    assert!(!held.is_finished(), "a held transaction ran during PAUSE");
+
+    let resumed = tokio::task::spawn_blocking(move || console(port, "RESUME").wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    // The held client ran after RESUME and saw the whole committed transaction.
+    assert_eq!(held.await.unwrap().unwrap().as_deref(), Some("2"));
+    assert_eq!(metric_now("poolguard_pool_paused"), Some(0.0));
+    assert!(proxy.log().contains("PAUSE"));
+}
