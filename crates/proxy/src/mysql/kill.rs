@@ -32,6 +32,9 @@ const FIRST_ID: u32 = 0x4000_0000;
 #[derive(Clone)]
 pub struct ServerKey {
     pub entry: Arc<MyPoolEntry>,
+    /// The server the thread runs on: after a failover the pool's write host is another one,
+    /// where the same thread id may belong to someone else.
+    pub addr: std::net::SocketAddr,
     pub thread_id: u32,
 }
 
@@ -157,11 +160,15 @@ impl KillRegistry {
     }
 }
 
-/// Sends `KILL QUERY <thread>` on a fresh connection with the pool's credentials.
+/// Sends `KILL QUERY <thread>` on a fresh connection with the pool's credentials, to the very
+/// server the thread runs on.
 pub async fn kill_query(key: &ServerKey) -> Result<(), String> {
     let connector = key.entry.pool.connector();
     let work = async {
-        let mut side = connector.open().await.map_err(|e| e.to_string())?;
+        let mut side = connector
+            .open_at(key.addr.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
         let r = side
             .query(&format!("KILL QUERY {}", key.thread_id))
             .await

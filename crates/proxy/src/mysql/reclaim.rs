@@ -85,6 +85,7 @@ async fn clean(
         if !inf.kill_sent {
             let key = ServerKey {
                 entry: entry.clone(),
+                addr: held.lease.addr,
                 thread_id: held.lease.thread_id,
             };
             if let Err(e) = kill_query(&key).await {
