@@ -338,6 +338,7 @@ impl Session {
     fn server_key(&self, held: &Held) -> ServerKey {
         ServerKey {
             entry: self.entry.clone(),
+            addr: held.lease.addr,
             thread_id: held.lease.thread_id,
         }
     }

@@ -108,7 +108,7 @@ impl Session {
                 .mysql
                 .as_ref()
                 .is_some_and(|m| m.allow_local_infile);
-        let (mariadb, timeout) = (self.mariadb, self.entry.db.limits.query_timeout);
+        let (mariadb, timeout) = (self.mariadb, self.entry.db().limits.query_timeout);
         let (Some(inf), Some(held)) = (self.inflight.as_mut(), self.held.as_mut()) else {
             return Err("no command in flight".into());
         };
