@@ -36,6 +36,8 @@ pub enum Quantity {
     /// Seconds until the server's connections run out at the current growth rate; the rule
     /// fires when this drops below `horizon` (threshold is unused).
     Forecast,
+    /// Hosts whose circuit breaker is not closed (open or half-open).
+    BreakersOpen,
 }
 
 impl Quantity {
@@ -49,12 +51,13 @@ impl Quantity {
             "leaks" => Quantity::Leaks,
             "error_rate" => Quantity::ErrorRate,
             "forecast" | "server_connections_forecast" => Quantity::Forecast,
+            "breakers_open" => Quantity::BreakersOpen,
             _ => return None,
         })
     }
 
     /// Every accepted spelling, for error messages.
-    pub const NAMES: &'static str = "server_usage_of_budget, server_usage_of_max_connections, waiters, acquire_timeouts_per_minute, leaks, error_rate, forecast";
+    pub const NAMES: &'static str = "server_usage_of_budget, server_usage_of_max_connections, waiters, acquire_timeouts_per_minute, leaks, error_rate, forecast, breakers_open";
 }
 
 /// One `[[alerts]]` entry, validated.
@@ -298,6 +301,14 @@ fn evaluate(rule: &AlertRule, snap: &Snapshot, history: &VecDeque<Point>) -> Opt
                 .count() as f64,
         ),
         Quantity::Forecast => forecast(rule, history),
+        Quantity::BreakersOpen => Some(
+            snap.backends
+                .iter()
+                .filter(|b| wanted(&b.name))
+                .flat_map(|b| &b.hosts)
+                .filter(|h| h.breaker_gauge != 0)
+                .count() as f64,
+        ),
     }
 }
 
@@ -499,5 +510,27 @@ mod tests {
         m.tick(&snap(1), &src, &tx, at(7));
         assert_eq!(src.0.count(EventKind::AlertFiring), 1);
         assert_eq!(src.0.count(EventKind::AlertResolved), 1);
+    }
+
+    #[test]
+    fn breakers_open_counts_hosts_not_closed() {
+        let rule = AlertRule {
+            name: "breaker".into(),
+            quantity: Quantity::BreakersOpen,
+            threshold: 1.0,
+            for_: Duration::ZERO,
+            webhook: None,
+            backend: Some("pg".into()),
+            horizon: Duration::ZERO,
+        };
+        let host = |gauge: u8| crate::model::HostSnapshot {
+            breaker_gauge: gauge,
+            ..Default::default()
+        };
+        let mut s = snap(0);
+        s.backends[0].hosts = vec![host(0), host(1), host(2)];
+        assert_eq!(evaluate(&rule, &s, &VecDeque::new()), Some(2.0));
+        s.backends[0].name = "other".into();
+        assert_eq!(evaluate(&rule, &s, &VecDeque::new()), Some(0.0));
     }
 }
