@@ -219,10 +219,11 @@ impl Shared {
             let db = e.database();
             let next = new
                 .database(protocol, &db.name)
-                .filter(|now| now.backend == db.backend && new.user(e.user()).is_some());
+                .filter(|now| now.backend == db.backend)
+                .zip(new.user(e.user()));
             match next {
-                Some(now) => {
-                    e.reconfigure(now.clone());
+                Some((now, user)) => {
+                    e.reconfigure(now.clone(), user);
                     kept += 1;
                     true
                 }
@@ -320,8 +321,9 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) trait ReloadablePool {
     fn database(&self) -> Arc<Database>;
     fn user(&self) -> &str;
-    /// Apply a changed `[[databases]]` entry: pool settings now, limits for what comes next.
-    fn reconfigure(&self, db: Database);
+    /// Apply a changed `[[databases]]` entry and `[[users]]` entry: pool settings now, limits
+    /// for what comes next, the password for the next server login.
+    fn reconfigure(&self, db: Database, user: &crate::config::User);
     /// Closes the pool when called (after the map's lock is released).
     fn closer(&self) -> Box<dyn FnOnce() + Send>;
 }
@@ -337,9 +339,10 @@ macro_rules! reloadable {
                 &self.user
             }
 
-            fn reconfigure(&self, db: Database) {
+            fn reconfigure(&self, db: Database, user: &crate::config::User) {
                 self.pool.set_config(pool_config(&db, &self.user));
                 self.pool.set_admission(admission(&db));
+                self.pool.connector().set_password(&user.password);
                 self.set_db(db);
             }
 

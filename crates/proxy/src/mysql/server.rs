@@ -265,7 +265,8 @@ pub struct MyConnector {
     /// The backend's hosts; connects go to the write host of the moment.
     pub hosts: Arc<HostSet>,
     pub user: String,
-    pub password: String,
+    /// Replaced by a reload that changes the user's password (next login uses it).
+    password: arc_swap::ArcSwap<String>,
     pub database: String,
     pub connect_timeout: Duration,
     /// Open connections with CLIENT_FOUND_ROWS (pools of clients that asked for it).
@@ -293,6 +294,15 @@ impl MyConnector {
         )
     }
 
+    /// A reload changed the user's password: the next login uses the new one (connections
+    /// already open stay; the server does not ask again).
+    pub fn set_password(&self, password: &str) {
+        if self.password.load().as_str() != password {
+            self.password
+                .store(std::sync::Arc::new(password.to_owned()));
+        }
+    }
+
     /// A connector for a backend's host set (the pools' connectors).
     pub fn for_hosts(
         hosts: Arc<HostSet>,
@@ -304,7 +314,7 @@ impl MyConnector {
         MyConnector {
             hosts,
             user,
-            password,
+            password: arc_swap::ArcSwap::from_pointee(password),
             database,
             connect_timeout,
             found_rows: false,
@@ -407,7 +417,7 @@ impl MyConnector {
             charset: DEFAULT_COLLATION,
             mariadb_capabilities: 0,
             username: self.user.clone(),
-            auth_response: auth_response(plugin, &self.password, &hs.auth_plugin_data),
+            auth_response: auth_response(plugin, &self.password.load(), &hs.auth_plugin_data),
             database: Some(self.database.clone()),
             auth_plugin_name: Some(login_plugin(plugin).to_owned()),
             connect_attrs: vec![
@@ -453,7 +463,7 @@ impl MyConnector {
                             "server asks for authentication plugin {name:?}; poolguard speaks mysql_native_password and caching_sha2_password"
                         )));
                     }
-                    let r = auth_response(name, &self.password, &switch.plugin_data);
+                    let r = auth_response(name, &self.password.load(), &switch.plugin_data);
                     conn.write_packet(p.next_seq(), &r).await?;
                 }
                 Some(AUTH_MORE_DATA_HEADER) => {

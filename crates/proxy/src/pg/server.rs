@@ -226,7 +226,8 @@ pub struct PgConnector {
     /// The backend's hosts; connects go to the write host of the moment.
     pub hosts: Arc<HostSet>,
     pub user: String,
-    pub password: String,
+    /// Replaced by a reload that changes the user's password (next login uses it).
+    password: arc_swap::ArcSwap<String>,
     pub database: String,
     pub connect_timeout: Duration,
     /// Per-connection bound on poolguard's prepared statements (LRU beyond it).
@@ -253,6 +254,15 @@ impl PgConnector {
         )
     }
 
+    /// A reload changed the user's password: the next login uses the new one (connections
+    /// already open stay; the server does not ask again).
+    pub fn set_password(&self, password: &str) {
+        if self.password.load().as_str() != password {
+            self.password
+                .store(std::sync::Arc::new(password.to_owned()));
+        }
+    }
+
     /// A connector for a backend's host set (the pools' connectors).
     pub fn for_hosts(
         hosts: Arc<HostSet>,
@@ -264,7 +274,7 @@ impl PgConnector {
         PgConnector {
             hosts,
             user,
-            password,
+            password: arc_swap::ArcSwap::from_pointee(password),
             database,
             connect_timeout,
             max_prepared_statements: 100,
@@ -363,10 +373,10 @@ impl PgConnector {
                     match auth {
                         Authentication::Ok => {}
                         Authentication::CleartextPassword => {
-                            frontend::password_message(&mut out, self.password.as_bytes())
+                            frontend::password_message(&mut out, self.password.load().as_bytes())
                         }
                         Authentication::Md5Password { salt } => {
-                            let r = md5auth::md5_response(&self.user, &self.password, salt);
+                            let r = md5auth::md5_response(&self.user, &self.password.load(), salt);
                             frontend::password_message(&mut out, r.as_bytes());
                         }
                         Authentication::Sasl { mechanisms } => {
@@ -375,7 +385,7 @@ impl PgConnector {
                                     "server offers SASL mechanisms {mechanisms:?}, poolguard speaks SCRAM-SHA-256"
                                 )));
                             }
-                            let c = ScramClient::new(&self.password);
+                            let c = ScramClient::new(&self.password.load());
                             frontend::sasl_initial_response(
                                 &mut out,
                                 "SCRAM-SHA-256",
