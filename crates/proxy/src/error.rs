@@ -118,7 +118,9 @@ impl ProxyError {
         match self {
             ProxyError::MysqlServer { sqlstate, .. } => sqlstate,
             ProxyError::FeatureNotSupported(_) => "42000",
-            ProxyError::QueryTimeout(_) => "70100",
+            // MariaDB's 1969 ER_STATEMENT_TIMEOUT is 70100; MySQL's 3024 is HY000.
+            ProxyError::QueryTimeout(_) if mariadb => "70100",
+            ProxyError::QueryTimeout(_) => "HY000",
             ProxyError::BackendUnavailable(_) | ProxyError::Io { .. } => "08S01",
             other => my::default_sqlstate(other.mysql_code(mariadb)),
         }

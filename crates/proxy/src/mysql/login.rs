@@ -184,6 +184,12 @@ async fn login(
         return Ok(None);
     };
     let caps = caps::negotiated(response.capabilities, offered);
+    // Before authentication: a connection storm must not cost a password check each.
+    shared.admit_connection(crate::admission::Who {
+        client: &peer.to_string(),
+        user: &response.username,
+        database: response.database.as_deref().unwrap_or_default(),
+    })?;
     authenticate(&mut io, shared, method, &response, caps, &nonce, peer, seq).await?;
     let ready = admit(shared, &response, caps, peer, conn_id, info.mariadb).await?;
     io.write(*seq, |b| {
@@ -238,7 +244,6 @@ async fn admit(
         application,
         note: Default::default(),
     };
-    shared.admit_connection((&holder).into())?;
     // Session mode takes its server now, so refusals arrive at connect time.
     let lease = match db.pool_mode {
         PoolMode::Session => Some(
