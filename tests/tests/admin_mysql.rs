@@ -3,14 +3,15 @@
 //! `program_name` and its address, and listed by `/api/leases`; the traffic counters move by
 //! exactly the transactions and queries a scripted workload ran.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Command;
 use std::time::Duration;
 
 use poolguard_e2e::admin::*;
 use poolguard_e2e::mysql::*;
 use poolguard_e2e::*;
+
+mod scripted;
+use scripted::Scripted;
 
 const POOL: &str = "pool=\"bank/app\"";
 
@@ -28,55 +29,24 @@ fn observed_proxy(db: &MariaDbSandbox) -> (Proxy, u16) {
 }
 
 /// tests/clients/mysql_admin_client.py, driven one line at a time.
-struct Scripted {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-}
+struct Client(Scripted);
 
-impl Scripted {
-    fn start(port: u16, mode: &str, program: &str) -> Scripted {
-        let mut child = Command::new("python3")
-            .arg(client_script("mysql_admin_client.py"))
-            .args([&port.to_string(), mode, program])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Scripted {
-            child,
-            stdin,
-            lines,
-        }
+impl Client {
+    fn start(port: u16, mode: &str, program: &str) -> Client {
+        Client(Scripted::spawn(
+            Command::new("python3")
+                .arg(client_script("mysql_admin_client.py"))
+                .args([&port.to_string(), mode, program]),
+        ))
     }
 
-    /// The script's next line (bounded wait).
     fn line(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the client script stopped without answering")
+        self.0
+            .line(Duration::from_secs(60), "see its traceback above")
     }
 
     fn go(&mut self) {
-        writeln!(self.stdin).expect("the client script is gone");
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.send("");
     }
 }
 
@@ -99,7 +69,7 @@ fn traffic(admin: u16) -> [f64; 4] {
 fn leak_event_names_the_program_and_its_address() {
     let db = mariadb(40);
     let (proxy, admin) = observed_proxy(&db);
-    let mut client = Scripted::start(proxy.port, "leak", "fee-tool-my");
+    let mut client = Client::start(proxy.port, "leak", "fee-tool-my");
     let connected = client.line();
     let parts: Vec<&str> = connected.split(' ').collect();
     assert_eq!(parts.first(), Some(&"connected"), "{connected}");
@@ -166,7 +136,7 @@ fn leak_event_names_the_program_and_its_address() {
 fn traffic_counters_count_mysql_transactions_and_queries() {
     let db = mariadb(40);
     let (proxy, admin) = observed_proxy(&db);
-    let mut client = Scripted::start(proxy.port, "traffic", "ledger-batch");
+    let mut client = Client::start(proxy.port, "traffic", "ledger-batch");
     assert!(client.line().starts_with("connected"));
     client.go();
     assert_eq!(client.line(), "created");
