@@ -281,5 +281,7 @@ fn traffic_counters_count_transactions_and_queries() {
         .unwrap_or_else(|| panic!("{pools}"));
     assert_eq!(pool["transactions_total"].as_f64(), Some(last[0]));
     assert_eq!(pool["queries_total"].as_f64(), Some(last[1]));
-    assert_eq!(pool["bytes_received_total"].as_f64(), Some(last[2]));
+    // The client's Terminate may land between the two reads: bytes only ever grow.
+    let received = pool["bytes_received_total"].as_f64().unwrap();
+    assert!(received >= last[2], "{received} < {}", last[2]);
 }
