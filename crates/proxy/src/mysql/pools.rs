@@ -84,7 +84,9 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
             "poolguard cannot open a server connection: {other}"
         )),
         AcquireError::Closed => ProxyError::ShuttingDown(crate::error::CLOSED_POOL.into()),
-        AcquireError::TooManyWaiters { .. } => ProxyError::TooManyClients(format!("poolguard: {e}")),
+        AcquireError::TooManyWaiters { .. } => {
+            ProxyError::TooManyClients(format!("poolguard: {e}"))
+        }
     }
 }
 

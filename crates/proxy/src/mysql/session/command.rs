@@ -222,7 +222,9 @@ impl Session {
             return Ok(());
         }
         let patience = self.entry.db().limits.acquire_timeout;
-        self.shared.admit_transaction(&self.holder, patience).await?;
+        self.shared
+            .admit_transaction(&self.holder, patience)
+            .await?;
         for _ in 0..3 {
             let lease = self
                 .entry

@@ -32,8 +32,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{PoolMode, SessionStatePolicy};
-use crate::error::CLOSED_POOL;
 use crate::error::ProxyError;
+use crate::error::CLOSED_POOL;
 use crate::pg::cancel::{send_cancel, Registration, ServerKey};
 use crate::pg::features::SessionFeature;
 use crate::pg::login::{write_error, LoggedIn};
@@ -159,7 +159,9 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
             "poolguard cannot open a server connection: {other}"
         )),
         AcquireError::Closed => ProxyError::ShuttingDown(CLOSED_POOL.into()),
-        AcquireError::TooManyWaiters { .. } => ProxyError::TooManyClients(format!("poolguard: {e}")),
+        AcquireError::TooManyWaiters { .. } => {
+            ProxyError::TooManyClients(format!("poolguard: {e}"))
+        }
     }
 }
 
@@ -300,7 +302,9 @@ impl Session {
     /// Leases a server for the client's next transaction and brings its parameters in line.
     async fn acquire(&mut self) -> Result<(), ProxyError> {
         let patience = self.entry.db().limits.acquire_timeout;
-        self.shared.admit_transaction(&self.holder, patience).await?;
+        self.shared
+            .admit_transaction(&self.holder, patience)
+            .await?;
         let lease = self
             .entry
             .pool
