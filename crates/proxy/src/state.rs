@@ -226,10 +226,12 @@ impl Shared {
         holder: &Holder,
         patience: Duration,
     ) -> Result<(), ProxyError> {
-        let limits = self.rate_limits.load_full();
+        // The common case (no transaction rule) costs one guard load, no reference count.
+        let limits = self.rate_limits.load();
         if !limits.limits_transactions() {
             return Ok(());
         }
+        let limits = arc_swap::Guard::into_inner(limits);
         limits.admit_transaction(holder, patience).await
     }
 
