@@ -555,8 +555,13 @@ impl<C: Connector> Shared<C> {
         let mut fx = Effects::new();
         {
             let mut st = self.lock();
+            let st = &mut *st;
+            st.shares.set_enabled(
+                admission.fair_share.is_some(),
+                st.leases.values().map(|r| &r.holder),
+            );
             st.admission = admission;
-            self.dispatch_locked(&mut st, &mut fx);
+            self.dispatch_locked(st, &mut fx);
         }
         fx.apply(self);
     }

@@ -8,6 +8,9 @@
 //!   current [`FairShare`].
 //! - Both groupings (application and address) are kept, so changing `FairShare::by` at run time
 //!   needs no recount.
+//! - Counting costs two hash-map updates per lease, so it runs only while a fair share is set:
+//!   [`Shares::set_enabled`] turns it on (recounting from the current leases; a connect already
+//!   under way is not counted until its next lease) and off (forgetting the counts).
 //! - Without a fair share, or when every live waiter's key is at or above its share, the front
 //!   waiter is served: lenient shares only reorder, they never leave a connection unused. A
 //!   strict share serves nobody then: its waiters wait (and time out, told why) rather than
@@ -24,11 +27,30 @@ use crate::{Connector, Holder};
 /// Units held per application and per address.
 #[derive(Debug, Default)]
 pub(super) struct Shares {
+    /// Counting at all (a fair share is configured).
+    enabled: bool,
     by_application: HashMap<String, usize>,
     by_address: HashMap<String, usize>,
 }
 
 impl Shares {
+    /// Count from now on (recounting `holders`, the current leases), or stop and forget.
+    pub(super) fn set_enabled<'a>(
+        &mut self,
+        enabled: bool,
+        holders: impl Iterator<Item = &'a Holder>,
+    ) {
+        if enabled == self.enabled {
+            return;
+        }
+        self.by_application.clear();
+        self.by_address.clear();
+        self.enabled = enabled;
+        if enabled {
+            holders.for_each(|h| self.add(h));
+        }
+    }
+
     fn map(&mut self, by: ShareKey) -> &mut HashMap<String, usize> {
         match by {
             ShareKey::Application => &mut self.by_application,
@@ -38,6 +60,9 @@ impl Shares {
 
     /// `holder` was granted a unit.
     pub(super) fn add(&mut self, holder: &Holder) {
+        if !self.enabled {
+            return;
+        }
         for by in [ShareKey::Application, ShareKey::Address] {
             let key = by.of(holder);
             let map = self.map(by);
@@ -52,6 +77,9 @@ impl Shares {
 
     /// A unit of `holder`'s went back; keys that hold nothing are forgotten.
     pub(super) fn remove(&mut self, holder: &Holder) {
+        if !self.enabled {
+            return;
+        }
         for by in [ShareKey::Application, ShareKey::Address] {
             let key = by.of(holder);
             let map = self.map(by);
