@@ -3,8 +3,8 @@
 
 Usage: pg_psycopg.py URL
 
-Named prepared statements across transactions are not supported by the proxy yet, so the
-connection uses prepare_threshold=None (every parameterised query is an unnamed Parse/Bind).
+The connection uses prepare_threshold=None, so every parameterised query is an unnamed
+Parse/Bind (named statements are exercised by pg_psycopg_prepared.py).
 Prints OK and exits 0 on success; any failed check raises (non-zero exit, traceback on stderr).
 """
 

@@ -160,7 +160,11 @@ impl Proxy {
         let child = Command::new(poolguard_bin())
             .args(["run", "--config"])
             .arg(&cfg)
-            .env("RUST_LOG", "info,poolguard_proxy=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("POOLGUARD_TEST_LOG")
+                    .unwrap_or_else(|_| "info,poolguard_proxy=debug".into()),
+            )
             .stdout(Stdio::null())
             .stderr(logfile)
             .spawn()

@@ -114,7 +114,7 @@ pub fn render(snap: &Snapshot, extra: &str) -> String {
 
 fn pools(w: &mut Writer, snap: &Snapshot) {
     type Get = fn(&crate::model::PoolSnapshot) -> f64;
-    let gauges: [(&str, &str, &str, Get); 22] = [
+    let gauges: [(&str, &str, &str, Get); 23] = [
         (
             "poolguard_pool_open_connections",
             "gauge",
@@ -222,6 +222,12 @@ fn pools(w: &mut Writer, snap: &Snapshot) {
             "counter",
             "Queries sent to servers: simple Query and Execute (postgres), COM_QUERY and COM_STMT_EXECUTE (mysql).",
             |p| p.queries_total as f64,
+        ),
+        (
+            "poolguard_parses_reused_total",
+            "counter",
+            "Unnamed-statement Parses answered by poolguard because the server already held that exact statement (postgres).",
+            |p| p.parses_reused_total as f64,
         ),
         (
             "poolguard_client_bytes_received_total",

@@ -119,6 +119,9 @@ pub struct PoolSnapshot {
     pub transaction_seconds_total: f64,
     /// Time spent in queries, summed (seconds, monotonic).
     pub query_seconds_total: f64,
+    /// Parses of the unnamed statement answered by poolguard because the server already held
+    /// that exact statement (postgres; monotonic).
+    pub parses_reused_total: u64,
     /// True while the pool is paused (PAUSE on the admin console): new transactions are held.
     pub paused: bool,
     /// Acquires refused at once because `max_waiters` clients already waited (monotonic).

@@ -424,6 +424,7 @@ fn pool_snapshot(
         bytes_sent_total: traffic.bytes_sent,
         transaction_seconds_total: traffic.transaction_seconds,
         query_seconds_total: traffic.query_seconds,
+        parses_reused_total: traffic.parses_reused,
         paused: st.paused,
         rejected_waiters_total: st.rejected_waiters_total,
         refused_total: st.refused_total,

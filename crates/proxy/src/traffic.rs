@@ -30,6 +30,7 @@ pub struct Traffic {
     sent: AtomicU64,
     transaction_nanos: AtomicU64,
     query_nanos: AtomicU64,
+    parses_reused: AtomicU64,
 }
 
 /// A point-in-time copy of a [`Traffic`].
@@ -41,6 +42,7 @@ pub struct TrafficTotals {
     pub bytes_sent: u64,
     pub transaction_seconds: f64,
     pub query_seconds: f64,
+    pub parses_reused: u64,
 }
 
 impl Traffic {
@@ -56,6 +58,12 @@ impl Traffic {
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// A Parse of the unnamed statement answered by poolguard because the server held it.
+    #[inline]
+    pub fn parse_reused(&self) {
+        self.parses_reused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn totals(&self) -> TrafficTotals {
         let secs = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
         TrafficTotals {
@@ -65,6 +73,7 @@ impl Traffic {
             bytes_sent: self.sent.load(Ordering::Relaxed),
             transaction_seconds: secs(&self.transaction_nanos),
             query_seconds: secs(&self.query_nanos),
+            parses_reused: self.parses_reused.load(Ordering::Relaxed),
         }
     }
 }

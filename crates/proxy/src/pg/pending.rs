@@ -106,14 +106,32 @@ pub struct Pending {
     queue: VecDeque<Expect>,
     /// Entries that end with ReadyForQuery.
     ready_owed: u32,
+    /// The server reported an error in an extended-protocol batch whose Sync has not been sent
+    /// yet: it ignores every message until that Sync, so none of them is owed an answer.
+    skipping_to_sync: bool,
 }
 
 impl Pending {
+    /// Records a request sent to the server (or answered by poolguard). While the server is
+    /// skipping to a Sync, everything but the Sync is dropped: the server will not answer it,
+    /// and neither may poolguard.
     pub fn push(&mut self, e: Expect) {
+        if self.skipping_to_sync {
+            if e != Expect::Sync {
+                return;
+            }
+            self.skipping_to_sync = false;
+        }
         if e.ends_with_ready() {
             self.ready_owed += 1;
         }
         self.queue.push_back(e);
+    }
+
+    /// True while the server ignores everything up to the next Sync (see [`Pending::push`]):
+    /// requests sent now have no effect on the server.
+    pub fn server_skipping(&self) -> bool {
+        self.skipping_to_sync
     }
 
     pub fn is_empty(&self) -> bool {
@@ -224,11 +242,12 @@ impl Pending {
                 Some(Expect::Query | Expect::FunctionCall | Expect::Sync) => ok(Route::Forward),
                 Some(Expect::InjectedQuery) => ok(Route::Swallow),
                 Some(ref e) if e.is_extended() => {
-                    // The server skips every message up to the next Sync. The error goes to the
-                    // client even when it answers poolguard's own Parse: the batch failed.
+                    // The server skips every message up to the next Sync, whatever it is. The
+                    // error goes to the client even when it answers poolguard's own Parse: the
+                    // batch failed.
                     let mut failed = Vec::new();
                     while let Some(front) = self.queue.front() {
-                        if !front.is_extended() {
+                        if *front == Expect::Sync {
                             break;
                         }
                         match self.pop() {
@@ -239,6 +258,8 @@ impl Pending {
                             _ => {}
                         }
                     }
+                    // No Sync sent yet: what the client sends until then is skipped too.
+                    self.skipping_to_sync = self.queue.is_empty();
                     Ok((Route::Forward, CacheEffect::Failed(failed)))
                 }
                 _ => Err(self.unexpected(tag)),
@@ -338,6 +359,33 @@ mod tests {
         );
         assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn requests_sent_after_an_error_and_before_its_sync_are_not_owed_answers() {
+        let mut p = Pending::default();
+        p.push(Expect::Parse { server_name: None });
+        p.push(Expect::Bind);
+        p.push(Expect::Execute);
+        assert_eq!(p.route(b::PARSE_COMPLETE).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::BIND_COMPLETE).unwrap().0, Route::Forward);
+        // The Execute fails before the client has sent its Sync (pipelined client).
+        assert_eq!(p.route(b::ERROR_RESPONSE).unwrap().0, Route::Forward);
+        assert!(p.server_skipping());
+        // What follows is ignored by the server up to the Sync, and must not be answered.
+        p.push(Expect::Parse { server_name: None });
+        p.push(Expect::SyntheticParseComplete);
+        p.push(Expect::Query);
+        p.push(Expect::Execute);
+        assert!(p.is_empty() && p.ready_owed() == 0);
+        p.push(Expect::Sync);
+        assert!(!p.server_skipping());
+        assert_eq!(p.take_synthetic(), None);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert!(p.is_empty());
+        // The next batch is answered normally.
+        p.push(Expect::Parse { server_name: None });
+        assert_eq!(p.route(b::PARSE_COMPLETE).unwrap().0, Route::Forward);
     }
 
     #[test]

@@ -140,6 +140,54 @@ impl ServerStatements {
     }
 }
 
+/// Longest Parse body whose unnamed statement is remembered; longer texts are always sent.
+const MAX_REMEMBERED_UNNAMED: usize = 8 * 1024;
+
+/// The unnamed statement one server connection holds, as the Parse body that created it.
+///
+/// Drivers that send parameters without naming a statement (libpq's `PQexecParams`, pgbench
+/// `-M extended`, node-postgres, psycopg before its prepare threshold) send the same Parse for
+/// every execution. When the server already holds exactly that unnamed statement, poolguard
+/// answers ParseComplete itself and the server skips the parse and analysis. Reuse across
+/// clients is safe: the statement is the same text with the same parameter types, and
+/// PostgreSQL re-analyses a cached statement when the search_path or the objects it depends
+/// on have changed since.
+///
+/// Invariant: `known` only while every request that could have replaced or destroyed the
+/// server's unnamed statement is accounted for. Sending a Parse records its body; a simple
+/// Query (which destroys the unnamed statement), DISCARD ALL, and any ErrorResponse (after
+/// which the server may have skipped the Parse) forget it. A Parse is only answered locally
+/// when no earlier request is still unanswered, so an error still on its way cannot
+/// invalidate what was relied on.
+#[derive(Debug, Default)]
+pub struct UnnamedStatement {
+    body: Vec<u8>,
+    known: bool,
+}
+
+impl UnnamedStatement {
+    /// True if the server's unnamed statement was created by exactly this Parse body.
+    pub fn holds(&self, parse_body: &[u8]) -> bool {
+        self.known && self.body == parse_body
+    }
+
+    /// Records a Parse of the unnamed statement sent to the server.
+    pub fn sent(&mut self, parse_body: &[u8]) {
+        if parse_body.len() > MAX_REMEMBERED_UNNAMED {
+            self.forget();
+            return;
+        }
+        self.body.clear();
+        self.body.extend_from_slice(parse_body);
+        self.known = true;
+    }
+
+    /// The server's unnamed statement is no longer known.
+    pub fn forget(&mut self) {
+        self.known = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +230,22 @@ mod tests {
         });
         s.insert(real);
         assert!(!s.touch(&forged));
+    }
+
+    #[test]
+    fn unnamed_statement_is_held_until_forgotten_or_replaced() {
+        let mut u = UnnamedStatement::default();
+        assert!(!u.holds(b"\0SELECT 1\0\0\0"));
+        u.sent(b"\0SELECT 1\0\0\0");
+        assert!(u.holds(b"\0SELECT 1\0\0\0"));
+        assert!(!u.holds(b"\0SELECT 2\0\0\0"));
+        u.sent(b"\0SELECT 2\0\0\0");
+        assert!(!u.holds(b"\0SELECT 1\0\0\0"));
+        u.forget();
+        assert!(!u.holds(b"\0SELECT 2\0\0\0"));
+        let long = vec![b'x'; MAX_REMEMBERED_UNNAMED + 1];
+        u.sent(b"\0SELECT 2\0\0\0");
+        u.sent(&long);
+        assert!(!u.holds(&long) && !u.holds(b"\0SELECT 2\0\0\0"));
     }
 }

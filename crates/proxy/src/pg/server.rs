@@ -25,7 +25,7 @@ use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 
 use crate::hosts::{HostError, HostSet};
 use crate::pg::params::{is_reported, ParamSet};
-use crate::pg::prepared::ServerStatements;
+use crate::pg::prepared::{ServerStatements, UnnamedStatement};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -87,6 +87,8 @@ pub struct ServerConn {
     pub params: ServerParams,
     /// Statements poolguard has prepared on this connection.
     pub prepared: ServerStatements,
+    /// The unnamed statement it holds, when known.
+    pub unnamed: UnnamedStatement,
     /// The tracked parameters as this server currently has them.
     pub current: ParamSet,
     /// (client key, parameter version) this server was last brought in line with: when the
@@ -122,6 +124,7 @@ impl ServerConn {
     pub fn forget_session_state(&mut self) {
         self.synced_for = None;
         self.prepared.clear();
+        self.unnamed.forget();
         self.current.retain_reported();
     }
 
@@ -141,6 +144,8 @@ impl ServerConn {
     ) -> Result<(Vec<Vec<Option<String>>>, u8), ServerError> {
         let mut out = BytesMut::new();
         frontend::query(&mut out, sql);
+        // A simple query destroys the server's unnamed statement.
+        self.unnamed.forget();
         self.stream.write_all(&out).await?;
         let mut rows = Vec::new();
         let mut failure = None;
@@ -337,6 +342,7 @@ impl PgConnector {
             key: (0, 0),
             params: Arc::new(Vec::new()),
             prepared: ServerStatements::new(self.max_prepared_statements),
+            unnamed: UnnamedStatement::default(),
             current: ParamSet::default(),
             synced_for: None,
         };

@@ -335,6 +335,8 @@ impl Session {
                 self.clock.query(&self.entry.traffic);
                 self.clock.request_sent();
                 let held = self.held_mut()?;
+                // A simple query destroys the server's unnamed statement.
+                held.lease.unnamed.forget();
                 push_ready(held, Expect::Query);
                 Ok(Action::Pass)
             }
@@ -464,7 +466,21 @@ impl Session {
         let held = self.held_mut()?;
         held.unsynced = true;
         match stmt {
+            // Nothing outstanding and the server already holds this very unnamed statement:
+            // answer for it (see `UnnamedStatement` for why this is safe).
+            None if parse.name.is_empty()
+                && held.pending.is_empty()
+                && !held.pending.server_skipping()
+                && held.lease.unnamed.holds(body) =>
+            {
+                held.pending.push(Expect::SyntheticParseComplete);
+                self.entry.traffic.parse_reused();
+                Ok(Action::Absorbed)
+            }
             None => {
+                if parse.name.is_empty() && !held.pending.server_skipping() {
+                    held.lease.unnamed.sent(body);
+                }
                 held.pending.push(Expect::Parse { server_name: None });
                 Ok(Action::Pass)
             }
@@ -544,6 +560,10 @@ fn prepare_on_server(
     out: &mut BytesMut,
     injected: bool,
 ) {
+    if held.pending.server_skipping() {
+        // The server would ignore it, and recording it would claim a statement it lacks.
+        return;
+    }
     if let Some(evicted) = held.lease.prepared.insert(stmt.clone()) {
         frontend::close(out, frontend::STATEMENT, &evicted);
         held.pending.push(Expect::InjectedClose);

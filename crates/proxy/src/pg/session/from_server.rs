@@ -55,6 +55,10 @@ impl Session {
             };
             let len = step.len();
             if let Step::Whole { tag, .. } | Step::Head { tag, .. } = step {
+                if tag == tags::backend::ERROR_RESPONSE {
+                    // The server may have skipped a Parse poolguard recorded as sent.
+                    held.lease.unnamed.forget();
+                }
                 let routed = held.pending.route(tag);
                 tracing::trace!(tag = %(tag as char), ?routed, "server message");
                 match routed {

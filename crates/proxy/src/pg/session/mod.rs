@@ -339,6 +339,7 @@ impl Session {
                 for n in stale {
                     current.remove(&n);
                 }
+                held.lease.unnamed.forget();
                 if let Err(e) = held.lease.stream.write_all(&m).await {
                     held.lease.discard();
                     return Err(ProxyError::server_io(e));
