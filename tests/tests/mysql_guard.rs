@@ -323,7 +323,7 @@ fn budget_check_reads_max_connections() {
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("max_connections 20"), "{text}");
-    assert!(text.contains("DOES NOT FIT: 5 more"), "{text}");
+    assert!(text.contains("DOES NOT FIT: 6 more"), "{text}");
     let fits = config.replace("max_connections = 25", "max_connections = 15");
     std::fs::write(&path, fits).unwrap();
     let out = run_within(
@@ -333,5 +333,5 @@ fn budget_check_reads_max_connections() {
         Duration::from_secs(30),
     );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("fits, 5 left"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("fits, 4 left"), "{}", stdout(&out));
 }

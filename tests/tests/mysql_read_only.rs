@@ -1,7 +1,7 @@
 //! Write routing by `@@global.read_only` through the real binary: two MariaDB sandboxes behind
 //! one poolguard backend, the first configured host read-only. Health checks move writes to the
 //! writable host, and back when the operator swaps the roles; every acknowledged write is on the
-//! host that was writable.
+//! host that was writable. A backend that a reload adds is checked the same way.
 
 use std::time::Duration;
 
@@ -12,9 +12,9 @@ use poolguard_e2e::*;
 mod hosts_common;
 use hosts_common::event_messages;
 
-/// One `INSERT` through poolguard on a fresh client connection.
-fn insert(port: u16, note: &str) -> Result<(), MyError> {
-    let mut c = MyClient::connect(port)?;
+/// One `INSERT` through poolguard on a fresh client connection to database `db`.
+fn insert(port: u16, db: &str, note: &str) -> Result<(), MyError> {
+    let mut c = MyClient::connect_as(port, USER, PASSWORD, Some(db))?;
     c.query(&format!("INSERT INTO t (note) VALUES ('{note}')"))
         .map(drop)
 }
@@ -28,12 +28,12 @@ fn notes(db: &MariaDbSandbox) -> Vec<String> {
 }
 
 /// Inserts (bounded: 60 s) until one is acknowledged; the refusals seen before it.
-fn insert_until_acknowledged(port: u16, note: &str) -> Vec<MyError> {
+fn insert_until_acknowledged(port: u16, db: &str, note: &str) -> Vec<MyError> {
     let mut refusals = Vec::new();
     wait_for(
         Duration::from_secs(60),
         "an acknowledged write",
-        || match insert(port, note) {
+        || match insert(port, db, note) {
             Ok(()) => Some(()),
             Err(e) => {
                 refusals.push(e);
@@ -44,8 +44,8 @@ fn insert_until_acknowledged(port: u16, note: &str) -> Vec<MyError> {
     refusals
 }
 
-#[test]
-fn writes_follow_the_host_that_is_not_read_only() {
+/// Two sandboxes with table `t`, the first one read-only.
+fn read_only_and_writable() -> (MariaDbSandbox, MariaDbSandbox) {
     let (a, b) = (mariadb(30), mariadb(30));
     for db in [&a, &b] {
         db.sql(
@@ -55,6 +55,12 @@ fn writes_follow_the_host_that_is_not_read_only() {
         .unwrap();
     }
     a.sql("", "SET GLOBAL read_only = 1").unwrap();
+    (a, b)
+}
+
+#[test]
+fn writes_follow_the_host_that_is_not_read_only() {
+    let (a, b) = read_only_and_writable();
 
     let (port, admin) = (free_port(), free_port());
     let spec = MyPoolSpec {
@@ -76,7 +82,7 @@ fn writes_follow_the_host_that_is_not_read_only() {
     let proxy = Proxy::start_with(&config, port);
 
     // Until the first checks are in, writes go to the first host, which refuses them (1290).
-    let refused = insert_until_acknowledged(port, "first");
+    let refused = insert_until_acknowledged(port, DB, "first");
     eprintln!("before the move to the writable host: {refused:?}");
     assert!(
         refused.iter().all(|e| e.code == 1290),
@@ -88,7 +94,7 @@ fn writes_follow_the_host_that_is_not_read_only() {
     // The operator swaps the roles: writes follow.
     b.sql("", "SET GLOBAL read_only = 1").unwrap();
     a.sql("", "SET GLOBAL read_only = 0").unwrap();
-    let refused = insert_until_acknowledged(port, "second");
+    let refused = insert_until_acknowledged(port, DB, "second");
     eprintln!("before the move back: {refused:?}");
     assert!(
         refused.iter().all(|e| e.code == 1290),
@@ -101,5 +107,50 @@ fn writes_follow_the_host_that_is_not_read_only() {
     eprintln!("failover events: {failovers:#?}");
     assert_eq!(failovers.len(), 2, "{failovers:#?}");
     assert!(failovers[0].contains("(standby)"), "{}", failovers[0]);
+    drop(proxy);
+}
+
+#[test]
+fn a_backend_added_by_reload_is_health_checked() {
+    let (a, b) = read_only_and_writable();
+    let (port, admin) = (free_port(), free_port());
+    let spec = MyPoolSpec {
+        limits: format!("acquire_timeout = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+        ..MyPoolSpec::default()
+    };
+    let config = mysql_config_for(&b, port, &spec);
+    let proxy = Proxy::start_with(&config, port);
+    assert!(insert(port, DB, "before").is_ok());
+
+    // The reload adds backend `pair` (read-only host first) and database `ledger` on it.
+    let added = format!(
+        "\n[[backends]]\nname = \"pair\"\nprotocol = \"mysql\"\n\
+         hosts = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nmax_connections = 5\n\
+         health_check_interval = \"250ms\"\n\n\
+         [[databases]]\nname = \"ledger\"\nserver_database = \"{DB}\"\nbackend = \"pair\"\n\
+         pool_size = 2\n",
+        a.port(),
+        b.port()
+    );
+    // TOML tables may come in any order; append before `[[users]]` so `[limits]` keeps its keys.
+    let reloaded = config.replacen("[[users]]", &format!("{added}\n[[users]]"), 1);
+    std::fs::write(proxy.config_path(), &reloaded).unwrap();
+    proxy.signal("HUP");
+    wait_for(Duration::from_secs(30), "the reload", || {
+        proxy.log().contains("configuration reloaded").then_some(())
+    });
+
+    // Without checks writes would stay on the read-only first host and be refused forever.
+    let refused = insert_until_acknowledged(port, "ledger", "after");
+    eprintln!("before the new backend's checks moved writes: {refused:?}");
+    assert!(
+        refused.iter().all(|e| e.code == 1290),
+        "only read-only refusals: {refused:?}"
+    );
+    assert_eq!(notes(&b), ["before", "after"]);
+    assert!(notes(&a).is_empty());
+    let failovers = event_messages(admin, "failover");
+    assert_eq!(failovers.len(), 1, "{failovers:#?}");
+    assert!(failovers[0].contains("backend pair"), "{}", failovers[0]);
     drop(proxy);
 }

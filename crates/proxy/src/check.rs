@@ -23,6 +23,9 @@ pub struct ServerBudget {
     pub reserved: u64,
     /// (backend name, its budget)
     pub budgets: Vec<(String, usize)>,
+    /// Connections poolguard may open beyond the budgets: one per MySQL backend, for
+    /// `KILL QUERY` when every unit is in use.
+    pub side_connections: u64,
 }
 
 impl ServerBudget {
@@ -33,7 +36,7 @@ impl ServerBudget {
     }
 
     pub fn requested(&self) -> u64 {
-        self.budgets.iter().map(|(_, b)| *b as u64).sum()
+        self.budgets.iter().map(|(_, b)| *b as u64).sum::<u64>() + self.side_connections
     }
 
     pub fn fits(&self) -> bool {
@@ -42,11 +45,17 @@ impl ServerBudget {
 
     /// The arithmetic, in a few lines an operator can check by hand.
     pub fn explain(&self) -> String {
-        let names: Vec<String> = self
+        let mut names: Vec<String> = self
             .budgets
             .iter()
             .map(|(n, b)| format!("{b} (backend {n:?})"))
             .collect();
+        if self.side_connections > 0 {
+            names.push(format!(
+                "{} (KILL QUERY side connection)",
+                self.side_connections
+            ));
+        }
         let verdict = if self.fits() {
             format!(
                 "fits, {} left for other clients",
@@ -137,6 +146,7 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
             max_connections,
             superuser_reserved: 0,
             reserved: 0,
+            side_connections: budgets.len() as u64,
             budgets,
         });
     }
@@ -144,21 +154,8 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
 }
 
 async fn read_pg_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckError> {
-    let mut by_host: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
-    for b in config
-        .backends
-        .iter()
-        .filter(|b| b.protocol == Protocol::Postgres)
-    {
-        if let Some(h) = b.hosts.first() {
-            by_host
-                .entry(h.clone())
-                .or_default()
-                .push((b.name.clone(), b.max_connections));
-        }
-    }
     let mut out = Vec::new();
-    for (host, budgets) in by_host {
+    for (host, budgets) in by_host(config, Protocol::Postgres) {
         let backend = budgets[0].0.clone();
         let unreachable = |problem: String| CheckError::Unreachable {
             backend: backend.clone(),
@@ -209,6 +206,7 @@ async fn read_pg_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckErro
             superuser_reserved: num(1),
             reserved: num(2),
             budgets,
+            side_connections: 0,
         });
     }
     Ok(out)
@@ -226,6 +224,7 @@ mod tests {
             superuser_reserved: 3,
             reserved: 0,
             budgets: vec![("a".into(), 10), ("b".into(), 10)],
+            side_connections: 0,
         };
         assert!(!b.fits());
         let text = b.explain();
@@ -234,5 +233,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("= 20 -> DOES NOT FIT: 3 more"), "{text}");
+    }
+
+    #[test]
+    fn a_mysql_side_connection_counts_against_the_server() {
+        let b = ServerBudget {
+            host: "127.0.0.1:3306".into(),
+            max_connections: 10,
+            superuser_reserved: 0,
+            reserved: 0,
+            budgets: vec![("my".into(), 10)],
+            side_connections: 1,
+        };
+        assert!(!b.fits());
+        let text = b.explain();
+        assert!(
+            text.contains("10 (backend \"my\") + 1 (KILL QUERY side connection) = 11"),
+            "{text}"
+        );
     }
 }

@@ -195,7 +195,6 @@ impl Shared {
         for b in &new.backends {
             self.budget_or_new(&b.name, b.max_connections)
                 .set_limit(b.max_connections);
-            let before = old.backend(&b.name);
             if let Some(set) = self.hosts(&b.name) {
                 let same_hosts = set.hosts().iter().map(|h| &h.addr).eq(b.hosts.iter());
                 if same_hosts {
@@ -203,13 +202,6 @@ impl Shared {
                 } else {
                     summary.restart_needed.push("[[backends]] hosts");
                 }
-            }
-            if before
-                .is_some_and(|o| o.guard.health_check_interval != b.guard.health_check_interval)
-            {
-                summary
-                    .restart_needed
-                    .push("[[backends]] health_check_interval");
             }
         }
         // The pools: resized in place, or closed when their database or user is gone.

@@ -128,6 +128,10 @@ pub struct HostSet {
     /// Index into `hosts` of the host the pools connect to.
     write: AtomicUsize,
     failovers: AtomicU64,
+    /// The one connection the backend may open beyond its budget, for work that cannot wait
+    /// for a unit: a MySQL `KILL QUERY`, when every unit may be held by the very statement to
+    /// kill. `poolguard check` counts it against the server's `max_connections`.
+    side_connection: tokio::sync::Semaphore,
 }
 
 /// The breaker settings of a backend's `[[backends]]` keys.
@@ -179,7 +183,17 @@ impl HostSet {
             hosts,
             write: AtomicUsize::new(0),
             failovers: AtomicU64::new(0),
+            side_connection: tokio::sync::Semaphore::new(1),
         })
+    }
+
+    /// Waits for the backend's single connection beyond its budget (see the field).
+    pub async fn side_connection(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // Never closed, so acquiring cannot fail.
+        self.side_connection
+            .acquire()
+            .await
+            .expect("the side-connection semaphore is never closed")
     }
 
     /// The backend's name (empty for a fixed host).

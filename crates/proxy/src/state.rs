@@ -94,6 +94,8 @@ pub struct Shared {
     pub mysql: crate::mysql::pools::MysqlState,
     /// Clients, events, server polls and error counts for the admin side.
     pub observe: crate::observe::Observe,
+    /// Backends whose health checker is running (at most one each).
+    checkers: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Counts one connected client; dropping it gives the places back.
@@ -145,6 +147,7 @@ impl Shared {
             verifiers: ArcSwap::from_pointee(verifiers),
             mysql: Default::default(),
             observe: Default::default(),
+            checkers: Default::default(),
         })
     }
 
@@ -181,6 +184,16 @@ impl Shared {
             .entry(backend.name.clone())
             .or_insert_with(|| HostSet::new(backend))
             .clone()
+    }
+
+    /// Marks the backend's health checker as running; false if one already is.
+    pub(crate) fn claim_checker(&self, backend: &str) -> bool {
+        lock(&self.checkers).insert(backend.to_owned())
+    }
+
+    /// The backend's health checker has ended.
+    pub(crate) fn release_checker(&self, backend: &str) {
+        lock(&self.checkers).remove(backend);
     }
 
     /// The budget of a backend, made now if a reload added the backend.

@@ -1,7 +1,10 @@
 //! Health checks, failover, and the announcement of breaker transitions.
 //!
 //! Tasks ([`spawn`], from `Proxy::start`):
-//! - one per backend that has a `health_check_interval`: every interval, each host is checked
+//! - one per backend that has a `health_check_interval` (started at start, or within
+//!   [`TRANSITION_PERIOD`] of a reload that adds the backend or turns its checks on; the
+//!   interval is re-read every round, and the task ends when the backend or its checks go):
+//!   every interval, each host is checked
 //!   concurrently (log in as the first `[[users]]` entry, as the server poll does, then
 //!   `SELECT pg_is_in_recovery()` / `SELECT @@global.read_only`), each check bounded by
 //!   `health_check_timeout`. A check holds a unit of the backend's budget while its connection
@@ -33,36 +36,71 @@ use crate::state::Shared;
 /// How often breaker transitions are turned into log lines and events.
 pub const TRANSITION_PERIOD: Duration = Duration::from_millis(200);
 
-/// Starts the breaker announcer and one health checker per backend that has an interval.
+/// Starts the task that announces breaker transitions and keeps one health checker running
+/// per backend with a `health_check_interval`, including backends a reload adds.
 pub fn spawn(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
+    ensure_checkers(shared);
     let weak = Arc::downgrade(shared);
-    let mut tasks = vec![tokio::spawn(async move {
+    vec![tokio::spawn(async move {
         let mut ticks = tokio::time::interval(TRANSITION_PERIOD);
         loop {
             ticks.tick().await;
             let Some(shared) = weak.upgrade() else { return };
             announce_transitions(&shared);
+            // A reload may have added a backend or turned checks on: start its checker here
+            // rather than in the reload, which runs without an `Arc<Shared>`.
+            ensure_checkers(&shared);
         }
-    })];
-    for b in &shared.config().backends {
-        let (Some(every), Some(set)) = (b.guard.health_check_interval, shared.hosts(&b.name))
-        else {
+    })]
+}
+
+/// Starts a checker for every configured backend that wants checks and has none running.
+fn ensure_checkers(shared: &Arc<Shared>) {
+    let config = shared.config();
+    for b in &config.backends {
+        if b.guard.health_check_interval.is_none() || !shared.claim_checker(&b.name) {
             continue;
+        }
+        let set = shared.hosts_or_new(b);
+        tokio::spawn(run_checker(Arc::downgrade(shared), b.name.clone(), set));
+    }
+}
+
+/// One backend's checker: a round every interval, re-read from the configuration each round
+/// so a reload changes it in place. Ends (and gives up its claim) when the backend is gone,
+/// its host set was replaced, or its checks were turned off.
+async fn run_checker(weak: std::sync::Weak<Shared>, backend: String, set: Arc<HostSet>) {
+    let mut every = None;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let wanted = {
+            let Some(shared) = weak.upgrade() else { return };
+            let interval = shared
+                .config()
+                .backend(&backend)
+                .and_then(|b| b.guard.health_check_interval);
+            let same_set = shared
+                .hosts(&backend)
+                .is_some_and(|s| Arc::ptr_eq(&s, &set));
+            match interval {
+                Some(i) if same_set => i,
+                _ => {
+                    shared.release_checker(&backend);
+                    return;
+                }
+            }
         };
-        let weak = Arc::downgrade(shared);
-        tasks.push(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
+        if every != Some(wanted) {
+            every = Some(wanted);
+            ticks = tokio::time::interval(wanted);
             // A round slower than the interval (a host timing out) delays the next one rather
             // than starting rounds back to back.
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(shared) = weak.upgrade() else { return };
-                check_backend(&shared, &set).await;
-            }
-        }));
+        }
+        ticks.tick().await;
+        let Some(shared) = weak.upgrade() else { return };
+        check_backend(&shared, &set).await;
     }
-    tasks
 }
 
 /// The backend's connector for the check user; it probes any host of the set by address.

@@ -3,9 +3,11 @@
 //! MySQL cancels a running statement with `KILL QUERY <thread id>` sent on another connection.
 //! poolguard uses it for `query_timeout` and for clients that vanish mid-statement, opening a
 //! short-lived connection with the pool's credentials (outside the pool: the pool may be full
-//! with the very connection to cancel). Each client is greeted with poolguard's own connection
-//! id ([`KillRegistry`]); a client's `KILL [QUERY] <that id>` is answered by poolguard, which
-//! kills the statement on whichever server runs that client's command, never another client's.
+//! with the very connection to cancel). It takes a free unit of the backend's budget, or else
+//! the backend's one side connection that `poolguard check` counts beyond the budget. Each
+//! client is greeted with poolguard's own connection id ([`KillRegistry`]); a client's
+//! `KILL [QUERY] <that id>` is answered by poolguard, which kills the statement on whichever
+//! server runs that client's command, never another client's.
 //!
 //! Invariant: a kill is only sent while the session that owns the server holds it: the session
 //! clears its target (under the async lock the killer holds while killing) before its server
@@ -161,10 +163,18 @@ impl KillRegistry {
 }
 
 /// Sends `KILL QUERY <thread>` on a fresh connection with the pool's credentials, to the very
-/// server the thread runs on.
+/// server the thread runs on. The connection takes a unit of the backend's budget when one is
+/// free, else the backend's single side connection (waiting for it if another kill holds it),
+/// so a backend never has more than its budget plus one connection open.
 pub async fn kill_query(key: &ServerKey) -> Result<(), String> {
     let connector = key.entry.pool.connector();
     let work = async {
+        // Both guards live until the side connection is closed at the end of this block.
+        let _unit = key.entry.pool.budget().try_reserve();
+        let _side = match _unit {
+            Some(_) => None,
+            None => Some(connector.hosts.side_connection().await),
+        };
         let mut side = connector
             .open_at(key.addr.to_string())
             .await
