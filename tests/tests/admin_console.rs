@@ -1,8 +1,9 @@
 //! The PostgreSQL admin console through the real binary, driven by the real psql: PgBouncer
 //! 1.18's headers, values that match a scripted workload (psql clients holding transactions
-//! with a known application_name), poolguard's SHOW HOLDERS / SHOW LEAKS, refusals, and
-//! KILL_CLIENT on a client inside a transaction (rolled back, server back in the pool).
-//! Counts only, never timings.
+//! with a known application_name; their servers listed active, then idle once returned),
+//! poolguard's SHOW HOLDERS / SHOW LEAKS, refusals, and KILL_CLIENT on a client inside a
+//! transaction (rolled back, server back in the pool). Counts only, never timings: the stats
+//! period's averages are checked by unit tests (a 60 s period is too long to wait for here).
 
 use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -20,6 +21,9 @@ const POOLS: &str = "database|user|cl_active|cl_waiting|cl_active_cancel_req|cl_
 const CLIENTS: &str = "type|user|database|state|addr|port|local_addr|local_port|connect_time|request_time|wait|wait_us|close_needed|ptr|link|remote_pid|tls|application_name";
 const STATS: &str = "database|total_xact_count|total_query_count|total_received|total_sent|total_xact_time|total_query_time|total_wait_time|avg_xact_count|avg_query_count|avg_recv|avg_sent|avg_xact_time|avg_query_time|avg_wait_time";
 const DATABASES: &str = "name|host|port|database|force_user|pool_size|min_pool_size|reserve_pool|pool_mode|max_connections|current_connections|paused|disabled";
+/// SHOW STATS_TOTALS and SHOW STATS_AVERAGES (PgBouncer 1.18's source).
+const STATS_HALF: &str =
+    "database|xact_count|query_count|bytes_received|bytes_sent|xact_time|query_time|wait_time";
 
 /// poolguard with an admin user, a 2 s leak threshold and no idle-in-transaction reclaim.
 fn console_proxy(pg: &PgSandbox) -> Proxy {
@@ -188,7 +192,19 @@ fn show_commands_have_pgbouncer_columns_and_the_workload() {
 
     let servers = show(port, "SERVERS");
     assert_eq!(servers.header, CLIENTS, "PgBouncer shares the layout");
-    assert_eq!(servers.rows_where("application_name", "fee-batch").len(), 3);
+    let leased = servers.rows_where("application_name", "fee-batch");
+    assert_eq!(leased.len(), 3);
+    assert!(leased
+        .iter()
+        .all(|r| r[servers.column("state")] == "active"));
+    // Idle servers are listed too, as many as SHOW POOLS counts.
+    let idle_servers = servers.rows_where("state", "idle").len();
+    assert_eq!(
+        idle_servers.to_string(),
+        pools.get("database", DB, "sv_idle"),
+        "{:?}",
+        servers.rows
+    );
 
     let holders_table = show(port, "HOLDERS");
     assert_eq!(
@@ -262,6 +278,43 @@ fn show_commands_have_pgbouncer_columns_and_the_workload() {
     let pools = show(port, "POOLS");
     assert_eq!(pools.get("database", DB, "cl_active"), "0");
     assert_eq!(pools.get("database", DB, "sv_active"), "0");
+
+    // The three servers went back to the pool: SHOW SERVERS lists them idle, unlinked.
+    let sv_idle: usize = pools.get("database", DB, "sv_idle").parse().unwrap();
+    assert!(
+        sv_idle >= 3,
+        "three holders at once, none closed: {sv_idle}"
+    );
+    let servers = show(port, "SERVERS");
+    let idle = servers.rows_where("state", "idle");
+    assert_eq!(idle.len(), sv_idle, "{:?}", servers.rows);
+    for r in &idle {
+        assert_eq!(r[servers.column("database")], DB);
+        assert_eq!(r[servers.column("user")], USER);
+        assert_eq!(r[servers.column("port")], pg.port().to_string());
+        assert_eq!(r[servers.column("link")], "");
+    }
+    assert!(servers.rows_where("state", "active").is_empty());
+
+    // With the workload over, STATS_TOTALS is SHOW STATS's total_* half, and STATS_AVERAGES
+    // has the avg_* half's row (its values move only when a stats period ends).
+    let stats = show(port, "STATS");
+    let totals = show(port, "STATS_TOTALS");
+    assert_eq!(totals.header, STATS_HALF);
+    let total_row = totals.rows_where("database", DB);
+    assert_eq!(total_row.len(), 1);
+    let stats_row = stats.rows_where("database", DB)[0].clone();
+    assert_eq!(total_row[0][1..], stats_row[1..8]);
+    let xacts: u64 = totals.get("database", DB, "xact_count").parse().unwrap();
+    assert!(xacts >= 4, "CREATE TABLE and three transactions: {xacts}");
+    let averages = show(port, "STATS_AVERAGES");
+    assert_eq!(averages.header, STATS_HALF);
+    let avg_row = averages.rows_where("database", DB);
+    assert_eq!(avg_row.len(), 1);
+    assert!(
+        avg_row[0][1..].iter().all(|v| v.parse::<u64>().is_ok()),
+        "{avg_row:?}"
+    );
 }
 
 #[test]

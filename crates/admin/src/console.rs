@@ -9,8 +9,9 @@
 //!
 //! Invariants: the column names, their order and their wire types of `SHOW POOLS / CLIENTS /
 //! SERVERS / STATS / DATABASES / LISTS / USERS / VERSION / CONFIG` are PgBouncer 1.18's (read
-//! off a running 1.18.0), so `pgbouncer_exporter` and psql habits keep working; every row has
-//! exactly as many values as the table has columns.
+//! off a running 1.18.0; `STATS_TOTALS / STATS_AVERAGES` from its source), so
+//! `pgbouncer_exporter` and psql habits keep working; every row has exactly as many values as
+//! the table has columns.
 
 mod tables;
 
@@ -151,6 +152,10 @@ pub enum Show {
     Clients,
     Servers,
     Stats,
+    /// SHOW STATS's `total_*` columns, under PgBouncer's short names.
+    StatsTotals,
+    /// SHOW STATS's `avg_*` columns, under PgBouncer's short names.
+    StatsAverages,
     Databases,
     Lists,
     Users,
@@ -204,8 +209,6 @@ const PGBOUNCER_ONLY_SHOW: &[&str] = &[
     "MEM",
     "DNS_HOSTS",
     "DNS_ZONES",
-    "STATS_TOTALS",
-    "STATS_AVERAGES",
     "TOTALS",
     "PEERS",
     "PEER_POOLS",
@@ -213,7 +216,7 @@ const PGBOUNCER_ONLY_SHOW: &[&str] = &[
 ];
 
 /// The `SHOW HELP` notice's detail.
-pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\tSHOW LISTS|STATS\n\tSHOW HOLDERS|LEAKS (poolguard)\n\tRELOAD\n\tPAUSE [<db>]\n\tRESUME [<db>]\n\tKILL_CLIENT <id> (id: SHOW CLIENTS ptr, SHOW LEAKS client_id)";
+pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\tSHOW LISTS|STATS|STATS_TOTALS|STATS_AVERAGES\n\tSHOW HOLDERS|LEAKS (poolguard)\n\tRELOAD\n\tPAUSE [<db>]\n\tRESUME [<db>]\n\tKILL_CLIENT <id> (id: SHOW CLIENTS ptr, SHOW LEAKS client_id)";
 
 /// Splits a Query string into statements at `;` outside quotes; empty statements are dropped.
 pub fn split_statements(query: &str) -> Vec<&str> {
@@ -249,6 +252,8 @@ pub fn parse(statement: &str) -> Result<Command, Refusal> {
             "CLIENTS" => Command::Show(Show::Clients),
             "SERVERS" => Command::Show(Show::Servers),
             "STATS" => Command::Show(Show::Stats),
+            "STATS_TOTALS" => Command::Show(Show::StatsTotals),
+            "STATS_AVERAGES" => Command::Show(Show::StatsAverages),
             "DATABASES" => Command::Show(Show::Databases),
             "LISTS" => Command::Show(Show::Lists),
             "USERS" => Command::Show(Show::Users),
@@ -308,6 +313,8 @@ pub fn render(what: Show, snap: &Snapshot, ctx: &Context) -> Table {
         Show::Clients => tables::clients(snap, ctx),
         Show::Servers => tables::servers(snap, ctx),
         Show::Stats => tables::stats(snap),
+        Show::StatsTotals => tables::stats_totals(snap),
+        Show::StatsAverages => tables::stats_averages(snap),
         Show::Databases => tables::databases(snap, ctx),
         Show::Lists => tables::lists(snap, ctx),
         Show::Users => tables::users(ctx),
@@ -348,6 +355,14 @@ mod tests {
         assert_eq!(parse("reload"), Ok(Command::Reload));
         assert_eq!(parse("kill_client 42"), Ok(Command::KillClient(42)));
         assert_eq!(parse("show leaks"), Ok(Command::Show(Show::Leaks)));
+        assert_eq!(
+            parse("show stats_averages"),
+            Ok(Command::Show(Show::StatsAverages))
+        );
+        assert_eq!(
+            parse("SHOW STATS_TOTALS"),
+            Ok(Command::Show(Show::StatsTotals))
+        );
     }
 
     #[test]
@@ -358,6 +373,7 @@ mod tests {
             "invalid command 'SHOW FOO', use SHOW HELP;"
         );
         assert_eq!(parse("SHOW MEM").unwrap_err().sqlstate, NOT_SUPPORTED);
+        assert_eq!(parse("SHOW TOTALS").unwrap_err().sqlstate, NOT_SUPPORTED);
         assert_eq!(parse("shutdown").unwrap_err().sqlstate, NOT_SUPPORTED);
         assert_eq!(
             parse("KILL_CLIENT x").unwrap_err().sqlstate,

@@ -7,7 +7,8 @@
 //! - `GET /`: a self-contained live dashboard (`dashboard.html`, no CDN),
 //!
 //! evaluates `[[alerts]]` rules every second and delivers firing/resolved notices to the log
-//! and to webhooks ([`alerts`]), and renders PgBouncer-style console answers ([`console`]).
+//! and to webhooks ([`alerts`]), and renders PgBouncer-style console answers ([`console`]) with
+//! SHOW STATS averages over a stats period ([`stats`]).
 //!
 //! Invariants: nothing here is on a client's path; a snapshot is taken per request or tick and
 //! rendered from copies, so a slow scraper never holds a pool lock.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod console;
 pub mod metrics;
 pub mod model;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

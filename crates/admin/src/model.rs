@@ -1,5 +1,6 @@
-//! The data the admin side reads: a point-in-time [`Snapshot`] of every backend, pool, client
-//! and lease, and the [`EventLog`] ring buffer of leak and alert events.
+//! The data the admin side reads: a point-in-time [`Snapshot`] of every backend, pool, client,
+//! lease and idle server connection (plus the last stats period's averages), and the
+//! [`EventLog`] ring buffer of leak and alert events.
 //!
 //! The proxy builds snapshots (it implements [`crate::Source`]); everything here is plain
 //! serialisable data, so metrics, the JSON API, the console and alerts all render the same
@@ -21,6 +22,12 @@ pub struct Snapshot {
     pub clients: Vec<ClientSnapshot>,
     /// Current leases (checked-out server connections), oldest first.
     pub leases: Vec<LeaseSnapshot>,
+    /// Pooled server connections no client holds, per pool (in pool order), least recently
+    /// returned first.
+    pub idle_servers: Vec<IdleServerSnapshot>,
+    /// Per database, the averages of the last completed stats period (empty until one has
+    /// completed; see [`crate::stats`]).
+    pub stats_averages: Vec<crate::stats::StatsAverages>,
     /// Clients connected through every front door.
     pub clients_connected: usize,
     /// Clients pinned to a server for their session by transaction-mode rules (monotonic).
@@ -172,6 +179,21 @@ pub struct LeaseSnapshot {
     pub state: String,
     pub last_statement: String,
     pub leak_reported: bool,
+}
+
+/// One idle pooled server connection.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdleServerSnapshot {
+    pub pool: String,
+    pub backend: String,
+    pub protocol: String,
+    /// The pool's user and database (the database's name on the front door).
+    pub user: String,
+    pub database: String,
+    /// Since the connection was opened.
+    pub connected_seconds: f64,
+    /// Since it was last returned to the pool.
+    pub idle_seconds: f64,
 }
 
 /// What happened.

@@ -222,3 +222,13 @@ pub struct LeaseRecord {
     /// Already reported as held past the leak threshold ([`Pool::take_leaks`]).
     pub leak_reported: bool,
 }
+
+/// An idle connection, as [`Pool::idle`] reports it: when it was opened and since when it has
+/// waited in the pool. A copy; the connection itself stays in the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleRecord {
+    /// When the connect completed.
+    pub opened_at: tokio::time::Instant,
+    /// When it was last returned to the pool.
+    pub idle_since: tokio::time::Instant,
+}

@@ -17,7 +17,7 @@ use crate::config::{Admission, PoolConfig, PoolStatus};
 use crate::error::{AcquireError, HumanDuration};
 use crate::inner::{Counters, Grant, PauseState, Shared, Ticket};
 use crate::lease::Lease;
-use crate::{Connector, Holder, LeaseRecord};
+use crate::{Connector, Holder, IdleRecord, LeaseRecord};
 
 /// An acquire that waited this long (or half its deadline, if less) is logged as slow.
 const SLOW_ACQUIRE: Duration = Duration::from_secs(1);
@@ -147,6 +147,14 @@ impl<C: Connector> Pool<C> {
     /// Current leases, oldest first.
     pub fn holders(&self) -> Vec<LeaseRecord> {
         self.shared.holders()
+    }
+
+    /// Idle connections, least recently returned first (the last is the next one handed out).
+    /// Read-only, for display: copies taken under one short lock; the pool is not changed, so
+    /// a connection past its idle timeout or lifetime is listed until the reaper or the next
+    /// checkout closes it.
+    pub fn idle(&self) -> Vec<IdleRecord> {
+        self.shared.idle()
     }
 
     /// Leases held for `threshold` or longer and not reported before, oldest first; each is

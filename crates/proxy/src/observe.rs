@@ -1,21 +1,26 @@
-//! What the proxy tells the admin side: the client list, leak detection, the server polls and
-//! the error counts, and the [`poolguard_admin::Source`] implementation that turns all of it
-//! (plus every pool's status and leases) into a snapshot.
+//! What the proxy tells the admin side: the client list, leak detection, the server polls, the
+//! error counts and the stats periods, and the [`poolguard_admin::Source`] implementation that
+//! turns all of it (plus every pool's status, leases and idle connections) into a snapshot.
 //!
 //! Invariants: sessions touch this at most once per client (describe/forget) and once per
-//! error; the leak watcher and the server poller run in their own tasks, once a second and
-//! every [`POLL_PERIOD`], and never hold a lock across `.await`.
+//! error; the leak watcher, the server poller and the stats period run in their own tasks,
+//! once a second, every [`POLL_PERIOD`] and every [`STATS_PERIOD`], and never hold a lock
+//! across `.await`. The stats period reads the pools' counters (atomics, one short status lock
+//! per pool) and nothing on a client's path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use poolguard_admin::model::{BackendSnapshot, ClientSnapshot, LeaseSnapshot, PoolSnapshot};
+use poolguard_admin::model::{
+    BackendSnapshot, ClientSnapshot, IdleServerSnapshot, LeaseSnapshot, PoolSnapshot,
+};
+use poolguard_admin::stats::{DatabaseTotals, StatsPeriods, STATS_PERIOD};
 use poolguard_admin::{EventKind, EventLog, Snapshot, Source};
-use poolguard_pool::{Connector, Holder, LeaseRecord, PoolStatus};
+use poolguard_pool::{Connector, Holder, IdleRecord, LeaseRecord, PoolStatus};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Database, PoolMode, Protocol};
 use crate::state::{ClientSlot, Shared};
@@ -54,6 +59,9 @@ pub struct Observe {
     servers: Mutex<HashMap<String, ServerPoll>>,
     errors: Mutex<BTreeMap<(&'static str, String), u64>>,
     idle_in_transaction_kills: AtomicU64,
+    /// SHOW STATS averages: the totals at the current period's start, the last period's
+    /// averages. Written once per [`STATS_PERIOD`].
+    stats: Mutex<StatsPeriods>,
     /// Console PAUSE: reported only (see the README).
     pub paused: std::sync::atomic::AtomicBool,
 }
@@ -125,7 +133,7 @@ impl Observe {
     }
 }
 
-/// Starts the leak watcher and the server poller.
+/// Starts the leak watcher, the stats period and the server poller.
 pub fn spawn(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
     let weak = Arc::downgrade(shared);
     let leaks = tokio::spawn(async move {
@@ -136,10 +144,12 @@ pub fn spawn(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
             check_leaks(&shared);
         }
     });
+    // The console may be enabled by a reload, so the periods run whatever the configuration.
+    let stats = spawn_stats(shared, STATS_PERIOD);
     // The server polls open a connection as a configured user every few seconds; they only
     // feed /metrics and the dashboard, so they run only when the admin listener is configured.
     if shared.config().admin_listen.is_none() {
-        return vec![leaks];
+        return vec![leaks, stats];
     }
     let weak = Arc::downgrade(shared);
     let polls = tokio::spawn(async move {
@@ -150,43 +160,96 @@ pub fn spawn(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
             poll_servers(&shared).await;
         }
     });
-    vec![leaks, polls]
+    vec![leaks, stats, polls]
 }
 
-/// One pool as the snapshot sees it: protocol, database, user, status, leases, traffic.
-type PoolView = (
-    &'static str,
-    Database,
-    String,
-    PoolStatus,
-    Vec<LeaseRecord>,
-    TrafficTotals,
-);
+/// Closes a stats period every `period` ([`STATS_PERIOD`]; tests pass a shorter one). The
+/// first tick, at once, only starts the first period, so the averages stay empty (0 on the
+/// console) until a whole period has passed.
+fn spawn_stats(shared: &Arc<Shared>, period: Duration) -> JoinHandle<()> {
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        // A late tick makes one longer period (measured), not a burst of short ones.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(shared) = weak.upgrade() else { return };
+            close_stats_period(&shared, Instant::now());
+        }
+    })
+}
 
-/// Every pool's (database, status, leases, traffic) with its protocol.
+/// Ends the current stats period at `now` with every database's totals (summed as SHOW STATS
+/// sums them, from the same pool snapshots).
+fn close_stats_period(shared: &Shared, now: Instant) {
+    let pools: Vec<PoolSnapshot> = pools(shared).iter().map(|v| v.snapshot(0, 0)).collect();
+    let totals = DatabaseTotals::per_database(&pools);
+    lock(&shared.observe.stats).close(now, totals);
+}
+
+/// One pool as the snapshot sees it.
+struct PoolView {
+    protocol: &'static str,
+    db: Database,
+    user: String,
+    status: PoolStatus,
+    leases: Vec<LeaseRecord>,
+    idle: Vec<IdleRecord>,
+    traffic: TrafficTotals,
+}
+
+impl PoolView {
+    fn snapshot(&self, clients: usize, statements: u64) -> PoolSnapshot {
+        pool_snapshot(
+            self.protocol,
+            &self.db,
+            &self.user,
+            &self.status,
+            clients,
+            statements,
+            &self.traffic,
+        )
+    }
+
+    fn idle_servers(&self, now: Instant) -> impl Iterator<Item = IdleServerSnapshot> + '_ {
+        let ago = move |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+        self.idle.iter().map(move |i| IdleServerSnapshot {
+            pool: self.status.name.clone(),
+            backend: self.db.backend.clone(),
+            protocol: self.protocol.to_owned(),
+            user: self.user.clone(),
+            database: self.db.name.clone(),
+            connected_seconds: ago(i.opened_at),
+            idle_seconds: ago(i.idle_since),
+        })
+    }
+}
+
+/// Every pool of both front doors, read now.
 fn pools(shared: &Shared) -> Vec<PoolView> {
     let mut out = Vec::new();
     for e in shared.pg_pools() {
-        let st = e.pool.status();
-        out.push((
-            "postgres",
-            Database::clone(&e.db()),
-            e.user.clone(),
-            st,
-            e.pool.holders(),
-            e.traffic.totals(),
-        ));
+        out.push(PoolView {
+            protocol: "postgres",
+            db: Database::clone(&e.db()),
+            user: e.user.clone(),
+            status: e.pool.status(),
+            leases: e.pool.holders(),
+            idle: e.pool.idle(),
+            traffic: e.traffic.totals(),
+        });
     }
     for e in shared.mysql.pools() {
-        let st = e.pool.status();
-        out.push((
-            "mysql",
-            Database::clone(&e.db()),
-            e.user.clone(),
-            st,
-            e.pool.holders(),
-            e.traffic.totals(),
-        ));
+        out.push(PoolView {
+            protocol: "mysql",
+            db: Database::clone(&e.db()),
+            user: e.user.clone(),
+            status: e.pool.status(),
+            leases: e.pool.holders(),
+            idle: e.pool.idle(),
+            traffic: e.traffic.totals(),
+        });
     }
     out
 }
@@ -453,20 +516,26 @@ impl Source for Shared {
         };
         let mut snap = Snapshot::default();
         let mut budgets: HashMap<String, (usize, usize)> = HashMap::new();
-        for (protocol, db, user, st, leases, traffic) in pools(self) {
+        for view in pools(self) {
+            let (protocol, st) = (view.protocol, &view.status);
             let of_pool = clients
                 .iter()
                 .filter(|c| c.pool == st.name && c.protocol == protocol);
             let (n, statements) = of_pool.fold((0, 0), |(n, s), c| (n + 1, s + c.statements));
-            budgets.insert(db.backend.clone(), (st.budget_limit, st.budget_in_use));
-            snap.pools.push(pool_snapshot(
-                protocol, &db, &user, &st, n, statements, &traffic,
-            ));
-            snap.leases
-                .extend(leases.iter().map(|r| lease_snapshot(protocol, &db, r, now)));
+            budgets.insert(view.db.backend.clone(), (st.budget_limit, st.budget_in_use));
+            snap.pools.push(view.snapshot(n, statements));
+            snap.leases.extend(
+                view.leases
+                    .iter()
+                    .map(|r| lease_snapshot(protocol, &view.db, r, now)),
+            );
+            snap.idle_servers.extend(view.idle_servers(now));
         }
         snap.pools
             .sort_by(|a, b| (&a.backend, &a.name).cmp(&(&b.backend, &b.name)));
+        // Stable: each pool's idle connections keep their order (least recently returned first).
+        snap.idle_servers
+            .sort_by(|a, b| (&a.backend, &a.pool).cmp(&(&b.backend, &b.pool)));
         snap.leases
             .sort_by(|a, b| b.held_seconds.total_cmp(&a.held_seconds));
         let polls = lock(&self.observe.servers).clone();
@@ -508,6 +577,7 @@ impl Source for Shared {
             .map(|((p, c), n)| ((*p).to_owned(), c.clone(), *n))
             .collect();
         snap.paused = self.observe.paused.load(Ordering::Relaxed);
+        snap.stats_averages = lock(&self.observe.stats).averages().to_vec();
         snap
     }
 
@@ -534,4 +604,51 @@ fn host_snapshots(set: &crate::hosts::HostSet) -> Vec<poolguard_admin::model::Ho
             last_check_error: h.last_check.and_then(|c| c.error),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Let spawned tasks run until they block, without moving the clock.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_periods_average_the_pools_traffic() {
+        let shared = Shared::new(Config::builtin_default("pw"));
+        let db = shared.config().databases[0].clone();
+        let entry = shared.pg_pool(&db, "postgres");
+        let period = Duration::from_secs(10);
+        let task = spawn_stats(&shared, period);
+        settle().await;
+        entry.traffic.received(5_000);
+        entry.traffic.sent(20_000);
+        assert!(
+            shared.snapshot().stats_averages.is_empty(),
+            "no period has completed"
+        );
+        tokio::time::advance(period).await;
+        settle().await;
+        let averages = shared.snapshot().stats_averages;
+        assert_eq!(averages.len(), 1);
+        assert_eq!(averages[0].database, db.name);
+        assert_eq!(averages[0].protocol, "postgres");
+        assert_eq!(
+            (averages[0].bytes_received, averages[0].bytes_sent),
+            (500, 2_000)
+        );
+        // A quiet period: the averages drop to 0 at its end, not before.
+        tokio::time::advance(period / 2).await;
+        settle().await;
+        assert_eq!(shared.snapshot().stats_averages[0].bytes_sent, 2_000);
+        tokio::time::advance(period / 2).await;
+        settle().await;
+        assert_eq!(shared.snapshot().stats_averages[0].bytes_sent, 0);
+        task.abort();
+    }
 }

@@ -3,15 +3,17 @@
 //! the README's "Admin console" section.
 //!
 //! Mapping: a PgBouncer pool is a poolguard pool (database + user on one front door); a client
-//! is "active" while it holds a lease; servers are the leased connections (idle ones are only
-//! counted, in SHOW POOLS sv_idle). SHOW STATS sums the pools of each database; its averages
-//! are 0 (poolguard keeps totals only: rate() them in Prometheus).
+//! is "active" while it holds a lease; servers are the leased connections ("active", linked to
+//! their holder) and then the pooled idle ones ("idle", no link, empty `ptr`). SHOW STATS sums
+//! the pools of each database; its averages are those of the last completed stats period
+//! ([`crate::stats`]), 0 until one has completed. STATS_TOTALS and STATS_AVERAGES are its two
+//! halves, from the same numbers.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Column, Context, Kind, Table, CONSOLE_POOL, PGBOUNCER_VERSION};
 use crate::model::{ClientSnapshot, LeaseSnapshot, PoolSnapshot, Snapshot};
+use crate::stats::{micros, DatabaseTotals, StatsAverages};
 
 const fn text(name: &'static str) -> Column {
     Column {
@@ -59,11 +61,6 @@ fn table(columns: &[Column], rows: Vec<Row>) -> Table {
 fn split_seconds(seconds: f64) -> (u64, u64) {
     let d = Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::ZERO);
     (d.as_secs(), u64::from(d.subsec_micros()))
-}
-
-/// Microseconds, as PgBouncer's SHOW STATS times are.
-fn micros(seconds: f64) -> u64 {
-    (seconds.max(0.0) * 1e6).round() as u64
 }
 
 /// `"ip:port"` (or `"[v6]:port"`) as `(ip, port)`.
@@ -257,44 +254,80 @@ pub(super) fn clients(snap: &Snapshot, ctx: &Context) -> Table {
     table(SOCKETS, rows)
 }
 
-pub(super) fn servers(snap: &Snapshot, ctx: &Context) -> Table {
-    let rows = snap
-        .leases
+/// The backend's current host, `(ip, port)`, as SHOW SERVERS writes it.
+fn backend_addr(snap: &Snapshot, backend: &str) -> (String, Option<u16>) {
+    let host = snap
+        .backends
         .iter()
-        .map(|l| {
-            let host = snap
-                .backends
-                .iter()
-                .find(|b| b.name == l.backend)
-                .map(|b| b.host.as_str())
-                .unwrap_or_default();
-            let (addr, port) = split_host_port(host);
-            let stamp = s(timestamp(ctx.now, l.held_seconds));
-            vec![
-                s("S"),
-                s(&l.user),
-                s(&l.database),
-                s("active"),
-                s(addr),
-                port.map(|p| p.to_string()),
-                None,
-                None,
-                stamp.clone(),
-                stamp,
-                s(0),
-                s(0),
-                s(0),
-                s(lease_ptr(l)),
-                s(client_of(snap, l)
-                    .map(|c| c.id.to_string())
-                    .unwrap_or_default()),
-                s(0),
-                s(""),
-                s(&l.application),
-            ]
-        })
-        .collect();
-    table(SOCKETS, rows)
+        .find(|b| b.name == backend)
+        .map(|b| b.host.as_str())
+        .unwrap_or_default();
+    split_host_port(host)
+}
+
+/// One SHOW SERVERS row: `stamps` are `(connect_time, request_time)`, `link` the holder.
+fn server_row(
+    snap: &Snapshot,
+    (user, database, backend): (&str, &str, &str),
+    state: &str,
+    stamps: (String, String),
+    ptr: String,
+    link: String,
+    application: &str,
+) -> Row {
+    let (addr, port) = backend_addr(snap, backend);
+    vec![
+        s("S"),
+        s(user),
+        s(database),
+        s(state),
+        s(addr),
+        port.map(|p| p.to_string()),
+        None,
+        None,
+        s(stamps.0),
+        s(stamps.1),
+        s(0),
+        s(0),
+        s(0),
+        s(ptr),
+        s(link),
+        s(0),
+        s(""),
+        s(application),
+    ]
+}
+
+pub(super) fn servers(snap: &Snapshot, ctx: &Context) -> Table {
+    let leased = snap.leases.iter().map(|l| {
+        let stamp = timestamp(ctx.now, l.held_seconds);
+        let link = client_of(snap, l).map(|c| c.id.to_string());
+        server_row(
+            snap,
+            (&l.user, &l.database, &l.backend),
+            "active",
+            (stamp.clone(), stamp),
+            lease_ptr(l),
+            link.unwrap_or_default(),
+            &l.application,
+        )
+    });
+    let idle = snap.idle_servers.iter().map(|i| {
+        let stamps = (
+            timestamp(ctx.now, i.connected_seconds),
+            timestamp(ctx.now, i.idle_seconds),
+        );
+        server_row(
+            snap,
+            (&i.user, &i.database, &i.backend),
+            "idle",
+            stamps,
+            String::new(),
+            String::new(),
+            "",
+        )
+    });
+    table(SOCKETS, leased.chain(idle).collect())
 }
 
 pub(super) const STATS: &[Column] = &[
@@ -315,35 +348,25 @@ pub(super) const STATS: &[Column] = &[
     numeric("avg_wait_time"),
 ];
 
-#[derive(Default)]
-struct Totals {
-    xacts: u64,
-    queries: u64,
-    received: u64,
-    sent: u64,
-    xact_seconds: f64,
-    query_seconds: f64,
-    wait_seconds: f64,
-}
+/// SHOW STATS_TOTALS and SHOW STATS_AVERAGES share PgBouncer 1.18's short names.
+pub(super) const STATS_HALF: &[Column] = &[
+    text("database"),
+    numeric("xact_count"),
+    numeric("query_count"),
+    numeric("bytes_received"),
+    numeric("bytes_sent"),
+    numeric("xact_time"),
+    numeric("query_time"),
+    numeric("wait_time"),
+];
 
-pub(super) fn stats(snap: &Snapshot) -> Table {
-    // PgBouncer's totals are per database: sum the pools (one per user) of each.
-    let mut per_db: BTreeMap<(&str, &str), Totals> = BTreeMap::new();
-    for p in &snap.pools {
-        let t = per_db.entry((&p.database, &p.protocol)).or_default();
-        t.xacts += p.transactions_total;
-        t.queries += p.queries_total;
-        t.received += p.bytes_received_total;
-        t.sent += p.bytes_sent_total;
-        t.xact_seconds += p.transaction_seconds_total;
-        t.query_seconds += p.query_seconds_total;
-        t.wait_seconds += p.acquire_wait_sum;
-    }
-    let rows = per_db
+/// Per database (pools summed, in name order): its totals' seven values and its averages'
+/// seven, zeros for a database the last completed period does not cover.
+fn stats_rows(snap: &Snapshot) -> Vec<(String, Row, Row)> {
+    DatabaseTotals::per_database(&snap.pools)
         .into_iter()
-        .map(|((db, _), t)| {
-            let mut row = vec![
-                s(db),
+        .map(|((db, protocol), t)| {
+            let totals = vec![
                 s(t.xacts),
                 s(t.queries),
                 s(t.received),
@@ -352,11 +375,61 @@ pub(super) fn stats(snap: &Snapshot) -> Table {
                 s(micros(t.query_seconds)),
                 s(micros(t.wait_seconds)),
             ];
-            row.extend((0..7).map(|_| s(0)));
-            row
+            let avg = snap
+                .stats_averages
+                .iter()
+                .find(|a| a.database == db && a.protocol == protocol)
+                .cloned()
+                .unwrap_or_default();
+            let StatsAverages {
+                xact_count,
+                query_count,
+                bytes_received,
+                bytes_sent,
+                xact_time,
+                query_time,
+                wait_time,
+                ..
+            } = avg;
+            let averages = [
+                xact_count,
+                query_count,
+                bytes_received,
+                bytes_sent,
+                xact_time,
+                query_time,
+                wait_time,
+            ]
+            .into_iter()
+            .map(s)
+            .collect();
+            (db, totals, averages)
         })
+        .collect()
+}
+
+pub(super) fn stats(snap: &Snapshot) -> Table {
+    let rows = stats_rows(snap)
+        .into_iter()
+        .map(|(db, totals, averages)| [vec![s(db)], totals, averages].concat())
         .collect();
     table(STATS, rows)
+}
+
+pub(super) fn stats_totals(snap: &Snapshot) -> Table {
+    let rows = stats_rows(snap)
+        .into_iter()
+        .map(|(db, totals, _)| [vec![s(db)], totals].concat())
+        .collect();
+    table(STATS_HALF, rows)
+}
+
+pub(super) fn stats_averages(snap: &Snapshot) -> Table {
+    let rows = stats_rows(snap)
+        .into_iter()
+        .map(|(db, _, averages)| [vec![s(db)], averages].concat())
+        .collect();
+    table(STATS_HALF, rows)
 }
 
 pub(super) const DATABASES: &[Column] = &[

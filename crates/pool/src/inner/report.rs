@@ -1,4 +1,5 @@
-//! Reading the pool: the status snapshot, the holder list and the timeout error's numbers.
+//! Reading the pool: the status snapshot, the holder and idle lists and the timeout error's
+//! numbers.
 //! Each takes the lock once and copies what it needs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use tokio::time::Instant;
 use super::{Counters, Shared, Waiter, OLDEST_IN_ERROR};
 use crate::config::PoolStatus;
 use crate::error::{AcquireError, OverShare};
-use crate::{Connector, LeaseRecord};
+use crate::{Connector, IdleRecord, LeaseRecord};
 
 impl<C: Connector> Shared<C> {
     pub(crate) fn status(&self) -> PoolStatus {
@@ -49,6 +50,17 @@ impl<C: Connector> Shared<C> {
 
     pub(crate) fn holders(&self) -> Vec<LeaseRecord> {
         self.lock().leases.values().cloned().collect()
+    }
+
+    pub(crate) fn idle(&self) -> Vec<IdleRecord> {
+        self.lock()
+            .idle
+            .iter()
+            .map(|i| IdleRecord {
+                opened_at: i.meta.created_at,
+                idle_since: i.since,
+            })
+            .collect()
     }
 
     pub(crate) fn take_leaks(&self, threshold: Duration) -> Vec<LeaseRecord> {

@@ -1,9 +1,10 @@
 //! Leak reporting: each lease held past the threshold is reported exactly once, with its
-//! holder's note; the acquire-wait histogram counts every successful acquire.
+//! holder's note; the acquire-wait histogram counts every successful acquire. The idle list
+//! reports what waits in the pool without changing it.
 
 use std::time::Duration;
 
-use tokio::time::advance;
+use tokio::time::{advance, Instant};
 
 use super::{cfg, holder, Fake};
 use crate::{Budget, LeaseState, Pool};
@@ -39,4 +40,27 @@ async fn leaks_are_reported_once_with_their_note() {
     assert_eq!(st.acquire_wait_buckets.last().copied(), Some(2));
     drop(lease);
     assert!(pool.holders().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_list_copies_what_waits_in_the_pool() {
+    let pool = Pool::new(cfg("db/u", 5, 0), Fake::new(), Budget::new(10));
+    let opened = Instant::now();
+    let a = pool.acquire(holder("10.0.0.1:5000")).await.unwrap();
+    let b = pool.acquire(holder("10.0.0.2:5000")).await.unwrap();
+    assert!(pool.idle().is_empty(), "both leased");
+    advance(Duration::from_secs(3)).await;
+    drop(a);
+    advance(Duration::from_secs(4)).await;
+    drop(b);
+    let idle = pool.idle();
+    assert_eq!(idle.len(), 2);
+    assert!(idle.iter().all(|i| i.opened_at == opened));
+    // Least recently returned first.
+    assert_eq!(idle[0].idle_since, opened + Duration::from_secs(3));
+    assert_eq!(idle[1].idle_since, opened + Duration::from_secs(7));
+    assert_eq!(pool.status().idle, 2, "listing takes nothing out");
+    let again = pool.acquire(holder("10.0.0.3:5000")).await.unwrap();
+    assert_eq!(pool.idle().len(), 1);
+    drop(again);
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::console::{render, ConfigEntry, DatabaseInfo, Show};
-use crate::model::BackendSnapshot;
+use crate::model::{BackendSnapshot, IdleServerSnapshot};
 
 /// `psql -A -F '|' -c 'SHOW ...'` header lines of PgBouncer 1.18.0.
 const PGBOUNCER_1_18: &[(Show, &str)] = &[
@@ -11,6 +11,8 @@ const PGBOUNCER_1_18: &[(Show, &str)] = &[
     (Show::Clients, "type|user|database|state|addr|port|local_addr|local_port|connect_time|request_time|wait|wait_us|close_needed|ptr|link|remote_pid|tls|application_name"),
     (Show::Servers, "type|user|database|state|addr|port|local_addr|local_port|connect_time|request_time|wait|wait_us|close_needed|ptr|link|remote_pid|tls|application_name"),
     (Show::Stats, "database|total_xact_count|total_query_count|total_received|total_sent|total_xact_time|total_query_time|total_wait_time|avg_xact_count|avg_query_count|avg_recv|avg_sent|avg_xact_time|avg_query_time|avg_wait_time"),
+    (Show::StatsTotals, "database|xact_count|query_count|bytes_received|bytes_sent|xact_time|query_time|wait_time"),
+    (Show::StatsAverages, "database|xact_count|query_count|bytes_received|bytes_sent|xact_time|query_time|wait_time"),
     (Show::Databases, "name|host|port|database|force_user|pool_size|min_pool_size|reserve_pool|pool_mode|max_connections|current_connections|paused|disabled"),
     (Show::Lists, "list|items"),
     (Show::Users, "name|pool_mode"),
@@ -41,6 +43,14 @@ const OIDS_1_18: &[(Show, &[u32])] = &[
     (
         Show::Databases,
         &[25, 25, 23, 25, 25, 23, 23, 23, 25, 23, 23, 23, 23],
+    ),
+    (
+        Show::StatsTotals,
+        &[25, 1700, 1700, 1700, 1700, 1700, 1700, 1700],
+    ),
+    (
+        Show::StatsAverages,
+        &[25, 1700, 1700, 1700, 1700, 1700, 1700, 1700],
     ),
     (Show::Lists, &[25, 23]),
     (Show::Config, &[25, 25, 25, 25]),
@@ -90,7 +100,20 @@ fn client(id: u64, addr: &str, app: &str, pool: &str) -> ClientSnapshot {
     }
 }
 
-/// Two pools of `bank` (users app, ro), three clients of which two hold leases, one console.
+fn idle_server(pool: &str, user: &str, connected: f64, idle: f64) -> IdleServerSnapshot {
+    IdleServerSnapshot {
+        pool: pool.into(),
+        backend: "pg".into(),
+        protocol: "postgres".into(),
+        user: user.into(),
+        database: "bank".into(),
+        connected_seconds: connected,
+        idle_seconds: idle,
+    }
+}
+
+/// Two pools of `bank` (users app, ro), three clients of which two hold leases, one console;
+/// three idle servers (two of bank/app, one of bank/ro).
 fn workload() -> (Snapshot, Context) {
     let mut app = pool("bank/app", "bank", "app");
     (app.open, app.idle, app.in_use, app.waiters) = (4, 2, 2, 1);
@@ -116,6 +139,11 @@ fn workload() -> (Snapshot, Context) {
         leases: vec![
             lease(11, "bank/app", "10.0.0.1:5000", "fees", true),
             lease(12, "bank/app", "10.0.0.1:5001", "fees", false),
+        ],
+        idle_servers: vec![
+            idle_server("bank/app", "app", 100.0, 10.0),
+            idle_server("bank/app", "app", 60.0, 1.0),
+            idle_server("bank/ro", "ro", 30.0, 30.0),
         ],
         clients_connected: 5,
         ..Default::default()
@@ -201,10 +229,45 @@ fn clients_and_servers_link_by_holder() {
     assert_eq!(cell(&t, 2, "state"), Some("idle"));
     assert_eq!(cell(&t, 2, "link"), Some(""));
     let t = render(Show::Servers, &snap, &ctx);
-    assert_eq!(t.rows.len(), 2);
+    assert_eq!(t.rows.len(), 5, "two leased, three idle");
+    assert_eq!(cell(&t, 0, "state"), Some("active"));
     assert_eq!(cell(&t, 0, "addr"), Some("127.0.0.1"));
     assert_eq!(cell(&t, 0, "port"), Some("5433"));
+    assert_eq!(cell(&t, 0, "ptr"), Some("lease:11"));
     assert_eq!(cell(&t, 0, "link"), Some("1"));
+}
+
+#[test]
+fn servers_list_idle_connections_unlinked() {
+    let (snap, ctx) = workload();
+    let t = render(Show::Servers, &snap, &ctx);
+    let idle: Vec<usize> = (0..t.rows.len())
+        .filter(|&r| cell(&t, r, "state") == Some("idle"))
+        .collect();
+    assert_eq!(
+        idle,
+        vec![2, 3, 4],
+        "after the leased ones, in snapshot order"
+    );
+    for &r in &idle {
+        assert_eq!(cell(&t, r, "type"), Some("S"));
+        assert_eq!(cell(&t, r, "database"), Some("bank"));
+        assert_eq!(cell(&t, r, "addr"), Some("127.0.0.1"));
+        assert_eq!(cell(&t, r, "port"), Some("5433"));
+        assert_eq!(cell(&t, r, "ptr"), Some(""));
+        assert_eq!(cell(&t, r, "link"), Some(""), "no client holds it");
+        assert_eq!(cell(&t, r, "application_name"), Some(""));
+        assert_eq!(cell(&t, r, "wait"), Some("0"));
+    }
+    assert_eq!(cell(&t, 4, "user"), Some("ro"));
+    // connect_time: when it was opened; request_time: when it was last returned.
+    assert_eq!(cell(&t, 2, "connect_time"), Some("2023-11-14 22:11:40 UTC"));
+    assert_eq!(cell(&t, 2, "request_time"), Some("2023-11-14 22:13:10 UTC"));
+    // Idle rows are listed, not counted twice: SHOW POOLS counts them separately.
+    let leased = (0..t.rows.len())
+        .filter(|&r| cell(&t, r, "state") == Some("active"))
+        .count();
+    assert_eq!(leased, snap.leases.len());
 }
 
 #[test]
@@ -217,7 +280,66 @@ fn stats_sum_pools_per_database() {
     assert_eq!(cell(&t, 0, "total_sent"), Some("5000"));
     assert_eq!(cell(&t, 0, "total_xact_time"), Some("2000000"));
     assert_eq!(cell(&t, 0, "total_wait_time"), Some("500000"));
-    assert_eq!(cell(&t, 0, "avg_query_count"), Some("0"));
+    // No stats period has completed: the averages are 0, as in PgBouncer.
+    for c in [
+        "avg_xact_count",
+        "avg_query_count",
+        "avg_recv",
+        "avg_wait_time",
+    ] {
+        assert_eq!(cell(&t, 0, c), Some("0"), "{c}");
+    }
+}
+
+#[test]
+fn stats_show_the_last_periods_averages() {
+    let (mut snap, ctx) = workload();
+    snap.stats_averages = vec![
+        crate::stats::StatsAverages {
+            database: "bank".into(),
+            protocol: "postgres".into(),
+            xact_count: 3,
+            query_count: 7,
+            bytes_received: 120,
+            bytes_sent: 900,
+            xact_time: 1500,
+            query_time: 400,
+            wait_time: 25,
+        },
+        // Another front door's database of the same name is not this one.
+        crate::stats::StatsAverages {
+            database: "bank".into(),
+            protocol: "mysql".into(),
+            xact_count: 99,
+            ..Default::default()
+        },
+    ];
+    let t = render(Show::Stats, &snap, &ctx);
+    assert_eq!(t.rows.len(), 1);
+    let got: Vec<_> = [
+        "avg_xact_count",
+        "avg_query_count",
+        "avg_recv",
+        "avg_sent",
+        "avg_xact_time",
+        "avg_query_time",
+        "avg_wait_time",
+    ]
+    .iter()
+    .map(|c| cell(&t, 0, c).unwrap())
+    .collect();
+    assert_eq!(got, ["3", "7", "120", "900", "1500", "400", "25"]);
+    assert_eq!(cell(&t, 0, "total_xact_count"), Some("15"));
+
+    // STATS_TOTALS and STATS_AVERAGES are SHOW STATS cut in two.
+    let totals = render(Show::StatsTotals, &snap, &ctx);
+    let averages = render(Show::StatsAverages, &snap, &ctx);
+    assert_eq!(totals.rows[0][0].as_deref(), Some("bank"));
+    assert_eq!(totals.rows[0][1..], t.rows[0][1..8]);
+    assert_eq!(averages.rows[0][0].as_deref(), Some("bank"));
+    assert_eq!(averages.rows[0][1..], t.rows[0][8..]);
+    assert_eq!(cell(&averages, 0, "wait_time"), Some("25"));
+    assert_eq!(cell(&totals, 0, "bytes_sent"), Some("5000"));
 }
 
 #[test]
