@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod hosts;
+pub mod idle;
 pub mod kill;
 pub mod mysql;
 pub mod observe;
@@ -127,5 +128,27 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    //! What a connected client's task costs. Every client, idle or not, keeps its task's
+    //! future for as long as it is connected, sized for the largest await point anywhere in
+    //! it; an unboxed login, console or relay state there multiplies by the number of clients.
+
+    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Generous for a debug build; the states this guards against were 5 to 8 KB.
+    const LIMIT: usize = 1024;
+
+    #[test]
+    fn a_client_task_stays_small() {
+        let pg = future_size(crate::pg::login::serve_client);
+        let mysql = future_size(crate::mysql::login::serve_client);
+        assert!(pg <= LIMIT, "PostgreSQL client task: {pg} bytes");
+        assert!(mysql <= LIMIT, "MySQL client task: {mysql} bytes");
     }
 }

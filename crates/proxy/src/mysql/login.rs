@@ -99,33 +99,51 @@ impl ClientIo<'_> {
 }
 
 /// Serves one client connection from accept to close. Never panics on client input.
-pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub async fn serve_client(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    crate::idle::serve(Box::pin(open_session(client, peer, shared)), Session::run).await
+}
+
+/// Greets and logs the client in: a session ready to run, or `None` when the client was
+/// refused or left.
+async fn open_session(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Option<Box<Session>> {
     let _ = client.set_nodelay(true);
     let slot = match shared.admit_client() {
         Ok(s) => s,
-        Err(e) => return refuse_before_greeting(&mut client, peer, &e).await,
+        Err(e) => {
+            refuse_before_greeting(&mut client, peer, &e).await;
+            return None;
+        }
     };
     let info = match shared.mysql.server_info(&shared).await {
         Ok(i) => i,
-        Err(e) => return refuse_before_greeting(&mut client, peer, &e).await,
+        Err(e) => {
+            refuse_before_greeting(&mut client, peer, &e).await;
+            return None;
+        }
     };
     let mut buf = BytesMut::with_capacity(1024);
     let mut seq = 0u8;
     let attempt = login(&mut client, &mut buf, peer, &shared, &info, &mut seq);
     let ready = match tokio::time::timeout(LOGIN_TIMEOUT, attempt).await {
         Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             let code = e.mysql_code(info.mariadb).to_string();
             shared.observe.count_error("mysql", code);
             tracing::info!(client = %peer, code = e.mysql_code(info.mariadb), error = %e, "MySQL client login refused");
-            return send_fatal(&mut client, seq, &e, info.mariadb).await;
+            send_fatal(&mut client, seq, &e, info.mariadb).await;
+            return None;
         }
         Err(_) => {
             let e = ProxyError::Handshake(format!(
                 "poolguard: login not completed within {LOGIN_TIMEOUT:?}"
             ));
-            return send_fatal(&mut client, seq, &e, info.mariadb).await;
+            send_fatal(&mut client, seq, &e, info.mariadb).await;
+            return None;
         }
     };
     let mut slot = slot;
@@ -133,7 +151,7 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
     shared
         .observe
         .describe_client(&mut slot, "mysql", &ready.holder, pool, &client);
-    Session::new(client, buf, shared, ready, slot).run().await;
+    Some(Box::new(Session::new(client, buf, shared, ready, slot)))
 }
 
 async fn refuse_before_greeting(client: &mut TcpStream, peer: SocketAddr, e: &ProxyError) {

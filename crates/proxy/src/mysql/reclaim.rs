@@ -31,7 +31,7 @@ pub enum Reclaim {
 }
 
 pub async fn reclaim(
-    mut held: Held,
+    mut held: Box<Held>,
     inflight: Option<Inflight>,
     how: Reclaim,
     entry: &Arc<MyPoolEntry>,

@@ -33,7 +33,17 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
 /// Serves one client connection from accept to close. Never panics on client input.
-pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub async fn serve_client(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    crate::idle::serve(Box::pin(open_session(client, peer, shared)), Session::run).await
+}
+
+/// Logs the client in: a session ready to run, or `None` when the client was refused, left, or
+/// was an admin console client (served here).
+async fn open_session(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Option<Box<Session>> {
     let _ = client.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(1024);
     // Boxed: the login's state (SCRAM, startup parsing) is large and only lives during login,
@@ -47,23 +57,24 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
         Ok(Ok(Some(Login::Console(admin)))) => {
             let leftover = buf.split();
             drop(buf);
-            return crate::pg::console::serve(client, leftover, shared, admin).await;
+            crate::pg::console::serve(client, leftover, shared, admin).await;
+            return None;
         }
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             shared
                 .observe
                 .count_error("postgres", e.sqlstate().to_owned());
             tracing::info!(client = %peer, code = e.sqlstate(), error = %e, "client login refused");
             send_fatal(&mut client, &e).await;
-            return;
+            return None;
         }
         Err(_) => {
             let e = ProxyError::Protocol(format!(
                 "poolguard: login not completed within {LOGIN_TIMEOUT:?}"
             ));
             send_fatal(&mut client, &e).await;
-            return;
+            return None;
         }
     };
     let leftover = buf.split();
@@ -72,7 +83,7 @@ pub async fn serve_client(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
     let pool = ready.entry.pool.config().name;
     let observe = &shared.observe;
     observe.describe_client(&mut ready.slot, "postgres", &ready.holder, pool, &client);
-    Session::new(client, leftover, shared, ready).run().await;
+    Some(Box::new(Session::new(client, leftover, shared, ready)))
 }
 
 /// Where a logged-in client goes: a pool, or the admin console (`pg::console`).

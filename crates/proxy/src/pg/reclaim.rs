@@ -27,7 +27,7 @@ pub enum Reclaim {
     Discard,
 }
 
-pub async fn reclaim(mut held: Held, how: Reclaim, pool: &str) {
+pub async fn reclaim(mut held: Box<Held>, how: Reclaim, pool: &str) {
     let reset = match how {
         Reclaim::Discard => {
             tracing::info!(pool, server = %held.lease.addr, "discarding server connection");

@@ -104,7 +104,7 @@ impl Session {
         if self.state.autocommit {
             s |= SERVER_STATUS_AUTOCOMMIT;
         }
-        if self.held.as_ref().is_some_and(Held::in_transaction) {
+        if self.held.as_deref().is_some_and(Held::in_transaction) {
             s |= SERVER_STATUS_IN_TRANS;
         }
         s

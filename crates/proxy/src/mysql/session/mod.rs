@@ -66,14 +66,14 @@ pub struct Held {
 }
 
 impl Held {
-    pub fn new(lease: MyLease) -> Self {
-        Held {
+    pub fn new(lease: MyLease) -> Box<Self> {
+        Box::new(Held {
             lease,
             frames: FrameDecoder::new(SERVER_MAX_PACKET),
             long_data: Vec::new(),
             sticky: false,
             idle_since: Instant::now(),
-        }
+        })
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -146,7 +146,8 @@ pub struct Session {
     db_slot: DbSlot,
     caps: u32,
     mariadb: bool,
-    held: Option<Held>,
+    /// Boxed: an idle client (most of them) keeps 8 bytes here instead of the whole record.
+    held: Option<Box<Held>>,
     transaction_mode: bool,
     /// Why the client keeps its server for the rest of the session, if it does.
     pinned: Option<String>,
@@ -159,7 +160,7 @@ pub struct Session {
     login_charset: u16,
     /// An error for the next COM_STMT_EXECUTE (a COM_STMT_SEND_LONG_DATA failed; it has no
     /// response of its own).
-    deferred_error: Option<ProxyError>,
+    deferred_error: Option<Box<ProxyError>>,
     /// When the open query and transaction started (the pool's traffic counters).
     clock: crate::traffic::Clock,
 }
@@ -205,7 +206,8 @@ impl Session {
         }
     }
 
-    pub async fn run(mut self) {
+    /// Serves the client until it leaves (boxed `self`: see [`crate::idle`]).
+    pub async fn run(mut self: Box<Self>) {
         if let Some(h) = &self.held {
             let key = self.server_key(h);
             self.registration.target.set(Some(key)).await;
@@ -236,17 +238,42 @@ impl Session {
                 },
             };
             let inflight = self.inflight.take();
-            reclaim(held, inflight, how, &self.entry).await;
+            Box::pin(reclaim(held, inflight, how, &self.entry)).await;
         }
     }
 
+    /// The session's life: busy stretches relayed by [`Session::relay_until_idle`] in a box
+    /// that exists only while the client is busy (one allocation per stretch), and idle waits
+    /// between them (see [`crate::idle`]).
     async fn relay(&mut self) -> End {
+        loop {
+            if let Some(end) = Box::pin(self.relay_until_idle()).await {
+                return end;
+            }
+            // Idle: no server, no command, nothing buffered; no buffer kept either.
+            self.cbuf = BytesMut::new();
+            let deadline = self.next_deadline();
+            let kicked = &self.registration.target.kicked;
+            // KILL CONNECTION: put the permit back for the relay's own wait to see at once.
+            let killed = async {
+                kicked.notified().await;
+                kicked.notify_one()
+            };
+            crate::idle::wait(&self.client, deadline, killed).await;
+        }
+    }
+
+    /// Relays until the session ends (`Some`) or the client is idle (`None`): no server held,
+    /// no command in flight and nothing buffered, after at least one wait (the one that woke
+    /// the idle client).
+    async fn relay_until_idle(&mut self) -> Option<End> {
+        let mut woken = true;
         loop {
             if self.inflight.is_none() {
                 match self.next_packet() {
                     Ok(Some(p)) => {
                         if let Some(end) = self.on_command(p).await {
-                            return end;
+                            return Some(end);
                         }
                         continue;
                     }
@@ -255,15 +282,20 @@ impl Session {
                         // Answer with the sequence id after the offending packet's.
                         let seq = poolguard_mysql::packet::peek_header(&self.cbuf)
                             .map_or(1, |(_, s)| s.wrapping_add(1));
-                        return End::Kicked(e, seq);
+                        return Some(End::Kicked(e, seq));
                     }
                 }
                 self.maybe_release().await;
             } else if self.infile_sending() {
                 if let Some(end) = self.relay_infile().await {
-                    return end;
+                    return Some(end);
                 }
             }
+            let idle = self.inflight.is_none() && self.held.is_none() && self.cbuf.is_empty();
+            if idle && !woken {
+                return None;
+            }
+            woken = false;
             let deadline = self.next_deadline();
             let read_client = self.inflight.is_none() || self.cbuf.len() < MAX_BUFFERED_WHILE_BUSY;
             self.cbuf.reserve(4096);
@@ -290,33 +322,33 @@ impl Session {
                 }
             };
             match event {
-                Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
+                Event::Client(Ok(0)) | Event::Client(Err(_)) => return Some(End::ClientGone),
                 Event::Client(Ok(n)) => {
                     self.entry.traffic.received(n);
                     self.last_client_activity = Instant::now();
                 }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
                     if let Some(end) = self.server_lost("the server closed the connection").await {
-                        return end;
+                        return Some(end);
                     }
                 }
                 Event::Server(Ok(_)) => {
                     if let Some(end) = self.pump_server().await {
-                        return end;
+                        return Some(end);
                     }
                 }
                 Event::Deadline => {
                     if let Some(end) = self.on_deadline().await {
-                        return end;
+                        return Some(end);
                     }
                 }
                 Event::Killed => {
-                    return End::Kicked(
+                    return Some(End::Kicked(
                         ProxyError::ShuttingDown(
                             "poolguard: connection killed by KILL CONNECTION".into(),
                         ),
                         1,
-                    )
+                    ))
                 }
             }
         }

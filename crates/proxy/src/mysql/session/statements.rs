@@ -187,7 +187,7 @@ impl Session {
     async fn refuse_maybe_silently(&mut self, seq: u8, r: Refusal, silent: bool) -> Option<End> {
         match r {
             Refusal::Answer(e) if silent => {
-                self.deferred_error = Some(e);
+                self.deferred_error = Some(Box::new(e));
                 None
             }
             r => self.refuse(seq, r).await,

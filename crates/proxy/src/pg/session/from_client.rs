@@ -69,7 +69,7 @@ impl Session {
                     if matches!(e, ProxyError::ShuttingDown(_)) {
                         return Some(End::Kicked(e));
                     }
-                    self.skipping = Some(e);
+                    self.skipping = Some(Box::new(e));
                     continue;
                 }
             }
@@ -250,7 +250,7 @@ impl Session {
                 }
                 return Ok(false);
             }
-            self.skipping = Some(e);
+            self.skipping = Some(Box::new(e));
             return Ok(true);
         }
         Ok(false)
@@ -533,7 +533,7 @@ impl Session {
 
     fn held_mut(&mut self) -> Result<&mut Held, ProxyError> {
         self.held
-            .as_mut()
+            .as_deref_mut()
             .ok_or_else(|| ProxyError::Protocol("internal: no server held".into()))
     }
 }

@@ -71,8 +71,8 @@ pub struct Held {
 }
 
 impl Held {
-    fn new(lease: PgLease) -> Self {
-        Held {
+    fn new(lease: PgLease) -> Box<Self> {
+        Box::new(Held {
             lease,
             scan: Scanner::new(DEFAULT_MAX_MESSAGE_LEN),
             pending: Pending::default(),
@@ -83,7 +83,7 @@ impl Held {
             busy_since: None,
             idle_since: Instant::now(),
             cancel_sent: false,
-        }
+        })
     }
 
     fn key(&self) -> ServerKey {
@@ -133,12 +133,13 @@ pub struct Session {
     holder: Holder,
     registration: Registration,
     _slot: ClientSlot,
-    held: Option<Held>,
+    /// Boxed: an idle client (most of them) keeps 8 bytes here instead of the whole record.
+    held: Option<Box<Held>>,
     transaction_mode: bool,
     /// Why the client keeps its server for the rest of the session, if it does.
     pinned: Option<String>,
     /// A refusal to report once the client's batch reaches its sync point.
-    skipping: Option<ProxyError>,
+    skipping: Option<Box<ProxyError>>,
     last_client_activity: Instant,
     /// The client's named statements (transaction mode).
     statements: ClientStatements,
@@ -189,10 +190,12 @@ impl Session {
         }
     }
 
-    pub async fn run(mut self) {
+    /// Serves the client until it leaves (boxed `self`: see [`crate::idle`]).
+    pub async fn run(mut self: Box<Self>) {
         if let Some(h) = self.held.take() {
-            // Session mode: the server leased at login.
-            if let Err(e) = self.start_lease(h).await {
+            // Session mode: the server leased at login. Boxed: once per session, not worth
+            // sizing the task for.
+            if let Err(e) = Box::pin(self.start_lease(h)).await {
                 tracing::warn!(client = %self.holder.client, error = %e, "server failed at session start");
             }
         }
@@ -227,19 +230,37 @@ impl Session {
         }
     }
 
+    /// The session's life: busy stretches relayed by [`Session::relay_until_idle`] in a box
+    /// that exists only while the client is busy (one allocation per stretch), and idle waits
+    /// between them (see [`crate::idle`]).
     async fn relay(&mut self) -> End {
         loop {
-            if let Some(end) = self.pump_client().await {
+            if let Some(end) = Box::pin(self.relay_until_idle()).await {
                 return end;
+            }
+            // Idle: no server, nothing buffered. An idle client holds no buffers either.
+            self.cbuf = BytesMut::new();
+            self.out = BytesMut::new();
+            let deadline = self.next_deadline();
+            crate::idle::wait(&self.client, deadline, std::future::pending()).await;
+        }
+    }
+
+    /// Relays until the session ends (`Some`) or the client is idle (`None`): no server held
+    /// and nothing buffered, after at least one wait (the one that woke the idle client).
+    async fn relay_until_idle(&mut self) -> Option<End> {
+        let mut woken = true;
+        loop {
+            if let Some(end) = self.pump_client().await {
+                return Some(end);
             }
             self.maybe_release().await;
             let deadline = self.next_deadline();
             let idle = self.held.is_none() && self.cbuf.is_empty();
-            if idle {
-                // An idle client holds no buffers: thousands of them must stay cheap.
-                self.cbuf = BytesMut::new();
-                self.out = BytesMut::new();
+            if idle && !woken {
+                return None;
             }
+            woken = false;
             let event = {
                 let client = &mut self.client;
                 let cbuf = &mut self.cbuf;
@@ -261,22 +282,22 @@ impl Session {
                 }
             };
             match event {
-                Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
+                Event::Client(Ok(0)) | Event::Client(Err(_)) => return Some(End::ClientGone),
                 Event::Client(Ok(n)) => {
                     self.entry.traffic.received(n);
                     self.last_client_activity = Instant::now();
                 }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
-                    return Box::pin(self.server_lost()).await
+                    return Some(Box::pin(self.server_lost()).await)
                 }
                 Event::Server(Ok(_)) => {
                     if let Some(end) = self.pump_server().await {
-                        return end;
+                        return Some(end);
                     }
                 }
                 Event::Deadline => {
                     if let Some(end) = Box::pin(self.on_deadline()).await {
-                        return end;
+                        return Some(end);
                     }
                 }
             }
@@ -315,7 +336,7 @@ impl Session {
     }
 
     /// Makes a freshly leased server the client's: cancel target, and its parameters.
-    async fn start_lease(&mut self, mut held: Held) -> Result<(), ProxyError> {
+    async fn start_lease(&mut self, mut held: Box<Held>) -> Result<(), ProxyError> {
         self.registration.target.set(Some(held.key())).await;
         let stamp = (self.registration.pid, self.params.version());
         if held.lease.synced_for != Some(stamp) {
