@@ -195,7 +195,7 @@ mod tests {
     fn address_key_strips_the_port() {
         let key = |client: &str| {
             let holder = Holder {
-                client: client.to_owned(),
+                client: client.to_owned().into(),
                 ..Holder::default()
             };
             ShareKey::Address.of(&holder).to_owned()

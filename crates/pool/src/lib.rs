@@ -78,6 +78,7 @@ mod tests;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 pub use breaker::{
     Breaker, BreakerConfig, BreakerOpen, BreakerPass, BreakerState, BreakerStats, Transition,
@@ -159,17 +160,18 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// Who holds a lease: plain data supplied by the caller, protocol-agnostic.
+/// Who holds a lease: plain data supplied by the caller, protocol-agnostic. Cloned on every
+/// acquire (the lease record keeps one), so the texts are shared, not copied.
 #[derive(Debug, Clone, Default)]
 pub struct Holder {
     /// The client's address, "ip:port".
-    pub client: String,
+    pub client: Arc<str>,
     /// The user it authenticated as.
-    pub user: String,
+    pub user: Arc<str>,
     /// The database it asked for.
-    pub database: String,
+    pub database: Arc<str>,
     /// Its application name (PostgreSQL `application_name`, MySQL `program_name`), if any.
-    pub application: String,
+    pub application: Arc<str>,
     /// What the holder is doing (state, last statement); shared by every clone, so a session
     /// updates it once and every lease record taken with this holder shows it.
     pub note: std::sync::Arc<LeaseNote>,

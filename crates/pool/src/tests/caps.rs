@@ -84,7 +84,7 @@ async fn waiters_are_served_fifo_and_dead_ones_skipped() {
 
 fn billing(client: &str) -> Holder {
     Holder {
-        application: "billing".to_owned(),
+        application: "billing".to_owned().into(),
         ..holder(client)
     }
 }
@@ -132,7 +132,7 @@ async fn timeout_after_exactly_the_deadline_with_numbers_and_holders() {
             assert_eq!(*waiters, 1);
             let oldest: Vec<_> = oldest
                 .iter()
-                .map(|(h, d)| (h.client.as_str(), d.as_secs()))
+                .map(|(h, d)| (&*h.client, d.as_secs()))
                 .collect();
             assert_eq!(
                 oldest,
@@ -170,7 +170,10 @@ async fn holders_are_listed_oldest_first_and_removed_on_return() {
     advance(Duration::from_secs(1)).await;
     let c = pool.acquire(holder("c:1")).await.unwrap();
     let clients = |p: &Pool<Fake>| -> Vec<String> {
-        p.holders().into_iter().map(|r| r.holder.client).collect()
+        p.holders()
+            .into_iter()
+            .map(|r| r.holder.client.to_string())
+            .collect()
     };
     assert_eq!(clients(&pool), ["a:1", "b:1", "c:1"]);
     assert_eq!(pool.holders()[1].id, b.id());

@@ -44,7 +44,7 @@ async fn paused_pool_holds_waiters_without_timing_them_out_then_serves_in_order(
     let mut served = Vec::new();
     for task in waiting {
         let lease = task.await.unwrap().unwrap();
-        served.push(pool.holders()[0].holder.client.clone());
+        served.push(pool.holders()[0].holder.client.to_string());
         drop(lease);
     }
     assert_eq!(served, ["w:0", "w:1", "w:2"], "FIFO across the pause");

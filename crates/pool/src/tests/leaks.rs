@@ -25,7 +25,7 @@ async fn leaks_are_reported_once_with_their_note() {
     advance(Duration::from_secs(6)).await;
     let leaks = pool.take_leaks(Duration::from_secs(10));
     assert_eq!(leaks.len(), 1);
-    assert_eq!(leaks[0].holder.client, "10.0.0.1:5000");
+    assert_eq!(&*leaks[0].holder.client, "10.0.0.1:5000");
     assert_eq!(leaks[0].holder.note.state(), LeaseState::IdleInTransaction);
     assert!(leaks[0]
         .holder

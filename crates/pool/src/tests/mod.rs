@@ -162,10 +162,10 @@ pub(crate) fn cfg(name: &str, size: usize, max_overflow: usize) -> PoolConfig {
 
 pub(crate) fn holder(client: &str) -> Holder {
     Holder {
-        client: client.to_owned(),
-        user: "app".to_owned(),
-        database: "bank".to_owned(),
-        application: String::new(),
+        client: client.to_owned().into(),
+        user: "app".to_owned().into(),
+        database: "bank".to_owned().into(),
+        application: String::new().into(),
         note: Default::default(),
     }
 }

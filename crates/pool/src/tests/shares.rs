@@ -10,7 +10,7 @@ use crate::{AcquireError, Admission, Budget, FairShare, Holder, OverShare, Pool,
 
 fn app(application: &str, client: &str) -> Holder {
     Holder {
-        application: application.to_owned(),
+        application: application.to_owned().into(),
         ..holder(client)
     }
 }
@@ -32,7 +32,7 @@ fn share_pool(size: usize, by: ShareKey, max: usize, strict: bool) -> (Pool<Fake
 
 /// The client of the newest lease.
 fn newest(pool: &Pool<Fake>) -> String {
-    pool.holders().last().unwrap().holder.client.clone()
+    pool.holders().last().unwrap().holder.client.to_string()
 }
 
 #[tokio::test(start_paused = true)]

@@ -58,7 +58,7 @@ async fn concurrent_churn_keeps_every_cap_and_leaks_nothing() {
                 budget.set_limit(if i % 2 == 0 { 3 } else { 6 });
             }
             let who = Holder {
-                application: format!("app{}", i % 5),
+                application: format!("app{}", i % 5).into(),
                 ..holder(&format!("10.0.0.{}:{i}", i % 7))
             };
             let acquire = pool.acquire(who);

@@ -183,7 +183,11 @@ pub async fn kill_query(key: &ServerKey) -> Result<(), String> {
             .query(&format!("KILL QUERY {}", key.thread_id))
             .await
             .map_err(|e| e.to_string());
-        poolguard_pool::Connector::close(connector, side, poolguard_pool::CloseReason::Discarded);
+        poolguard_pool::Connector::close(
+            connector,
+            Box::new(side),
+            poolguard_pool::CloseReason::Discarded,
+        );
         r.map(drop)
     };
     match tokio::time::timeout(KILL_TIMEOUT, work).await {

@@ -99,8 +99,14 @@ impl ClientIo<'_> {
 }
 
 /// Serves one client connection from accept to close. Never panics on client input.
-pub async fn serve_client(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    crate::idle::serve(Box::pin(open_session(client, peer, shared)), Session::run).await
+/// A plain `fn`: an `async fn` would keep its arguments in the task beside the futures it
+/// hands them to (see [`crate::idle`]).
+pub fn serve_client(
+    client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> impl std::future::Future<Output = ()> + Send {
+    crate::idle::serve(Box::pin(open_session(client, peer, shared)), Session::run)
 }
 
 /// Greets and logs the client in: a session ready to run, or `None` when the client was
@@ -151,7 +157,13 @@ async fn open_session(
     shared
         .observe
         .describe_client(&mut slot, "mysql", &ready.holder, pool, &client);
-    Some(Box::new(Session::new(client, buf, shared, ready, slot)))
+    // A copy of what the client already sent (usually nothing, then no allocation), so the
+    // login buffer is not kept for the session.
+    let leftover = BytesMut::from(&buf[..]);
+    drop(buf);
+    Some(Box::new(Session::new(
+        client, leftover, shared, ready, slot,
+    )))
 }
 
 async fn refuse_before_greeting(client: &mut TcpStream, peer: SocketAddr, e: &ProxyError) {
@@ -256,10 +268,10 @@ async fn admit(
         .unwrap_or_default()
         .to_owned();
     let holder = Holder {
-        client: peer.to_string(),
-        user: user.clone(),
-        database: db.name.clone(),
-        application,
+        client: peer.to_string().into(),
+        user: user.as_str().into(),
+        database: db.name.as_str().into(),
+        application: application.into(),
         note: Default::default(),
     };
     // Session mode takes its server now, so refusals arrive at connect time.

@@ -169,8 +169,8 @@ impl MysqlState {
             let entry = self.pool(shared, db, &user.name, false);
             let holder = Holder {
                 client: "poolguard (greeting)".into(),
-                user: user.name.clone(),
-                database: db.name.clone(),
+                user: user.name.as_str().into(),
+                database: db.name.as_str().into(),
                 application: "poolguard".into(),
                 note: Default::default(),
             };

@@ -515,11 +515,16 @@ fn refused(conn: &ServerConn, payload: &[u8]) -> ServerError {
 }
 
 impl Connector for MyConnector {
-    type Conn = ServerConn;
+    /// Boxed: the pool moves its connections around (idle list, hand-over to a waiter, lease)
+    /// on every transaction; a pointer moves for less than the whole record.
+    type Conn = Box<ServerConn>;
     type Error = ServerError;
 
-    fn connect(&self) -> impl std::future::Future<Output = Result<ServerConn, ServerError>> + Send {
-        self.open()
+    fn connect(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Box<ServerConn>, ServerError>> + Send {
+        let open = self.open();
+        async move { open.await.map(Box::new) }
     }
 
     /// Refuses at once while the write host's breaker is open (no side effects on it).
@@ -527,7 +532,7 @@ impl Connector for MyConnector {
         self.hosts.admit()
     }
 
-    fn close(&self, conn: ServerConn, reason: CloseReason) {
+    fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {
         tracing::debug!(server = %conn.addr, thread = conn.thread_id, ?reason, "closing server connection");
         conn.quit_now();
     }

@@ -229,9 +229,19 @@ fn first_word(s: &str) -> Option<&str> {
     Some(&s[..end])
 }
 
+/// Case-insensitive substring test. Runs on every plain statement, so it jumps between the
+/// places where the first byte matches (SIMD search) and compares only there. `needle` must
+/// start with an ASCII letter.
 fn contains_ignore_case(hay: &str, needle: &str) -> bool {
     let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    debug_assert!(n.first().is_some_and(u8::is_ascii_alphabetic));
+    if h.len() < n.len() {
+        return false;
+    }
+    // A match must start at or before this index.
+    let starts = &h[..=h.len() - n.len()];
+    memchr::memchr2_iter(n[0].to_ascii_lowercase(), n[0].to_ascii_uppercase(), starts)
+        .any(|i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// The statements of a SQL string, split on `;` outside quotes, dollar quotes and comments.
@@ -306,6 +316,19 @@ fn strip_leading_comments(mut s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn substring_search_ignores_case_and_reaches_both_ends() {
+        assert!(contains_ignore_case("TEMP", "temp"));
+        assert!(contains_ignore_case("create Temp table", "temp"));
+        assert!(contains_ignore_case(
+            "select pg_Advisory_LOCK",
+            "advisory_lock"
+        ));
+        assert!(!contains_ignore_case("tem", "temp"));
+        assert!(!contains_ignore_case("select attempt_x", "tempt_y"));
+        assert!(!contains_ignore_case("", "temp"));
+    }
 
     fn feats(sql: &str) -> Vec<SessionFeature> {
         scan(sql, &["search_path".to_string()]).features

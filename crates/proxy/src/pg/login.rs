@@ -33,8 +33,14 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
 /// Serves one client connection from accept to close. Never panics on client input.
-pub async fn serve_client(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    crate::idle::serve(Box::pin(open_session(client, peer, shared)), Session::run).await
+/// A plain `fn`: an `async fn` would keep its arguments in the task beside the futures it
+/// hands them to (see [`crate::idle`]).
+pub fn serve_client(
+    client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> impl std::future::Future<Output = ()> + Send {
+    crate::idle::serve(Box::pin(open_session(client, peer, shared)), Session::run)
 }
 
 /// Logs the client in: a session ready to run, or `None` when the client was refused, left, or
@@ -77,8 +83,9 @@ async fn open_session(
             return None;
         }
     };
-    let leftover = buf.split();
-    // `buf` would keep the login buffer's allocation alive for the whole session.
+    // A copy of what the client already pipelined (usually nothing, then no allocation):
+    // `buf.split()` would share, and so keep, the whole login buffer for the session.
+    let leftover = BytesMut::from(&buf[..]);
     drop(buf);
     let pool = ready.entry.pool.config().name;
     let observe = &shared.observe;
@@ -223,10 +230,10 @@ async fn login(
     let entry = shared.pg_pool(&db, &user);
     shared.admit_to_pool(&mut slot, &entry)?;
     let holder = Holder {
-        client: peer.to_string(),
-        user: user.clone(),
-        database: database.clone(),
-        application: application.clone(),
+        client: peer.to_string().into(),
+        user: user.as_str().into(),
+        database: database.as_str().into(),
+        application: application.as_str().into(),
         note: Default::default(),
     };
 

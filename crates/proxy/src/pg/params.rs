@@ -22,7 +22,9 @@ pub fn is_reported(name: &str) -> bool {
     REPORTED.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
-/// A small name -> value map (a handful of entries; a Vec beats a HashMap here).
+/// A small name -> value map (a handful of entries; a Vec beats a HashMap here). Names are kept
+/// lower-case and sorted, so two sets with the same entries compare equal as plain vectors
+/// ([`ParamSet::same_entries`]), the common case on every server handover.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSet {
     values: Vec<(String, String)>,
@@ -53,10 +55,17 @@ impl ParamSet {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             Some(slot) => value.clone_into(&mut slot.1),
-            None => self
-                .values
-                .push((name.to_ascii_lowercase(), value.to_owned())),
+            None => {
+                let name = name.to_ascii_lowercase();
+                let at = self.values.partition_point(|(n, _)| *n < name);
+                self.values.insert(at, (name, value.to_owned()));
+            }
         }
+    }
+
+    /// The same names with the same values (the versions may differ).
+    pub fn same_entries(&self, other: &ParamSet) -> bool {
+        self.values == other.values
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -85,6 +94,9 @@ pub fn quote_literal(v: &str) -> String {
 /// Extras the server carries and the client does not are RESET. Empty if nothing differs.
 pub fn sync_sql(client: &ParamSet, server: &ParamSet, extras: &[String]) -> String {
     let mut sql = String::new();
+    if client.same_entries(server) {
+        return sql;
+    }
     for (name, want) in client.iter() {
         if server.get(name) == Some(want) {
             continue;
@@ -120,9 +132,23 @@ mod tests {
         let extras = vec!["search_path".to_string(), "statement_timeout".to_string()];
         assert_eq!(
             sync_sql(&client, &server, &extras),
-            "SET timezone = 'Europe/Paris';SET search_path = myschema, public;RESET statement_timeout;"
+            "SET search_path = myschema, public;SET timezone = 'Europe/Paris';RESET statement_timeout;"
         );
         assert_eq!(sync_sql(&client, &client, &extras), "");
+    }
+
+    #[test]
+    fn sets_with_the_same_entries_are_the_same_whatever_the_order_and_case() {
+        let mut a = ParamSet::default();
+        a.set("TimeZone", "UTC");
+        a.set("DateStyle", "ISO, MDY");
+        let mut b = ParamSet::default();
+        b.set("datestyle", "ISO, MDY");
+        b.set("timezone", "UTC");
+        assert!(a.same_entries(&b));
+        b.set("TIMEZONE", "Europe/Paris");
+        assert!(!a.same_entries(&b));
+        assert_eq!(sync_sql(&a, &b, &[]), "SET timezone = 'UTC';");
     }
 
     #[test]

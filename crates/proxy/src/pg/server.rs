@@ -457,11 +457,16 @@ impl PgConnector {
 }
 
 impl Connector for PgConnector {
-    type Conn = ServerConn;
+    /// Boxed: the pool moves its connections around (idle list, hand-over to a waiter, lease)
+    /// on every transaction; a pointer moves for less than the whole record.
+    type Conn = Box<ServerConn>;
     type Error = ServerError;
 
-    fn connect(&self) -> impl std::future::Future<Output = Result<ServerConn, ServerError>> + Send {
-        self.open()
+    fn connect(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Box<ServerConn>, ServerError>> + Send {
+        let open = self.open();
+        async move { open.await.map(Box::new) }
     }
 
     /// Refuses at once while the write host's breaker is open (no side effects on it).
@@ -469,7 +474,7 @@ impl Connector for PgConnector {
         self.hosts.admit()
     }
 
-    fn close(&self, conn: ServerConn, reason: CloseReason) {
+    fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {
         tracing::debug!(server = %conn.addr, ?reason, "closing server connection");
         conn.terminate_now();
     }

@@ -58,8 +58,8 @@ impl Session {
             .mysql
             .pool(&self.shared, &db, &cu.username, found_rows);
         self.db_slot = db_slot;
-        self.holder.user = cu.username.clone();
-        self.holder.database = db.name.clone();
+        self.holder.user = cu.username.as_str().into();
+        self.holder.database = db.name.as_str().into();
         self.registration.target.set_user(&cu.username);
         self.transaction_mode = db.pool_mode == PoolMode::Transaction;
         if let Some(c) = cu.charset {
@@ -106,7 +106,7 @@ impl Session {
             .holder
             .client
             .rsplit_once(':')
-            .map_or(self.holder.client.as_str(), |(ip, _)| ip)
+            .map_or(&*self.holder.client, |(ip, _)| ip)
             .to_owned();
         auth::verify(
             &self.shared.config(),

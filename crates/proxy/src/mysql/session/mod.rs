@@ -247,20 +247,28 @@ impl Session {
     /// between them (see [`crate::idle`]).
     async fn relay(&mut self) -> End {
         loop {
+            // Checked before the box too: a client that logs in and waits starts idle.
+            if self.is_idle() {
+                // No buffer kept either.
+                self.cbuf = BytesMut::new();
+                let deadline = self.next_deadline();
+                let kicked = &self.registration.target.kicked;
+                // KILL CONNECTION: put the permit back for the relay's own wait to see at once.
+                let killed = async {
+                    kicked.notified().await;
+                    kicked.notify_one()
+                };
+                crate::idle::wait(&self.client, deadline, killed).await;
+            }
             if let Some(end) = Box::pin(self.relay_until_idle()).await {
                 return end;
             }
-            // Idle: no server, no command, nothing buffered; no buffer kept either.
-            self.cbuf = BytesMut::new();
-            let deadline = self.next_deadline();
-            let kicked = &self.registration.target.kicked;
-            // KILL CONNECTION: put the permit back for the relay's own wait to see at once.
-            let killed = async {
-                kicked.notified().await;
-                kicked.notify_one()
-            };
-            crate::idle::wait(&self.client, deadline, killed).await;
         }
+    }
+
+    /// No server held, no command in flight and nothing buffered.
+    fn is_idle(&self) -> bool {
+        self.inflight.is_none() && self.held.is_none() && self.cbuf.is_empty()
     }
 
     /// Relays until the session ends (`Some`) or the client is idle (`None`): no server held,
@@ -291,7 +299,7 @@ impl Session {
                     return Some(end);
                 }
             }
-            let idle = self.inflight.is_none() && self.held.is_none() && self.cbuf.is_empty();
+            let idle = self.is_idle();
             if idle && !woken {
                 return None;
             }

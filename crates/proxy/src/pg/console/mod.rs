@@ -98,10 +98,10 @@ pub async fn admit(
         .map_err(ProxyError::client_io)?;
     tracing::info!(client = %peer, user, database, application, "admin console login");
     let holder = Holder {
-        client: peer.to_string(),
-        user: user.to_owned(),
-        database: database.to_owned(),
-        application: application.to_owned(),
+        client: peer.to_string().into(),
+        user: user.into(),
+        database: database.into(),
+        application: application.into(),
         note: Default::default(),
     };
     Ok(Some(Admin { slot, holder }))

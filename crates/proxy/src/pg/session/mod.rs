@@ -235,15 +235,23 @@ impl Session {
     /// between them (see [`crate::idle`]).
     async fn relay(&mut self) -> End {
         loop {
+            // Checked before the box too: a client that logs in and waits starts idle.
+            if self.is_idle() {
+                // An idle client holds no buffers either.
+                self.cbuf = BytesMut::new();
+                self.out = BytesMut::new();
+                let deadline = self.next_deadline();
+                crate::idle::wait(&self.client, deadline, std::future::pending()).await;
+            }
             if let Some(end) = Box::pin(self.relay_until_idle()).await {
                 return end;
             }
-            // Idle: no server, nothing buffered. An idle client holds no buffers either.
-            self.cbuf = BytesMut::new();
-            self.out = BytesMut::new();
-            let deadline = self.next_deadline();
-            crate::idle::wait(&self.client, deadline, std::future::pending()).await;
         }
+    }
+
+    /// No server held and nothing buffered.
+    fn is_idle(&self) -> bool {
+        self.held.is_none() && self.cbuf.is_empty()
     }
 
     /// Relays until the session ends (`Some`) or the client is idle (`None`): no server held
@@ -256,7 +264,7 @@ impl Session {
             }
             self.maybe_release().await;
             let deadline = self.next_deadline();
-            let idle = self.held.is_none() && self.cbuf.is_empty();
+            let idle = self.is_idle();
             if idle && !woken {
                 return None;
             }
