@@ -188,7 +188,9 @@ impl Shared {
 
     /// Marks the backend's health checker as running; false if one already is.
     pub(crate) fn claim_checker(&self, backend: &str) -> bool {
-        lock(&self.checkers).insert(backend.to_owned())
+        // Asked every few hundred milliseconds: no allocation when the answer is no.
+        let mut running = lock(&self.checkers);
+        !running.contains(backend) && running.insert(backend.to_owned())
     }
 
     /// The backend's health checker has ended.

@@ -270,7 +270,7 @@ async fn login(
     let mut client_params = ParamSet::default();
     for (k, v) in server_params.iter() {
         if is_reported(k) {
-            client_params.set(k, v);
+            client_params.set_shared(k, v);
         }
     }
     // The client's own choices win: they are what its session must have on every server.

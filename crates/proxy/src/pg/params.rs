@@ -8,7 +8,9 @@
 //!
 //! Names are compared case-insensitively, as PostgreSQL does.
 
-/// Parameters PostgreSQL reports to clients and poolguard keeps in step.
+use std::sync::Arc;
+
+/// Parameters PostgreSQL reports to clients and poolguard keeps in step (lower-case).
 pub const REPORTED: [&str; 6] = [
     "client_encoding",
     "datestyle",
@@ -22,12 +24,24 @@ pub fn is_reported(name: &str) -> bool {
     REPORTED.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
+/// A parameter's name, lower-case: one of [`REPORTED`] (no allocation), or an operator's extra.
+type Name = std::borrow::Cow<'static, str>;
+
+fn name_of(name: &str) -> Name {
+    match REPORTED.iter().find(|r| r.eq_ignore_ascii_case(name)) {
+        Some(r) => Name::Borrowed(r),
+        None => Name::Owned(name.to_ascii_lowercase()),
+    }
+}
+
 /// A small name -> value map (a handful of entries; a Vec beats a HashMap here). Names are kept
 /// lower-case and sorted, so two sets with the same entries compare equal as plain vectors
-/// ([`ParamSet::same_entries`]), the common case on every server handover.
+/// ([`ParamSet::same_entries`]), the common case on every server handover. Values are shared
+/// texts: every client logged in from the same server parameters points at the same strings
+/// ([`ParamSet::set_shared`]), so an idle client does not carry its own copies.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSet {
-    values: Vec<(String, String)>,
+    values: Vec<(Name, Arc<str>)>,
     /// Bumped on every change, so a server synced to this set can tell it is still in line.
     version: u64,
 }
@@ -37,7 +51,7 @@ impl ParamSet {
         self.values
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 
     pub fn version(&self) -> u64 {
@@ -45,20 +59,30 @@ impl ParamSet {
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
-        if self.get(name) == Some(value) {
-            return;
+        if self.get(name) != Some(value) {
+            self.put(name, Arc::from(value));
         }
+    }
+
+    /// As [`ParamSet::set`], keeping a reference to `value` instead of a copy.
+    pub fn set_shared(&mut self, name: &str, value: &Arc<str>) {
+        if self.get(name) != Some(&**value) {
+            self.put(name, value.clone());
+        }
+    }
+
+    fn put(&mut self, name: &str, value: Arc<str>) {
         self.version += 1;
         match self
             .values
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
-            Some(slot) => value.clone_into(&mut slot.1),
+            Some(slot) => slot.1 = value,
             None => {
-                let name = name.to_ascii_lowercase();
+                let name = name_of(name);
                 let at = self.values.partition_point(|(n, _)| *n < name);
-                self.values.insert(at, (name, value.to_owned()));
+                self.values.insert(at, (name, value));
             }
         }
     }
@@ -74,7 +98,7 @@ impl ParamSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.values.iter().map(|(n, v)| (&**n, &**v))
     }
 
     /// Drops the extras (not reported by the server), as DISCARD ALL / RESET ALL reset them.

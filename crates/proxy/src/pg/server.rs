@@ -74,7 +74,8 @@ impl HostError for ServerError {
 }
 
 /// Parameters the server reported at login (server_version, TimeZone, ...), shared by the pool.
-pub type ServerParams = Arc<Vec<(String, String)>>;
+/// Shared texts: clients logged in from these copy references, not strings.
+pub type ServerParams = Arc<Vec<(Arc<str>, Arc<str>)>>;
 
 /// A logged-in connection to PostgreSQL.
 pub struct ServerConn {
@@ -428,7 +429,7 @@ impl PgConnector {
                 tags::backend::PARAMETER_STATUS => {
                     let (k, v) = backend::parse_parameter_status(&f.body)
                         .map_err(|e| conn.protocol(e.to_string()))?;
-                    params.push((k.to_owned(), v.to_owned()));
+                    params.push((Arc::from(k), Arc::from(v)));
                     conn.note_parameter_status(&f.body);
                 }
                 tags::backend::BACKEND_KEY_DATA => {
