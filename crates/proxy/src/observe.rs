@@ -228,30 +228,37 @@ impl PoolView {
 
 /// Every pool of both front doors, read now.
 fn pools(shared: &Shared) -> Vec<PoolView> {
-    let mut out = Vec::new();
-    for e in shared.pg_pools() {
-        out.push(PoolView {
-            protocol: "postgres",
-            db: Database::clone(&e.db()),
-            user: e.user.clone(),
-            status: e.pool.status(),
-            leases: e.pool.holders(),
-            idle: e.pool.idle(),
-            traffic: e.traffic.totals(),
-        });
+    let pg = shared
+        .pg_pools()
+        .into_iter()
+        .map(|e| PoolView::read("postgres", &e.db(), &e.user, &e.pool, &e.traffic));
+    let mysql = shared
+        .mysql
+        .pools()
+        .into_iter()
+        .map(|e| PoolView::read("mysql", &e.db(), &e.user, &e.pool, &e.traffic));
+    pg.chain(mysql).collect()
+}
+
+impl PoolView {
+    /// One pool of either protocol, read now.
+    fn read<C: Connector>(
+        protocol: &'static str,
+        db: &Database,
+        user: &str,
+        pool: &poolguard_pool::Pool<C>,
+        traffic: &crate::traffic::Traffic,
+    ) -> PoolView {
+        PoolView {
+            protocol,
+            db: db.clone(),
+            user: user.to_owned(),
+            status: pool.status(),
+            leases: pool.holders(),
+            idle: pool.idle(),
+            traffic: traffic.totals(),
+        }
     }
-    for e in shared.mysql.pools() {
-        out.push(PoolView {
-            protocol: "mysql",
-            db: Database::clone(&e.db()),
-            user: e.user.clone(),
-            status: e.pool.status(),
-            leases: e.pool.holders(),
-            idle: e.pool.idle(),
-            traffic: e.traffic.totals(),
-        });
-    }
-    out
 }
 
 fn check_leaks(shared: &Shared) {
