@@ -51,7 +51,33 @@ pub fn poolguard_bin() -> PathBuf {
     bin
 }
 
+/// A port on 127.0.0.1 for poolguard to listen on, free a moment ago.
+///
+/// Taken from just below the kernel's range for outgoing connections' local ports
+/// (`ip_local_port_range`, 32768-60999 by default): a port the kernel hands out with `bind(0)` is
+/// from that range, and a client's outgoing connection elsewhere in the suite can take it
+/// between this call and poolguard's bind ("address already in use", seen in CI). Below the
+/// range only another listener can. Each call in this process tries the next port, starting
+/// from a place that depends on the process id, so concurrent test processes rarely meet.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > SPAN + 1_024 {
+        let low = ephemeral_low - SPAN;
+        let start = std::process::id().wrapping_mul(7_919);
+        for _ in 0..SPAN {
+            let n = CALLS.fetch_add(1, Ordering::Relaxed);
+            let port = low + start.wrapping_add(n) % SPAN;
+            if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

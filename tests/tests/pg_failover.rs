@@ -13,7 +13,7 @@ use poolguard_e2e::admin::*;
 use poolguard_e2e::*;
 
 mod hosts_common;
-use hosts_common::event_messages;
+use hosts_common::{event_messages, primary_and_standby_config, primary_with_standby};
 
 const WRITERS: usize = 4;
 /// Every loop here ends by this much at the latest, whatever happens.
@@ -146,37 +146,12 @@ fn failover_config(primary: &PgSandbox, standby: &PgSandbox, port: u16, admin: u
         limits: format!("acquire_timeout = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
         ..PoolSpec::default()
     };
-    let one_host = format!("hosts = [\"127.0.0.1:{}\"]\n", primary.port());
-    let config = config_for(primary, port, &spec).replacen(
-        &one_host,
-        &format!(
-            "hosts = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nhealth_check_interval = \"250ms\"\n\
-             health_check_timeout = \"1s\"\nconnect_timeout = \"2s\"\nbreaker_failures = 3\n\
-             breaker_cooldown = \"1s\"\n",
-            primary.port(),
-            standby.port()
-        ),
-        1,
-    );
-    assert!(config.contains("health_check_interval"), "{config}");
-    config
+    primary_and_standby_config(primary, standby, port, &spec)
 }
 
 #[test]
 fn writes_resume_on_the_promoted_standby_through_the_same_address() {
-    let mut primary = sandbox(40);
-    primary
-        .psql_as(
-            USER,
-            PASSWORD,
-            DB,
-            "CREATE TABLE t (id bigserial PRIMARY KEY, note text NOT NULL)",
-        )
-        .unwrap();
-    let standby = primary.standby().expect("standby of the primary");
-    primary
-        .wait_replayed_by(&standby, Duration::from_secs(30))
-        .unwrap();
+    let (mut primary, standby) = primary_with_standby();
     assert!(standby.is_in_recovery().unwrap());
 
     let (port, admin) = (free_port(), free_port());

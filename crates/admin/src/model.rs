@@ -93,6 +93,8 @@ pub struct PoolSnapshot {
     pub user: String,
     /// "transaction" or "session".
     pub mode: String,
+    /// Where its server connections go: "primary" (the write host) or "standby".
+    pub target: String,
     pub open: usize,
     pub idle: usize,
     pub in_use: usize,

@@ -211,7 +211,13 @@ impl Shared {
             let db = e.database();
             let next = new
                 .database(protocol, &db.name)
-                .filter(|now| now.backend == db.backend)
+                // A pool's connector is fixed to where it connects: another backend, server
+                // database or target means a new pool (this one drains).
+                .filter(|now| {
+                    now.backend == db.backend
+                        && now.server_database == db.server_database
+                        && now.target == db.target
+                })
                 .zip(new.user(e.user()));
             match next {
                 Some((now, user)) => {

@@ -3,7 +3,8 @@
 //!
 //! Role: every pool of a backend connects through one shared [`HostSet`]; its connectors read
 //! [`HostSet::write_host`] at each connect, so moving the write host redirects every new server
-//! connection of the backend at once.
+//! connection of the backend at once. Pools of a standby database (`target = "standby"`) pick
+//! one of the hosts last seen read-only instead, in turn ([`HostSet::connect_target`]).
 //!
 //! Invariants:
 //! - The write host starts as the first configured host and moves only to a host whose last
@@ -24,6 +25,7 @@ use poolguard_pool::{Breaker, BreakerConfig, BreakerOpen};
 use tokio::time::Instant;
 
 use crate::config::guard::HostGuard;
+use crate::config::target::Target;
 use crate::config::Backend;
 
 /// What a host was last seen as.
@@ -119,6 +121,8 @@ pub trait HostError: Sized {
     fn is_host_failure(&self) -> bool;
     /// The error for "the breaker is open; nothing was attempted".
     fn unavailable(open: BreakerOpen) -> Self;
+    /// The error for "a standby database without fallback has no usable standby".
+    fn no_standby(backend: &str) -> Self;
 }
 
 /// The hosts of one backend and which of them takes writes.
@@ -127,6 +131,9 @@ pub struct HostSet {
     hosts: Vec<Host>,
     /// Index into `hosts` of the host the pools connect to.
     write: AtomicUsize,
+    /// Where the search for the next standby starts, so a standby database's connections
+    /// spread over the standbys.
+    next_standby: AtomicUsize,
     failovers: AtomicU64,
     /// The one connection the backend may open beyond its budget, for work that cannot wait
     /// for a unit: a MySQL `KILL QUERY`, when every unit may be held by the very statement to
@@ -182,6 +189,7 @@ impl HostSet {
             backend: backend.to_owned(),
             hosts,
             write: AtomicUsize::new(0),
+            next_standby: AtomicUsize::new(0),
             failovers: AtomicU64::new(0),
             side_connection: tokio::sync::Semaphore::new(1),
         })
@@ -221,7 +229,50 @@ impl HostSet {
         E: HostError,
         F: std::future::Future<Output = Result<T, E>>,
     {
-        let host = self.write_host();
+        self.connect_target(Target::Primary, connect).await
+    }
+
+    /// `Err` while the write host's breaker refuses (no side effects): the pools' `admit`.
+    pub fn admit<E: HostError>(&self) -> Result<(), E> {
+        match self.write_host().breaker.refusing() {
+            Some(open) => Err(E::unavailable(open)),
+            None => Ok(()),
+        }
+    }
+
+    /// A host last seen as a standby whose breaker lets connects through, taking the hosts in
+    /// turn from one call to the next; `None` when there is none.
+    pub fn standby_host(&self) -> Option<&Host> {
+        let usable = |h: &&Host| h.role() == Role::Standby && h.breaker.refusing().is_none();
+        let count = self.hosts.iter().filter(usable).count();
+        if count == 0 {
+            return None;
+        }
+        let turn = self.next_standby.fetch_add(1, Ordering::Relaxed) % count;
+        self.hosts.iter().filter(usable).nth(turn)
+    }
+
+    /// Connects where a database of this `target` belongs: the write host for a primary
+    /// database; for a standby database the next usable standby, else the write host if it
+    /// falls back, else [`HostError::no_standby`]. Outcomes are reported to the chosen host's
+    /// breaker as in [`connect_write_host`](Self::connect_write_host).
+    pub async fn connect_target<T, E, F>(
+        &self,
+        target: Target,
+        connect: impl FnOnce(String) -> F,
+    ) -> Result<T, E>
+    where
+        E: HostError,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let host = match target {
+            Target::Primary => self.write_host(),
+            Target::Standby { fallback } => match self.standby_host() {
+                Some(h) => h,
+                None if fallback => self.write_host(),
+                None => return Err(E::no_standby(&self.backend)),
+            },
+        };
         let pass = host.breaker.try_pass().map_err(E::unavailable)?;
         let result = connect(host.addr.clone()).await;
         match &result {
@@ -231,11 +282,22 @@ impl HostSet {
         result
     }
 
-    /// `Err` while the write host's breaker refuses (no side effects): the pools' `admit`.
-    pub fn admit<E: HostError>(&self) -> Result<(), E> {
-        match self.write_host().breaker.refusing() {
-            Some(open) => Err(E::unavailable(open)),
-            None => Ok(()),
+    /// The pools' `admit` for a database of this `target` (no side effects): refused while no
+    /// host it may use would let a connect through.
+    pub fn admit_target<E: HostError>(&self, target: Target) -> Result<(), E> {
+        match target {
+            Target::Primary => self.admit(),
+            Target::Standby { fallback } => {
+                let usable = self
+                    .hosts
+                    .iter()
+                    .any(|h| h.role() == Role::Standby && h.breaker.refusing().is_none());
+                match (usable, fallback) {
+                    (true, _) => Ok(()),
+                    (false, true) => self.admit(),
+                    (false, false) => Err(E::no_standby(&self.backend)),
+                }
+            }
         }
     }
 
@@ -366,6 +428,97 @@ mod tests {
         );
         seen(&s, 0, Role::Standby);
         assert_eq!(s.choose_write_host().unwrap().to, "10.0.0.1:5432");
+    }
+
+    /// A connect outcome for the breaker bookkeeping: `true` is a host failure.
+    #[derive(Debug, PartialEq)]
+    enum TestError {
+        Failed,
+        Open,
+        NoStandby,
+    }
+
+    impl HostError for TestError {
+        fn is_host_failure(&self) -> bool {
+            *self == TestError::Failed
+        }
+        fn unavailable(_: BreakerOpen) -> Self {
+            TestError::Open
+        }
+        fn no_standby(_: &str) -> Self {
+            TestError::NoStandby
+        }
+    }
+
+    /// The address a database of `target` would connect to next.
+    async fn next(s: &HostSet, target: Target) -> Result<String, TestError> {
+        s.connect_target(target, |addr| async move { Ok(addr) })
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_standby_database_takes_the_standbys_in_turn() {
+        let s = set(3);
+        seen(&s, 0, Role::Primary);
+        seen(&s, 1, Role::Standby);
+        seen(&s, 2, Role::Standby);
+        let standby = Target::Standby { fallback: true };
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(next(&s, standby).await.unwrap());
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "10.0.0.1:5432",
+                "10.0.0.1:5432",
+                "10.0.0.2:5432",
+                "10.0.0.2:5432"
+            ]
+        );
+        assert_eq!(next(&s, Target::Primary).await.unwrap(), "10.0.0.0:5432");
+        assert_eq!(s.admit_target::<TestError>(standby), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn without_a_usable_standby_it_falls_back_or_refuses() {
+        let s = set(2);
+        let (lenient, strict) = (
+            Target::Standby { fallback: true },
+            Target::Standby { fallback: false },
+        );
+        // Nothing checked yet: no host is known to be a standby.
+        assert_eq!(next(&s, lenient).await.unwrap(), "10.0.0.0:5432");
+        assert_eq!(next(&s, strict).await, Err(TestError::NoStandby));
+        assert_eq!(s.admit_target(strict), Err(TestError::NoStandby));
+        seen(&s, 0, Role::Primary);
+        seen(&s, 1, Role::Standby);
+        assert_eq!(next(&s, strict).await.unwrap(), "10.0.0.1:5432");
+        // The standby's breaker opens: it is skipped like a host seen down.
+        for _ in 0..BreakerConfig::default().failures {
+            let r: Result<(), TestError> = s
+                .connect_target(strict, |_| async { Err(TestError::Failed) })
+                .await;
+            assert_eq!(r, Err(TestError::Failed));
+        }
+        assert_eq!(next(&s, strict).await, Err(TestError::NoStandby));
+        assert_eq!(next(&s, lenient).await.unwrap(), "10.0.0.0:5432");
+        assert_eq!(s.admit_target::<TestError>(lenient), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn after_a_promotion_a_standby_database_falls_back_to_the_new_primary() {
+        let s = set(2);
+        seen(&s, 0, Role::Primary);
+        seen(&s, 1, Role::Standby);
+        let lenient = Target::Standby { fallback: true };
+        assert_eq!(next(&s, lenient).await.unwrap(), "10.0.0.1:5432");
+        seen(&s, 0, Role::Down);
+        seen(&s, 1, Role::Primary);
+        assert!(s.choose_write_host().is_some());
+        assert_eq!(next(&s, lenient).await.unwrap(), "10.0.0.1:5432");
+        assert_eq!(next(&s, Target::Primary).await.unwrap(), "10.0.0.1:5432");
     }
 
     #[tokio::test]

@@ -470,6 +470,7 @@ fn pool_snapshot(
             PoolMode::Transaction => "transaction",
         }
         .to_owned(),
+        target: db.target.as_str().to_owned(),
         open: st.open,
         idle: st.idle,
         in_use: st.in_use,

@@ -351,6 +351,7 @@ impl Shared {
         if let Some(front) = &self.config().postgres {
             connector.max_prepared_statements = front.max_prepared_statements;
         }
+        connector.target = db.target;
         let pool = Pool::new(pool_config(db, user), connector, budget);
         self.adopt(&pool, db);
         let period = reap_period(db);

@@ -8,6 +8,7 @@
 pub mod guard;
 pub mod observe;
 pub mod raw;
+pub mod target;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -175,6 +176,8 @@ pub struct Database {
     pub pool_size: usize,
     pub max_overflow: usize,
     pub limits: Limits,
+    /// The backend's write host, or its standbys (`target`, `standby_fallback`).
+    pub target: target::Target,
 }
 
 #[derive(Debug, Clone)]
@@ -648,6 +651,12 @@ impl Config {
             pool_size,
             max_overflow,
             limits: Limits::from_raw(&key, &d.limits_over(defaults))?,
+            target: target::Target::from_raw(
+                &key,
+                d.target.as_deref(),
+                d.standby_fallback,
+                backend,
+            )?,
         })
     }
 

@@ -128,6 +128,8 @@ pub struct RawDatabase {
     pub pool_mode: Option<String>,
     pub pool_size: Option<usize>,
     pub max_overflow: Option<usize>,
+    pub target: Option<String>,
+    pub standby_fallback: Option<bool>,
     // serde cannot combine `flatten` with `deny_unknown_fields`, so the overridable limits are
     // spelled out here and gathered by `limits()`.
     pub acquire_timeout: Option<String>,

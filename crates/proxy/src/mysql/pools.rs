@@ -220,6 +220,7 @@ fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyP
         connect_timeout,
     );
     connector.found_rows = found_rows;
+    connector.target = db.target;
     if let Some(front) = &shared.config().mysql {
         connector.max_prepared_statements = front.max_prepared_statements;
     }

@@ -33,6 +33,7 @@ use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::target::Target;
 use crate::hosts::{HostError, HostSet};
 use crate::mysql::caps;
 use crate::mysql::stmts::ServerStatements;
@@ -61,6 +62,9 @@ pub enum ServerError {
     /// The host's circuit breaker is open: no connect was attempted.
     #[error("{0}")]
     Unavailable(BreakerOpen),
+    /// A standby database without fallback found no replica to connect to.
+    #[error("no read-only replica of backend {backend:?} is usable (standby_fallback = false)")]
+    NoStandby { backend: String },
 }
 
 /// ER_CON_COUNT_ERROR is not here on purpose: a full server answered, and poolguard's budget is
@@ -79,6 +83,12 @@ impl HostError for ServerError {
         ServerError::Unavailable(open)
     }
 
+    fn no_standby(backend: &str) -> Self {
+        ServerError::NoStandby {
+            backend: backend.to_owned(),
+        }
+    }
+
     /// Whether this failure says the host is unusable for everyone (it counts against the
     /// host's breaker and marks it down in health checks): unreachable, no answer in time, the
     /// connection dropped, or the server shutting down. A refused login (wrong password,
@@ -89,7 +99,9 @@ impl HostError for ServerError {
             ServerError::Connect { .. } | ServerError::ConnectTimeout { .. } => true,
             ServerError::Io(_) => true,
             ServerError::Refused { err, .. } => HOST_FAILURE_CODES.contains(&err.code),
-            ServerError::Protocol { .. } | ServerError::Unavailable(_) => false,
+            ServerError::Protocol { .. }
+            | ServerError::Unavailable(_)
+            | ServerError::NoStandby { .. } => false,
         }
     }
 }
@@ -274,6 +286,8 @@ pub struct MyConnector {
     pub max_prepared_statements: usize,
     /// What the last successful login's greeting said.
     info: Mutex<Option<Arc<ServerInfo>>>,
+    /// The write host, or the replicas (hosts with `@@global.read_only = 1`).
+    pub target: Target,
 }
 
 impl MyConnector {
@@ -320,6 +334,7 @@ impl MyConnector {
             found_rows: false,
             max_prepared_statements: 100,
             info: Mutex::new(None),
+            target: Target::Primary,
         }
     }
 
@@ -328,11 +343,12 @@ impl MyConnector {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Opens a connection to the write host through its breaker, reporting the outcome to it
-    /// (the pools' connects; also budget checks and KILL QUERY side connections).
+    /// Opens a connection where the database's `target` says (the write host, or a replica),
+    /// through that host's breaker, reporting the outcome to it (the pools' connects; also
+    /// budget checks).
     pub async fn open(&self) -> Result<ServerConn, ServerError> {
         self.hosts
-            .connect_write_host(|addr| self.open_at(addr))
+            .connect_target(self.target, |addr| self.open_at(addr))
             .await
     }
 
@@ -527,9 +543,10 @@ impl Connector for MyConnector {
         async move { open.await.map(Box::new) }
     }
 
-    /// Refuses at once while the write host's breaker is open (no side effects on it).
+    /// Refuses at once while no host the database may use lets a connect through (no side
+    /// effects on the breakers).
     fn admit(&self) -> Result<(), ServerError> {
-        self.hosts.admit()
+        self.hosts.admit_target(self.target)
     }
 
     fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {

@@ -23,6 +23,7 @@ use poolguard_pg::scram::ScramClient;
 use poolguard_pg::{frontend, md5auth, startup, tags};
 use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 
+use crate::config::target::Target;
 use crate::hosts::{HostError, HostSet};
 use crate::pg::params::{is_reported, ParamSet};
 use crate::pg::prepared::{ServerStatements, UnnamedStatement};
@@ -48,11 +49,20 @@ pub enum ServerError {
     /// The host's circuit breaker is open: no connect was attempted.
     #[error("{0}")]
     Unavailable(BreakerOpen),
+    /// A standby database without fallback found no standby to connect to.
+    #[error("no standby of backend {backend:?} is usable (standby_fallback = false)")]
+    NoStandby { backend: String },
 }
 
 impl HostError for ServerError {
     fn unavailable(open: BreakerOpen) -> Self {
         ServerError::Unavailable(open)
+    }
+
+    fn no_standby(backend: &str) -> Self {
+        ServerError::NoStandby {
+            backend: backend.to_owned(),
+        }
     }
 
     /// Whether this failure says the host is unusable for everyone (it counts against the
@@ -68,7 +78,9 @@ impl HostError for ServerError {
             ServerError::Refused { notice, .. } => {
                 notice.code.starts_with("57P") || notice.code.starts_with("08")
             }
-            ServerError::Protocol { .. } | ServerError::Unavailable(_) => false,
+            ServerError::Protocol { .. }
+            | ServerError::Unavailable(_)
+            | ServerError::NoStandby { .. } => false,
         }
     }
 }
@@ -240,6 +252,10 @@ pub struct PgConnector {
     pub max_prepared_statements: usize,
     /// What the last successful login reported, for clients that log in before any server does.
     params: Mutex<Option<ServerParams>>,
+    /// The write host, or the standbys. Connections of a standby database are opened with
+    /// `default_transaction_read_only = on`, so a write fails the same way (25006) whether it
+    /// reached a standby or the primary it fell back to.
+    pub target: Target,
 }
 
 impl PgConnector {
@@ -285,6 +301,7 @@ impl PgConnector {
             connect_timeout,
             max_prepared_statements: 100,
             params: Mutex::new(None),
+            target: Target::Primary,
         }
     }
 
@@ -296,10 +313,11 @@ impl PgConnector {
             .clone()
     }
 
-    /// Connects to the write host through its breaker and reports the outcome to it.
+    /// Connects where the database's `target` says, through that host's breaker, and reports
+    /// the outcome to it.
     async fn open(&self) -> Result<ServerConn, ServerError> {
         self.hosts
-            .connect_write_host(|addr| self.open_at(addr))
+            .connect_target(self.target, |addr| self.open_at(addr))
             .await
     }
 
@@ -359,14 +377,15 @@ impl PgConnector {
 
     async fn login(&self, conn: &mut ServerConn) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
-        startup::encode_startup(
-            &mut out,
-            &[
-                ("user", &self.user),
-                ("database", &self.database),
-                ("application_name", "poolguard"),
-            ],
-        );
+        let mut startup_params = vec![
+            ("user", self.user.as_str()),
+            ("database", self.database.as_str()),
+            ("application_name", "poolguard"),
+        ];
+        if matches!(self.target, Target::Standby { .. }) {
+            startup_params.push(("default_transaction_read_only", "on"));
+        }
+        startup::encode_startup(&mut out, &startup_params);
         conn.stream.write_all(&out).await?;
         let mut scram: Option<ScramClient> = None;
         let mut params = Vec::new();
@@ -470,9 +489,10 @@ impl Connector for PgConnector {
         async move { open.await.map(Box::new) }
     }
 
-    /// Refuses at once while the write host's breaker is open (no side effects on it).
+    /// Refuses at once while no host the database may use lets a connect through (no side
+    /// effects on the breakers).
     fn admit(&self) -> Result<(), ServerError> {
-        self.hosts.admit()
+        self.hosts.admit_target(self.target)
     }
 
     fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {
