@@ -12,7 +12,9 @@
 //!   checked this round and its last result stands. After each result the write host is
 //!   reconsidered ([`HostSet::choose_write_host`]); a move retires every pool of the backend
 //!   (idle server connections close now, busy ones when returned), so no new transaction
-//!   reaches the old host, and is logged and pushed as a `failover` event.
+//!   reaches the old host, and is logged and pushed as a `failover` event. A host becoming or
+//!   ceasing to be a standby retires the backend's standby databases' pools the same way, so
+//!   their connections are chosen again from the standbys as they are now.
 //! - one for all backends: every [`TRANSITION_PERIOD`] the hosts' breaker transitions become
 //!   log lines and `breaker` events.
 //!
@@ -28,7 +30,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{CheckResult, Failover, HostError, HostSet, Role};
-use crate::config::{Backend, Protocol};
+use crate::config::target::Target;
+use crate::config::{Backend, Database, Protocol};
 use crate::mysql::server::MyConnector;
 use crate::pg::server::PgConnector;
 use crate::state::Shared;
@@ -214,27 +217,46 @@ async fn check_backend(shared: &Arc<Shared>, set: &Arc<HostSet>) {
                 error,
             },
         );
+        // The set of standbys changed: the standby databases' connections were chosen from
+        // the old one (a fallback to the write host, or a host that is no standby now).
+        if (before == Role::Standby) != (role == Role::Standby) {
+            let retired = retire_pools(shared, &backend.name, |db| {
+                matches!(db.target, Target::Standby { .. })
+            });
+            if retired > 0 {
+                tracing::info!(backend = %backend.name, host = %host.addr, pools_retired = retired, "standbys changed: standby databases reconnect");
+            }
+        }
         if let Some(failover) = set.choose_write_host() {
             fail_over(shared, &backend.name, &failover);
         }
     }
 }
 
-/// After the write host moved: retire every pool of the backend, announce it.
-fn fail_over(shared: &Shared, backend: &str, f: &Failover) {
+/// Retires the pools of `backend` whose database `which` selects (idle server connections close
+/// now, busy ones when returned); how many.
+fn retire_pools(shared: &Shared, backend: &str, which: impl Fn(&Database) -> bool) -> usize {
     let mut retired = 0usize;
     for e in shared.pg_pools() {
-        if e.db().backend == backend {
+        let db = e.db();
+        if db.backend == backend && which(&db) {
             e.pool.retire_all();
             retired += 1;
         }
     }
     for e in shared.mysql.pools() {
-        if e.db().backend == backend {
+        let db = e.db();
+        if db.backend == backend && which(&db) {
             e.pool.retire_all();
             retired += 1;
         }
     }
+    retired
+}
+
+/// After the write host moved: retire every pool of the backend, announce it.
+fn fail_over(shared: &Shared, backend: &str, f: &Failover) {
+    let retired = retire_pools(shared, backend, |_| true);
     let why = f.from_error.as_deref().unwrap_or("");
     tracing::warn!(
         backend,
