@@ -13,6 +13,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::Rng;
 use tokio::time::Instant;
@@ -30,6 +31,9 @@ pub(crate) struct ConnMeta {
     /// The pool's generation when the connect was granted; an older one than the pool's is
     /// retired (`Pool::retire_all`), so a connect already under way to the old server is too.
     pub(crate) generation: u64,
+    /// [`Self::expires_at`] as last computed, and the pool's config epoch it was computed
+    /// for: checked on every checkout and check-in, recomputed only after a config change.
+    expiry: Option<(u64, Option<Instant>)>,
 }
 
 impl ConnMeta {
@@ -38,6 +42,20 @@ impl ConnMeta {
             created_at,
             jitter_draw: rand::thread_rng().gen_range(0.0..=1.0),
             generation,
+            expiry: None,
+        }
+    }
+
+    /// [`Self::expires_at`] under `config`, whose epoch (bumped by every change of the pool's
+    /// config) is `epoch`; computed once per epoch.
+    pub(crate) fn expiry(&mut self, config: &PoolConfig, epoch: u64) -> Option<Instant> {
+        match self.expiry {
+            Some((at_epoch, at)) if at_epoch == epoch => at,
+            _ => {
+                let at = self.expires_at(config);
+                self.expiry = Some((epoch, at));
+                at
+            }
         }
     }
 
@@ -45,14 +63,18 @@ impl ConnMeta {
     /// instant is out of range, which is as good as never).
     pub(crate) fn expires_at(&self, config: &PoolConfig) -> Option<Instant> {
         let lifetime = config.max_lifetime?;
-        // The factor is in [0, 0.5], so the product cannot overflow.
-        let shortened =
-            lifetime.saturating_sub(lifetime.mul_f64(self.jitter_draw * config.effective_jitter()));
+        // The factor is in [0, 0.5], so the cut is at most half the lifetime. Computed in
+        // float nanoseconds: `Duration::mul_f64` goes through a checked seconds conversion
+        // (and `as_nanos` through 128-bit arithmetic) that cost more than the rest of a
+        // checkout, and this runs on every one.
+        let factor = self.jitter_draw * config.effective_jitter();
+        let cut = (lifetime.as_secs_f64() * factor * 1e9) as u64;
+        let shortened = lifetime.saturating_sub(Duration::from_nanos(cut));
         self.created_at.checked_add(shortened)
     }
 
-    pub(crate) fn is_expired(&self, config: &PoolConfig, now: Instant) -> bool {
-        self.expires_at(config).is_some_and(|at| now >= at)
+    pub(crate) fn is_expired(&mut self, config: &PoolConfig, epoch: u64, now: Instant) -> bool {
+        self.expiry(config, epoch).is_some_and(|at| now >= at)
     }
 }
 

@@ -61,15 +61,23 @@ impl LeaseState {
 pub struct LeaseNote {
     state: AtomicU8,
     statements: AtomicU64,
-    /// The last statement text; `None` until one is seen.
-    last: Mutex<Option<Arc<str>>>,
+    /// The last statement text, empty until one is seen. One buffer per holder, overwritten
+    /// in place: noting a statement allocates nothing once it has grown to the usual length.
+    last: Mutex<String>,
 }
 
 impl LeaseNote {
     /// A statement was sent: remember its text (truncated) and mark the holder active.
     pub fn statement(&self, sql: &str) {
-        let text: Arc<str> = Arc::from(truncate(sql.trim(), MAX_NOTED_STATEMENT));
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+        let (text, cut) = truncate(sql.trim(), MAX_NOTED_STATEMENT);
+        {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            last.clear();
+            last.push_str(text);
+            if cut {
+                last.push_str("...");
+            }
+        }
         self.statements.fetch_add(1, Ordering::Relaxed);
         self.state
             .store(LeaseState::Active.to_u8(), Ordering::Relaxed);
@@ -87,10 +95,8 @@ impl LeaseNote {
 
     /// The last statement, if any.
     pub fn last_statement(&self) -> Option<Arc<str>> {
-        self.last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        (!last.is_empty()).then(|| Arc::from(last.as_str()))
     }
 
     /// Statements sent so far.
@@ -99,16 +105,16 @@ impl LeaseNote {
     }
 }
 
-/// `text` cut to at most `max` bytes at a character boundary, with "..." when cut.
-fn truncate(text: &str, max: usize) -> String {
+/// `text` cut to at most `max` bytes at a character boundary, and whether it was cut.
+fn truncate(text: &str, max: usize) -> (&str, bool) {
     if text.len() <= max {
-        return text.to_owned();
+        return (text, false);
     }
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &text[..end])
+    (&text[..end], true)
 }
 
 /// Upper bounds (seconds) of the acquire-wait histogram buckets; `+Inf` is implied.

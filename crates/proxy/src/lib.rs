@@ -18,6 +18,7 @@ pub mod kill;
 pub mod mysql;
 pub mod observe;
 pub mod pg;
+pub mod spare;
 pub mod state;
 pub mod traffic;
 
@@ -46,6 +47,16 @@ impl Proxy {
     pub async fn start(config: Config) -> std::io::Result<Proxy> {
         let shared = Shared::new(config);
         let mut tasks = Vec::new();
+        // The admin side first: once a front door accepts clients (what a readiness probe or
+        // a test waits for), the metrics and the console already answer.
+        let mut admin_addr = None;
+        if let Some(listen) = shared.config().admin_listen {
+            let source: Arc<dyn poolguard_admin::Source> = shared.clone();
+            let (addr, admin_tasks) =
+                poolguard_admin::start(listen, source, shared.config().alerts.clone()).await?;
+            admin_addr = Some(addr);
+            tasks.extend(admin_tasks);
+        }
         let mut postgres_addr = None;
         if let Some(pg) = &shared.config().postgres {
             let listener = TcpListener::bind(pg.listen).await.map_err(|e| {
@@ -68,14 +79,6 @@ impl Proxy {
         }
         tasks.extend(observe::spawn(&shared));
         tasks.extend(hosts::check::spawn(&shared));
-        let mut admin_addr = None;
-        if let Some(listen) = shared.config().admin_listen {
-            let source: Arc<dyn poolguard_admin::Source> = shared.clone();
-            let (addr, admin_tasks) =
-                poolguard_admin::start(listen, source, shared.config().alerts.clone()).await?;
-            admin_addr = Some(addr);
-            tasks.extend(admin_tasks);
-        }
         Ok(Proxy {
             shared,
             postgres_addr,

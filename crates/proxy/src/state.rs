@@ -96,6 +96,8 @@ pub struct Shared {
     pub observe: crate::observe::Observe,
     /// Backends whose health checker is running (at most one each).
     checkers: Mutex<std::collections::HashSet<String>>,
+    /// Read and write buffers of clients that went idle, for clients that wake.
+    pub spare: crate::spare::SpareBuffers,
 }
 
 /// Counts one connected client; dropping it gives the places back.
@@ -147,6 +149,7 @@ impl Shared {
             verifiers: ArcSwap::from_pointee(verifiers),
             mysql: Default::default(),
             observe: Default::default(),
+            spare: Default::default(),
             checkers: Default::default(),
         })
     }

@@ -28,7 +28,7 @@ mod queue;
 mod report;
 mod share;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -94,13 +94,19 @@ struct Idle<T> {
 
 struct State<C: Connector> {
     config: PoolConfig,
+    /// Bumped whenever `config` changes, so connections recompute their expiry (see
+    /// `ConnMeta::expiry`) only then.
+    config_epoch: u64,
     /// Back = most recently returned.
     idle: VecDeque<Idle<C::Conn>>,
     busy: usize,
     connecting: usize,
     waiters: VecDeque<Waiter<C>>,
     /// Keyed by lease id, which grows with time: iteration is oldest first.
-    leases: BTreeMap<u64, LeaseRecord>,
+    /// Leases out, by ascending id (= oldest first): ids are taken under the lock as leases are
+    /// pushed. A `Vec` rather than a map keeps its buffer when the pool goes quiet, so a lease
+    /// costs no allocation.
+    leases: Vec<LeaseRecord>,
     closed: bool,
     paused: bool,
     /// Bumped by `retire_all`; connections of an older generation are closed, not reused.
@@ -121,7 +127,8 @@ impl<C: Connector> State<C> {
 
     /// Lease `id` is back (checked in or discarded): uncount it.
     fn end_lease(&mut self, id: u64) {
-        if let Some(record) = self.leases.remove(&id) {
+        if let Ok(i) = self.leases.binary_search_by_key(&id, |r| r.id) {
+            let record = self.leases.remove(i);
             self.shares.remove(&record.holder);
         }
         self.busy = self.busy.saturating_sub(1);
@@ -143,10 +150,10 @@ impl<C: Connector> State<C> {
     }
 
     /// Why an idle connection must not be reused, if it must not.
-    fn idle_verdict(&self, idle: &Idle<C::Conn>, now: Instant) -> Option<CloseReason> {
+    fn idle_verdict(&self, idle: &mut Idle<C::Conn>, now: Instant) -> Option<CloseReason> {
         if idle.meta.generation != self.generation {
             Some(CloseReason::Retired)
-        } else if idle.meta.is_expired(&self.config, now) {
+        } else if idle.meta.is_expired(&self.config, self.config_epoch, now) {
             Some(CloseReason::Lifetime)
         } else if self
             .config
@@ -243,11 +250,12 @@ impl<C: Connector> Shared<C> {
             counters: Counters::default(),
             state: Mutex::new(State {
                 config,
+                config_epoch: 0,
                 idle: VecDeque::new(),
                 busy: 0,
                 connecting: 0,
                 waiters: VecDeque::new(),
-                leases: BTreeMap::new(),
+                leases: Vec::new(),
                 closed: false,
                 paused: false,
                 generation: 0,
@@ -355,8 +363,8 @@ impl<C: Connector> Shared<C> {
         now: Instant,
         fx: &mut Effects<C>,
     ) -> Option<Idle<C::Conn>> {
-        while let Some(idle) = st.idle.pop_back() {
-            match st.idle_verdict(&idle, now) {
+        while let Some(mut idle) = st.idle.pop_back() {
+            match st.idle_verdict(&mut idle, now) {
                 Some(reason) => fx.close.push((idle.conn, reason)),
                 None => return Some(idle),
             }
@@ -376,28 +384,26 @@ impl<C: Connector> Shared<C> {
     ) -> Lease<C> {
         let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
         st.busy += 1;
-        st.leases.insert(
+        st.leases.push(LeaseRecord {
             id,
-            LeaseRecord {
-                id,
-                holder,
-                since: now,
-                leak_reported: false,
-            },
-        );
-        let expires_at = meta.expires_at(&st.config);
+            holder,
+            since: now,
+            leak_reported: false,
+        });
+        let mut meta = meta;
+        let expires_at = meta.expiry(&st.config, st.config_epoch);
         Lease::new(Arc::clone(self), id, conn, meta, expires_at)
     }
 
     /// A lease came back: close it or keep it idle, then serve waiters (LIFO hands this very
     /// connection to the first live waiter).
-    pub(crate) fn checkin(self: &Arc<Self>, id: u64, conn: C::Conn, meta: ConnMeta) {
+    pub(crate) fn checkin(self: &Arc<Self>, id: u64, conn: C::Conn, mut meta: ConnMeta) {
         let mut fx = Effects::new();
         {
             let mut st = self.lock();
             st.end_lease(id);
             let now = Instant::now();
-            match self.checkin_verdict(&st, &meta, now) {
+            match self.checkin_verdict(&st, &mut meta, now) {
                 Some(reason) => fx.close.push((conn, reason)),
                 None => st.idle.push_back(Idle {
                     conn,
@@ -411,12 +417,17 @@ impl<C: Connector> Shared<C> {
     }
 
     /// Why a returned connection (no longer counted) must be closed, if it must.
-    fn checkin_verdict(&self, st: &State<C>, meta: &ConnMeta, now: Instant) -> Option<CloseReason> {
+    fn checkin_verdict(
+        &self,
+        st: &State<C>,
+        meta: &mut ConnMeta,
+        now: Instant,
+    ) -> Option<CloseReason> {
         if st.closed {
             Some(CloseReason::PoolClosed)
         } else if meta.generation != st.generation {
             Some(CloseReason::Retired)
-        } else if meta.is_expired(&st.config, now) {
+        } else if meta.is_expired(&st.config, st.config_epoch, now) {
             Some(CloseReason::Lifetime)
         } else if st.units() + 1 > st.config.cap() {
             // The pool was shrunk below what it holds.
@@ -493,8 +504,8 @@ impl<C: Connector> Shared<C> {
             let mut st = self.lock();
             let now = Instant::now();
             let idle = std::mem::take(&mut st.idle);
-            for entry in idle {
-                match st.idle_verdict(&entry, now) {
+            for mut entry in idle {
+                match st.idle_verdict(&mut entry, now) {
                     Some(reason) => fx.close.push((entry.conn, reason)),
                     None => st.idle.push_back(entry),
                 }
@@ -533,6 +544,7 @@ impl<C: Connector> Shared<C> {
         {
             let mut st = self.lock();
             st.config = config;
+            st.config_epoch += 1;
             while !st.idle.is_empty()
                 && (st.open() > st.config.size || st.units() > st.config.cap())
             {
@@ -558,7 +570,7 @@ impl<C: Connector> Shared<C> {
             let st = &mut *st;
             st.shares.set_enabled(
                 admission.fair_share.is_some(),
-                st.leases.values().map(|r| &r.holder),
+                st.leases.iter().map(|r| &r.holder),
             );
             st.admission = admission;
             self.dispatch_locked(st, &mut fx);

@@ -6,6 +6,9 @@
 //!   always worth handing out, whatever the connector thinks of new connects.
 //! - The waiter cap is checked *after* the new waiter has been offered a dispatch, so an
 //!   acquire served at once never counts against it; dead waiters are dropped before counting.
+//! - The fast path ([`Shared::lease_idle_now`]) hands out an idle connection only when the
+//!   queue would have done the same at once: open, not paused, nobody waiting (so nobody is
+//!   overtaken), and the holder within a strict fair share. Anything else queues.
 
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{Counters, Effects, Grant, Shared, State, WaitNote};
 use crate::error::AcquireError;
-use crate::{Connector, Holder};
+use crate::{Connector, Holder, Lease};
 
 /// A queued acquire, as the pool sees it.
 pub(super) struct Waiter<C: Connector> {
@@ -66,6 +69,38 @@ impl<C: Connector> Waiter<C> {
 }
 
 impl<C: Connector> Shared<C> {
+    /// The common case of an acquire, without queueing (no channel, no wake-up, no allocation):
+    /// when the pool is open, not paused and nobody waits, the most recently returned idle
+    /// connection that is fit for use (at `now`, the acquire's start) goes to `holder` at once.
+    /// Gives the holder back when the acquire must queue instead.
+    pub(crate) fn lease_idle_now(
+        self: &Arc<Self>,
+        holder: Holder,
+        now: Instant,
+    ) -> Result<Lease<C>, Holder> {
+        let mut fx = Effects::new();
+        let leased = {
+            let mut st = self.lock();
+            st.prune_dead_front();
+            let over_share = st.admission.fair_share.is_some_and(|share| {
+                share.strict && st.shares.held(share.by, &holder) >= share.max
+            });
+            if st.closed || st.paused || !st.waiters.is_empty() || over_share {
+                return Err(holder);
+            }
+            match self.take_idle(&mut st, now, &mut fx) {
+                Some(idle) => {
+                    st.shares.add(&holder);
+                    Ok(self.lease_locked(&mut st, idle.conn, idle.meta, holder, now))
+                }
+                None => Err(holder),
+            }
+        };
+        // Unfit idle connections found on the way are closed, their units freed.
+        fx.apply(self);
+        leased
+    }
+
     /// Queue an acquire (at the back, FIFO) and serve the queue. `admitted` is what
     /// `Connector::admit` said: a refusal fails the acquire at once unless a connection is idle.
     /// An acquire left waiting when `max_waiters` others already wait is taken out again and

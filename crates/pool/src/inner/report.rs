@@ -49,7 +49,7 @@ impl<C: Connector> Shared<C> {
     }
 
     pub(crate) fn holders(&self) -> Vec<LeaseRecord> {
-        self.lock().leases.values().cloned().collect()
+        self.lock().leases.to_vec()
     }
 
     pub(crate) fn idle(&self) -> Vec<IdleRecord> {
@@ -68,7 +68,7 @@ impl<C: Connector> Shared<C> {
         let mut found = Vec::new();
         {
             let mut st = self.lock();
-            for record in st.leases.values_mut() {
+            for record in st.leases.iter_mut() {
                 if !record.leak_reported && now.saturating_duration_since(record.since) >= threshold
                 {
                     record.leak_reported = true;
@@ -101,7 +101,7 @@ impl<C: Connector> Shared<C> {
             }
             let oldest: Vec<_> = st
                 .leases
-                .values()
+                .iter()
                 .take(OLDEST_IN_ERROR)
                 .map(|r| (r.holder.clone(), now.saturating_duration_since(r.since)))
                 .collect();

@@ -227,6 +227,31 @@ async fn close_during_connect_closes_the_new_connection() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_shorter_lifetime_applies_to_connections_already_open() {
+    let fake = Fake::new();
+    let config = |lifetime: u32| PoolConfig {
+        max_lifetime: Some(lifetime * SECOND),
+        lifetime_jitter: 0.0,
+        ..cfg("db/u", 2, 0)
+    };
+    let pool = Pool::new(config(600), fake.clone(), Budget::new(2));
+    // Checked out and back in once: its expiry (600 s) has been worked out and remembered.
+    drop(pool.acquire(holder("a:1")).await.unwrap());
+    let busy = pool.acquire(holder("a:2")).await.unwrap();
+    assert_eq!(conn_id(&busy), 0, "the same connection");
+    drop(busy);
+    advance(20 * SECOND).await;
+    pool.set_config(config(10));
+    let lease = pool.acquire(holder("a:3")).await.unwrap();
+    assert_eq!(
+        conn_id(&lease),
+        1,
+        "the 20 s old connection is past the new 10 s lifetime"
+    );
+    assert_eq!(fake.closes(), [CloseReason::Lifetime]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn set_config_shrinks_idle_and_grows_for_waiters() {
     let fake = Fake::new();
     let pool = Pool::new(cfg("db/u", 4, 0), fake.clone(), Budget::new(10));

@@ -249,8 +249,8 @@ impl Session {
         loop {
             // Checked before the box too: a client that logs in and waits starts idle.
             if self.is_idle() {
-                // No buffer kept either.
-                self.cbuf = BytesMut::new();
+                // No buffer kept either: it goes to the spares.
+                self.shared.spare.give(std::mem::take(&mut self.cbuf));
                 let deadline = self.next_deadline();
                 let kicked = &self.registration.target.kicked;
                 // KILL CONNECTION: put the permit back for the relay's own wait to see at once.
@@ -259,6 +259,9 @@ impl Session {
                     kicked.notify_one()
                 };
                 crate::idle::wait(&self.client, deadline, killed).await;
+            }
+            if self.cbuf.capacity() == 0 {
+                self.cbuf = self.shared.spare.take();
             }
             if let Some(end) = Box::pin(self.relay_until_idle()).await {
                 return end;

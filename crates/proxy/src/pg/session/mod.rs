@@ -237,11 +237,17 @@ impl Session {
         loop {
             // Checked before the box too: a client that logs in and waits starts idle.
             if self.is_idle() {
-                // An idle client holds no buffers either.
-                self.cbuf = BytesMut::new();
-                self.out = BytesMut::new();
+                // An idle client holds no buffers either: they go to the spares.
+                self.shared.spare.give(std::mem::take(&mut self.cbuf));
+                self.shared.spare.give(std::mem::take(&mut self.out));
                 let deadline = self.next_deadline();
                 crate::idle::wait(&self.client, deadline, std::future::pending()).await;
+            }
+            if self.cbuf.capacity() == 0 {
+                self.cbuf = self.shared.spare.take();
+            }
+            if self.out.capacity() == 0 {
+                self.out = self.shared.spare.take();
             }
             if let Some(end) = Box::pin(self.relay_until_idle()).await {
                 return end;

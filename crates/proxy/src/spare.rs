@@ -1,0 +1,90 @@
+//! Spare buffers shared by the sessions of one proxy.
+//!
+//! An idle client holds no read or write buffer (see [`crate::idle`]); a client that wakes
+//! needs one again. Allocating a fresh buffer of a few kilobytes per transaction and freeing it
+//! at the end goes past the allocator's per-thread cache every time, so a client going idle
+//! gives its buffers here and a client waking takes them back, as PgBouncer keeps a pool of
+//! I/O buffers.
+//!
+//! Invariants: at most [`SpareBuffers::MAX_KEPT`] buffers are kept, each of
+//! [`SpareBuffers::MIN_CAPACITY`] to [`SpareBuffers::MAX_CAPACITY`] bytes (a buffer grown by one
+//! large message is freed rather than kept), so the stash never holds more than about a
+//! megabyte; a buffer handed out is empty and can take `MIN_CAPACITY` bytes without growing.
+
+use std::sync::{Mutex, PoisonError};
+
+use bytes::BytesMut;
+
+#[derive(Debug, Default)]
+pub struct SpareBuffers {
+    stash: Mutex<Vec<BytesMut>>,
+}
+
+impl SpareBuffers {
+    /// Buffers kept at most: enough for the clients of a busy moment on a few pools.
+    pub const MAX_KEPT: usize = 128;
+    /// Every buffer handed out holds at least this much (a client read reserves 2 kB).
+    pub const MIN_CAPACITY: usize = 2 * 1024;
+    /// Larger buffers are freed, not kept.
+    pub const MAX_CAPACITY: usize = 16 * 1024;
+
+    /// An empty buffer of at least [`Self::MIN_CAPACITY`]: a spare one if there is one.
+    pub fn take(&self) -> BytesMut {
+        let spare = self
+            .stash
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        spare.unwrap_or_else(|| BytesMut::with_capacity(Self::MIN_CAPACITY))
+    }
+
+    /// Gives a buffer back (emptied); kept if it is of a useful size and there is room.
+    pub fn give(&self, mut buf: BytesMut) {
+        if !(Self::MIN_CAPACITY..=Self::MAX_CAPACITY).contains(&buf.capacity()) {
+            return;
+        }
+        buf.clear();
+        let mut stash = self.stash.lock().unwrap_or_else(PoisonError::into_inner);
+        if stash.len() < Self::MAX_KEPT {
+            stash.push(buf);
+        }
+    }
+
+    /// Buffers kept now (tests).
+    pub fn kept(&self) -> usize {
+        self.stash
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_empty_and_the_stash_is_bounded() {
+        let spare = SpareBuffers::default();
+        let mut b = spare.take();
+        assert!(
+            b.capacity() >= SpareBuffers::MIN_CAPACITY,
+            "nothing kept yet: a new one"
+        );
+        b.extend_from_slice(b"Q\0\0\0\x0dSELECT 1\0");
+        let at = b.as_ptr();
+        spare.give(b);
+        let again = spare.take();
+        assert!(again.is_empty());
+        assert_eq!(again.as_ptr(), at, "the same allocation, reused");
+
+        spare.give(BytesMut::new());
+        spare.give(BytesMut::with_capacity(100));
+        spare.give(BytesMut::with_capacity(SpareBuffers::MAX_CAPACITY + 1));
+        assert_eq!(spare.kept(), 0, "small and oversized buffers are not kept");
+        for _ in 0..SpareBuffers::MAX_KEPT + 10 {
+            spare.give(BytesMut::with_capacity(4096));
+        }
+        assert_eq!(spare.kept(), SpareBuffers::MAX_KEPT);
+    }
+}
