@@ -20,6 +20,9 @@
 //!   (a fair share, when set, lets a waiter under its share go before ones over theirs); an
 //!   acquire has one deadline covering the wait and the connect, held while the pool is paused.
 //!   A grant sent to a waiter that has gone away comes back to the pool through its own `Drop`.
+//!   When nobody waits, an acquire that finds an idle connection takes it under the lock
+//!   without joining the queue (no channel, no wake-up): the queue would serve it at once
+//!   anyway, so the order is the same.
 //! - **Lock order.** Pool state, then budget; never the reverse, never across `.await`, and no
 //!   user code ([`Connector::close`]) or lease/slot `Drop` runs while a lock is held: such work is
 //!   collected under the lock and applied after it is released.

@@ -280,7 +280,7 @@ impl Session {
                 let cbuf = &mut self.cbuf;
                 let server = self.held.as_mut().map(|h| &mut *h.lease);
                 tokio::select! {
-                    r = read_client(client, cbuf, idle) => Event::Client(r),
+                    r = read_client(client, cbuf) => Event::Client(r),
                     r = async {
                         match server {
                             Some(s) => { s.buf.reserve(8192); s.stream.read_buf(&mut s.buf).await }
@@ -556,23 +556,11 @@ impl Session {
     }
 }
 
-/// Reads from the client. An idle client first waits for readability with no buffer held.
-async fn read_client(
-    client: &mut TcpStream,
-    cbuf: &mut BytesMut,
-    idle: bool,
-) -> std::io::Result<usize> {
-    if idle {
-        loop {
-            client.readable().await?;
-            cbuf.reserve(2048);
-            match client.try_read_buf(cbuf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
+/// Reads from the client into `cbuf`. Through `read_buf`, not `readable` + `try_read`: a
+/// short read then tells tokio the socket is drained, so the next wait costs no `recvfrom`
+/// that could only fail (one per transaction otherwise). An idle client holds no buffer, but it
+/// waits in [`crate::idle::wait`], not here; it gets a spare buffer when it wakes.
+async fn read_client(client: &mut TcpStream, cbuf: &mut BytesMut) -> std::io::Result<usize> {
     cbuf.reserve(2048);
     client.read_buf(cbuf).await
 }
