@@ -243,13 +243,18 @@ impl HostSet {
     /// A host last seen as a standby whose breaker lets connects through, taking the hosts in
     /// turn from one call to the next; `None` when there is none.
     pub fn standby_host(&self) -> Option<&Host> {
-        let usable = |h: &&Host| h.role() == Role::Standby && h.breaker.refusing().is_none();
-        let count = self.hosts.iter().filter(usable).count();
-        if count == 0 {
+        // One pass: roles and breakers may change meanwhile, so the count and the choice come
+        // from the same list (a second scan could find fewer and return nothing).
+        let usable: Vec<&Host> = self
+            .hosts
+            .iter()
+            .filter(|h| h.role() == Role::Standby && h.breaker.refusing().is_none())
+            .collect();
+        if usable.is_empty() {
             return None;
         }
-        let turn = self.next_standby.fetch_add(1, Ordering::Relaxed) % count;
-        self.hosts.iter().filter(usable).nth(turn)
+        let turn = self.next_standby.fetch_add(1, Ordering::Relaxed) % usable.len();
+        Some(usable[turn])
     }
 
     /// Connects where a database of this `target` belongs: the write host for a primary

@@ -59,9 +59,18 @@ impl Proxy {
         }
         let mut postgres_addr = None;
         if let Some(pg) = &shared.config().postgres {
-            let listener = TcpListener::bind(pg.listen).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", pg.listen))
-            })?;
+            let listener = match TcpListener::bind(pg.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(stop_started(
+                        &tasks,
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot listen on {}: {e}", pg.listen),
+                        ),
+                    ))
+                }
+            };
             let addr = listener.local_addr()?;
             tracing::info!(listen = %addr, "PostgreSQL front door open");
             postgres_addr = Some(addr);
@@ -69,9 +78,15 @@ impl Proxy {
         }
         let mut mysql_addr = None;
         if let Some(listen) = shared.config().mysql_listen {
-            let listener = TcpListener::bind(listen).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
-            })?;
+            let listener = match TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(stop_started(
+                        &tasks,
+                        std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")),
+                    ))
+                }
+            };
             let addr = listener.local_addr()?;
             tracing::info!(listen = %addr, "MySQL front door open");
             mysql_addr = Some(addr);
@@ -94,6 +109,15 @@ impl Proxy {
             t.abort();
         }
     }
+}
+
+/// A start that fails half-way stops what it had started (the admin listener and its alert
+/// tasks), so the port is free again and nothing runs on for a proxy that does not exist.
+fn stop_started(tasks: &[JoinHandle<()>], error: std::io::Error) -> std::io::Error {
+    for t in tasks {
+        t.abort();
+    }
+    error
 }
 
 async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {

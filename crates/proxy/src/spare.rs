@@ -6,10 +6,11 @@
 //! gives its buffers here and a client waking takes them back, as PgBouncer keeps a pool of
 //! I/O buffers.
 //!
-//! Invariants: at most [`SpareBuffers::MAX_KEPT`] buffers are kept, each of
-//! [`SpareBuffers::MIN_CAPACITY`] to [`SpareBuffers::MAX_CAPACITY`] bytes (a buffer grown by one
-//! large message is freed rather than kept), so the stash never holds more than about a
-//! megabyte; a buffer handed out is empty and can take `MIN_CAPACITY` bytes without growing.
+//! Invariants: at most [`SpareBuffers::MAX_KEPT`] buffers are kept, each a whole allocation of
+//! [`SpareBuffers::MIN_CAPACITY`] to [`SpareBuffers::MAX_CAPACITY`] bytes (a buffer grown by
+//! one large message is freed rather than kept, however small the window left on it), so the
+//! stash never holds more than about two megabytes; a buffer handed out is empty, shares its
+//! memory with nothing, and can take `MIN_CAPACITY` bytes without growing.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -17,7 +18,10 @@ use bytes::BytesMut;
 
 #[derive(Debug, Default)]
 pub struct SpareBuffers {
-    stash: Mutex<Vec<BytesMut>>,
+    /// Kept as `Vec`s: a `Vec`'s capacity is its whole allocation, where a `BytesMut`'s is only
+    /// the window left after `advance`/`split_to` (a buffer that once held a 16 MB message can
+    /// look like 4 kB).
+    stash: Mutex<Vec<Vec<u8>>>,
 }
 
 impl SpareBuffers {
@@ -35,18 +39,26 @@ impl SpareBuffers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        spare.unwrap_or_else(|| BytesMut::with_capacity(Self::MIN_CAPACITY))
+        // `BytesMut` has no `From<Vec<u8>>`; through `Bytes` the allocation is kept (one small
+        // bookkeeping box is made and freed on the way).
+        spare.map_or_else(
+            || BytesMut::with_capacity(Self::MIN_CAPACITY),
+            |v| BytesMut::from(bytes::Bytes::from(v)),
+        )
     }
 
-    /// Gives a buffer back (emptied); kept if it is of a useful size and there is room.
+    /// Gives a buffer back (emptied); kept if its whole allocation is of a useful size and
+    /// there is room. A buffer whose memory is still shared (a message split off it and not
+    /// yet dropped) comes out of the conversion as a fresh, unallocated `Vec` and is not kept.
     pub fn give(&self, mut buf: BytesMut) {
-        if !(Self::MIN_CAPACITY..=Self::MAX_CAPACITY).contains(&buf.capacity()) {
+        buf.clear();
+        let whole: Vec<u8> = buf.into();
+        if !(Self::MIN_CAPACITY..=Self::MAX_CAPACITY).contains(&whole.capacity()) {
             return;
         }
-        buf.clear();
         let mut stash = self.stash.lock().unwrap_or_else(PoisonError::into_inner);
         if stash.len() < Self::MAX_KEPT {
-            stash.push(buf);
+            stash.push(whole);
         }
     }
 
@@ -62,6 +74,7 @@ impl SpareBuffers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     #[test]
     fn buffers_come_back_empty_and_the_stash_is_bounded() {
@@ -86,5 +99,30 @@ mod tests {
             spare.give(BytesMut::with_capacity(4096));
         }
         assert_eq!(spare.kept(), SpareBuffers::MAX_KEPT);
+    }
+
+    #[test]
+    fn a_large_allocation_behind_a_small_window_is_not_kept() {
+        const BIG: usize = 1 << 20;
+        let message_len = BIG - 4096;
+        let spare = SpareBuffers::default();
+        // Advanced past one large message: the window looks small, the allocation is not.
+        let mut advanced = BytesMut::with_capacity(BIG);
+        advanced.extend_from_slice(&vec![7u8; message_len]);
+        advanced.advance(message_len);
+        assert!(advanced.capacity() <= SpareBuffers::MAX_CAPACITY);
+        spare.give(advanced);
+        // The message split off and still alive: the memory is shared.
+        let mut split = BytesMut::with_capacity(BIG);
+        split.extend_from_slice(&vec![7u8; message_len]);
+        let message = split.split_to(message_len).freeze();
+        assert!(split.capacity() <= SpareBuffers::MAX_CAPACITY);
+        spare.give(split);
+        assert_eq!(spare.kept(), 0);
+        assert_eq!(
+            message.len(),
+            message_len,
+            "the split-off message is untouched"
+        );
     }
 }

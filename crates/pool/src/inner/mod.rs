@@ -102,7 +102,6 @@ struct State<C: Connector> {
     busy: usize,
     connecting: usize,
     waiters: VecDeque<Waiter<C>>,
-    /// Keyed by lease id, which grows with time: iteration is oldest first.
     /// Leases out, by ascending id (= oldest first): ids are taken under the lock as leases are
     /// pushed. A `Vec` rather than a map keeps its buffer when the pool goes quiet, so a lease
     /// costs no allocation.
