@@ -272,6 +272,11 @@ impl<C: Connector> Pool<C> {
         &self.shared.budget
     }
 
+    /// The pool's name, fixed at creation (shared, not copied).
+    pub fn name(&self) -> Arc<str> {
+        Arc::clone(&self.shared.name)
+    }
+
     /// The current settings.
     pub fn config(&self) -> PoolConfig {
         self.shared.config()

@@ -35,7 +35,10 @@ pub async fn wait(client: &TcpStream, deadline: Option<Instant>, also: impl Futu
         _ = client.readable() => {}
         _ = async {
             match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
+                // Boxed: a timer is over a hundred bytes, and most idle clients have no
+                // deadline (only `client_idle_timeout` gives them one); laid out inline it
+                // would sit in every client's task.
+                Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
                 None => std::future::pending().await,
             }
         } => {}

@@ -34,7 +34,8 @@ const LEAK_PERIOD: Duration = Duration::from_secs(1);
 struct ClientEntry {
     protocol: &'static str,
     holder: Holder,
-    pool: String,
+    /// The pool's name, shared with the pool (idle clients are many; the names are few).
+    pool: Arc<str>,
     since: Instant,
     /// A duplicate of the client's socket, for KILL_CLIENT: shutting it down makes the session
     /// read EOF and leave by its "client vanished" path (rollback, lease returned). Dropped
@@ -78,7 +79,7 @@ impl Observe {
         slot: &mut ClientSlot,
         protocol: &'static str,
         holder: &Holder,
-        pool: String,
+        pool: Arc<str>,
         socket: &tokio::net::TcpStream,
     ) {
         use std::os::fd::AsFd;
@@ -515,7 +516,7 @@ impl Source for Shared {
                     user: c.holder.user.to_string(),
                     database: c.holder.database.to_string(),
                     application: c.holder.application.to_string(),
-                    pool: c.pool.clone(),
+                    pool: c.pool.to_string(),
                     state: c.holder.note.state().as_str().to_owned(),
                     connected_seconds: now.saturating_duration_since(c.since).as_secs_f64(),
                     statements: c.holder.note.statements(),

@@ -42,8 +42,8 @@ impl MyPoolEntry {
         self.db.store(Arc::new(db));
     }
 
-    pub fn name(&self) -> String {
-        self.pool.config().name
+    pub fn name(&self) -> Arc<str> {
+        self.pool.name()
     }
 
     pub fn mariadb(&self) -> bool {

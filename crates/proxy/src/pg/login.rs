@@ -87,7 +87,7 @@ async fn open_session(
     // `buf.split()` would share, and so keep, the whole login buffer for the session.
     let leftover = BytesMut::from(&buf[..]);
     drop(buf);
-    let pool = ready.entry.pool.config().name;
+    let pool = ready.entry.pool.name();
     let observe = &shared.observe;
     observe.describe_client(&mut ready.slot, "postgres", &ready.holder, pool, &client);
     Some(Box::new(Session::new(client, leftover, shared, ready)))

@@ -386,7 +386,7 @@ impl Session {
         }
     }
 
-    fn pool_name(&self) -> String {
+    fn pool_name(&self) -> Arc<str> {
         self.entry.name()
     }
 

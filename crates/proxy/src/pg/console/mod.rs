@@ -110,7 +110,7 @@ pub async fn admit(
 /// Runs the console until the client leaves, sends Terminate or breaks the protocol.
 pub async fn serve(mut client: TcpStream, mut buf: BytesMut, shared: Arc<Shared>, admin: Admin) {
     let Admin { mut slot, holder } = admin;
-    let pool = CONSOLE_POOL.to_owned();
+    let pool: Arc<str> = Arc::from(CONSOLE_POOL);
     shared
         .observe
         .describe_client(&mut slot, "postgres", &holder, pool, &client);
