@@ -137,7 +137,7 @@ pub struct Session {
     held: Option<Box<Held>>,
     transaction_mode: bool,
     /// Why the client keeps its server for the rest of the session, if it does.
-    pinned: Option<String>,
+    pinned: Option<Box<str>>,
     /// A refusal to report once the client's batch reaches its sync point.
     skipping: Option<Box<ProxyError>>,
     last_client_activity: Instant,
@@ -425,7 +425,7 @@ impl Session {
                 let reason = f.describe();
                 tracing::info!(client = %self.holder.client, pool = %self.entry.pool.config().name, reason = %reason, "client pinned to its server connection for the rest of its session");
                 self.shared.count_pin();
-                self.pinned = Some(reason);
+                self.pinned = Some(reason.into_boxed_str());
             }
         }
         if let Some(h) = self.held.as_mut() {
