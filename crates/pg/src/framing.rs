@@ -42,17 +42,18 @@ pub struct Header {
 impl Header {
     /// Bytes of body following the 5-byte header.
     pub fn body_len(&self) -> usize {
-        self.total_len - HEADER_LEN
+        // `peek_header` guarantees `total_len >= HEADER_LEN`; saturating covers a hand-made one.
+        self.total_len.saturating_sub(HEADER_LEN)
     }
 }
 
 /// Reads and validates the header at the start of `buf`; `Ok(None)` if fewer than 5 bytes are
 /// there. Errors if the length field is below 4 or above `max_len`.
 pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<Header>, DecodeError> {
-    let Some(header) = buf.get(..HEADER_LEN) else {
+    let Some(&[tag, l0, l1, l2, l3]) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
-    let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    let len = i32::from_be_bytes([l0, l1, l2, l3]);
     if len < 4 {
         return Err(DecodeError::BadLength(i64::from(len)));
     }
@@ -61,8 +62,11 @@ pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<Header>, DecodeE
         return Err(DecodeError::TooLong { len, max: max_len });
     }
     Ok(Some(Header {
-        tag: header[0],
-        total_len: len + 1,
+        tag,
+        // len <= i32::MAX, so this cannot overflow; checked all the same.
+        total_len: len
+            .checked_add(1)
+            .ok_or(DecodeError::TooLong { len, max: max_len })?,
     }))
 }
 
@@ -77,14 +81,17 @@ pub fn frame_len(buf: &[u8], max_len: usize) -> Result<Option<usize>, DecodeErro
 
 /// Splits the first whole message off `buf`. `Ok(None)` (buffer untouched) if it is not all there.
 pub fn decode_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, DecodeError> {
-    let Some(total) = frame_len(buf, max_len)? else {
+    let Some(header) = peek_header(buf, max_len)? else {
         return Ok(None);
     };
-    let mut frame = buf.split_to(total);
-    let tag = frame[0];
+    if buf.len() < header.total_len {
+        return Ok(None);
+    }
+    // Both in bounds: HEADER_LEN <= total_len <= buf.len(), checked just above.
+    let mut frame = buf.split_to(header.total_len);
     frame.advance(HEADER_LEN);
     Ok(Some(Frame {
-        tag,
+        tag: header.tag,
         body: frame.freeze(),
     }))
 }
@@ -134,6 +141,30 @@ mod tests {
             })
         );
         assert_eq!(b.len(), 5, "an error leaves the buffer alone");
+    }
+
+    #[test]
+    fn largest_lengths_do_not_overflow() {
+        // Length 0xFFFFFFFF is -1 as an Int32.
+        let mut b = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
+        assert_eq!(
+            decode_frame(&mut b, usize::MAX),
+            Err(DecodeError::BadLength(-1))
+        );
+        // i32::MAX with no limit: total_len is 2^31, and the body is simply awaited.
+        let h = peek_header(b"Q\x7f\xff\xff\xff", usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.total_len, h.body_len()), (1 << 31, (1 << 31) - 5));
+        let mut b = BytesMut::from(&b"Q\x7f\xff\xff\xffabc"[..]);
+        assert_eq!(decode_frame(&mut b, usize::MAX), Ok(None));
+        assert_eq!(b.len(), 8);
+        // A hand-made header cannot underflow.
+        let h = Header {
+            tag: b'Q',
+            total_len: 0,
+        };
+        assert_eq!(h.body_len(), 0);
     }
 
     #[test]

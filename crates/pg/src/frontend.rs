@@ -77,7 +77,7 @@ pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, DecodeError> {
     let n = r.i16("Parse parameter count")?;
     let n = usize::try_from(n).map_err(|_| DecodeError::Malformed("negative parameter count"))?;
     // Check the bytes are there before allocating for them.
-    if r.remaining() != n * 4 {
+    if n.checked_mul(4) != Some(r.remaining()) {
         return Err(DecodeError::Malformed(
             "Parse parameter types do not match their count",
         ));

@@ -7,6 +7,8 @@
 //! Invariants: a secret is taken as the stored form exactly when PostgreSQL would (`"md5"` followed
 //! by 32 lowercase hex digits); responses are compared in constant time.
 
+use std::fmt::Write as _;
+
 use md5::{Digest, Md5};
 
 /// Lowercase hex of the MD5 of `data`.
@@ -15,42 +17,54 @@ pub fn md5_hex(data: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
+    let mut s = String::with_capacity(bytes.len().saturating_mul(2));
     for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
     }
     s
 }
 
-/// PostgreSQL's stored form of `password` for role `user`: `"md5" + md5(password + user)`.
-pub fn stored_md5(user: &str, password: &str) -> String {
+/// `hex(md5(password + user))`: the stored form without its `"md5"` prefix.
+fn password_hex(user: &str, password: &str) -> String {
     let mut h = Md5::new();
     h.update(password.as_bytes());
     h.update(user.as_bytes());
-    format!("md5{}", hex(&h.finalize()))
+    hex(&h.finalize())
+}
+
+/// The 32 hex digits of `secret` if it is in the stored form.
+fn stored_hex(secret: &str) -> Option<&str> {
+    secret.strip_prefix("md5").filter(|h| {
+        h.len() == 32
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// PostgreSQL's stored form of `password` for role `user`: `"md5" + md5(password + user)`.
+pub fn stored_md5(user: &str, password: &str) -> String {
+    format!("md5{}", password_hex(user, password))
 }
 
 /// True if `secret` is already in the stored form (`"md5"` + 32 lowercase hex digits).
 pub fn is_stored_md5(secret: &str) -> bool {
-    secret.len() == 35
-        && secret.starts_with("md5")
-        && secret[3..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    stored_hex(secret).is_some()
 }
 
 /// What a client sends for `salt`: `"md5" + md5(md5(password + user) + salt)`. `secret` is the
 /// password, or its stored form, which is used directly.
 pub fn md5_response(user: &str, secret: &str, salt: [u8; 4]) -> String {
-    let stored = if is_stored_md5(secret) {
-        secret.to_owned()
-    } else {
-        stored_md5(user, secret)
+    let derived;
+    let inner = match stored_hex(secret) {
+        Some(inner) => inner,
+        None => {
+            derived = password_hex(user, secret);
+            &derived
+        }
     };
     let mut h = Md5::new();
-    h.update(&stored.as_bytes()[3..]);
+    h.update(inner.as_bytes());
     h.update(salt);
     format!("md5{}", hex(&h.finalize()))
 }
@@ -101,6 +115,15 @@ mod tests {
         ));
         assert!(!is_stored_md5("md5zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"));
         assert!(!is_stored_md5("md5é234567890123456789012345678901"));
+        // 35 bytes, byte 3 inside a character: no prefix, so a password, not a stored form.
+        let euros = "€".repeat(11) + "ab";
+        assert_eq!(euros.len(), 35);
+        assert!(!is_stored_md5(&euros));
+        assert_eq!(
+            md5_response("u", &euros, salt),
+            md5_response("u", &stored_md5("u", &euros), salt)
+        );
+        assert!(!is_stored_md5(""));
     }
 
     #[test]

@@ -64,10 +64,10 @@ impl StartupRequest {
 /// Decodes the first startup-phase packet in `buf` and consumes it. `Ok(None)` if it is not all
 /// there yet.
 pub fn decode_startup(buf: &mut BytesMut) -> Result<Option<StartupRequest>, DecodeError> {
-    let Some(len_bytes) = buf.get(..4) else {
+    let Some(&len_bytes) = buf.first_chunk::<4>() else {
         return Ok(None);
     };
-    let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+    let len = i32::from_be_bytes(len_bytes);
     if len < 8 {
         return Err(DecodeError::BadLength(i64::from(len)));
     }
@@ -324,6 +324,25 @@ mod tests {
             })
         );
         assert_eq!(decode(b"\0\0\x27\x10"), Ok(None));
+        assert_eq!(decode(b"\xff\xff\xff\xff"), Err(DecodeError::BadLength(-1)));
+        assert_eq!(
+            decode(b"\x80\0\0\0"),
+            Err(DecodeError::BadLength(i64::from(i32::MIN)))
+        );
+    }
+
+    #[test]
+    fn truncated_packets() {
+        // A CancelRequest whose length covers only the process id.
+        assert!(matches!(
+            decode(b"\0\0\0\x0c\x04\xd2\x16\x2e\0\0\0\x2a"),
+            Err(DecodeError::Malformed(_))
+        ));
+        // A user name whose last character ("é", C3 A9) is cut after its first byte.
+        assert_eq!(
+            decode(b"\0\0\0\x12\0\x03\0\0user\0jos\xc3\0\0"),
+            Err(DecodeError::Utf8)
+        );
     }
 
     #[test]

@@ -43,10 +43,8 @@ pub fn parse_authentication(body: &Bytes) -> Result<Authentication, DecodeError>
         auth_code::OK => Authentication::Ok,
         auth_code::CLEARTEXT_PASSWORD => Authentication::CleartextPassword,
         auth_code::MD5_PASSWORD => {
-            let s = r.bytes(4, "AuthenticationMD5Password salt")?;
-            Authentication::Md5Password {
-                salt: [s[0], s[1], s[2], s[3]],
-            }
+            let salt = r.array("AuthenticationMD5Password salt")?;
+            Authentication::Md5Password { salt }
         }
         auth_code::SASL => {
             let mut mechanisms = Vec::new();
@@ -363,6 +361,41 @@ mod tests {
         assert!(parse_parameter_status(b"a\0b\0c").is_err());
         assert!(parse_command_complete(b"SELECT").is_err());
         assert_eq!(parse_command_complete(b"\xff\0"), Err(DecodeError::Utf8));
+        // "€" (E2 82 AC) cut after two of its bytes.
+        assert_eq!(
+            parse_parameter_status(b"TimeZone\0\xe2\x82\0"),
+            Err(DecodeError::Utf8)
+        );
+        // Truncated fixed-size fields.
+        assert!(matches!(
+            parse_backend_key_data(b"\0\0\0\x01\0\0"),
+            Err(DecodeError::TooShort {
+                needed: 4,
+                available: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_authentication(&Bytes::from_static(b"\0\0\0\x05\x01\x02\x03")),
+            Err(DecodeError::TooShort {
+                needed: 4,
+                available: 3,
+                ..
+            })
+        ));
+        // A DataRow value length of 0xFFFFFFFE (-2) and i32::MAX with no bytes behind it.
+        assert_eq!(
+            parse_data_row(b"\0\x01\xff\xff\xff\xfe"),
+            Err(DecodeError::Malformed("DataRow value length below -1"))
+        );
+        assert!(matches!(
+            parse_data_row(b"\0\x01\x7f\xff\xff\xffab"),
+            Err(DecodeError::TooShort {
+                needed: 0x7fff_ffff,
+                available: 2,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -181,7 +181,10 @@ fn split_gs2_header(msg: &str) -> Result<(&str, &str), ScramError> {
         }
     }
     match msg.as_bytes().get(2) {
-        Some(b',') => Ok(msg.split_at(3)),
+        // The three bytes checked are ASCII, so 3 is a char boundary; checked all the same.
+        Some(b',') => msg
+            .split_at_checked(3)
+            .ok_or(ScramError::Malformed("gs2 header is not terminated by ','")),
         Some(b'a') => Err(ScramError::Malformed(
             "authorization identity (a=) is not supported",
         )),

@@ -213,6 +213,9 @@ fn server_gs2_handling() {
         "n,,n=,r=a b",
         "n,,m=ext,n=,r=abc",
         "n,,n=,x=abc",
+        // A multi-byte character where the gs2 header's ',' belongs (byte 3 inside it).
+        "n,\u{e9},n=,r=abc",
+        "y\u{20ac},n=,r=abc",
     ] {
         assert!(
             matches!(first(bad), Err(ScramError::Malformed(_))),
