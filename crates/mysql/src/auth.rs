@@ -8,6 +8,8 @@
 //! Invariants: comparisons of secrets are constant-time in the secret's content (lengths are
 //! public); nothing here allocates from, or panics on, client-supplied data.
 
+use std::fmt::Write as _;
+
 use rand::Rng;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
@@ -60,13 +62,11 @@ pub fn native_password_hash(password: &[u8]) -> String {
     let mut s = String::with_capacity(41);
     s.push('*');
     for b in stage2 {
-        s.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
-        s.push(char::from(HEX_UPPER[usize::from(b & 0x0f)]));
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02X}");
     }
     s
 }
-
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Parses a `*<40 hex>` native hash (either case) into SHA1(SHA1(password)).
 pub fn parse_native_hash(stored: &str) -> Option<[u8; 20]> {
@@ -75,19 +75,20 @@ pub fn parse_native_hash(stored: &str) -> Option<[u8; 20]> {
         return None;
     }
     let mut out = [0u8; 20];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        out[i] = hex_val(pair[0])? << 4 | hex_val(pair[1])?;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let &[hi, lo] = pair else {
+            return None;
+        };
+        *o = hex_val(hi)? << 4 | hex_val(lo)?;
     }
     Some(out)
 }
 
+/// The value of one hex digit, either case.
 fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    char::from(c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Verifies a client's native response. `stored` is either the plaintext password or a native hash
@@ -207,8 +208,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn xor<const N: usize>(a: &[u8; N], b: &[u8; N]) -> [u8; N] {
     let mut out = [0u8; N];
-    for i in 0..N {
-        out[i] = a[i] ^ b[i];
+    for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = x ^ y;
     }
     out
 }
@@ -246,6 +247,33 @@ mod tests {
         assert_eq!(
             native_password_hash(b"secret"),
             "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
+        );
+    }
+
+    #[test]
+    fn native_hash_parsing_rejects_non_hex_and_multi_byte_text() {
+        let hash = native_password_hash(b"password");
+        assert!(parse_native_hash(&hash).is_some());
+        assert_eq!(
+            parse_native_hash(&hash.to_lowercase()),
+            parse_native_hash(&hash)
+        );
+        assert_eq!(parse_native_hash(&hash[..40]), None);
+        assert_eq!(parse_native_hash(""), None);
+        assert_eq!(parse_native_hash("*"), None);
+        // 40 bytes after '*', the last two being "é" (C3 A9): not hex, and no panic.
+        let cut = format!("{}é", &hash[1..39]);
+        assert_eq!(cut.len(), 40);
+        assert_eq!(parse_native_hash(&format!("*{cut}")), None);
+        // An odd split: "é" straddling a byte pair.
+        let odd = format!("*{}é{}", &hash[1..2], &hash[4..41]);
+        assert_eq!(odd.len(), 41);
+        assert_eq!(parse_native_hash(&odd), None);
+        // Latin-1 lookalikes of hex digits are not digits.
+        assert_eq!(hex_val(0xc3), None);
+        assert_eq!(
+            (hex_val(b'f'), hex_val(b'F'), hex_val(b'g')),
+            (Some(15), Some(15), None)
         );
     }
 

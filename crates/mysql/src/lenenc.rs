@@ -72,60 +72,76 @@ pub fn read_lenenc_int(buf: &[u8]) -> Result<(u64, usize), DecodeError> {
 /// the field (`what`) instead of panicking.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
+    /// The whole payload.
     buf: &'a [u8],
-    pos: usize,
+    /// What is not consumed yet: always a suffix of `buf`.
+    unread: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     /// Starts reading at the first byte of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader { buf, unread: buf }
     }
 
     /// Bytes consumed so far.
     pub fn position(&self) -> usize {
-        self.pos
+        // `unread` is a suffix of `buf`, so this never saturates.
+        self.buf.len().saturating_sub(self.unread.len())
     }
 
     /// Bytes left.
     pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.unread.len()
     }
 
     /// True when every byte has been consumed.
     pub fn is_empty(&self) -> bool {
-        self.remaining() == 0
+        self.unread.is_empty()
     }
 
     /// The next byte, without consuming it.
     pub fn peek(&self) -> Option<u8> {
-        self.buf.get(self.pos).copied()
+        self.unread.first().copied()
     }
 
     /// Consumes exactly `n` bytes.
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let available = self.remaining();
-        if n > available {
-            return Err(DecodeError::too_short(what, n, available));
-        }
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
+        let (out, tail) = self
+            .unread
+            .split_at_checked(n)
+            .ok_or_else(|| DecodeError::too_short(what, n, self.unread.len()))?;
+        self.unread = tail;
         Ok(out)
+    }
+
+    /// Consumes exactly `N` bytes, as an array.
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<[u8; N], DecodeError> {
+        let (out, tail) = self
+            .unread
+            .split_first_chunk::<N>()
+            .ok_or_else(|| DecodeError::too_short(what, N, self.unread.len()))?;
+        self.unread = tail;
+        Ok(*out)
     }
 
     /// Consumes up to `n` bytes (fewer when the payload ends first).
     pub fn take_at_most(&mut self, n: usize) -> &'a [u8] {
-        let n = n.min(self.remaining());
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        out
+        match self.unread.split_at_checked(n) {
+            Some((out, tail)) => {
+                self.unread = tail;
+                out
+            }
+            None => self.rest(),
+        }
     }
 
     /// Consumes everything left (`string<EOF>`).
     pub fn rest(&mut self) -> &'a [u8] {
-        let out = &self.buf[self.pos..];
-        self.pos = self.buf.len();
-        out
+        std::mem::take(&mut self.unread)
     }
 
     /// Consumes `n` bytes and ignores them.
@@ -135,33 +151,29 @@ impl<'a> Reader<'a> {
 
     /// `int<1>`.
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, what)?[0])
+        let [b] = self.array(what)?;
+        Ok(b)
     }
 
     /// `int<2>`, little endian.
     pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        Ok(u16::from_le_bytes(self.array(what)?))
     }
 
     /// `int<3>`, little endian.
     pub fn u24(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        let b = self.take(3, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], 0]))
+        let [b0, b1, b2] = self.array(what)?;
+        Ok(u32::from_le_bytes([b0, b1, b2, 0]))
     }
 
     /// `int<4>`, little endian.
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.array(what)?))
     }
 
     /// `int<8>`, little endian.
     pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        Ok(u64::from_le_bytes(self.array(what)?))
     }
 
     /// `int<lenenc>`. NULL (0xFB) and 0xFF are rejected.
@@ -179,36 +191,35 @@ impl<'a> Reader<'a> {
     /// `string<lenenc>`: the announced length is checked against the bytes left before slicing.
     pub fn lenenc_bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.lenenc_int(what)?;
-        let available = self.remaining();
         // A length that does not fit in usize certainly exceeds what is left.
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len > available {
-            return Err(DecodeError::too_short(what, len, available));
-        }
         self.take(len, what)
+    }
+
+    /// Splits `unread` at its first NUL: `(before, after)`, or `None` without a NUL.
+    fn split_nul(&self) -> Option<(&'a [u8], &'a [u8])> {
+        let mut parts = self.unread.splitn(2, |&b| b == 0);
+        match (parts.next(), parts.next()) {
+            (Some(before), Some(after)) => Some((before, after)),
+            _ => None,
+        }
     }
 
     /// `string<NUL>`: the bytes up to (excluding) the next NUL, which is consumed.
     pub fn nul_bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let rest = &self.buf[self.pos..];
-        match rest.iter().position(|&b| b == 0) {
-            Some(i) => {
-                self.pos += i + 1;
-                Ok(&rest[..i])
-            }
-            None => Err(DecodeError::MissingNul { what }),
-        }
+        let (out, tail) = self.split_nul().ok_or(DecodeError::MissingNul { what })?;
+        self.unread = tail;
+        Ok(out)
     }
 
     /// Like [`Reader::nul_bytes`] but a missing terminator at the end of the payload is accepted,
     /// because several real clients and servers omit the last NUL of a packet (e.g. the auth plugin
     /// name in some MySQL 5.5 greetings and in some client handshake responses).
     pub fn nul_bytes_or_rest(&mut self) -> &'a [u8] {
-        let rest = &self.buf[self.pos..];
-        match rest.iter().position(|&b| b == 0) {
-            Some(i) => {
-                self.pos += i + 1;
-                &rest[..i]
+        match self.split_nul() {
+            Some((out, tail)) => {
+                self.unread = tail;
+                out
             }
             None => self.rest(),
         }
@@ -274,6 +285,17 @@ mod tests {
             r.lenenc_bytes("info"),
             Err(DecodeError::TooShort { what: "info", .. })
         ));
+        let mut r = Reader::new(&buf);
+        assert_eq!(
+            r.lenenc_bytes("info"),
+            Err(DecodeError::too_short("info", usize::MAX, 1))
+        );
+        // 0xFD + 3 bytes: 16 MiB - 1 announced, 1 present.
+        let buf = [0xfd, 0xff, 0xff, 0xff, b'a'];
+        assert_eq!(
+            Reader::new(&buf).lenenc_bytes("s"),
+            Err(DecodeError::too_short("s", 0xff_ffff, 1))
+        );
         let buf = [3, b'a', b'b'];
         assert!(Reader::new(&buf).lenenc_bytes("x").is_err());
         let buf = [3, b'a', b'b', b'c', b'd'];
@@ -293,6 +315,37 @@ mod tests {
         assert_eq!(r.nul_bytes_or_rest(), b"db");
         assert!(r.is_empty());
         assert_eq!(r.nul_bytes_or_rest(), b"");
+    }
+
+    #[test]
+    fn reads_past_the_end_fail_and_consume_nothing() {
+        let mut r = Reader::new(&[1, 2, 3]);
+        assert_eq!(
+            r.take(usize::MAX, "huge"),
+            Err(DecodeError::too_short("huge", usize::MAX, 3))
+        );
+        assert_eq!(r.u32("d"), Err(DecodeError::too_short("d", 4, 3)));
+        assert_eq!(r.u64("f"), Err(DecodeError::too_short("f", 8, 3)));
+        assert_eq!((r.position(), r.remaining()), (0, 3));
+        assert_eq!(r.u24("c"), Ok(0x030201));
+        assert_eq!((r.position(), r.remaining()), (3, 0));
+        assert_eq!(r.peek(), None);
+        let mut r = Reader::new(&[1, 2, 3]);
+        assert_eq!(r.take_at_most(usize::MAX), [1, 2, 3]);
+        assert_eq!(r.take_at_most(1), b"");
+        assert_eq!(r.position(), 3);
+    }
+
+    #[test]
+    fn multi_byte_utf8_cut_mid_character_is_an_error() {
+        // "né" is 6E C3 A9; cut after C3.
+        let mut r = Reader::new(b"n\xc3\0");
+        let bytes = r.nul_bytes("username").unwrap();
+        assert_eq!(
+            utf8(bytes, "username"),
+            Err(DecodeError::InvalidUtf8 { what: "username" })
+        );
+        assert_eq!(utf8("né".as_bytes(), "username"), Ok("né".to_string()));
     }
 
     #[test]

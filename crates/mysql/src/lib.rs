@@ -24,6 +24,15 @@
 //! (`testdata/`, `tests/mariadb_capture.rs`).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+// Fail closed: bytes from the network must never panic the proxy. Tests may index freely.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod auth;
 pub mod command;

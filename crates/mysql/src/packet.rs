@@ -43,8 +43,9 @@ impl Packet {
 
     /// Sequence id of the last physical packet.
     pub fn last_seq(&self) -> u8 {
-        // chunk_count >= 1; the wrap is the protocol's (sequence ids are mod 256).
-        self.seq.wrapping_add((self.chunk_count() - 1) as u8)
+        // One id per chunk after the first; ids are mod 256, hence the truncation and the wrap.
+        let extra_chunks = self.chunk_count().saturating_sub(1);
+        self.seq.wrapping_add(extra_chunks as u8)
     }
 
     /// Sequence id the peer's reply (or our next packet in the same exchange) must carry.
@@ -56,7 +57,8 @@ impl Packet {
 /// Physical packets needed for a payload of `len` bytes (an exact multiple of 0xFFFFFF, including
 /// zero, needs a trailing empty packet).
 pub fn chunk_count(len: usize) -> usize {
-    len / MAX_CHUNK_LEN + 1
+    // At most usize::MAX / 0xFFFFFF + 1: cannot saturate.
+    (len / MAX_CHUNK_LEN).saturating_add(1)
 }
 
 /// The sequence id after `seq` (ids wrap from 255 to 0).
@@ -89,8 +91,14 @@ pub fn peek_header(buf: &[u8]) -> Option<(usize, u8)> {
 /// [`FrameDecoder`], which also enforces `max_allowed_packet`) to know how much to forward.
 pub fn frame_len(buf: &[u8]) -> Option<usize> {
     let (len, _) = peek_header(buf)?;
-    let total = HEADER_LEN + len;
+    let total = chunk_total(len);
     (buf.len() >= total).then_some(total)
+}
+
+/// Bytes on the wire of a physical packet with a `len`-byte payload. `len` comes from a 3-byte
+/// field, so the sum cannot saturate.
+fn chunk_total(len: usize) -> usize {
+    len.saturating_add(HEADER_LEN)
 }
 
 /// Progress through a split logical packet.
@@ -104,17 +112,27 @@ struct Continuation {
     len: usize,
 }
 
-/// Shared header check of both decoders: returns the chunk's payload length once its header is
-/// present, after checking its sequence id (for continuations) and the logical size limit.
+/// A physical packet's header, checked.
+struct ChunkHeader {
+    /// Payload bytes of this chunk.
+    len: usize,
+    /// Its sequence id.
+    seq: u8,
+    /// Payload bytes of the logical packet up to and including this chunk (at most the limit).
+    so_far: usize,
+}
+
+/// Shared header check of both decoders: returns the chunk's header once it is present, after
+/// checking its sequence id (for continuations) and the logical size limit.
 fn check_chunk_header(
     buf: &[u8],
     pending: Option<&Continuation>,
     max: usize,
-) -> Result<Option<(usize, u8)>, DecodeError> {
+) -> Result<Option<ChunkHeader>, DecodeError> {
     let Some((len, seq)) = peek_header(buf) else {
         return Ok(None);
     };
-    let so_far = match pending {
+    let before = match pending {
         Some(p) => {
             check_seq(p.next_seq, seq)?;
             p.len
@@ -122,11 +140,11 @@ fn check_chunk_header(
         None => 0,
     };
     // The logical packet is at least this long; refuse it before buffering the body.
-    let known = so_far.saturating_add(len);
-    if known > max {
-        return Err(DecodeError::PacketTooLarge { len: known, max });
+    let so_far = before.saturating_add(len);
+    if so_far > max {
+        return Err(DecodeError::PacketTooLarge { len: so_far, max });
     }
-    Ok(Some((len, seq)))
+    Ok(Some(ChunkHeader { len, seq, so_far }))
 }
 
 /// Reassembles logical packets from a byte stream (see the module docs).
@@ -173,25 +191,26 @@ impl PacketCodec {
     /// complete are moved into the codec, so `buf` only keeps what is not yet consumed).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         loop {
-            let Some((len, seq)) =
+            let Some(ChunkHeader { len, seq, so_far }) =
                 check_chunk_header(buf, self.pending.as_ref(), self.max_allowed_packet)?
             else {
                 return Ok(None);
             };
-            if buf.len() < HEADER_LEN + len {
+            let total = chunk_total(len);
+            if buf.len() < total {
                 return Ok(None);
             }
-            let mut chunk = buf.split_to(HEADER_LEN + len);
+            // In bounds: HEADER_LEN <= total <= buf.len().
+            let mut chunk = buf.split_to(total);
             let body = chunk.split_off(HEADER_LEN);
             let first_seq = self.pending.as_ref().map_or(seq, |p| p.first_seq);
             if len == MAX_CHUNK_LEN {
                 // More chunks follow: keep this one and look for the next.
-                let so_far = self.pending.as_ref().map_or(0, |p| p.len);
                 self.chunks.unsplit(body);
                 self.pending = Some(Continuation {
                     first_seq,
                     next_seq: next_seq(seq),
-                    len: so_far + len,
+                    len: so_far,
                 });
                 continue;
             }
@@ -272,24 +291,24 @@ impl FrameDecoder {
 
     /// Splits the next physical packet off `buf`; `Ok(None)` (buffer untouched) if it is incomplete.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-        let Some((len, seq)) =
+        let Some(ChunkHeader { len, seq, so_far }) =
             check_chunk_header(buf, self.pending.as_ref(), self.max_allowed_packet)?
         else {
             return Ok(None);
         };
-        if buf.len() < HEADER_LEN + len {
+        let total = chunk_total(len);
+        if buf.len() < total {
             return Ok(None);
         }
-        let raw = buf.split_to(HEADER_LEN + len).freeze();
+        let raw = buf.split_to(total).freeze();
         let is_continuation = self.pending.is_some();
         let more_follows = len == MAX_CHUNK_LEN;
         self.pending = if more_follows {
             let first_seq = self.pending.as_ref().map_or(seq, |p| p.first_seq);
-            let so_far = self.pending.as_ref().map_or(0, |p| p.len);
             Some(Continuation {
                 first_seq,
                 next_seq: next_seq(seq),
-                len: so_far + len,
+                len: so_far,
             })
         } else {
             None
@@ -307,16 +326,17 @@ impl FrameDecoder {
 /// chunks when needed (with the trailing empty chunk when the length is an exact multiple).
 /// Returns the sequence id that follows the last chunk.
 pub fn encode_packet(buf: &mut BytesMut, seq: u8, payload: &[u8]) -> u8 {
-    buf.reserve(payload.len() + HEADER_LEN * chunk_count(payload.len()));
+    let headers = HEADER_LEN.saturating_mul(chunk_count(payload.len()));
+    buf.reserve(payload.len().saturating_add(headers));
     let mut seq = seq;
     let mut rest = payload;
     loop {
-        let n = rest.len().min(MAX_CHUNK_LEN);
-        put_header(buf, n, seq);
-        buf.put_slice(&rest[..n]);
+        let (chunk, tail) = rest.split_at_checked(MAX_CHUNK_LEN).unwrap_or((rest, &[]));
+        buf.put_slice(&header(chunk.len(), seq));
+        buf.put_slice(chunk);
         seq = next_seq(seq);
-        rest = &rest[n..];
-        if n < MAX_CHUNK_LEN {
+        rest = tail;
+        if chunk.len() < MAX_CHUNK_LEN {
             return seq;
         }
     }
@@ -329,22 +349,29 @@ pub fn encode_with(buf: &mut BytesMut, seq: u8, write: impl FnOnce(&mut BytesMut
     let start = buf.len();
     buf.put_slice(&[0; HEADER_LEN]);
     write(buf);
-    let len = buf.len() - start - HEADER_LEN;
-    if len < MAX_CHUNK_LEN {
-        let header = (len as u32).to_le_bytes();
-        buf[start..start + 3].copy_from_slice(&header[..3]);
-        buf[start + 3] = seq;
-        return next_seq(seq);
+    let reserved = buf.get_mut(start..);
+    match reserved.and_then(|b| b.split_first_chunk_mut::<HEADER_LEN>()) {
+        Some((slot, body)) if body.len() < MAX_CHUNK_LEN => {
+            *slot = header(body.len(), seq);
+            next_seq(seq)
+        }
+        Some(_) => {
+            // 16 MiB - 1 or more: re-split into chunks.
+            let packet = buf.split_off(start);
+            encode_packet(buf, seq, packet.get(HEADER_LEN..).unwrap_or_default())
+        }
+        // `write` removed the reserved header instead of appending: write nothing.
+        None => {
+            buf.truncate(start);
+            seq
+        }
     }
-    let body = buf.split_off(start + HEADER_LEN);
-    buf.truncate(start);
-    encode_packet(buf, seq, &body)
 }
 
-fn put_header(buf: &mut BytesMut, len: usize, seq: u8) {
-    // len <= MAX_CHUNK_LEN, so 3 bytes hold it.
-    let l = (len as u32).to_le_bytes();
-    buf.put_slice(&[l[0], l[1], l[2], seq]);
+/// A physical packet's header. `len` must be at most [`MAX_CHUNK_LEN`], which 3 bytes hold.
+fn header(len: usize, seq: u8) -> [u8; HEADER_LEN] {
+    let [l0, l1, l2, _] = (len as u32).to_le_bytes();
+    [l0, l1, l2, seq]
 }
 
 #[cfg(test)]
@@ -501,6 +528,53 @@ mod tests {
                 .len(),
             max
         );
+    }
+
+    #[test]
+    fn largest_header_lengths_do_not_overflow() {
+        // 0xFFFFFF announced with no limit: the body is awaited, nothing is consumed.
+        let mut b = BytesMut::from(&[0xff, 0xff, 0xff, 7, 1, 2][..]);
+        assert_eq!(frame_len(&b), None);
+        assert_eq!(PacketCodec::new(usize::MAX).decode(&mut b), Ok(None));
+        assert_eq!(FrameDecoder::new(usize::MAX).decode(&mut b), Ok(None));
+        assert_eq!(b.len(), 6);
+        // Truncated headers.
+        for n in 0..HEADER_LEN {
+            let mut b = BytesMut::from(&[0xff, 0xff, 0xff, 0][..n]);
+            assert_eq!(frame_len(&b), None);
+            assert_eq!(PacketCodec::default().decode(&mut b), Ok(None));
+            assert_eq!(FrameDecoder::default().decode(&mut b), Ok(None));
+        }
+    }
+
+    #[test]
+    fn encode_with_frames_what_it_writes() {
+        let mut b = BytesMut::from(&b"xy"[..]);
+        assert_eq!(encode_with(&mut b, 255, |b| b.put_slice(&[0x0e])), 0);
+        assert_eq!(&b[..], b"xy\x01\0\0\xff\x0e");
+        // A writer that removes the reserved header: nothing is framed.
+        let mut b = BytesMut::from(&b"xy"[..]);
+        assert_eq!(encode_with(&mut b, 3, |b| b.truncate(1)), 3);
+        assert_eq!(&b[..], b"x");
+        // At 16 MiB - 1 the body is re-split, with the trailing empty chunk.
+        let mut b = BytesMut::new();
+        assert_eq!(encode_with(&mut b, 0, |b| b.put_bytes(7, MAX_CHUNK_LEN)), 2);
+        assert_eq!(b, encoded(0, &vec![7; MAX_CHUNK_LEN]));
+    }
+
+    #[test]
+    fn last_seq_wraps() {
+        let p = Packet {
+            seq: 255,
+            payload: Bytes::from(vec![0; MAX_CHUNK_LEN]),
+        };
+        assert_eq!((p.chunk_count(), p.last_seq(), p.next_seq()), (2, 0, 1));
+        let p = Packet {
+            seq: 255,
+            payload: Bytes::new(),
+        };
+        assert_eq!((p.chunk_count(), p.last_seq(), p.next_seq()), (1, 255, 0));
+        assert_eq!(chunk_count(usize::MAX), usize::MAX / MAX_CHUNK_LEN + 1);
     }
 
     #[test]

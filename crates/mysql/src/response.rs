@@ -284,20 +284,22 @@ pub struct EofPacket {
 impl EofPacket {
     /// Decodes an EOF packet: 0xFE and shorter than 9 bytes.
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
-        let header = payload.first().copied().unwrap_or(0);
-        if header != EOF_HEADER || payload.len() >= 9 {
-            return Err(DecodeError::UnexpectedHeader {
-                expected: "EOF packet (0xFE, < 9 bytes)",
-                header,
-            });
-        }
-        if payload.len() == 1 {
+        let body = match payload.split_first() {
+            Some((&EOF_HEADER, body)) if payload.len() < 9 => body,
+            first => {
+                return Err(DecodeError::UnexpectedHeader {
+                    expected: "EOF packet (0xFE, < 9 bytes)",
+                    header: first.map_or(0, |(&h, _)| h),
+                })
+            }
+        };
+        if body.is_empty() {
             return Ok(EofPacket {
                 warnings: 0,
                 status_flags: None,
             });
         }
-        let mut r = Reader::new(&payload[1..]);
+        let mut r = Reader::new(body);
         let warnings = r.u16("EOF warnings")?;
         let status = r.u16("EOF status_flags")?;
         Ok(EofPacket {
@@ -443,6 +445,36 @@ mod tests {
         );
         assert_eq!(EofPacket::decode(&[0xfe]).unwrap().status_flags, None);
         assert!(EofPacket::decode(&[0xfe; 9]).is_err());
+    }
+
+    #[test]
+    fn eof_malformed() {
+        assert_eq!(
+            EofPacket::decode(&[]),
+            Err(DecodeError::UnexpectedHeader {
+                expected: "EOF packet (0xFE, < 9 bytes)",
+                header: 0
+            })
+        );
+        assert!(matches!(
+            EofPacket::decode(&[0x00, 0, 0, 2, 0]),
+            Err(DecodeError::UnexpectedHeader { header: 0x00, .. })
+        ));
+        // Truncated warnings, then truncated status flags.
+        assert!(matches!(
+            EofPacket::decode(&[0xfe, 0]),
+            Err(DecodeError::TooShort {
+                what: "EOF warnings",
+                ..
+            })
+        ));
+        assert!(matches!(
+            EofPacket::decode(&[0xfe, 0, 0, 2]),
+            Err(DecodeError::TooShort {
+                what: "EOF status_flags",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -89,15 +89,15 @@ pub fn carries_statement_id(command: u8) -> bool {
 
 /// The statement id of a statement command (see [`carries_statement_id`]).
 pub fn statement_id(payload: &[u8]) -> Result<u32, DecodeError> {
-    let command = payload.first().copied().unwrap_or(0);
-    if !carries_statement_id(command) {
-        return Err(DecodeError::UnexpectedHeader {
+    match payload.split_first() {
+        Some((&command, rest)) if carries_statement_id(command) => {
+            Reader::new(rest).u32("statement_id")
+        }
+        first => Err(DecodeError::UnexpectedHeader {
             expected: "a COM_STMT_* command with a statement id",
-            header: command,
-        });
+            header: first.map_or(0, |(&command, _)| command),
+        }),
     }
-    let mut r = Reader::new(&payload[1..]);
-    r.u32("statement_id")
 }
 
 /// Replaces the statement id of a statement command in place; returns the id it replaced.
@@ -189,6 +189,10 @@ mod tests {
     fn non_statement_commands_and_short_payloads_are_errors() {
         assert!(statement_id(&[crate::consts::COM_QUERY, 1, 2, 3, 4]).is_err());
         assert!(statement_id(&[]).is_err());
+        assert!(matches!(
+            statement_id(&[COM_STMT_CLOSE]),
+            Err(DecodeError::TooShort { needed: 4, .. })
+        ));
         let mut short = [COM_STMT_CLOSE, 1, 2];
         assert!(rewrite_statement_id(&mut short, 1).is_err());
         assert_eq!(short, [COM_STMT_CLOSE, 1, 2]);

@@ -84,11 +84,10 @@ impl HandshakeV10 {
         capabilities |= u32::from(r.u16("capability flags (high)")?) << 16;
         hs.capabilities = capabilities;
         let auth_data_len = r.u8("auth-plugin-data length")?;
-        let reserved = r.take(10, "reserved")?;
+        // 6 reserved bytes, then 4 that MariaDB uses for its extended capabilities.
+        let [.., e0, e1, e2, e3]: [u8; 10] = r.array("reserved")?;
         if capabilities & CLIENT_MYSQL == 0 {
-            let mut ext = [0u8; 4];
-            ext.copy_from_slice(&reserved[6..10]);
-            hs.mariadb_capabilities = u32::from_le_bytes(ext);
+            hs.mariadb_capabilities = u32::from_le_bytes([e0, e1, e2, e3]);
         }
         if capabilities & CLIENT_SECURE_CONNECTION != 0 {
             // The length byte counts the trailing NUL; 13 is the minimum on the wire.
@@ -115,7 +114,7 @@ impl HandshakeV10 {
         let data = &self.auth_plugin_data;
         let part1 = data.get(..8).unwrap_or(data);
         buf.put_slice(part1);
-        buf.put_bytes(0, 8 - part1.len());
+        buf.put_bytes(0, 8usize.saturating_sub(part1.len()));
         buf.put_u8(0);
         buf.put_u16_le(self.capabilities as u16);
         buf.put_u8(self.charset);
@@ -125,7 +124,7 @@ impl HandshakeV10 {
         let part2_padded = part2.len().max(12);
         if self.capabilities & CLIENT_PLUGIN_AUTH != 0 {
             // 8 + part2 + NUL, as servers count it.
-            let len = 8 + part2_padded + 1;
+            let len = part2_padded.saturating_add(8 + 1);
             buf.put_u8(u8::try_from(len).unwrap_or(u8::MAX));
         } else {
             buf.put_u8(0);
@@ -138,7 +137,7 @@ impl HandshakeV10 {
         }
         if self.capabilities & CLIENT_SECURE_CONNECTION != 0 {
             buf.put_slice(part2);
-            buf.put_bytes(0, part2_padded - part2.len());
+            buf.put_bytes(0, part2_padded.saturating_sub(part2.len()));
             buf.put_u8(0);
         }
         if self.capabilities & CLIENT_PLUGIN_AUTH != 0 {
@@ -149,10 +148,7 @@ impl HandshakeV10 {
 
 /// The bytes before the first NUL (all of them if there is none).
 pub(crate) fn until_nul(s: &[u8]) -> &[u8] {
-    match s.iter().position(|&b| b == 0) {
-        Some(i) => &s[..i],
-        None => s,
-    }
+    s.split(|&b| b == 0).next().unwrap_or(s)
 }
 
 #[cfg(test)]
@@ -241,6 +237,25 @@ mod tests {
             HandshakeV10::decode(&[9, b'x', 0]),
             Err(DecodeError::UnsupportedProtocolVersion(9))
         );
+    }
+
+    #[test]
+    fn truncated_greetings_are_errors() {
+        let payload = unhex(MARIADB_10_11_GREETING);
+        // Every cut inside the fixed part (up to the end of the 10 reserved bytes) fails cleanly.
+        let version_end = payload.iter().position(|&b| b == 0).unwrap();
+        let reserved_end = version_end + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 10;
+        for cut in 1..reserved_end {
+            if cut == version_end + 1 + 4 + 8 + 1 + 2 {
+                continue; // a pre-4.1 greeting ends here
+            }
+            assert!(
+                HandshakeV10::decode(&payload[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let e = HandshakeV10::decode(&payload[..reserved_end - 3]).unwrap_err();
+        assert_eq!(e, DecodeError::too_short("reserved", 10, 7));
     }
 
     fn proxy_greeting() -> HandshakeV10 {

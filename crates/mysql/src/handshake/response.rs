@@ -102,12 +102,11 @@ fn read_fixed(r: &mut Reader<'_>) -> Result<SslRequest, DecodeError> {
     }
     let max_packet_size = r.u32("max packet size")?;
     let charset = r.u8("character set")?;
-    let reserved = r.take(23, "reserved")?;
-    let mut ext = [0u8; 4];
-    ext.copy_from_slice(&reserved[19..23]);
+    // 19 reserved bytes, then 4 that MariaDB uses for its extended capabilities.
+    let [.., e0, e1, e2, e3]: [u8; 23] = r.array("reserved")?;
     // MySQL clients set CLIENT_MYSQL and leave the bytes zero; trust the flag, not the bytes.
     let mariadb_capabilities = if capabilities & CLIENT_MYSQL == 0 {
-        u32::from_le_bytes(ext)
+        u32::from_le_bytes([e0, e1, e2, e3])
     } else {
         0
     };
@@ -510,6 +509,31 @@ mod tests {
         let mut b = BytesMut::new();
         put_fixed(&mut b, MODERN, 0, 45, 0);
         assert!(decode_client_handshake(&b).is_err());
+    }
+
+    #[test]
+    fn truncated_fixed_part_is_an_error() {
+        let mut b = BytesMut::new();
+        put_fixed(&mut b, MODERN, 0, 45, 0);
+        for cut in 0..b.len() {
+            assert!(decode_client_handshake(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(
+            decode_client_handshake(&b[..4 + 4 + 1 + 22]),
+            Err(DecodeError::too_short("reserved", 23, 22))
+        );
+    }
+
+    #[test]
+    fn user_name_cut_mid_character_is_an_error() {
+        let mut b = BytesMut::new();
+        put_fixed(&mut b, MODERN, 0, 45, 0);
+        // "jo\u{e9}" with its last byte (A9) cut off.
+        b.put_slice(b"jo\xc3\0\0");
+        assert_eq!(
+            HandshakeResponse41::decode(&b),
+            Err(DecodeError::InvalidUtf8 { what: "username" })
+        );
     }
 
     #[test]

@@ -318,14 +318,16 @@ impl ResponseTracker {
         if payload.is_empty() || is_end_marker(payload, self.capabilities) {
             return Err(self.unexpected(payload));
         }
-        if remaining <= 1 {
-            return Ok(self.after_defs(next));
+        match remaining.checked_sub(1) {
+            None | Some(0) => Ok(self.after_defs(next)),
+            Some(left) => {
+                self.state = State::Defs {
+                    remaining: left,
+                    next,
+                };
+                Ok(Progress::More)
+            }
         }
-        self.state = State::Defs {
-            remaining: remaining - 1,
-            next,
-        };
-        Ok(Progress::More)
     }
 
     fn on_definitions_eof(&mut self, payload: &[u8], next: Next) -> Result<Progress, DecodeError> {
@@ -350,7 +352,7 @@ impl ResponseTracker {
             return Ok(self.end_of_result(status));
         }
         // Binary rows always start with 0x00; a text row is never empty.
-        if payload.is_empty() || (self.binary && payload[0] != OK_HEADER) {
+        if payload.is_empty() || (self.binary && payload.first() != Some(&OK_HEADER)) {
             return Err(self.unexpected(payload));
         }
         self.rows = self.rows.saturating_add(1);

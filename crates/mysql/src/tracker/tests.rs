@@ -352,6 +352,27 @@ fn progress_reports_and_protocol_violations() {
         t.feed(&eof(AC)),
         Err(DecodeError::UnexpectedHeader { .. })
     ));
+    // A column count of 16 MiB - 1 (0xFD form; 0xFE here is an EOF header, not a count): the
+    // definitions are counted down one by one.
+    let mut t = ResponseTracker::new(COM_QUERY, MODERN);
+    assert_eq!(t.feed(&[0xfd, 0xff, 0xff, 0xff]), Ok(Progress::More));
+    assert_eq!(t.feed(&coldef()), Ok(Progress::More));
+    assert_eq!(t.feed(&coldef()), Ok(Progress::More));
+    // A truncated 3-byte column count.
+    let mut t = ResponseTracker::new(COM_QUERY, MODERN);
+    assert!(matches!(
+        t.feed(&[0xfd, 0xff]),
+        Err(DecodeError::TooShort { .. })
+    ));
+    // Binary protocol: an empty row and a row not starting with 0x00 are refused.
+    let mut t = ResponseTracker::new(COM_STMT_EXECUTE, MODERN);
+    t.feed(&[1]).unwrap();
+    t.feed(&coldef()).unwrap();
+    assert!(t.feed(&[]).is_err());
+    let mut t = ResponseTracker::new(COM_STMT_EXECUTE, MODERN);
+    t.feed(&[1]).unwrap();
+    t.feed(&coldef()).unwrap();
+    assert!(t.feed(&[0x01, 0x00]).is_err());
     // Missing EOF after definitions in classic mode.
     let mut t = ResponseTracker::new(COM_QUERY, CLASSIC);
     t.feed(&[1]).unwrap();
