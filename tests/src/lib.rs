@@ -18,6 +18,7 @@ pub use poolguard_sandbox::PgSandbox;
 pub mod admin;
 pub mod mysql;
 pub mod pgc;
+pub mod rawpg;
 
 pub const USER: &str = "app";
 pub const PASSWORD: &str = "app-secret";
@@ -178,6 +179,12 @@ impl Proxy {
 
     /// Starts poolguard with this config text; `port` is its PostgreSQL listen port.
     pub fn start_with(config: &str, port: u16) -> Proxy {
+        Proxy::start_with_env(config, port, &[])
+    }
+
+    /// [`Proxy::start_with`], with extra environment variables for the process (such as
+    /// `POOLGUARD_FAULTS`, which the test build's fault switch reads).
+    pub fn start_with_env(config: &str, port: u16, env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("poolguard.toml");
         std::fs::write(&cfg, config).expect("write config");
@@ -191,6 +198,7 @@ impl Proxy {
                 std::env::var("POOLGUARD_TEST_LOG")
                     .unwrap_or_else(|_| "info,poolguard_proxy=debug".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logfile)
             .spawn()

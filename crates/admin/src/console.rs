@@ -165,6 +165,8 @@ pub enum Show {
     Holders,
     /// poolguard: leases held past their leak threshold.
     Leaks,
+    /// poolguard: server connections closed instead of reused, per pool and reason.
+    Discards,
 }
 
 /// A parsed console statement.
@@ -216,7 +218,7 @@ const PGBOUNCER_ONLY_SHOW: &[&str] = &[
 ];
 
 /// The `SHOW HELP` notice's detail.
-pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\tSHOW LISTS|STATS|STATS_TOTALS|STATS_AVERAGES\n\tSHOW HOLDERS|LEAKS (poolguard)\n\tRELOAD\n\tPAUSE [<db>]\n\tRESUME [<db>]\n\tKILL_CLIENT <id> (id: SHOW CLIENTS ptr, SHOW LEAKS client_id)";
+pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\tSHOW LISTS|STATS|STATS_TOTALS|STATS_AVERAGES\n\tSHOW HOLDERS|LEAKS|DISCARDS (poolguard)\n\tRELOAD\n\tPAUSE [<db>]\n\tRESUME [<db>]\n\tKILL_CLIENT <id> (id: SHOW CLIENTS ptr, SHOW LEAKS client_id)";
 
 /// Splits a Query string into statements at `;` outside quotes; empty statements are dropped.
 pub fn split_statements(query: &str) -> Vec<&str> {
@@ -261,6 +263,7 @@ pub fn parse(statement: &str) -> Result<Command, Refusal> {
             "CONFIG" => Command::Show(Show::Config),
             "HOLDERS" => Command::Show(Show::Holders),
             "LEAKS" => Command::Show(Show::Leaks),
+            "DISCARDS" => Command::Show(Show::Discards),
             "HELP" => Command::Help,
             other if PGBOUNCER_ONLY_SHOW.contains(&other) => return Err(not_supported(statement)),
             _ => return Err(unknown(statement)),
@@ -322,6 +325,7 @@ pub fn render(what: Show, snap: &Snapshot, ctx: &Context) -> Table {
         Show::Config => tables::config(ctx),
         Show::Holders => tables::holders(snap),
         Show::Leaks => tables::leaks(snap),
+        Show::Discards => tables::discards(snap),
     }
 }
 

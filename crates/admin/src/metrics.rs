@@ -103,6 +103,12 @@ pub fn render(snap: &Snapshot, extra: &str) -> String {
         &errors,
     );
     w.family(
+        "poolguard_panics_total",
+        "counter",
+        "Client and cleanup tasks stopped by a panic (each contained to its own client, its server connection closed).",
+        &one(snap.panics_total as f64),
+    );
+    w.family(
         "poolguard_paused",
         "gauge",
         "1 while the admin console's PAUSE is in effect.",
@@ -278,6 +284,22 @@ fn pools(w: &mut Writer, snap: &Snapshot) {
         "gauge",
         "Server connections held by the pool, by state (idle, in_use, connecting).",
         &by_state,
+    );
+    let discarded = snap
+        .pools
+        .iter()
+        .flat_map(|p| {
+            let b = base(p);
+            p.discarded
+                .iter()
+                .map(move |(reason, n)| (format!("{b},reason=\"{reason}\""), *n as f64))
+        })
+        .collect();
+    w.family(
+        "poolguard_server_connections_discarded_total",
+        "counter",
+        "Leased server connections closed instead of reused because they were not proven clean, by reason.",
+        &discarded,
     );
     for (name, kind, help, get) in gauges {
         let samples = snap.pools.iter().map(|p| (base(p), get(p))).collect();

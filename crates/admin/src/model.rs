@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub errors_total: Vec<(String, String, u64)>,
     /// Whether new transactions are paused (console PAUSE).
     pub paused: bool,
+    /// Client and cleanup tasks stopped by a panic, each contained to its own client
+    /// (monotonic).
+    pub panics_total: u64,
 }
 
 /// A backend (one server, or one failover group) and its budget.
@@ -109,6 +112,9 @@ pub struct PoolSnapshot {
     pub connects_total: u64,
     pub connect_errors_total: u64,
     pub closed_total: u64,
+    /// Leased server connections closed instead of reused, per reason (dropped, panicked,
+    /// unproven, broken, unfinished, cleanup_failed), every reason listed (monotonic).
+    pub discarded: Vec<(String, u64)>,
     pub leaks_total: u64,
     /// Cumulative counts per [`AcquireHistogram::bounds`] bound, then `+Inf`.
     pub acquire_wait_buckets: Vec<u64>,

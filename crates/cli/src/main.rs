@@ -123,6 +123,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A panic is contained to the task that raised it (poolguard_proxy::contain); this puts
+    // its message and location in the log, as an error event, instead of bare stderr.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        tracing::error!(%location, panic = %message, "panic");
+    }));
     let runtime = match cli.threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -173,6 +173,9 @@ pub struct PoolStatus {
     pub connect_errors_total: u64,
     /// Connections closed, for any reason (monotonic).
     pub closed_total: u64,
+    /// Leased connections closed instead of reused, per reason: index with
+    /// [`crate::DiscardReason::index`], names in [`crate::DiscardReason::ALL`] (monotonic).
+    pub discarded_total: [u64; crate::DiscardReason::COUNT],
     /// Leases reported as held past the leak threshold (monotonic).
     pub leaks_total: u64,
     /// Acquires refused at once because [`crate::Connector::admit`] said no and no connection

@@ -2,8 +2,12 @@
 //! holder) and `Slot` (permission to open one).
 //!
 //! Invariants:
-//! - A lease owns its connection until `Drop` or [`Lease::discard`], each of which hands it back
-//!   to the pool exactly once (checked in, or closed and its unit released).
+//! - A lease owns its connection until [`Lease::release`], [`Lease::discard`] or `Drop`, each
+//!   of which hands it back to the pool exactly once.
+//! - Only [`Lease::release`] with a [`Clean`] proof that holds puts the connection back for
+//!   reuse. `Drop` runs on every path, the panicking and the forgotten ones included, so it does
+//!   the safe thing: it closes the connection (the server rolls back whatever was open) and
+//!   counts why ([`DiscardReason::Dropped`], or [`DiscardReason::Panicked`] while unwinding).
 //! - A slot that is dropped without becoming a lease (connect failed, acquire cancelled, waiter
 //!   gone) gives its unit back to the pool and the budget; a slot that becomes a lease is
 //!   disarmed first, so its unit is transferred, never released twice.
@@ -78,8 +82,91 @@ impl ConnMeta {
     }
 }
 
-/// A connection checked out of a [`crate::Pool`]. Dereferences to the connection; dropping it
-/// returns the connection to the pool (see the crate docs for what happens then).
+/// What a holder checked before handing a connection back for reuse: the one door back into
+/// the pool ([`Lease::release`]). Every field must be true; the protocol layer that fills it in
+/// decides what each means for its wire protocol, the pool only refuses a proof that does not
+/// hold. Built field by field on purpose: there is no constructor that proves everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Clean {
+    /// No request is unanswered and nothing unread is buffered from the server.
+    pub idle: bool,
+    /// The server reported no open transaction (nor a failed one) last.
+    pub no_transaction: bool,
+    /// Nothing is owed to or from the server: no COPY, no unsynced extended-protocol batch,
+    /// no LOAD DATA transfer, no long data, no reset still to run.
+    pub nothing_owed: bool,
+    /// Both directions are at a message boundary (no half-relayed message either way).
+    pub in_step: bool,
+}
+
+impl Clean {
+    /// Every check passed.
+    pub fn holds(&self) -> bool {
+        self.idle && self.no_transaction && self.nothing_owed && self.in_step
+    }
+}
+
+/// Why a leased connection was closed instead of reused. Counted per pool
+/// (`PoolStatus::discarded_total`); each has a stable label ([`DiscardReason::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscardReason {
+    /// The lease was dropped without a release or a discard: an early return, a cancelled
+    /// task, a branch that forgot it. Closed, never reused: its state was never proven.
+    Dropped,
+    /// The lease was dropped while its task unwound from a panic.
+    Panicked,
+    /// [`Lease::release`] was called with a proof that did not hold.
+    Unproven,
+    /// The holder found the connection broken: the server went away, an I/O error, a
+    /// protocol message out of place.
+    Broken,
+    /// The client left work that must not be finished on its behalf (an unsynced batch, a
+    /// COPY or LOAD DATA transfer, long data): closing lets the server abort it.
+    Unfinished,
+    /// Bringing it back to a clean state (rollback, reset) failed or did not finish in time.
+    CleanupFailed,
+}
+
+impl DiscardReason {
+    /// How many reasons there are (the length of `PoolStatus::discarded_total`).
+    pub const COUNT: usize = 6;
+    /// Every reason, in index order.
+    pub const ALL: [DiscardReason; Self::COUNT] = [
+        DiscardReason::Dropped,
+        DiscardReason::Panicked,
+        DiscardReason::Unproven,
+        DiscardReason::Broken,
+        DiscardReason::Unfinished,
+        DiscardReason::CleanupFailed,
+    ];
+
+    /// Its position in [`Self::ALL`] and in `PoolStatus::discarded_total`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short lowercase name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscardReason::Dropped => "dropped",
+            DiscardReason::Panicked => "panicked",
+            DiscardReason::Unproven => "unproven",
+            DiscardReason::Broken => "broken",
+            DiscardReason::Unfinished => "unfinished",
+            DiscardReason::CleanupFailed => "cleanup_failed",
+        }
+    }
+}
+
+impl fmt::Display for DiscardReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection checked out of a [`crate::Pool`]. Dereferences to the connection. It goes back
+/// for reuse only through [`Lease::release`]; dropped, it is closed (see the module docs).
 pub struct Lease<C: Connector> {
     /// `Some` from creation until `discard` or `Drop` takes it.
     conn: Option<C::Conn>,
@@ -87,6 +174,9 @@ pub struct Lease<C: Connector> {
     meta: ConnMeta,
     expires_at: Option<Instant>,
     shared: Arc<Shared<C>>,
+    /// Sent to a waiter and not yet received: no holder has seen the connection, which was
+    /// idle in the pool a moment ago, so a waiter that gave up lets it go back unused.
+    in_transit: bool,
 }
 
 impl<C: Connector> Lease<C> {
@@ -103,7 +193,20 @@ impl<C: Connector> Lease<C> {
             meta,
             expires_at,
             shared,
+            in_transit: false,
         }
+    }
+
+    /// The dispatch sends this lease (made from an idle connection) to a waiter.
+    pub(crate) fn send_to_waiter(mut self) -> Self {
+        self.in_transit = true;
+        self
+    }
+
+    /// The waiter received it: from now on it belongs to a holder.
+    pub(crate) fn received(mut self) -> Self {
+        self.in_transit = false;
+        self
     }
 
     /// This lease's id, as in [`crate::LeaseRecord::id`].
@@ -111,11 +214,27 @@ impl<C: Connector> Lease<C> {
         self.id
     }
 
-    /// The connection is broken or unusable: close it (`CloseReason::Discarded`), free its slot
-    /// and budget unit, and let a waiter open a new one.
-    pub fn discard(mut self) {
+    /// Hands the connection back for reuse, if `proof` holds; otherwise closes it
+    /// ([`DiscardReason::Unproven`]). Returns whether it went back for reuse.
+    pub fn release(mut self, proof: Clean) -> bool {
+        let Some(conn) = self.conn.take() else {
+            return false;
+        };
+        if proof.holds() {
+            self.shared.checkin(self.id, conn, self.meta);
+            true
+        } else {
+            tracing::warn!(pool = %self.shared.name, ?proof, "server connection released without proof that it is clean; closing it");
+            self.shared.discard(self.id, conn, DiscardReason::Unproven);
+            false
+        }
+    }
+
+    /// The connection must not be reused: close it (`CloseReason::Discarded`, counted under
+    /// `why`), free its slot and budget unit, and let a waiter open a new one.
+    pub fn discard(mut self, why: DiscardReason) {
         if let Some(conn) = self.conn.take() {
-            self.shared.discard(self.id, conn);
+            self.shared.discard(self.id, conn, why);
         }
     }
 
@@ -159,9 +278,21 @@ impl<C: Connector> DerefMut for Lease<C> {
 }
 
 impl<C: Connector> Drop for Lease<C> {
+    /// Neither released nor discarded: nothing proves the connection clean, so it is closed.
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shared.checkin(self.id, conn, self.meta);
+            if self.in_transit {
+                // Never handed to a holder (its waiter gave up): as clean as when it was idle.
+                self.shared.checkin(self.id, conn, self.meta);
+                return;
+            }
+            let why = if std::thread::panicking() {
+                DiscardReason::Panicked
+            } else {
+                DiscardReason::Dropped
+            };
+            tracing::warn!(pool = %self.shared.name, reason = %why, "server connection dropped without a clean release; closing it");
+            self.shared.discard(self.id, conn, why);
         }
     }
 }

@@ -9,7 +9,13 @@
 //!   [`Budget`], the units never exceed [`Budget::limit`]. Capacity is decided under a short
 //!   `std::sync::Mutex`; connects happen outside it, holding an RAII slot that gives its unit back
 //!   if the connect fails or the acquire is cancelled.
-//! - **Every unit is returned exactly once.** A lease's `Drop` (or [`Lease::discard`]) returns it;
+//! - **Fail closed.** A leased connection is reused only through [`Lease::release`], whose
+//!   [`Clean`] proof states what the holder checked (idle, no transaction, nothing owed, both
+//!   sides in step); a proof that does not hold, [`Lease::discard`], and a lease dropped any
+//!   other way (an early return, a cancelled future, a panic unwinding) close the connection,
+//!   counted per [`DiscardReason`]. No path returns a connection for reuse by accident.
+//! - **Every unit is returned exactly once.** [`Lease::release`], [`Lease::discard`] or the
+//!   lease's `Drop` returns it;
 //!   a slot's `Drop` returns it; closing a connection releases its budget unit, which the budget
 //!   hands to the first budget-starved pool (FIFO across pools) or frees.
 //! - **Idle connections never starve a sibling.** A pool refused a budget unit asks pools with
@@ -89,7 +95,7 @@ pub use breaker::{
 pub use budget::{Budget, ReservedUnit};
 pub use config::{Admission, FairShare, PoolConfig, PoolStatus, ShareKey};
 pub use error::{AcquireError, OverShare};
-pub use lease::Lease;
+pub use lease::{Clean, DiscardReason, Lease};
 pub use note::{LeaseNote, LeaseState, WaitHistogram, WAIT_BUCKETS};
 pub use pool::Pool;
 
@@ -132,7 +138,8 @@ pub enum CloseReason {
     Idle,
     /// Beyond `pool_size` (or beyond a shrunk capacity) and nobody waiting for it.
     Overflow,
-    /// The holder said it is broken ([`Lease::discard`]).
+    /// A leased connection not proven clean: discarded, or its lease dropped unreleased
+    /// (the [`DiscardReason`] is counted in `PoolStatus::discarded_total`).
     Discarded,
     /// The backend budget needed the unit: another pool was starved, or the limit was lowered.
     BudgetReclaim,

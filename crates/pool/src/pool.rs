@@ -114,7 +114,7 @@ impl<C: Connector> Pool<C> {
             }
         };
         let slot = match grant {
-            Ok(Grant::Lease(lease)) => return Ok(lease),
+            Ok(Grant::Lease(lease)) => return Ok(lease.received()),
             Ok(Grant::Slot(slot)) => slot,
             // Only `close` drops a waiter's sender without sending.
             Err(_) => return Err(AcquireError::Closed),

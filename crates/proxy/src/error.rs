@@ -64,6 +64,9 @@ pub enum ProxyError {
     },
     #[error("{side:?} connection failed: {source}")]
     Io { side: Side, source: std::io::Error },
+    /// poolguard itself failed (a panic contained to one client's task).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ProxyError {
@@ -86,6 +89,7 @@ impl ProxyError {
             ProxyError::Handshake(_) | ProxyError::PacketTooLarge(_) => "08P01",
             ProxyError::MysqlServer { sqlstate, .. } => sqlstate,
             ProxyError::Io { .. } => "08006",
+            ProxyError::Internal(_) => "XX000",
         }
     }
 
@@ -105,8 +109,10 @@ impl ProxyError {
             ProxyError::UnknownDatabase(_) => my::ER_BAD_DB_ERROR, // 1049
             ProxyError::ShuttingDown(_) => my::ER_SERVER_SHUTDOWN, // 1053
             ProxyError::FeatureNotSupported(_) => ER_NOT_ALLOWED_COMMAND, // 1148
-            ProxyError::Server(_) | ProxyError::ConfigRejected(_) => ER_UNKNOWN_ERROR, // 1105
-            ProxyError::Handshake(_) => my::ER_HANDSHAKE_ERROR,  // 1043
+            ProxyError::Server(_) | ProxyError::ConfigRejected(_) | ProxyError::Internal(_) => {
+                ER_UNKNOWN_ERROR // 1105
+            }
+            ProxyError::Handshake(_) => my::ER_HANDSHAKE_ERROR, // 1043
             ProxyError::PacketTooLarge(_) => my::ER_NET_PACKET_TOO_LARGE, // 1153
             ProxyError::MysqlServer { code, .. } => *code,
             ProxyError::Io { .. } => CR_SERVER_LOST, // 2013

@@ -10,8 +10,11 @@
 pub mod admission;
 pub mod check;
 pub mod config;
+pub mod contain;
 pub mod control;
 pub mod error;
+pub mod fault;
+pub mod guard;
 pub mod hosts;
 pub mod idle;
 pub mod kill;
@@ -128,8 +131,9 @@ async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
                 // debug: an enabled span costs each connected client a few hundred bytes in
                 // the subscriber; the log lines that matter name the client themselves.
                 let span = tracing::debug_span!("client", client = %peer);
+                let client = pg::login::serve_client(stream, peer, shared.clone());
                 tokio::spawn(
-                    pg::login::serve_client(stream, peer, shared.clone()).instrument(span),
+                    contain::contain(client, "postgres client", shared.clone()).instrument(span),
                 );
             }
             Err(e) => {
@@ -147,8 +151,9 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>) {
             Ok((stream, peer)) => {
                 use tracing::Instrument;
                 let span = tracing::debug_span!("client", client = %peer, front = "mysql");
+                let client = mysql::login::serve_client(stream, peer, shared.clone());
                 tokio::spawn(
-                    mysql::login::serve_client(stream, peer, shared.clone()).instrument(span),
+                    contain::contain(client, "mysql client", shared.clone()).instrument(span),
                 );
             }
             Err(e) => {

@@ -65,6 +65,8 @@ pub struct Observe {
     stats: Mutex<StatsPeriods>,
     /// Console PAUSE: reported only (see the README).
     pub paused: std::sync::atomic::AtomicBool,
+    /// Tasks stopped by a panic ([`crate::contain`]).
+    pub panics: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -486,6 +488,10 @@ fn pool_snapshot(
         connects_total: st.connects_total,
         connect_errors_total: st.connect_errors_total,
         closed_total: st.closed_total,
+        discarded: poolguard_pool::DiscardReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), st.discarded_total[r.index()]))
+            .collect(),
         leaks_total: st.leaks_total,
         acquire_wait_buckets: st.acquire_wait_buckets.clone(),
         acquire_wait_sum: st.acquire_wait_sum,
@@ -586,6 +592,7 @@ impl Source for Shared {
             .map(|((p, c), n)| ((*p).to_owned(), c.clone(), *n))
             .collect();
         snap.paused = self.observe.paused.load(Ordering::Relaxed);
+        snap.panics_total = self.observe.panics.load(Ordering::Relaxed);
         snap.stats_averages = lock(&self.observe.stats).averages().to_vec();
         snap
     }

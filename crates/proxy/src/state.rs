@@ -98,6 +98,8 @@ pub struct Shared {
     checkers: Mutex<std::collections::HashSet<String>>,
     /// Read and write buffers of clients that went idle, for clients that wake.
     pub spare: crate::spare::SpareBuffers,
+    /// Test builds only: where sessions are made to fail on purpose ([`crate::fault`]).
+    pub faults: crate::fault::Faults,
 }
 
 /// Counts one connected client; dropping it gives the places back.
@@ -151,6 +153,7 @@ impl Shared {
             observe: Default::default(),
             spare: Default::default(),
             checkers: Default::default(),
+            faults: crate::fault::Faults::from_env(),
         })
     }
 

@@ -633,5 +633,26 @@ pub(super) fn leaks(snap: &Snapshot) -> Table {
     table(LEAKS, rows)
 }
 
+pub(super) const DISCARDS: &[Column] = &[
+    text("pool"),
+    text("protocol"),
+    text("reason"),
+    int8("discarded"),
+];
+
+/// Every pool and reason, zeros included, so a script can read one cell without guessing.
+pub(super) fn discards(snap: &Snapshot) -> Table {
+    let rows = snap
+        .pools
+        .iter()
+        .flat_map(|p| {
+            p.discarded
+                .iter()
+                .map(move |(reason, n)| vec![s(&p.name), s(&p.protocol), s(reason), s(n)])
+        })
+        .collect();
+    table(DISCARDS, rows)
+}
+
 #[cfg(test)]
 mod tests;

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use crate::budget::{Budget, Member};
 use crate::config::{Admission, PoolConfig};
 use crate::lease::{ConnMeta, Lease, Slot};
-use crate::{CloseReason, Connector, Holder, LeaseRecord};
+use crate::{CloseReason, Connector, DiscardReason, Holder, LeaseRecord};
 pub(crate) use queue::Ticket;
 use queue::Waiter;
 use share::Shares;
@@ -64,6 +64,8 @@ pub(crate) struct Counters {
     pub(crate) rejected_waiters: AtomicU64,
     /// Time from acquire to lease, successful acquires only.
     pub(crate) wait: crate::note::WaitHistogram,
+    /// Leased connections closed instead of reused, per [`DiscardReason`] (its index).
+    pub(crate) discarded: [AtomicU64; DiscardReason::COUNT],
 }
 
 impl Counters {
@@ -326,7 +328,8 @@ impl<C: Connector> Shared<C> {
                 if let Some(waiter) = st.take_waiter(next) {
                     st.shares.add(&waiter.holder);
                     let lease = self.lease_locked(st, idle.conn, idle.meta, waiter.holder, now);
-                    fx.send.push((waiter.tx, Grant::Lease(lease)));
+                    fx.send
+                        .push((waiter.tx, Grant::Lease(lease.send_to_waiter())));
                 }
                 continue;
             }
@@ -446,7 +449,9 @@ impl<C: Connector> Shared<C> {
         }
     }
 
-    pub(crate) fn discard(self: &Arc<Self>, id: u64, conn: C::Conn) {
+    /// A leased connection is closed instead of reused (see [`DiscardReason`]).
+    pub(crate) fn discard(self: &Arc<Self>, id: u64, conn: C::Conn, why: DiscardReason) {
+        Counters::bump(&self.counters.discarded[why.index()]);
         let mut fx = Effects::new();
         {
             let mut st = self.lock();

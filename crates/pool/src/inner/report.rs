@@ -40,6 +40,7 @@ impl<C: Connector> Shared<C> {
             connects_total: load(&self.counters.connects),
             connect_errors_total: load(&self.counters.connect_errors),
             closed_total: load(&self.counters.closed),
+            discarded_total: std::array::from_fn(|i| load(&self.counters.discarded[i])),
             leaks_total: load(&self.counters.leaks),
             refused_total: load(&self.counters.refused),
             rejected_waiters_total: load(&self.counters.rejected_waiters),

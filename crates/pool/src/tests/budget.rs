@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use super::{cfg, conn_id, holder, settle, Fake};
+use super::{back, cfg, holder, settle, Fake};
 use crate::{AcquireError, Budget, CloseReason, Pool, PoolConfig};
 
 fn patient(name: &str, size: usize, max_overflow: usize) -> PoolConfig {
@@ -32,7 +32,7 @@ async fn budget_shared_by_two_pools_caps_the_total() {
             let lease = pool.acquire(holder(&format!("c:{i}"))).await.unwrap();
             assert!(budget.in_use() <= 4);
             sleep(Duration::from_millis(10 + i % 5)).await;
-            drop(lease);
+            back(lease);
         }));
     }
     for task in tasks {
@@ -56,7 +56,7 @@ async fn starved_pool_reclaims_a_siblings_idle_connection() {
         a.acquire(holder("a:1")).await.unwrap(),
         a.acquire(holder("a:2")).await.unwrap(),
     ];
-    drop(leases);
+    back(leases);
     assert_eq!((a.status().idle, budget.in_use()), (2, 2));
 
     let start = Instant::now();
@@ -72,7 +72,7 @@ async fn starved_pool_reclaims_a_siblings_idle_connection() {
         (1, 1, 2)
     );
     assert_eq!(fake.max_live(), 2);
-    drop(lease);
+    back(lease);
 }
 
 #[tokio::test(start_paused = true)]
@@ -93,12 +93,12 @@ async fn freed_units_go_to_starved_pools_in_order() {
     settle().await;
     assert_eq!((b.status().waiters, c.status().waiters), (1, 1));
 
-    held.discard(); // the unit goes to b, the first starved pool
+    held.discard(crate::DiscardReason::Broken); // the unit goes to b, the first starved pool
     let lease_b = wait_b.await.unwrap().unwrap();
     assert_eq!(c.status().waiters, 1);
 
     // b's connection comes back with nobody in b waiting: c is starved, so it moves on.
-    drop(lease_b);
+    back(lease_b);
     let lease_c = wait_c.await.unwrap().unwrap();
     assert_eq!(
         fake.closes(),
@@ -108,7 +108,7 @@ async fn freed_units_go_to_starved_pools_in_order() {
         (b.status().open, budget.in_use(), fake.max_live()),
         (0, 1, 1)
     );
-    drop(lease_c);
+    back(lease_c);
 }
 
 #[tokio::test(start_paused = true)]
@@ -139,19 +139,19 @@ async fn lowering_the_limit_stops_opens_and_closes_returns() {
     assert_eq!((budget.limit(), budget.in_use()), (2, 4));
     let waiter = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.acquire(holder("w:1")).await.map(|l| conn_id(&l)) }
+        async move { pool.acquire(holder("w:1")).await.map(super::id_back) }
     });
     settle().await;
     assert_eq!(pool.status().waiters, 1);
 
-    drop(leases.pop()); // conn 3: over the limit, closed
+    back(leases.pop()); // conn 3: over the limit, closed
     assert_eq!(budget.in_use(), 3);
-    drop(leases.pop()); // conn 2: closed, 2 in use = the limit, still no room to open
+    back(leases.pop()); // conn 2: closed, 2 in use = the limit, still no room to open
     settle().await;
     assert_eq!((budget.in_use(), pool.status().waiters), (2, 1));
     assert_eq!(fake.closed(CloseReason::BudgetReclaim), 2);
 
-    drop(leases.pop()); // conn 1: within the limit, handed to the waiter
+    back(leases.pop()); // conn 1: within the limit, handed to the waiter
     assert_eq!(waiter.await.unwrap().unwrap(), 1);
     assert_eq!(fake.closes().len(), 2);
     assert_eq!((fake.attempts(), budget.in_use()), (4, 2));
@@ -168,8 +168,8 @@ async fn lowering_the_limit_closes_idle_connections_at_once() {
         leases.push(a.acquire(holder(&format!("a:{i}"))).await.unwrap());
     }
     let b_busy = b.acquire(holder("b:1")).await.unwrap();
-    drop(b.acquire(holder("b:2")).await.unwrap());
-    drop(leases);
+    back(b.acquire(holder("b:2")).await.unwrap());
+    back(leases);
     assert_eq!(
         (a.status().idle, b.status().idle, budget.in_use()),
         (4, 1, 6)
@@ -179,7 +179,7 @@ async fn lowering_the_limit_closes_idle_connections_at_once() {
     assert_eq!(budget.in_use(), 2);
     assert_eq!(fake.closed(CloseReason::BudgetReclaim), 4);
     assert_eq!(a.status().idle + b.status().idle, 1);
-    drop(b_busy);
+    back(b_busy);
 }
 
 #[tokio::test(start_paused = true)]
@@ -190,7 +190,7 @@ async fn raising_the_limit_wakes_starved_pools() {
     let _held = pool.acquire(holder("a:1")).await.unwrap();
     let waiter = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.acquire(holder("w:1")).await.map(|l| conn_id(&l)) }
+        async move { pool.acquire(holder("w:1")).await.map(super::id_back) }
     });
     settle().await;
     assert_eq!(pool.status().waiters, 1);

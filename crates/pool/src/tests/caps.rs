@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::{advance, sleep, Instant};
 
-use super::{cfg, conn_id, holder, settle, Fake};
+use super::{back, cfg, conn_id, holder, settle, Fake};
 use crate::{AcquireError, Budget, CloseReason, Holder, Pool, PoolConfig};
 
 #[tokio::test(start_paused = true)]
@@ -28,7 +28,7 @@ async fn cap_is_respected_under_50_concurrent_acquirers() {
             let st = pool.status();
             assert!(st.open + st.connecting <= st.cap, "{st:?}");
             sleep(Duration::from_millis(20 + i % 7)).await;
-            drop(lease);
+            back(lease);
         }));
     }
     for task in tasks {
@@ -64,7 +64,7 @@ async fn waiters_are_served_fifo_and_dead_ones_skipped() {
             let lease = pool.acquire(holder(&format!("w:{i}"))).await.unwrap();
             order.lock().unwrap().push(i);
             sleep(Duration::from_millis(1)).await;
-            drop(lease);
+            back(lease);
         }));
         settle().await; // enqueue in this order
     }
@@ -72,7 +72,7 @@ async fn waiters_are_served_fifo_and_dead_ones_skipped() {
     tasks[2].abort();
     settle().await;
     assert_eq!(pool.status().waiters, 4);
-    drop(first);
+    back(first);
     for (i, task) in tasks.into_iter().enumerate() {
         if i != 2 {
             task.await.unwrap();
@@ -177,11 +177,11 @@ async fn holders_are_listed_oldest_first_and_removed_on_return() {
     };
     assert_eq!(clients(&pool), ["a:1", "b:1", "c:1"]);
     assert_eq!(pool.holders()[1].id, b.id());
-    drop(b);
+    back(b);
     assert_eq!(clients(&pool), ["a:1", "c:1"]);
-    a.discard();
+    a.discard(crate::DiscardReason::Broken);
     assert_eq!(clients(&pool), ["c:1"]);
-    drop(c);
+    back(c);
     assert!(pool.holders().is_empty());
 }
 
@@ -199,7 +199,7 @@ async fn cancelled_while_waiting_leaks_nothing() {
     waiter.abort();
     settle().await;
     assert_eq!(pool.status().waiters, 0);
-    drop(lease);
+    back(lease);
     let st = pool.status();
     assert_eq!((st.idle, st.in_use, st.budget_in_use), (1, 0, 1));
     let again = pool.acquire(holder("c:1")).await.unwrap();
@@ -217,7 +217,7 @@ async fn connection_sent_to_a_cancelled_waiter_comes_back() {
         async move { pool.acquire(holder("b:1")).await }
     });
     settle().await;
-    drop(lease); // handed to the waiter's channel...
+    back(lease); // handed to the waiter's channel...
     assert_eq!(pool.holders().len(), 1);
     waiter.abort(); // ...which is dropped before it reads it
     settle().await;
@@ -239,7 +239,7 @@ async fn slot_sent_to_a_cancelled_waiter_is_released() {
         async move { pool.acquire(holder("b:1")).await }
     });
     settle().await;
-    lease.discard(); // the freed unit becomes a slot sent to the waiter...
+    lease.discard(crate::DiscardReason::Broken); // the freed unit becomes a slot sent to the waiter...
     assert_eq!(pool.status().connecting, 1);
     waiter.abort(); // ...who is gone before using it
     settle().await;
@@ -293,7 +293,7 @@ async fn overflow_is_closed_on_return_when_nobody_waits() {
         pool.acquire(holder("a:3")).await.unwrap(),
     ];
     assert_eq!(pool.status().open, 3);
-    drop(leases);
+    back(leases);
     let st = pool.status();
     assert_eq!((st.open, st.idle, st.budget_in_use), (1, 1, 1));
     assert_eq!(
@@ -313,12 +313,12 @@ async fn overflow_goes_to_a_waiter_instead_of_closing() {
         async move { pool.acquire(holder("b:1")).await }
     });
     settle().await;
-    drop(b);
+    back(b);
     let handed = waiter.await.unwrap().unwrap();
     assert_eq!(conn_id(&handed), 1, "b's connection, not a new one");
     assert!(fake.closes().is_empty());
-    drop(handed); // now nobody waits: overflow closes
-    drop(a);
+    back(handed); // now nobody waits: overflow closes
+    back(a);
     assert_eq!(fake.closes(), [CloseReason::Overflow]);
     assert_eq!(pool.status().idle, 1);
 }
@@ -330,10 +330,10 @@ async fn discard_frees_the_slot_for_a_waiter() {
     let lease = pool.acquire(holder("a:1")).await.unwrap();
     let waiter = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.acquire(holder("b:1")).await.map(|l| conn_id(&l)) }
+        async move { pool.acquire(holder("b:1")).await.map(super::id_back) }
     });
     settle().await;
-    lease.discard();
+    lease.discard(crate::DiscardReason::Broken);
     assert_eq!(waiter.await.unwrap().unwrap(), 1, "a fresh connection");
     assert_eq!(fake.closes(), [CloseReason::Discarded]);
     let st = pool.status();
@@ -377,12 +377,12 @@ async fn failed_connect_passes_the_slot_to_the_next_waiter() {
     let pool = Pool::new(cfg("db/u", 1, 0), fake.clone(), Budget::new(1));
     let first = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.acquire(holder("a:1")).await.map(|l| conn_id(&l)) }
+        async move { pool.acquire(holder("a:1")).await.map(super::id_back) }
     });
     settle().await;
     let second = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.acquire(holder("b:1")).await.map(|l| conn_id(&l)) }
+        async move { pool.acquire(holder("b:1")).await.map(super::id_back) }
     });
     assert!(matches!(
         first.await.unwrap(),
@@ -403,10 +403,70 @@ async fn idle_reuse_is_most_recently_returned_first() {
     let a = pool.acquire(holder("a:1")).await.unwrap();
     let b = pool.acquire(holder("a:2")).await.unwrap();
     let (a_conn, b_conn) = (conn_id(&a), conn_id(&b));
-    drop(b);
-    drop(a);
+    back(b);
+    back(a);
     let again = pool.acquire(holder("a:3")).await.unwrap();
     assert_eq!(conn_id(&again), a_conn);
     let next = pool.acquire(holder("a:4")).await.unwrap();
     assert_eq!(conn_id(&next), b_conn);
+}
+
+/// Fail closed: only a release with a proof that holds puts a connection back for reuse. A
+/// dropped lease (an early return, a forgotten branch), a lease dropped by a panicking task and
+/// a proof with one check false all close the connection, each counted under its reason.
+#[tokio::test(start_paused = true)]
+async fn fail_closed() {
+    use crate::{Clean, DiscardReason};
+    let fake = Fake::new();
+    let pool = Pool::new(cfg("db/u", 4, 0), fake.clone(), Budget::new(10));
+    let count = |why: DiscardReason| pool.status().discarded_total[why.index()];
+
+    drop(pool.acquire(holder("a:1")).await.unwrap());
+    assert_eq!(fake.closes(), [CloseReason::Discarded]);
+    assert_eq!(count(DiscardReason::Dropped), 1);
+    assert_eq!(pool.status().idle, 0, "nothing went back for reuse");
+
+    let lease = pool.acquire(holder("a:2")).await.unwrap();
+    let panicked = tokio::spawn(async move {
+        let _held = lease;
+        panic!("a session fails while it holds a server");
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+    assert_eq!(count(DiscardReason::Panicked), 1);
+
+    for unproven in [
+        Clean {
+            idle: false,
+            ..super::PROVEN
+        },
+        Clean {
+            no_transaction: false,
+            ..super::PROVEN
+        },
+        Clean {
+            nothing_owed: false,
+            ..super::PROVEN
+        },
+        Clean {
+            in_step: false,
+            ..super::PROVEN
+        },
+    ] {
+        let lease = pool.acquire(holder("a:3")).await.unwrap();
+        assert!(!lease.release(unproven), "{unproven:?} is no proof");
+    }
+    assert_eq!(count(DiscardReason::Unproven), 4);
+    assert_eq!(pool.status().idle, 0);
+
+    let lease = pool.acquire(holder("a:4")).await.unwrap();
+    assert!(lease.release(super::PROVEN));
+    let st = pool.status();
+    assert_eq!((st.idle, st.in_use), (1, 0), "a proven release is reused");
+    assert_eq!(fake.closes().len(), 6);
+    assert_eq!(
+        fake.live(),
+        1,
+        "every discarded connection was closed at the server"
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::{advance, Instant};
 
-use super::{cfg, conn_id, holder, settle, spawn_acquire, Fake};
+use super::{back, cfg, conn_id, holder, settle, spawn_acquire, Fake};
 use crate::{AcquireError, Budget, CloseReason, Pool};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -34,7 +34,7 @@ async fn paused_pool_holds_waiters_without_timing_them_out_then_serves_in_order(
     );
     // The lease taken before the pause works and comes back normally, and stays idle.
     assert_eq!(conn_id(&before), 0);
-    drop(before);
+    back(before);
     let st = pool.status();
     assert_eq!((st.idle, st.in_use, st.waiters), (1, 0, 3));
     assert!(waiting.iter().all(|t| !t.is_finished()));
@@ -45,7 +45,7 @@ async fn paused_pool_holds_waiters_without_timing_them_out_then_serves_in_order(
     for task in waiting {
         let lease = task.await.unwrap().unwrap();
         served.push(pool.holders()[0].holder.client.to_string());
-        drop(lease);
+        back(lease);
     }
     assert_eq!(served, ["w:0", "w:1", "w:2"], "FIFO across the pause");
     assert_eq!(
@@ -84,7 +84,7 @@ async fn deadline_restarts_whole_when_the_pool_resumes() {
 async fn paused_pool_does_not_hand_out_idle_connections() {
     let fake = Fake::new();
     let pool = Pool::new(cfg("db/u", 2, 0), fake.clone(), Budget::new(10));
-    drop(pool.acquire(holder("a:1")).await.unwrap());
+    back(pool.acquire(holder("a:1")).await.unwrap());
     pool.pause();
     let waiter = spawn_acquire(&pool, holder("w:1")).await;
     let st = pool.status();
@@ -119,10 +119,10 @@ async fn wait_idle_resolves_when_the_last_lease_is_back() {
     let done = watch_idle(&pool);
     settle().await;
     assert!(!done.load(Ordering::SeqCst));
-    drop(a);
+    back(a);
     settle().await;
     assert!(!done.load(Ordering::SeqCst), "one lease still out");
-    b.discard();
+    b.discard(crate::DiscardReason::Broken);
     settle().await;
     assert!(done.load(Ordering::SeqCst), "a discard counts as back");
 
@@ -139,7 +139,7 @@ async fn wait_idle_resolves_when_the_last_lease_is_back() {
     advance(SECOND).await;
     let lease = queued.await.unwrap().unwrap();
     assert!(!done.load(Ordering::SeqCst), "the new lease is out");
-    drop(lease);
+    back(lease);
     settle().await;
     assert!(done.load(Ordering::SeqCst));
 }
@@ -153,7 +153,7 @@ async fn retire_all_closes_idle_now_busy_and_connecting_on_return() {
     let idle2 = pool.acquire(holder("c:1")).await.unwrap();
     fake.set_delay(SECOND);
     let connecting = spawn_acquire(&pool, holder("d:1")).await;
-    drop((idle1, idle2));
+    back((idle1, idle2));
     assert_eq!(pool.status().connecting, 1);
 
     pool.retire_all();
@@ -165,15 +165,15 @@ async fn retire_all_closes_idle_now_busy_and_connecting_on_return() {
     // The connect granted before the retire still serves its client, then closes on return.
     advance(SECOND).await;
     let old = connecting.await.unwrap().unwrap();
-    drop(old);
+    back(old);
     assert_eq!(fake.closed(CloseReason::Retired), 3);
-    drop(busy);
+    back(busy);
     assert_eq!(fake.closed(CloseReason::Retired), 4);
 
     // New connections belong to the new generation and are kept.
     fake.set_delay(Duration::ZERO);
     let fresh = pool.acquire(holder("e:1")).await.unwrap();
-    drop(fresh);
+    back(fresh);
     let st = pool.status();
     assert_eq!((st.idle, st.in_use, st.budget_in_use), (1, 0, 1));
     assert_eq!(fake.closed(CloseReason::Retired), 4);
@@ -201,7 +201,7 @@ async fn admit_refusal_fails_at_once_unless_a_connection_is_idle() {
     // With a connection idle, the refusal does not matter: it is served.
     fake.set_refusing(false);
     let busy = pool.acquire(holder("a:1")).await.unwrap();
-    drop(pool.acquire(holder("b:1")).await.unwrap());
+    back(pool.acquire(holder("b:1")).await.unwrap());
     fake.set_refusing(true);
     let served = pool.acquire(holder("c:1")).await.unwrap();
     assert_eq!(pool.status().refused_total, 1);
@@ -211,5 +211,5 @@ async fn admit_refusal_fails_at_once_unless_a_connection_is_idle() {
     assert!(matches!(err, AcquireError::Connect(_)));
     let st = pool.status();
     assert_eq!((st.refused_total, st.waiters, st.acquired_total), (2, 0, 3));
-    drop((busy, served));
+    back((busy, served));
 }

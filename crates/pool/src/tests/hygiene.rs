@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::{advance, Instant};
 
-use super::{cfg, conn_id, holder, settle, Fake};
+use super::{back, cfg, conn_id, holder, settle, Fake};
 use crate::{AcquireError, Budget, CloseReason, Pool, PoolConfig};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -41,7 +41,7 @@ async fn lifetimes_are_jittered_within_bounds_and_reaped() {
 
     advance(79 * SECOND).await;
     assert!(leases.iter().all(|l| !l.is_expired()));
-    drop(leases);
+    back(leases);
     pool.reap();
     assert_eq!(pool.status().idle, 20);
 
@@ -69,7 +69,7 @@ async fn expired_idle_connection_is_skipped_at_checkout() {
         ..cfg("db/u", 2, 0)
     };
     let pool = Pool::new(config, fake.clone(), Budget::new(1));
-    drop(pool.acquire(holder("a:1")).await.unwrap());
+    back(pool.acquire(holder("a:1")).await.unwrap());
     advance(10 * SECOND).await;
     let lease = pool.acquire(holder("a:2")).await.unwrap();
     assert_eq!(conn_id(&lease), 1, "a new connection");
@@ -93,11 +93,11 @@ async fn expired_lease_is_closed_on_return_and_the_waiter_opens_anew() {
     let lease = pool.acquire(holder("a:1")).await.unwrap();
     let waiter = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.acquire(holder("b:1")).await.map(|l| conn_id(&l)) }
+        async move { pool.acquire(holder("b:1")).await.map(super::id_back) }
     });
     advance(11 * SECOND).await;
     assert!(lease.is_expired());
-    drop(lease);
+    back(lease);
     assert_eq!(waiter.await.unwrap().unwrap(), 1);
     assert_eq!(fake.closes(), [CloseReason::Lifetime]);
     assert_eq!(pool.status().connects_total, 2);
@@ -116,11 +116,11 @@ async fn idle_timeout_reaps_connections_idle_too_long() {
     for i in 0..3 {
         leases.push(pool.acquire(holder(&format!("a:{i}"))).await.unwrap());
     }
-    drop(leases.pop()); // idle since 0s
+    back(leases.pop()); // idle since 0s
     advance_to(t0 + 30 * SECOND).await;
-    drop(leases.pop()); // idle since 30s
+    back(leases.pop()); // idle since 30s
     advance_to(t0 + 50 * SECOND).await;
-    drop(leases.pop()); // idle since 50s
+    back(leases.pop()); // idle since 50s
     for (at, closed) in [(59, 0), (60, 1), (89, 1), (90, 2), (109, 2), (110, 3)] {
         advance_to(t0 + at * SECOND).await;
         pool.reap();
@@ -139,7 +139,7 @@ async fn reaper_runs_periodically_and_stops_with_the_pool() {
     };
     let pool = Pool::new(config, fake.clone(), Budget::new(10));
     let reaper = pool.spawn_reaper(5 * SECOND);
-    drop(pool.acquire(holder("a:1")).await.unwrap());
+    back(pool.acquire(holder("a:1")).await.unwrap());
     advance(9 * SECOND).await;
     settle().await;
     assert_eq!(pool.status().idle, 1);
@@ -168,7 +168,7 @@ async fn close_closes_idle_now_and_busy_on_return() {
     let budget = Budget::new(10);
     let pool = Pool::new(cfg("db/u", 2, 0), fake.clone(), budget.clone());
     let busy = pool.acquire(holder("a:1")).await.unwrap();
-    drop(pool.acquire(holder("a:2")).await.unwrap()); // idle
+    back(pool.acquire(holder("a:2")).await.unwrap()); // idle
     pool.close();
     assert!(pool.is_closed());
     assert_eq!(fake.closes(), [CloseReason::PoolClosed]);
@@ -177,7 +177,7 @@ async fn close_closes_idle_now_and_busy_on_return() {
         Err(AcquireError::Closed)
     ));
     assert_eq!((pool.status().idle, budget.in_use()), (0, 1));
-    drop(busy);
+    back(busy);
     assert_eq!((budget.in_use(), fake.live()), (0, 0));
     assert_eq!(
         fake.closes(),
@@ -236,10 +236,10 @@ async fn a_shorter_lifetime_applies_to_connections_already_open() {
     };
     let pool = Pool::new(config(600), fake.clone(), Budget::new(2));
     // Checked out and back in once: its expiry (600 s) has been worked out and remembered.
-    drop(pool.acquire(holder("a:1")).await.unwrap());
+    back(pool.acquire(holder("a:1")).await.unwrap());
     let busy = pool.acquire(holder("a:2")).await.unwrap();
     assert_eq!(conn_id(&busy), 0, "the same connection");
-    drop(busy);
+    back(busy);
     advance(20 * SECOND).await;
     pool.set_config(config(10));
     let lease = pool.acquire(holder("a:3")).await.unwrap();
@@ -259,7 +259,7 @@ async fn set_config_shrinks_idle_and_grows_for_waiters() {
     for i in 0..4 {
         leases.push(pool.acquire(holder(&format!("a:{i}"))).await.unwrap());
     }
-    drop(leases);
+    back(leases);
     assert_eq!(pool.status().idle, 4);
     pool.set_config(PoolConfig {
         name: "ignored".to_owned(),
@@ -274,7 +274,7 @@ async fn set_config_shrinks_idle_and_grows_for_waiters() {
     let b = pool.acquire(holder("b:2")).await.unwrap();
     let waiter = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.acquire(holder("b:3")).await.map(|l| conn_id(&l)) }
+        async move { pool.acquire(holder("b:3")).await.map(super::id_back) }
     });
     settle().await;
     assert_eq!(pool.status().waiters, 1);
@@ -289,8 +289,8 @@ async fn set_config_shrinks_idle_and_grows_for_waiters() {
     // the new size.
     pool.set_config(cfg("db/u", 1, 0));
     assert_eq!(fake.closed(CloseReason::Overflow), 3);
-    drop(a);
-    drop(b);
+    back(a);
+    back(b);
     let st = pool.status();
     assert_eq!((st.open, st.idle, st.budget_in_use), (1, 1, 1));
     assert_eq!(fake.closed(CloseReason::Overflow), 4);
@@ -303,10 +303,10 @@ async fn dropping_the_last_handle_closes_idle_connections() {
     let pool = Pool::new(cfg("db/u", 2, 0), fake.clone(), budget.clone());
     let a = pool.acquire(holder("a:1")).await.unwrap();
     let b = pool.acquire(holder("a:2")).await.unwrap();
-    drop(a);
+    back(a);
     drop(pool);
     assert_eq!(budget.in_use(), 2, "a lease keeps the pool alive");
-    drop(b);
+    back(b);
     assert_eq!(budget.in_use(), 0);
     assert_eq!(
         fake.closes(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::{advance, Instant};
 
-use super::{cfg, holder, Fake};
+use super::{back, cfg, holder, Fake};
 use crate::{Budget, LeaseState, Pool};
 
 #[tokio::test(start_paused = true)]
@@ -20,7 +20,7 @@ async fn leaks_are_reported_once_with_their_note() {
     leaky.note.set_state(LeaseState::IdleInTransaction);
     let quick = pool.acquire(holder("10.0.0.2:5000")).await.unwrap();
     advance(Duration::from_secs(5)).await;
-    drop(quick);
+    back(quick);
     assert!(pool.take_leaks(Duration::from_secs(10)).is_empty());
     advance(Duration::from_secs(6)).await;
     let leaks = pool.take_leaks(Duration::from_secs(10));
@@ -38,7 +38,7 @@ async fn leaks_are_reported_once_with_their_note() {
     let st = pool.status();
     assert_eq!(st.leaks_total, 1);
     assert_eq!(st.acquire_wait_buckets.last().copied(), Some(2));
-    drop(lease);
+    back(lease);
     assert!(pool.holders().is_empty());
 }
 
@@ -50,9 +50,9 @@ async fn idle_list_copies_what_waits_in_the_pool() {
     let b = pool.acquire(holder("10.0.0.2:5000")).await.unwrap();
     assert!(pool.idle().is_empty(), "both leased");
     advance(Duration::from_secs(3)).await;
-    drop(a);
+    back(a);
     advance(Duration::from_secs(4)).await;
-    drop(b);
+    back(b);
     let idle = pool.idle();
     assert_eq!(idle.len(), 2);
     assert!(idle.iter().all(|i| i.opened_at == opened));
@@ -62,5 +62,5 @@ async fn idle_list_copies_what_waits_in_the_pool() {
     assert_eq!(pool.status().idle, 2, "listing takes nothing out");
     let again = pool.acquire(holder("10.0.0.3:5000")).await.unwrap();
     assert_eq!(pool.idle().len(), 1);
-    drop(again);
+    back(again);
 }

@@ -196,3 +196,62 @@ pub(crate) async fn spawn_acquire(
     settle().await;
     task
 }
+
+/// Hands leases back for reuse, as a holder that checked them clean does (dropping a lease
+/// closes its connection: see `fail_closed` in `caps.rs`).
+pub(crate) trait GiveBack {
+    fn give_back(self);
+}
+
+/// What a holder that checked everything states.
+pub(crate) const PROVEN: crate::Clean = crate::Clean {
+    idle: true,
+    no_transaction: true,
+    nothing_owed: true,
+    in_step: true,
+};
+
+impl<C: Connector> GiveBack for Lease<C> {
+    fn give_back(self) {
+        let _ = self.release(PROVEN);
+    }
+}
+
+impl<T: GiveBack> GiveBack for Option<T> {
+    fn give_back(self) {
+        if let Some(t) = self {
+            t.give_back();
+        }
+    }
+}
+
+impl<T: GiveBack> GiveBack for Vec<T> {
+    fn give_back(self) {
+        self.into_iter().for_each(GiveBack::give_back);
+    }
+}
+
+impl<A: GiveBack, B: GiveBack> GiveBack for (A, B) {
+    fn give_back(self) {
+        self.0.give_back();
+        self.1.give_back();
+    }
+}
+
+/// Leases back for reuse (the tests' spelling of "the holder is done and the server is clean").
+pub(crate) fn back(x: impl GiveBack) {
+    x.give_back();
+}
+
+impl<T: GiveBack, const N: usize> GiveBack for [T; N] {
+    fn give_back(self) {
+        self.into_iter().for_each(GiveBack::give_back);
+    }
+}
+
+/// A lease's connection id, the lease then handed back clean (waiter tasks report ids).
+pub(crate) fn id_back(lease: Lease<Fake>) -> usize {
+    let id = conn_id(&lease);
+    back(lease);
+    id
+}

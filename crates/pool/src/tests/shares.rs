@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::advance;
 
-use super::{cfg, holder, settle, spawn_acquire, Fake};
+use super::{back, cfg, holder, settle, spawn_acquire, Fake};
 use crate::{AcquireError, Admission, Budget, FairShare, Holder, OverShare, Pool, ShareKey};
 
 fn app(application: &str, client: &str) -> Holder {
@@ -45,7 +45,7 @@ async fn a_later_key_under_its_share_goes_before_a_key_at_its_share() {
     let b1 = spawn_acquire(&pool, app("b", "10.0.0.2:1")).await;
     assert_eq!(pool.status().waiters, 2);
 
-    drop(x);
+    back(x);
     let b1 = b1.await.unwrap().unwrap();
     assert_eq!(
         newest(&pool),
@@ -55,11 +55,11 @@ async fn a_later_key_under_its_share_goes_before_a_key_at_its_share() {
     assert!(!a3.is_finished());
 
     // An `a` lease comes back: `a` is under its share again and its waiter is next.
-    drop(a2);
+    back(a2);
     let a3 = a3.await.unwrap().unwrap();
     assert_eq!(newest(&pool), "10.0.0.1:3");
     assert_eq!(pool.status().waiters, 0);
-    drop((a3, b1));
+    back((a3, b1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -79,24 +79,24 @@ async fn without_other_keys_waiting_a_key_may_exceed_its_share() {
     // is served although a is still at its share.
     let a4 = spawn_acquire(&pool, app("a", "10.0.0.1:4")).await;
     let b1 = spawn_acquire(&pool, app("b", "10.0.0.2:1")).await;
-    leases.pop();
+    back(leases.pop());
     let b1 = b1.await.unwrap().unwrap();
-    leases.pop();
+    back(leases.pop());
     let a4 = a4.await.unwrap().unwrap();
     assert_eq!(newest(&pool), "10.0.0.1:4");
 
     // Both keys at or over their share: served in arrival order (work-conserving).
     let a5 = spawn_acquire(&pool, app("a", "10.0.0.1:5")).await;
     let b2 = spawn_acquire(&pool, app("b", "10.0.0.2:2")).await;
-    leases.pop();
+    back(leases.pop());
     let a5 = a5.await.unwrap().unwrap();
     assert_eq!(newest(&pool), "10.0.0.1:5");
     assert!(!b2.is_finished());
-    drop(a5);
+    back(a5);
     b2.await.unwrap().unwrap();
     assert_eq!(fake.attempts(), 3);
     assert_eq!(pool.status().timeouts_total, 0);
-    drop((a4, b1));
+    back((a4, b1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -106,7 +106,7 @@ async fn a_passed_over_waiter_that_times_out_is_told_why() {
     let x = pool.acquire(app("x", "10.0.0.9:1")).await.unwrap();
     let a2 = spawn_acquire(&pool, app("a", "10.0.0.1:2")).await;
     let b1 = spawn_acquire(&pool, app("b", "10.0.0.2:1")).await;
-    drop(x);
+    back(x);
     let _b1 = b1.await.unwrap().unwrap();
     advance(Duration::from_secs(5)).await;
     let err = a2.await.unwrap().unwrap_err();
@@ -136,7 +136,7 @@ async fn shares_by_address_ignore_the_port() {
     let other = pool.acquire(holder("[::1]:6000")).await.unwrap();
     let same_host = spawn_acquire(&pool, holder("10.0.0.1:50002")).await;
     let v6 = spawn_acquire(&pool, holder("[::1]:6001")).await;
-    drop(other);
+    back(other);
     // [::1] holds none after the return; 10.0.0.1 still holds one through another port.
     let _v6 = v6.await.unwrap().unwrap();
     assert_eq!(newest(&pool), "[::1]:6001");
@@ -151,13 +151,13 @@ async fn counts_follow_discards_and_failed_connects() {
     pool.acquire(app("a", "10.0.0.1:2"))
         .await
         .unwrap()
-        .discard();
+        .discard(crate::DiscardReason::Broken);
     // Had the failed slot or the discarded lease stayed counted, `a` would be at its share.
     let _a = pool.acquire(app("a", "10.0.0.1:3")).await.unwrap();
     let x = pool.acquire(app("x", "10.0.0.9:1")).await.unwrap();
     let a2 = spawn_acquire(&pool, app("a", "10.0.0.1:4")).await;
     let b1 = spawn_acquire(&pool, app("b", "10.0.0.2:1")).await;
-    drop(x);
+    back(x);
     let _a2 = a2.await.unwrap().unwrap();
     assert_eq!(newest(&pool), "10.0.0.1:4", "a holds 1 of 2: first in line");
     settle().await;
@@ -176,7 +176,7 @@ async fn a_strict_share_holds_a_key_back_even_when_nobody_else_waits() {
     // Another key gets the free connection at once, past the held-back waiter.
     let b1 = pool.acquire(app("healthy", "10.0.0.2:1")).await.unwrap();
     assert_eq!(newest(&pool), "10.0.0.2:1");
-    drop(b1);
+    back(b1);
     advance(Duration::from_secs(6)).await;
     match a3.await.unwrap() {
         Err(e @ AcquireError::Timeout { .. }) => {

@@ -78,7 +78,7 @@ async fn concurrent_churn_keeps_every_cap_and_leaks_nothing() {
                 tokio::task::yield_now().await;
             }
             if discard {
-                lease.discard();
+                lease.discard(crate::DiscardReason::Broken);
             }
         }));
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{cfg, holder, settle, spawn_acquire, Fake};
+use super::{back, cfg, holder, settle, spawn_acquire, Fake};
 use crate::{AcquireError, Admission, Budget, Pool};
 
 fn capped_pool(size: usize, max_waiters: usize) -> Pool<Fake> {
@@ -50,7 +50,7 @@ async fn an_acquire_beyond_max_waiters_fails_at_once_and_is_counted() {
     let third = spawn_acquire(&pool, holder("w:3")).await;
     assert_eq!(pool.status().waiters, 2);
     assert_eq!(pool.status().rejected_waiters_total, 1);
-    drop(held);
+    back(held);
     second.await.unwrap().unwrap();
     third.await.unwrap().unwrap();
     assert_eq!(pool.status().acquired_total, 3);
@@ -70,14 +70,14 @@ async fn an_acquire_served_at_once_never_counts_against_the_cap() {
             ..
         }
     ));
-    drop(a);
+    back(a);
     let _c = pool.acquire(holder("c:1")).await.unwrap();
     let st = pool.status();
     assert_eq!(
         (st.rejected_waiters_total, st.acquired_total, st.waiters),
         (1, 3, 0)
     );
-    drop(b);
+    back(b);
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,6 +108,6 @@ async fn a_paused_pools_queue_counts_toward_the_cap() {
     assert_eq!(pool.status().rejected_waiters_total, 1);
     pool.resume();
     for task in waiting {
-        drop(task.await.unwrap().unwrap());
+        back(task.await.unwrap().unwrap());
     }
 }

@@ -176,7 +176,9 @@ impl MysqlState {
             };
             match entry.pool.acquire(holder).await {
                 Ok(lease) => {
-                    drop(lease);
+                    // Only logged in (or idle in the pool): nothing was sent on it.
+                    let proof = lease.untouched();
+                    lease.release(proof);
                     if let Some(info) = entry.pool.connector().info() {
                         *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
                         return Ok(info);

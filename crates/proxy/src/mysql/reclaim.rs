@@ -16,6 +16,9 @@ use poolguard_mysql::consts::{COM_QUERY, COM_RESET_CONNECTION};
 use poolguard_mysql::Progress;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use poolguard_pool::DiscardReason;
+
+use crate::fault::{Faults, Point};
 use crate::mysql::kill::{kill_query, ServerKey};
 use crate::mysql::pools::MyPoolEntry;
 use crate::mysql::session::{Held, Infile, Inflight};
@@ -26,8 +29,8 @@ pub const RECLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Reclaim {
     /// Roll back what is open, optionally COM_RESET_CONNECTION, and return the server.
     Clean { reset: bool },
-    /// Close the server connection.
-    Discard,
+    /// Close the server connection, for this reason.
+    Discard(DiscardReason),
 }
 
 pub async fn reclaim(
@@ -35,13 +38,14 @@ pub async fn reclaim(
     inflight: Option<Inflight>,
     how: Reclaim,
     entry: &Arc<MyPoolEntry>,
+    faults: &Faults,
 ) {
     let pool = entry.name();
     let server = held.lease.addr;
     let reset = match how {
-        Reclaim::Discard => {
-            tracing::info!(pool = %pool, %server, "discarding server connection");
-            held.lease.discard();
+        Reclaim::Discard(why) => {
+            tracing::info!(pool = %pool, %server, reason = %why, "discarding server connection");
+            held.lease.discard(why);
             return;
         }
         Reclaim::Clean { reset } => reset,
@@ -51,25 +55,31 @@ pub async fn reclaim(
         .is_some_and(|i| matches!(i.infile, Infile::ClientSending { .. }));
     if !held.long_data.is_empty() || sending_file {
         tracing::info!(pool = %pool, %server, "client left a LOAD DATA LOCAL transfer or long data unfinished; closing its server connection so nothing is completed on its behalf");
-        held.lease.discard();
+        held.lease.discard(DiscardReason::Unfinished);
         return;
     }
     let busy = inflight.is_some();
     let in_trans = held.in_transaction();
-    match tokio::time::timeout(RECLAIM_TIMEOUT, clean(&mut held, inflight, reset, entry)).await {
+    match tokio::time::timeout(
+        RECLAIM_TIMEOUT,
+        clean(&mut held, inflight, reset, entry, faults),
+    )
+    .await
+    {
         Ok(Ok(())) => {
             if busy || in_trans {
                 tracing::info!(pool = %pool, %server, killed = busy, rolled_back = in_trans, "reclaimed the server connection a departed client left busy or in a transaction");
             }
-            // Dropping the lease returns the now clean server to the pool.
+            let proof = held.proof(None);
+            held.lease.release(proof);
         }
         Ok(Err(e)) => {
             tracing::warn!(pool = %pool, %server, error = %e, "could not clean server connection; discarding it");
-            held.lease.discard();
+            held.lease.discard(DiscardReason::CleanupFailed);
         }
         Err(_) => {
             tracing::warn!(pool = %pool, %server, "server did not become idle in time; discarding it");
-            held.lease.discard();
+            held.lease.discard(DiscardReason::CleanupFailed);
         }
     }
 }
@@ -79,6 +89,7 @@ async fn clean(
     inflight: Option<Inflight>,
     reset: bool,
     entry: &Arc<MyPoolEntry>,
+    faults: &Faults,
 ) -> Result<(), String> {
     let was_busy = inflight.is_some();
     if let Some(mut inf) = inflight {
@@ -105,6 +116,7 @@ async fn clean(
         }
     }
     if reset {
+        faults.hit(Point::MyReset);
         let r = held
             .lease
             .exec(&[COM_RESET_CONNECTION])

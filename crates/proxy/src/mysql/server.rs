@@ -148,6 +148,17 @@ impl ServerConn {
         self.status & SERVER_STATUS_IN_TRANS != 0
     }
 
+    /// The proof for a connection no client command has touched since it left the pool (or
+    /// logged in): what its own buffer and last status show.
+    pub fn untouched(&self) -> poolguard_pool::Clean {
+        poolguard_pool::Clean {
+            idle: self.buf.is_empty(),
+            no_transaction: !self.in_transaction(),
+            nothing_owed: true,
+            in_step: true,
+        }
+    }
+
     /// Notes status flags from an OK/EOF this connection sent.
     pub fn note_status(&mut self, status: u16) {
         self.status = status;

@@ -249,13 +249,14 @@ async fn login(
         ),
         PoolMode::Transaction => {
             if entry.pool.connector().params().is_none() {
-                drop(
-                    entry
-                        .pool
-                        .acquire(holder.clone())
-                        .await
-                        .map_err(acquire_error)?,
-                );
+                let lease = entry
+                    .pool
+                    .acquire(holder.clone())
+                    .await
+                    .map_err(acquire_error)?;
+                // Only logged in to read its parameters: nothing was sent on it.
+                let proof = lease.untouched();
+                lease.release(proof);
             }
             None
         }

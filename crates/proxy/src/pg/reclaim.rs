@@ -12,6 +12,9 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use poolguard_pg::{backend, tags};
 
+use poolguard_pool::DiscardReason;
+
+use crate::fault::{Faults, Point};
 use crate::pg::cancel::{send_cancel, ServerKey};
 use crate::pg::scan::Step;
 use crate::pg::server::{copy_fail, ServerError};
@@ -23,44 +26,46 @@ pub const RECLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Reclaim {
     /// Roll back what is open, optionally DISCARD ALL, and return the server to the pool.
     Clean { reset: bool },
-    /// Close the server connection.
-    Discard,
+    /// Close the server connection, for this reason.
+    Discard(DiscardReason),
 }
 
-pub async fn reclaim(mut held: Box<Held>, how: Reclaim, pool: &str) {
+pub async fn reclaim(mut held: Box<Held>, how: Reclaim, pool: &str, faults: &Faults) {
     let reset = match how {
-        Reclaim::Discard => {
-            tracing::info!(pool, server = %held.lease.addr, "discarding server connection");
-            held.lease.discard();
+        Reclaim::Discard(why) => {
+            tracing::info!(pool, server = %held.lease.addr, reason = %why, "discarding server connection");
+            held.lease.discard(why);
             return;
         }
         Reclaim::Clean { reset } => reset,
     };
     if held.unsynced {
         tracing::info!(pool, server = %held.lease.addr, "client left an unfinished extended-protocol batch; discarding its server connection so nothing is committed");
-        held.lease.discard();
+        held.lease.discard(DiscardReason::Unfinished);
         return;
     }
     let rolled_back = held.status != b'I' || held.busy();
-    match tokio::time::timeout(RECLAIM_TIMEOUT, clean(&mut held, reset)).await {
+    match tokio::time::timeout(RECLAIM_TIMEOUT, clean(&mut held, reset, faults)).await {
         Ok(Ok(())) => {
             if rolled_back {
                 tracing::info!(pool, server = %held.lease.addr, "rolled back the transaction a departed client left open");
             }
-            // Dropping the lease returns the now clean server to the pool.
+            // The client side is gone: only the server's side can be out of step.
+            let proof = held.proof(true);
+            held.lease.release(proof);
         }
         Ok(Err(e)) => {
             tracing::warn!(pool, error = %e, "could not clean server connection; discarding it");
-            held.lease.discard();
+            held.lease.discard(DiscardReason::CleanupFailed);
         }
         Err(_) => {
             tracing::warn!(pool, "server did not become idle in time; discarding it");
-            held.lease.discard();
+            held.lease.discard(DiscardReason::CleanupFailed);
         }
     }
 }
 
-async fn clean(held: &mut Held, reset: bool) -> Result<(), ServerError> {
+async fn clean(held: &mut Held, reset: bool, faults: &Faults) -> Result<(), ServerError> {
     if held.busy() {
         if held.copy_in {
             let mut m = BytesMut::new();
@@ -83,9 +88,11 @@ async fn clean(held: &mut Held, reset: bool) -> Result<(), ServerError> {
         held.status = status;
     }
     if reset {
+        faults.hit(Point::PgReset);
         let (_, status) = held.lease.simple_query("DISCARD ALL").await?;
         held.status = status;
         held.lease.forget_session_state();
+        held.dirty = false;
     }
     if held.status != b'I' {
         return Err(ServerError::Io(std::io::Error::other(

@@ -110,6 +110,18 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
+    /// The proof for a connection nothing was sent on since it left the pool (where it went
+    /// only proven clean) or logged in (ending at ReadyForQuery 'I'): no transaction can be
+    /// open; its buffer shows whether the server said anything since.
+    pub fn untouched(&self) -> poolguard_pool::Clean {
+        poolguard_pool::Clean {
+            idle: self.buf.is_empty(),
+            no_transaction: true,
+            nothing_owed: true,
+            in_step: true,
+        }
+    }
+
     /// Reads one whole message from the server.
     pub async fn read_frame(&mut self) -> Result<Frame, ServerError> {
         loop {

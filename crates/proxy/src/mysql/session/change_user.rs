@@ -128,9 +128,16 @@ impl Session {
         if let Some(held) = self.held.take() {
             self.registration.target.set(None).await;
             let entry = self.entry.clone();
-            tokio::spawn(async move {
-                reclaim(held, None, Reclaim::Clean { reset: true }, &entry).await;
-            });
+            let shared = self.shared.clone();
+            let reset = async move {
+                let how = Reclaim::Clean { reset: true };
+                reclaim(held, None, how, &entry, &shared.faults).await;
+            };
+            tokio::spawn(crate::contain::contain(
+                reset,
+                "mysql server reset",
+                self.shared.clone(),
+            ));
         }
     }
 

@@ -55,6 +55,8 @@ impl Session {
             return Some(End::Kicked(e, p.next_seq()));
         };
         tracing::trace!(client = %self.holder.client, command = command_name(cmd), len = p.payload.len(), "command");
+        // Should this command's handling panic, the client's error answers this command.
+        self.client.expect_seq(p.next_seq());
         match cmd {
             COM_QUIT => Some(End::Quit),
             COM_PING if self.held.is_none() => self.reply_ok(p.next_seq()).await,
@@ -237,7 +239,7 @@ impl Session {
                 && matches!(lease.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
             if !alive {
                 tracing::info!(pool = %self.pool_name(), server = %lease.addr, "pooled server connection was closed by the server; discarding it");
-                lease.discard();
+                lease.discard(poolguard_pool::DiscardReason::Broken);
                 continue;
             }
             let held = Held::new(lease);
@@ -372,6 +374,12 @@ impl Session {
             after,
             status_before,
         });
+        if payload.first() == Some(&COM_STMT_EXECUTE) {
+            // The statement runs at the server; its answer is not relayed yet.
+            self.shared
+                .faults
+                .hit(crate::fault::Point::MyPreparedExecute);
+        }
         None
     }
 }

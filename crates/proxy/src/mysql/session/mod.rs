@@ -23,18 +23,19 @@ mod response;
 mod statements;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use poolguard_mysql::consts::SERVER_STATUS_IN_TRANS;
 use poolguard_mysql::{FrameDecoder, PacketCodec, ResponseTracker};
-use poolguard_pool::Holder;
+use poolguard_pool::{Clean, DiscardReason, Holder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::PoolMode;
+use crate::contain::ClientSocket;
 use crate::error::ProxyError;
+use crate::guard;
 use crate::mysql::kill::{kill_query, Registration, ServerKey};
 use crate::mysql::login::LoggedIn;
 use crate::mysql::pools::{DbSlot, MyLease, MyPoolEntry};
@@ -78,6 +79,18 @@ impl Held {
 
     pub fn in_transaction(&self) -> bool {
         self.lease.status & SERVER_STATUS_IN_TRANS != 0
+    }
+
+    /// What can be proven about this server right now, for [`poolguard_pool::Lease::release`];
+    /// `inflight`: the command whose response is being relayed, if any.
+    pub fn proof(&self, inflight: Option<&Inflight>) -> Clean {
+        Clean {
+            idle: inflight.is_none() && self.lease.buf.is_empty(),
+            no_transaction: !self.in_transaction(),
+            nothing_owed: self.long_data.is_empty()
+                && !inflight.is_some_and(|i| i.infile != Infile::None),
+            in_step: self.frames.is_idle(),
+        }
     }
 }
 
@@ -135,7 +148,8 @@ enum Event {
 }
 
 pub struct Session {
-    client: TcpStream,
+    /// Tells the client if this session panics ([`crate::contain`]).
+    client: ClientSocket,
     cbuf: BytesMut,
     codec: PacketCodec,
     shared: Arc<Shared>,
@@ -182,7 +196,7 @@ impl Session {
             });
         let transaction_mode = ready.entry.db().pool_mode == PoolMode::Transaction;
         Session {
-            client,
+            client: ClientSocket::mysql(client),
             cbuf,
             codec: PacketCodec::new(max_packet),
             shared,
@@ -232,13 +246,20 @@ impl Session {
         self.registration.target.set(None).await;
         if let Some(held) = self.held.take() {
             let how = match end {
-                End::ServerFailed => Reclaim::Discard,
+                End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
                 _ => Reclaim::Clean {
                     reset: !self.transaction_mode || self.pinned.is_some(),
                 },
             };
             let inflight = self.inflight.take();
-            Box::pin(reclaim(held, inflight, how, &self.entry)).await;
+            Box::pin(reclaim(
+                held,
+                inflight,
+                how,
+                &self.entry,
+                &self.shared.faults,
+            ))
+            .await;
         }
     }
 
@@ -401,7 +422,7 @@ impl Session {
             && self.pinned.is_none()
             && held.long_data.is_empty();
         tracing::warn!(client = %self.holder.client, server = %held.lease.addr, thread = held.lease.thread_id, reason = why, quiet, "MySQL server connection lost");
-        held.lease.discard();
+        held.lease.discard(DiscardReason::Broken);
         self.registration.target.set(None).await;
         if quiet {
             return None;
@@ -417,25 +438,27 @@ impl Session {
         Some(End::ServerFailed)
     }
 
-    /// In transaction mode, gives the server back once the client's transaction is over.
+    /// In transaction mode, gives the server back once the client's transaction is over
+    /// ([`guard::decide`]). Session state follows the client to its next server
+    /// ([`super::sync`]) or pins it, so no reset is owed here.
     async fn maybe_release(&mut self) {
-        let releasable = match &self.held {
-            Some(h) => {
-                self.transaction_mode
-                    && self.pinned.is_none()
-                    && self.inflight.is_none()
-                    && !h.in_transaction()
-                    && h.long_data.is_empty()
-                    && !h.sticky
-                    && h.lease.buf.is_empty()
-                    && h.frames.is_idle()
-            }
-            None => false,
+        let Some(h) = &self.held else {
+            return;
         };
-        if releasable {
-            self.registration.target.set(None).await;
-            // Dropping the lease returns the server to the pool.
-            self.held = None;
+        let proof = h.proof(self.inflight.as_ref());
+        let decision = guard::decide(
+            self.transaction_mode,
+            self.pinned.is_some(),
+            h.sticky,
+            proof,
+            false,
+        );
+        let guard::Release::Now(proof) = decision else {
+            return;
+        };
+        self.registration.target.set(None).await;
+        if let Some(held) = self.held.take() {
+            held.lease.release(proof);
         }
     }
 
@@ -449,70 +472,47 @@ impl Session {
         self.pinned = Some(reason.to_owned());
     }
 
+    /// Where the conversation stands, for the timeouts ([`guard`]).
+    fn phase(&self) -> guard::Phase {
+        match (&self.held, &self.inflight) {
+            (_, Some(i)) if matches!(i.infile, Infile::ClientSending { .. }) => {
+                guard::Phase::ClientSending
+            }
+            (_, Some(i)) => guard::Phase::Running {
+                since: i.started,
+                stopping: i.kill_sent,
+            },
+            (Some(h), None) if h.in_transaction() => guard::Phase::InTransaction {
+                idle_since: h.idle_since,
+            },
+            _ => guard::Phase::Idle,
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let limits = &self.entry.db().limits;
-        match (&self.held, &self.inflight) {
-            (_, Some(i)) if !i.kill_sent && !matches!(i.infile, Infile::ClientSending { .. }) => {
-                limits.query_timeout.map(|t| i.started + t)
-            }
-            (_, Some(_)) => None,
-            (Some(h), None) if h.in_transaction() => limits
-                .idle_in_transaction_timeout
-                .map(|t| self.last_client_activity.max(h.idle_since) + t),
-            _ => limits
-                .client_idle_timeout
-                .map(|t| self.last_client_activity + t),
-        }
+        guard::next_deadline(limits, self.phase(), self.last_client_activity)
     }
 
     async fn on_deadline(&mut self) -> Option<End> {
-        let limits = self.entry.db().limits.clone();
-        let now = Instant::now();
         let pool = self.pool_name();
-        if let Some(i) = self.inflight.as_mut() {
-            let t = limits.query_timeout?;
-            if i.kill_sent || now < i.started + t {
-                return None;
-            }
-            i.kill_sent = true;
-            let key = self.held.as_ref().map(|h| self.server_key(h))?;
-            tracing::warn!(client = %self.holder.client, pool = %pool, thread = key.thread_id, timeout = ?t, "query_timeout exceeded; killing the query");
-            if let Err(e) = kill_query(&key).await {
-                tracing::warn!(error = %e, "KILL QUERY for query_timeout failed");
-            }
-            return None;
+        let due = guard::due(
+            &self.entry.db().limits,
+            self.phase(),
+            self.last_client_activity,
+            Instant::now(),
+            &pool,
+        )?;
+        let timeout = match due {
+            guard::Due::Kick(e) => return Some(End::Kicked(e, 1)),
+            guard::Due::StopQuery { timeout } => timeout,
+        };
+        let key = self.held.as_ref().map(|h| self.server_key(h))?;
+        self.inflight.as_mut()?.kill_sent = true;
+        tracing::warn!(client = %self.holder.client, pool = %pool, thread = key.thread_id, timeout = ?timeout, "query_timeout exceeded; killing the query");
+        if let Err(e) = kill_query(&key).await {
+            tracing::warn!(error = %e, "KILL QUERY for query_timeout failed");
         }
-        match &self.held {
-            Some(h) if h.in_transaction() => {
-                let t = limits.idle_in_transaction_timeout?;
-                if now < self.last_client_activity.max(h.idle_since) + t {
-                    return None;
-                }
-                Some(End::Kicked(
-                    ProxyError::IdleInTransaction(format!(
-                        "poolguard: transaction idle for more than {} (idle_in_transaction_timeout); it was rolled back and its server connection returned to pool {pool}",
-                        fmt_duration(t)
-                    )),
-                    1,
-                ))
-            }
-            _ => {
-                let t = limits.client_idle_timeout?;
-                if now < self.last_client_activity + t {
-                    return None;
-                }
-                Some(End::Kicked(
-                    ProxyError::ClientIdle(format!(
-                        "poolguard: client idle for more than {} (client_idle_timeout)",
-                        fmt_duration(t)
-                    )),
-                    1,
-                ))
-            }
-        }
+        None
     }
-}
-
-pub fn fmt_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }

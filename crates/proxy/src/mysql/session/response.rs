@@ -20,6 +20,7 @@ use super::command::After;
 use super::statements::close_on_server;
 use super::{End, Infile, Inflight, Session};
 use crate::error::ProxyError;
+use crate::fault::Point;
 use crate::mysql::server::{ServerConn, ServerError};
 use crate::mysql::sync::{Plan, SessionState};
 use crate::mysql::wire::err_packet;
@@ -203,6 +204,8 @@ impl Session {
         if let Err(e) = held.lease.stream.write_all(&out).await {
             return self.server_lost(&e.to_string()).await;
         }
+        // Part of the client's file is at the server, the rest not yet.
+        self.shared.faults.hit(Point::MyLoadData);
         None
     }
 
@@ -220,6 +223,9 @@ impl Session {
         if let Some(s) = done.status {
             held.lease.note_status(s);
             self.state.autocommit = held.lease.state.autocommit;
+        }
+        if held.in_transaction() {
+            self.shared.faults.hit(Point::MyInTransaction);
         }
         // SERVER_STATUS_IN_TRANS clear: a transaction (or an autocommit statement) ended.
         self.clock
@@ -371,7 +377,7 @@ fn answer_refused_infile(
 fn timeout_error(timeout: Option<std::time::Duration>) -> ProxyError {
     ProxyError::QueryTimeout(format!(
         "poolguard: query ran longer than query_timeout ({}) and was killed",
-        super::fmt_duration(timeout.unwrap_or_default())
+        crate::guard::fmt_duration(timeout.unwrap_or_default())
     ))
 }
 

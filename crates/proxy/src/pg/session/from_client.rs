@@ -178,6 +178,8 @@ impl Session {
         let mut terminate = false;
         let mut failure = None;
         let mut refusal = None;
+        // Test builds: COPY data went to the server in this write (see `fault`).
+        let mut copy_data = false;
         loop {
             let step = match self.cscan.step(&cbuf[pos..], need_body) {
                 Ok(Some(s)) => s,
@@ -190,6 +192,9 @@ impl Session {
                 }
             };
             let len = step.len();
+            if let Step::Whole { tag, .. } | Step::Head { tag, .. } = step {
+                copy_data |= tag == tags::frontend::COPY_DATA;
+            }
             let action = match step {
                 Step::Whole {
                     tag: tags::frontend::TERMINATE,
@@ -231,6 +236,12 @@ impl Session {
         let result = self.send_to_server(&out).await;
         self.out = out;
         result?;
+        if copy_data {
+            self.shared.faults.hit(crate::fault::Point::PgCopyIn);
+        }
+        if self.held.as_ref().is_some_and(|h| h.unsynced) {
+            self.shared.faults.hit(crate::fault::Point::PgExtendedBatch);
+        }
         if let Some(e) = failure {
             return Err(End::Kicked(e));
         }

@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::{End, Session};
+use crate::fault::Point;
 use crate::pg::pending::{CacheEffect, Route};
 use crate::pg::scan::Step;
 
@@ -102,7 +103,18 @@ impl Session {
                     }
                     held.busy_since = (!held.pending.is_empty()).then(Instant::now);
                     held.cancel_sent = false;
+                    if held.status != b'I' && route == Route::Forward {
+                        self.shared.faults.hit(Point::PgInTransaction);
+                    }
                 }
+                Step::Whole {
+                    tag: tags::backend::COPY_DATA,
+                    ..
+                }
+                | Step::Head {
+                    tag: tags::backend::COPY_DATA,
+                    ..
+                } => self.shared.faults.hit(Point::PgCopyOut),
                 Step::Whole {
                     tag: tags::backend::PARAMETER_STATUS,
                     body,

@@ -21,19 +21,20 @@ mod from_client;
 mod from_server;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use poolguard_pg::framing::DEFAULT_MAX_MESSAGE_LEN;
 use poolguard_pg::{backend, frontend};
-use poolguard_pool::{AcquireError, Holder, Lease};
+use poolguard_pool::{AcquireError, Clean, DiscardReason, Holder, Lease};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{PoolMode, SessionStatePolicy};
+use crate::contain::ClientSocket;
 use crate::error::ProxyError;
 use crate::error::CLOSED_POOL;
+use crate::guard;
 use crate::pg::cancel::{send_cancel, Registration, ServerKey};
 use crate::pg::features::SessionFeature;
 use crate::pg::login::{write_error, LoggedIn};
@@ -103,6 +104,17 @@ impl Held {
     pub fn busy(&self) -> bool {
         !self.pending.is_empty()
     }
+
+    /// What can be proven about this server right now, for [`poolguard_pool::Lease::release`];
+    /// `client_in_step`: the client's side is at a message boundary too.
+    pub fn proof(&self, client_in_step: bool) -> Clean {
+        Clean {
+            idle: !self.busy() && self.lease.buf.is_empty(),
+            no_transaction: self.status == b'I',
+            nothing_owed: !self.unsynced && !self.copy_in && !self.dirty,
+            in_step: client_in_step && !self.scan.mid_message(),
+        }
+    }
 }
 
 /// Why a session ended.
@@ -125,7 +137,8 @@ enum Event {
 }
 
 pub struct Session {
-    client: TcpStream,
+    /// Tells the client if this session panics ([`crate::contain`]).
+    client: ClientSocket,
     cbuf: BytesMut,
     cscan: Scanner,
     shared: Arc<Shared>,
@@ -170,7 +183,7 @@ impl Session {
     pub fn new(client: TcpStream, cbuf: BytesMut, shared: Arc<Shared>, ready: LoggedIn) -> Self {
         let transaction_mode = ready.entry.db().pool_mode == PoolMode::Transaction;
         Session {
-            client,
+            client: ClientSocket::postgres(client),
             cbuf,
             cscan: Scanner::new(DEFAULT_MAX_MESSAGE_LEN),
             shared,
@@ -220,13 +233,13 @@ impl Session {
         self.registration.target.set(None).await;
         if let Some(held) = self.held.take() {
             let how = match end {
-                End::ServerFailed => Reclaim::Discard,
-                _ if self.cscan.mid_message() => Reclaim::Discard,
+                End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
+                _ if self.cscan.mid_message() => Reclaim::Discard(DiscardReason::Unfinished),
                 _ => Reclaim::Clean {
                     reset: !self.transaction_mode || held.dirty || self.pinned.is_some(),
                 },
             };
-            Box::pin(reclaim(held, how, &pool)).await;
+            Box::pin(reclaim(held, how, &pool, &self.shared.faults)).await;
         }
     }
 
@@ -322,7 +335,7 @@ impl Session {
     async fn server_lost(&mut self) -> End {
         if let Some(held) = self.held.take() {
             tracing::warn!(client = %self.holder.client, server = %held.lease.addr, "server connection lost");
-            held.lease.discard();
+            held.lease.discard(DiscardReason::Broken);
         }
         let e = ProxyError::BackendUnavailable(
             "poolguard: the PostgreSQL server closed the connection unexpectedly; any open transaction was rolled back by the server".into(),
@@ -376,7 +389,7 @@ impl Session {
                 }
                 held.lease.unnamed.forget();
                 if let Err(e) = held.lease.stream.write_all(&m).await {
-                    held.lease.discard();
+                    held.lease.discard(DiscardReason::Broken);
                     return Err(ProxyError::server_io(e));
                 }
                 held.pending.push(Expect::InjectedQuery);
@@ -434,32 +447,45 @@ impl Session {
         None
     }
 
-    /// In transaction mode, gives the server back once the client's transaction is over.
+    /// In transaction mode, gives the server back once the client's transaction is over
+    /// ([`guard::decide`]); a server whose session state the client changed is reset first,
+    /// off the client's path.
     async fn maybe_release(&mut self) {
-        let releasable = match &self.held {
-            Some(h) => {
-                self.transaction_mode
-                    && self.pinned.is_none()
-                    && !h.busy()
-                    && !h.in_transaction()
-                    && !self.cscan.mid_message()
-                    && !h.scan.mid_message()
-                    && h.lease.buf.is_empty()
-            }
-            None => false,
+        let Some(h) = &self.held else {
+            return;
         };
-        if !releasable {
+        let proof = h.proof(!self.cscan.mid_message());
+        let decision = guard::decide(
+            self.transaction_mode,
+            self.pinned.is_some(),
+            false,
+            proof,
+            h.dirty,
+        );
+        if decision == guard::Release::Keep {
             return;
         }
         self.registration.target.set(None).await;
-        if let Some(held) = self.held.take() {
-            if held.dirty {
-                let pool = self.entry.pool.config().name;
-                tokio::spawn(
-                    async move { reclaim(held, Reclaim::Clean { reset: true }, &pool).await },
-                );
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        match decision {
+            guard::Release::Now(proof) => {
+                held.lease.release(proof);
             }
-            // Otherwise dropping `held` returns the lease to the pool.
+            _ => {
+                let pool = self.entry.pool.config().name;
+                let shared = self.shared.clone();
+                let reset = async move {
+                    let how = Reclaim::Clean { reset: true };
+                    reclaim(held, how, &pool, &shared.faults).await
+                };
+                tokio::spawn(crate::contain::contain(
+                    reset,
+                    "postgres server reset",
+                    self.shared.clone(),
+                ));
+            }
         }
     }
 
@@ -480,79 +506,62 @@ impl Session {
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let limits = &self.entry.db().limits;
+    /// Where the conversation stands, for the timeouts ([`guard`]).
+    fn phase(&self) -> guard::Phase {
         match &self.held {
-            Some(h) if h.busy() => match (limits.query_timeout, h.busy_since) {
-                (Some(t), Some(since)) if !h.cancel_sent => Some(since + t),
-                _ => None,
+            Some(h) if h.busy() => match h.busy_since {
+                Some(since) => guard::Phase::Running {
+                    since,
+                    stopping: h.cancel_sent,
+                },
+                None => guard::Phase::ClientSending,
             },
-            Some(h) if h.in_transaction() => limits
-                .idle_in_transaction_timeout
-                .map(|t| self.last_client_activity.max(h.idle_since) + t),
-            _ => limits
-                .client_idle_timeout
-                .map(|t| self.last_client_activity + t),
+            Some(h) if h.in_transaction() => guard::Phase::InTransaction {
+                idle_since: h.idle_since,
+            },
+            _ => guard::Phase::Idle,
         }
     }
 
+    fn next_deadline(&self) -> Option<Instant> {
+        let limits = &self.entry.db().limits;
+        guard::next_deadline(limits, self.phase(), self.last_client_activity)
+    }
+
     async fn on_deadline(&mut self) -> Option<End> {
-        let limits = self.entry.db().limits.clone();
-        let now = Instant::now();
         let pool = self.entry.pool.config().name;
-        match self.held.as_mut() {
-            Some(h) if h.busy() => {
-                let (Some(t), Some(since)) = (limits.query_timeout, h.busy_since) else {
-                    return None;
-                };
-                if h.cancel_sent || now < since + t {
-                    return None;
-                }
-                h.cancel_sent = true;
-                let key = h.key();
-                tracing::warn!(client = %self.holder.client, pool = %pool, timeout = ?t, "query_timeout exceeded; cancelling the query");
-                let mut m = BytesMut::new();
-                backend::notice_response(
-                    &mut m,
-                    &backend::ErrorFields {
-                        severity: "WARNING",
-                        code: "57014",
-                        message: &format!(
-                            "poolguard: query ran longer than query_timeout ({}); cancelling it",
-                            fmt_duration(t)
-                        ),
-                        detail: None,
-                        hint: None,
-                    },
-                );
-                self.entry.traffic.sent(m.len());
-                let _ = self.client.write_all(&m).await;
-                if let Err(e) = send_cancel(key).await {
-                    tracing::warn!(error = %e, "cancel for query_timeout failed");
-                }
-                None
-            }
-            Some(h) if h.in_transaction() => {
-                let t = limits.idle_in_transaction_timeout?;
-                if now < self.last_client_activity.max(h.idle_since) + t {
-                    return None;
-                }
-                Some(End::Kicked(ProxyError::IdleInTransaction(format!(
-                    "poolguard: transaction idle for more than {} (idle_in_transaction_timeout); it was rolled back and its server connection returned to pool {pool}",
-                    fmt_duration(t)
-                ))))
-            }
-            _ => {
-                let t = limits.client_idle_timeout?;
-                if now < self.last_client_activity + t {
-                    return None;
-                }
-                Some(End::Kicked(ProxyError::ClientIdle(format!(
-                    "poolguard: client idle for more than {} (client_idle_timeout)",
-                    fmt_duration(t)
-                ))))
-            }
+        let due = guard::due(
+            &self.entry.db().limits,
+            self.phase(),
+            self.last_client_activity,
+            Instant::now(),
+            &pool,
+        )?;
+        let timeout = match due {
+            guard::Due::Kick(e) => return Some(End::Kicked(e)),
+            guard::Due::StopQuery { timeout } => timeout,
+        };
+        let h = self.held.as_mut()?;
+        h.cancel_sent = true;
+        let key = h.key();
+        tracing::warn!(client = %self.holder.client, pool = %pool, timeout = ?timeout, "query_timeout exceeded; cancelling the query");
+        let mut m = BytesMut::new();
+        backend::notice_response(
+            &mut m,
+            &backend::ErrorFields {
+                severity: "WARNING",
+                code: "57014",
+                message: &guard::query_timeout_message(timeout),
+                detail: None,
+                hint: None,
+            },
+        );
+        self.entry.traffic.sent(m.len());
+        let _ = self.client.write_all(&m).await;
+        if let Err(e) = send_cancel(key).await {
+            tracing::warn!(error = %e, "cancel for query_timeout failed");
         }
+        None
     }
 }
 
@@ -563,10 +572,6 @@ impl Session {
 async fn read_client(client: &mut TcpStream, cbuf: &mut BytesMut) -> std::io::Result<usize> {
     cbuf.reserve(2048);
     client.read_buf(cbuf).await
-}
-
-pub fn fmt_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }
 
 /// `[postgres] track_extra_parameters` of the config in force, borrowed without a copy.
