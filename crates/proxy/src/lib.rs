@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod gate;
 pub mod hosts;
 pub mod idle;
 pub mod kill;
@@ -125,11 +126,16 @@ async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 use tracing::Instrument;
+                // Over a cap the socket is answered and dropped (closed) here, costing no task.
+                let Some(admitted) = gate::admit(&shared, &stream, peer, gate::Door::Postgres)
+                else {
+                    continue;
+                };
                 // debug: an enabled span costs each connected client a few hundred bytes in
                 // the subscriber; the log lines that matter name the client themselves.
                 let span = tracing::debug_span!("client", client = %peer);
                 tokio::spawn(
-                    pg::login::serve_client(stream, peer, shared.clone()).instrument(span),
+                    pg::login::serve_client(stream, admitted, shared.clone()).instrument(span),
                 );
             }
             Err(e) => {
@@ -146,9 +152,12 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 use tracing::Instrument;
+                let Some(admitted) = gate::admit(&shared, &stream, peer, gate::Door::Mysql) else {
+                    continue;
+                };
                 let span = tracing::debug_span!("client", client = %peer, front = "mysql");
                 tokio::spawn(
-                    mysql::login::serve_client(stream, peer, shared.clone()).instrument(span),
+                    mysql::login::serve_client(stream, admitted, shared.clone()).instrument(span),
                 );
             }
             Err(e) => {
