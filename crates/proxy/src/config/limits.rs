@@ -147,8 +147,12 @@ impl Default for LoginLimits {
     fn default() -> Self {
         LoginLimits {
             client_login_timeout: Duration::from_secs(15),
-            max_logins_in_progress: 256,
-            max_logins_per_address: 32,
+            // Generous enough for a legitimate burst: an application host warming up a pool of
+            // 50 to 100 connections has them all logging in at once (e.g. 50 psycopg threads
+            // while the first login opens the pool's server connection), and they would be
+            // refused; a flood still costs at most this many descriptors and small tasks.
+            max_logins_in_progress: 512,
+            max_logins_per_address: 128,
         }
     }
 }
