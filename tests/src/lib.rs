@@ -179,18 +179,32 @@ impl Proxy {
 
     /// Starts poolguard with this config text; `port` is its PostgreSQL listen port.
     pub fn start_with(config: &str, port: u16) -> Proxy {
-        Proxy::start_with_env(config, port, &[])
+        Proxy::start_wrapped(config, port, &[], &[])
     }
 
     /// [`Proxy::start_with`], with extra environment variables for the process (such as
     /// `POOLGUARD_FAULTS`, which the test build's fault switch reads).
     pub fn start_with_env(config: &str, port: u16, env: &[(&str, &str)]) -> Proxy {
+        Proxy::start_wrapped(config, port, &[], env)
+    }
+
+    /// Like [`Proxy::start_with_env`], through a program that execs poolguard in its own place
+    /// (e.g. `["prlimit", "--nofile=1024:1024", "--"]`), so [`Proxy::pid`] is poolguard's.
+    pub fn start_wrapped(config: &str, port: u16, wrapper: &[&str], env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("poolguard.toml");
         std::fs::write(&cfg, config).expect("write config");
         let log = dir.path().join("poolguard.log");
         let logfile = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(poolguard_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(poolguard_bin());
+                c
+            }
+            None => Command::new(poolguard_bin()),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&cfg)
             .env(
@@ -225,6 +239,11 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("poolguard did not listen on {}:\n{}", self.port, self.log());
+    }
+
+    /// poolguard's process id (for /proc/<pid>/fd and /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {

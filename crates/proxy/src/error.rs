@@ -55,6 +55,9 @@ pub enum ProxyError {
     /// A packet larger than the configured `max_allowed_packet`.
     #[error("{0}")]
     PacketTooLarge(String),
+    /// A client would hold more prepared statements than poolguard keeps for one client.
+    #[error("{0}")]
+    StatementLimit(String),
     /// An ERR packet a MySQL server sent, passed on with its own code.
     #[error("{message}")]
     MysqlServer {
@@ -87,6 +90,7 @@ impl ProxyError {
             ProxyError::ConfigRejected(_) => "F0000",
             ProxyError::Server(n) => &n.code,
             ProxyError::Handshake(_) | ProxyError::PacketTooLarge(_) => "08P01",
+            ProxyError::StatementLimit(_) => "54000", // program_limit_exceeded
             ProxyError::MysqlServer { sqlstate, .. } => sqlstate,
             ProxyError::Io { .. } => "08006",
             ProxyError::Internal(_) => "XX000",
@@ -114,6 +118,7 @@ impl ProxyError {
             }
             ProxyError::Handshake(_) => my::ER_HANDSHAKE_ERROR, // 1043
             ProxyError::PacketTooLarge(_) => my::ER_NET_PACKET_TOO_LARGE, // 1153
+            ProxyError::StatementLimit(_) => ER_MAX_PREPARED_STMT_COUNT_REACHED, // 1461
             ProxyError::MysqlServer { code, .. } => *code,
             ProxyError::Io { .. } => CR_SERVER_LOST, // 2013
         }
@@ -123,7 +128,7 @@ impl ProxyError {
     pub fn mysql_sqlstate(&self, mariadb: bool) -> &str {
         match self {
             ProxyError::MysqlServer { sqlstate, .. } => sqlstate,
-            ProxyError::FeatureNotSupported(_) => "42000",
+            ProxyError::FeatureNotSupported(_) | ProxyError::StatementLimit(_) => "42000",
             // MariaDB's 1969 ER_STATEMENT_TIMEOUT is 70100; MySQL's 3024 is HY000.
             ProxyError::QueryTimeout(_) if mariadb => "70100",
             ProxyError::QueryTimeout(_) => "HY000",
@@ -152,6 +157,8 @@ pub const CLOSED_POOL: &str = "poolguard is shutting down, or a reload removed t
 
 /// 1148 "The used command is not allowed with this MySQL version" (LOAD DATA LOCAL refused).
 pub const ER_NOT_ALLOWED_COMMAND: u16 = 1148;
+/// 1461 "Can't create more than max_prepared_stmt_count statements".
+pub const ER_MAX_PREPARED_STMT_COUNT_REACHED: u16 = 1461;
 /// 1105 "Unknown error".
 pub const ER_UNKNOWN_ERROR: u16 = 1105;
 /// 2003 "Can't connect to MySQL server": client-side code, sent by poolguard when the backend
@@ -180,6 +187,7 @@ mod tests {
             ProxyError::FeatureNotSupported(String::new()),
             ProxyError::Handshake(String::new()),
             ProxyError::PacketTooLarge(String::new()),
+            ProxyError::StatementLimit(String::new()),
         ];
         let codes: std::collections::HashSet<u16> =
             all.iter().map(|e| e.mysql_code(true)).collect();

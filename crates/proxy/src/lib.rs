@@ -14,6 +14,7 @@ pub mod contain;
 pub mod control;
 pub mod error;
 pub mod fault;
+pub mod gate;
 pub mod guard;
 pub mod hosts;
 pub mod idle;
@@ -128,10 +129,15 @@ async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 use tracing::Instrument;
+                // Over a cap the socket is answered and dropped (closed) here, costing no task.
+                let Some(admitted) = gate::admit(&shared, &stream, peer, gate::Door::Postgres)
+                else {
+                    continue;
+                };
                 // debug: an enabled span costs each connected client a few hundred bytes in
                 // the subscriber; the log lines that matter name the client themselves.
                 let span = tracing::debug_span!("client", client = %peer);
-                let client = pg::login::serve_client(stream, peer, shared.clone());
+                let client = pg::login::serve_client(stream, admitted, shared.clone());
                 tokio::spawn(
                     contain::contain(client, "postgres client", shared.clone()).instrument(span),
                 );
@@ -150,8 +156,11 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 use tracing::Instrument;
+                let Some(admitted) = gate::admit(&shared, &stream, peer, gate::Door::Mysql) else {
+                    continue;
+                };
                 let span = tracing::debug_span!("client", client = %peer, front = "mysql");
-                let client = mysql::login::serve_client(stream, peer, shared.clone());
+                let client = mysql::login::serve_client(stream, admitted, shared.clone());
                 tokio::spawn(
                     contain::contain(client, "mysql client", shared.clone()).instrument(span),
                 );

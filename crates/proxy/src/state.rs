@@ -100,6 +100,11 @@ pub struct Shared {
     pub spare: crate::spare::SpareBuffers,
     /// Test builds only: where sessions are made to fail on purpose ([`crate::fault`]).
     pub faults: crate::fault::Faults,
+    /// Sockets accepted and not yet logged in (see `gate`).
+    pub logins: Arc<crate::gate::Logins>,
+    /// Made at start, never shown: the stand-in SCRAM verifiers of unknown users are derived
+    /// from it, so their salts are stable for a user name yet unpredictable from outside.
+    stand_in_key: [u8; 32],
 }
 
 /// Counts one connected client; dropping it gives the places back.
@@ -154,6 +159,8 @@ impl Shared {
             spare: Default::default(),
             checkers: Default::default(),
             faults: crate::fault::Faults::from_env(),
+            logins: Default::default(),
+            stand_in_key: rand::random(),
         })
     }
 
@@ -214,6 +221,14 @@ impl Shared {
 
     pub fn verifier(&self, user: &str) -> Option<ScramVerifier> {
         self.verifiers.load().get(user).map(|(_, v)| v.clone())
+    }
+
+    /// The verifier an unknown user's SCRAM exchange runs against: the same salt on every try
+    /// for the same name, the iteration count real users have, a proof no one can produce.
+    /// Costs two HMACs, no PBKDF2, like a real user's precomputed verifier.
+    pub fn stand_in_verifier(&self, user: &str) -> ScramVerifier {
+        let verifiers = self.verifiers.load();
+        ScramVerifier::stand_in(&self.stand_in_key, user, usual_iterations(&verifiers))
     }
 
     /// New SCRAM verifiers after a reload: unchanged users keep theirs (PBKDF2 is slow).
@@ -409,6 +424,19 @@ pub fn reap_period(db: &Database) -> Duration {
     (shortest / 10).clamp(Duration::from_millis(100), Duration::from_secs(10))
 }
 
+/// The iteration count most configured verifiers use (PostgreSQL's default with none): what an
+/// unknown user's stand-in shows, so it looks like everyone else's.
+fn usual_iterations(verifiers: &HashMap<String, (String, ScramVerifier)>) -> u32 {
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    for (_, v) in verifiers.values() {
+        *counts.entry(v.iterations).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(iterations, n)| (n, iterations))
+        .map_or(poolguard_pg::scram::DEFAULT_ITERATIONS, |(i, _)| i)
+}
+
 /// SCRAM verifiers for every user, reusing `previous` where the secret did not change.
 fn scram_verifiers(
     config: &Config,
@@ -434,4 +462,29 @@ fn scram_verifiers(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stand_in_salt_is_stable_per_process_and_user() {
+        let config = Config::builtin_default("x");
+        let one = Shared::new(config.clone());
+        let other = Shared::new(config);
+        let a = one.stand_in_verifier("mallory");
+        assert_eq!(a, one.stand_in_verifier("mallory"));
+        assert_ne!(a.salt, one.stand_in_verifier("eve").salt);
+        assert_ne!(
+            a.salt,
+            other.stand_in_verifier("mallory").salt,
+            "keys differ"
+        );
+        let real = one.verifier("postgres").expect("configured user");
+        assert_eq!(
+            (a.iterations, a.salt.len()),
+            (real.iterations, real.salt.len())
+        );
+    }
 }

@@ -170,6 +170,36 @@ impl ScramVerifier {
     }
 }
 
+impl ScramVerifier {
+    /// A verifier that stands in for a user who does not exist, so that the exchange looks the
+    /// same as for one who does and fails only at the proof (28P01, like a wrong password).
+    ///
+    /// Everything is derived with HMAC-SHA-256 from `key` (a secret the caller makes at start and
+    /// never shows) and the user name: the salt is the same on every try for one name, as a real
+    /// user's is, and differs between names and between keys; it has the length of the salts
+    /// built here ([`ScramVerifier::for_secret`], PostgreSQL's own default length). StoredKey is
+    /// derived too, from a label no client knows, so no proof matches it. No PBKDF2 runs: an
+    /// unknown user costs what a known one costs.
+    pub fn stand_in(key: &[u8], user: &str, iterations: u32) -> Self {
+        let derive = |label: &[u8]| {
+            let mut input = Vec::new();
+            input.extend_from_slice(label);
+            input.push(0);
+            input.extend_from_slice(user.as_bytes());
+            hmac(key, &input)
+        };
+        ScramVerifier {
+            iterations: iterations.max(1),
+            salt: derive(b"poolguard stand-in salt")
+                .into_iter()
+                .take(SALT_LEN)
+                .collect(),
+            stored_key: derive(b"poolguard stand-in StoredKey"),
+            server_key: derive(b"poolguard stand-in ServerKey"),
+        }
+    }
+}
+
 impl fmt::Display for ScramVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

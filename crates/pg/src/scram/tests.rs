@@ -129,6 +129,40 @@ fn for_secret_derives_from_a_password() {
     assert!(ScramVerifier::for_secret("SCRAM-SHA-256$garbage").is_err());
 }
 
+#[test]
+fn stand_in_salt_is_stable_per_user_and_unpredictable() {
+    let key = [7u8; 32];
+    let a = ScramVerifier::stand_in(&key, "mallory", 4096);
+    let again = ScramVerifier::stand_in(&key, "mallory", 4096);
+    assert_eq!(a, again, "same user, same key: same verifier");
+    let real = ScramVerifier::for_secret("hunter2").unwrap();
+    assert_eq!(
+        (a.iterations, a.salt.len()),
+        (real.iterations, real.salt.len())
+    );
+    let other_user = ScramVerifier::stand_in(&key, "mallory2", 4096);
+    let other_key = ScramVerifier::stand_in(&[8u8; 32], "mallory", 4096);
+    assert_ne!(a.salt, other_user.salt);
+    assert_ne!(a.salt, other_key.salt);
+    assert_eq!(
+        ScramVerifier::stand_in(&key, "x", 10_000).iterations,
+        10_000
+    );
+    assert_eq!(ScramVerifier::stand_in(&key, "x", 0).iterations, 1);
+}
+
+#[test]
+fn stand_in_fails_only_at_the_proof() {
+    let stand_in = ScramVerifier::stand_in(&[1u8; 32], "mallory", 4096);
+    for password in ["", "mallory", "hunter2"] {
+        assert_eq!(
+            round_trip(stand_in.clone(), password),
+            Err(ScramError::WrongPassword),
+            "password {password:?}"
+        );
+    }
+}
+
 /// A full exchange between our client (knowing `password`) and our server (holding `verifier`).
 fn round_trip(verifier: ScramVerifier, password: &str) -> Result<(), ScramError> {
     round_trip_with(ScramClient::new(password), verifier)

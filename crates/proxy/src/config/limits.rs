@@ -129,3 +129,91 @@ impl Limits {
         })
     }
 }
+
+/// What a connection costs before it has logged in: global `[limits]` keys (a database entry
+/// cannot override them, since a socket is counted before anyone knows its database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// A client that has not logged in by then is closed.
+    pub client_login_timeout: Duration,
+    /// Sockets accepted and not yet logged in, all addresses together; the next is refused
+    /// at accept (53400 / 1203) and closed.
+    pub max_logins_in_progress: usize,
+    /// The same, per client IP address.
+    pub max_logins_per_address: usize,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            client_login_timeout: Duration::from_secs(15),
+            // Generous enough for a legitimate burst: an application host warming up a pool of
+            // 50 to 100 connections has them all logging in at once (e.g. 50 psycopg threads
+            // while the first login opens the pool's server connection), and they would be
+            // refused; a flood still costs at most this many descriptors and small tasks.
+            max_logins_in_progress: 512,
+            max_logins_per_address: 128,
+        }
+    }
+}
+
+impl LoginLimits {
+    pub(super) fn from_raw(raw: &RawLimits) -> Result<LoginLimits, ConfigError> {
+        let d = LoginLimits::default();
+        let client_login_timeout = match &raw.client_login_timeout {
+            // Off is not offered: an unbounded login is exactly what a slow-loris client wants.
+            Some(t) => required_duration("limits.client_login_timeout", t)?,
+            None => d.client_login_timeout,
+        };
+        let count = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(invalid(format!("limits.{key}"), "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(LoginLimits {
+            client_login_timeout,
+            max_logins_in_progress: count(
+                "max_logins_in_progress",
+                raw.max_logins_in_progress,
+                d.max_logins_in_progress,
+            )?,
+            max_logins_per_address: count(
+                "max_logins_per_address",
+                raw.max_logins_per_address,
+                d.max_logins_per_address,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_limits_defaults_and_errors() {
+        let d = LoginLimits::from_raw(&RawLimits::default()).unwrap();
+        assert_eq!(d, LoginLimits::default());
+        let raw = RawLimits {
+            client_login_timeout: Some("1s".into()),
+            max_logins_in_progress: Some(4),
+            max_logins_per_address: Some(2),
+            ..Default::default()
+        };
+        let l = LoginLimits::from_raw(&raw).unwrap();
+        assert_eq!(l.client_login_timeout, Duration::from_secs(1));
+        assert_eq!((l.max_logins_in_progress, l.max_logins_per_address), (4, 2));
+        let off = RawLimits {
+            client_login_timeout: Some("0s".into()),
+            ..Default::default()
+        };
+        let e = LoginLimits::from_raw(&off).unwrap_err().to_string();
+        assert!(e.contains("limits.client_login_timeout"), "{e}");
+        let zero = RawLimits {
+            max_logins_per_address: Some(0),
+            ..Default::default()
+        };
+        let e = LoginLimits::from_raw(&zero).unwrap_err().to_string();
+        assert!(e.contains("limits.max_logins_per_address"), "{e}");
+    }
+}

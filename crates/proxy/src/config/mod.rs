@@ -5,13 +5,15 @@
 //! every database names an existing backend of the same protocol as its front door, every pool
 //! fits inside its backend's budget, every duration is parsed, names are unique.
 
+pub mod front;
 pub mod guard;
 pub mod limits;
 pub mod observe;
 pub mod raw;
 pub mod target;
 
-pub use limits::Limits;
+pub use front::{ClientAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
+pub use limits::{Limits, LoginLimits};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use raw::{RawConfig, RawDatabase, RawLimits, RawMysql, RawSize};
+use raw::{RawConfig, RawDatabase, RawLimits, RawSize};
 
 /// A configuration error, naming the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -63,55 +65,6 @@ pub enum PoolMode {
     Session,
     /// One server connection per transaction.
     Transaction,
-}
-
-/// How a PostgreSQL client proves who it is to poolguard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    ScramSha256,
-    Md5,
-}
-
-/// What transaction mode does when a client changes session state (SET, temp tables, PREPARE...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionStatePolicy {
-    /// Reset the server (DISCARD ALL) before it serves anyone else; the client's change does not
-    /// outlive its transaction.
-    Reset,
-    /// Keep the server for this client until it disconnects (session mode for that client).
-    Pin,
-    /// Refuse the statement with SQLSTATE 0A000 before it reaches the server.
-    Error,
-}
-
-#[derive(Debug, Clone)]
-pub struct PostgresFront {
-    pub listen: SocketAddr,
-    pub auth: ClientAuth,
-    pub session_state: SessionStatePolicy,
-    pub max_prepared_statements: usize,
-    pub track_extra_parameters: Vec<String>,
-}
-
-/// How a MySQL client proves who it is to poolguard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MysqlAuth {
-    /// `mysql_native_password` (SHA1 challenge-response).
-    NativePassword,
-    /// `caching_sha2_password`, fast path only (the full path needs TLS or RSA).
-    CachingSha2,
-}
-
-/// The `[mysql]` front door.
-#[derive(Debug, Clone)]
-pub struct MysqlFront {
-    pub listen: SocketAddr,
-    pub auth: MysqlAuth,
-    /// Relay LOAD DATA LOCAL INFILE transfers; refused with an error when false.
-    pub allow_local_infile: bool,
-    /// Largest logical packet a client may send (ER_NET_PACKET_TOO_LARGE beyond it).
-    pub max_allowed_packet: usize,
-    pub max_prepared_statements: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +112,8 @@ pub struct Config {
     pub users: Vec<User>,
     /// The `[limits]` table itself: global values such as the overall client cap.
     pub limits: Limits,
+    /// `[limits]` keys on clients not yet logged in (global only).
+    pub logins: LoginLimits,
     /// `[admin] users`: who may use the PostgreSQL admin console.
     pub admin_users: Vec<String>,
     /// `[[alerts]]` rules.
@@ -221,46 +176,6 @@ pub fn parse_size(key: &str, raw: &RawSize) -> Result<usize, ConfigError> {
         .ok_or_else(|| invalid(key, format!("bad size {text:?}")))
 }
 
-fn mysql_front(m: &RawMysql) -> Result<MysqlFront, ConfigError> {
-    let auth = match m.auth_method.as_deref().unwrap_or("mysql_native_password") {
-        "mysql_native_password" => MysqlAuth::NativePassword,
-        "caching_sha2_password" => MysqlAuth::CachingSha2,
-        other => {
-            return Err(invalid(
-                "mysql.auth_method",
-                format!(
-                    "{other:?} is not one of \"mysql_native_password\", \"caching_sha2_password\""
-                ),
-            ))
-        }
-    };
-    let max_allowed_packet = match &m.max_allowed_packet {
-        Some(s) => parse_size("mysql.max_allowed_packet", s)?,
-        None => 64 << 20,
-    };
-    // Below 1 KiB no client could even log in; above 1 GiB is MySQL's own hard maximum.
-    if !(1024..=1 << 30).contains(&max_allowed_packet) {
-        return Err(invalid(
-            "mysql.max_allowed_packet",
-            "must be between 1KiB and 1GiB",
-        ));
-    }
-    let max_prepared_statements = m.max_prepared_statements.unwrap_or(100);
-    if max_prepared_statements == 0 {
-        return Err(invalid(
-            "mysql.max_prepared_statements",
-            "must be at least 1",
-        ));
-    }
-    Ok(MysqlFront {
-        listen: parse_addr("mysql.listen", &m.listen)?,
-        auth,
-        allow_local_infile: m.allow_local_infile.unwrap_or(false),
-        max_allowed_packet,
-        max_prepared_statements,
-    })
-}
-
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -280,6 +195,7 @@ impl Config {
 
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         let limits = Limits::from_raw("limits", &raw.limits)?;
+        let logins = LoginLimits::from_raw(&raw.limits)?;
         let admin_listen = raw
             .admin
             .as_ref()
@@ -288,57 +204,9 @@ impl Config {
         let postgres = raw
             .postgres
             .as_ref()
-            .map(|p| -> Result<PostgresFront, ConfigError> {
-                let auth = match p.auth_method.as_deref().unwrap_or("scram-sha-256") {
-                    "scram-sha-256" => ClientAuth::ScramSha256,
-                    "md5" => ClientAuth::Md5,
-                    other => {
-                        return Err(invalid(
-                            "postgres.auth_method",
-                            format!("{other:?} is not one of \"scram-sha-256\", \"md5\""),
-                        ))
-                    }
-                };
-                let session_state = match p.session_state.as_deref().unwrap_or("reset") {
-                    "reset" => SessionStatePolicy::Reset,
-                    "pin" => SessionStatePolicy::Pin,
-                    "error" => SessionStatePolicy::Error,
-                    other => {
-                        return Err(invalid(
-                            "postgres.session_state",
-                            format!("{other:?} is not one of \"reset\", \"pin\", \"error\""),
-                        ))
-                    }
-                };
-                let max_prepared_statements = p.max_prepared_statements.unwrap_or(100);
-                if max_prepared_statements == 0 {
-                    return Err(invalid(
-                        "postgres.max_prepared_statements",
-                        "must be at least 1",
-                    ));
-                }
-                let track_extra_parameters = p.track_extra_parameters.clone().unwrap_or_default();
-                if let Some(bad) = track_extra_parameters.iter().find(|n| {
-                    n.is_empty()
-                        || !n
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-                }) {
-                    return Err(invalid(
-                        "postgres.track_extra_parameters",
-                        format!("{bad:?} is not a parameter name"),
-                    ));
-                }
-                Ok(PostgresFront {
-                    listen: parse_addr("postgres.listen", &p.listen)?,
-                    auth,
-                    session_state,
-                    max_prepared_statements,
-                    track_extra_parameters,
-                })
-            })
+            .map(front::postgres_front)
             .transpose()?;
-        let mysql = raw.mysql.as_ref().map(mysql_front).transpose()?;
+        let mysql = raw.mysql.as_ref().map(front::mysql_front).transpose()?;
         let mysql_listen = mysql.as_ref().map(|m| m.listen);
         if postgres.is_none() && mysql_listen.is_none() {
             return Err(invalid(
@@ -464,6 +332,7 @@ impl Config {
             databases,
             users,
             limits,
+            logins,
         })
     }
 

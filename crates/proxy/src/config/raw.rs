@@ -60,6 +60,10 @@ pub struct RawPostgres {
     pub max_prepared_statements: Option<usize>,
     /// Parameters besides the reported ones to carry between servers (e.g. "search_path").
     pub track_extra_parameters: Option<Vec<String>>,
+    /// Largest client message accepted: bytes, or a string with a unit ("64MiB").
+    pub max_message_size: Option<RawSize>,
+    /// Per client bound on named prepared statements (transaction mode).
+    pub max_client_prepared_statements: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +121,10 @@ pub struct RawLimits {
     pub fair_share: Option<f64>,
     pub fair_share_by: Option<String>,
     pub fair_share_mode: Option<String>,
+    // Global only (not in `RawDatabase`): logins are counted before anyone knows the database.
+    pub client_login_timeout: Option<String>,
+    pub max_logins_in_progress: Option<usize>,
+    pub max_logins_per_address: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +195,10 @@ impl RawDatabase {
                 .fair_share_mode
                 .clone()
                 .or(defaults.fair_share_mode.clone()),
+            // Global keys: a database entry cannot set them, and `Limits` does not read them.
+            client_login_timeout: None,
+            max_logins_in_progress: None,
+            max_logins_per_address: None,
         }
     }
 }

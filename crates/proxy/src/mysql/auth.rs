@@ -3,9 +3,10 @@
 //!
 //! The fast path always applies: poolguard knows the plain password, so it never needs the
 //! full path (cleartext over TLS, or RSA). The exception is a user configured with a stored
-//! `*HEX` native hash, which cannot check a SHA-256 scramble: such a login is refused with 1045
-//! and a message saying what to change. Unknown users go through the same computation against
-//! a random password, so the answer does not reveal which user names exist.
+//! `*HEX` native hash, which cannot check a SHA-256 scramble: such a login is refused with 1045,
+//! and poolguard's log says what to change. Unknown users go through the same computation
+//! against a random password, and every refusal reads the same ("Access denied for user ..."),
+//! so the answer does not reveal which user names exist.
 
 use poolguard_mysql::auth::{self, CACHING_SHA2_PASSWORD, MYSQL_NATIVE_PASSWORD};
 use rand::Rng;
@@ -54,9 +55,10 @@ pub fn verify(
         MysqlAuth::NativePassword => auth::native_verify(&password, nonce, response),
         MysqlAuth::CachingSha2 => {
             if configured.is_some() && auth::parse_native_hash(&password).is_some() {
-                return Err(ProxyError::AuthRefused(format!(
-                    "Access denied for user '{user}'@'{peer_ip}': poolguard has only a mysql_native_password hash for this user and cannot do caching_sha2_password's full authentication over plain TCP; set [mysql] auth_method = \"mysql_native_password\" (or connect with that plugin), or configure the plain password so caching_sha2_password's fast path works"
-                )));
+                // The explanation goes to the operator only: told to the client, it would
+                // single out a user name that exists.
+                tracing::warn!(user = %user, client = %peer_ip, "MySQL login refused: poolguard has only a mysql_native_password hash for this user and cannot do caching_sha2_password's full authentication over plain TCP; set [mysql] auth_method = \"mysql_native_password\" (or have clients connect with that plugin), or configure the plain password so caching_sha2_password's fast path works");
+                return Err(denied());
             }
             auth::sha2_verify(password.as_bytes(), nonce, response)
         }
@@ -110,7 +112,14 @@ password = "{password}"
         let wrong = auth::native_auth_response(b"nope", &nonce);
         let e = verify(&c, MysqlAuth::NativePassword, "app", "ip", &nonce, &wrong).unwrap_err();
         assert_eq!(e.mysql_code(true), 1045);
-        assert!(verify(&c, MysqlAuth::NativePassword, "bob", "ip", &nonce, &native).is_err());
+        let unknown =
+            verify(&c, MysqlAuth::NativePassword, "bob", "ip", &nonce, &native).unwrap_err();
+        assert_eq!(unknown.mysql_code(true), 1045);
+        assert_eq!(
+            e.to_string().replace("'app'", "'bob'"),
+            unknown.to_string(),
+            "an unknown user reads like a wrong password"
+        );
     }
 
     #[test]
@@ -123,6 +132,11 @@ password = "{password}"
         let sha2 = auth::sha2_auth_response(b"app-secret", &nonce);
         let e = verify(&c, MysqlAuth::CachingSha2, "app", "ip", &nonce, &sha2).unwrap_err();
         assert_eq!(e.mysql_code(true), 1045);
-        assert!(e.to_string().contains("mysql_native_password"), "{e}");
+        let unknown = verify(&c, MysqlAuth::CachingSha2, "bob", "ip", &nonce, &sha2).unwrap_err();
+        assert_eq!(
+            e.to_string().replace("'app'", "'bob'"),
+            unknown.to_string(),
+            "reads like an unknown user's refusal"
+        );
     }
 }

@@ -2,14 +2,15 @@
 //! response, authentication (with an auth switch when the client picked another plugin), the
 //! choice of pool, and the OK that starts the command phase.
 //!
-//! Every read here is bounded in size ([`MAX_HANDSHAKE_PACKET`]) and time ([`LOGIN_TIMEOUT`]):
-//! an unauthenticated peer holds at most one small buffer for a few seconds. Refusals are ERR
+//! Every read here is bounded in size ([`MAX_HANDSHAKE_PACKET`]) and time (`[limits]
+//! client_login_timeout`): an unauthenticated peer holds at most one small buffer for a few
+//! seconds, and only while it holds one of the logins in progress the accept gate
+//! ([`crate::gate`]) allows. Refusals are ERR
 //! packets with the sequence id the client expects (before the greeting: the ERR replaces it,
 //! as servers do for "Too many connections"); malformed handshakes get 1043.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use poolguard_mysql::auth::{generate_nonce, MYSQL_NATIVE_PASSWORD};
@@ -27,6 +28,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{MysqlAuth, PoolMode, Protocol};
 use crate::error::ProxyError;
+use crate::gate::Admitted;
 use crate::mysql::auth;
 use crate::mysql::caps;
 use crate::mysql::kill::Registration;
@@ -37,8 +39,6 @@ use crate::mysql::sync::SessionState;
 use crate::mysql::wire::{err_before_greeting, send_fatal};
 use crate::state::Shared;
 
-/// How long a client has from connecting to being logged in.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Handshake packets are small; anything bigger is hostile.
 pub const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 
@@ -103,27 +103,24 @@ impl ClientIo<'_> {
 /// hands them to (see [`crate::idle`]).
 pub fn serve_client(
     client: TcpStream,
-    peer: SocketAddr,
+    admitted: Admitted,
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    crate::idle::serve(Box::pin(open_session(client, peer, shared)), Session::run)
+    crate::idle::serve(
+        Box::pin(open_session(client, admitted, shared)),
+        Session::run,
+    )
 }
 
 /// Greets and logs the client in: a session ready to run, or `None` when the client was
 /// refused or left.
 async fn open_session(
     mut client: TcpStream,
-    peer: SocketAddr,
+    admitted: Admitted,
     shared: Arc<Shared>,
 ) -> Option<Box<Session>> {
     let _ = client.set_nodelay(true);
-    let slot = match shared.admit_client() {
-        Ok(s) => s,
-        Err(e) => {
-            refuse_before_greeting(&mut client, peer, &e).await;
-            return None;
-        }
-    };
+    let peer = admitted.peer;
     let info = match shared.mysql.server_info(&shared).await {
         Ok(i) => i,
         Err(e) => {
@@ -134,7 +131,7 @@ async fn open_session(
     let mut buf = BytesMut::with_capacity(1024);
     let mut seq = 0u8;
     let attempt = login(&mut client, &mut buf, peer, &shared, &info, &mut seq);
-    let ready = match tokio::time::timeout(LOGIN_TIMEOUT, attempt).await {
+    let ready = match crate::gate::timed_login(&shared, admitted.login, attempt).await {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
@@ -144,15 +141,15 @@ async fn open_session(
             send_fatal(&mut client, seq, &e, info.mariadb).await;
             return None;
         }
-        Err(_) => {
-            let e = ProxyError::Handshake(format!(
-                "poolguard: login not completed within {LOGIN_TIMEOUT:?}"
-            ));
+        Err(timed_out) => {
+            let e = ProxyError::Handshake(timed_out);
+            let code = e.mysql_code(info.mariadb).to_string();
+            shared.observe.count_error("mysql", code);
             send_fatal(&mut client, seq, &e, info.mariadb).await;
             return None;
         }
     };
-    let mut slot = slot;
+    let mut slot = admitted.slot;
     let pool = ready.entry.name();
     shared
         .observe

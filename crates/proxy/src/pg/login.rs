@@ -3,17 +3,18 @@
 //! (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery).
 //!
 //! Every read here is bounded in size and time: an unauthenticated peer can hold at most one
-//! small buffer for at most [`LOGIN_TIMEOUT`]. Failures are answered with an ErrorResponse
-//! (FATAL, with its SQLSTATE) before the connection closes.
+//! small buffer for at most `[limits] client_login_timeout`, and only while it holds one of the
+//! logins in progress the accept gate ([`crate::gate`]) allows. Failures are answered with an
+//! ErrorResponse (FATAL, with its SQLSTATE) before the connection closes. Unknown users and
+//! wrong passwords get the same exchange and the same answer (see [`authenticate`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use poolguard_pg::backend::{self, ErrorFields};
 use poolguard_pg::framing::{decode_frame, Frame};
-use poolguard_pg::scram::{ScramServer, ScramVerifier};
+use poolguard_pg::scram::ScramServer;
 use poolguard_pg::startup::{decode_startup, StartupRequest};
 use poolguard_pg::{frontend, md5auth, tags};
 use poolguard_pool::Holder;
@@ -23,12 +24,11 @@ use tokio::net::TcpStream;
 
 use crate::config::{ClientAuth, PoolMode, Protocol};
 use crate::error::ProxyError;
+use crate::gate::Admitted;
 use crate::pg::params::{is_reported, ParamSet};
 use crate::pg::session::{acquire_error, Session};
-use crate::state::Shared;
+use crate::state::{ClientSlot, Shared};
 
-/// How long a client has from connecting to being logged in.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Authentication messages are tiny; anything bigger is hostile.
 const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
@@ -37,28 +37,30 @@ const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 /// hands them to (see [`crate::idle`]).
 pub fn serve_client(
     client: TcpStream,
-    peer: SocketAddr,
+    admitted: Admitted,
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    crate::idle::serve(Box::pin(open_session(client, peer, shared)), Session::run)
+    crate::idle::serve(
+        Box::pin(open_session(client, admitted, shared)),
+        Session::run,
+    )
 }
 
 /// Logs the client in: a session ready to run, or `None` when the client was refused, left, or
 /// was an admin console client (served here).
 async fn open_session(
     mut client: TcpStream,
-    peer: SocketAddr,
+    admitted: Admitted,
     shared: Arc<Shared>,
 ) -> Option<Box<Session>> {
     let _ = client.set_nodelay(true);
+    let peer = admitted.peer;
     let mut buf = BytesMut::with_capacity(1024);
     // Boxed: the login's state (SCRAM, startup parsing) is large and only lives during login,
     // while this task lives as long as the client.
-    let login = tokio::time::timeout(
-        LOGIN_TIMEOUT,
-        Box::pin(login(&mut client, &mut buf, peer, &shared)),
-    );
-    let mut ready = match login.await {
+    let attempt = login(&mut client, &mut buf, peer, &shared, admitted.slot);
+    let attempt = crate::gate::timed_login(&shared, admitted.login, Box::pin(attempt)).await;
+    let mut ready = match attempt {
         Ok(Ok(Some(Login::Pool(r)))) => r,
         Ok(Ok(Some(Login::Console(admin)))) => {
             let leftover = buf.split();
@@ -75,10 +77,11 @@ async fn open_session(
             send_fatal(&mut client, &e).await;
             return None;
         }
-        Err(_) => {
-            let e = ProxyError::Protocol(format!(
-                "poolguard: login not completed within {LOGIN_TIMEOUT:?}"
-            ));
+        Err(timed_out) => {
+            let e = ProxyError::Protocol(timed_out);
+            shared
+                .observe
+                .count_error("postgres", e.sqlstate().to_owned());
             send_fatal(&mut client, &e).await;
             return None;
         }
@@ -151,9 +154,11 @@ async fn read_more(client: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Pro
 async fn read_auth_message(
     client: &mut TcpStream,
     buf: &mut BytesMut,
+    max_len: usize,
 ) -> Result<Frame, ProxyError> {
     loop {
-        match decode_frame(buf, MAX_AUTH_MESSAGE) {
+        // The length is checked at the header, before any of the body is waited for.
+        match decode_frame(buf, max_len) {
             Ok(Some(f)) if f.tag == tags::frontend::PASSWORD => return Ok(f),
             Ok(Some(f)) => {
                 return Err(ProxyError::Protocol(format!(
@@ -178,6 +183,7 @@ async fn login(
     buf: &mut BytesMut,
     peer: SocketAddr,
     shared: &Arc<Shared>,
+    mut slot: ClientSlot,
 ) -> Result<Option<Login>, ProxyError> {
     let params = loop {
         match decode_startup(buf) {
@@ -207,7 +213,6 @@ async fn login(
     let span_fields = (peer, user.clone(), database.clone());
     tracing::debug!(client = %span_fields.0, user = %span_fields.1, database = %span_fields.2, "startup");
 
-    let mut slot = shared.admit_client()?;
     // Before authentication: a connection storm must not cost a password hash each.
     shared.admit_connection(crate::admission::Who {
         client: &peer.to_string(),
@@ -305,6 +310,10 @@ async fn login(
     })))
 }
 
+/// Authenticates `user` with the configured method. An unknown user goes through the same
+/// exchange as a known one and gets the same answer as a wrong password (28P01, the same
+/// message): SCRAM against a stand-in verifier whose salt is stable per user name
+/// ([`Shared::stand_in_verifier`]), md5 against a random password.
 async fn authenticate(
     client: &mut TcpStream,
     buf: &mut BytesMut,
@@ -313,21 +322,19 @@ async fn authenticate(
 ) -> Result<(), ProxyError> {
     let config = shared.config();
     let configured = config.user(user);
-    let method = shared
-        .config()
+    let (method, max_message_size) = config
         .postgres
         .as_ref()
-        .map(|p| p.auth)
-        .unwrap_or(ClientAuth::ScramSha256);
+        .map_or((ClientAuth::ScramSha256, MAX_AUTH_MESSAGE), |p| {
+            (p.auth, p.max_message_size)
+        });
+    let max_len = MAX_AUTH_MESSAGE.min(max_message_size);
     let mut out = BytesMut::new();
     match method {
         ClientAuth::ScramSha256 => {
-            // Unknown users go through the same exchange against a random verifier, so the
-            // answer (28P01) does not reveal which user names exist.
             let verifier = match shared.verifier(user) {
                 Some(v) if configured.is_some() => v,
-                _ => ScramVerifier::for_secret(&random_secret())
-                    .map_err(|e| ProxyError::Protocol(e.to_string()))?,
+                _ => shared.stand_in_verifier(user),
             };
             let mut scram = ScramServer::new(verifier);
             backend::authentication_sasl(&mut out, &["SCRAM-SHA-256"]);
@@ -335,7 +342,7 @@ async fn authenticate(
                 .write_all(&out)
                 .await
                 .map_err(ProxyError::client_io)?;
-            let first = read_auth_message(client, buf).await?;
+            let first = read_auth_message(client, buf, max_len).await?;
             let (mechanism, data) = frontend::parse_sasl_initial_response(&first.body)
                 .map_err(|e| ProxyError::Protocol(format!("invalid SASL initial response: {e}")))?;
             if mechanism != "SCRAM-SHA-256" {
@@ -352,7 +359,7 @@ async fn authenticate(
                 .write_all(&out)
                 .await
                 .map_err(ProxyError::client_io)?;
-            let fin = read_auth_message(client, buf).await?;
+            let fin = read_auth_message(client, buf, max_len).await?;
             let server_final = scram
                 .handle_client_final(&fin.body)
                 .map_err(|_| ProxyError::AuthFailed(user.to_owned()))?;
@@ -366,13 +373,13 @@ async fn authenticate(
                 .write_all(&out)
                 .await
                 .map_err(ProxyError::client_io)?;
-            let msg = read_auth_message(client, buf).await?;
+            let msg = read_auth_message(client, buf, max_len).await?;
             let response = frontend::parse_password(&msg.body)
                 .map_err(|e| ProxyError::Protocol(format!("invalid password message: {e}")))?;
-            let ok = configured
-                .map(|u| md5auth::md5_verify(user, &u.password, salt, response))
-                .unwrap_or(false);
-            if !ok {
+            // An unknown user's answer is checked too, against a password no one has, so
+            // both paths do the same work before the same refusal.
+            let password = configured.map_or_else(random_secret, |u| u.password.clone());
+            if !md5auth::md5_verify(user, &password, salt, response) {
                 return Err(ProxyError::AuthFailed(user.to_owned()));
             }
             out.clear();
@@ -407,7 +414,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let shared = Shared::new(crate::config::Config::builtin_default("x"));
-        let fut = serve_client(client, addr, shared);
+        let admitted = crate::gate::admit(&shared, &client, addr, crate::gate::Door::Postgres)
+            .expect("admitted");
+        let fut = serve_client(client, admitted, shared);
         println!("serve_client future: {} bytes", std::mem::size_of_val(&fut));
         println!("Session: {} bytes", std::mem::size_of::<Session>());
     }

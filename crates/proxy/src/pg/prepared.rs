@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use crate::error::ProxyError;
+
 /// A statement as the client defined it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Statement {
@@ -40,37 +42,91 @@ impl Statement {
     }
 }
 
-/// One client's named statements. The map is made on the first definition: most clients
+/// Most statement text one client may hold (poolguard keeps it to prepare the statement again
+/// on whichever server a transaction lands): with `max_client_prepared_statements`, what bounds
+/// the memory a client's statements take, whatever their number and length.
+pub const MAX_CLIENT_STATEMENT_BYTES: usize = 64 << 20;
+
+/// The refusal of a Parse that would give a client more than `max` named statements (54000).
+pub fn too_many_statements(max: usize) -> ProxyError {
+    ProxyError::StatementLimit(format!(
+        "poolguard: this client already holds {max} prepared statements (max_client_prepared_statements = {max}); deallocate some (Close, DEALLOCATE) before preparing more"
+    ))
+}
+
+/// One client's named statements. The table is made on the first definition: most clients
 /// never name a statement, and an empty map would still take 48 bytes in every session.
+///
+/// Invariant: at most the cap given to [`ClientStatements::define`] names, and at most
+/// [`MAX_CLIENT_STATEMENT_BYTES`] of text, are held; a definition beyond either is refused
+/// (54000) and changes nothing.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    #[allow(clippy::box_collection)] // boxed on purpose: 8 bytes per session, not 48
-    by_name: Option<Box<HashMap<String, Arc<Statement>>>>,
+    table: Option<Box<Table>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_name: HashMap<String, Arc<Statement>>,
+    /// Query text held, all statements together.
+    bytes: usize,
 }
 
 impl ClientStatements {
-    pub fn define(&mut self, name: &str, stmt: Arc<Statement>) {
-        self.by_name
-            .get_or_insert_with(Default::default)
-            .insert(name.to_owned(), stmt);
+    /// Defines (or redefines) `name`, unless the client would then hold more than `max`
+    /// statements or [`MAX_CLIENT_STATEMENT_BYTES`] of text.
+    pub fn define(
+        &mut self,
+        name: &str,
+        stmt: Arc<Statement>,
+        max: usize,
+    ) -> Result<(), ProxyError> {
+        let table = self.table.get_or_insert_with(Default::default);
+        let existing = table.by_name.get(name).map(|s| s.query.len());
+        if existing.is_none() && table.by_name.len() >= max {
+            return Err(too_many_statements(max));
+        }
+        let bytes = table.bytes - existing.unwrap_or(0) + stmt.query.len();
+        if bytes > MAX_CLIENT_STATEMENT_BYTES {
+            return Err(ProxyError::StatementLimit(format!(
+                "poolguard: this client's prepared statements would hold {bytes} bytes of text, over poolguard's {MAX_CLIENT_STATEMENT_BYTES} per client; deallocate some (Close, DEALLOCATE) before preparing more"
+            )));
+        }
+        table.bytes = bytes;
+        table.by_name.insert(name.to_owned(), stmt);
+        Ok(())
+    }
+
+    /// True if `name` is defined, or one more statement would fit under `max`.
+    pub fn has_room(&self, name: &str, max: usize) -> bool {
+        self.table
+            .as_ref()
+            .is_none_or(|t| t.by_name.contains_key(name) || t.by_name.len() < max)
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Statement>> {
-        self.by_name.as_ref()?.get(name)
+        self.table.as_ref()?.by_name.get(name)
     }
 
     pub fn remove(&mut self, name: &str) -> bool {
-        self.by_name
-            .as_mut()
-            .is_some_and(|m| m.remove(name).is_some())
+        let Some(table) = self.table.as_mut() else {
+            return false;
+        };
+        match table.by_name.remove(name) {
+            Some(s) => {
+                table.bytes -= s.query.len();
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn clear(&mut self) {
-        self.by_name = None;
+        self.table = None;
     }
 
     pub fn len(&self) -> usize {
-        self.by_name.as_ref().map_or(0, |m| m.len())
+        self.table.as_ref().map_or(0, |t| t.by_name.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -207,6 +263,47 @@ mod tests {
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert_ne!(a.server_name, d.server_name);
+    }
+
+    #[test]
+    fn client_statements_are_capped_by_count() {
+        let mut c = ClientStatements::default();
+        c.define("a", Statement::new("SELECT 1", &[]), 2).unwrap();
+        c.define("b", Statement::new("SELECT 2", &[]), 2).unwrap();
+        assert!(!c.has_room("c", 2) && c.has_room("a", 2));
+        let e = c
+            .define("c", Statement::new("SELECT 3", &[]), 2)
+            .unwrap_err();
+        assert_eq!(e.sqlstate(), "54000");
+        assert!(
+            e.to_string().contains("max_client_prepared_statements = 2"),
+            "{e}"
+        );
+        assert!(
+            c.get("c").is_none() && c.len() == 2,
+            "a refusal changes nothing"
+        );
+        // Redefining a name holds no more statements: allowed at the cap.
+        c.define("a", Statement::new("SELECT 10", &[]), 2).unwrap();
+        assert_eq!(c.get("a").unwrap().query, "SELECT 10");
+        assert!(c.remove("b"));
+        c.define("c", Statement::new("SELECT 3", &[]), 2).unwrap();
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn client_statements_are_capped_by_text() {
+        let mut c = ClientStatements::default();
+        let half = "x".repeat(MAX_CLIENT_STATEMENT_BYTES / 2);
+        c.define("a", Statement::new(&half, &[]), 10).unwrap();
+        c.define("b", Statement::new(&half, &[]), 10).unwrap();
+        let e = c.define("c", Statement::new("y", &[]), 10).unwrap_err();
+        assert_eq!(e.sqlstate(), "54000");
+        // Replacing a long text by a short one gives its bytes back.
+        c.define("a", Statement::new("SELECT 1", &[]), 10).unwrap();
+        c.define("c", Statement::new("y", &[]), 10).unwrap();
+        c.remove("b");
+        c.define("d", Statement::new(&half, &[]), 10).unwrap();
     }
 
     #[test]

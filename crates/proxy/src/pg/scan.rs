@@ -7,9 +7,35 @@
 //! here and then passes through in [`Step::Rest`] pieces, so a 1 GB row never sits in memory.
 //!
 //! Invariant: the byte counts of the steps add up exactly to the bytes consumed, so the caller can
-//! forward `buf[..sum]` and the stream stays aligned on message boundaries.
+//! forward `buf[..sum]` and the stream stays aligned on message boundaries. A length above the
+//! scanner's `max_len` is an error as soon as the 5-byte header is here: no body of an oversized
+//! message is ever waited for or buffered (for client messages, `max_len` is `[postgres]
+//! max_message_size`, see [`client_max_len`]).
 
 use poolguard_pg::DecodeError;
+
+use crate::config::Config;
+use crate::error::ProxyError;
+
+/// `[postgres] max_message_size`: the longest client message poolguard accepts.
+pub fn client_max_len(config: &Config) -> usize {
+    config
+        .postgres
+        .as_ref()
+        .map_or(poolguard_pg::framing::DEFAULT_MAX_MESSAGE_LEN, |p| {
+            p.max_message_size
+        })
+}
+
+/// What a client hears when its message cannot be framed (08P01, then it is disconnected).
+pub fn client_message_error(e: DecodeError) -> ProxyError {
+    match e {
+        DecodeError::TooLong { len, max } => ProxyError::Protocol(format!(
+            "poolguard: client message of {len} bytes refused, over max_message_size ({max} bytes)"
+        )),
+        other => ProxyError::Protocol(format!("invalid message from client: {other}")),
+    }
+}
 
 /// Messages longer than this are streamed instead of buffered whole (unless their body is needed).
 pub const PASS_THROUGH: usize = 32 * 1024;
@@ -52,6 +78,16 @@ impl Scanner {
     /// True between a `Head` and the last `Rest` of a long message.
     pub fn mid_message(&self) -> bool {
         self.remaining > 0
+    }
+
+    /// Checks the header at the front of `buf` without consuming anything: an error if it
+    /// announces a length below 4 or above `max_len`. Nothing to check mid-message or before
+    /// the 5 header bytes are here.
+    pub fn check_header(&self, buf: &[u8]) -> Result<(), DecodeError> {
+        if self.mid_message() {
+            return Ok(());
+        }
+        poolguard_pg::framing::peek_header(buf, self.max_len).map(|_| ())
     }
 
     /// The next step at the front of `buf`, or `None` if more bytes are needed.
@@ -156,6 +192,34 @@ mod tests {
             s.step(&m, |t| t == b'Z').unwrap(),
             Some(Step::Whole { tag: b'Z', .. })
         ));
+    }
+
+    #[test]
+    fn oversized_header_refused_before_its_body() {
+        let s = Scanner::new(1 << 20);
+        let mut header = vec![b'Q'];
+        header.extend_from_slice(&(60u32 << 20).to_be_bytes());
+        assert_eq!(
+            s.check_header(&header),
+            Err(DecodeError::TooLong {
+                len: 60 << 20,
+                max: 1 << 20
+            })
+        );
+        let mut s = s;
+        assert!(s.step(&header, |_| true).is_err());
+        assert!(!s.mid_message(), "nothing of the body is expected");
+        let e = client_message_error(DecodeError::TooLong {
+            len: 60 << 20,
+            max: 1 << 20,
+        });
+        assert_eq!(e.sqlstate(), "08P01");
+        assert!(e.to_string().contains("max_message_size"), "{e}");
+        assert_eq!(
+            s.check_header(b"Q\0\0\0"),
+            Ok(()),
+            "header not all here yet"
+        );
     }
 
     #[test]

@@ -12,12 +12,13 @@ use poolguard_pg::{backend, frontend, tags};
 use tokio::io::AsyncWriteExt;
 
 use super::{End, Held, Session};
+use crate::config::front::DEFAULT_MAX_CLIENT_PREPARED_STATEMENTS;
 use crate::error::ProxyError;
 use crate::pg::features::{scan, Findings, TrackedSet};
 use crate::pg::login::write_error;
 use crate::pg::pending::Expect;
-use crate::pg::prepared::Statement;
-use crate::pg::scan::Step;
+use crate::pg::prepared::{too_many_statements, Statement};
+use crate::pg::scan::{client_message_error, Step};
 
 /// Client messages whose body poolguard must see whole.
 fn need_body(tag: u8) -> bool {
@@ -58,6 +59,10 @@ impl Session {
                 }
                 if self.cbuf[0] == tags::frontend::TERMINATE {
                     return Some(End::Terminate);
+                }
+                // An oversized message is refused at its header, before it costs a server.
+                if let Err(e) = self.cscan.check_header(&self.cbuf) {
+                    return Some(End::Kicked(client_message_error(e)));
                 }
                 match Box::pin(self.answer_prepare_locally()).await {
                     Ok(true) => continue,
@@ -100,14 +105,22 @@ impl Session {
             return Ok(false);
         }
         let stmt = Statement::new(parse.query, &parse.param_types);
-        if !self.entry.statement_is_known(&stmt.server_name) {
+        if !self.entry.statement_is_known(&stmt.server_name)
+            || !self.statements.has_room(parse.name, self.max_statements())
+        {
             return Ok(false);
         }
         let findings = scan(parse.query, &self.extra_parameters());
         if !findings.features.is_empty() || !findings.tracked.is_empty() {
             return Ok(false);
         }
-        self.statements.define(parse.name, stmt);
+        if self
+            .statements
+            .define(parse.name, stmt, self.max_statements())
+            .is_err()
+        {
+            return Ok(false); // refused on the ordinary path, with its batch
+        }
         self.cbuf.advance(parse_len + sync_len);
         let mut m = BytesMut::new();
         backend::parse_complete(&mut m);
@@ -128,11 +141,7 @@ impl Session {
             let step = match self.cscan.step(&self.cbuf[pos..], |_| false) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(End::Kicked(ProxyError::Protocol(format!(
-                        "invalid message: {e}"
-                    ))))
-                }
+                Err(e) => return Err(End::Kicked(client_message_error(e))),
             };
             let tag = match step {
                 Step::Whole { tag, .. } => Some(tag),
@@ -185,9 +194,7 @@ impl Session {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => {
-                    failure = Some(ProxyError::Protocol(format!(
-                        "invalid message from client: {e}"
-                    )));
+                    failure = Some(client_message_error(e));
                     break;
                 }
             };
@@ -460,6 +467,14 @@ impl Session {
         let parse = frontend::parse_parse(body)
             .map_err(|e| ProxyError::Protocol(format!("invalid Parse message: {e}")))?;
         self.holder.note.statement(parse.query);
+        let named = self.transaction_mode && !parse.name.is_empty();
+        if named && !self.statements.has_room(parse.name, self.max_statements()) {
+            // Refused before its text is looked at: nothing of it takes effect.
+            return Ok(Action::Refuse {
+                error: too_many_statements(self.max_statements()),
+                sync_point: false,
+            });
+        }
         if self.transaction_mode {
             let findings = scan(parse.query, &self.extra_parameters());
             if let Some(error) = self.apply_findings(&findings, batch_start) {
@@ -469,10 +484,17 @@ impl Session {
                 });
             }
         }
-        let named = self.transaction_mode && !parse.name.is_empty();
         let stmt = named.then(|| Statement::new(parse.query, &parse.param_types));
         if let Some(stmt) = &stmt {
-            self.statements.define(parse.name, stmt.clone());
+            if let Err(error) =
+                self.statements
+                    .define(parse.name, stmt.clone(), self.max_statements())
+            {
+                return Ok(Action::Refuse {
+                    error,
+                    sync_point: false,
+                });
+            }
         }
         let held = self.held_mut()?;
         held.unsynced = true;
@@ -533,6 +555,17 @@ impl Session {
             }
         }
         self.on_features(&f.features, batch_start)
+    }
+
+    /// `[postgres] max_client_prepared_statements`.
+    fn max_statements(&self) -> usize {
+        self.shared
+            .config()
+            .postgres
+            .as_ref()
+            .map_or(DEFAULT_MAX_CLIENT_PREPARED_STATEMENTS, |p| {
+                p.max_client_prepared_statements
+            })
     }
 
     fn named(&self, name: &str) -> Option<std::sync::Arc<Statement>> {

@@ -185,7 +185,7 @@ impl Session {
         Session {
             client: ClientSocket::postgres(client),
             cbuf,
-            cscan: Scanner::new(DEFAULT_MAX_MESSAGE_LEN),
+            cscan: Scanner::new(crate::pg::scan::client_max_len(&shared.config())),
             shared,
             entry: ready.entry,
             holder: ready.holder,
