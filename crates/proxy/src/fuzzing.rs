@@ -15,8 +15,11 @@
 
 use bytes::BytesMut;
 
+/// A fuzz target: any bytes in, panics on a broken invariant.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call it.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("pg_frontend", pg_frontend),
     ("pg_backend", pg_backend),
     ("pg_startup", pg_startup),
@@ -62,7 +65,7 @@ fn pg_frames(stream: &[u8], chunk: usize) -> (Vec<poolguard_pg::Frame>, bool) {
         assert!(frame
             .as_ref()
             .is_none_or(|f| f.body.len() + 4 <= PG_MAX_LEN));
-        Ok(frame)
+        Ok::<_, poolguard_pg::DecodeError>(frame)
     })
 }
 
@@ -142,11 +145,9 @@ pub fn pg_backend(data: &[u8]) {
     use poolguard_pg::backend::*;
     for f in pg_stream(data) {
         let body = &f.body[..];
-        if let Ok(auth) = parse_authentication(&f.body) {
-            if let Authentication::Sasl { mechanisms } = auth {
-                let text: usize = mechanisms.iter().map(|m| m.len() + 1).sum();
-                assert!(text + 5 <= body.len());
-            }
+        if let Ok(Authentication::Sasl { mechanisms }) = parse_authentication(&f.body) {
+            let text: usize = mechanisms.iter().map(|m| m.len() + 1).sum();
+            assert!(text + 5 <= body.len());
         }
         if let Ok((name, value)) = parse_parameter_status(body) {
             let mut again = BytesMut::new();
@@ -350,7 +351,7 @@ pub fn mysql_packet(data: &[u8]) {
         drain(stream, chunk, |buf| {
             let packet = codec.decode(buf)?;
             assert!(packet.as_ref().is_none_or(|p| p.payload.len() <= max));
-            Ok(packet)
+            Ok::<_, poolguard_mysql::DecodeError>(packet)
         })
     };
     let frames = |chunk: usize| {
@@ -363,7 +364,7 @@ pub fn mysql_packet(data: &[u8]) {
             if let Some(f) = &frame {
                 assert_eq!(poolguard_mysql::packet::frame_len(&f.raw), Some(used));
             }
-            Ok(frame)
+            Ok::<_, poolguard_mysql::DecodeError>(frame)
         })
     };
     let whole = packets(stream.len());

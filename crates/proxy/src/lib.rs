@@ -12,6 +12,9 @@ pub mod check;
 pub mod config;
 pub mod control;
 pub mod error;
+/// Fuzz target entry points (see `fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hosts;
 pub mod idle;
 pub mod kill;
