@@ -14,6 +14,9 @@ pub mod contain;
 pub mod control;
 pub mod error;
 pub mod fault;
+/// Fuzz target entry points (see `fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod guard;
 pub mod hosts;

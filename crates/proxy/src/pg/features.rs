@@ -90,13 +90,20 @@ pub fn scan(sql: &str, extras: &[String]) -> Findings {
                 f.features.push(SessionFeature::HoldCursor)
             }
             "CREATE" => {
-                let w1 = w(1);
-                let temp = ["TEMP", "TEMPORARY"].contains(&w1.as_str())
-                    || (["GLOBAL", "LOCAL"].contains(&w1.as_str())
-                        && ["TEMP", "TEMPORARY"].contains(&w(2).as_str()));
-                if temp {
+                // CREATE [OR REPLACE] [GLOBAL | LOCAL] {TEMP | TEMPORARY} ...: tables, views,
+                // sequences; OR REPLACE only comes with views.
+                let at = if w(1) == "OR" && w(2) == "REPLACE" {
+                    3
+                } else {
+                    1
+                };
+                if is_temp_at(&w, at) {
                     f.features.push(SessionFeature::TempTable);
                 }
+            }
+            // SELECT ... INTO [GLOBAL | LOCAL] TEMP t makes a temporary table too.
+            "SELECT" | "WITH" if selects_into_temp(stmt) => {
+                f.features.push(SessionFeature::TempTable)
             }
             "DEALLOCATE" => {
                 let target = if w(1) == "PREPARE" { w(2) } else { w(1) };
@@ -166,6 +173,23 @@ fn is_plain(sql: &str) -> bool {
         && !contains_ignore_case(body, "temp")
 }
 
+/// `[GLOBAL | LOCAL] {TEMP | TEMPORARY}` at word `at` (`w` gives uppercased words).
+fn is_temp_at(w: &impl Fn(usize) -> String, at: usize) -> bool {
+    let temp = |i: usize| matches!(w(i).as_str(), "TEMP" | "TEMPORARY");
+    temp(at) || (matches!(w(at).as_str(), "GLOBAL" | "LOCAL") && temp(at + 1))
+}
+
+/// True if the statement has `INTO [GLOBAL | LOCAL] {TEMP | TEMPORARY}` anywhere (the INTO of a
+/// SELECT may follow any number of words; one inside a string only costs a false positive).
+fn selects_into_temp(stmt: &str) -> bool {
+    let words: Vec<String> = stmt
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let w = |i: usize| words.get(i).cloned().unwrap_or_default();
+    (0..words.len()).any(|i| words[i] == "INTO" && is_temp_at(&w, i + 1))
+}
+
 fn is_tracked(name: &str, extras: &[String]) -> bool {
     is_reported(name) || extras.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
@@ -206,7 +230,12 @@ fn classify_set(stmt: &str, extras: &[String], f: &mut Findings) {
     let after = rest[name_end..].trim_start();
     let value = if let Some(v) = after.strip_prefix('=') {
         v
-    } else if after.len() >= 2 && after[..2].eq_ignore_ascii_case("to") {
+    } else if after
+        .get(..2)
+        .is_some_and(|kw| kw.eq_ignore_ascii_case("to"))
+    {
+        // `get`, not `[..2]`: the value may start with a multi-byte character, and slicing
+        // inside it panicked (found by fuzzing: `SET search_path €`).
         &after[2..]
     } else {
         after
@@ -253,8 +282,18 @@ fn statements(sql: &str) -> Vec<&str> {
         match b[i] {
             b'\'' | b'"' => {
                 let q = b[i];
+                // E'...' (escape string syntax): a backslash escapes the next byte, so `E'\''`
+                // does not end at its second quote. Without this, the rest of the text was
+                // taken for a string and the statements in it were never read.
+                let escapes = q == b'\''
+                    && i > 0
+                    && b[i - 1].eq_ignore_ascii_case(&b'e')
+                    && (i < 2 || !is_ident_byte(b[i - 2]));
                 i += 1;
                 while i < b.len() && b[i] != q {
+                    if escapes && b[i] == b'\\' {
+                        i += 1;
+                    }
                     i += 1;
                 }
             }
@@ -270,18 +309,17 @@ fn statements(sql: &str) -> Vec<&str> {
                 }
                 i += 1;
             }
-            b'$' => {
-                // $tag$ ... $tag$
-                if let Some(end) = sql[i + 1..].find('$') {
-                    let tag = &sql[i..i + end + 2];
-                    if tag[1..tag.len() - 1]
-                        .chars()
-                        .all(|c| c.is_alphanumeric() || c == '_')
-                    {
-                        if let Some(close) = sql[i + tag.len()..].find(tag) {
-                            i += tag.len() + close + tag.len() - 1;
-                        }
-                    }
+            b'$' if i == 0 || !is_ident_byte(b[i - 1]) => {
+                // $tag$ ... $tag$, with PostgreSQL's rules: a `$` inside an identifier
+                // (`a$b$`) or a parameter (`$1`) starts no quote, and an unterminated quote runs
+                // to the end of the text (PostgreSQL refuses such text, so nothing in it runs).
+                // Both used to differ: `a$b$; LISTEN x; ...$b$` hid the LISTEN, and each
+                // unterminated `$t$` searched the rest of the text (quadratic time).
+                if let Some(tag) = dollar_tag(&b[i..]) {
+                    i = match find_bytes(&b[i + tag.len()..], tag) {
+                        Some(close) => i + tag.len() + close + tag.len() - 1,
+                        None => b.len(),
+                    };
                 }
             }
             b';' => {
@@ -298,6 +336,25 @@ fn statements(sql: &str) -> Vec<&str> {
     }
     out.retain(|s| !s.is_empty());
     out.iter().map(|s| strip_leading_comments(s)).collect()
+}
+
+/// Bytes that continue an identifier in PostgreSQL's lexer (`ident_cont`), non-ASCII included.
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+/// The dollar-quote delimiter (`$$` or `$tag$`) at the start of `b`, if there is one: the tag
+/// starts with a letter, `_` or non-ASCII byte and continues with those or digits.
+fn dollar_tag(b: &[u8]) -> Option<&[u8]> {
+    let tag_len = b[1..]
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80))?;
+    let starts_ok = tag_len == 0 || !b[1].is_ascii_digit();
+    (starts_ok && b[1 + tag_len] == b'$').then(|| &b[..tag_len + 2])
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
 }
 
 fn strip_leading_comments(mut s: &str) -> &str {
@@ -409,6 +466,74 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn set_value_starting_with_a_multibyte_character_does_not_panic() {
+        // Sliced `after[..2]` inside the 3-byte '€' of a tracked parameter's value.
+        let f = scan("SET search_path €", &["search_path".into()]);
+        assert_eq!(
+            f.tracked,
+            vec![TrackedSet::Set {
+                name: "search_path".into(),
+                value: "€".into()
+            }]
+        );
+        assert!(scan("SET search_path é", &["search_path".into()])
+            .features
+            .is_empty());
+    }
+
+    #[test]
+    fn escape_strings_do_not_hide_the_statements_after_them() {
+        // `E'\''` is one string; read as `E'\'` + `'...`, it swallowed the LISTEN.
+        assert_eq!(
+            feats(r"SELECT E'\''; LISTEN x"),
+            vec![SessionFeature::Listen]
+        );
+        assert_eq!(
+            feats(r"SELECT e'\\'; LISTEN x"),
+            vec![SessionFeature::Listen]
+        );
+        // A plain string's backslash escapes nothing (standard_conforming_strings).
+        assert_eq!(feats(r"SELECT '\'; LISTEN x"), vec![SessionFeature::Listen]);
+    }
+
+    #[test]
+    fn dollar_quotes_follow_postgres_lexing() {
+        // `$b$` inside an identifier is not a delimiter: the LISTEN between runs.
+        assert_eq!(
+            feats("SELECT 1 AS a$b$; LISTEN x; SELECT 1 AS c$b$"),
+            vec![SessionFeature::Listen]
+        );
+        // Parameters are not tags.
+        assert_eq!(
+            feats("PREPARE p AS SELECT $1$; LISTEN x; SELECT $1$"),
+            vec![SessionFeature::SqlPrepare, SessionFeature::Listen]
+        );
+        assert!(feats("SELECT $a$ ; $b$ ; LISTEN x $a$").is_empty());
+        // Unterminated: the rest is quoted (PostgreSQL refuses the text), and it takes linear
+        // time: 200,000 distinct unterminated tags used to search the rest of the text each.
+        assert!(feats("SELECT $t$ ; LISTEN x").is_empty());
+        let many: String = (0..200_000).map(|i| format!("$t{i}$ ")).collect();
+        let started = std::time::Instant::now();
+        let _ = scan(&format!("SELECT 1; {many}"), &[]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_temporary_relation_is_found() {
+        for sql in [
+            "SELECT 1 AS x INTO TEMP t",
+            "select * into temporary table t from x",
+            "WITH x AS (SELECT 1) SELECT * INTO LOCAL TEMP t FROM x",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "CREATE TEMP SEQUENCE s",
+        ] {
+            assert_eq!(feats(sql), vec![SessionFeature::TempTable], "{sql}");
+        }
+        assert!(feats("SELECT * INTO t FROM temp_src").is_empty());
+        assert!(feats("CREATE OR REPLACE VIEW temp AS SELECT 1").is_empty());
     }
 
     #[test]

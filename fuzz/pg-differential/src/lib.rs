@@ -1,0 +1,1 @@
+//! Empty: the differential test is `tests/features.rs`.
