@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Config, Database, Protocol};
+use crate::entry::admission;
+use crate::entry::{PoolEntry, ServerConnector};
 use crate::error::ProxyError;
-use crate::state::{admission, pool_config, Shared};
+use crate::state::Shared;
 
 /// What a reload changed, for the log and the operator.
 #[derive(Debug, Default)]
@@ -25,7 +27,7 @@ struct ReloadSummary {
 impl Shared {
     /// Remember where the configuration came from, so RELOAD and SIGHUP can read it again.
     pub fn set_config_path(&self, path: PathBuf) {
-        *self.config_path.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+        *lock(&self.config_path) = Some(path);
     }
 
     /// PAUSE [db]: hold new transactions on every pool (or the pools of `database`), and return
@@ -112,16 +114,12 @@ impl Shared {
     /// RELOAD: read the configuration file again and apply it without dropping clients. A bad
     /// file is refused and the running configuration kept.
     pub fn reload(&self) -> Result<String, ProxyError> {
-        let path = self
-            .config_path
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                ProxyError::ConfigRejected(
-                    "poolguard runs without a configuration file (built-in default): nothing to reload".into(),
-                )
-            })?;
+        let path = lock(&self.config_path).clone().ok_or_else(|| {
+            ProxyError::ConfigRejected(
+                "poolguard runs without a configuration file (built-in default): nothing to reload"
+                    .into(),
+            )
+        })?;
         let config = Config::load(&path).map_err(|e| {
             tracing::warn!(path = %path.display(), error = %e, "reload refused; the running configuration stays");
             ProxyError::ConfigRejected(format!(
@@ -315,45 +313,34 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What a reload needs of a pool entry, whichever protocol it serves.
+/// What a reload needs of a pool entry, whichever protocol it serves (the one entry type,
+/// [`crate::entry::PoolEntry`], over either door's connector).
 pub(crate) trait ReloadablePool {
     fn database(&self) -> Arc<Database>;
     fn user(&self) -> &str;
-    /// Apply a changed `[[databases]]` entry and `[[users]]` entry: pool settings now, limits
-    /// for what comes next, the password for the next server login.
     fn reconfigure(&self, db: Database, user: &crate::config::User);
     /// Closes the pool when called (after the map's lock is released).
     fn closer(&self) -> Box<dyn FnOnce() + Send>;
 }
 
-macro_rules! reloadable {
-    ($entry:ty) => {
-        impl ReloadablePool for $entry {
-            fn database(&self) -> Arc<Database> {
-                self.db().clone()
-            }
+impl<C: ServerConnector, X> ReloadablePool for PoolEntry<C, X> {
+    fn database(&self) -> Arc<Database> {
+        self.db().clone()
+    }
 
-            fn user(&self) -> &str {
-                &self.user
-            }
+    fn user(&self) -> &str {
+        &self.user
+    }
 
-            fn reconfigure(&self, db: Database, user: &crate::config::User) {
-                self.pool.set_config(pool_config(&db, &self.user));
-                self.pool.set_admission(admission(&db));
-                self.pool.connector().set_password(&user.password);
-                self.set_db(db);
-            }
+    fn reconfigure(&self, db: Database, user: &crate::config::User) {
+        PoolEntry::reconfigure(self, db, user)
+    }
 
-            fn closer(&self) -> Box<dyn FnOnce() + Send> {
-                let pool = self.pool.clone();
-                Box::new(move || pool.close())
-            }
-        }
-    };
+    fn closer(&self) -> Box<dyn FnOnce() + Send> {
+        let pool = self.pool.clone();
+        Box::new(move || pool.close())
+    }
 }
-
-reloadable!(crate::state::PgPoolEntry);
-reloadable!(crate::mysql::pools::MyPoolEntry);
 
 impl std::fmt::Display for ReloadSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

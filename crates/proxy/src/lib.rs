@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod contain;
 pub mod control;
+pub mod entry;
 pub mod error;
 pub mod fault;
 /// Fuzz target entry points (see `fuzz/`); not an API.

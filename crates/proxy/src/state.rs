@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use poolguard_pg::scram::ScramVerifier;
-use poolguard_pool::{Budget, Holder, Pool, PoolConfig};
+use poolguard_pool::{Budget, Holder, Pool};
 
 use crate::config::{Config, Database, Protocol};
 use crate::error::ProxyError;
@@ -21,45 +21,24 @@ use crate::pg::server::PgConnector;
 
 pub type PgPool = Pool<PgConnector>;
 
-/// A pool and the database entry it serves, plus its own client count.
-pub struct PgPoolEntry {
-    pub pool: PgPool,
-    /// The `[[databases]]` entry as of the last reload (sessions read limits from it).
-    db: ArcSwap<Database>,
-    pub user: String,
-    pub clients: AtomicUsize,
-    /// Transactions, queries and client bytes of the pool's sessions.
-    pub traffic: crate::traffic::Traffic,
-    /// Server statement names some server of this pool parsed successfully: a client's
-    /// prepare-only request for one of these is answered without taking a server.
-    known_statements: Mutex<std::collections::HashSet<Arc<str>>>,
-}
+/// A PostgreSQL pool: the shared entry, with the statement names its servers know.
+pub type PgPoolEntry = crate::entry::PoolEntry<PgConnector, KnownStatements>;
+
+/// Server statement names some server of a pool parsed successfully: a client's prepare-only
+/// request for one of these is answered without taking a server.
+#[derive(Default)]
+pub struct KnownStatements(Mutex<std::collections::HashSet<Arc<str>>>);
 
 /// Bound on remembered statement names per pool (cleared when exceeded).
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
 
 impl PgPoolEntry {
-    /// The database entry in force (a reload may replace it).
-    pub fn db(&self) -> arc_swap::Guard<Arc<Database>> {
-        self.db.load()
-    }
-
-    pub(crate) fn set_db(&self, db: Database) {
-        self.db.store(Arc::new(db));
-    }
-
     pub fn statement_is_known(&self, server_name: &str) -> bool {
-        self.known_statements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(server_name)
+        lock(&self.extra.0).contains(server_name)
     }
 
     pub fn remember_statement(&self, server_name: Arc<str>) {
-        let mut known = self
-            .known_statements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut known = lock(&self.extra.0);
         if known.len() >= MAX_KNOWN_STATEMENTS {
             known.clear();
         }
@@ -170,7 +149,6 @@ impl Shared {
     }
 
     /// Replace the running configuration (the caller has applied it to pools and budgets).
-    #[allow(dead_code)] // used by reload (control.rs)
     pub(crate) fn store_config(&self, config: Config) {
         self.config.store(Arc::new(config));
     }
@@ -182,18 +160,12 @@ impl Shared {
 
     /// The hosts of a backend: which one takes writes, their roles and breakers.
     pub fn hosts(&self, backend: &str) -> Option<Arc<HostSet>> {
-        self.hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(backend)
-            .cloned()
+        lock(&self.hosts).get(backend).cloned()
     }
 
     /// The host set of a backend, made now if a reload added the backend.
     pub(crate) fn hosts_or_new(&self, backend: &crate::config::Backend) -> Arc<HostSet> {
-        self.hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.hosts)
             .entry(backend.name.clone())
             .or_insert_with(|| HostSet::new(backend))
             .clone()
@@ -321,7 +293,7 @@ impl Shared {
     /// The pool for a database and user, created on first use.
     pub fn pg_pool(&self, db: &Database, user: &str) -> Arc<PgPoolEntry> {
         let key = (db.name.clone(), user.to_owned());
-        let mut pools = self.pg_pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pools = lock(&self.pg_pools);
         if let Some(e) = pools.get(&key) {
             return e.clone();
         }
@@ -336,92 +308,24 @@ impl Shared {
     }
 
     pub fn pg_pools(&self) -> Vec<Arc<PgPoolEntry>> {
-        self.pg_pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.pg_pools).values().cloned().collect()
     }
 
     fn new_pg_pool(&self, db: &Database, user: &str) -> PgPoolEntry {
         debug_assert_eq!(db.protocol, Protocol::Postgres);
-        // Config validation guarantees the backend exists; the fallbacks only keep this total.
-        let config = self.config();
-        let backend = config.backend(&db.backend);
-        let hosts = backend.map_or_else(|| HostSet::fixed(String::new()), |b| self.hosts_or_new(b));
-        let connect_timeout = backend
-            .map(|b| b.connect_timeout)
-            .unwrap_or(Duration::from_secs(5));
-        let budget = self.budget_or_new(
-            &db.backend,
-            backend.map_or(db.pool_size + db.max_overflow, |b| b.max_connections),
-        );
-        let password = self
+        let front = self
             .config()
-            .user(user)
-            .map(|u| u.password.clone())
-            .unwrap_or_default();
-        let mut connector = PgConnector::for_hosts(
-            hosts,
-            user.to_owned(),
-            password,
-            db.server_database.clone(),
-            connect_timeout,
-        );
-        if let Some(front) = &self.config().postgres {
-            connector.max_prepared_statements = front.max_prepared_statements;
-        }
-        connector.target = db.target;
-        let pool = Pool::new(pool_config(db, user), connector, budget);
-        self.adopt(&pool, db);
-        let period = reap_period(db);
-        pool.spawn_reaper(period);
-        PgPoolEntry {
-            pool,
-            db: ArcSwap::from_pointee(db.clone()),
-            user: user.to_owned(),
-            clients: AtomicUsize::new(0),
-            traffic: Default::default(),
-            known_statements: Mutex::new(std::collections::HashSet::new()),
-        }
+            .postgres
+            .as_ref()
+            .map(|p| p.max_prepared_statements);
+        let finish = |c: &mut PgConnector| {
+            if let Some(max) = front {
+                c.max_prepared_statements = max;
+            }
+            c.target = db.target;
+        };
+        PgPoolEntry::new(self, db, user, "", finish, KnownStatements::default())
     }
-}
-
-pub fn pool_config(db: &Database, user: &str) -> PoolConfig {
-    PoolConfig {
-        name: format!("{}/{}", db.name, user),
-        size: db.pool_size,
-        max_overflow: db.max_overflow,
-        acquire_timeout: db.limits.acquire_timeout,
-        max_lifetime: db.limits.max_lifetime,
-        lifetime_jitter: db.limits.lifetime_jitter,
-        idle_timeout: db.limits.idle_timeout,
-    }
-}
-
-/// The waiter cap and fair share of a database's pools. A share is a fraction of the pool's
-/// cap, rounded up, and at least one connection.
-pub fn admission(db: &Database) -> poolguard_pool::Admission {
-    let cap = db.pool_size + db.max_overflow;
-    poolguard_pool::Admission {
-        max_waiters: db.limits.max_waiters,
-        fair_share: db.limits.fair_share.map(|f| poolguard_pool::FairShare {
-            by: db.limits.fair_share_by,
-            strict: db.limits.fair_share_strict,
-            max: ((cap as f64 * f).ceil() as usize).max(1),
-        }),
-    }
-}
-
-/// Reaping often enough that idle and lifetime limits are honoured to within a few percent.
-pub fn reap_period(db: &Database) -> Duration {
-    let shortest = [db.limits.idle_timeout, db.limits.max_lifetime]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(Duration::from_secs(60));
-    (shortest / 10).clamp(Duration::from_millis(100), Duration::from_secs(10))
 }
 
 /// The iteration count most configured verifiers use (PostgreSQL's default with none): what an

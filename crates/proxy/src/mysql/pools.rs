@@ -9,43 +9,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use poolguard_pool::{AcquireError, Holder, Lease, Pool};
+use poolguard_pool::{AcquireError, Holder, Lease};
 
 use crate::config::{Database, Protocol};
 use crate::error::ProxyError;
 use crate::mysql::kill::KillRegistry;
 use crate::mysql::server::{MyConnector, ServerError, ServerInfo};
-use crate::state::{pool_config, reap_period, Shared};
+use crate::state::Shared;
 
 pub type MyLease = Lease<MyConnector>;
 
-/// A pool and what it serves.
-pub struct MyPoolEntry {
-    pub pool: Pool<MyConnector>,
-    /// The `[[databases]]` entry as of the last reload (sessions read limits from it).
-    db: arc_swap::ArcSwap<Database>,
-    pub user: String,
-    pub found_rows: bool,
-    /// Transactions, queries and client bytes of the pool's sessions.
-    pub traffic: crate::traffic::Traffic,
-}
+/// A MySQL pool: the shared entry (a pool per CLIENT_FOUND_ROWS choice is part of its key).
+pub type MyPoolEntry = crate::entry::PoolEntry<MyConnector, ()>;
 
 impl MyPoolEntry {
-    /// The database entry in force (a reload may replace it).
-    pub fn db(&self) -> arc_swap::Guard<Arc<Database>> {
-        self.db.load()
-    }
-
-    pub(crate) fn set_db(&self, db: Database) {
-        self.db.store(Arc::new(db));
-    }
-
-    pub fn name(&self) -> Arc<str> {
-        self.pool.name()
-    }
-
     pub fn mariadb(&self) -> bool {
         self.pool.connector().info().is_none_or(|i| i.mariadb)
     }
@@ -195,49 +173,18 @@ impl MysqlState {
 
 fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyPoolEntry {
     debug_assert_eq!(db.protocol, Protocol::Mysql);
-    // Config validation guarantees the backend exists; the fallbacks only keep this total.
-    let config = shared.config();
-    let backend = config.backend(&db.backend);
-    let hosts = backend.map_or_else(
-        || crate::hosts::HostSet::fixed(String::new()),
-        |b| shared.hosts_or_new(b),
-    );
-    let connect_timeout = backend
-        .map(|b| b.connect_timeout)
-        .unwrap_or(Duration::from_secs(5));
-    let budget = shared.budget_or_new(
-        &db.backend,
-        backend.map_or(db.pool_size + db.max_overflow, |b| b.max_connections),
-    );
-    let password = shared
+    let front = shared
         .config()
-        .user(user)
-        .map(|u| u.password.clone())
-        .unwrap_or_default();
-    let mut connector = MyConnector::for_hosts(
-        hosts,
-        user.to_owned(),
-        password,
-        db.server_database.clone(),
-        connect_timeout,
-    );
-    connector.found_rows = found_rows;
-    connector.target = db.target;
-    if let Some(front) = &shared.config().mysql {
-        connector.max_prepared_statements = front.max_prepared_statements;
-    }
-    let mut config = pool_config(db, user);
-    if found_rows {
-        config.name.push_str(" (found_rows)");
-    }
-    let pool = Pool::new(config, connector, budget);
-    shared.adopt(&pool, db);
-    pool.spawn_reaper(reap_period(db));
-    MyPoolEntry {
-        pool,
-        db: arc_swap::ArcSwap::from_pointee(db.clone()),
-        user: user.to_owned(),
-        found_rows,
-        traffic: Default::default(),
-    }
+        .mysql
+        .as_ref()
+        .map(|m| m.max_prepared_statements);
+    let finish = |c: &mut MyConnector| {
+        c.found_rows = found_rows;
+        c.target = db.target;
+        if let Some(max) = front {
+            c.max_prepared_statements = max;
+        }
+    };
+    let suffix = if found_rows { " (found_rows)" } else { "" };
+    MyPoolEntry::new(shared, db, user, suffix, finish, ())
 }

@@ -579,3 +579,19 @@ pub async fn read_max_connections(connector: &MyConnector) -> Result<u64, Server
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| conn.protocol("SELECT @@max_connections returned no number"))
 }
+
+impl crate::entry::ServerConnector for MyConnector {
+    fn for_hosts(
+        hosts: Arc<HostSet>,
+        user: String,
+        password: String,
+        database: String,
+        connect_timeout: Duration,
+    ) -> Self {
+        MyConnector::for_hosts(hosts, user, password, database, connect_timeout)
+    }
+
+    fn set_password(&self, password: &str) {
+        MyConnector::set_password(self, password)
+    }
+}

@@ -513,6 +513,22 @@ impl Connector for PgConnector {
     }
 }
 
+impl crate::entry::ServerConnector for PgConnector {
+    fn for_hosts(
+        hosts: Arc<HostSet>,
+        user: String,
+        password: String,
+        database: String,
+        connect_timeout: Duration,
+    ) -> Self {
+        PgConnector::for_hosts(hosts, user, password, database, connect_timeout)
+    }
+
+    fn set_password(&self, password: &str) {
+        PgConnector::set_password(self, password)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

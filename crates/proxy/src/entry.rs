@@ -1,0 +1,157 @@
+//! One pool entry for both front doors: a pool of server connections for one database and
+//! user, the `[[databases]]` entry it serves (swapped by a reload), its clients and traffic,
+//! and whatever the door keeps per pool beside them (`X`).
+//!
+//! Building a pool (backend budget, host set, password, reaper, pause state) and reconfiguring
+//! it on reload are written once here; a door only says how to make its connector
+//! ([`ServerConnector`]). So the plumbing under both doors is the same code, not two copies
+//! that drift.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use poolguard_pool::{Connector, Pool, PoolConfig};
+
+use crate::config::{Database, User};
+use crate::hosts::HostSet;
+use crate::state::Shared;
+
+/// A door's connector, as the shared plumbing makes and reconfigures it.
+pub trait ServerConnector: Connector + Sized {
+    /// A connector for a backend's host set, logging in as `user` to `database`.
+    fn for_hosts(
+        hosts: Arc<HostSet>,
+        user: String,
+        password: String,
+        database: String,
+        connect_timeout: Duration,
+    ) -> Self;
+
+    /// A reload changed the user's password: the next login uses the new one.
+    fn set_password(&self, password: &str);
+}
+
+/// A pool and what it serves.
+pub struct PoolEntry<C: Connector, X> {
+    pub pool: Pool<C>,
+    /// The `[[databases]]` entry as of the last reload (sessions read limits from it).
+    db: ArcSwap<Database>,
+    pub user: String,
+    /// Clients connected to this pool (counted against its `max_client_connections`).
+    pub clients: AtomicUsize,
+    /// Transactions, queries and client bytes of the pool's sessions.
+    pub traffic: crate::traffic::Traffic,
+    /// What the door keeps per pool beside the rest.
+    pub extra: X,
+}
+
+impl<C: Connector, X> PoolEntry<C, X> {
+    /// The database entry in force (a reload may replace it).
+    pub fn db(&self) -> arc_swap::Guard<Arc<Database>> {
+        self.db.load()
+    }
+
+    /// The pool's name, `database/user` (shared, not copied).
+    pub fn name(&self) -> Arc<str> {
+        self.pool.name()
+    }
+}
+
+impl<C: ServerConnector, X> PoolEntry<C, X> {
+    /// The pool for `db` and `user` on the database's backend: its connector made by the door
+    /// (`finish` sets what only that door knows), its budget the backend's, its reaper running,
+    /// paused if the database is.
+    pub fn new(
+        shared: &Shared,
+        db: &Database,
+        user: &str,
+        name_suffix: &str,
+        finish: impl FnOnce(&mut C),
+        extra: X,
+    ) -> Self {
+        // Config validation guarantees the backend exists; the fallbacks only keep this total.
+        let config = shared.config();
+        let backend = config.backend(&db.backend);
+        let hosts =
+            backend.map_or_else(|| HostSet::fixed(String::new()), |b| shared.hosts_or_new(b));
+        let connect_timeout = backend
+            .map(|b| b.connect_timeout)
+            .unwrap_or(Duration::from_secs(5));
+        let budget = shared.budget_or_new(
+            &db.backend,
+            backend.map_or(db.pool_size + db.max_overflow, |b| b.max_connections),
+        );
+        let password = config
+            .user(user)
+            .map(|u| u.password.clone())
+            .unwrap_or_default();
+        let mut connector = C::for_hosts(
+            hosts,
+            user.to_owned(),
+            password,
+            db.server_database.clone(),
+            connect_timeout,
+        );
+        finish(&mut connector);
+        let mut settings = pool_config(db, user);
+        settings.name.push_str(name_suffix);
+        let pool = Pool::new(settings, connector, budget);
+        shared.adopt(&pool, db);
+        pool.spawn_reaper(reap_period(db));
+        PoolEntry {
+            pool,
+            db: ArcSwap::from_pointee(db.clone()),
+            user: user.to_owned(),
+            clients: AtomicUsize::new(0),
+            traffic: Default::default(),
+            extra,
+        }
+    }
+
+    /// A reload changed the `[[databases]]` or `[[users]]` entry: pool settings now, limits
+    /// for what comes next, the password for the next server login.
+    pub fn reconfigure(&self, db: Database, user: &User) {
+        self.pool.set_config(pool_config(&db, &self.user));
+        self.pool.set_admission(admission(&db));
+        self.pool.connector().set_password(&user.password);
+        self.db.store(Arc::new(db));
+    }
+}
+
+pub fn pool_config(db: &Database, user: &str) -> PoolConfig {
+    PoolConfig {
+        name: format!("{}/{}", db.name, user),
+        size: db.pool_size,
+        max_overflow: db.max_overflow,
+        acquire_timeout: db.limits.acquire_timeout,
+        max_lifetime: db.limits.max_lifetime,
+        lifetime_jitter: db.limits.lifetime_jitter,
+        idle_timeout: db.limits.idle_timeout,
+    }
+}
+
+/// The waiter cap and fair share of a database's pools. A share is a fraction of the pool's
+/// cap, rounded up, and at least one connection.
+pub fn admission(db: &Database) -> poolguard_pool::Admission {
+    let cap = db.pool_size + db.max_overflow;
+    poolguard_pool::Admission {
+        max_waiters: db.limits.max_waiters,
+        fair_share: db.limits.fair_share.map(|f| poolguard_pool::FairShare {
+            by: db.limits.fair_share_by,
+            strict: db.limits.fair_share_strict,
+            max: ((cap as f64 * f).ceil() as usize).max(1),
+        }),
+    }
+}
+
+/// Reaping often enough that idle and lifetime limits are honoured to within a few percent.
+pub fn reap_period(db: &Database) -> Duration {
+    let shortest = [db.limits.idle_timeout, db.limits.max_lifetime]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(60));
+    (shortest / 10).clamp(Duration::from_millis(100), Duration::from_secs(10))
+}
