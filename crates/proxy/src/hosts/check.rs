@@ -32,6 +32,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::{CheckResult, Failover, HostError, HostSet, Role};
 use crate::config::target::Target;
 use crate::config::{Backend, Database, Protocol};
+use crate::entry::ServerConnector;
 use crate::mysql::server::MyConnector;
 use crate::pg::server::PgConnector;
 use crate::state::Shared;

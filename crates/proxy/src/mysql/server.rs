@@ -34,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::target::Target;
+use crate::entry::ServerConnector;
 use crate::hosts::{HostError, HostSet};
 use crate::mysql::caps;
 use crate::mysql::stmts::ServerStatements;
@@ -319,36 +320,6 @@ impl MyConnector {
         )
     }
 
-    /// A reload changed the user's password: the next login uses the new one (connections
-    /// already open stay; the server does not ask again).
-    pub fn set_password(&self, password: &str) {
-        if self.password.load().as_str() != password {
-            self.password
-                .store(std::sync::Arc::new(password.to_owned()));
-        }
-    }
-
-    /// A connector for a backend's host set (the pools' connectors).
-    pub fn for_hosts(
-        hosts: Arc<HostSet>,
-        user: String,
-        password: String,
-        database: String,
-        connect_timeout: Duration,
-    ) -> Self {
-        MyConnector {
-            hosts,
-            user,
-            password: arc_swap::ArcSwap::from_pointee(password),
-            database,
-            connect_timeout,
-            found_rows: false,
-            max_prepared_statements: 100,
-            info: Mutex::new(None),
-            target: Target::Primary,
-        }
-    }
-
     /// The greeting of the most recent login, if any server was opened yet.
     pub fn info(&self) -> Option<Arc<ServerInfo>> {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -580,7 +551,8 @@ pub async fn read_max_connections(connector: &MyConnector) -> Result<u64, Server
         .ok_or_else(|| conn.protocol("SELECT @@max_connections returned no number"))
 }
 
-impl crate::entry::ServerConnector for MyConnector {
+impl ServerConnector for MyConnector {
+    /// A connector for a backend's host set (the pools' connectors).
     fn for_hosts(
         hosts: Arc<HostSet>,
         user: String,
@@ -588,10 +560,25 @@ impl crate::entry::ServerConnector for MyConnector {
         database: String,
         connect_timeout: Duration,
     ) -> Self {
-        MyConnector::for_hosts(hosts, user, password, database, connect_timeout)
+        MyConnector {
+            hosts,
+            user,
+            password: arc_swap::ArcSwap::from_pointee(password),
+            database,
+            connect_timeout,
+            found_rows: false,
+            max_prepared_statements: 100,
+            info: Mutex::new(None),
+            target: Target::Primary,
+        }
     }
 
+    /// A reload changed the user's password: the next login uses the new one (connections
+    /// already open stay; the server does not ask again).
     fn set_password(&self, password: &str) {
-        MyConnector::set_password(self, password)
+        if self.password.load().as_str() != password {
+            self.password
+                .store(std::sync::Arc::new(password.to_owned()));
+        }
     }
 }

@@ -24,6 +24,7 @@ use poolguard_pg::{frontend, md5auth, startup, tags};
 use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 
 use crate::config::target::Target;
+use crate::entry::ServerConnector;
 use crate::hosts::{HostError, HostSet};
 use crate::pg::params::{is_reported, ParamSet};
 use crate::pg::prepared::{ServerStatements, UnnamedStatement};
@@ -288,35 +289,6 @@ impl PgConnector {
         )
     }
 
-    /// A reload changed the user's password: the next login uses the new one (connections
-    /// already open stay; the server does not ask again).
-    pub fn set_password(&self, password: &str) {
-        if self.password.load().as_str() != password {
-            self.password
-                .store(std::sync::Arc::new(password.to_owned()));
-        }
-    }
-
-    /// A connector for a backend's host set (the pools' connectors).
-    pub fn for_hosts(
-        hosts: Arc<HostSet>,
-        user: String,
-        password: String,
-        database: String,
-        connect_timeout: Duration,
-    ) -> Self {
-        PgConnector {
-            hosts,
-            user,
-            password: arc_swap::ArcSwap::from_pointee(password),
-            database,
-            connect_timeout,
-            max_prepared_statements: 100,
-            params: Mutex::new(None),
-            target: Target::Primary,
-        }
-    }
-
     /// Server parameters seen at the most recent login, if any server was opened yet.
     pub fn params(&self) -> Option<ServerParams> {
         self.params
@@ -513,7 +485,8 @@ impl Connector for PgConnector {
     }
 }
 
-impl crate::entry::ServerConnector for PgConnector {
+impl ServerConnector for PgConnector {
+    /// A connector for a backend's host set (the pools' connectors).
     fn for_hosts(
         hosts: Arc<HostSet>,
         user: String,
@@ -521,11 +494,25 @@ impl crate::entry::ServerConnector for PgConnector {
         database: String,
         connect_timeout: Duration,
     ) -> Self {
-        PgConnector::for_hosts(hosts, user, password, database, connect_timeout)
+        PgConnector {
+            hosts,
+            user,
+            password: arc_swap::ArcSwap::from_pointee(password),
+            database,
+            connect_timeout,
+            max_prepared_statements: 100,
+            params: Mutex::new(None),
+            target: Target::Primary,
+        }
     }
 
+    /// A reload changed the user's password: the next login uses the new one (connections
+    /// already open stay; the server does not ask again).
     fn set_password(&self, password: &str) {
-        PgConnector::set_password(self, password)
+        if self.password.load().as_str() != password {
+            self.password
+                .store(std::sync::Arc::new(password.to_owned()));
+        }
     }
 }
 
