@@ -24,12 +24,21 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 struct App {
     source: Arc<dyn Source>,
     monitor: Monitor,
+    /// The listener's own address (the Host check accepts it).
+    bound: std::net::SocketAddr,
 }
 
-/// All routes.
-pub fn router(source: Arc<dyn Source>, monitor: Monitor) -> Router {
+/// All routes, behind the access check ([`crate::access`]).
+pub fn router(source: Arc<dyn Source>, monitor: Monitor, bound: std::net::SocketAddr) -> Router {
+    let app = App {
+        source,
+        monitor,
+        bound,
+    };
     Router::new()
         .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route(
             "/api/pools",
@@ -59,7 +68,37 @@ pub fn router(source: Arc<dyn Source>, monitor: Monitor) -> Router {
             "/api/snapshot",
             get(|s: State<App>| async move { Json(s.source.snapshot()) }),
         )
-        .with_state(App { source, monitor })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// The access check, before any handler.
+async fn guard(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let access = app.source.access();
+    match access.check(
+        app.bound,
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+    ) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            tracing::info!(path = %request.uri().path(), status = %refusal.status, reason = refusal.reason, "admin HTTP request refused");
+            (refusal.status, format!("{}\n", refusal.reason)).into_response()
+        }
+    }
+}
+
+/// 200 "ready", or 503 with why not.
+async fn ready(State(app): State<App>) -> Response {
+    match app.source.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why + "\n").into_response(),
+    }
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -111,8 +150,7 @@ async fn events(State(app): State<App>, Query(q): Query<EventQuery>) -> Response
 }
 
 /// Re-reads the configuration file: 200 with the summary, 422 with why it was refused (the
-/// running configuration stays). Reading the same file the operator controls, it changes nothing
-/// an admin-port user could not change by other means, so it takes no credentials.
+/// running configuration stays). Needs the admin token ([`crate::access`]).
 async fn reload(State(app): State<App>) -> Response {
     match app.source.reload() {
         Ok(summary) => (StatusCode::OK, summary + "\n").into_response(),

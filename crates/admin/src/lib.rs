@@ -5,7 +5,9 @@
 //! - `GET /metrics`: Prometheus text ([`metrics`]),
 //! - `GET /api/...`: JSON ([`api`]),
 //! - `GET /`: a self-contained live dashboard (`dashboard.html`, no CDN),
+//! - `GET /healthz`, `GET /readyz`: probes for load balancers and orchestrators,
 //!
+//! every request checked first by [`access`] (Host, Origin, read or admin token),
 //! evaluates `[[alerts]]` rules every second and delivers firing/resolved notices to the log
 //! and to webhooks ([`alerts`]), and renders PgBouncer-style console answers ([`console`]) with
 //! SHOW STATS averages over a stats period ([`stats`]).
@@ -16,11 +18,13 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod access;
 pub mod alerts;
 pub mod api;
 pub mod console;
 pub mod metrics;
 pub mod model;
+pub mod redact;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+pub use access::Access;
 pub use alerts::{AlertRule, Quantity};
 pub use model::{Event, EventKind, EventLog, Snapshot};
 
@@ -40,6 +45,14 @@ pub trait Source: Send + Sync + 'static {
     /// Re-read and apply the configuration (`POST /api/reload`): a summary, or why not.
     fn reload(&self) -> Result<String, String> {
         Err("this poolguard cannot reload its configuration".into())
+    }
+    /// Who may use the HTTP side now ([`access`]); a reload may change it.
+    fn access(&self) -> Access {
+        Access::default()
+    }
+    /// Ready to serve (`GET /readyz`): `Err` says why not (draining, no server reachable).
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -55,7 +68,7 @@ pub async fn start(
     })?;
     let addr = listener.local_addr()?;
     let monitor = alerts::Monitor::new(rules);
-    let app = api::router(source.clone(), monitor.clone());
+    let app = api::router(source.clone(), monitor.clone(), addr);
     tracing::info!(listen = %addr, "admin HTTP open (/metrics, /api, dashboard)");
     let http = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

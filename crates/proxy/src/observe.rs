@@ -287,8 +287,9 @@ fn check_leaks(shared: &Shared) {
         }
     }
     let now = Instant::now();
+    let redact = shared.config().redact_statements;
     for (protocol, db, record) in found {
-        let mut lease = lease_snapshot(protocol, &db, &record, now);
+        let mut lease = lease_snapshot(protocol, &db, &record, now, redact);
         lease.leak_reported = true;
         tracing::warn!(
             client = %lease.client,
@@ -321,7 +322,15 @@ fn check_leaks(shared: &Shared) {
     }
 }
 
-fn lease_snapshot(protocol: &str, db: &Database, r: &LeaseRecord, now: Instant) -> LeaseSnapshot {
+/// A lease as the admin side shows it; `redact`: literals in its last statement replaced
+/// (`[admin] redact_statements`).
+fn lease_snapshot(
+    protocol: &str,
+    db: &Database,
+    r: &LeaseRecord,
+    now: Instant,
+    redact: bool,
+) -> LeaseSnapshot {
     let h = &r.holder;
     LeaseSnapshot {
         id: r.id,
@@ -337,7 +346,13 @@ fn lease_snapshot(protocol: &str, db: &Database, r: &LeaseRecord, now: Instant) 
         last_statement: h
             .note
             .last_statement()
-            .map(|s| s.to_string())
+            .map(|s| {
+                if redact {
+                    poolguard_admin::redact::redact(&s)
+                } else {
+                    s.to_string()
+                }
+            })
             .unwrap_or_default(),
         leak_reported: r.leak_reported,
     }
@@ -530,6 +545,7 @@ impl Source for Shared {
                 .collect()
         };
         let mut snap = Snapshot::default();
+        let redact = self.config().redact_statements;
         let mut budgets: HashMap<String, (usize, usize)> = HashMap::new();
         for view in pools(self) {
             let (protocol, st) = (view.protocol, &view.status);
@@ -542,7 +558,7 @@ impl Source for Shared {
             snap.leases.extend(
                 view.leases
                     .iter()
-                    .map(|r| lease_snapshot(protocol, &view.db, r, now)),
+                    .map(|r| lease_snapshot(protocol, &view.db, r, now, redact)),
             );
             snap.idle_servers.extend(view.idle_servers(now));
         }
@@ -603,6 +619,29 @@ impl Source for Shared {
 
     fn reload(&self) -> Result<String, String> {
         Shared::reload(self).map_err(|e| e.to_string())
+    }
+
+    fn access(&self) -> poolguard_admin::Access {
+        self.config().admin_access.clone()
+    }
+
+    /// Not draining, and every backend's write host lets connects through (its breaker is not
+    /// open): a load balancer should send clients here.
+    fn ready(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err("draining: shutting down".into());
+        }
+        for b in &self.config().backends {
+            if let Some(set) = self.hosts(&b.name) {
+                if set.admit::<crate::pg::server::ServerError>().is_err() {
+                    return Err(format!(
+                        "backend {}: its server is unreachable (circuit breaker open)",
+                        b.name
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

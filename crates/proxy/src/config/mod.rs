@@ -116,6 +116,12 @@ pub struct Config {
     pub logins: LoginLimits,
     /// `[admin] users`: who may use the PostgreSQL admin console.
     pub admin_users: Vec<String>,
+    /// `[admin] stats_users`: who may use its SHOW commands only.
+    pub stats_users: Vec<String>,
+    /// Who may use the admin HTTP side (tokens read from their files or the environment).
+    pub admin_access: poolguard_admin::Access,
+    /// `[admin] redact_statements`: literals replaced in statement text shown by the admin side.
+    pub redact_statements: bool,
     /// `[[alerts]]` rules.
     pub alerts: Vec<poolguard_admin::AlertRule>,
     /// `[[rate_limits]]` rules.
@@ -314,6 +320,7 @@ impl Config {
             });
         }
         let (admin_users, alerts) = observe::validate(&raw, &users)?;
+        let admin = observe::admin(&raw, &users, admin_listen)?;
         let rate_limits = raw
             .rate_limits
             .iter()
@@ -322,6 +329,9 @@ impl Config {
             .collect::<Result<_, _>>()?;
         Ok(Config {
             admin_users,
+            stats_users: admin.stats_users,
+            admin_access: admin.access,
+            redact_statements: admin.redact_statements,
             alerts,
             rate_limits,
             admin_listen,

@@ -1,9 +1,10 @@
-//! The observability keys: `[admin] users` and `[[alerts]]`, validated into the admin crate's
-//! [`AlertRule`]s. Kept apart from `mod.rs` so the core config stays readable.
+//! The observability keys: `[admin]` (console users, HTTP tokens, allowed hosts, redaction) and
+//! `[[alerts]]`, validated into the admin crate's [`AlertRule`]s and [`Access`]. Kept apart from
+//! `mod.rs` so the core config stays readable.
 
 use std::time::Duration;
 
-use poolguard_admin::{AlertRule, Quantity};
+use poolguard_admin::{Access, AlertRule, Quantity};
 use serde::Deserialize;
 
 use super::raw::RawConfig;
@@ -93,4 +94,81 @@ pub fn validate(
         });
     }
     Ok((admin_users, rules))
+}
+
+/// The `[admin]` keys besides `listen`, `users` and the alerts.
+pub struct AdminKeys {
+    pub stats_users: Vec<String>,
+    pub access: Access,
+    pub redact_statements: bool,
+}
+
+/// Reads the HTTP tokens (files named in `[admin]`, else `POOLGUARD_ADMIN_TOKEN` /
+/// `POOLGUARD_READ_TOKEN`; never the TOML itself) and refuses an admin listener off loopback
+/// that no token guards.
+pub fn admin(
+    raw: &RawConfig,
+    users: &[User],
+    listen: Option<std::net::SocketAddr>,
+) -> Result<AdminKeys, ConfigError> {
+    let a = raw.admin.as_ref();
+    let stats_users = a.and_then(|a| a.stats_users.clone()).unwrap_or_default();
+    for u in &stats_users {
+        if !users.iter().any(|x| &x.name == u) {
+            return Err(invalid(
+                "admin.stats_users",
+                format!("{u:?} is not defined in [[users]]"),
+            ));
+        }
+    }
+    let token =
+        |key: &str, file: Option<&String>, env: &str| -> Result<Option<String>, ConfigError> {
+            let text = match file {
+                Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                    invalid(format!("admin.{key}"), format!("cannot read {path:?}: {e}"))
+                })?,
+                None => match std::env::var(env) {
+                    Ok(t) => t,
+                    Err(_) => return Ok(None),
+                },
+            };
+            let t = text.trim().to_owned();
+            if t.len() < 16 {
+                return Err(invalid(
+                    format!("admin.{key}"),
+                    format!(
+                        "the token (from {}) must be at least 16 characters",
+                        file.map_or(env, |f| f.as_str())
+                    ),
+                ));
+            }
+            Ok(Some(t))
+        };
+    let access = Access {
+        admin_token: token(
+            "admin_token_file",
+            a.and_then(|a| a.admin_token_file.as_ref()),
+            "POOLGUARD_ADMIN_TOKEN",
+        )?,
+        read_token: token(
+            "read_token_file",
+            a.and_then(|a| a.read_token_file.as_ref()),
+            "POOLGUARD_READ_TOKEN",
+        )?,
+        allowed_hosts: a.and_then(|a| a.allowed_hosts.clone()).unwrap_or_default(),
+    };
+    if let Some(addr) = listen {
+        let guarded = access.admin_token.is_some() || access.read_token.is_some();
+        if !addr.ip().is_loopback() && !guarded {
+            return Err(invalid(
+                "admin.listen",
+                format!("{addr} is not a loopback address: set admin_token_file / read_token_file (or POOLGUARD_ADMIN_TOKEN / POOLGUARD_READ_TOKEN) so the admin side does not answer anyone who can reach it"),
+            ));
+        }
+    }
+    Ok(AdminKeys {
+        stats_users,
+        access,
+        redact_statements: a.and_then(|a| a.redact_statements).unwrap_or(true),
+    })
 }

@@ -44,8 +44,20 @@ pub struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
-    /// Users (from `[[users]]`) allowed on the PostgreSQL admin console.
+    /// Users (from `[[users]]`) allowed on the PostgreSQL admin console (PgBouncer's
+    /// `admin_users`; that name is accepted too).
+    #[serde(alias = "admin_users")]
     pub users: Option<Vec<String>>,
+    /// Users allowed the console's SHOW commands only (PgBouncer's `stats_users`).
+    pub stats_users: Option<Vec<String>>,
+    /// A file holding the token that may read and change state over HTTP.
+    pub admin_token_file: Option<String>,
+    /// A file holding the token that may only read over HTTP.
+    pub read_token_file: Option<String>,
+    /// Host names the HTTP side answers to besides loopback and its own address.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Statement text in `/api` and the console with literals replaced (default true).
+    pub redact_statements: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -48,9 +48,12 @@ pub fn is_console_database(database: &str) -> bool {
 pub struct Admin {
     slot: ClientSlot,
     holder: Holder,
+    /// `[admin] users` (may change state), not only `stats_users`.
+    may_change: bool,
 }
 
-/// After authentication: refuses (FATAL 28000, `Ok(None)`) a user not in `[admin] users`,
+/// After authentication: refuses (FATAL 28000, `Ok(None)`) a user in neither `[admin] users`
+/// nor `stats_users`,
 /// otherwise greets the client as PgBouncer's console does.
 pub async fn admit(
     client: &mut TcpStream,
@@ -61,9 +64,13 @@ pub async fn admit(
     database: &str,
     application: &str,
 ) -> Result<Option<Admin>, ProxyError> {
-    if !shared.config().admin_users.iter().any(|u| u == user) {
+    let config = shared.config();
+    let may_change = config.admin_users.iter().any(|u| u == user);
+    let may_read = may_change || config.stats_users.iter().any(|u| u == user);
+    drop(config);
+    if !may_read {
         let message = format!(
-            "user \"{user}\" is not an admin user: the admin console (database \"{database}\") is for [admin] users only"
+            "user \"{user}\" is not an admin user: the admin console (database \"{database}\") is for [admin] users and stats_users only"
         );
         shared.observe.count_error("postgres", NOT_ADMIN.to_owned());
         tracing::info!(client = %peer, user, code = NOT_ADMIN, "admin console refused");
@@ -104,18 +111,27 @@ pub async fn admit(
         application: application.into(),
         note: Default::default(),
     };
-    Ok(Some(Admin { slot, holder }))
+    Ok(Some(Admin {
+        slot,
+        holder,
+        may_change,
+    }))
 }
 
 /// Runs the console until the client leaves, sends Terminate or breaks the protocol.
 pub async fn serve(mut client: TcpStream, mut buf: BytesMut, shared: Arc<Shared>, admin: Admin) {
-    let Admin { mut slot, holder } = admin;
+    let Admin {
+        mut slot,
+        holder,
+        may_change,
+    } = admin;
     let pool: Arc<str> = Arc::from(CONSOLE_POOL);
     shared
         .observe
         .describe_client(&mut slot, "postgres", &holder, pool, &client);
     let mut console = Console {
         shared,
+        may_change,
         out: BytesMut::new(),
         skipping: false,
     };
@@ -161,6 +177,9 @@ enum Flow {
 
 struct Console {
     shared: Arc<Shared>,
+    /// An `[admin] users` member: PAUSE, RESUME, RELOAD and KILL_CLIENT allowed (a
+    /// `stats_users` member only reads).
+    may_change: bool,
     out: BytesMut,
     /// An extended-protocol message was refused: discard until Sync.
     skipping: bool,
@@ -231,6 +250,13 @@ impl Console {
     }
 
     async fn run(&mut self, command: Command) -> Result<(), ()> {
+        let changes_state = !matches!(command, Command::Show(_) | Command::Help);
+        if changes_state && !self.may_change {
+            // PgBouncer's words for a stats user asking for an admin command.
+            let e = ErrorFields::error("42501", "admin access needed");
+            backend::error_response(&mut self.out, &e);
+            return Err(());
+        }
         let shared = &self.shared;
         let done = match command {
             Command::Show(what) => {
