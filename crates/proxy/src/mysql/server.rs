@@ -183,7 +183,7 @@ impl ServerConn {
 
     /// Writes one logical packet.
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> Result<(), ServerError> {
-        let mut out = BytesMut::with_capacity(payload.len() + 4);
+        let mut out = BytesMut::with_capacity(payload.len().saturating_add(4));
         encode_packet(&mut out, seq, payload);
         self.stream.write_all(&out).await?;
         Ok(())
@@ -255,7 +255,7 @@ impl ServerConn {
 
     /// Runs a text query; an ERR becomes `ServerError::Refused`.
     pub async fn query(&mut self, sql: &str) -> Result<Reply, ServerError> {
-        let mut payload = Vec::with_capacity(sql.len() + 1);
+        let mut payload = Vec::with_capacity(sql.len().saturating_add(1));
         payload.push(COM_QUERY);
         payload.extend_from_slice(sql.as_bytes());
         let reply = self.exec(&payload).await?;

@@ -9,6 +9,9 @@
 //! transaction, SQL_CALC_FOUND_ROWS). A whole-query `KILL [QUERY] n` is found so poolguard can
 //! route it by its own connection ids. It errs on the side of pinning: a false positive costs
 //! one client its sharing, a false negative could leak state between clients.
+//!
+//! The text is arbitrary bytes (not necessarily UTF-8): the lexer walks it as a shrinking
+//! suffix, never by index, and converts to text only whole tokens, lossily.
 
 use crate::mysql::sync::Setting;
 
@@ -120,8 +123,9 @@ pub fn scan(sql: &[u8]) -> Findings {
             _ => {}
         }
     }
-    for (i, t) in tokens.iter().enumerate() {
-        let next = tokens.get(i + 1).map(|t| &t.tok);
+    let mut iter = tokens.iter().peekable();
+    while let Some(t) = iter.next() {
+        let next = iter.peek().map(|t| &t.tok);
         match (&t.tok, next) {
             (Tok::Word(w), Some(Tok::Punct(b'('))) if w == "GET_LOCK" => {
                 pin(&mut f, "a user lock (GET_LOCK)")
@@ -160,21 +164,23 @@ fn word(t: Option<&Token>) -> Option<&str> {
 }
 
 fn statement(sql: &[u8], stmt: &[Token], single: bool, f: &mut Findings) {
-    let first = word(stmt.first()).unwrap_or("");
-    match first {
+    let Some((first, args)) = stmt.split_first() else {
+        return;
+    };
+    match word(Some(first)).unwrap_or("") {
         "USE" => {
-            let name = match stmt.get(1).map(|t| &t.tok) {
-                Some(Tok::Word(_)) => Some(text(sql, &stmt[1]).to_owned()),
-                Some(Tok::Quoted(q)) => Some(q.clone()),
+            let name = args.first().and_then(|t| match &t.tok {
+                Tok::Word(_) => Some(text(sql, t).to_owned()),
+                Tok::Quoted(q) => Some(q.clone()),
                 _ => None,
-            };
-            if single && stmt.len() == 2 {
+            });
+            if single && args.len() == 1 {
                 f.use_schema = name;
             } else {
                 f.schema_unknown = true;
             }
         }
-        "SET" => set_statement(sql, &stmt[1..], f),
+        "SET" => set_statement(sql, args, f),
         "CREATE"
             if stmt
                 .iter()
@@ -183,34 +189,31 @@ fn statement(sql: &[u8], stmt: &[Token], single: bool, f: &mut Findings) {
         {
             pin(f, "a temporary table")
         }
-        "LOCK" if matches!(word(stmt.get(1)), Some("TABLE" | "TABLES")) => pin(f, "LOCK TABLES"),
+        "LOCK" if matches!(word(args.first()), Some("TABLE" | "TABLES")) => pin(f, "LOCK TABLES"),
         "PREPARE" => pin(f, "SQL-level PREPARE"),
         "HANDLER" => pin(f, "HANDLER"),
         "XA" => pin(f, "an XA transaction"),
-        "KILL" if single => f.kill = kill(stmt),
+        "KILL" if single => f.kill = kill(args),
         _ => {}
     }
 }
 
-fn kill(stmt: &[Token]) -> Option<Kill> {
-    let mut i = 1;
-    if matches!(word(stmt.get(i)), Some("HARD" | "SOFT")) {
-        i += 1;
-    }
-    let mut query_only = false;
-    match word(stmt.get(i)) {
-        Some("QUERY") => {
-            query_only = true;
-            i += 1;
-        }
-        Some("CONNECTION") => i += 1,
-        _ => {}
-    }
-    match (stmt.get(i).map(|t| &t.tok), stmt.len()) {
-        (Some(Tok::Number(id)), n) if n == i + 1 => Some(Kill {
-            query_only,
-            id: *id,
-        }),
+/// `KILL [HARD|SOFT] [QUERY|CONNECTION] n`, from the tokens after KILL.
+fn kill(args: &[Token]) -> Option<Kill> {
+    let args = match args.split_first() {
+        Some((t, rest)) if matches!(word(Some(t)), Some("HARD" | "SOFT")) => rest,
+        _ => args,
+    };
+    let (query_only, args) = match args.split_first() {
+        Some((t, rest)) if word(Some(t)) == Some("QUERY") => (true, rest),
+        Some((t, rest)) if word(Some(t)) == Some("CONNECTION") => (false, rest),
+        _ => (false, args),
+    };
+    match args {
+        [only] => match only.tok {
+            Tok::Number(id) => Some(Kill { query_only, id }),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -241,20 +244,22 @@ fn set_statement(sql: &[u8], rest: &[Token], f: &mut Findings) {
         (Some("ROLE"), _) => return pin(f, "SET ROLE"),
         _ => {}
     }
+    // Saturating: a depth of 2^31 needs more tokens than max_allowed_packet allows anyway.
     let mut depth = 0i32;
     let mut start = 0;
     for (i, t) in rest.iter().enumerate() {
         match t.tok {
-            Tok::Punct(b'(') => depth += 1,
-            Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b'(') => depth = depth.saturating_add(1),
+            Tok::Punct(b')') => depth = depth.saturating_sub(1),
             Tok::Punct(b',') if depth == 0 => {
-                assignment(sql, &rest[start..i], f);
-                start = i + 1;
+                assignment(sql, rest.get(start..i).unwrap_or_default(), f);
+                // `i` indexes `rest`, so this cannot saturate.
+                start = i.saturating_add(1);
             }
             _ => {}
         }
     }
-    assignment(sql, &rest[start..], f);
+    assignment(sql, rest.get(start..).unwrap_or_default(), f);
 }
 
 fn assignment(sql: &[u8], a: &[Token], f: &mut Findings) {
@@ -289,16 +294,22 @@ fn assignment(sql: &[u8], a: &[Token], f: &mut Findings) {
     }
 }
 
-/// The original text of a token range.
+/// The original text of a token range (lossy: the text may not be UTF-8).
 fn span(sql: &[u8], toks: &[Token]) -> String {
     match (toks.first(), toks.last()) {
-        (Some(a), Some(b)) => String::from_utf8_lossy(&sql[a.start..b.end]).into_owned(),
+        (Some(a), Some(b)) => sql
+            .get(a.start..b.end)
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .unwrap_or_default(),
         _ => String::new(),
     }
 }
 
+/// A token's original text; empty if it is not UTF-8.
 fn text<'a>(sql: &'a [u8], t: &Token) -> &'a str {
-    std::str::from_utf8(&sql[t.start..t.end]).unwrap_or("")
+    sql.get(t.start..t.end)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
 }
 
 fn is_word_byte(b: u8) -> bool {
@@ -308,73 +319,75 @@ fn is_word_byte(b: u8) -> bool {
 /// Splits SQL text into tokens. Never panics; unterminated quotes and comments end the text.
 fn lex(sql: &[u8]) -> Vec<Token> {
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < sql.len() {
-        i = match skip_insignificant(sql, i) {
-            Some(next) => next,
-            None => {
-                let (tok, end) = token_at(sql, i);
-                out.push(Token { tok, start: i, end });
-                end
-            }
+    let mut rest = sql;
+    while !rest.is_empty() {
+        if let Some(after) = skip_insignificant(rest) {
+            rest = after;
+            continue;
+        }
+        let Some((tok, after)) = token_at(rest) else {
+            break;
         };
+        out.push(Token {
+            tok,
+            start: offset(sql, rest),
+            end: offset(sql, after),
+        });
+        rest = after;
     }
     out
 }
 
-/// Whitespace, comments and executable-comment markers at `i`: where the text resumes.
-fn skip_insignificant(sql: &[u8], i: usize) -> Option<usize> {
-    let n = sql.len();
-    let next = |k: usize| sql.get(i + k).copied();
-    match sql[i] {
-        b' ' | b'\t' | b'\r' | b'\n' | 0x0c => Some(i + 1),
-        b'#' => Some(skip_line(sql, i)),
-        b'-' if next(1) == Some(b'-')
-            && next(2).is_none_or(|c| c.is_ascii_whitespace() || c < 0x20) =>
+/// Where `rest`, a suffix of `sql`, starts in it.
+fn offset(sql: &[u8], rest: &[u8]) -> usize {
+    // Every suffix the lexer holds is shorter than the text, so this never saturates.
+    sql.len().saturating_sub(rest.len())
+}
+
+/// Whitespace, comments and executable-comment markers at the start of `s`: the text after
+/// them. Always shorter than `s` when not `None`.
+fn skip_insignificant(s: &[u8]) -> Option<&[u8]> {
+    match s {
+        [b' ' | b'\t' | b'\r' | b'\n' | 0x0c, rest @ ..] => Some(rest),
+        [b'#', ..] => Some(skip_line(s)),
+        [b'-', b'-', rest @ ..]
+            if rest
+                .first()
+                .is_none_or(|&c| c.is_ascii_whitespace() || c < 0x20) =>
         {
-            Some(skip_line(sql, i))
+            Some(skip_line(s))
         }
-        b'/' if next(1) == Some(b'*') => {
-            let marker = match (next(2), next(3)) {
-                (Some(b'!'), _) => 3,
-                (Some(b'M'), Some(b'!')) => 4,
-                _ => return Some(find(sql, i + 2, b"*/").map_or(n, |e| e + 2)),
-            };
-            // Executable comment: drop the marker and version, read the body as code.
-            let mut j = i + marker;
-            while j < n && sql[j].is_ascii_digit() {
-                j += 1;
-            }
-            Some(j)
+        // Executable comment: drop the marker and version, read the body as code.
+        [b'/', b'*', b'!', body @ ..] | [b'/', b'*', b'M', b'!', body @ ..] => {
+            Some(split_while(body, |c| c.is_ascii_digit()).1)
         }
-        b'*' if next(1) == Some(b'/') => Some(i + 2), // end of an executable comment
+        [b'/', b'*', rest @ ..] => Some(after_comment(rest)),
+        [b'*', b'/', rest @ ..] => Some(rest), // end of an executable comment
         _ => None,
     }
 }
 
-/// The token starting at `i` (not whitespace or a comment) and where it ends.
-fn token_at(sql: &[u8], i: usize) -> (Tok, usize) {
-    let b = sql[i];
-    let word_end = |from: usize, extra: u8| {
-        let mut j = from;
-        while j < sql.len() && (is_word_byte(sql[j]) || sql[j] == extra) {
-            j += 1;
+/// The token at the start of `s` (not whitespace or a comment) and the text after it, which is
+/// shorter than `s`; `None` for empty text.
+fn token_at(s: &[u8]) -> Option<(Tok, &[u8])> {
+    let (&b, tail) = s.split_first()?;
+    let word = |s| split_while(s, |c| is_word_byte(c) || c == b'_');
+    Some(match (b, tail) {
+        (b'\'' | b'"' | b'`', _) => {
+            let (content, after) = quoted(b, tail);
+            (Tok::Quoted(content), after)
         }
-        j
-    };
-    match b {
-        b'\'' | b'"' | b'`' => {
-            let (content, end) = quoted(sql, i);
-            (Tok::Quoted(content), end)
-        }
-        b'@' => {
-            let system = sql.get(i + 1) == Some(&b'@');
-            let from = i + if system { 2 } else { 1 };
-            let (name, end) = if !system && matches!(sql.get(from), Some(b'\'' | b'"' | b'`')) {
-                quoted(sql, from)
-            } else {
-                let end = word_end(from, b'.');
-                (String::from_utf8_lossy(&sql[from..end]).into_owned(), end)
+        (b'@', _) => {
+            let (system, name_at) = match tail {
+                [b'@', rest @ ..] => (true, rest),
+                _ => (false, tail),
+            };
+            let (name, after) = match name_at {
+                [q @ (b'\'' | b'"' | b'`'), rest @ ..] if !system => quoted(*q, rest),
+                _ => {
+                    let (name, after) = split_while(name_at, |c| is_word_byte(c) || c == b'.');
+                    (String::from_utf8_lossy(name).into_owned(), after)
+                }
             };
             let name = name.to_ascii_lowercase();
             let tok = if system {
@@ -382,68 +395,81 @@ fn token_at(sql: &[u8], i: usize) -> (Tok, usize) {
             } else {
                 Tok::UserVar(name)
             };
-            (tok, end)
+            (tok, after)
         }
-        b':' if sql.get(i + 1) == Some(&b'=') => (Tok::Assign, i + 2),
-        b'0'..=b'9' => {
-            let end = word_end(i, b'_');
-            let digits = std::str::from_utf8(&sql[i..end]).unwrap_or("");
+        (b':', [b'=', after @ ..]) => (Tok::Assign, after),
+        (b'0'..=b'9', _) => {
+            let (digits, after) = word(s);
+            let digits = std::str::from_utf8(digits).unwrap_or("");
             let tok = match digits.parse() {
                 Ok(v) => Tok::Number(v),
                 Err(_) => Tok::Word(digits.to_ascii_uppercase()),
             };
-            (tok, end)
+            (tok, after)
         }
         _ if is_word_byte(b) => {
-            let end = word_end(i, b'_');
-            let w = String::from_utf8_lossy(&sql[i..end]).to_ascii_uppercase();
-            (Tok::Word(w), end)
+            let (w, after) = word(s);
+            (
+                Tok::Word(String::from_utf8_lossy(w).to_ascii_uppercase()),
+                after,
+            )
         }
-        _ => (Tok::Punct(b), i + 1),
+        _ => (Tok::Punct(b), tail),
+    })
+}
+
+/// `s` split after its longest prefix of bytes that satisfy `pred`.
+fn split_while(s: &[u8], pred: impl Fn(u8) -> bool) -> (&[u8], &[u8]) {
+    let n = s.iter().take_while(|&&c| pred(c)).count();
+    // `n` counts bytes of `s`, so the split always succeeds.
+    s.split_at_checked(n).unwrap_or((s, &[]))
+}
+
+/// The text after the end of the line that starts `s` (empty if there is no newline).
+fn skip_line(s: &[u8]) -> &[u8] {
+    s.splitn(2, |&c| c == b'\n').nth(1).unwrap_or_default()
+}
+
+/// The text after the first `*/` in `s` (empty if the comment is not closed).
+fn after_comment(mut s: &[u8]) -> &[u8] {
+    loop {
+        match s {
+            [b'*', b'/', rest @ ..] => return rest,
+            [_, rest @ ..] => s = rest,
+            [] => return s,
+        }
     }
 }
 
-fn skip_line(sql: &[u8], i: usize) -> usize {
-    match sql[i..].iter().position(|&c| c == b'\n') {
-        Some(p) => i + p + 1,
-        None => sql.len(),
-    }
-}
-
-fn find(sql: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    sql.get(from..)?
-        .windows(pat.len())
-        .position(|w| w == pat)
-        .map(|p| from + p)
-}
-
-/// A quoted token starting at `i`: its content and the index after the closing quote.
-/// Doubled quotes and backslash escapes (not for backticks) stay inside.
-fn quoted(sql: &[u8], i: usize) -> (String, usize) {
-    let q = sql[i];
-    let mut j = i + 1;
+/// A quoted token whose opening quote `q` was just read: its content and the text after the
+/// closing quote. Doubled quotes and backslash escapes (not for backticks) stay inside.
+fn quoted(q: u8, mut s: &[u8]) -> (String, &[u8]) {
     let mut content = Vec::new();
-    while j < sql.len() {
-        let c = sql[j];
-        if c == b'\\' && q != b'`' {
-            if let Some(&e) = sql.get(j + 1) {
-                content.push(e);
+    loop {
+        match s {
+            [b'\\', rest @ ..] if q != b'`' => {
+                // The escaped byte, if the text does not end first.
+                if let Some((&e, after)) = rest.split_first() {
+                    content.push(e);
+                    s = after;
+                } else {
+                    s = rest;
+                }
             }
-            j += 2;
-            continue;
-        }
-        if c == q {
-            if sql.get(j + 1) == Some(&q) {
-                content.push(q);
-                j += 2;
-                continue;
+            [c, rest @ ..] if *c == q => match rest {
+                [d, after @ ..] if *d == q => {
+                    content.push(q);
+                    s = after;
+                }
+                _ => return (String::from_utf8_lossy(&content).into_owned(), rest),
+            },
+            [c, rest @ ..] => {
+                content.push(*c);
+                s = rest;
             }
-            return (String::from_utf8_lossy(&content).into_owned(), j + 1);
+            [] => return (String::from_utf8_lossy(&content).into_owned(), s),
         }
-        content.push(c);
-        j += 1;
     }
-    (String::from_utf8_lossy(&content).into_owned(), sql.len())
 }
 
 #[cfg(test)]
@@ -558,6 +584,102 @@ mod tests {
             b"`",
         ] {
             let _ = scan(sql);
+        }
+    }
+
+    #[test]
+    fn multi_byte_characters_where_tokens_end() {
+        // Multi-byte characters wherever the lexer ends a token or a comment: word ends,
+        // variable names, quoted content, comment ends, executable-comment versions; and every
+        // cut of the text, most of them inside a character.
+        let sql = "SET NAMES utf8mb4, @@session.time_zone='€', sql_mode = 'ANSI' /* ü */; \
+                   USE `日本`; SET lc_time_names='été'é, @ü := 1 -- ß\n/*!40101é SET x=1 */ \
+                   SELECT ü#ñ\n; KILL QUERY 7ü";
+        for cut in 0..=sql.len() {
+            let _ = scan(&sql.as_bytes()[..cut]);
+        }
+        let f = scan("SET sql_mode='ÉTÉ', time_zone = '日本'".as_bytes());
+        assert_eq!(f.settings[0].stmt, "SET sql_mode='ÉTÉ'");
+        assert_eq!(f.settings[1].stmt, "SET time_zone = '日本'");
+        assert_eq!(
+            scan("USE ñandú".as_bytes()).use_schema.as_deref(),
+            Some("ñandú")
+        );
+        assert_eq!(
+            scan("USE `日本`".as_bytes()).use_schema.as_deref(),
+            Some("日本")
+        );
+        assert!(pin_of("SET @é = 1").unwrap().contains("@é"));
+        assert_eq!(
+            scan("KILL 12 /* ü */".as_bytes()).kill,
+            Some(Kill {
+                query_only: false,
+                id: 12
+            })
+        );
+        // A value cut mid-character at the end of the text is replaced, not sliced.
+        let f = scan(b"SET sql_mode = caf\xc3");
+        assert_eq!(f.settings[0].stmt, "SET sql_mode = caf\u{fffd}");
+        let f = scan(b"SET time_zone = '\xe6\x97");
+        assert_eq!(f.settings[0].stmt, "SET time_zone = '\u{fffd}");
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // Deterministic xorshift: SQL fragments, multi-byte characters and raw bytes mixed.
+        let pieces: &[&[u8]] = &[
+            b" ",
+            b"\n",
+            b"#",
+            b"--",
+            b"-- ",
+            b"/*",
+            b"*/",
+            b"/*!",
+            b"/*M!",
+            b"40101",
+            b"'",
+            b"\"",
+            b"`",
+            b"\\",
+            b"@",
+            b"@@",
+            b":=",
+            b";",
+            b",",
+            b"(",
+            b")",
+            b"SET",
+            b"USE",
+            b"KILL",
+            b"QUERY",
+            b"12",
+            b"x",
+            "é".as_bytes(),
+            "日本".as_bytes(),
+            b"\xc3",
+            b"\xff",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut sql = Vec::new();
+            for _ in 0..next() % 24 {
+                let r = next();
+                match usize::try_from(r % 40).unwrap() {
+                    k if k < pieces.len() => sql.extend_from_slice(pieces[k]),
+                    _ => sql.push(r.to_le_bytes()[7]),
+                }
+            }
+            let f = scan(&sql);
+            for s in &f.settings {
+                assert!(s.stmt.starts_with("SET "));
+            }
         }
     }
 }

@@ -47,12 +47,14 @@ pub struct ClientStatements {
 impl ClientStatements {
     /// Registers a statement; `None` when the client already holds too many (or too much).
     pub fn define(&mut self, stmt: ClientStmt) -> Option<u32> {
-        if self.map.len() >= MAX_CLIENT_STATEMENTS
-            || self.bytes + stmt.sql.len() > MAX_CLIENT_STATEMENT_BYTES
-        {
+        let bytes = self
+            .bytes
+            .checked_add(stmt.sql.len())
+            .filter(|&b| b <= MAX_CLIENT_STATEMENT_BYTES)?;
+        if self.map.len() >= MAX_CLIENT_STATEMENTS {
             return None;
         }
-        self.bytes += stmt.sql.len();
+        self.bytes = bytes;
         // Ids start at 1 and skip ids in use after a wrap (after 4 billion prepares).
         loop {
             self.next_id = self.next_id.wrapping_add(1);
@@ -90,7 +92,8 @@ impl ClientStatements {
             self.last = None;
         }
         let stmt = self.map.remove(&id)?;
-        self.bytes -= stmt.sql.len();
+        // `define` counted this text in, so this never saturates.
+        self.bytes = self.bytes.saturating_sub(stmt.sql.len());
         Some(stmt)
     }
 
@@ -128,7 +131,7 @@ impl ServerStatements {
 
     /// The server's id for this text, marking it used.
     pub fn get(&mut self, sql: &[u8]) -> Option<u32> {
-        self.clock += 1;
+        self.tick();
         let now = self.clock;
         self.by_sql.get_mut(sql).map(|(id, used)| {
             *used = now;
@@ -139,7 +142,7 @@ impl ServerStatements {
     /// Records a statement the server just prepared. Returns server ids to close: an older
     /// statement with the same text, and the least recently used one when over the bound.
     pub fn insert(&mut self, sql: Bytes, id: u32) -> Vec<u32> {
-        self.clock += 1;
+        self.tick();
         let mut close = Vec::new();
         if let Some((old, _)) = self.by_sql.insert(sql, (id, self.clock)) {
             if old != id {
@@ -161,6 +164,11 @@ impl ServerStatements {
             }
         }
         close
+    }
+
+    /// Advances the use clock (one tick per lookup: 2^64 of them are out of reach).
+    fn tick(&mut self) {
+        self.clock = self.clock.saturating_add(1);
     }
 
     /// Forgets a statement the server no longer has (its prepare or execute failed).
@@ -197,35 +205,46 @@ pub fn rewrite_execute(
         needed,
         available: payload.len(),
     };
-    if payload.len() < PARAMS_AT {
+    let Some(([command, _, _, _, _, flags_and_iterations @ ..], params)) =
+        payload.split_first_chunk::<PARAMS_AT>()
+    else {
         return Err(too_short(PARAMS_AT));
-    }
+    };
+    // At most 65,535 parameters: these sizes are small and never saturate.
     let n = usize::from(stmt.num_params);
-    let mut out = BytesMut::with_capacity(payload.len() + 2 * n + 1);
-    out.put_u8(payload[0]);
+    let bitmap = n.div_ceil(8);
+    let types_len = n.saturating_mul(2);
+    let flag_end = PARAMS_AT.saturating_add(bitmap).saturating_add(1);
+    let mut out =
+        BytesMut::with_capacity(payload.len().saturating_add(types_len).saturating_add(1));
+    out.put_u8(*command);
     out.put_u32_le(server_id);
+    out.put_slice(flags_and_iterations);
     if n == 0 {
-        out.put_slice(&payload[5..]);
+        out.put_slice(params);
         return Ok(out);
     }
-    let bitmap = n.div_ceil(8);
-    let flag_at = PARAMS_AT + bitmap;
-    let flag = *payload.get(flag_at).ok_or_else(|| too_short(flag_at + 1))?;
-    out.put_slice(&payload[5..flag_at]);
+    let Some((null_bitmap, from_flag)) = params.split_at_checked(bitmap) else {
+        return Err(too_short(flag_end));
+    };
+    let Some((&flag, after_flag)) = from_flag.split_first() else {
+        return Err(too_short(flag_end));
+    };
+    out.put_slice(null_bitmap);
     match (flag, &stmt.types) {
         (1, _) => {
-            let types = payload
-                .get(flag_at + 1..flag_at + 1 + 2 * n)
-                .ok_or_else(|| too_short(flag_at + 1 + 2 * n))?;
+            let types = after_flag
+                .get(..types_len)
+                .ok_or_else(|| too_short(flag_end.saturating_add(types_len)))?;
             stmt.types = Some(Bytes::copy_from_slice(types));
-            out.put_slice(&payload[flag_at..]);
+            out.put_slice(from_flag);
         }
         (0, Some(types)) => {
             out.put_u8(1);
             out.put_slice(types);
-            out.put_slice(&payload[flag_at + 1..]);
+            out.put_slice(after_flag);
         }
-        _ => out.put_slice(&payload[flag_at..]),
+        _ => out.put_slice(from_flag),
     }
     Ok(out)
 }
@@ -297,5 +316,54 @@ mod tests {
         assert_eq!(c.resolve(a), a);
         c.remove(b);
         assert_eq!(c.resolve(u32::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn every_truncated_execute_is_an_error() {
+        let full = [
+            0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0x00, 1, 0x03, 0, 0xfd, 0, 1, 0, 0, 0, 1, b'x',
+        ];
+        // Two parameters: bitmap at 10, flag at 11, types at 12..16.
+        for cut in 0..16 {
+            assert!(
+                rewrite_execute(&full[..cut], 3, &mut stmt(2)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for cut in 16..=full.len() {
+            assert!(rewrite_execute(&full[..cut], 3, &mut stmt(2)).is_ok());
+        }
+        // Types restored from an earlier execute into a packet that ends at its flag.
+        let mut s = stmt(2);
+        s.types = Some(Bytes::from_static(&[0x03, 0, 0xfd, 0]));
+        let out = rewrite_execute(&[0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], 3, &mut s).unwrap();
+        assert_eq!(&out[10..], &[0, 1, 0x03, 0, 0xfd, 0]);
+        // The most parameters a statement can have, and a packet far too short for them.
+        let e = rewrite_execute(&full, 3, &mut stmt(u16::MAX)).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::TooShort {
+                what: "COM_STMT_EXECUTE",
+                needed: 10 + 8192 + 1,
+                available: full.len()
+            }
+        );
+    }
+
+    #[test]
+    fn statement_text_is_capped_and_counted_back() {
+        let mut c = ClientStatements::default();
+        let big = Bytes::from(vec![b' '; MAX_CLIENT_STATEMENT_BYTES / 2 + 1]);
+        let with = |sql: &Bytes| ClientStmt {
+            sql: sql.clone(),
+            ..stmt(0)
+        };
+        let a = c.define(with(&big)).unwrap();
+        assert_eq!(c.define(with(&big)), None);
+        c.remove(a);
+        assert!(c.define(with(&big)).is_some());
+        c.clear();
+        assert_eq!(c.remove(a).map(|s| s.sql.len()), None);
+        assert!(c.define(with(&big)).is_some());
     }
 }

@@ -52,9 +52,7 @@ impl Settings {
 
     /// The settings after a common prefix with `other`, if `self` starts with all of `other`.
     fn rest_after<'a>(&'a self, other: &Settings) -> Option<&'a [Setting]> {
-        self.0
-            .starts_with(&other.0)
-            .then(|| &self.0[other.0.len()..])
+        self.0.strip_prefix(other.0.as_slice())
     }
 }
 

@@ -45,14 +45,24 @@ pub(super) enum SyncFail {
     Lost(String),
 }
 
+/// The bytes after a command packet's command byte (none for an empty packet).
+pub(super) fn command_body(payload: &[u8]) -> &[u8] {
+    payload.split_first().map_or(&[], |(_, body)| body)
+}
+
+/// A command packet without even a command byte: the client is not speaking the protocol.
+fn empty_command(seq: u8) -> Option<End> {
+    let e = ProxyError::Protocol("poolguard: empty command packet".into());
+    Some(End::Kicked(e, seq))
+}
+
 /// How long poolguard's own commands before a client's may take.
 const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Session {
     pub(super) async fn on_command(&mut self, p: Packet) -> Option<End> {
         let Some(&cmd) = p.payload.first() else {
-            let e = ProxyError::Protocol("poolguard: empty command packet".into());
-            return Some(End::Kicked(e, p.next_seq()));
+            return empty_command(p.next_seq());
         };
         tracing::trace!(client = %self.holder.client, command = command_name(cmd), len = p.payload.len(), "command");
         // Should this command's handling panic, the client's error answers this command.
@@ -67,12 +77,12 @@ impl Session {
             COM_STMT_RESET => self.stmt_reset(p).await,
             COM_STMT_PREPARE => self.prepare(p).await,
             COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_FETCH => {
-                self.stmt_command(p).await
+                self.stmt_command(cmd, p).await
             }
             COM_QUERY => self.query(p).await,
             COM_PROCESS_KILL => self.process_kill(p).await,
             COM_INIT_DB => {
-                let schema = String::from_utf8_lossy(&p.payload[1..]).into_owned();
+                let schema = String::from_utf8_lossy(command_body(&p.payload)).into_owned();
                 self.forward(p, None, After::InitDb(schema), false).await
             }
             COM_PING | COM_FIELD_LIST | COM_STATISTICS | COM_PROCESS_INFO | COM_DEBUG => {
@@ -90,13 +100,13 @@ impl Session {
 
     /// Records what the client is running, for leak reports (statement text, never parameters).
     fn note_statement(&self, payload: &[u8], after: &After) {
-        let text: &[u8] = match (payload.first(), after) {
-            (Some(&COM_QUERY | &COM_STMT_PREPARE), _) => &payload[1..],
+        let text: &[u8] = match (payload.split_first(), after) {
+            (Some((&(COM_QUERY | COM_STMT_PREPARE), sql)), _) => sql,
             (_, After::Execute { sql }) => sql,
-            _ => command_name(payload.first().copied().unwrap_or(0)).as_bytes(),
+            (first, _) => command_name(first.map_or(0, |(&c, _)| c)).as_bytes(),
         };
         // The note keeps a short prefix; do not convert more than it can use.
-        let text = &text[..text.len().min(1024)];
+        let text = text.get(..1024).unwrap_or(text);
         self.holder.note.statement(&String::from_utf8_lossy(text));
     }
 
@@ -168,7 +178,7 @@ impl Session {
     }
 
     async fn query(&mut self, p: Packet) -> Option<End> {
-        let findings = sql::scan(&p.payload[1..]);
+        let findings = sql::scan(command_body(&p.payload));
         if let Some(k) = findings.kill {
             match self.route_kill(k.id, k.query_only).await {
                 KillOutcome::NotOurs => {}
@@ -340,20 +350,24 @@ impl Session {
         payload: &[u8],
         after: After,
     ) -> Option<End> {
+        // Callers pass the client's command (never empty) or poolguard's rewrite of it.
+        let Some(&command) = payload.first() else {
+            return empty_command(p.next_seq());
+        };
         let prepare_id = match &after {
             After::Prepare { client_id, .. } => Some(*client_id),
             _ => None,
         };
         self.note_statement(payload, &after);
-        if matches!(payload[0], COM_QUERY | COM_STMT_EXECUTE) {
+        if matches!(command, COM_QUERY | COM_STMT_EXECUTE) {
             self.clock.query(&self.entry.traffic);
         }
         let held = self.held.as_mut()?;
-        let mut out = BytesMut::with_capacity(payload.len() + 8);
+        let mut out = BytesMut::with_capacity(payload.len().saturating_add(8));
         // Commands start at sequence id 0 towards the server whatever the client sent; the
         // response is renumbered to what the client expects.
         let server_next = encode_packet(&mut out, 0, payload);
-        let tracker = ResponseTracker::new(payload[0], held.lease.caps);
+        let tracker = ResponseTracker::new(command, held.lease.caps);
         if let Err(e) = held.lease.stream.write_all(&out).await {
             let r = self.lose_server(&e.to_string()).await;
             return self.refuse(p.next_seq(), r).await;
@@ -374,7 +388,7 @@ impl Session {
             after,
             status_before,
         });
-        if payload.first() == Some(&COM_STMT_EXECUTE) {
+        if command == COM_STMT_EXECUTE {
             // The statement runs at the server; its answer is not relayed yet.
             self.shared
                 .faults

@@ -44,12 +44,15 @@ fn warnings_of(payload: &[u8], caps: u32) -> u16 {
     }
 }
 
-/// Appends a frame for the client, with its sequence id shifted by `delta`.
+/// Appends a frame for the client, with its sequence id shifted by `delta` (ids wrap).
 fn push_frame(out: &mut BytesMut, raw: &[u8], delta: u8) {
     let at = out.len();
     out.put_slice(raw);
-    if delta != 0 && raw.len() >= 4 {
-        out[at + 3] = raw[3].wrapping_add(delta);
+    if delta == 0 {
+        return;
+    }
+    if let Some([.., seq]) = out.get_mut(at..).and_then(|f| f.first_chunk_mut::<4>()) {
+        *seq = seq.wrapping_add(delta);
     }
 }
 
@@ -385,8 +388,10 @@ fn timeout_error(timeout: Option<std::time::Duration>) -> ProxyError {
 fn push_prepare_ok(out: &mut BytesMut, frame: &Frame, client_id: Option<u32>, delta: u8) {
     let at = out.len();
     push_frame(out, &frame.raw, delta);
-    if let (Some(id), true) = (client_id, frame.raw.len() >= 9) {
-        out[at + 5..at + 9].copy_from_slice(&id.to_le_bytes());
+    // Header (4), status 0x00, then the statement id (4).
+    let pushed = out.get_mut(at..).and_then(|f| f.first_chunk_mut::<9>());
+    if let (Some(id), Some([_, _, _, _, _, id_bytes @ ..])) = (client_id, pushed) {
+        *id_bytes = id.to_le_bytes();
     }
 }
 
@@ -458,4 +463,84 @@ pub async fn apply_plan(
         server.state.last_insert_id = id;
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn frame(raw: &'static [u8]) -> Frame {
+        Frame {
+            seq: raw.get(3).copied().unwrap_or(0),
+            raw: Bytes::from_static(raw),
+            is_continuation: false,
+            more_follows: false,
+        }
+    }
+
+    #[test]
+    fn sequence_ids_are_shifted_and_wrap() {
+        let mut out = BytesMut::from(&b"before"[..]);
+        push_frame(&mut out, &[1, 0, 0, 0xff, 0x00], 2);
+        assert_eq!(&out[..], b"before\x01\x00\x00\x01\x00");
+        let mut out = BytesMut::new();
+        push_frame(&mut out, &[1, 0, 0, 7, 0x00], 0);
+        assert_eq!(&out[..], &[1, 0, 0, 7, 0x00]);
+    }
+
+    #[test]
+    fn frames_shorter_than_a_header_are_relayed_untouched() {
+        for raw in [&[][..], &[1], &[1, 0, 0]] {
+            let mut out = BytesMut::from(&b"xyz"[..]);
+            push_frame(&mut out, raw, 5);
+            assert_eq!(&out[3..], raw);
+            assert_eq!(&out[..3], b"xyz");
+        }
+    }
+
+    #[test]
+    fn prepare_ok_gets_the_client_id_and_nothing_else_changes() {
+        // STMT_PREPARE_OK: status 0, statement id 0x01020304, 1 column, 2 params, filler, 0 warnings.
+        let ok = frame(&[12, 0, 0, 1, 0, 4, 3, 2, 1, 1, 0, 2, 0, 0, 0, 0]);
+        let mut out = BytesMut::from(&b"ab"[..]);
+        push_prepare_ok(&mut out, &ok, Some(9), 1);
+        assert_eq!(
+            &out[..],
+            &[b'a', b'b', 12, 0, 0, 2, 0, 9, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0]
+        );
+        let mut out = BytesMut::new();
+        push_prepare_ok(&mut out, &ok, None, 0);
+        assert_eq!(&out[..], &ok.raw[..]);
+        // Truncated answers are relayed as they came, never indexed past their end.
+        for raw in [&[4, 0, 0, 1, 0, 4, 3, 2][..], &[1, 0, 0, 1, 0], &[0, 0]] {
+            let short = Frame {
+                raw: Bytes::copy_from_slice(raw),
+                ..frame(&[])
+            };
+            let mut out = BytesMut::new();
+            push_prepare_ok(&mut out, &short, Some(9), 0);
+            assert_eq!(&out[..], raw);
+        }
+    }
+
+    #[test]
+    fn warnings_of_truncated_or_odd_packets_are_zero() {
+        for payload in [
+            &[][..],
+            &[OK_HEADER],
+            &[OK_HEADER, 0xfc],
+            &[EOF_HEADER],
+            &[EOF_HEADER, 1],
+            &[EOF_HEADER, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[ERR_HEADER, 0x15, 0x04],
+        ] {
+            assert_eq!(warnings_of(payload, CLIENT_PROTOCOL_41), 0, "{payload:?}");
+        }
+        assert_eq!(
+            warnings_of(&[EOF_HEADER, 3, 0, 2, 0], CLIENT_PROTOCOL_41),
+            3
+        );
+    }
 }

@@ -14,7 +14,7 @@ use poolguard_mysql::stmt::{rewrite_statement_id, statement_id};
 use poolguard_mysql::Packet;
 use tokio::io::AsyncWriteExt;
 
-use super::command::{After, Refusal, SyncFail};
+use super::command::{command_body, After, Refusal, SyncFail};
 use super::{End, Session};
 use crate::error::ProxyError;
 use crate::mysql::sql;
@@ -22,7 +22,7 @@ use crate::mysql::stmts::{rewrite_execute, ClientStmt};
 
 impl Session {
     pub(super) async fn prepare(&mut self, p: Packet) -> Option<End> {
-        let sql_text = Bytes::copy_from_slice(&p.payload[1..]);
+        let sql_text = Bytes::copy_from_slice(command_body(&p.payload));
         let findings = sql::scan(&sql_text);
         if let Some(reason) = &findings.pin {
             self.pin(reason);
@@ -104,9 +104,8 @@ impl Session {
         self.send_command(&p, &payload, After::Plain).await
     }
 
-    /// COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA, COM_STMT_FETCH.
-    pub(super) async fn stmt_command(&mut self, p: Packet) -> Option<End> {
-        let cmd = p.payload[0];
+    /// COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA, COM_STMT_FETCH (`cmd`, the first byte of `p`).
+    pub(super) async fn stmt_command(&mut self, cmd: u8, p: Packet) -> Option<End> {
         let silent = cmd == COM_STMT_SEND_LONG_DATA;
         let Ok(id) = statement_id(&p.payload) else {
             let e = ProxyError::Protocol(format!("poolguard: malformed {}", command_name(cmd)));
@@ -206,7 +205,7 @@ impl Session {
         if let Some(id) = held.lease.stmts.get(sql_text) {
             return Ok(Ok(id));
         }
-        let mut payload = Vec::with_capacity(sql_text.len() + 1);
+        let mut payload = Vec::with_capacity(sql_text.len().saturating_add(1));
         payload.push(COM_STMT_PREPARE);
         payload.extend_from_slice(sql_text);
         let reply = held
