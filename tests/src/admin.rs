@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `GET path` on 127.0.0.1:`port`; the body (panics on a non-200 status).
+/// Sends [`ADMIN_TOKEN`], which a proxy without tokens ignores (reads are open on loopback).
 pub fn http_get(port: u16, path: &str) -> String {
-    let (status, body) = http_request(port, "GET", path);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let (status, body) = http_request_with(port, "GET", path, &[("Authorization", &auth)]);
     assert_eq!(status, 200, "{path}: {body}");
     body
 }
@@ -18,12 +20,38 @@ pub fn http_post(port: u16, path: &str) -> (u16, String) {
     http_request(port, "POST", path)
 }
 
+/// The admin token the tests' proxies get (`POOLGUARD_ADMIN_TOKEN`) where they change state.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// `POST path` with the admin token; the status code and the body.
+pub fn http_post_admin(port: u16, path: &str) -> (u16, String) {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    http_request_with(port, "POST", path, &[("Authorization", &auth)])
+}
+
 fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    http_request_with(port, method, path, &[])
+}
+
+/// Any request with these headers (`Host: localhost` unless one is given); status and body.
+pub fn http_request_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect admin");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = String::new();
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str("Host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\n{head}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();

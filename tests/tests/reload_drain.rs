@@ -84,7 +84,11 @@ fn count_rows(pg: &PgSandbox, db: &str, table: &str) -> String {
 fn reload_adds_resizes_and_removes_pools_while_pgbench_runs() {
     let pg = sandbox_with(&["ledger", "archive"]);
     let (port, admin) = (free_port(), free_port());
-    let proxy = Proxy::start_with(&config(&pg, port, admin, 3, &["archive"]), port);
+    let proxy = Proxy::start_with_env(
+        &config(&pg, port, admin, 3, &["archive"]),
+        port,
+        &[("POOLGUARD_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
     pg.psql_as(USER, PASSWORD, "archive", "CREATE TABLE t (n int)")
         .expect("create table on archive");
     let init = run_pg(
@@ -145,7 +149,7 @@ fn reload_adds_resizes_and_removes_pools_while_pgbench_runs() {
         config(&pg, port, admin, 5, &["ledger"]),
     )
     .unwrap();
-    let (status, body) = http_post(admin, "/api/reload");
+    let (status, body) = http_post_admin(admin, "/api/reload");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("1 removed"), "{body}");
     let caps = http_get(admin, "/metrics");
@@ -157,7 +161,7 @@ fn reload_adds_resizes_and_removes_pools_while_pgbench_runs() {
 
     // 3. A broken file is refused; the running configuration keeps serving.
     std::fs::write(proxy.config_path(), "[[databases]]\nname = \n").unwrap();
-    let (status, body) = http_post(admin, "/api/reload");
+    let (status, body) = http_post_admin(admin, "/api/reload");
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("running configuration stays"), "{body}");
     let out = psql_on(port, "ledger", "SELECT 1");

@@ -19,9 +19,6 @@ pub mod auth;
 pub mod caps;
 pub mod kill;
 pub mod login;
-// Exempt until its refactor lands (pools.rs is being rewritten elsewhere): its two findings
-// are counters and config sums, not network input. Remove this with the refactor.
-#[allow(clippy::arithmetic_side_effects)]
 pub mod pools;
 pub mod reclaim;
 pub mod server;

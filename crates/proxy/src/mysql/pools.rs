@@ -114,7 +114,7 @@ impl MysqlState {
             .or_default()
             .clone();
         let cap = db.limits.max_client_connections;
-        let now = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = counter.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let slot = DbSlot(counter);
         if now > cap {
             return Err(ProxyError::TooManyClients(format!(
