@@ -120,6 +120,7 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
         let db = config
             .databases
             .iter()
+            .filter(|d| d.names_a_server_database())
             .find(|d| budgets.iter().any(|(n, _)| *n == d.backend))
             .map(|d| d.server_database.clone())
             .unwrap_or_default();
@@ -164,6 +165,7 @@ async fn read_pg_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckErro
         let db = config
             .databases
             .iter()
+            .filter(|d| d.names_a_server_database())
             .find(|d| budgets.iter().any(|(n, _)| *n == d.backend))
             .map(|d| d.server_database.clone())
             .unwrap_or_else(|| "postgres".into());

@@ -219,7 +219,7 @@ impl Shared {
                 .zip(new.user(e.user()));
             match next {
                 Some((now, user)) => {
-                    e.reconfigure(now.clone(), user);
+                    e.reconfigure(now.into_owned(), user);
                     kept += 1;
                     true
                 }

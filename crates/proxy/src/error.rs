@@ -70,6 +70,14 @@ pub enum ProxyError {
     /// poolguard itself failed (a panic contained to one client's task).
     #[error("{0}")]
     Internal(String),
+    /// The client's server connection broke under it: during a command (`during_command`, what
+    /// MySQL drivers call 2013 "Lost connection ... during query") or between commands (2006
+    /// "server has gone away"), the codes drivers already handle.
+    #[error("{message}")]
+    ServerLost {
+        during_command: bool,
+        message: String,
+    },
 }
 
 impl ProxyError {
@@ -94,6 +102,7 @@ impl ProxyError {
             ProxyError::MysqlServer { sqlstate, .. } => sqlstate,
             ProxyError::Io { .. } => "08006",
             ProxyError::Internal(_) => "XX000",
+            ProxyError::ServerLost { .. } => "08006",
         }
     }
 
@@ -121,6 +130,11 @@ impl ProxyError {
             ProxyError::StatementLimit(_) => ER_MAX_PREPARED_STMT_COUNT_REACHED, // 1461
             ProxyError::MysqlServer { code, .. } => *code,
             ProxyError::Io { .. } => CR_SERVER_LOST, // 2013
+            ProxyError::ServerLost {
+                during_command: true,
+                ..
+            } => CR_SERVER_LOST, // 2013
+            ProxyError::ServerLost { .. } => CR_SERVER_GONE_ERROR, // 2006
         }
     }
 
@@ -132,7 +146,9 @@ impl ProxyError {
             // MariaDB's 1969 ER_STATEMENT_TIMEOUT is 70100; MySQL's 3024 is HY000.
             ProxyError::QueryTimeout(_) if mariadb => "70100",
             ProxyError::QueryTimeout(_) => "HY000",
-            ProxyError::BackendUnavailable(_) | ProxyError::Io { .. } => "08S01",
+            ProxyError::BackendUnavailable(_)
+            | ProxyError::Io { .. }
+            | ProxyError::ServerLost { .. } => "08S01",
             other => my::default_sqlstate(other.mysql_code(mariadb)),
         }
     }
@@ -166,6 +182,8 @@ pub const ER_UNKNOWN_ERROR: u16 = 1105;
 pub const CR_CONN_HOST_ERROR: u16 = 2003;
 /// 2013 "Lost connection to MySQL server during query" (never actually sent: the socket is gone).
 pub const CR_SERVER_LOST: u16 = 2013;
+/// The client library's "server has gone away" (what drivers see between commands).
+pub const CR_SERVER_GONE_ERROR: u16 = 2006;
 
 #[cfg(test)]
 mod tests {

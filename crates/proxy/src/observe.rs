@@ -418,6 +418,7 @@ async fn poll_one(
         .config()
         .databases
         .iter()
+        .filter(|d| d.names_a_server_database())
         .find(|d| d.backend == backend)
         .map(|d| d.server_database.clone());
     let timeout = shared

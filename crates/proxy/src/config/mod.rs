@@ -15,6 +15,7 @@ pub mod target;
 pub use front::{ClientAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
 pub use limits::{Limits, LoginLimits};
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -127,6 +128,17 @@ pub struct Config {
     /// `[[rate_limits]]` rules.
     pub rate_limits: Vec<guard::RateLimit>,
 }
+
+impl Database {
+    /// Its `server_database` is a real database (not the fallback entry's `*`): what checks
+    /// and polls may log in to.
+    pub fn names_a_server_database(&self) -> bool {
+        self.server_database != FALLBACK_DATABASE
+    }
+}
+
+/// The `[[databases]]` name that serves every database a door's other entries do not name.
+pub const FALLBACK_DATABASE: &str = "*";
 
 /// A duration as operators write it: "5s", "30m", "1h 30m"; "0" or "0s" means off.
 pub fn parse_duration(key: &str, text: &str) -> Result<Option<Duration>, ConfigError> {
@@ -427,10 +439,35 @@ impl Config {
         self.users.iter().find(|u| u.name == name)
     }
 
-    pub fn database(&self, protocol: Protocol, name: &str) -> Option<&Database> {
-        self.databases
+    /// The entry serving database `name` on a door: its own `[[databases]]` entry, else the
+    /// door's fallback entry (`name = "*"`, like PgBouncer's): the same settings, for a
+    /// database of the asked name on the fallback's backend (its `server_database`, when set
+    /// to something other than `*`, names the one server database every such client gets).
+    /// Each name served through the fallback gets pools of its own.
+    pub fn database(&self, protocol: Protocol, name: &str) -> Option<Cow<'_, Database>> {
+        let on_door = |d: &&Database| d.protocol == protocol;
+        if let Some(d) = self
+            .databases
             .iter()
-            .find(|d| d.protocol == protocol && d.name == name)
+            .filter(on_door)
+            .find(|d| d.name == name)
+        {
+            return Some(Cow::Borrowed(d));
+        }
+        if name.is_empty() || name == FALLBACK_DATABASE {
+            return None;
+        }
+        let fallback = self
+            .databases
+            .iter()
+            .filter(on_door)
+            .find(|d| d.name == FALLBACK_DATABASE)?;
+        let mut d = fallback.clone();
+        d.name = name.to_owned();
+        if d.server_database == FALLBACK_DATABASE {
+            d.server_database = name.to_owned();
+        }
+        Some(Cow::Owned(d))
     }
 
     /// The configuration `poolguard run` uses without `--config`: a PostgreSQL front door on

@@ -122,6 +122,7 @@ impl Prober {
         let db = config
             .databases
             .iter()
+            .filter(|d| d.names_a_server_database())
             .find(|d| d.backend == backend.name)
             .map(|d| d.server_database.clone());
         let timeout = backend.guard.health_check_timeout;

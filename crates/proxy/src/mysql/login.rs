@@ -280,7 +280,22 @@ async fn admit(
                 .await
                 .map_err(acquire_error)?,
         ),
-        PoolMode::Transaction => None,
+        PoolMode::Transaction => {
+            // A pool that never reached its server (a database named for the first time,
+            // through the fallback entry perhaps) proves the database exists before the client
+            // is told it logged in, as the server itself would (1049 otherwise). The
+            // connection stays in the pool.
+            if entry.pool.status().connects_total == 0 {
+                let lease = entry
+                    .pool
+                    .acquire(holder.clone())
+                    .await
+                    .map_err(acquire_error)?;
+                let proof = lease.untouched();
+                lease.release(proof);
+            }
+            None
+        }
     };
     let state = SessionState::new(
         Some(db.server_database.clone()),
@@ -379,7 +394,9 @@ pub fn choose_database(
                 .iter()
                 .filter(|d| d.protocol == Protocol::Mysql);
             match (mysql.next(), mysql.next()) {
-                (Some(only), None) => only,
+                (Some(only), None) if only.name != crate::config::FALLBACK_DATABASE => {
+                    std::borrow::Cow::Borrowed(only)
+                }
                 _ => {
                     return Err(ProxyError::UnknownDatabase(
                         "(none given: poolguard pools per database, name one when connecting)"
@@ -389,6 +406,6 @@ pub fn choose_database(
             }
         }
     };
-    let slot = shared.mysql.admit(db)?;
-    Ok((db.clone(), slot))
+    let slot = shared.mysql.admit(&db)?;
+    Ok((db.into_owned(), slot))
 }

@@ -135,7 +135,7 @@ impl MysqlState {
         let Some(db) = config
             .databases
             .iter()
-            .find(|d| d.protocol == Protocol::Mysql)
+            .find(|d| d.protocol == Protocol::Mysql && d.names_a_server_database())
         else {
             return Err(ProxyError::UnknownDatabase(
                 "(none: no [[databases]] entry uses a mysql backend)".into(),

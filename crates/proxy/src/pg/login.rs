@@ -231,7 +231,7 @@ async fn login(
         .config()
         .database(Protocol::Postgres, &database)
         .ok_or_else(|| ProxyError::UnknownDatabase(database.clone()))?
-        .clone();
+        .into_owned();
     let entry = shared.pg_pool(&db, &user);
     shared.admit_to_pool(&mut slot, &entry)?;
     let holder = Holder {

@@ -427,10 +427,18 @@ impl Session {
         if quiet {
             return None;
         }
-        let seq = self.inflight.take().map_or(1, |i| i.delta.wrapping_add(1));
-        let e = ProxyError::BackendUnavailable(format!(
-            "poolguard: the MySQL server connection was lost ({why}); an open transaction was rolled back by the server, and the outcome of a running statement is unknown"
-        ));
+        let inflight = self.inflight.take();
+        let during_command = inflight.is_some();
+        let seq = inflight.map_or(1, |i| i.delta.wrapping_add(1));
+        let message = if during_command {
+            format!("Lost connection to server during query (poolguard: the MySQL server connection was lost: {why}; the outcome of the running statement is unknown, and an open transaction was rolled back by the server)")
+        } else {
+            format!("Server has gone away (poolguard: the MySQL server connection was lost: {why}; an open transaction was rolled back by the server)")
+        };
+        let e = ProxyError::ServerLost {
+            during_command,
+            message,
+        };
         let mut m = BytesMut::new();
         err_packet(&mut m, seq, &e, self.mariadb);
         self.entry.traffic.sent(m.len());

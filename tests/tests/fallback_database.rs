@@ -1,0 +1,71 @@
+//! A fallback database entry (`[[databases]] name = "*"`, like PgBouncer's `*`): a database
+//! the config does not list is served on the fallback's backend under its own name (test suites
+//! and tools create databases as they go), on both doors; a listed database keeps its own
+//! entry, and a database the server does not have gets the server's own error.
+
+use poolguard_e2e::mysql::*;
+use poolguard_e2e::*;
+
+const FALLBACK_PG: &str = "\n[[databases]]\nname = \"*\"\nbackend = \"pg\"\npool_size = 2\n";
+const FALLBACK_MY: &str = "\n[[databases]]\nname = \"*\"\nbackend = \"maria\"\npool_size = 2\n";
+
+#[test]
+fn postgres_serves_unlisted_databases_through_the_fallback() {
+    let pg = sandbox(30);
+    pg.psql("postgres", "CREATE DATABASE other OWNER app")
+        .expect("create database");
+    let spec = PoolSpec {
+        extra: FALLBACK_PG.into(),
+        ..PoolSpec::default()
+    };
+    let proxy = Proxy::start(&pg, &spec);
+    let on = |db: &str| {
+        let mut cmd = psql_command(proxy.port);
+        // psql_command names `bank`; a later -d wins.
+        cmd.args(["-d", db, "-c", "SELECT current_database()"]);
+        run_pg(&mut cmd)
+    };
+    let other = on("other");
+    assert!(other.status.success(), "{}", stderr(&other));
+    assert_eq!(stdout(&other), "other");
+    let bank = on("bank");
+    assert_eq!(stdout(&bank), "bank", "{}", stderr(&bank));
+    let missing = on("nosuch");
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("database \"nosuch\" does not exist"),
+        "the server's own error: {}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn mysql_serves_unlisted_databases_through_the_fallback() {
+    let db = mariadb(30);
+    db.sql(
+        "",
+        "CREATE DATABASE other; GRANT ALL ON other.* TO 'app'@'%'",
+    )
+    .expect("create database");
+    let spec = MyPoolSpec {
+        extra: FALLBACK_MY.into(),
+        ..MyPoolSpec::default()
+    };
+    let proxy = start_mysql_proxy(&db, &spec);
+    let mut c = MyClient::connect_as(proxy.port, USER, PASSWORD, Some("other")).expect("login");
+    assert_eq!(
+        c.scalar("SELECT DATABASE()").unwrap().as_deref(),
+        Some("other")
+    );
+    let mut b = MyClient::connect(proxy.port).expect("login to bank");
+    assert_eq!(
+        b.scalar("SELECT DATABASE()").unwrap().as_deref(),
+        Some("bank")
+    );
+    let missing = MyClient::connect_as(proxy.port, USER, PASSWORD, Some("nosuch"));
+    let e = missing.err().expect("no such database");
+    assert!(
+        e.code == 1049 || e.code == 1044,
+        "the server's own error: {e}"
+    );
+}
