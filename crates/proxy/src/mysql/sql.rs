@@ -30,6 +30,9 @@ pub struct Findings {
     pub reads_insert_id: bool,
     /// `KILL [CONNECTION|QUERY] n` as the whole query.
     pub kill: Option<Kill>,
+    /// Where `CONNECTION_ID()` is called (byte ranges of the text, whole calls): rewritten to
+    /// the client's own poolguard id, the one its greeting announced and KILL takes.
+    pub connection_id_calls: Vec<std::ops::Range<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +124,16 @@ pub fn scan(sql: &[u8]) -> Findings {
                 f.reads_insert_id = true
             }
             _ => {}
+        }
+    }
+    for call in tokens.windows(3) {
+        if let [name, open, close] = call {
+            if name.tok == Tok::Word("CONNECTION_ID".into())
+                && open.tok == Tok::Punct(b'(')
+                && close.tok == Tok::Punct(b')')
+            {
+                f.connection_id_calls.push(name.start..close.end);
+            }
         }
     }
     let mut iter = tokens.iter().peekable();
@@ -565,6 +578,11 @@ mod tests {
         assert!(scan(b"SELECT LAST_INSERT_ID()").reads_insert_id);
         assert!(scan(b"select @@IDENTITY").reads_insert_id);
         assert!(!scan(b"SELECT 'LAST_INSERT_ID()'").reads_insert_id);
+        let text =
+            b"SELECT CONNECTION_ID(), connection_id ( ), 'CONNECTION_ID()' -- CONNECTION_ID()";
+        let calls = scan(text).connection_id_calls;
+        let found: Vec<&[u8]> = calls.iter().filter_map(|r| text.get(r.clone())).collect();
+        assert_eq!(found, [&b"CONNECTION_ID()"[..], &b"connection_id ( )"[..]]);
     }
 
     #[test]

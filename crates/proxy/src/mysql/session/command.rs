@@ -189,8 +189,39 @@ impl Session {
             self.pin(reason);
         }
         let reads_insert_id = findings.reads_insert_id;
-        self.forward(p, None, After::Query(Box::new(findings)), reads_insert_id)
-            .await
+        let rewritten = self.own_connection_id(&p.payload, &findings.connection_id_calls);
+        self.forward(
+            p,
+            rewritten,
+            After::Query(Box::new(findings)),
+            reads_insert_id,
+        )
+        .await
+    }
+
+    /// The COM_QUERY with each `CONNECTION_ID()` call replaced by the client's poolguard id
+    /// (what its greeting said and what KILL takes here), or `None` when there is none: the
+    /// server's thread id would name whichever server this transaction runs on.
+    fn own_connection_id(
+        &self,
+        payload: &[u8],
+        calls: &[std::ops::Range<usize>],
+    ) -> Option<BytesMut> {
+        if calls.is_empty() {
+            return None;
+        }
+        let body = command_body(payload);
+        let id = self.registration.id.to_string();
+        let mut out = BytesMut::with_capacity(payload.len().saturating_add(16));
+        out.extend_from_slice(payload.get(..1)?);
+        let mut at = 0;
+        for call in calls {
+            out.extend_from_slice(body.get(at..call.start)?);
+            out.extend_from_slice(id.as_bytes());
+            at = call.end;
+        }
+        out.extend_from_slice(body.get(at..)?);
+        Some(out)
     }
 
     async fn process_kill(&mut self, p: Packet) -> Option<End> {
