@@ -108,6 +108,11 @@ impl ParamSet {
     }
 }
 
+/// The value recorded for an extra on a server when it cannot be known (a SET whose statement
+/// may fail or be rolled back). No client's value equals it (protocol strings hold no NUL), so
+/// [`sync_sql`] sets or resets the parameter for whoever gets the server next.
+pub const UNKNOWN: &str = "\0unknown";
+
 /// A string literal for SET: single quotes doubled, no backslash escapes involved.
 pub fn quote_literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
@@ -159,6 +164,20 @@ mod tests {
             "SET search_path = myschema, public;SET timezone = 'Europe/Paris';RESET statement_timeout;"
         );
         assert_eq!(sync_sql(&client, &client, &extras), "");
+    }
+
+    #[test]
+    fn an_unknown_server_value_is_always_set_or_reset() {
+        let extras = vec!["search_path".to_string()];
+        let mut server = ParamSet::default();
+        server.set("search_path", UNKNOWN);
+        let mut wants = ParamSet::default();
+        wants.set("search_path", "s1");
+        assert_eq!(sync_sql(&wants, &server, &extras), "SET search_path = s1;");
+        assert_eq!(
+            sync_sql(&ParamSet::default(), &server, &extras),
+            "RESET search_path;"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use super::{End, Held, Session};
 use crate::config::front::DEFAULT_MAX_CLIENT_PREPARED_STATEMENTS;
 use crate::error::ProxyError;
-use crate::pg::features::{scan, Findings, TrackedSet};
+use crate::pg::features::{scan, Findings, Lexing, TrackedSet};
 use crate::pg::login::write_error;
 use crate::pg::pending::Expect;
 use crate::pg::prepared::{too_many_statements, Statement};
@@ -110,7 +110,11 @@ impl Session {
         {
             return Ok(false);
         }
-        let findings = scan(parse.query, &self.extra_parameters());
+        let findings = scan(
+            parse.query.as_bytes(),
+            Lexing::of(&self.params),
+            &self.extra_parameters(),
+        );
         if !findings.features.is_empty() || !findings.tracked.is_empty() {
             return Ok(false);
         }
@@ -335,7 +339,11 @@ impl Session {
                     .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
                 self.holder.note.statement(sql);
                 if self.transaction_mode {
-                    let findings = scan(sql, &self.extra_parameters());
+                    let findings = scan(
+                        sql.as_bytes(),
+                        Lexing::of(&self.params),
+                        &self.extra_parameters(),
+                    );
                     if let Some(stmt) = deallocate_target(sql) {
                         if self.statements.remove(stmt) {
                             let held = self.held_mut()?;
@@ -476,7 +484,11 @@ impl Session {
             });
         }
         if self.transaction_mode {
-            let findings = scan(parse.query, &self.extra_parameters());
+            let findings = scan(
+                parse.query.as_bytes(),
+                Lexing::of(&self.params),
+                &self.extra_parameters(),
+            );
             if let Some(error) = self.apply_findings(&findings, batch_start) {
                 return Ok(Action::Refuse {
                     error,
@@ -544,13 +556,13 @@ impl Session {
             }
         }
         if !f.tracked.is_empty() {
-            // The server will carry the client's extras after this statement runs.
+            // Whether the server ends up with the new value is not known here: the statement
+            // may fail, or its transaction roll back. Record the value as unknown, so the next
+            // client to get this server sets (or resets) it whatever it expects.
             if let Some(h) = self.held.as_mut() {
                 for t in &f.tracked {
-                    match t {
-                        TrackedSet::Set { name, value } => h.lease.current.set(name, value),
-                        TrackedSet::Reset { name } => h.lease.current.remove(name),
-                    }
+                    let (TrackedSet::Set { name, .. } | TrackedSet::Reset { name }) = t;
+                    h.lease.current.set(name, crate::pg::params::UNKNOWN);
                 }
             }
         }
