@@ -118,6 +118,26 @@ pub fn quote_literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
+/// [`sync_sql`] as the simple queries to send, in order. A change of `client_encoding` goes
+/// alone and first: a server converts a whole query string from the encoding in force when it
+/// arrives, and the statements after it may carry the client's non-ASCII text (an extra's
+/// value, in the client's encoding).
+pub fn sync_queries(client: &ParamSet, server: &ParamSet, extras: &[String]) -> Vec<String> {
+    let sql = sync_sql(client, server, extras);
+    let encoding = client
+        .get("client_encoding")
+        .filter(|want| server.get("client_encoding") != Some(*want))
+        .map(|want| format!("SET client_encoding = {};", quote_literal(want)));
+    match encoding {
+        Some(first) if sql != first => {
+            let rest = sql.replacen(&first, "", 1);
+            vec![first, rest]
+        }
+        _ if sql.is_empty() => vec![],
+        _ => vec![sql],
+    }
+}
+
 /// Statements that bring `server` in line with what `client` expects. Reported parameters are
 /// set from their reported value (quoted); extras from the client's SET text (as written).
 /// Extras the server carries and the client does not are RESET. Empty if nothing differs.
@@ -192,6 +212,36 @@ mod tests {
         b.set("TIMEZONE", "Europe/Paris");
         assert!(!a.same_entries(&b));
         assert_eq!(sync_sql(&a, &b, &[]), "SET timezone = 'UTC';");
+    }
+
+    #[test]
+    fn a_new_client_encoding_is_set_alone_before_the_rest() {
+        let extras = vec!["search_path".to_string()];
+        let mut client = ParamSet::default();
+        client.set("client_encoding", "LATIN1");
+        client.set("search_path", "'sch\u{e9}ma'");
+        let mut server = ParamSet::default();
+        server.set("client_encoding", "UTF8");
+        assert_eq!(
+            sync_queries(&client, &server, &extras),
+            vec![
+                "SET client_encoding = 'LATIN1';".to_string(),
+                "SET search_path = 'sch\u{e9}ma';".to_string()
+            ]
+        );
+        server.set("search_path", "'sch\u{e9}ma'");
+        assert_eq!(
+            sync_queries(&client, &server, &extras),
+            vec!["SET client_encoding = 'LATIN1';".to_string()]
+        );
+        server.set("client_encoding", "LATIN1");
+        assert!(sync_queries(&client, &server, &extras).is_empty());
+        server.set("timezone", "UTC");
+        client.set("timezone", "Europe/Paris");
+        assert_eq!(
+            sync_queries(&client, &server, &extras),
+            vec!["SET timezone = 'Europe/Paris';".to_string()]
+        );
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Session {
             return Ok(false);
         }
         let findings = scan(
-            parse.query.as_bytes(),
+            parse.query,
             Lexing::of(&self.params),
             &self.extra_parameters(),
         );
@@ -337,13 +337,9 @@ impl Session {
             QUERY => {
                 let sql = frontend::parse_query(body)
                     .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
-                self.holder.note.statement(sql);
+                self.holder.note.statement(&String::from_utf8_lossy(sql));
                 if self.transaction_mode {
-                    let findings = scan(
-                        sql.as_bytes(),
-                        Lexing::of(&self.params),
-                        &self.extra_parameters(),
-                    );
+                    let findings = scan(sql, Lexing::of(&self.params), &self.extra_parameters());
                     if let Some(stmt) = deallocate_target(sql) {
                         if self.statements.remove(stmt) {
                             let held = self.held_mut()?;
@@ -377,7 +373,12 @@ impl Session {
                     Some(stmt) => {
                         ensure_prepared(held, &stmt, out);
                         held.pending.push(Expect::Bind);
-                        frontend::bind_with_rest(out, head.portal, &stmt.server_name, rest);
+                        frontend::bind_with_rest(
+                            out,
+                            head.portal,
+                            stmt.server_name.as_bytes(),
+                            rest,
+                        );
                         Ok(Action::Rewritten)
                     }
                     None => {
@@ -405,7 +406,7 @@ impl Session {
                     Some(stmt) => {
                         ensure_prepared(held, &stmt, out);
                         held.pending.push(expect);
-                        frontend::describe(out, kind, &stmt.server_name);
+                        frontend::describe(out, kind, stmt.server_name.as_bytes());
                         Ok(Action::Rewritten)
                     }
                     None => {
@@ -474,7 +475,9 @@ impl Session {
     ) -> Result<Action, ProxyError> {
         let parse = frontend::parse_parse(body)
             .map_err(|e| ProxyError::Protocol(format!("invalid Parse message: {e}")))?;
-        self.holder.note.statement(parse.query);
+        self.holder
+            .note
+            .statement(&String::from_utf8_lossy(parse.query));
         let named = self.transaction_mode && !parse.name.is_empty();
         if named && !self.statements.has_room(parse.name, self.max_statements()) {
             // Refused before its text is looked at: nothing of it takes effect.
@@ -485,7 +488,7 @@ impl Session {
         }
         if self.transaction_mode {
             let findings = scan(
-                parse.query.as_bytes(),
+                parse.query,
                 Lexing::of(&self.params),
                 &self.extra_parameters(),
             );
@@ -580,7 +583,7 @@ impl Session {
             })
     }
 
-    fn named(&self, name: &str) -> Option<std::sync::Arc<Statement>> {
+    fn named(&self, name: &[u8]) -> Option<std::sync::Arc<Statement>> {
         if !self.transaction_mode || name.is_empty() {
             return None;
         }
@@ -621,10 +624,15 @@ fn prepare_on_server(
         return;
     }
     if let Some(evicted) = held.lease.prepared.insert(stmt.clone()) {
-        frontend::close(out, frontend::STATEMENT, &evicted);
+        frontend::close(out, frontend::STATEMENT, evicted.as_bytes());
         held.pending.push(Expect::InjectedClose);
     }
-    frontend::parse_message(out, &stmt.server_name, &stmt.query, &stmt.param_types);
+    frontend::parse_message(
+        out,
+        stmt.server_name.as_bytes(),
+        &stmt.query,
+        &stmt.param_types,
+    );
     let server_name = stmt.server_name.clone();
     held.pending.push(if injected {
         Expect::InjectedParse { server_name }
@@ -651,21 +659,26 @@ fn prepare_then_sync(buf: &[u8]) -> Result<Option<(usize, usize)>, poolguard_pg:
     Ok(None)
 }
 
-/// `DEALLOCATE [PREPARE] name` as a whole query: the statement name.
-fn deallocate_target(sql: &str) -> Option<&str> {
-    let s = sql.trim().trim_end_matches(';').trim();
-    let mut words = s.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+/// `DEALLOCATE [PREPARE] name` as a whole query: the statement name (bytes in the client's
+/// encoding).
+fn deallocate_target(sql: &[u8]) -> Option<&[u8]> {
+    let mut s = sql.trim_ascii();
+    while let Some(rest) = s.strip_suffix(b";") {
+        s = rest.trim_ascii_end();
+    }
+    let mut words = s.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    if !words.next()?.eq_ignore_ascii_case(b"deallocate") {
         return None;
     }
     let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("prepare") {
+    if name.eq_ignore_ascii_case(b"prepare") {
         name = words.next()?;
     }
-    if words.next().is_some() || name.eq_ignore_ascii_case("all") {
+    if words.next().is_some() || name.eq_ignore_ascii_case(b"all") {
         return None;
     }
-    Some(name.trim_matches('"'))
+    let name = name.strip_prefix(b"\"").unwrap_or(name);
+    Some(name.strip_suffix(b"\"").unwrap_or(name))
 }
 
 #[cfg(test)]
@@ -674,12 +687,16 @@ mod tests {
 
     #[test]
     fn deallocate_target_parsing() {
-        assert_eq!(deallocate_target("DEALLOCATE p1"), Some("p1"));
+        assert_eq!(deallocate_target(b"DEALLOCATE p1"), Some(&b"p1"[..]));
         assert_eq!(
-            deallocate_target("deallocate prepare \"_pg3_0\";"),
-            Some("_pg3_0")
+            deallocate_target(b"deallocate prepare \"_pg3_0\";"),
+            Some(&b"_pg3_0"[..])
         );
-        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
-        assert_eq!(deallocate_target("SELECT 1"), None);
+        assert_eq!(deallocate_target(b"DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target(b"SELECT 1"), None);
+        assert_eq!(
+            deallocate_target(b"DEALLOCATE \"caf\xe9\""),
+            Some(&b"caf\xe9"[..])
+        );
     }
 }

@@ -38,7 +38,7 @@ use crate::guard;
 use crate::pg::cancel::{send_cancel, Registration, ServerKey};
 use crate::pg::features::SessionFeature;
 use crate::pg::login::{write_error, LoggedIn};
-use crate::pg::params::{sync_sql, ParamSet};
+use crate::pg::params::{sync_queries, ParamSet};
 use crate::pg::pending::{Expect, Pending, Synthetic};
 use crate::pg::prepared::ClientStatements;
 use crate::pg::reclaim::{reclaim, Reclaim};
@@ -369,11 +369,13 @@ impl Session {
         if held.lease.synced_for != Some(stamp) {
             held.lease.synced_for = Some(stamp);
             let extras = self.extra_parameters();
-            let sql = sync_sql(&self.params, &held.lease.current, &extras);
-            if !sql.is_empty() {
-                tracing::debug!(client = %self.holder.client, sql = %sql, "synchronising parameters");
+            let queries = sync_queries(&self.params, &held.lease.current, &extras);
+            if !queries.is_empty() {
+                tracing::debug!(client = %self.holder.client, sql = ?queries, "synchronising parameters");
                 let mut m = BytesMut::new();
-                frontend::query(&mut m, &sql);
+                for sql in &queries {
+                    frontend::query(&mut m, sql);
+                }
                 // Extras have no ParameterStatus; record what the server will now carry.
                 let current = &mut held.lease.current;
                 for (name, value) in self.params.iter() {
@@ -392,7 +394,9 @@ impl Session {
                     held.lease.discard(DiscardReason::Broken);
                     return Err(ProxyError::server_io(e));
                 }
-                held.pending.push(Expect::InjectedQuery);
+                for _ in &queries {
+                    held.pending.push(Expect::InjectedQuery);
+                }
                 held.busy_since = Some(Instant::now());
             }
         }
