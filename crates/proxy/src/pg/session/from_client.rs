@@ -456,7 +456,9 @@ impl Session {
                 Ok(Action::Pass)
             }
             COPY_DONE | COPY_FAIL => {
-                self.held_mut()?.copy_in = false;
+                let held = self.held_mut()?;
+                held.copy_in = false;
+                held.pending.push(Expect::CopyEnd);
                 Ok(Action::Pass)
             }
             COPY_DATA | FLUSH => Ok(Action::Pass),

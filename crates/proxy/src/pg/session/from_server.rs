@@ -128,11 +128,11 @@ impl Session {
                     }
                 }
                 Step::Whole {
-                    tag: tags::backend::COPY_IN,
+                    tag: tags::backend::COPY_IN | tags::backend::COPY_BOTH,
                     ..
                 }
                 | Step::Head {
-                    tag: tags::backend::COPY_IN,
+                    tag: tags::backend::COPY_IN | tags::backend::COPY_BOTH,
                     ..
                 } => held.copy_in = true,
                 _ => {}
