@@ -357,9 +357,14 @@ mod tests {
             decode(b"\0\0\0\x0c\x04\xd2\x16\x2e\0\0\0\x2a"),
             Err(DecodeError::Malformed(_))
         ));
-        // A user name whose last character ("é", C3 A9) is cut after its first byte.
-        assert_eq!(
+        // A user name whose last character ("é", C3 A9) is cut after its first byte, in a
+        // packet whose length leaves out the final terminator.
+        assert!(matches!(
             decode(b"\0\0\0\x12\0\x03\0\0user\0jos\xc3\0\0"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert_eq!(
+            decode(b"\0\0\0\x13\0\x03\0\0user\0jos\xc3\0\0"),
             Ok(Some(startup(&[("user", "jos\\xc3")])))
         );
     }
