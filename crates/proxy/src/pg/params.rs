@@ -72,7 +72,7 @@ impl ParamSet {
     }
 
     fn put(&mut self, name: &str, value: Arc<str>) {
-        self.version += 1;
+        self.version = self.version.wrapping_add(1);
         match self
             .values
             .iter_mut()
@@ -93,7 +93,7 @@ impl ParamSet {
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.version += 1;
+        self.version = self.version.wrapping_add(1);
         self.values.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
@@ -103,7 +103,7 @@ impl ParamSet {
 
     /// Drops the extras (not reported by the server), as DISCARD ALL / RESET ALL reset them.
     pub fn retain_reported(&mut self) {
-        self.version += 1;
+        self.version = self.version.wrapping_add(1);
         self.values.retain(|(n, _)| is_reported(n));
     }
 }

@@ -148,7 +148,7 @@ impl Pending {
             return; // everything before it is answered: nothing left to mark
         }
         if e.ends_with_ready() {
-            self.ready_owed += 1;
+            self.ready_owed = self.ready_owed.saturating_add(1);
         }
         self.queue.push_back(e);
     }

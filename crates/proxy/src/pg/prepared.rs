@@ -88,7 +88,10 @@ impl ClientStatements {
         if existing.is_none() && table.by_name.len() >= max {
             return Err(too_many_statements(max));
         }
-        let bytes = table.bytes - existing.unwrap_or(0) + stmt.query.len();
+        let bytes = table
+            .bytes
+            .saturating_sub(existing.unwrap_or(0))
+            .saturating_add(stmt.query.len());
         if bytes > MAX_CLIENT_STATEMENT_BYTES {
             return Err(ProxyError::StatementLimit(format!(
                 "poolguard: this client's prepared statements would hold {bytes} bytes of text, over poolguard's {MAX_CLIENT_STATEMENT_BYTES} per client; deallocate some (Close, DEALLOCATE) before preparing more"
@@ -116,7 +119,7 @@ impl ClientStatements {
         };
         match table.by_name.remove(name) {
             Some(s) => {
-                table.bytes -= s.query.len();
+                table.bytes = table.bytes.saturating_sub(s.query.len());
                 true
             }
             None => false,
@@ -155,7 +158,7 @@ impl ServerStatements {
 
     /// True (and marks it used) if the server has this exact statement.
     pub fn touch(&mut self, stmt: &Statement) -> bool {
-        self.tick += 1;
+        self.tick = self.tick.wrapping_add(1);
         match self.entries.get_mut(&stmt.server_name) {
             Some((have, used)) if **have == *stmt => {
                 *used = self.tick;
@@ -168,7 +171,7 @@ impl ServerStatements {
     /// Records a statement about to be prepared. Returns the name of a statement to close
     /// first if the table is full.
     pub fn insert(&mut self, stmt: Arc<Statement>) -> Option<Arc<str>> {
-        self.tick += 1;
+        self.tick = self.tick.wrapping_add(1);
         let mut evicted = None;
         if !self.entries.contains_key(&stmt.server_name) && self.entries.len() >= self.capacity {
             let oldest = self

@@ -127,7 +127,7 @@ async fn drain(held: &mut Held) -> Result<(), ServerError> {
         while held.pending.take_synthetic().is_some() {}
         while let Some(step) = held
             .scan
-            .step(&buf[pos..], need)
+            .step(buf.get(pos..).unwrap_or_default(), need)
             .map_err(|e| broken(e.to_string()))?
         {
             let (tag, body): (Option<u8>, &[u8]) = match &step {
@@ -147,10 +147,10 @@ async fn drain(held: &mut Held) -> Result<(), ServerError> {
                 }
             }
             while held.pending.take_synthetic().is_some() {}
-            pos += step.len();
+            pos = pos.saturating_add(step.len());
         }
         let mut buf = buf;
-        buf.advance(pos);
+        buf.advance(pos.min(buf.len()));
         held.lease.buf = buf;
         if copy_in {
             let mut m = BytesMut::new();

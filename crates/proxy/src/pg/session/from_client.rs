@@ -18,7 +18,7 @@ use crate::pg::features::{scan, Findings, Lexing, TrackedSet};
 use crate::pg::login::write_error;
 use crate::pg::pending::Expect;
 use crate::pg::prepared::{too_many_statements, Statement};
-use crate::pg::scan::{client_message_error, Step};
+use crate::pg::scan::{client_message_error, span, Step};
 
 /// Client messages whose body poolguard must see whole.
 fn need_body(tag: u8) -> bool {
@@ -54,10 +54,8 @@ impl Session {
                 }
             }
             if self.held.is_none() {
-                if self.cbuf.len() < 5 {
-                    return None;
-                }
-                if self.cbuf[0] == tags::frontend::TERMINATE {
+                let &[first, ..] = self.cbuf.first_chunk::<5>()?;
+                if first == tags::frontend::TERMINATE {
                     return Some(End::Terminate);
                 }
                 // An oversized message is refused at its header, before it costs a server.
@@ -98,7 +96,10 @@ impl Session {
         let Ok(Some((parse_len, sync_len))) = prepare_then_sync(&self.cbuf) else {
             return Ok(false);
         };
-        let Ok(parse) = frontend::parse_parse(&self.cbuf[5..parse_len]) else {
+        let Some(body) = self.cbuf.get(5..parse_len) else {
+            return Ok(false);
+        };
+        let Ok(parse) = frontend::parse_parse(body) else {
             return Ok(false);
         };
         if parse.name.is_empty() {
@@ -125,7 +126,9 @@ impl Session {
         {
             return Ok(false); // refused on the ordinary path, with its batch
         }
-        self.cbuf.advance(parse_len + sync_len);
+        // Both lengths were measured in `cbuf` by `prepare_then_sync`.
+        self.cbuf
+            .advance(parse_len.saturating_add(sync_len).min(self.cbuf.len()));
         let mut m = BytesMut::new();
         backend::parse_complete(&mut m);
         backend::ready_for_query(&mut m, b'I');
@@ -142,7 +145,8 @@ impl Session {
         let mut pos = 0;
         let mut reached = false;
         loop {
-            let step = match self.cscan.step(&self.cbuf[pos..], |_| false) {
+            let rest = self.cbuf.get(pos..).unwrap_or_default();
+            let step = match self.cscan.step(rest, |_| false) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => return Err(End::Kicked(client_message_error(e))),
@@ -151,7 +155,7 @@ impl Session {
                 Step::Whole { tag, .. } => Some(tag),
                 _ => None,
             };
-            pos += step.len();
+            pos = pos.saturating_add(step.len());
             if tag == Some(tags::frontend::TERMINATE) {
                 return Err(End::Terminate);
             }
@@ -163,7 +167,7 @@ impl Session {
                 break;
             }
         }
-        self.cbuf.advance(pos);
+        self.cbuf.advance(pos.min(self.cbuf.len()));
         if reached {
             if let Some(e) = self.skipping.take() {
                 let status = self.held.as_ref().map_or(b'I', |h| h.status);
@@ -194,7 +198,10 @@ impl Session {
         // Test builds: COPY data went to the server in this write (see `fault`).
         let mut copy_data = false;
         loop {
-            let step = match self.cscan.step(&cbuf[pos..], need_body) {
+            let step = match self
+                .cscan
+                .step(cbuf.get(pos..).unwrap_or_default(), need_body)
+            {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => {
@@ -229,19 +236,29 @@ impl Session {
                 }
                 Step::Rest { .. } => Action::Pass,
             };
+            let end = pos.saturating_add(len);
             match action {
-                Action::Pass => out.extend_from_slice(&cbuf[pos..pos + len]),
+                Action::Pass => match span(&cbuf, pos, end) {
+                    Some(bytes) => out.extend_from_slice(bytes),
+                    None => {
+                        // Cannot happen while the scanner keeps its invariant; fail closed.
+                        failure = Some(ProxyError::Protocol(
+                            "poolguard lost its place in the client's message stream".into(),
+                        ));
+                        break;
+                    }
+                },
                 Action::Rewritten | Action::Absorbed => {}
                 Action::Refuse { error, sync_point } => {
-                    pos += len;
+                    pos = end;
                     refusal = Some((error, sync_point));
                     break;
                 }
             }
-            pos += len;
+            pos = end;
         }
         let mut cbuf = cbuf;
-        cbuf.advance(pos);
+        cbuf.advance(pos.min(cbuf.len()));
         // Bytes that arrived meanwhile cannot exist (no reads happen here); restore the buffer.
         self.cbuf = cbuf;
         let result = self.send_to_server(&out).await;
@@ -654,11 +671,10 @@ fn prepare_then_sync(buf: &[u8]) -> Result<Option<(usize, usize)>, poolguard_pg:
     let Some(parse_len) = frame_len(buf, DEFAULT_MAX_MESSAGE_LEN)? else {
         return Ok(None);
     };
-    let rest = &buf[parse_len..];
-    if rest.len() == 5 && rest[0] == tags::frontend::SYNC && rest[1..5] == [0, 0, 0, 4] {
-        return Ok(Some((parse_len, 5)));
+    match buf.get(parse_len..) {
+        Some([tags::frontend::SYNC, 0, 0, 0, 4]) => Ok(Some((parse_len, 5))),
+        _ => Ok(None),
     }
-    Ok(None)
 }
 
 /// `DEALLOCATE [PREPARE] name` as a whole query: the statement name (bytes in the client's

@@ -429,7 +429,10 @@ impl Session {
         }
         let policy = self.policy();
         if policy == SessionStatePolicy::Error && batch_start {
-            let what = features[0].describe();
+            let what = features
+                .first()
+                .map(SessionFeature::describe)
+                .unwrap_or_default();
             return Some(ProxyError::FeatureNotSupported(format!(
                 "poolguard: {what} cannot work in transaction pooling (the next transaction may run on another server connection); use a database with pool_mode = \"session\", or session_state = \"pin\""
             )));
