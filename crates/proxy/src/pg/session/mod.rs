@@ -109,9 +109,18 @@ impl Held {
     /// `client_in_step`: the client's side is at a message boundary too.
     pub fn proof(&self, client_in_step: bool) -> Clean {
         Clean {
+            nothing_owed: self.proof_before_reset(client_in_step).nothing_owed && !self.dirty,
+            ..self.proof_before_reset(client_in_step)
+        }
+    }
+
+    /// [`Held::proof`] leaving out the reset a dirty server still owes: whether the server may
+    /// go to [`reclaim`] for that reset now. The reset's own release proves the rest again.
+    fn proof_before_reset(&self, client_in_step: bool) -> Clean {
+        Clean {
             idle: !self.busy() && self.lease.buf.is_empty(),
             no_transaction: self.status == b'I',
-            nothing_owed: !self.unsynced && !self.copy_in && !self.dirty,
+            nothing_owed: !self.unsynced && !self.copy_in,
             in_step: client_in_step && !self.scan.mid_message(),
         }
     }
@@ -461,7 +470,13 @@ impl Session {
         let Some(h) = &self.held else {
             return;
         };
-        let proof = h.proof(!self.cscan.mid_message());
+        // A dirty server is proven clean by its reset (in `reclaim`), not here: decide on the
+        // rest of the proof, and `decide` sends it to the reset.
+        let proof = if h.dirty {
+            h.proof_before_reset(!self.cscan.mid_message())
+        } else {
+            h.proof(!self.cscan.mid_message())
+        };
         let decision = guard::decide(
             self.transaction_mode,
             self.pinned.is_some(),
