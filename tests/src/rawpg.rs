@@ -122,6 +122,19 @@ impl RawPg {
         }
     }
 
+    /// Messages until (and including) the next ReadyForQuery, errors included, or the close.
+    pub fn read_until_ready(&mut self) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Some(m) = self.read() {
+            let end = m.tag == b'Z';
+            out.push(m);
+            if end {
+                break;
+            }
+        }
+        out
+    }
+
     /// Messages until (and including) the first ErrorResponse or ReadyForQuery, or the close.
     pub fn read_until_error_or_ready(&mut self) -> Vec<Msg> {
         let mut out = Vec::new();

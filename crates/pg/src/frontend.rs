@@ -5,6 +5,11 @@
 //! Invariants: decoders take a frame's body (see [`crate::framing`]), borrow from it rather than
 //! copy, check every bound, and reject trailing bytes (except Bind, whose tail is deliberately left
 //! unread); encoders append one complete message and never panic.
+//!
+//! Strings a client sends after startup (SQL text, statement and portal names) are in the
+//! client's `client_encoding`, which need not be UTF-8 (LATIN1, KOI8R, SJIS, ...): they are
+//! decoded as bytes and never checked against any encoding. Only the authentication messages,
+//! whose fields the protocol defines as ASCII (SASL mechanism names), are read as `str`.
 
 use bytes::{BufMut, BytesMut};
 
@@ -50,10 +55,10 @@ pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(&str, Option<&[u8]>),
     Ok((mechanism, data))
 }
 
-/// Decodes a Query body: the SQL text (UTF-8 required).
-pub fn parse_query(body: &[u8]) -> Result<&str, DecodeError> {
+/// Decodes a Query body: the SQL text, in the client's encoding.
+pub fn parse_query(body: &[u8]) -> Result<&[u8], DecodeError> {
     let mut r = Reader::new(body);
-    let sql = r.cstr("query string is not NUL-terminated")?;
+    let sql = r.cbytes("query string is not NUL-terminated")?;
     r.finish("trailing bytes after the query string")?;
     Ok(sql)
 }
@@ -62,9 +67,9 @@ pub fn parse_query(body: &[u8]) -> Result<&str, DecodeError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parse<'a> {
     /// Statement name; empty for the unnamed statement.
-    pub name: &'a str,
-    /// SQL text.
-    pub query: &'a str,
+    pub name: &'a [u8],
+    /// SQL text, in the client's encoding.
+    pub query: &'a [u8],
     /// Parameter type oids (0: unspecified).
     pub param_types: Vec<u32>,
 }
@@ -72,8 +77,8 @@ pub struct Parse<'a> {
 /// Decodes a Parse body.
 pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, DecodeError> {
     let mut r = Reader::new(body);
-    let name = r.cstr("Parse statement name is not NUL-terminated")?;
-    let query = r.cstr("Parse query is not NUL-terminated")?;
+    let name = r.cbytes("Parse statement name is not NUL-terminated")?;
+    let query = r.cbytes("Parse query is not NUL-terminated")?;
     let n = r.i16("Parse parameter count")?;
     let n = usize::try_from(n).map_err(|_| DecodeError::Malformed("negative parameter count"))?;
     // Check the bytes are there before allocating for them.
@@ -97,9 +102,9 @@ pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, DecodeError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindHead<'a> {
     /// Destination portal; empty for the unnamed portal.
-    pub portal: &'a str,
+    pub portal: &'a [u8],
     /// Source prepared statement; empty for the unnamed statement.
-    pub statement: &'a str,
+    pub statement: &'a [u8],
 }
 
 /// Decodes the portal and statement names of a Bind body.
@@ -111,13 +116,13 @@ pub fn parse_bind_head(body: &[u8]) -> Result<BindHead<'_>, DecodeError> {
 /// result formats), e.g. to re-emit the Bind under another statement name with [`bind_with_rest`].
 pub fn split_bind(body: &[u8]) -> Result<(BindHead<'_>, &[u8]), DecodeError> {
     let mut r = Reader::new(body);
-    let portal = r.cstr("Bind portal name is not NUL-terminated")?;
-    let statement = r.cstr("Bind statement name is not NUL-terminated")?;
+    let portal = r.cbytes("Bind portal name is not NUL-terminated")?;
+    let statement = r.cbytes("Bind statement name is not NUL-terminated")?;
     Ok((BindHead { portal, statement }, r.rest()))
 }
 
 /// Decodes a Close or Describe body: (kind, name) with kind [`STATEMENT`] or [`PORTAL`].
-pub fn parse_close_or_describe(body: &[u8]) -> Result<(u8, &str), DecodeError> {
+pub fn parse_close_or_describe(body: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
     let mut r = Reader::new(body);
     let kind = r.u8("Close/Describe target kind")?;
     if kind != STATEMENT && kind != PORTAL {
@@ -125,15 +130,15 @@ pub fn parse_close_or_describe(body: &[u8]) -> Result<(u8, &str), DecodeError> {
             "Close/Describe target kind is not 'S' or 'P'",
         ));
     }
-    let name = r.cstr("Close/Describe name is not NUL-terminated")?;
+    let name = r.cbytes("Close/Describe name is not NUL-terminated")?;
     r.finish("trailing bytes after Close/Describe")?;
     Ok((kind, name))
 }
 
 /// Decodes an Execute body: (portal, maximum rows; 0 means no limit).
-pub fn parse_execute(body: &[u8]) -> Result<(&str, i32), DecodeError> {
+pub fn parse_execute(body: &[u8]) -> Result<(&[u8], i32), DecodeError> {
     let mut r = Reader::new(body);
-    let portal = r.cstr("Execute portal name is not NUL-terminated")?;
+    let portal = r.cbytes("Execute portal name is not NUL-terminated")?;
     let max_rows = r.i32("Execute row limit")?;
     r.finish("trailing bytes after Execute")?;
     Ok((portal, max_rows))
@@ -142,9 +147,9 @@ pub fn parse_execute(body: &[u8]) -> Result<(&str, i32), DecodeError> {
 // ---------------------------------------------------------------------------------------------
 // Encoders
 
-/// Query with `sql`.
-pub fn query(buf: &mut BytesMut, sql: &str) {
-    put_message(buf, tag::QUERY, |b| put_cstr(b, sql.as_bytes()));
+/// Query with `sql` (bytes in the connection's client encoding).
+pub fn query(buf: &mut BytesMut, sql: impl AsRef<[u8]>) {
+    put_message(buf, tag::QUERY, |b| put_cstr(b, sql.as_ref()));
 }
 
 /// PasswordMessage carrying `payload` (cleartext password or md5 response); adds the NUL.
@@ -183,11 +188,16 @@ pub fn flush(buf: &mut BytesMut) {
 
 /// Parse creating statement `name` (empty: unnamed) from `query`. At most 32767 parameter types
 /// (the protocol's Int16 count) are written.
-pub fn parse_message(buf: &mut BytesMut, name: &str, query: &str, param_types: &[u32]) {
+pub fn parse_message(
+    buf: &mut BytesMut,
+    name: impl AsRef<[u8]>,
+    query: impl AsRef<[u8]>,
+    param_types: &[u32],
+) {
     let n = count_i16(param_types.len());
     put_message(buf, tag::PARSE, |b| {
-        put_cstr(b, name.as_bytes());
-        put_cstr(b, query.as_bytes());
+        put_cstr(b, name.as_ref());
+        put_cstr(b, query.as_ref());
         b.put_i16(n);
         for oid in param_types.iter().take(n as usize) {
             b.put_u32(*oid);
@@ -196,35 +206,40 @@ pub fn parse_message(buf: &mut BytesMut, name: &str, query: &str, param_types: &
 }
 
 /// Bind with the given names and a body tail as returned by [`split_bind`].
-pub fn bind_with_rest(buf: &mut BytesMut, portal: &str, statement: &str, rest: &[u8]) {
+pub fn bind_with_rest(
+    buf: &mut BytesMut,
+    portal: impl AsRef<[u8]>,
+    statement: impl AsRef<[u8]>,
+    rest: &[u8],
+) {
     put_message(buf, tag::BIND, |b| {
-        put_cstr(b, portal.as_bytes());
-        put_cstr(b, statement.as_bytes());
+        put_cstr(b, portal.as_ref());
+        put_cstr(b, statement.as_ref());
         b.put_slice(rest);
     });
 }
 
 /// Execute `portal`, returning at most `max_rows` rows (0: all).
-pub fn execute(buf: &mut BytesMut, portal: &str, max_rows: i32) {
+pub fn execute(buf: &mut BytesMut, portal: impl AsRef<[u8]>, max_rows: i32) {
     put_message(buf, tag::EXECUTE, |b| {
-        put_cstr(b, portal.as_bytes());
+        put_cstr(b, portal.as_ref());
         b.put_i32(max_rows);
     });
 }
 
 /// Close the statement ([`STATEMENT`]) or portal ([`PORTAL`]) `name`.
-pub fn close(buf: &mut BytesMut, kind: u8, name: &str) {
+pub fn close(buf: &mut BytesMut, kind: u8, name: impl AsRef<[u8]>) {
     put_message(buf, tag::CLOSE, |b| {
         b.put_u8(kind);
-        put_cstr(b, name.as_bytes());
+        put_cstr(b, name.as_ref());
     });
 }
 
 /// Describe the statement ([`STATEMENT`]) or portal ([`PORTAL`]) `name`.
-pub fn describe(buf: &mut BytesMut, kind: u8, name: &str) {
+pub fn describe(buf: &mut BytesMut, kind: u8, name: impl AsRef<[u8]>) {
     put_message(buf, tag::DESCRIBE, |b| {
         b.put_u8(kind);
-        put_cstr(b, name.as_bytes());
+        put_cstr(b, name.as_ref());
     });
 }
 
@@ -282,7 +297,7 @@ mod tests {
     fn round_trips() {
         let (t, body) = frame(&one(|b| query(b, "SELECT 'é'")));
         assert_eq!(t, tag::QUERY);
-        assert_eq!(parse_query(&body), Ok("SELECT 'é'"));
+        assert_eq!(parse_query(&body), Ok("SELECT 'é'".as_bytes()));
 
         let (t, body) = frame(&one(|b| password_message(b, b"md5abc")));
         assert_eq!(t, tag::PASSWORD);
@@ -301,8 +316,8 @@ mod tests {
         assert_eq!(
             parse_parse(&body),
             Ok(Parse {
-                name: "s1",
-                query: "SELECT $1, $2",
+                name: &b"s1"[..],
+                query: &b"SELECT $1, $2"[..],
                 param_types: vec![23, 0]
             })
         );
@@ -312,8 +327,8 @@ mod tests {
         assert_eq!(
             parse_bind_head(&body),
             Ok(BindHead {
-                portal: "p",
-                statement: "s1"
+                portal: &b"p"[..],
+                statement: &b"s1"[..]
             })
         );
         let (head, rest) = split_bind(&body).unwrap();
@@ -321,19 +336,22 @@ mod tests {
         assert_eq!(frame(&again).1, body);
 
         for (encode, want) in [
-            (close as fn(&mut BytesMut, u8, &str), tag::CLOSE),
-            (describe, tag::DESCRIBE),
+            (
+                (|b, k, n| close(b, k, n)) as fn(&mut BytesMut, u8, &str),
+                tag::CLOSE,
+            ),
+            (|b, k, n| describe(b, k, n), tag::DESCRIBE),
         ] {
             for kind in [STATEMENT, PORTAL] {
                 let (t, body) = frame(&one(|b| encode(b, kind, "n")));
                 assert_eq!(t, want);
-                assert_eq!(parse_close_or_describe(&body), Ok((kind, "n")));
+                assert_eq!(parse_close_or_describe(&body), Ok((kind, &b"n"[..])));
             }
         }
 
         let (t, body) = frame(&one(|b| execute(b, "p", 10)));
         assert_eq!(t, tag::EXECUTE);
-        assert_eq!(parse_execute(&body), Ok(("p", 10)));
+        assert_eq!(parse_execute(&body), Ok((&b"p"[..], 10)));
 
         for (f, want) in [
             (terminate as fn(&mut BytesMut), tag::TERMINATE),
@@ -365,7 +383,9 @@ mod tests {
 
         assert!(parse_query(b"SELECT 1").is_err());
         assert!(parse_query(b"SELECT 1\0x").is_err());
-        assert_eq!(parse_query(b"\xc3\0"), Err(DecodeError::Utf8));
+        // Not UTF-8 (LATIN1 "é", a cut UTF-8 sequence): carried as the bytes they are.
+        assert_eq!(parse_query(b"\xe9\0"), Ok(&b"\xe9"[..]));
+        assert_eq!(parse_query(b"\xc3\0"), Ok(&b"\xc3"[..]));
 
         assert!(parse_parse(b"s\0q\0\xff\xff").is_err());
         assert!(parse_parse(b"s\0q\0\0\x02\0\0\0\x17").is_err());
@@ -397,7 +417,20 @@ mod tests {
                              types in proptest::collection::vec(any::<u32>(), 0..8)) {
             let (_, body) = frame(&one(|b| parse_message(b, &name, &sql, &types)));
             let p = parse_parse(&body).unwrap();
-            prop_assert_eq!((p.name, p.query, p.param_types), (name.as_str(), sql.as_str(), types));
+            prop_assert_eq!((p.name, p.query, p.param_types), (name.as_bytes(), sql.as_bytes(), types));
+        }
+
+        #[test]
+        fn any_bytes_round_trip(name in proptest::collection::vec(1u8..=255, 0..8),
+                                sql in proptest::collection::vec(1u8..=255, 0..32)) {
+            let (_, body) = frame(&one(|b| parse_message(b, &name, &sql, &[])));
+            let p = parse_parse(&body).unwrap();
+            prop_assert_eq!((p.name, p.query), (&name[..], &sql[..]));
+            let (_, body) = frame(&one(|b| query(b, &sql)));
+            prop_assert_eq!(parse_query(&body).unwrap(), &sql[..]);
+            let (_, body) = frame(&one(|b| bind_with_rest(b, &name, &name, b"")));
+            let (head, _) = split_bind(&body).unwrap();
+            prop_assert_eq!((head.portal, head.statement), (&name[..], &name[..]));
         }
     }
 }

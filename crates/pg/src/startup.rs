@@ -4,8 +4,10 @@
 //!
 //! Invariants: a packet's length must be within `8..=MAX_STARTUP_LEN` and is checked as soon as its
 //! 4 bytes are present; the whole packet is parsed before anything is consumed, so an error or
-//! `Ok(None)` leaves the buffer untouched; parameters are decoded strictly (UTF-8, terminator as
-//! the last byte, `user` present), as PostgreSQL does.
+//! `Ok(None)` leaves the buffer untouched; parameters are decoded strictly (terminator as the
+//! last byte, `user` present), as PostgreSQL does. Their bytes are in the client's encoding, not
+//! necessarily UTF-8: a name or value that is not UTF-8 is kept with each non-ASCII byte written
+//! `\xNN`, as PostgreSQL itself cleans `application_name`; it never refuses the packet.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -123,18 +125,35 @@ fn parse_params(bytes: &[u8]) -> Result<Vec<(String, String)>, DecodeError> {
     let mut r = Reader::new(bytes);
     let mut params = Vec::new();
     loop {
-        let name = r.cstr(NO_TERMINATOR)?;
+        let name = r.cbytes(NO_TERMINATOR)?;
         if name.is_empty() {
             break;
         }
-        let value = r.cstr("startup parameter has a name but no NUL-terminated value")?;
-        params.push((name.to_owned(), value.to_owned()));
+        let value = r.cbytes("startup parameter has a name but no NUL-terminated value")?;
+        params.push((text(name), text(value)));
     }
     r.finish(NO_TERMINATOR)?;
     if !params.iter().any(|(k, _)| k == "user") {
         return Err(DecodeError::MissingUser);
     }
     Ok(params)
+}
+
+/// A startup string as text: itself if UTF-8, else with every non-ASCII byte as `\xNN`.
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes
+            .iter()
+            .map(|&b| {
+                if b.is_ascii() {
+                    char::from(b).to_string()
+                } else {
+                    format!("\\x{b:02x}")
+                }
+            })
+            .collect(),
+    }
 }
 
 /// Appends a protocol 3.0 StartupMessage with `params` (which should include `user`).
@@ -284,10 +303,10 @@ mod tests {
         let mut b = BytesMut::new();
         encode_startup(&mut b, &[("database", "bank")]);
         assert_eq!(decode(&b), Err(DecodeError::MissingUser));
-        // Not UTF-8.
+        // Not UTF-8 (a LATIN1 client): kept, escaped.
         assert_eq!(
             decode(b"\0\0\0\x12\0\x03\0\0user\0b\xffb\0\0"),
-            Err(DecodeError::Utf8)
+            Ok(Some(startup(&[("user", "b\\xffb")])))
         );
         // Wrong fixed sizes.
         assert!(matches!(
@@ -338,10 +357,15 @@ mod tests {
             decode(b"\0\0\0\x0c\x04\xd2\x16\x2e\0\0\0\x2a"),
             Err(DecodeError::Malformed(_))
         ));
-        // A user name whose last character ("é", C3 A9) is cut after its first byte.
-        assert_eq!(
+        // A user name whose last character ("é", C3 A9) is cut after its first byte, in a
+        // packet whose length leaves out the final terminator.
+        assert!(matches!(
             decode(b"\0\0\0\x12\0\x03\0\0user\0jos\xc3\0\0"),
-            Err(DecodeError::Utf8)
+            Err(DecodeError::Malformed(_))
+        ));
+        assert_eq!(
+            decode(b"\0\0\0\x13\0\x03\0\0user\0jos\xc3\0\0"),
+            Ok(Some(startup(&[("user", "jos\\xc3")])))
         );
     }
 

@@ -307,9 +307,20 @@ const PG_EXTRAS: &[&str] = &["search_path", "work_mem", "lock_timeout"];
 
 /// The SQL scanner that detects session state ([`crate::pg::features::scan`]) on any text.
 pub fn pg_features(data: &[u8]) {
-    let sql = String::from_utf8_lossy(data);
+    use crate::pg::features::{Encoding, Lexing};
+    // The first byte picks how the text is read (the client's encoding, and
+    // standard_conforming_strings); the rest is the text itself, raw bytes.
+    let (choice, sql) = data.split_first().map_or((0, data), |(c, rest)| (*c, rest));
+    let lexing = Lexing {
+        encoding: if choice & 1 == 0 {
+            Encoding::AsciiSafe
+        } else {
+            Encoding::of("SJIS")
+        },
+        standard_conforming_strings: choice & 2 == 0,
+    };
     let extras: Vec<String> = PG_EXTRAS.iter().map(|s| s.to_string()).collect();
-    let f = crate::pg::features::scan(&sql, &extras);
+    let f = crate::pg::features::scan(sql, lexing, &extras);
     // At most one feature per statement plus the advisory-lock search, and statements are at
     // least one byte apart.
     assert!(f.features.len() <= sql.len() + 1);
@@ -323,7 +334,8 @@ pub fn pg_features(data: &[u8]) {
             crate::pg::features::TrackedSet::Reset { name } => name.len(),
         }))
         .sum();
-    assert!(copied <= 64 * (f.features.len() + 1) + 2 * sql.len());
+    // Text is copied out lossily: an invalid byte becomes U+FFFD, three bytes.
+    assert!(copied <= 64 * (f.features.len() + 1) + 6 * sql.len());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,8 +5,69 @@
 //! each statement's leading keywords are read, plus a case-insensitive search for the session
 //! advisory-lock functions. It errs on the side of reporting: a false positive costs a
 //! DISCARD ALL or a pin, a false negative could leak state between clients.
+//!
+//! The text is bytes in the client's encoding, never assumed to be UTF-8: keywords, quotes and
+//! separators are ASCII in every encoding PostgreSQL accepts from a client, and the scan steps
+//! over multibyte characters whole ([`Encoding`]), so a trail byte of a Shift JIS, Big5, GBK,
+//! UHC, GB18030 or JOHAB character that happens to equal `\` or a letter never ends a quoted
+//! string or opens a comment. Nothing here slices text at an arbitrary offset.
 
 use crate::pg::params::is_reported;
+
+/// How the client's encoding lays out multibyte characters, as far as the scan cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// Every byte of a multibyte character is >= 0x80 (UTF-8, the EUC family, LATIN*, KOI8*,
+    /// WIN*, ...): ASCII bytes are always ASCII characters.
+    #[default]
+    AsciiSafe,
+    /// Shift JIS (SJIS, SHIFT_JIS_2004): lead bytes 0x81-0x9F and 0xE0-0xFC start a two-byte
+    /// character whose second byte may be ASCII.
+    Sjis,
+    /// BIG5, GBK, UHC, JOHAB: any byte >= 0x80 starts a two-byte character.
+    TwoByte,
+    /// GB18030: two bytes, or four when the second is an ASCII digit.
+    Gb18030,
+}
+
+impl Encoding {
+    /// The layout of a `client_encoding` value (PostgreSQL's names and aliases, any case).
+    pub fn of(client_encoding: &str) -> Encoding {
+        let n: String = client_encoding
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        match n.as_str() {
+            "SJIS" | "SHIFTJIS" | "SHIFTJIS2004" | "MSKANJI" | "WIN932" | "WINDOWS932" => {
+                Encoding::Sjis
+            }
+            "BIG5" | "WIN950" | "WINDOWS950" | "GBK" | "WIN936" | "WINDOWS936" | "UHC"
+            | "WIN949" | "WINDOWS949" | "JOHAB" => Encoding::TwoByte,
+            "GB18030" => Encoding::Gb18030,
+            _ => Encoding::AsciiSafe,
+        }
+    }
+
+    /// Length of the character starting at `b[i]` (at least 1, never past the end).
+    fn char_len(self, b: &[u8], i: usize) -> usize {
+        let Some(&lead) = b.get(i) else {
+            return 1;
+        };
+        let want: usize = match self {
+            _ if lead < 0x80 => 1,
+            Encoding::AsciiSafe => 1,
+            Encoding::Sjis if (0x81..=0x9f).contains(&lead) || (0xe0..=0xfc).contains(&lead) => 2,
+            Encoding::Sjis => 1,
+            Encoding::TwoByte => 2,
+            Encoding::Gb18030 => match b.get(i.saturating_add(1)) {
+                Some(d) if d.is_ascii_digit() => 4,
+                _ => 2,
+            },
+        };
+        want.min(b.len().saturating_sub(i)).max(1)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionFeature {
@@ -63,73 +124,115 @@ pub struct Findings {
     pub deallocate_all: bool,
 }
 
-/// Scans SQL text. `extras` are the operator's `track_extra_parameters`.
-pub fn scan(sql: &str, extras: &[String]) -> Findings {
+/// How to read a client's SQL text: its encoding, and whether plain `'...'` strings treat
+/// backslashes as escapes (`standard_conforming_strings = off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lexing {
+    pub encoding: Encoding,
+    pub standard_conforming_strings: bool,
+}
+
+impl Default for Lexing {
+    fn default() -> Self {
+        Lexing {
+            encoding: Encoding::AsciiSafe,
+            standard_conforming_strings: true,
+        }
+    }
+}
+
+impl Lexing {
+    /// From a client's reported parameters (`client_encoding`, `standard_conforming_strings`).
+    pub fn of(params: &crate::pg::params::ParamSet) -> Lexing {
+        Lexing {
+            encoding: params
+                .get("client_encoding")
+                .map_or(Encoding::AsciiSafe, Encoding::of),
+            standard_conforming_strings: !params
+                .get("standard_conforming_strings")
+                .is_some_and(|v| v.eq_ignore_ascii_case("off")),
+        }
+    }
+}
+
+/// Scans SQL text (bytes in the client's encoding). `extras` are the operator's
+/// `track_extra_parameters`.
+pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
     let mut f = Findings::default();
     if is_plain(sql) {
         return f;
     }
     // Session-level forms (pg_advisory_lock, pg_try_advisory_lock_shared, ...) contain
     // "advisory_lock"; the transaction-level ones say "advisory_xact_lock" and end at commit.
-    if contains_ignore_case(sql, "advisory_lock") {
+    if contains_ignore_case(sql, b"advisory_lock") {
         f.features.push(SessionFeature::AdvisoryLock);
     }
-    for stmt in statements(sql) {
-        let words: Vec<&str> = stmt.split_whitespace().take(6).collect();
-        let w = |i: usize| {
-            words
-                .get(i)
-                .map(|s| s.to_ascii_uppercase())
-                .unwrap_or_default()
+    for stmt in statements(sql, lexing) {
+        let words: Vec<&[u8]> = stmt
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty())
+            .collect();
+        let w = |i: usize| words.get(i).copied().unwrap_or_default();
+        let is = |i: usize, keyword: &str| w(i).eq_ignore_ascii_case(keyword.as_bytes());
+        let is_temp = |i: usize| is(i, "TEMP") || is(i, "TEMPORARY");
+        // TEMP, TEMPORARY, or GLOBAL/LOCAL before either.
+        let temp_at = |i: usize| {
+            is_temp(i) || ((is(i, "GLOBAL") || is(i, "LOCAL")) && is_temp(i.saturating_add(1)))
         };
-        match w(0).as_str() {
-            "LISTEN" => f.features.push(SessionFeature::Listen),
-            "PREPARE" => f.features.push(SessionFeature::SqlPrepare),
-            "LOAD" => f.features.push(SessionFeature::Load),
-            "DECLARE" if contains_ignore_case(stmt, "with hold") => {
-                f.features.push(SessionFeature::HoldCursor)
+        if is(0, "LISTEN") {
+            f.features.push(SessionFeature::Listen);
+        } else if is(0, "PREPARE") {
+            f.features.push(SessionFeature::SqlPrepare);
+        } else if is(0, "LOAD") {
+            f.features.push(SessionFeature::Load);
+        } else if is(0, "DECLARE") {
+            let hold = words
+                .windows(2)
+                .any(|p| matches!(p, [a, b] if a.eq_ignore_ascii_case(b"with") && b.eq_ignore_ascii_case(b"hold")));
+            if hold {
+                f.features.push(SessionFeature::HoldCursor);
             }
-            "CREATE" => {
-                // CREATE [OR REPLACE] [GLOBAL | LOCAL] {TEMP | TEMPORARY} ...: tables, views,
-                // sequences; OR REPLACE only comes with views.
-                let at = if w(1) == "OR" && w(2) == "REPLACE" {
-                    3
-                } else {
-                    1
-                };
-                if is_temp_at(&w, at) {
-                    f.features.push(SessionFeature::TempTable);
+        } else if is(0, "CREATE") {
+            // CREATE [OR REPLACE] [GLOBAL|LOCAL] TEMP[ORARY] TABLE / VIEW / SEQUENCE.
+            let at = if is(1, "OR") && is(2, "REPLACE") {
+                3
+            } else {
+                1
+            };
+            if temp_at(at) {
+                f.features.push(SessionFeature::TempTable);
+            }
+        } else if is(0, "SELECT") || is(0, "WITH") {
+            // SELECT ... INTO [GLOBAL|LOCAL] TEMP[ORARY] [TABLE] t creates one too.
+            if (0..words.len()).any(|i| is(i, "INTO") && temp_at(i.saturating_add(1))) {
+                f.features.push(SessionFeature::TempTable);
+            }
+        } else if is(0, "DEALLOCATE") {
+            let target = if is(1, "PREPARE") { 2 } else { 1 };
+            if is(target, "ALL") {
+                f.deallocate_all = true;
+            }
+        } else if is(0, "DISCARD") {
+            if is(1, "ALL") {
+                f.deallocate_all = true;
+            }
+        } else if is(0, "SET") {
+            classify_set(stmt, extras, &mut f);
+        } else if is(0, "RESET") {
+            let name = String::from_utf8_lossy(w(1));
+            if name.eq_ignore_ascii_case("all") {
+                f.features
+                    .push(SessionFeature::UntrackedSet("ALL (RESET ALL)".into()));
+            } else if is_tracked(&name, extras) {
+                if !is_reported(&name) {
+                    f.tracked.push(TrackedSet::Reset {
+                        name: name.to_ascii_lowercase(),
+                    });
                 }
+            } else {
+                f.features
+                    .push(SessionFeature::UntrackedSet(name.to_ascii_lowercase()));
             }
-            // SELECT ... INTO [GLOBAL | LOCAL] TEMP t makes a temporary table too.
-            "SELECT" | "WITH" if selects_into_temp(stmt) => {
-                f.features.push(SessionFeature::TempTable)
-            }
-            "DEALLOCATE" => {
-                let target = if w(1) == "PREPARE" { w(2) } else { w(1) };
-                if target.trim_end_matches(';') == "ALL" {
-                    f.deallocate_all = true;
-                }
-            }
-            "DISCARD" if w(1).trim_end_matches(';') == "ALL" => f.deallocate_all = true,
-            "SET" => classify_set(stmt, extras, &mut f),
-            "RESET" => {
-                let name = words.get(1).copied().unwrap_or("").trim_end_matches(';');
-                if name.eq_ignore_ascii_case("all") {
-                    f.features
-                        .push(SessionFeature::UntrackedSet("ALL (RESET ALL)".into()));
-                } else if is_tracked(name, extras) {
-                    if !is_reported(name) {
-                        f.tracked.push(TrackedSet::Reset {
-                            name: name.to_ascii_lowercase(),
-                        });
-                    }
-                } else {
-                    f.features
-                        .push(SessionFeature::UntrackedSet(name.to_ascii_lowercase()));
-                }
-            }
-            _ => {}
         }
     }
     f
@@ -138,12 +241,13 @@ pub fn scan(sql: &str, extras: &[String]) -> Findings {
 /// The common case, decided without allocating: one statement (at most a trailing `;`) that
 /// starts with a keyword that cannot create session state, and no advisory-lock call or
 /// temporary table in its text.
-fn is_plain(sql: &str) -> bool {
-    let s = sql.trim_start();
+fn is_plain(sql: &[u8]) -> bool {
+    let s = sql.trim_ascii_start();
     let word_end = s
-        .find(|c: char| !c.is_ascii_alphabetic())
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
         .unwrap_or(s.len());
-    let first = &s[..word_end];
+    let (first, _) = s.split_at(word_end);
     let harmless = [
         "select",
         "insert",
@@ -164,55 +268,52 @@ fn is_plain(sql: &str) -> bool {
         "copy",
         "abort",
     ];
-    if !harmless.iter().any(|k| k.eq_ignore_ascii_case(first)) {
+    if !harmless
+        .iter()
+        .any(|k| k.as_bytes().eq_ignore_ascii_case(first))
+    {
         return false;
     }
-    let body = s.trim_end().trim_end_matches(';');
-    !body.contains(';')
-        && !contains_ignore_case(body, "advisory_lock")
-        && !contains_ignore_case(body, "temp")
-}
-
-/// `[GLOBAL | LOCAL] {TEMP | TEMPORARY}` at word `at` (`w` gives uppercased words).
-fn is_temp_at(w: &impl Fn(usize) -> String, at: usize) -> bool {
-    let temp = |i: usize| matches!(w(i).as_str(), "TEMP" | "TEMPORARY");
-    temp(at) || (matches!(w(at).as_str(), "GLOBAL" | "LOCAL") && temp(at + 1))
-}
-
-/// True if the statement has `INTO [GLOBAL | LOCAL] {TEMP | TEMPORARY}` anywhere (the INTO of a
-/// SELECT may follow any number of words; one inside a string only costs a false positive).
-fn selects_into_temp(stmt: &str) -> bool {
-    let words: Vec<String> = stmt
-        .split_whitespace()
-        .map(|w| w.to_ascii_uppercase())
-        .collect();
-    let w = |i: usize| words.get(i).cloned().unwrap_or_default();
-    (0..words.len()).any(|i| words[i] == "INTO" && is_temp_at(&w, i + 1))
+    let mut body = s.trim_ascii_end();
+    while let Some(rest) = body.strip_suffix(b";") {
+        body = rest;
+    }
+    memchr::memchr(b';', body).is_none()
+        && !contains_ignore_case(body, b"advisory_lock")
+        && !contains_ignore_case(body, b"temp")
 }
 
 fn is_tracked(name: &str, extras: &[String]) -> bool {
     is_reported(name) || extras.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
-fn classify_set(stmt: &str, extras: &[String], f: &mut Findings) {
+/// A byte that can continue an identifier (or a keyword): `$` is allowed after the first
+/// character, and non-ASCII bytes are letters to PostgreSQL's lexer.
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+fn classify_set(stmt: &[u8], extras: &[String], f: &mut Findings) {
     // SET [SESSION | LOCAL] name { TO | = } value
-    let rest = stmt.trim_start()[3..].trim_start();
+    let rest = stmt.get(3..).unwrap_or_default().trim_ascii_start();
     let (local, rest) = match first_word(rest) {
-        Some(w) if w.eq_ignore_ascii_case("local") => (true, rest[w.len()..].trim_start()),
-        Some(w) if w.eq_ignore_ascii_case("session") => (false, rest[w.len()..].trim_start()),
+        Some((w, tail)) if w.eq_ignore_ascii_case(b"local") => (true, tail),
+        Some((w, tail)) if w.eq_ignore_ascii_case(b"session") => (false, tail),
         _ => (false, rest),
     };
     if local {
         return; // ends with the transaction
     }
     let name_end = rest
-        .find(|c: char| c.is_whitespace() || c == '=')
+        .iter()
+        .position(|&c| c.is_ascii_whitespace() || c == b'=')
         .unwrap_or(rest.len());
-    let name = &rest[..name_end];
+    let (name, after) = rest.split_at(name_end);
+    let name = String::from_utf8_lossy(name);
     if name.eq_ignore_ascii_case("transaction") || name.eq_ignore_ascii_case("constraints") {
         return; // transaction-scoped forms
     }
-    if !is_tracked(name, extras) {
+    if !is_tracked(&name, extras) {
         let label = if name.eq_ignore_ascii_case("time") {
             "timezone".to_string()
         } else {
@@ -224,146 +325,176 @@ fn classify_set(stmt: &str, extras: &[String], f: &mut Findings) {
         f.features.push(SessionFeature::UntrackedSet(label));
         return;
     }
-    if is_reported(name) {
+    if is_reported(&name) {
         return; // followed through ParameterStatus
     }
-    let after = rest[name_end..].trim_start();
-    let value = if let Some(v) = after.strip_prefix('=') {
+    let after = after.trim_ascii_start();
+    let value = if let Some(v) = after.strip_prefix(b"=") {
         v
-    } else if after
-        .get(..2)
-        .is_some_and(|kw| kw.eq_ignore_ascii_case("to"))
-    {
-        // `get`, not `[..2]`: the value may start with a multi-byte character, and slicing
-        // inside it panicked (found by fuzzing: `SET search_path €`).
-        &after[2..]
     } else {
-        after
+        match after.split_first_chunk::<2>() {
+            Some((to, v))
+                if to.eq_ignore_ascii_case(b"to")
+                    && !v.first().is_some_and(|&c| is_ident_byte(c)) =>
+            {
+                v
+            }
+            // Neither `TO` nor `=`: a syntax error, the server changes nothing.
+            _ => return,
+        }
     };
-    let value = value.trim().trim_end_matches(';').trim();
-    if value.eq_ignore_ascii_case("default") {
-        f.tracked.push(TrackedSet::Reset {
-            name: name.to_ascii_lowercase(),
-        });
-    } else {
-        f.tracked.push(TrackedSet::Set {
-            name: name.to_ascii_lowercase(),
-            value: value.to_owned(),
-        });
+    let name = name.to_ascii_lowercase();
+    match std::str::from_utf8(value.trim_ascii()) {
+        Ok(v) if v.eq_ignore_ascii_case("default") => f.tracked.push(TrackedSet::Reset { name }),
+        Ok(v) => f.tracked.push(TrackedSet::Set {
+            name,
+            value: v.to_owned(),
+        }),
+        // Text poolguard cannot keep as a value (not UTF-8): the server is reset after the
+        // client's transaction instead, like any parameter poolguard does not track.
+        Err(_) => f.features.push(SessionFeature::UntrackedSet(name)),
     }
 }
 
-fn first_word(s: &str) -> Option<&str> {
-    let end = s.find(char::is_whitespace)?;
-    Some(&s[..end])
+/// The word at the start of `s` and what follows it (leading whitespace trimmed), if a
+/// whitespace ends the word.
+fn first_word(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = s.iter().position(u8::is_ascii_whitespace)?;
+    let (word, tail) = s.split_at(end);
+    Some((word, tail.trim_ascii_start()))
 }
 
 /// Case-insensitive substring test. Runs on every plain statement, so it jumps between the
 /// places where the first byte matches (SIMD search) and compares only there. `needle` must
 /// start with an ASCII letter.
-fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    debug_assert!(n.first().is_some_and(u8::is_ascii_alphabetic));
-    if h.len() < n.len() {
-        return false;
-    }
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, _)) = needle.split_first() else {
+        return true;
+    };
+    debug_assert!(first.is_ascii_alphabetic());
     // A match must start at or before this index.
-    let starts = &h[..=h.len() - n.len()];
-    memchr::memchr2_iter(n[0].to_ascii_lowercase(), n[0].to_ascii_uppercase(), starts)
-        .any(|i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    let starts = hay.get(..=last_start).unwrap_or_default();
+    memchr::memchr2_iter(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        starts,
+    )
+    .any(|i| {
+        hay.get(i..)
+            .and_then(|h| h.get(..needle.len()))
+            .is_some_and(|h| h.eq_ignore_ascii_case(needle))
+    })
 }
 
-/// The statements of a SQL string, split on `;` outside quotes, dollar quotes and comments.
-fn statements(sql: &str) -> Vec<&str> {
-    let b = sql.as_bytes();
+/// The statements of a SQL string, split on `;` outside quotes, dollar quotes and comments,
+/// each trimmed and without leading comments.
+fn statements(sql: &[u8], lexing: Lexing) -> Vec<&[u8]> {
+    let at = |k: usize| sql.get(k).copied();
     let mut out = Vec::new();
-    let (mut i, mut start) = (0, 0);
-    while i < b.len() {
-        match b[i] {
-            b'\'' | b'"' => {
-                let q = b[i];
-                // E'...' (escape string syntax): a backslash escapes the next byte, so `E'\''`
-                // does not end at its second quote. Without this, the rest of the text was
-                // taken for a string and the statements in it were never read.
-                let escapes = q == b'\''
-                    && i > 0
-                    && b[i - 1].eq_ignore_ascii_case(&b'e')
-                    && (i < 2 || !is_ident_byte(b[i - 2]));
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    if escapes && b[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
+    let (mut i, mut start) = (0usize, 0usize);
+    while let Some(c) = at(i) {
+        let next = i.saturating_add(1);
+        let prev = i.checked_sub(1).and_then(at);
+        i = match c {
+            b'\'' => {
+                // E'...': backslash escapes (and in every string when standard_conforming_strings
+                // is off). `prev` is the E only when it starts a token.
+                let e_string = matches!(prev, Some(b'E' | b'e'))
+                    && !i.checked_sub(2).and_then(at).is_some_and(is_ident_byte);
+                let escapes = e_string || !lexing.standard_conforming_strings;
+                skip_quoted(sql, next, b'\'', escapes, lexing.encoding)
             }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+            b'"' => skip_quoted(sql, next, b'"', false, lexing.encoding),
+            b'-' if at(next) == Some(b'-') => {
+                memchr::memchr(b'\n', sql.get(i..).unwrap_or_default())
+                    .map_or(sql.len(), |n| i.saturating_add(n))
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'$' if i == 0 || !is_ident_byte(b[i - 1]) => {
-                // $tag$ ... $tag$, with PostgreSQL's rules: a `$` inside an identifier
-                // (`a$b$`) or a parameter (`$1`) starts no quote, and an unterminated quote runs
-                // to the end of the text (PostgreSQL refuses such text, so nothing in it runs).
-                // Both used to differ: `a$b$; LISTEN x; ...$b$` hid the LISTEN, and each
-                // unterminated `$t$` searched the rest of the text (quadratic time).
-                if let Some(tag) = dollar_tag(&b[i..]) {
-                    i = match find_bytes(&b[i + tag.len()..], tag) {
-                        Some(close) => i + tag.len() + close + tag.len() - 1,
-                        None => b.len(),
-                    };
-                }
-            }
+            b'/' if at(next) == Some(b'*') => comment_end(sql, i, lexing.encoding),
+            // `$` inside an identifier (a$b) is part of it, not a quote.
+            b'$' if !prev.is_some_and(is_ident_byte) => dollar_quote_end(sql, i).unwrap_or(next),
             b';' => {
-                out.push(sql[start..i].trim());
-                start = i + 1;
+                out.push(sql.get(start..i).unwrap_or_default());
+                start = next;
+                next
             }
-            _ => {}
+            _ => i.saturating_add(lexing.encoding.char_len(sql, i)),
+        };
+    }
+    out.push(sql.get(start..).unwrap_or_default());
+    out.into_iter()
+        .map(|s| strip_leading_comments(s.trim_ascii(), lexing.encoding))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The index after the quote closing a string opened just before `from` (or the end).
+fn skip_quoted(sql: &[u8], from: usize, quote: u8, escapes: bool, enc: Encoding) -> usize {
+    let mut i = from;
+    while let Some(c) = sql.get(i).copied() {
+        if c == quote {
+            return i.saturating_add(1);
         }
-        i += 1;
+        let step = enc.char_len(sql, i);
+        i = i.saturating_add(step);
+        if escapes && c == b'\\' && sql.get(i).is_some() {
+            i = i.saturating_add(enc.char_len(sql, i));
+        }
     }
-    let last = sql.get(start..).unwrap_or("").trim();
-    if !last.is_empty() {
-        out.push(last);
-    }
-    out.retain(|s| !s.is_empty());
-    out.iter().map(|s| strip_leading_comments(s)).collect()
+    sql.len()
 }
 
-/// Bytes that continue an identifier in PostgreSQL's lexer (`ident_cont`), non-ASCII included.
-fn is_ident_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+/// The index after the block comment starting at `from` (`/*`), which may nest.
+fn comment_end(sql: &[u8], from: usize, enc: Encoding) -> usize {
+    let mut depth = 0usize;
+    let mut i = from;
+    while let Some(pair) = sql.get(i..).and_then(|s| s.first_chunk::<2>()) {
+        match pair {
+            b"/*" => {
+                depth = depth.saturating_add(1);
+                i = i.saturating_add(2);
+            }
+            b"*/" => {
+                depth = depth.saturating_sub(1);
+                i = i.saturating_add(2);
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => i = i.saturating_add(enc.char_len(sql, i)),
+        }
+    }
+    sql.len()
 }
 
-/// The dollar-quote delimiter (`$$` or `$tag$`) at the start of `b`, if there is one: the tag
-/// starts with a letter, `_` or non-ASCII byte and continues with those or digits.
-fn dollar_tag(b: &[u8]) -> Option<&[u8]> {
-    let tag_len = b[1..]
+/// If a dollar quote (`$$` or `$tag$`) opens at `from`, the index after its closing tag (or
+/// the end of the text when it never closes).
+fn dollar_quote_end(sql: &[u8], from: usize) -> Option<usize> {
+    let after = sql.get(from.saturating_add(1)..)?;
+    let tag_len = after
         .iter()
         .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80))?;
-    let starts_ok = tag_len == 0 || !b[1].is_ascii_digit();
-    (starts_ok && b[1 + tag_len] == b'$').then(|| &b[..tag_len + 2])
+    if after.get(tag_len) != Some(&b'$') || after.first().is_some_and(u8::is_ascii_digit) {
+        return None; // a parameter ($1) or not a quote
+    }
+    let tag_end = from.saturating_add(tag_len).saturating_add(2);
+    let tag = sql.get(from..tag_end)?;
+    let body = sql.get(tag_end..)?;
+    Some(match memchr::memmem::find(body, tag) {
+        Some(close) => tag_end.saturating_add(close).saturating_add(tag.len()),
+        None => sql.len(),
+    })
 }
 
-fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
-}
-
-fn strip_leading_comments(mut s: &str) -> &str {
+fn strip_leading_comments(mut s: &[u8], enc: Encoding) -> &[u8] {
     loop {
-        s = s.trim_start();
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.find('\n').map_or("", |i| &rest[i..]);
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+        s = s.trim_ascii_start();
+        if s.starts_with(b"--") {
+            s = memchr::memchr(b'\n', s).map_or(&[][..], |i| s.get(i..).unwrap_or_default());
+        } else if s.starts_with(b"/*") {
+            s = s.get(comment_end(s, 0, enc)..).unwrap_or_default();
         } else {
             return s;
         }
@@ -374,21 +505,85 @@ fn strip_leading_comments(mut s: &str) -> &str {
 mod tests {
     use super::*;
 
+    // From the fuzzing work (found while writing the pg_features target and the libpg_query
+    // differential cases).
+    #[test]
+    fn set_value_starting_with_a_multibyte_character_does_not_panic() {
+        // Sliced `after[..2]` inside the 3-byte '€' of a tracked parameter's value.
+        // Without TO or = it is a syntax error in PostgreSQL: nothing is recorded.
+        let f = scan_str("SET search_path €", &["search_path".into()]);
+        assert!(f.tracked.is_empty());
+        assert!(scan_str("SET search_path é", &["search_path".into()])
+            .features
+            .is_empty());
+    }
+
+    #[test]
+    fn escape_strings_do_not_hide_the_statements_after_them() {
+        // `E'\''` is one string; read as `E'\'` + `'...`, it swallowed the LISTEN.
+        assert_eq!(
+            feats(r"SELECT E'\''; LISTEN x"),
+            vec![SessionFeature::Listen]
+        );
+        assert_eq!(
+            feats(r"SELECT e'\\'; LISTEN x"),
+            vec![SessionFeature::Listen]
+        );
+        // A plain string's backslash escapes nothing (standard_conforming_strings).
+        assert_eq!(feats(r"SELECT '\'; LISTEN x"), vec![SessionFeature::Listen]);
+    }
+
+    #[test]
+    fn dollar_quotes_follow_postgres_lexing() {
+        // `$b$` inside an identifier is not a delimiter: the LISTEN between runs.
+        assert_eq!(
+            feats("SELECT 1 AS a$b$; LISTEN x; SELECT 1 AS c$b$"),
+            vec![SessionFeature::Listen]
+        );
+        // Parameters are not tags.
+        assert_eq!(
+            feats("PREPARE p AS SELECT $1$; LISTEN x; SELECT $1$"),
+            vec![SessionFeature::SqlPrepare, SessionFeature::Listen]
+        );
+        assert!(feats("SELECT $a$ ; $b$ ; LISTEN x $a$").is_empty());
+        // Unterminated: the rest is quoted (PostgreSQL refuses the text).
+        assert!(feats("SELECT $t$ ; LISTEN x").is_empty());
+    }
+
+    #[test]
+    fn every_temporary_relation_is_found() {
+        for sql in [
+            "SELECT 1 AS x INTO TEMP t",
+            "select * into temporary table t from x",
+            "WITH x AS (SELECT 1) SELECT * INTO LOCAL TEMP t FROM x",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "CREATE TEMP SEQUENCE s",
+        ] {
+            assert_eq!(feats(sql), vec![SessionFeature::TempTable], "{sql}");
+        }
+        assert!(feats("SELECT * INTO t FROM temp_src").is_empty());
+        assert!(feats("CREATE OR REPLACE VIEW temp AS SELECT 1").is_empty());
+    }
+
     #[test]
     fn substring_search_ignores_case_and_reaches_both_ends() {
-        assert!(contains_ignore_case("TEMP", "temp"));
-        assert!(contains_ignore_case("create Temp table", "temp"));
+        assert!(contains_ignore_case(b"TEMP", b"temp"));
+        assert!(contains_ignore_case(b"create Temp table", b"temp"));
         assert!(contains_ignore_case(
-            "select pg_Advisory_LOCK",
-            "advisory_lock"
+            b"select pg_Advisory_LOCK",
+            b"advisory_lock"
         ));
-        assert!(!contains_ignore_case("tem", "temp"));
-        assert!(!contains_ignore_case("select attempt_x", "tempt_y"));
-        assert!(!contains_ignore_case("", "temp"));
+        assert!(!contains_ignore_case(b"tem", b"temp"));
+        assert!(!contains_ignore_case(b"select attempt_x", b"tempt_y"));
+        assert!(!contains_ignore_case(b"", b"temp"));
+    }
+
+    fn scan_str(sql: &str, extras: &[String]) -> Findings {
+        scan(sql.as_bytes(), Lexing::default(), extras)
     }
 
     fn feats(sql: &str) -> Vec<SessionFeature> {
-        scan(sql, &["search_path".to_string()]).features
+        scan_str(sql, &["search_path".to_string()]).features
     }
 
     #[test]
@@ -437,19 +632,19 @@ mod tests {
     #[test]
     fn plain_statements_take_the_fast_path_and_others_do_not() {
         assert!(is_plain(
-            "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"
         ));
-        assert!(is_plain("  update t set x = 1;"));
-        assert!(!is_plain("SELECT 1; LISTEN x"));
-        assert!(!is_plain("SELECT pg_advisory_lock(1)"));
-        assert!(!is_plain("SELECT * INTO TEMP t FROM x"));
-        assert!(!is_plain("SET x = 1"));
-        assert!(!is_plain("/* c */ LISTEN x"));
+        assert!(is_plain(b"  update t set x = 1;"));
+        assert!(!is_plain(b"SELECT 1; LISTEN x"));
+        assert!(!is_plain(b"SELECT pg_advisory_lock(1)"));
+        assert!(!is_plain(b"SELECT * INTO TEMP t FROM x"));
+        assert!(!is_plain(b"SET x = 1"));
+        assert!(!is_plain(b"/* c */ LISTEN x"));
     }
 
     #[test]
     fn tracked_extras_are_captured() {
-        let f = scan(
+        let f = scan_str(
             "SET search_path TO myschema, public; RESET search_path",
             &["search_path".into()],
         );
@@ -469,78 +664,131 @@ mod tests {
     }
 
     #[test]
-    fn set_value_starting_with_a_multibyte_character_does_not_panic() {
-        // Sliced `after[..2]` inside the 3-byte '€' of a tracked parameter's value.
-        let f = scan("SET search_path €", &["search_path".into()]);
+    fn deallocate_all_detected() {
+        assert!(scan_str("DEALLOCATE ALL", &[]).deallocate_all);
+        assert!(scan_str("deallocate prepare all;", &[]).deallocate_all);
+        assert!(scan_str("DISCARD ALL", &[]).deallocate_all);
+        assert!(!scan_str("DEALLOCATE p1", &[]).deallocate_all);
+    }
+
+    /// The issue: a two-byte character right after the parameter name was sliced in half.
+    #[test]
+    fn multibyte_text_after_set_is_never_sliced() {
+        let extras = ["search_path".to_string()];
+        // No TO or `=`: PostgreSQL refuses it (syntax error), so nothing is tracked.
+        let f = scan_str(
+            "BEGIN; INSERT INTO t VALUES (42); SET search_path 'é';",
+            &extras,
+        );
+        assert_eq!(f, Findings::default());
+        let f = scan_str("SET search_path TO 'é'", &extras);
         assert_eq!(
             f.tracked,
             vec![TrackedSet::Set {
                 name: "search_path".into(),
-                value: "€".into()
+                value: "'é'".into()
             }]
         );
-        assert!(scan("SET search_path é", &["search_path".into()])
-            .features
+        for sql in [
+            "SET search_path é",
+            "SET é = 1",
+            "SET search_path=é",
+            "RESET é",
+            "SET search_path TOé",
+        ] {
+            let _ = scan_str(sql, &extras);
+        }
+        assert!(scan_str("SET search_path TOmorrow", &extras)
+            .tracked
             .is_empty());
     }
 
     #[test]
-    fn escape_strings_do_not_hide_the_statements_after_them() {
-        // `E'\''` is one string; read as `E'\'` + `'...`, it swallowed the LISTEN.
+    fn text_in_other_encodings_is_scanned_as_bytes() {
+        let extras = ["search_path".to_string()];
+        // LATIN1 "café" and KOI8-R "привет": not UTF-8, still scanned.
+        let latin1 = b"SELECT 'caf\xe9'; LISTEN x";
         assert_eq!(
-            feats(r"SELECT E'\''; LISTEN x"),
+            scan(latin1, Lexing::default(), &extras).features,
             vec![SessionFeature::Listen]
         );
-        assert_eq!(
-            feats(r"SELECT e'\\'; LISTEN x"),
-            vec![SessionFeature::Listen]
+        let koi8 = b"INSERT INTO t VALUES ('\xd0\xd2\xc9\xd7\xc5\xd4')";
+        assert_eq!(scan(koi8, Lexing::default(), &extras), Findings::default());
+        // A tracked value poolguard cannot hold as text: the server is reset instead.
+        let f = scan(
+            b"SET search_path TO 'sch\xe9ma'",
+            Lexing::default(),
+            &extras,
         );
-        // A plain string's backslash escapes nothing (standard_conforming_strings).
-        assert_eq!(feats(r"SELECT '\'; LISTEN x"), vec![SessionFeature::Listen]);
+        assert_eq!(
+            f.features,
+            vec![SessionFeature::UntrackedSet("search_path".into())]
+        );
+        assert!(f.tracked.is_empty());
     }
 
     #[test]
-    fn dollar_quotes_follow_postgres_lexing() {
-        // `$b$` inside an identifier is not a delimiter: the LISTEN between runs.
-        assert_eq!(
-            feats("SELECT 1 AS a$b$; LISTEN x; SELECT 1 AS c$b$"),
-            vec![SessionFeature::Listen]
+    fn shift_jis_trail_bytes_do_not_end_strings() {
+        // In Shift JIS, "ソ" is 0x83 0x5C: its trail byte is a backslash. In an E'' string a
+        // byte scanner would take it for an escape and run the string on over the LISTEN.
+        let sql = b"SELECT E'\x83\x5c'; LISTEN x; SELECT ''";
+        let sjis = Lexing {
+            encoding: Encoding::of("SJIS"),
+            ..Lexing::default()
+        };
+        assert_eq!(scan(sql, sjis, &[]).features, vec![SessionFeature::Listen]);
+        // The same bytes in an ASCII-safe encoding: the backslash escapes the quote.
+        let utf8 = scan(
+            b"SELECT E'\\''; LISTEN x; SELECT ''",
+            Lexing::default(),
+            &[],
         );
-        // Parameters are not tags.
-        assert_eq!(
-            feats("PREPARE p AS SELECT $1$; LISTEN x; SELECT $1$"),
-            vec![SessionFeature::SqlPrepare, SessionFeature::Listen]
-        );
-        assert!(feats("SELECT $a$ ; $b$ ; LISTEN x $a$").is_empty());
-        // Unterminated: the rest is quoted (PostgreSQL refuses the text), and it takes linear
-        // time: 200,000 distinct unterminated tags used to search the rest of the text each.
-        assert!(feats("SELECT $t$ ; LISTEN x").is_empty());
-        let many: String = (0..200_000).map(|i| format!("$t{i}$ ")).collect();
-        let started = std::time::Instant::now();
-        let _ = scan(&format!("SELECT 1; {many}"), &[]);
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(utf8.features, vec![SessionFeature::Listen]);
+        assert_eq!(Encoding::of("shift_jis_2004"), Encoding::Sjis);
+        assert_eq!(Encoding::of("Big5"), Encoding::TwoByte);
+        assert_eq!(Encoding::of("LATIN1"), Encoding::AsciiSafe);
     }
 
     #[test]
-    fn every_temporary_relation_is_found() {
-        for sql in [
-            "SELECT 1 AS x INTO TEMP t",
-            "select * into temporary table t from x",
-            "WITH x AS (SELECT 1) SELECT * INTO LOCAL TEMP t FROM x",
-            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
-            "CREATE TEMP SEQUENCE s",
-        ] {
-            assert_eq!(feats(sql), vec![SessionFeature::TempTable], "{sql}");
+    fn quotes_comments_and_identifiers_that_hid_statements() {
+        // Nested comments end at their outermost close.
+        assert_eq!(
+            feats("/* a /* b */ c */ LISTEN x"),
+            vec![SessionFeature::Listen]
+        );
+        // `$` inside an identifier does not open a dollar quote.
+        assert_eq!(
+            feats("SELECT a$b$; LISTEN x; SELECT $b$"),
+            vec![SessionFeature::Listen]
+        );
+        assert!(feats("SELECT $tag$ ; LISTEN x $tag$").is_empty());
+        assert!(feats("SELECT $1; SELECT 2").is_empty());
+        // With standard_conforming_strings off, backslashes escape in plain strings.
+        let off = Lexing {
+            standard_conforming_strings: false,
+            ..Lexing::default()
+        };
+        assert_eq!(
+            scan(b"SELECT 'it\\''; LISTEN x; SELECT ''", off, &[]).features,
+            vec![SessionFeature::Listen]
+        );
+        assert_eq!(
+            feats("DECLARE c CURSOR\nWITH\n HOLD FOR SELECT 1"),
+            vec![SessionFeature::HoldCursor]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scanning_any_bytes_never_panics(
+            sql in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            enc in proptest::sample::select(vec!["UTF8", "SJIS", "BIG5", "GB18030"]),
+        ) {
+            let lexing = Lexing { encoding: Encoding::of(enc), standard_conforming_strings: sql.len() % 2 == 0 };
+            let _ = scan(&sql, lexing, &["search_path".to_string()]);
+            let mut with_set = b"SET search_path ".to_vec();
+            with_set.extend_from_slice(&sql);
+            let _ = scan(&with_set, lexing, &["search_path".to_string()]);
         }
-        assert!(feats("SELECT * INTO t FROM temp_src").is_empty());
-        assert!(feats("CREATE OR REPLACE VIEW temp AS SELECT 1").is_empty());
-    }
-
-    #[test]
-    fn deallocate_all_detected() {
-        assert!(scan("DEALLOCATE ALL", &[]).deallocate_all);
-        assert!(scan("deallocate prepare all;", &[]).deallocate_all);
-        assert!(scan("DISCARD ALL", &[]).deallocate_all);
-        assert!(!scan("DEALLOCATE p1", &[]).deallocate_all);
     }
 }

@@ -1,5 +1,16 @@
 //! The PostgreSQL front door: client login, the relay session, server connections, cancel-key
 //! mapping and reclaiming servers from departed clients.
+//!
+//! Fail closed: bytes from a client or a server must never panic a session, so indexing,
+//! string slicing and unchecked arithmetic are refused here outside tests (as in poolguard-pg).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod cancel;
 pub mod console;

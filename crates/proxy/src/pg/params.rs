@@ -72,7 +72,7 @@ impl ParamSet {
     }
 
     fn put(&mut self, name: &str, value: Arc<str>) {
-        self.version += 1;
+        self.version = self.version.wrapping_add(1);
         match self
             .values
             .iter_mut()
@@ -93,7 +93,7 @@ impl ParamSet {
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.version += 1;
+        self.version = self.version.wrapping_add(1);
         self.values.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
@@ -103,14 +103,39 @@ impl ParamSet {
 
     /// Drops the extras (not reported by the server), as DISCARD ALL / RESET ALL reset them.
     pub fn retain_reported(&mut self) {
-        self.version += 1;
+        self.version = self.version.wrapping_add(1);
         self.values.retain(|(n, _)| is_reported(n));
     }
 }
 
+/// The value recorded for an extra on a server when it cannot be known (a SET whose statement
+/// may fail or be rolled back). No client's value equals it (protocol strings hold no NUL), so
+/// [`sync_sql`] sets or resets the parameter for whoever gets the server next.
+pub const UNKNOWN: &str = "\0unknown";
+
 /// A string literal for SET: single quotes doubled, no backslash escapes involved.
 pub fn quote_literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
+}
+
+/// [`sync_sql`] as the simple queries to send, in order. A change of `client_encoding` goes
+/// alone and first: a server converts a whole query string from the encoding in force when it
+/// arrives, and the statements after it may carry the client's non-ASCII text (an extra's
+/// value, in the client's encoding).
+pub fn sync_queries(client: &ParamSet, server: &ParamSet, extras: &[String]) -> Vec<String> {
+    let sql = sync_sql(client, server, extras);
+    let encoding = client
+        .get("client_encoding")
+        .filter(|want| server.get("client_encoding") != Some(*want))
+        .map(|want| format!("SET client_encoding = {};", quote_literal(want)));
+    match encoding {
+        Some(first) if sql != first => {
+            let rest = sql.replacen(&first, "", 1);
+            vec![first, rest]
+        }
+        _ if sql.is_empty() => vec![],
+        _ => vec![sql],
+    }
 }
 
 /// Statements that bring `server` in line with what `client` expects. Reported parameters are
@@ -162,6 +187,20 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_server_value_is_always_set_or_reset() {
+        let extras = vec!["search_path".to_string()];
+        let mut server = ParamSet::default();
+        server.set("search_path", UNKNOWN);
+        let mut wants = ParamSet::default();
+        wants.set("search_path", "s1");
+        assert_eq!(sync_sql(&wants, &server, &extras), "SET search_path = s1;");
+        assert_eq!(
+            sync_sql(&ParamSet::default(), &server, &extras),
+            "RESET search_path;"
+        );
+    }
+
+    #[test]
     fn sets_with_the_same_entries_are_the_same_whatever_the_order_and_case() {
         let mut a = ParamSet::default();
         a.set("TimeZone", "UTC");
@@ -173,6 +212,36 @@ mod tests {
         b.set("TIMEZONE", "Europe/Paris");
         assert!(!a.same_entries(&b));
         assert_eq!(sync_sql(&a, &b, &[]), "SET timezone = 'UTC';");
+    }
+
+    #[test]
+    fn a_new_client_encoding_is_set_alone_before_the_rest() {
+        let extras = vec!["search_path".to_string()];
+        let mut client = ParamSet::default();
+        client.set("client_encoding", "LATIN1");
+        client.set("search_path", "'sch\u{e9}ma'");
+        let mut server = ParamSet::default();
+        server.set("client_encoding", "UTF8");
+        assert_eq!(
+            sync_queries(&client, &server, &extras),
+            vec![
+                "SET client_encoding = 'LATIN1';".to_string(),
+                "SET search_path = 'sch\u{e9}ma';".to_string()
+            ]
+        );
+        server.set("search_path", "'sch\u{e9}ma'");
+        assert_eq!(
+            sync_queries(&client, &server, &extras),
+            vec!["SET client_encoding = 'LATIN1';".to_string()]
+        );
+        server.set("client_encoding", "LATIN1");
+        assert!(sync_queries(&client, &server, &extras).is_empty());
+        server.set("timezone", "UTC");
+        client.set("timezone", "Europe/Paris");
+        assert_eq!(
+            sync_queries(&client, &server, &extras),
+            vec!["SET timezone = 'Europe/Paris';".to_string()]
+        );
     }
 
     #[test]

@@ -13,6 +13,15 @@
 //! by ParameterDescription then RowDescription/NoData; Execute by rows then CommandComplete,
 //! EmptyQueryResponse or PortalSuspended; Sync, Query and FunctionCall end with ReadyForQuery.
 //! After an ErrorResponse to an extended-protocol message the server skips everything up to Sync.
+//!
+//! COPY: a Query or Execute answered by CopyInResponse (or CopyBothResponse) puts the server in
+//! copy-in mode until the client's CopyDone or CopyFail. In that mode the server reads CopyData
+//! and *ignores* Sync and Flush, so a Sync the client sent in between (libpq and tokio-postgres
+//! send Bind, Execute, Sync before any data, then CopyDone, Sync) is owed nothing. The client's
+//! CopyDone/CopyFail is recorded as [`Expect::CopyEnd`], a marker with no answer of its own, so
+//! that the Syncs to forget are exactly those between the COPY's request and the marker. An error
+//! during copy-in ends copy mode: after a simple Query the server answers ReadyForQuery at once
+//! (and ignores the client's remaining copy messages); after Execute it skips to the next Sync.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,6 +51,9 @@ pub enum Expect {
     /// poolguard's own simple query (parameter SETs); everything up to its ReadyForQuery is
     /// swallowed except ParameterStatus, which the client may see.
     InjectedQuery,
+    /// The client's CopyDone or CopyFail: no answer of its own; it marks where a copy-in the
+    /// server may still be entering ends (see the module docs). Never left at the head.
+    CopyEnd,
     /// An answer poolguard gives itself, emitted when it reaches the head of the queue.
     SyntheticParseComplete,
     SyntheticCloseComplete,
@@ -109,6 +121,9 @@ pub struct Pending {
     /// The server reported an error in an extended-protocol batch whose Sync has not been sent
     /// yet: it ignores every message until that Sync, so none of them is owed an answer.
     skipping_to_sync: bool,
+    /// The server is in copy-in mode and the client's CopyDone/CopyFail has not been sent
+    /// yet: Syncs sent now are ignored by the server, so none is owed a ReadyForQuery.
+    copy_in: bool,
 }
 
 impl Pending {
@@ -122,8 +137,18 @@ impl Pending {
             }
             self.skipping_to_sync = false;
         }
+        if self.copy_in {
+            match e {
+                Expect::Sync => return,
+                Expect::CopyEnd => self.copy_in = false,
+                _ => {}
+            }
+        }
+        if e == Expect::CopyEnd && self.queue.is_empty() {
+            return; // everything before it is answered: nothing left to mark
+        }
         if e.ends_with_ready() {
-            self.ready_owed += 1;
+            self.ready_owed = self.ready_owed.saturating_add(1);
         }
         self.queue.push_back(e);
     }
@@ -162,15 +187,47 @@ impl Pending {
             _ => return None,
         };
         self.queue.pop_front();
+        self.drop_markers();
         Some(s)
     }
 
     fn pop(&mut self) -> Option<Expect> {
         let e = self.queue.pop_front()?;
         if e.ends_with_ready() {
-            self.ready_owed -= 1;
+            self.ready_owed = self.ready_owed.saturating_sub(1);
         }
+        self.drop_markers();
         Some(e)
+    }
+
+    /// A [`Expect::CopyEnd`] at the head has done its work: everything before it is answered.
+    fn drop_markers(&mut self) {
+        while self.queue.front() == Some(&Expect::CopyEnd) {
+            self.queue.pop_front();
+        }
+    }
+
+    /// The head's COPY put the server in copy-in mode: the Syncs sent after the head and
+    /// before the client's CopyDone/CopyFail are ignored by the server. If that marker is not
+    /// here yet, Syncs are ignored until it is.
+    fn enter_copy_in(&mut self) {
+        let end = self
+            .queue
+            .iter()
+            .position(|e| *e == Expect::CopyEnd)
+            .unwrap_or(self.queue.len());
+        let mut i = 1;
+        let mut end = end;
+        while i < end {
+            if self.queue.get(i) == Some(&Expect::Sync) {
+                self.queue.remove(i);
+                self.ready_owed = self.ready_owed.saturating_sub(1);
+                end = end.saturating_sub(1);
+            } else {
+                i = i.saturating_add(1);
+            }
+        }
+        self.copy_in = end == self.queue.len();
     }
 
     fn unexpected(&self, tag: u8) -> Unexpected {
@@ -238,6 +295,18 @@ impl Pending {
                 Some(Expect::InjectedQuery) => ok(Route::Swallow),
                 _ => Err(self.unexpected(tag)),
             },
+            b::COPY_IN | b::COPY_BOTH => match head {
+                Some(Expect::Query | Expect::Execute) => {
+                    self.enter_copy_in();
+                    ok(Route::Forward)
+                }
+                _ => Err(self.unexpected(tag)),
+            },
+            b::ERROR_RESPONSE if self.copy_in => {
+                // Copy-in ends with the error: Syncs count again.
+                self.copy_in = false;
+                self.route(tag)
+            }
             b::ERROR_RESPONSE => match head {
                 Some(Expect::Query | Expect::FunctionCall | Expect::Sync) => ok(Route::Forward),
                 Some(Expect::InjectedQuery) => ok(Route::Swallow),
@@ -412,6 +481,108 @@ mod tests {
         assert_eq!(p.route(b::PARAMETER_DESCRIPTION).unwrap().0, Route::Forward);
         assert_eq!(p.route(b::ROW_DESCRIPTION).unwrap().0, Route::Forward);
         assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+    }
+
+    /// libpq and tokio-postgres: Bind, Execute, Sync, then the data, CopyDone, Sync. The
+    /// server ignores the first Sync (it arrives in copy-in mode): one ReadyForQuery in all.
+    #[test]
+    fn extended_copy_in_owes_one_ready_for_the_two_syncs() {
+        for data_before_answer in [false, true] {
+            let mut p = Pending::default();
+            p.push(Expect::Bind);
+            p.push(Expect::Execute);
+            p.push(Expect::Sync);
+            if data_before_answer {
+                p.push(Expect::CopyEnd);
+                p.push(Expect::Sync);
+            }
+            assert_eq!(p.route(b::BIND_COMPLETE).unwrap().0, Route::Forward);
+            assert_eq!(p.route(b::COPY_IN).unwrap().0, Route::Forward);
+            if !data_before_answer {
+                p.push(Expect::Sync); // a Flush or Sync among the data: ignored too
+                p.push(Expect::CopyEnd);
+                p.push(Expect::Sync);
+            }
+            assert_eq!(p.ready_owed(), 1);
+            assert_eq!(p.route(b::COMMAND_COMPLETE).unwrap().0, Route::Forward);
+            assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+            assert!(p.is_empty(), "{data_before_answer}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_during_extended_copy_in_skips_to_the_client_final_sync() {
+        let mut p = Pending::default();
+        p.push(Expect::Bind);
+        p.push(Expect::Execute);
+        p.push(Expect::Sync);
+        p.route(b::BIND_COMPLETE).unwrap();
+        p.route(b::COPY_IN).unwrap();
+        // A bad row: the server errors before the client has finished sending.
+        assert_eq!(p.route(b::ERROR_RESPONSE).unwrap().0, Route::Forward);
+        assert!(p.server_skipping());
+        p.push(Expect::CopyEnd);
+        p.push(Expect::Sync);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert!(p.is_empty());
+        // The error arrives after the client's CopyDone and Sync were sent.
+        p.push(Expect::Bind);
+        p.push(Expect::Execute);
+        p.push(Expect::Sync);
+        p.route(b::BIND_COMPLETE).unwrap();
+        p.route(b::COPY_IN).unwrap();
+        p.push(Expect::CopyEnd);
+        p.push(Expect::Sync);
+        assert_eq!(p.route(b::ERROR_RESPONSE).unwrap().0, Route::Forward);
+        assert!(!p.server_skipping());
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert!(p.is_empty() && p.ready_owed() == 0);
+    }
+
+    #[test]
+    fn simple_copy_in_error_answers_at_once_and_later_copy_messages_owe_nothing() {
+        let mut p = Pending::default();
+        p.push(Expect::Query);
+        assert_eq!(p.route(b::COPY_IN).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::ERROR_RESPONSE).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        p.push(Expect::CopyEnd); // the client's CopyDone, after the answer
+        assert!(p.is_empty());
+        // Success, with CopyDone sent before CommandComplete arrives.
+        p.push(Expect::Query);
+        p.route(b::COPY_IN).unwrap();
+        p.push(Expect::CopyEnd);
+        p.push(Expect::Query);
+        assert_eq!(p.route(b::COMMAND_COMPLETE).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::ROW_DESCRIPTION).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn copy_out_and_copy_both_follow_their_request() {
+        let mut p = Pending::default();
+        p.push(Expect::Execute);
+        p.push(Expect::Sync);
+        for tag in [b::COPY_OUT, b::COPY_DATA, b::COPY_DATA, b::COPY_DONE] {
+            assert_eq!(p.route(tag).unwrap().0, Route::Forward);
+        }
+        // A query failing part-way through COPY TO.
+        assert_eq!(p.route(b::ERROR_RESPONSE).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        p.push(Expect::Query);
+        assert_eq!(p.route(b::COPY_BOTH).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::COPY_DATA).unwrap().0, Route::Forward);
+        p.push(Expect::Sync); // ignored in copy mode
+        p.push(Expect::CopyEnd);
+        assert_eq!(p.route(b::COMMAND_COMPLETE).unwrap().0, Route::Forward);
+        assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
+        assert!(p.is_empty());
+        // CopyInResponse with nothing that could start a COPY is refused.
+        let mut p = Pending::default();
+        p.push(Expect::Bind);
+        assert!(p.route(b::COPY_IN).is_err());
     }
 
     #[test]

@@ -20,14 +20,15 @@ use crate::error::ProxyError;
 /// A statement as the client defined it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Statement {
-    pub query: String,
+    /// SQL text, bytes in the client's encoding.
+    pub query: Box<[u8]>,
     pub param_types: Vec<u32>,
     /// The name poolguard prepares it under on servers.
     pub server_name: Arc<str>,
 }
 
 impl Statement {
-    pub fn new(query: &str, param_types: &[u32]) -> Arc<Statement> {
+    pub fn new(query: &[u8], param_types: &[u32]) -> Arc<Statement> {
         let mut h = DefaultHasher::new();
         query.hash(&mut h);
         param_types.hash(&mut h);
@@ -35,7 +36,7 @@ impl Statement {
         // server-side table compares full texts before trusting a name.
         let server_name = format!("poolguard_{:x}_{:x}", query.len(), h.finish());
         Arc::new(Statement {
-            query: query.to_owned(),
+            query: query.into(),
             param_types: param_types.to_vec(),
             server_name: server_name.into(),
         })
@@ -67,7 +68,8 @@ pub struct ClientStatements {
 
 #[derive(Debug, Default)]
 struct Table {
-    by_name: HashMap<String, Arc<Statement>>,
+    /// Names are bytes in the client's encoding.
+    by_name: HashMap<Box<[u8]>, Arc<Statement>>,
     /// Query text held, all statements together.
     bytes: usize,
 }
@@ -77,7 +79,7 @@ impl ClientStatements {
     /// statements or [`MAX_CLIENT_STATEMENT_BYTES`] of text.
     pub fn define(
         &mut self,
-        name: &str,
+        name: &[u8],
         stmt: Arc<Statement>,
         max: usize,
     ) -> Result<(), ProxyError> {
@@ -86,35 +88,38 @@ impl ClientStatements {
         if existing.is_none() && table.by_name.len() >= max {
             return Err(too_many_statements(max));
         }
-        let bytes = table.bytes - existing.unwrap_or(0) + stmt.query.len();
+        let bytes = table
+            .bytes
+            .saturating_sub(existing.unwrap_or(0))
+            .saturating_add(stmt.query.len());
         if bytes > MAX_CLIENT_STATEMENT_BYTES {
             return Err(ProxyError::StatementLimit(format!(
                 "poolguard: this client's prepared statements would hold {bytes} bytes of text, over poolguard's {MAX_CLIENT_STATEMENT_BYTES} per client; deallocate some (Close, DEALLOCATE) before preparing more"
             )));
         }
         table.bytes = bytes;
-        table.by_name.insert(name.to_owned(), stmt);
+        table.by_name.insert(name.into(), stmt);
         Ok(())
     }
 
     /// True if `name` is defined, or one more statement would fit under `max`.
-    pub fn has_room(&self, name: &str, max: usize) -> bool {
+    pub fn has_room(&self, name: &[u8], max: usize) -> bool {
         self.table
             .as_ref()
             .is_none_or(|t| t.by_name.contains_key(name) || t.by_name.len() < max)
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Statement>> {
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
         self.table.as_ref()?.by_name.get(name)
     }
 
-    pub fn remove(&mut self, name: &str) -> bool {
+    pub fn remove(&mut self, name: &[u8]) -> bool {
         let Some(table) = self.table.as_mut() else {
             return false;
         };
         match table.by_name.remove(name) {
             Some(s) => {
-                table.bytes -= s.query.len();
+                table.bytes = table.bytes.saturating_sub(s.query.len());
                 true
             }
             None => false,
@@ -153,7 +158,7 @@ impl ServerStatements {
 
     /// True (and marks it used) if the server has this exact statement.
     pub fn touch(&mut self, stmt: &Statement) -> bool {
-        self.tick += 1;
+        self.tick = self.tick.wrapping_add(1);
         match self.entries.get_mut(&stmt.server_name) {
             Some((have, used)) if **have == *stmt => {
                 *used = self.tick;
@@ -166,7 +171,7 @@ impl ServerStatements {
     /// Records a statement about to be prepared. Returns the name of a statement to close
     /// first if the table is full.
     pub fn insert(&mut self, stmt: Arc<Statement>) -> Option<Arc<str>> {
-        self.tick += 1;
+        self.tick = self.tick.wrapping_add(1);
         let mut evicted = None;
         if !self.entries.contains_key(&stmt.server_name) && self.entries.len() >= self.capacity {
             let oldest = self
@@ -256,10 +261,10 @@ mod tests {
 
     #[test]
     fn same_text_same_server_name_different_text_different_name() {
-        let a = Statement::new("SELECT $1", &[23]);
-        let b = Statement::new("SELECT $1", &[23]);
-        let c = Statement::new("SELECT $1", &[25]);
-        let d = Statement::new("SELECT $1 + 1", &[23]);
+        let a = Statement::new(b"SELECT $1", &[23]);
+        let b = Statement::new(b"SELECT $1", &[23]);
+        let c = Statement::new(b"SELECT $1", &[25]);
+        let d = Statement::new(b"SELECT $1 + 1", &[23]);
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert_ne!(a.server_name, d.server_name);
@@ -268,11 +273,11 @@ mod tests {
     #[test]
     fn client_statements_are_capped_by_count() {
         let mut c = ClientStatements::default();
-        c.define("a", Statement::new("SELECT 1", &[]), 2).unwrap();
-        c.define("b", Statement::new("SELECT 2", &[]), 2).unwrap();
-        assert!(!c.has_room("c", 2) && c.has_room("a", 2));
+        c.define(b"a", Statement::new(b"SELECT 1", &[]), 2).unwrap();
+        c.define(b"b", Statement::new(b"SELECT 2", &[]), 2).unwrap();
+        assert!(!c.has_room(b"c", 2) && c.has_room(b"a", 2));
         let e = c
-            .define("c", Statement::new("SELECT 3", &[]), 2)
+            .define(b"c", Statement::new(b"SELECT 3", &[]), 2)
             .unwrap_err();
         assert_eq!(e.sqlstate(), "54000");
         assert!(
@@ -280,14 +285,15 @@ mod tests {
             "{e}"
         );
         assert!(
-            c.get("c").is_none() && c.len() == 2,
+            c.get(b"c").is_none() && c.len() == 2,
             "a refusal changes nothing"
         );
         // Redefining a name holds no more statements: allowed at the cap.
-        c.define("a", Statement::new("SELECT 10", &[]), 2).unwrap();
-        assert_eq!(c.get("a").unwrap().query, "SELECT 10");
-        assert!(c.remove("b"));
-        c.define("c", Statement::new("SELECT 3", &[]), 2).unwrap();
+        c.define(b"a", Statement::new(b"SELECT 10", &[]), 2)
+            .unwrap();
+        assert_eq!(&*c.get(b"a").unwrap().query, b"SELECT 10");
+        assert!(c.remove(b"b"));
+        c.define(b"c", Statement::new(b"SELECT 3", &[]), 2).unwrap();
         assert_eq!(c.len(), 2);
     }
 
@@ -295,24 +301,28 @@ mod tests {
     fn client_statements_are_capped_by_text() {
         let mut c = ClientStatements::default();
         let half = "x".repeat(MAX_CLIENT_STATEMENT_BYTES / 2);
-        c.define("a", Statement::new(&half, &[]), 10).unwrap();
-        c.define("b", Statement::new(&half, &[]), 10).unwrap();
-        let e = c.define("c", Statement::new("y", &[]), 10).unwrap_err();
+        c.define(b"a", Statement::new(half.as_bytes(), &[]), 10)
+            .unwrap();
+        c.define(b"b", Statement::new(half.as_bytes(), &[]), 10)
+            .unwrap();
+        let e = c.define(b"c", Statement::new(b"y", &[]), 10).unwrap_err();
         assert_eq!(e.sqlstate(), "54000");
         // Replacing a long text by a short one gives its bytes back.
-        c.define("a", Statement::new("SELECT 1", &[]), 10).unwrap();
-        c.define("c", Statement::new("y", &[]), 10).unwrap();
-        c.remove("b");
-        c.define("d", Statement::new(&half, &[]), 10).unwrap();
+        c.define(b"a", Statement::new(b"SELECT 1", &[]), 10)
+            .unwrap();
+        c.define(b"c", Statement::new(b"y", &[]), 10).unwrap();
+        c.remove(b"b");
+        c.define(b"d", Statement::new(half.as_bytes(), &[]), 10)
+            .unwrap();
     }
 
     #[test]
     fn lru_evicts_least_recently_used() {
         let mut s = ServerStatements::new(2);
         let (x, y, z) = (
-            Statement::new("x", &[]),
-            Statement::new("y", &[]),
-            Statement::new("z", &[]),
+            Statement::new(b"x", &[]),
+            Statement::new(b"y", &[]),
+            Statement::new(b"z", &[]),
         );
         assert_eq!(s.insert(x.clone()), None);
         assert_eq!(s.insert(y.clone()), None);
@@ -325,9 +335,9 @@ mod tests {
     #[test]
     fn a_name_collision_is_not_trusted() {
         let mut s = ServerStatements::new(4);
-        let real = Statement::new("SELECT 1", &[]);
+        let real = Statement::new(b"SELECT 1", &[]);
         let forged = Arc::new(Statement {
-            query: "SELECT 2".into(),
+            query: b"SELECT 2"[..].into(),
             param_types: vec![],
             server_name: real.server_name.clone(),
         });

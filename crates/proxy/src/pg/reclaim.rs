@@ -16,6 +16,7 @@ use poolguard_pool::DiscardReason;
 
 use crate::fault::{Faults, Point};
 use crate::pg::cancel::{send_cancel, ServerKey};
+use crate::pg::pending::Expect;
 use crate::pg::scan::Step;
 use crate::pg::server::{copy_fail, ServerError};
 use crate::pg::session::Held;
@@ -73,6 +74,7 @@ async fn clean(held: &mut Held, reset: bool, faults: &Faults) -> Result<(), Serv
             use tokio::io::AsyncWriteExt;
             held.lease.stream.write_all(&m).await?;
             held.copy_in = false;
+            held.pending.push(Expect::CopyEnd);
         } else {
             let key = ServerKey {
                 addr: held.lease.addr,
@@ -82,6 +84,16 @@ async fn clean(held: &mut Held, reset: bool, faults: &Faults) -> Result<(), Serv
             send_cancel(key).await?;
         }
         drain(held).await?;
+        if held.pending.server_skipping() {
+            // An error (the CopyFail above, say) left the server skipping to a Sync the client
+            // never sent. A Sync after an error commits nothing: the batch already failed.
+            let mut m = BytesMut::new();
+            poolguard_pg::frontend::sync(&mut m);
+            use tokio::io::AsyncWriteExt;
+            held.lease.stream.write_all(&m).await?;
+            held.pending.push(Expect::Sync);
+            drain(held).await?;
+        }
     }
     if held.status != b'I' {
         let (_, status) = held.lease.simple_query("ROLLBACK").await?;
@@ -115,7 +127,7 @@ async fn drain(held: &mut Held) -> Result<(), ServerError> {
         while held.pending.take_synthetic().is_some() {}
         while let Some(step) = held
             .scan
-            .step(&buf[pos..], need)
+            .step(buf.get(pos..).unwrap_or_default(), need)
             .map_err(|e| broken(e.to_string()))?
         {
             let (tag, body): (Option<u8>, &[u8]) = match &step {
@@ -130,20 +142,21 @@ async fn drain(held: &mut Held) -> Result<(), ServerError> {
                         held.status = backend::parse_ready_for_query(body).unwrap_or(b'E')
                     }
                     tags::backend::PARAMETER_STATUS => held.lease.note_parameter_status(body),
-                    tags::backend::COPY_IN => copy_in = true,
+                    tags::backend::COPY_IN | tags::backend::COPY_BOTH => copy_in = true,
                     _ => {}
                 }
             }
             while held.pending.take_synthetic().is_some() {}
-            pos += step.len();
+            pos = pos.saturating_add(step.len());
         }
         let mut buf = buf;
-        buf.advance(pos);
+        buf.advance(pos.min(buf.len()));
         held.lease.buf = buf;
         if copy_in {
             let mut m = BytesMut::new();
             copy_fail(&mut m, "poolguard: client disconnected during COPY");
             held.lease.stream.write_all(&m).await?;
+            held.pending.push(Expect::CopyEnd);
         }
         if held.pending.is_empty() {
             return Ok(());

@@ -40,6 +40,12 @@ pub fn client_message_error(e: DecodeError) -> ProxyError {
 /// Messages longer than this are streamed instead of buffered whole (unless their body is needed).
 pub const PASS_THROUGH: usize = 32 * 1024;
 
+/// `buf[from..to]` without a panic: `None` if the range is not inside `buf` (a broken
+/// invariant the caller must treat as a protocol failure, closing the connection).
+pub fn span(buf: &[u8], from: usize, to: usize) -> Option<&[u8]> {
+    buf.get(from..to)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step<'a> {
     /// A whole message: its tag and body; `len` bytes including the 5-byte header.
@@ -102,34 +108,35 @@ impl Scanner {
                 return Ok(None);
             }
             let len = self.remaining.min(buf.len());
-            self.remaining -= len;
+            self.remaining = self.remaining.saturating_sub(len);
             return Ok(Some(Step::Rest { len }));
         }
-        if buf.len() < 5 {
+        let Some((&[tag, a, b, c, d], _)) = buf.split_first_chunk::<5>() else {
             return Ok(None);
-        }
-        let tag = buf[0];
-        let declared = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        };
+        let declared = u32::from_be_bytes([a, b, c, d]);
         if declared < 4 {
-            return Err(DecodeError::BadLength(declared as i64));
+            return Err(DecodeError::BadLength(i64::from(declared)));
         }
+        let declared = usize::try_from(declared).unwrap_or(usize::MAX);
         if declared > self.max_len {
             return Err(DecodeError::TooLong {
                 len: declared,
                 max: self.max_len,
             });
         }
-        let total = declared + 1;
-        if buf.len() >= total {
+        // The tag byte is not counted in the length; `declared` is at most `max_len`.
+        let total = declared.saturating_add(1);
+        if let Some(whole) = buf.get(..total) {
             return Ok(Some(Step::Whole {
                 tag,
-                body: &buf[5..total],
+                body: whole.get(5..).unwrap_or_default(),
                 len: total,
             }));
         }
         if total > PASS_THROUGH && !need_body(tag) {
             let len = buf.len();
-            self.remaining = total - len;
+            self.remaining = total.saturating_sub(len);
             return Ok(Some(Step::Head { tag, len }));
         }
         Ok(None)

@@ -221,7 +221,8 @@ impl ServerConn {
 /// CopyFail ('f'): the error text ends the COPY on the server side.
 pub fn copy_fail(buf: &mut BytesMut, reason: &str) {
     buf.extend_from_slice(b"f");
-    buf.extend_from_slice(&((4 + reason.len() + 1) as u32).to_be_bytes());
+    let len = reason.len().saturating_add(5);
+    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
     buf.extend_from_slice(reason.as_bytes());
     buf.extend_from_slice(&[0]);
 }
@@ -246,8 +247,9 @@ fn parse_data_row(mut body: &[u8]) -> Option<Vec<Option<String>>> {
         if body.len() < len {
             return None;
         }
-        cols.push(Some(String::from_utf8_lossy(&body[..len]).into_owned()));
-        body.advance(len);
+        let (value, rest) = body.split_at_checked(len)?;
+        cols.push(Some(String::from_utf8_lossy(value).into_owned()));
+        body = rest;
     }
     Some(cols)
 }

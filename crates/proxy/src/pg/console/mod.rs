@@ -191,7 +191,8 @@ impl Console {
         match tag {
             t::QUERY => match frontend::parse_query(body) {
                 Ok(sql) => {
-                    self.query(sql).await;
+                    // The console's commands are ASCII; other bytes cannot name one.
+                    self.query(&String::from_utf8_lossy(sql)).await;
                     backend::ready_for_query(&mut self.out, b'I');
                 }
                 Err(e) => return Flow::Fatal(ProxyError::Protocol(format!("invalid Query: {e}"))),

@@ -14,11 +14,11 @@ use tokio::io::AsyncWriteExt;
 use super::{End, Held, Session};
 use crate::config::front::DEFAULT_MAX_CLIENT_PREPARED_STATEMENTS;
 use crate::error::ProxyError;
-use crate::pg::features::{scan, Findings, TrackedSet};
+use crate::pg::features::{scan, Findings, Lexing, TrackedSet};
 use crate::pg::login::write_error;
 use crate::pg::pending::Expect;
 use crate::pg::prepared::{too_many_statements, Statement};
-use crate::pg::scan::{client_message_error, Step};
+use crate::pg::scan::{client_message_error, span, Step};
 
 /// Client messages whose body poolguard must see whole.
 fn need_body(tag: u8) -> bool {
@@ -54,10 +54,8 @@ impl Session {
                 }
             }
             if self.held.is_none() {
-                if self.cbuf.len() < 5 {
-                    return None;
-                }
-                if self.cbuf[0] == tags::frontend::TERMINATE {
+                let &[first, ..] = self.cbuf.first_chunk::<5>()?;
+                if first == tags::frontend::TERMINATE {
                     return Some(End::Terminate);
                 }
                 // An oversized message is refused at its header, before it costs a server.
@@ -98,7 +96,10 @@ impl Session {
         let Ok(Some((parse_len, sync_len))) = prepare_then_sync(&self.cbuf) else {
             return Ok(false);
         };
-        let Ok(parse) = frontend::parse_parse(&self.cbuf[5..parse_len]) else {
+        let Some(body) = self.cbuf.get(5..parse_len) else {
+            return Ok(false);
+        };
+        let Ok(parse) = frontend::parse_parse(body) else {
             return Ok(false);
         };
         if parse.name.is_empty() {
@@ -110,7 +111,11 @@ impl Session {
         {
             return Ok(false);
         }
-        let findings = scan(parse.query, &self.extra_parameters());
+        let findings = scan(
+            parse.query,
+            Lexing::of(&self.params),
+            &self.extra_parameters(),
+        );
         if !findings.features.is_empty() || !findings.tracked.is_empty() {
             return Ok(false);
         }
@@ -121,7 +126,9 @@ impl Session {
         {
             return Ok(false); // refused on the ordinary path, with its batch
         }
-        self.cbuf.advance(parse_len + sync_len);
+        // Both lengths were measured in `cbuf` by `prepare_then_sync`.
+        self.cbuf
+            .advance(parse_len.saturating_add(sync_len).min(self.cbuf.len()));
         let mut m = BytesMut::new();
         backend::parse_complete(&mut m);
         backend::ready_for_query(&mut m, b'I');
@@ -138,7 +145,8 @@ impl Session {
         let mut pos = 0;
         let mut reached = false;
         loop {
-            let step = match self.cscan.step(&self.cbuf[pos..], |_| false) {
+            let rest = self.cbuf.get(pos..).unwrap_or_default();
+            let step = match self.cscan.step(rest, |_| false) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => return Err(End::Kicked(client_message_error(e))),
@@ -147,7 +155,7 @@ impl Session {
                 Step::Whole { tag, .. } => Some(tag),
                 _ => None,
             };
-            pos += step.len();
+            pos = pos.saturating_add(step.len());
             if tag == Some(tags::frontend::TERMINATE) {
                 return Err(End::Terminate);
             }
@@ -159,7 +167,7 @@ impl Session {
                 break;
             }
         }
-        self.cbuf.advance(pos);
+        self.cbuf.advance(pos.min(self.cbuf.len()));
         if reached {
             if let Some(e) = self.skipping.take() {
                 let status = self.held.as_ref().map_or(b'I', |h| h.status);
@@ -190,7 +198,10 @@ impl Session {
         // Test builds: COPY data went to the server in this write (see `fault`).
         let mut copy_data = false;
         loop {
-            let step = match self.cscan.step(&cbuf[pos..], need_body) {
+            let step = match self
+                .cscan
+                .step(cbuf.get(pos..).unwrap_or_default(), need_body)
+            {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => {
@@ -225,19 +236,29 @@ impl Session {
                 }
                 Step::Rest { .. } => Action::Pass,
             };
+            let end = pos.saturating_add(len);
             match action {
-                Action::Pass => out.extend_from_slice(&cbuf[pos..pos + len]),
+                Action::Pass => match span(&cbuf, pos, end) {
+                    Some(bytes) => out.extend_from_slice(bytes),
+                    None => {
+                        // Cannot happen while the scanner keeps its invariant; fail closed.
+                        failure = Some(ProxyError::Protocol(
+                            "poolguard lost its place in the client's message stream".into(),
+                        ));
+                        break;
+                    }
+                },
                 Action::Rewritten | Action::Absorbed => {}
                 Action::Refuse { error, sync_point } => {
-                    pos += len;
+                    pos = end;
                     refusal = Some((error, sync_point));
                     break;
                 }
             }
-            pos += len;
+            pos = end;
         }
         let mut cbuf = cbuf;
-        cbuf.advance(pos);
+        cbuf.advance(pos.min(cbuf.len()));
         // Bytes that arrived meanwhile cannot exist (no reads happen here); restore the buffer.
         self.cbuf = cbuf;
         let result = self.send_to_server(&out).await;
@@ -333,9 +354,9 @@ impl Session {
             QUERY => {
                 let sql = frontend::parse_query(body)
                     .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
-                self.holder.note.statement(sql);
+                self.holder.note.statement(&String::from_utf8_lossy(sql));
                 if self.transaction_mode {
-                    let findings = scan(sql, &self.extra_parameters());
+                    let findings = scan(sql, Lexing::of(&self.params), &self.extra_parameters());
                     if let Some(stmt) = deallocate_target(sql) {
                         if self.statements.remove(stmt) {
                             let held = self.held_mut()?;
@@ -369,7 +390,12 @@ impl Session {
                     Some(stmt) => {
                         ensure_prepared(held, &stmt, out);
                         held.pending.push(Expect::Bind);
-                        frontend::bind_with_rest(out, head.portal, &stmt.server_name, rest);
+                        frontend::bind_with_rest(
+                            out,
+                            head.portal,
+                            stmt.server_name.as_bytes(),
+                            rest,
+                        );
                         Ok(Action::Rewritten)
                     }
                     None => {
@@ -397,7 +423,7 @@ impl Session {
                     Some(stmt) => {
                         ensure_prepared(held, &stmt, out);
                         held.pending.push(expect);
-                        frontend::describe(out, kind, &stmt.server_name);
+                        frontend::describe(out, kind, stmt.server_name.as_bytes());
                         Ok(Action::Rewritten)
                     }
                     None => {
@@ -447,7 +473,9 @@ impl Session {
                 Ok(Action::Pass)
             }
             COPY_DONE | COPY_FAIL => {
-                self.held_mut()?.copy_in = false;
+                let held = self.held_mut()?;
+                held.copy_in = false;
+                held.pending.push(Expect::CopyEnd);
                 Ok(Action::Pass)
             }
             COPY_DATA | FLUSH => Ok(Action::Pass),
@@ -466,7 +494,9 @@ impl Session {
     ) -> Result<Action, ProxyError> {
         let parse = frontend::parse_parse(body)
             .map_err(|e| ProxyError::Protocol(format!("invalid Parse message: {e}")))?;
-        self.holder.note.statement(parse.query);
+        self.holder
+            .note
+            .statement(&String::from_utf8_lossy(parse.query));
         let named = self.transaction_mode && !parse.name.is_empty();
         if named && !self.statements.has_room(parse.name, self.max_statements()) {
             // Refused before its text is looked at: nothing of it takes effect.
@@ -476,7 +506,11 @@ impl Session {
             });
         }
         if self.transaction_mode {
-            let findings = scan(parse.query, &self.extra_parameters());
+            let findings = scan(
+                parse.query,
+                Lexing::of(&self.params),
+                &self.extra_parameters(),
+            );
             if let Some(error) = self.apply_findings(&findings, batch_start) {
                 return Ok(Action::Refuse {
                     error,
@@ -544,13 +578,13 @@ impl Session {
             }
         }
         if !f.tracked.is_empty() {
-            // The server will carry the client's extras after this statement runs.
+            // Whether the server ends up with the new value is not known here: the statement
+            // may fail, or its transaction roll back. Record the value as unknown, so the next
+            // client to get this server sets (or resets) it whatever it expects.
             if let Some(h) = self.held.as_mut() {
                 for t in &f.tracked {
-                    match t {
-                        TrackedSet::Set { name, value } => h.lease.current.set(name, value),
-                        TrackedSet::Reset { name } => h.lease.current.remove(name),
-                    }
+                    let (TrackedSet::Set { name, .. } | TrackedSet::Reset { name }) = t;
+                    h.lease.current.set(name, crate::pg::params::UNKNOWN);
                 }
             }
         }
@@ -568,7 +602,7 @@ impl Session {
             })
     }
 
-    fn named(&self, name: &str) -> Option<std::sync::Arc<Statement>> {
+    fn named(&self, name: &[u8]) -> Option<std::sync::Arc<Statement>> {
         if !self.transaction_mode || name.is_empty() {
             return None;
         }
@@ -609,10 +643,15 @@ fn prepare_on_server(
         return;
     }
     if let Some(evicted) = held.lease.prepared.insert(stmt.clone()) {
-        frontend::close(out, frontend::STATEMENT, &evicted);
+        frontend::close(out, frontend::STATEMENT, evicted.as_bytes());
         held.pending.push(Expect::InjectedClose);
     }
-    frontend::parse_message(out, &stmt.server_name, &stmt.query, &stmt.param_types);
+    frontend::parse_message(
+        out,
+        stmt.server_name.as_bytes(),
+        &stmt.query,
+        &stmt.param_types,
+    );
     let server_name = stmt.server_name.clone();
     held.pending.push(if injected {
         Expect::InjectedParse { server_name }
@@ -632,28 +671,32 @@ fn prepare_then_sync(buf: &[u8]) -> Result<Option<(usize, usize)>, poolguard_pg:
     let Some(parse_len) = frame_len(buf, DEFAULT_MAX_MESSAGE_LEN)? else {
         return Ok(None);
     };
-    let rest = &buf[parse_len..];
-    if rest.len() == 5 && rest[0] == tags::frontend::SYNC && rest[1..5] == [0, 0, 0, 4] {
-        return Ok(Some((parse_len, 5)));
+    match buf.get(parse_len..) {
+        Some([tags::frontend::SYNC, 0, 0, 0, 4]) => Ok(Some((parse_len, 5))),
+        _ => Ok(None),
     }
-    Ok(None)
 }
 
-/// `DEALLOCATE [PREPARE] name` as a whole query: the statement name.
-fn deallocate_target(sql: &str) -> Option<&str> {
-    let s = sql.trim().trim_end_matches(';').trim();
-    let mut words = s.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+/// `DEALLOCATE [PREPARE] name` as a whole query: the statement name (bytes in the client's
+/// encoding).
+fn deallocate_target(sql: &[u8]) -> Option<&[u8]> {
+    let mut s = sql.trim_ascii();
+    while let Some(rest) = s.strip_suffix(b";") {
+        s = rest.trim_ascii_end();
+    }
+    let mut words = s.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    if !words.next()?.eq_ignore_ascii_case(b"deallocate") {
         return None;
     }
     let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("prepare") {
+    if name.eq_ignore_ascii_case(b"prepare") {
         name = words.next()?;
     }
-    if words.next().is_some() || name.eq_ignore_ascii_case("all") {
+    if words.next().is_some() || name.eq_ignore_ascii_case(b"all") {
         return None;
     }
-    Some(name.trim_matches('"'))
+    let name = name.strip_prefix(b"\"").unwrap_or(name);
+    Some(name.strip_suffix(b"\"").unwrap_or(name))
 }
 
 #[cfg(test)]
@@ -662,12 +705,16 @@ mod tests {
 
     #[test]
     fn deallocate_target_parsing() {
-        assert_eq!(deallocate_target("DEALLOCATE p1"), Some("p1"));
+        assert_eq!(deallocate_target(b"DEALLOCATE p1"), Some(&b"p1"[..]));
         assert_eq!(
-            deallocate_target("deallocate prepare \"_pg3_0\";"),
-            Some("_pg3_0")
+            deallocate_target(b"deallocate prepare \"_pg3_0\";"),
+            Some(&b"_pg3_0"[..])
         );
-        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
-        assert_eq!(deallocate_target("SELECT 1"), None);
+        assert_eq!(deallocate_target(b"DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target(b"SELECT 1"), None);
+        assert_eq!(
+            deallocate_target(b"DEALLOCATE \"caf\xe9\""),
+            Some(&b"caf\xe9"[..])
+        );
     }
 }

@@ -13,7 +13,11 @@ use tokio::time::Instant;
 use super::{End, Session};
 use crate::fault::Point;
 use crate::pg::pending::{CacheEffect, Route};
-use crate::pg::scan::Step;
+use crate::pg::scan::{span, Step};
+
+/// A failure that cannot happen while the scanner keeps its invariant; if it ever does, the
+/// server is closed rather than trusted.
+const LOST_PLACE: &str = "poolguard lost its place in the server's message stream";
 
 /// Server messages whose body poolguard must see whole.
 fn need_body(tag: u8) -> bool {
@@ -41,12 +45,19 @@ impl Session {
             self.take_synthetics(&mut answers);
             let held = self.held.as_mut()?;
             if !answers.is_empty() {
+                let Some(run) = span(&buf, kept_from, pos) else {
+                    failure = Some(LOST_PLACE.to_owned());
+                    break;
+                };
                 let out = copied.get_or_insert_with(BytesMut::new);
-                out.extend_from_slice(&buf[kept_from..pos]);
+                out.extend_from_slice(run);
                 out.extend_from_slice(&answers);
                 kept_from = pos;
             }
-            let step = match held.scan.step(&buf[pos..], need_body) {
+            let step = match held
+                .scan
+                .step(buf.get(pos..).unwrap_or_default(), need_body)
+            {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => {
@@ -128,36 +139,46 @@ impl Session {
                     }
                 }
                 Step::Whole {
-                    tag: tags::backend::COPY_IN,
+                    tag: tags::backend::COPY_IN | tags::backend::COPY_BOTH,
                     ..
                 }
                 | Step::Head {
-                    tag: tags::backend::COPY_IN,
+                    tag: tags::backend::COPY_IN | tags::backend::COPY_BOTH,
                     ..
                 } => held.copy_in = true,
                 _ => {}
             }
             if route == Route::Swallow {
+                let Some(run) = span(&buf, kept_from, pos) else {
+                    failure = Some(LOST_PLACE.to_owned());
+                    break;
+                };
                 let out = copied.get_or_insert_with(BytesMut::new);
-                out.extend_from_slice(&buf[kept_from..pos]);
-                kept_from = pos + len;
+                out.extend_from_slice(run);
+                kept_from = pos.saturating_add(len);
             }
-            pos += len;
+            pos = pos.saturating_add(len);
         }
+        // Steps never cover more than `buf`: the range is always there (else: fail closed).
+        let run = span(&buf, kept_from, pos);
+        if run.is_none() {
+            failure = Some(LOST_PLACE.to_owned());
+        }
+        let run = run.unwrap_or_default();
         let write = match copied.as_mut() {
             None => {
-                self.entry.traffic.sent(pos - kept_from);
-                self.client.write_all(&buf[kept_from..pos]).await
+                self.entry.traffic.sent(run.len());
+                self.client.write_all(run).await
             }
             Some(out) => {
-                out.extend_from_slice(&buf[kept_from..pos]);
+                out.extend_from_slice(run);
                 self.entry.traffic.sent(out.len());
                 self.client.write_all(out).await
             }
         };
         let held = self.held.as_mut()?;
         let mut buf = buf;
-        buf.advance(pos);
+        buf.advance(pos.min(buf.len()));
         held.lease.buf = buf;
         if let Some(problem) = failure {
             tracing::warn!(server = %held.lease.addr, problem = %problem, "server protocol error");

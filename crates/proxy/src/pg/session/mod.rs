@@ -38,7 +38,7 @@ use crate::guard;
 use crate::pg::cancel::{send_cancel, Registration, ServerKey};
 use crate::pg::features::SessionFeature;
 use crate::pg::login::{write_error, LoggedIn};
-use crate::pg::params::{sync_sql, ParamSet};
+use crate::pg::params::{sync_queries, ParamSet};
 use crate::pg::pending::{Expect, Pending, Synthetic};
 use crate::pg::prepared::ClientStatements;
 use crate::pg::reclaim::{reclaim, Reclaim};
@@ -109,9 +109,18 @@ impl Held {
     /// `client_in_step`: the client's side is at a message boundary too.
     pub fn proof(&self, client_in_step: bool) -> Clean {
         Clean {
+            nothing_owed: self.proof_before_reset(client_in_step).nothing_owed && !self.dirty,
+            ..self.proof_before_reset(client_in_step)
+        }
+    }
+
+    /// [`Held::proof`] leaving out the reset a dirty server still owes: whether the server may
+    /// go to [`reclaim`] for that reset now. The reset's own release proves the rest again.
+    fn proof_before_reset(&self, client_in_step: bool) -> Clean {
+        Clean {
             idle: !self.busy() && self.lease.buf.is_empty(),
             no_transaction: self.status == b'I',
-            nothing_owed: !self.unsynced && !self.copy_in && !self.dirty,
+            nothing_owed: !self.unsynced && !self.copy_in,
             in_step: client_in_step && !self.scan.mid_message(),
         }
     }
@@ -369,11 +378,13 @@ impl Session {
         if held.lease.synced_for != Some(stamp) {
             held.lease.synced_for = Some(stamp);
             let extras = self.extra_parameters();
-            let sql = sync_sql(&self.params, &held.lease.current, &extras);
-            if !sql.is_empty() {
-                tracing::debug!(client = %self.holder.client, sql = %sql, "synchronising parameters");
+            let queries = sync_queries(&self.params, &held.lease.current, &extras);
+            if !queries.is_empty() {
+                tracing::debug!(client = %self.holder.client, sql = ?queries, "synchronising parameters");
                 let mut m = BytesMut::new();
-                frontend::query(&mut m, &sql);
+                for sql in &queries {
+                    frontend::query(&mut m, sql);
+                }
                 // Extras have no ParameterStatus; record what the server will now carry.
                 let current = &mut held.lease.current;
                 for (name, value) in self.params.iter() {
@@ -392,7 +403,9 @@ impl Session {
                     held.lease.discard(DiscardReason::Broken);
                     return Err(ProxyError::server_io(e));
                 }
-                held.pending.push(Expect::InjectedQuery);
+                for _ in &queries {
+                    held.pending.push(Expect::InjectedQuery);
+                }
                 held.busy_since = Some(Instant::now());
             }
         }
@@ -425,7 +438,10 @@ impl Session {
         }
         let policy = self.policy();
         if policy == SessionStatePolicy::Error && batch_start {
-            let what = features[0].describe();
+            let what = features
+                .first()
+                .map(SessionFeature::describe)
+                .unwrap_or_default();
             return Some(ProxyError::FeatureNotSupported(format!(
                 "poolguard: {what} cannot work in transaction pooling (the next transaction may run on another server connection); use a database with pool_mode = \"session\", or session_state = \"pin\""
             )));
@@ -454,7 +470,13 @@ impl Session {
         let Some(h) = &self.held else {
             return;
         };
-        let proof = h.proof(!self.cscan.mid_message());
+        // A dirty server is proven clean by its reset (in `reclaim`), not here: decide on the
+        // rest of the proof, and `decide` sends it to the reset.
+        let proof = if h.dirty {
+            h.proof_before_reset(!self.cscan.mid_message())
+        } else {
+            h.proof(!self.cscan.mid_message())
+        };
         let decision = guard::decide(
             self.transaction_mode,
             self.pinned.is_some(),
