@@ -141,3 +141,65 @@ fn node_postgres_pool_through_transaction_mode() {
     assert_eq!(stdout(&out), "OK");
     assert!(peak <= spec.pool_size as u64, "peak {peak} > pool_size");
 }
+
+/// Session mode: the client owns its server and sees its identity and parameters exactly
+/// (BackendKeyData pid = pg_backend_pid() = NOTIFY sender; standard_conforming_strings as the
+/// server uses it, set by SET and at startup), while cancels still route through poolguard.
+#[test]
+fn session_mode_shows_the_servers_own_identity() {
+    let pg = sandbox(30);
+    let spec = PoolSpec {
+        mode: "session",
+        pool_size: 3,
+        ..PoolSpec::default()
+    };
+    let proxy = Proxy::start(&pg, &spec);
+    let out = poolguard_e2e::mysql::python(
+        "pg_session_identity.py",
+        &[proxy.url()],
+        std::time::Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "OK");
+}
+
+/// Transaction mode: settings in a client's startup packet (here `PGOPTIONS`, the `options`
+/// parameter) follow it to every server its transactions run on, and reach no other client.
+#[test]
+fn startup_settings_follow_the_client_in_transaction_mode() {
+    let pg = sandbox(30);
+    let spec = PoolSpec {
+        pool_size: 1,
+        ..PoolSpec::default()
+    };
+    let proxy = Proxy::start(&pg, &spec);
+    let with_options = |port: u16| {
+        run_pg(
+            psql_command(port)
+                .env(
+                    "PGOPTIONS",
+                    "-c statement_timeout=1234 -c search_path=a,public",
+                )
+                .arg("-c")
+                .arg("SHOW statement_timeout")
+                .arg("-c")
+                .arg("SHOW search_path"),
+        )
+    };
+    let through = with_options(proxy.port);
+    assert!(through.status.success(), "{}", stderr(&through));
+    let direct = with_options(pg.port());
+    assert_eq!(
+        stdout(&through),
+        stdout(&direct),
+        "through poolguard vs direct"
+    );
+    assert!(
+        stdout(&through).starts_with("1234ms\n"),
+        "{}",
+        stdout(&through)
+    );
+    // The next client on the same (only) server has the server's defaults.
+    let plain = psql(proxy.port, "SHOW statement_timeout");
+    assert_eq!(stdout(&plain), "0", "{}", stderr(&plain));
+}

@@ -64,14 +64,27 @@ impl Drop for Registration {
 impl CancelRegistry {
     /// Gives a new client a unique key.
     pub fn register(self: &Arc<Self>) -> Registration {
+        self.register_as(None)
+    }
+
+    /// Gives a new client a unique key whose process id is `pid` when that one is free: a
+    /// session-mode client gets its server's own process id, so `pg_backend_pid()` and the
+    /// sender of its NOTIFYs agree with its BackendKeyData (the secret stays poolguard's, so a
+    /// cancel still comes here). Taken already (two servers' processes can share an id): a
+    /// random one, as for every other client.
+    pub fn register_as(self: &Arc<Self>, pid: Option<i32>) -> Registration {
         let target = Arc::new(CancelTarget::default());
         let mut rng = rand::thread_rng();
         let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (pid, secret) = loop {
-            let pid = rng.gen_range(1..i32::MAX);
-            if !map.contains_key(&pid) {
-                break (pid, rng.gen::<i32>());
-            }
+        let wanted = pid.filter(|p| *p > 0 && !map.contains_key(p));
+        let (pid, secret) = match wanted {
+            Some(pid) => (pid, rng.gen::<i32>()),
+            None => loop {
+                let pid = rng.gen_range(1..i32::MAX);
+                if !map.contains_key(&pid) {
+                    break (pid, rng.gen::<i32>());
+                }
+            },
         };
         map.insert(pid, (secret, Arc::downgrade(&target)));
         Registration {

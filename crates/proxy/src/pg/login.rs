@@ -272,7 +272,7 @@ async fn login(
     }
     .unwrap_or_default();
 
-    let registration = shared.cancels.register();
+    let registration = shared.cancels.register_as(lease.as_ref().map(|l| l.key.0));
     let mut client_params = ParamSet::default();
     for (k, v) in server_params.iter() {
         if is_reported(k) {
@@ -280,9 +280,18 @@ async fn login(
         }
     }
     // The client's own choices win: they are what its session must have on every server.
-    for (k, v) in &params {
-        if is_reported(k) {
-            client_params.set(k, v);
+    // Besides the reported parameters, any setting in the startup packet (directly or in
+    // `options`, as `-c name=value`) follows the client to every server it uses, as it would
+    // have held for its whole session on a server of its own.
+    let options = params
+        .iter()
+        .filter(|(k, _)| k == "options")
+        .flat_map(|(_, v)| crate::pg::params::options_settings(v));
+    for (k, v) in params.iter().cloned().chain(options) {
+        let setting =
+            !NOT_SETTINGS.iter().any(|n| k.eq_ignore_ascii_case(n)) && !k.starts_with("_pq_"); // protocol extensions, not settings
+        if is_reported(&k) || setting {
+            client_params.set(&k, &v);
         }
     }
     client_params.set("application_name", &application);
@@ -314,6 +323,15 @@ async fn login(
 /// exchange as a known one and gets the same answer as a wrong password (28P01, the same
 /// message): SCRAM against a stand-in verifier whose salt is stable per user name
 /// ([`Shared::stand_in_verifier`]), md5 against a random password.
+/// Startup-packet keys that are not server settings (or that poolguard handles itself).
+const NOT_SETTINGS: &[&str] = &[
+    "user",
+    "database",
+    "options",
+    "replication",
+    "application_name",
+];
+
 async fn authenticate(
     client: &mut TcpStream,
     buf: &mut BytesMut,

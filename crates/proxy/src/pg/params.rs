@@ -114,6 +114,45 @@ impl ParamSet {
 pub const UNKNOWN: &str = "\0unknown";
 
 /// A string literal for SET: single quotes doubled, no backslash escapes involved.
+/// The settings a startup packet's `options` carries, as PostgreSQL reads them: words split on
+/// whitespace (a backslash keeps the next character, a space included), then `-c name=value`,
+/// `-cname=value` or `--name=value`, with `-` in names read as `_`. Other switches are ignored
+/// (PostgreSQL refuses most of them for a client anyway).
+pub fn options_settings(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut out = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        let setting = if w == "-c" {
+            words.next()
+        } else if let Some(rest) = w.strip_prefix("--") {
+            Some(rest.to_owned())
+        } else {
+            w.strip_prefix("-c").map(str::to_owned)
+        };
+        if let Some((name, value)) = setting.as_deref().and_then(|s| s.split_once('=')) {
+            out.push((name.replace('-', "_"), value.to_owned()));
+        }
+    }
+    out
+}
+
 pub fn quote_literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
@@ -154,6 +193,14 @@ pub fn sync_sql(client: &ParamSet, server: &ParamSet, extras: &[String]) -> Stri
             sql.push_str(&format!("SET {name} = {};", quote_literal(want)));
         } else if extras.iter().any(|e| e.eq_ignore_ascii_case(name)) {
             sql.push_str(&format!("SET {name} = {want};"));
+        } else {
+            // From the client's startup packet: set_config takes the raw string, as a startup
+            // parameter is (a list setting such as search_path is split the same way).
+            sql.push_str(&format!(
+                "SELECT pg_catalog.set_config({}, {}, false);",
+                quote_literal(name),
+                quote_literal(want)
+            ));
         }
     }
     for (name, _) in server.iter() {
@@ -167,6 +214,41 @@ pub fn sync_sql(client: &ParamSet, server: &ParamSet, extras: &[String]) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_read_as_postgres_reads_them() {
+        let got = options_settings(
+            "-c statement_timeout=5s -cwork_mem=64MB --search-path=a,b -c x=with\\ space -d 1 --bare",
+        );
+        let want = [
+            ("statement_timeout", "5s"),
+            ("work_mem", "64MB"),
+            ("search_path", "a,b"),
+            ("x", "with space"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec()
+        );
+        assert!(options_settings("").is_empty());
+        assert!(options_settings("-c").is_empty());
+    }
+
+    #[test]
+    fn startup_settings_follow_through_set_config() {
+        let mut client = ParamSet::default();
+        client.set("statement_timeout", "5s");
+        client.set("search_path", "a,b");
+        let sql = sync_sql(&client, &ParamSet::default(), &[]);
+        assert!(
+            sql.contains("SELECT pg_catalog.set_config('statement_timeout', '5s', false);"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("set_config('search_path', 'a,b', false)"),
+            "{sql}"
+        );
+    }
 
     #[test]
     fn sync_sets_what_differs_and_resets_foreign_extras() {
