@@ -593,6 +593,7 @@ impl FakeServer {
             violations: self.violations.clone(),
             portal_plan: None,
             stalled: false,
+            cancel_pending: false,
         };
         conn.serve(cancels).await;
         self.cancels().remove(&pid);
@@ -656,6 +657,11 @@ struct FakeConn {
     portal_plan: Option<u64>,
     /// A query waits for its cancel; later messages wait in `buf`.
     stalled: bool,
+    /// A cancel came before the statement it was for had started: the cancel connection can
+    /// overtake the request. PostgreSQL would lose it (and poolguard would give up on the
+    /// server after its reclaim timeout, as it should); the fake server keeps it, so that a
+    /// race between two sockets does not cost an input ten seconds.
+    cancel_pending: bool,
 }
 
 /// Finds the client marker in text sent to the server: `/*fz7:12*/` (client and plan) or
@@ -738,17 +744,39 @@ impl FakeConn {
                 },
                 Some(()) = cancels.recv() => {
                     if self.stalled {
-                        self.stalled = false;
-                        notice(&mut self.out, "ERROR", "57014", "canceling statement due to user request", true);
-                        if self.view.unsynced {
-                            // An Execute stalled: the batch has failed, Sync will say so.
-                            self.view.failed = true;
-                        } else {
-                            self.ready(if self.view.status == b'I' { b'I' } else { b'E' });
-                        }
+                        self.end_stall();
+                    } else {
+                        self.cancel_pending = true;
                     }
                 }
             }
+        }
+    }
+
+    /// The stalled statement is cancelled: it fails, as PostgreSQL's does.
+    fn end_stall(&mut self) {
+        self.stalled = false;
+        self.cancel_pending = false;
+        notice(
+            &mut self.out,
+            "ERROR",
+            "57014",
+            "canceling statement due to user request",
+            true,
+        );
+        if self.view.unsynced {
+            // An Execute stalled: the batch has failed, Sync will say so.
+            self.view.failed = true;
+        } else {
+            self.ready(if self.view.status == b'I' { b'I' } else { b'E' });
+        }
+    }
+
+    /// A statement stalls until cancelled, or fails at once if a cancel already came for it.
+    fn stall(&mut self) {
+        self.stalled = true;
+        if self.cancel_pending {
+            self.end_stall();
         }
     }
 
@@ -764,6 +792,10 @@ impl FakeConn {
     fn ready(&mut self, status: u8) {
         self.view.status = status;
         self.view.unanswered = self.view.unanswered.saturating_sub(1);
+        if self.view.unanswered == 0 && self.buf.is_empty() {
+            // Everything asked so far is answered: a cancel from now on is for later work.
+            self.cancel_pending = false;
+        }
         be::ready_for_query(&mut self.out, status);
     }
 
@@ -931,7 +963,7 @@ impl FakeConn {
             }
             Plan::Stall => {
                 be::row_description(&mut self.out, &["a"]);
-                self.stalled = true;
+                self.stall();
             }
             Plan::Close { partial } => {
                 if partial {
@@ -1032,7 +1064,7 @@ impl FakeConn {
                 be::empty_query_response(&mut self.out);
                 self.view.batch_status = Some(status);
             }
-            Plan::Stall => self.stalled = true,
+            Plan::Stall => self.stall(),
             Plan::Close { .. } => return false,
             Plan::Broken { huge } => self.broken(huge),
             _ => {
