@@ -3,10 +3,14 @@
 //! (`poolguard_proxy::fuzzing`), and so do a bounded number of deterministic mutations of each
 //! (bit flips, truncations, splices), a small fuzz run that needs no instrumentation. The real
 //! coverage-guided campaign is `scripts/fuzz`; see docs/fuzzing.md.
+//!
+//! The session targets (`pg_session`: the real proxy between scripted clients and a scripted
+//! server, `poolguard_proxy::fuzzing::session`) replay their corpus and a few hundred seeded
+//! random scripts instead: each input there is a whole conversation, not bytes to mutate.
 
 use std::path::{Path, PathBuf};
 
-use poolguard_proxy::fuzzing::TARGETS;
+use poolguard_proxy::fuzzing::{session, TARGETS};
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -125,5 +129,55 @@ fn mutated_corpus_never_breaks_an_invariant() {
                 check(name, &what, *f, &m);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session targets
+
+/// Random scripts per target: a few hundred, each up to 48 bytes (a dozen steps or so), which
+/// keeps a debug build's run to seconds.
+const SCRIPTS: usize = 300;
+
+/// The committed corpus, then [`SCRIPTS`] random scripts.
+fn replay_session(target: &str, f: fn(&[u8])) {
+    let files = corpus(target);
+    assert!(!files.is_empty(), "fuzz/corpus/{target} is empty");
+    for (path, input) in &files {
+        check(target, &path.display(), f, input);
+    }
+    let mut rng = Rng(0x5e55_10f0_22ed_c0de ^ target.len() as u64);
+    for i in 0..SCRIPTS {
+        let len = (rng.next() % 48) as usize;
+        let input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        check(target, &format!("random script {i}"), f, &input);
+    }
+}
+
+#[test]
+fn pg_sessions_hand_over_only_clean_servers() {
+    replay_session("pg_session", session::pg::pg_session);
+}
+
+/// Regression: a ReadyForQuery without its status byte was taken for 'I' (idle) by the
+/// session (`pg/session/from_server.rs`), so a server that had said nothing about its
+/// transaction went back to the pool and served the next client. Found by this harness
+/// (random script 11). One client gets that answer and leaves; then clients of the same pool
+/// must find every server clean.
+#[test]
+fn pg_ready_for_query_without_status_is_not_idle() {
+    // 1 client, database tx; Query with plan ShortReady (status byte 0, kind 14), copy byte;
+    // then Disconnect (step 13).
+    session::pg::pg_session(&[0, 0, 0, 0, 0, 14, 0, 0, 13]);
+    // 3 clients on tx, two plain queries each (Rows, 0 rows, status I): between them they
+    // lease both servers of the pool.
+    let query = [0u8, 0, 0, 0, 0, 0];
+    let mut script = vec![2, 0, 0, 0];
+    for round in 0..6u8 {
+        script.push(round % 3);
+        script.extend_from_slice(&query);
+    }
+    for _ in 0..4 {
+        session::pg::pg_session(&script);
     }
 }

@@ -98,7 +98,15 @@ impl Session {
                     body,
                     ..
                 } => {
-                    held.status = body.first().copied().unwrap_or(b'I');
+                    // A status that is not exactly one of I/T/E says nothing about the
+                    // transaction: the server is out of step, never taken for idle.
+                    held.status = match poolguard_pg::backend::parse_ready_for_query(body) {
+                        Ok(status) => status,
+                        Err(e) => {
+                            failure = Some(format!("malformed ReadyForQuery from server: {e}"));
+                            break;
+                        }
+                    };
                     self.holder.note.set_state(if held.status == b'I' {
                         poolguard_pool::LeaseState::Idle
                     } else {

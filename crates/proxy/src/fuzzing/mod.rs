@@ -15,6 +15,8 @@
 
 use bytes::BytesMut;
 
+pub mod session;
+
 /// A fuzz target: any bytes in, panics on a broken invariant.
 pub type Target = fn(&[u8]);
 
