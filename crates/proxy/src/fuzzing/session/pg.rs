@@ -442,7 +442,7 @@ impl Client {
         let mut m = BytesMut::new();
         match *step {
             Step::Query { plan, stalls, copy } => {
-                frontend::query(&mut m, &format!("/*{}:{plan}*/ SELECT 1", self.name));
+                frontend::query(&mut m, format!("/*{}:{plan}*/ SELECT 1", self.name));
                 self.send(&m).await?;
                 self.owed += 1;
                 if stalls {
@@ -498,7 +498,7 @@ impl Client {
                 self.settle(CopyMove::Fail).await?;
             }
             Step::Close(i) => {
-                frontend::close(&mut m, b'S', &format!("s{i}"));
+                frontend::close(&mut m, b'S', format!("s{i}"));
                 self.prepared[usize::from(i)] = false;
                 frontend::sync(&mut m);
                 self.send(&m).await?;
@@ -512,12 +512,12 @@ impl Client {
             }
             Step::Disconnect => return Ok(false),
             Step::Partial => {
-                frontend::query(&mut m, &format!("/*{}:0*/ SELECT 1", self.name));
+                frontend::query(&mut m, format!("/*{}:0*/ SELECT 1", self.name));
                 let _ = self.send(&m[..m.len() / 2]).await;
                 return Ok(false);
             }
             Step::SendAndGo(plan) => {
-                frontend::query(&mut m, &format!("/*{}:{plan}*/ SELECT 1", self.name));
+                frontend::query(&mut m, format!("/*{}:{plan}*/ SELECT 1", self.name));
                 let _ = self.send(&m).await;
                 return Ok(false);
             }
@@ -820,7 +820,8 @@ impl FakeConn {
         }
         match tag {
             b'Q' => {
-                let text = frontend::parse_query(body).unwrap_or_default().to_owned();
+                let text = String::from_utf8_lossy(frontend::parse_query(body).unwrap_or_default())
+                    .into_owned();
                 let (who, plan) = marker(&text);
                 self.arrived_from(who);
                 self.view.unanswered += 1;
@@ -1024,7 +1025,7 @@ impl FakeConn {
         match tag {
             b'P' => {
                 if let Ok(p) = frontend::parse_parse(body) {
-                    let (who, _) = marker(p.query);
+                    let (who, _) = marker(&String::from_utf8_lossy(p.query));
                     self.arrived_from(who);
                 }
                 be::parse_complete(&mut self.out);
