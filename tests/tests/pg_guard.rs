@@ -294,7 +294,13 @@ async fn client_killed_mid_transaction_commits_nothing_and_loses_no_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_state_never_reaches_another_client_in_transaction_mode() {
     let pg = sandbox(20);
-    let proxy = Proxy::start(&pg, &one_server("acquire_timeout = \"1s\""));
+    // Policy `reset`: the server is reset after the client's transaction, so one server can
+    // serve both clients (under the default `follow`, the temp table would pin A to it).
+    let spec = PoolSpec {
+        front: "session_state = \"reset\"".into(),
+        ..one_server("acquire_timeout = \"1s\"")
+    };
+    let proxy = Proxy::start(&pg, &spec);
     let a = connect(&proxy).await;
     let b = connect(&proxy).await;
     let default_path = scalar(&b, "SHOW search_path").await.unwrap();
@@ -473,4 +479,95 @@ fn check_refuses_budget_that_does_not_fit_and_names_bad_keys() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("does not fit"), "{}", stderr(&out));
+}
+
+/// The default `session_state = "follow"`: a client's session-level SETs (and SET SESSION
+/// CHARACTERISTICS) follow it to whichever server its next transaction runs on, never reach
+/// another client, and state that cannot move (a temporary table) pins the client instead of
+/// vanishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_follow_the_client_and_unmovable_state_pins_it() {
+    let pg = sandbox(20);
+    let spec = PoolSpec {
+        pool_size: 2,
+        budget: 3,
+        ..PoolSpec::default()
+    };
+    let proxy = Proxy::start(&pg, &spec);
+    let a = connect(&proxy).await;
+    let b = connect(&proxy).await;
+    a.batch_execute("SET statement_timeout = 1234")
+        .await
+        .unwrap();
+    a.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        .await
+        .unwrap();
+    // B takes the server A just used (the most recently returned one) and holds it.
+    b.batch_execute("BEGIN").await.unwrap();
+    let b_pid = scalar(&b, "SELECT pg_backend_pid()").await.unwrap();
+    assert_eq!(
+        scalar(&b, "SHOW statement_timeout")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("0"),
+        "A's SET reached B"
+    );
+    // So A's next statements run on the other server, which gets A's settings first.
+    assert_ne!(scalar(&a, "SELECT pg_backend_pid()").await.unwrap(), b_pid);
+    assert_eq!(
+        scalar(&a, "SHOW statement_timeout")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1234ms")
+    );
+    assert_eq!(
+        scalar(&a, "SHOW default_transaction_isolation")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("serializable")
+    );
+    b.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        scalar(&b, "SHOW default_transaction_isolation")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("read committed")
+    );
+    a.batch_execute("RESET statement_timeout").await.unwrap();
+    assert_eq!(
+        scalar(&a, "SHOW statement_timeout")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("0")
+    );
+
+    // A temporary table cannot move: A keeps its server, and the table, from now on.
+    a.batch_execute("CREATE TEMP TABLE mine(x int); INSERT INTO mine VALUES (1)")
+        .await
+        .unwrap();
+    let pinned = scalar(&a, "SELECT pg_backend_pid()").await.unwrap();
+    b.batch_execute("BEGIN").await.unwrap();
+    assert_ne!(scalar(&b, "SELECT pg_backend_pid()").await.unwrap(), pinned);
+    assert_eq!(
+        scalar(&b, "SELECT to_regclass('pg_temp.mine')::text")
+            .await
+            .unwrap(),
+        None
+    );
+    b.batch_execute("COMMIT").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            scalar(&a, "SELECT count(*) FROM mine")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(scalar(&a, "SELECT pg_backend_pid()").await.unwrap(), pinned);
+    }
 }

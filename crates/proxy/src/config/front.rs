@@ -24,6 +24,11 @@ pub enum ClientAuth {
 /// What transaction mode does when a client changes session state (SET, temp tables, PREPARE...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatePolicy {
+    /// The default: every session-level SET / RESET (and SET SESSION CHARACTERISTICS) follows
+    /// the client to whichever server its next transaction runs on; state that cannot move
+    /// (temporary tables, LISTEN, session advisory locks, WITH HOLD cursors, SQL PREPARE, LOAD,
+    /// RESET ALL) pins the client to its server, counted and logged.
+    Follow,
     /// Reset the server (DISCARD ALL) before it serves anyone else; the client's change does not
     /// outlive its transaction.
     Reset,
@@ -82,14 +87,15 @@ pub(super) fn postgres_front(p: &RawPostgres) -> Result<PostgresFront, ConfigErr
             ))
         }
     };
-    let session_state = match p.session_state.as_deref().unwrap_or("reset") {
+    let session_state = match p.session_state.as_deref().unwrap_or("follow") {
+        "follow" => SessionStatePolicy::Follow,
         "reset" => SessionStatePolicy::Reset,
         "pin" => SessionStatePolicy::Pin,
         "error" => SessionStatePolicy::Error,
         other => {
             return Err(invalid(
                 "postgres.session_state",
-                format!("{other:?} is not one of \"reset\", \"pin\", \"error\""),
+                format!("{other:?} is not one of \"follow\", \"reset\", \"pin\", \"error\""),
             ))
         }
     };

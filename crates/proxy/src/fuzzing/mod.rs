@@ -320,6 +320,7 @@ pub fn pg_features(data: &[u8]) {
             Encoding::of("SJIS")
         },
         standard_conforming_strings: choice & 2 == 0,
+        follow_sets: choice & 4 == 0,
     };
     let extras: Vec<String> = PG_EXTRAS.iter().map(|s| s.to_string()).collect();
     let f = crate::pg::features::scan(sql, lexing, &extras);

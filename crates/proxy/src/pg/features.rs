@@ -124,12 +124,15 @@ pub struct Findings {
     pub deallocate_all: bool,
 }
 
-/// How to read a client's SQL text: its encoding, and whether plain `'...'` strings treat
-/// backslashes as escapes (`standard_conforming_strings = off`).
+/// How to read a client's SQL text: its encoding, whether plain `'...'` strings treat
+/// backslashes as escapes (`standard_conforming_strings = off`), and whether every
+/// session-level SET follows the client (`session_state = "follow"`) or only the reported and
+/// `track_extra_parameters` ones do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lexing {
     pub encoding: Encoding,
     pub standard_conforming_strings: bool,
+    pub follow_sets: bool,
 }
 
 impl Default for Lexing {
@@ -137,6 +140,7 @@ impl Default for Lexing {
         Lexing {
             encoding: Encoding::AsciiSafe,
             standard_conforming_strings: true,
+            follow_sets: false,
         }
     }
 }
@@ -151,6 +155,7 @@ impl Lexing {
             standard_conforming_strings: !params
                 .get("standard_conforming_strings")
                 .is_some_and(|v| v.eq_ignore_ascii_case("off")),
+            follow_sets: false,
         }
     }
 }
@@ -217,13 +222,13 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
                 f.deallocate_all = true;
             }
         } else if is(0, "SET") {
-            classify_set(stmt, extras, &mut f);
+            classify_set(stmt, extras, lexing.follow_sets, &mut f);
         } else if is(0, "RESET") {
             let name = String::from_utf8_lossy(w(1));
             if name.eq_ignore_ascii_case("all") {
                 f.features
                     .push(SessionFeature::UntrackedSet("ALL (RESET ALL)".into()));
-            } else if is_tracked(&name, extras) {
+            } else if is_tracked(&name, extras, lexing.follow_sets) {
                 if !is_reported(&name) {
                     f.tracked.push(TrackedSet::Reset {
                         name: name.to_ascii_lowercase(),
@@ -283,8 +288,63 @@ fn is_plain(sql: &[u8]) -> bool {
         && !contains_ignore_case(body, b"temp")
 }
 
-fn is_tracked(name: &str, extras: &[String]) -> bool {
-    is_reported(name) || extras.iter().any(|e| e.eq_ignore_ascii_case(name))
+/// The tracked sets `AS TRANSACTION <modes>` stands for, or `None` when the text is not that
+/// (the server then rejects it, or poolguard cannot tell: the caller treats it as untracked).
+fn session_characteristics(after: &[u8]) -> Option<Vec<TrackedSet>> {
+    let text = std::str::from_utf8(after).ok()?.to_ascii_lowercase();
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_ascii_whitespace() || c == ',' || c == ';')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let rest = match words.as_slice() {
+        ["as", "transaction", rest @ ..] => rest,
+        _ => return None,
+    };
+    let set = |name: &str, value: &str| TrackedSet::Set {
+        name: name.into(),
+        value: format!("'{value}'"),
+    };
+    let mut out = Vec::new();
+    let mut i = rest.iter().peekable();
+    while let Some(w) = i.next() {
+        match (*w, i.peek().copied()) {
+            ("isolation", Some(&"level")) => {
+                i.next();
+                let level = match (i.next().copied(), i.peek().copied()) {
+                    (Some("serializable"), _) => "serializable",
+                    (Some("repeatable"), Some(&"read")) => "repeatable read",
+                    (Some("read"), Some(&"committed")) => "read committed",
+                    (Some("read"), Some(&"uncommitted")) => "read uncommitted",
+                    _ => return None,
+                };
+                if level.contains(' ') {
+                    i.next();
+                }
+                out.push(set("default_transaction_isolation", level));
+            }
+            ("read", Some(&"only")) => {
+                i.next();
+                out.push(set("default_transaction_read_only", "on"));
+            }
+            ("read", Some(&"write")) => {
+                i.next();
+                out.push(set("default_transaction_read_only", "off"));
+            }
+            ("deferrable", _) => out.push(set("default_transaction_deferrable", "on")),
+            ("not", Some(&"deferrable")) => {
+                i.next();
+                out.push(set("default_transaction_deferrable", "off"));
+            }
+            _ => return None,
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The setting follows the client: a reported one, an operator's extra, or any (`all`: the
+/// `follow` policy).
+fn is_tracked(name: &str, extras: &[String], all: bool) -> bool {
+    all || is_reported(name) || extras.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
 /// A byte that can continue an identifier (or a keyword): `$` is allowed after the first
@@ -293,7 +353,7 @@ fn is_ident_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
-fn classify_set(stmt: &[u8], extras: &[String], f: &mut Findings) {
+fn classify_set(stmt: &[u8], extras: &[String], follow: bool, f: &mut Findings) {
     // SET [SESSION | LOCAL] name { TO | = } value
     let rest = stmt.get(3..).unwrap_or_default().trim_ascii_start();
     let (local, rest) = match first_word(rest) {
@@ -313,7 +373,43 @@ fn classify_set(stmt: &[u8], extras: &[String], f: &mut Findings) {
     if name.eq_ignore_ascii_case("transaction") || name.eq_ignore_ascii_case("constraints") {
         return; // transaction-scoped forms
     }
-    if !is_tracked(&name, extras) {
+    // Special forms with their own grammar: TIME ZONE and NAMES set reported parameters
+    // (TimeZone, client_encoding: followed through ParameterStatus); SCHEMA 'x' is search_path;
+    // XML OPTION and SESSION AUTHORIZATION have no `name = value` spelling to replay here.
+    if name.eq_ignore_ascii_case("time") || name.eq_ignore_ascii_case("names") {
+        return;
+    }
+    if name.eq_ignore_ascii_case("xml") || name.eq_ignore_ascii_case("authorization") {
+        f.features
+            .push(SessionFeature::UntrackedSet(name.to_ascii_lowercase()));
+        return;
+    }
+    if name.eq_ignore_ascii_case("schema") {
+        // `SET SCHEMA 'x'`: no `TO`/`=`, the literal follows the keyword.
+        if is_tracked("search_path", extras, follow) {
+            let value = String::from_utf8_lossy(after.trim_ascii()).into_owned();
+            f.tracked.push(TrackedSet::Set {
+                name: "search_path".into(),
+                value,
+            });
+        } else {
+            f.features
+                .push(SessionFeature::UntrackedSet("search_path".into()));
+        }
+        return;
+    }
+    if name.eq_ignore_ascii_case("characteristics") {
+        // SET SESSION CHARACTERISTICS AS TRANSACTION <modes>: the session's defaults, the
+        // settings default_transaction_{isolation,read_only,deferrable} under another name.
+        match (follow, session_characteristics(after)) {
+            (true, Some(sets)) => f.tracked.extend(sets),
+            _ => f.features.push(SessionFeature::UntrackedSet(
+                "SESSION CHARACTERISTICS".into(),
+            )),
+        }
+        return;
+    }
+    if !is_tracked(&name, extras, follow) {
         let label = if name.eq_ignore_ascii_case("time") {
             "timezone".to_string()
         } else {
@@ -504,6 +600,74 @@ fn strip_leading_comments(mut s: &[u8], enc: Encoding) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn follow(sql: &str) -> Findings {
+        let lexing = Lexing {
+            follow_sets: true,
+            ..Lexing::default()
+        };
+        scan(sql.as_bytes(), lexing, &[])
+    }
+
+    #[test]
+    fn under_follow_every_session_set_is_tracked_and_special_forms_are_right() {
+        let set = |n: &str, v: &str| TrackedSet::Set {
+            name: n.into(),
+            value: v.into(),
+        };
+        assert_eq!(
+            follow("SET statement_timeout = 5").tracked,
+            [set("statement_timeout", "5")]
+        );
+        assert_eq!(
+            follow("SET SESSION work_mem TO '64MB'").tracked,
+            [set("work_mem", "'64MB'")]
+        );
+        assert_eq!(
+            follow("RESET lock_timeout").tracked,
+            [TrackedSet::Reset {
+                name: "lock_timeout".into()
+            }]
+        );
+        assert!(follow("SET LOCAL statement_timeout = 5").tracked.is_empty());
+        assert_eq!(
+            follow("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY, NOT DEFERRABLE").tracked,
+            [
+                set("default_transaction_isolation", "'repeatable read'"),
+                set("default_transaction_read_only", "'on'"),
+                set("default_transaction_deferrable", "'off'"),
+            ]
+        );
+        assert_eq!(
+            follow("SET SCHEMA 'app'").tracked,
+            [set("search_path", "'app'")]
+        );
+        // Reported parameters travel through ParameterStatus; nothing to record.
+        for sql in [
+            "SET TIME ZONE 'UTC'",
+            "SET NAMES 'LATIN1'",
+            "SET DateStyle = ISO",
+        ] {
+            let f = follow(sql);
+            assert!(
+                f.tracked.is_empty() && f.features.is_empty(),
+                "{sql}: {f:?}"
+            );
+        }
+        // No `name = value` to replay: these pin (under follow) instead.
+        for sql in [
+            "SET XML OPTION DOCUMENT",
+            "SET SESSION AUTHORIZATION bob",
+            "RESET ALL",
+        ] {
+            assert!(!follow(sql).features.is_empty(), "{sql}");
+        }
+        // Without follow, only reported and extra parameters are tracked (the `reset` policy).
+        assert_eq!(
+            scan(b"SET statement_timeout = 5", Lexing::default(), &[]).features,
+            [SessionFeature::UntrackedSet("statement_timeout".into())]
+        );
+    }
 
     // From the fuzzing work (found while writing the pg_features target and the libpg_query
     // differential cases).
@@ -784,7 +948,7 @@ mod tests {
             sql in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
             enc in proptest::sample::select(vec!["UTF8", "SJIS", "BIG5", "GB18030"]),
         ) {
-            let lexing = Lexing { encoding: Encoding::of(enc), standard_conforming_strings: sql.len() % 2 == 0 };
+            let lexing = Lexing { encoding: Encoding::of(enc), standard_conforming_strings: sql.len() % 2 == 0, follow_sets: sql.len() % 3 == 0 };
             let _ = scan(&sql, lexing, &["search_path".to_string()]);
             let mut with_set = b"SET search_path ".to_vec();
             with_set.extend_from_slice(&sql);

@@ -290,8 +290,10 @@ async fn login(
     for (k, v) in params.iter().cloned().chain(options) {
         let setting =
             !NOT_SETTINGS.iter().any(|n| k.eq_ignore_ascii_case(n)) && !k.starts_with("_pq_"); // protocol extensions, not settings
-        if is_reported(&k) || setting {
+        if is_reported(&k) {
             client_params.set(&k, &v);
+        } else if setting {
+            client_params.set(&k, &crate::pg::params::startup_value(&v));
         }
     }
     client_params.set("application_name", &application);

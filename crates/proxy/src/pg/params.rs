@@ -153,6 +153,15 @@ pub fn options_settings(options: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Marks a value that came from the client's startup packet (replayed with `set_config`, not as
+/// SET text); a control character no SET text or setting name can start with.
+pub const FROM_STARTUP: char = '\u{1}';
+
+/// A startup-packet setting's value as the client's [`ParamSet`] keeps it.
+pub fn startup_value(raw: &str) -> String {
+    format!("{FROM_STARTUP}{raw}")
+}
+
 pub fn quote_literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
@@ -161,8 +170,8 @@ pub fn quote_literal(v: &str) -> String {
 /// alone and first: a server converts a whole query string from the encoding in force when it
 /// arrives, and the statements after it may carry the client's non-ASCII text (an extra's
 /// value, in the client's encoding).
-pub fn sync_queries(client: &ParamSet, server: &ParamSet, extras: &[String]) -> Vec<String> {
-    let sql = sync_sql(client, server, extras);
+pub fn sync_queries(client: &ParamSet, server: &ParamSet) -> Vec<String> {
+    let sql = sync_sql(client, server);
     let encoding = client
         .get("client_encoding")
         .filter(|want| server.get("client_encoding") != Some(*want))
@@ -178,9 +187,11 @@ pub fn sync_queries(client: &ParamSet, server: &ParamSet, extras: &[String]) -> 
 }
 
 /// Statements that bring `server` in line with what `client` expects. Reported parameters are
-/// set from their reported value (quoted); extras from the client's SET text (as written).
-/// Extras the server carries and the client does not are RESET. Empty if nothing differs.
-pub fn sync_sql(client: &ParamSet, server: &ParamSet, extras: &[String]) -> String {
+/// set from their reported value (quoted); others from the client's SET text (as written), or,
+/// for a value from its startup packet ([`startup_value`]), with `set_config` on the raw
+/// string. Settings the server carries and the client does not are RESET. Empty if nothing
+/// differs.
+pub fn sync_sql(client: &ParamSet, server: &ParamSet) -> String {
     let mut sql = String::new();
     if client.same_entries(server) {
         return sql;
@@ -191,16 +202,16 @@ pub fn sync_sql(client: &ParamSet, server: &ParamSet, extras: &[String]) -> Stri
         }
         if is_reported(name) {
             sql.push_str(&format!("SET {name} = {};", quote_literal(want)));
-        } else if extras.iter().any(|e| e.eq_ignore_ascii_case(name)) {
-            sql.push_str(&format!("SET {name} = {want};"));
-        } else {
-            // From the client's startup packet: set_config takes the raw string, as a startup
-            // parameter is (a list setting such as search_path is split the same way).
+        } else if let Some(raw) = want.strip_prefix(FROM_STARTUP) {
+            // set_config takes the raw string, as a startup parameter is (a list setting such
+            // as search_path is split the same way).
             sql.push_str(&format!(
                 "SELECT pg_catalog.set_config({}, {}, false);",
                 quote_literal(name),
-                quote_literal(want)
+                quote_literal(raw)
             ));
+        } else {
+            sql.push_str(&format!("SET {name} = {want};"));
         }
     }
     for (name, _) in server.iter() {
@@ -237,9 +248,9 @@ mod tests {
     #[test]
     fn startup_settings_follow_through_set_config() {
         let mut client = ParamSet::default();
-        client.set("statement_timeout", "5s");
-        client.set("search_path", "a,b");
-        let sql = sync_sql(&client, &ParamSet::default(), &[]);
+        client.set("statement_timeout", &startup_value("5s"));
+        client.set("search_path", &startup_value("a,b"));
+        let sql = sync_sql(&client, &ParamSet::default());
         assert!(
             sql.contains("SELECT pg_catalog.set_config('statement_timeout', '5s', false);"),
             "{sql}"
@@ -260,24 +271,22 @@ mod tests {
         server.set("timezone", "UTC");
         server.set("application_name", "o'brien");
         server.set("statement_timeout", "5s");
-        let extras = vec!["search_path".to_string(), "statement_timeout".to_string()];
         assert_eq!(
-            sync_sql(&client, &server, &extras),
+            sync_sql(&client, &server),
             "SET search_path = myschema, public;SET timezone = 'Europe/Paris';RESET statement_timeout;"
         );
-        assert_eq!(sync_sql(&client, &client, &extras), "");
+        assert_eq!(sync_sql(&client, &client), "");
     }
 
     #[test]
     fn an_unknown_server_value_is_always_set_or_reset() {
-        let extras = vec!["search_path".to_string()];
         let mut server = ParamSet::default();
         server.set("search_path", UNKNOWN);
         let mut wants = ParamSet::default();
         wants.set("search_path", "s1");
-        assert_eq!(sync_sql(&wants, &server, &extras), "SET search_path = s1;");
+        assert_eq!(sync_sql(&wants, &server), "SET search_path = s1;");
         assert_eq!(
-            sync_sql(&ParamSet::default(), &server, &extras),
+            sync_sql(&ParamSet::default(), &server),
             "RESET search_path;"
         );
     }
@@ -293,19 +302,18 @@ mod tests {
         assert!(a.same_entries(&b));
         b.set("TIMEZONE", "Europe/Paris");
         assert!(!a.same_entries(&b));
-        assert_eq!(sync_sql(&a, &b, &[]), "SET timezone = 'UTC';");
+        assert_eq!(sync_sql(&a, &b), "SET timezone = 'UTC';");
     }
 
     #[test]
     fn a_new_client_encoding_is_set_alone_before_the_rest() {
-        let extras = vec!["search_path".to_string()];
         let mut client = ParamSet::default();
         client.set("client_encoding", "LATIN1");
         client.set("search_path", "'sch\u{e9}ma'");
         let mut server = ParamSet::default();
         server.set("client_encoding", "UTF8");
         assert_eq!(
-            sync_queries(&client, &server, &extras),
+            sync_queries(&client, &server),
             vec![
                 "SET client_encoding = 'LATIN1';".to_string(),
                 "SET search_path = 'sch\u{e9}ma';".to_string()
@@ -313,15 +321,15 @@ mod tests {
         );
         server.set("search_path", "'sch\u{e9}ma'");
         assert_eq!(
-            sync_queries(&client, &server, &extras),
+            sync_queries(&client, &server),
             vec!["SET client_encoding = 'LATIN1';".to_string()]
         );
         server.set("client_encoding", "LATIN1");
-        assert!(sync_queries(&client, &server, &extras).is_empty());
+        assert!(sync_queries(&client, &server).is_empty());
         server.set("timezone", "UTC");
         client.set("timezone", "Europe/Paris");
         assert_eq!(
-            sync_queries(&client, &server, &extras),
+            sync_queries(&client, &server),
             vec!["SET timezone = 'Europe/Paris';".to_string()]
         );
     }

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use super::{End, Held, Session};
 use crate::config::front::DEFAULT_MAX_CLIENT_PREPARED_STATEMENTS;
 use crate::error::ProxyError;
-use crate::pg::features::{scan, Findings, Lexing, TrackedSet};
+use crate::pg::features::{scan, Findings, TrackedSet};
 use crate::pg::login::write_error;
 use crate::pg::pending::Expect;
 use crate::pg::prepared::{too_many_statements, Statement};
@@ -111,11 +111,7 @@ impl Session {
         {
             return Ok(false);
         }
-        let findings = scan(
-            parse.query,
-            Lexing::of(&self.params),
-            &self.extra_parameters(),
-        );
+        let findings = scan(parse.query, self.lexing(), &self.extra_parameters());
         if !findings.features.is_empty() || !findings.tracked.is_empty() {
             return Ok(false);
         }
@@ -356,7 +352,7 @@ impl Session {
                     .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
                 self.holder.note.statement(&String::from_utf8_lossy(sql));
                 if self.transaction_mode {
-                    let findings = scan(sql, Lexing::of(&self.params), &self.extra_parameters());
+                    let findings = scan(sql, self.lexing(), &self.extra_parameters());
                     if let Some(stmt) = deallocate_target(sql) {
                         if self.statements.remove(stmt) {
                             let held = self.held_mut()?;
@@ -506,11 +502,7 @@ impl Session {
             });
         }
         if self.transaction_mode {
-            let findings = scan(
-                parse.query,
-                Lexing::of(&self.params),
-                &self.extra_parameters(),
-            );
+            let findings = scan(parse.query, self.lexing(), &self.extra_parameters());
             if let Some(error) = self.apply_findings(&findings, batch_start) {
                 return Ok(Action::Refuse {
                     error,

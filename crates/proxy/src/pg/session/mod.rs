@@ -377,8 +377,7 @@ impl Session {
         let stamp = (self.registration.pid, self.params.version());
         if held.lease.synced_for != Some(stamp) {
             held.lease.synced_for = Some(stamp);
-            let extras = self.extra_parameters();
-            let queries = sync_queries(&self.params, &held.lease.current, &extras);
+            let queries = sync_queries(&self.params, &held.lease.current);
             if !queries.is_empty() {
                 tracing::debug!(client = %self.holder.client, sql = ?queries, "synchronising parameters");
                 let mut m = BytesMut::new();
@@ -423,7 +422,15 @@ impl Session {
             .postgres
             .as_ref()
             .map(|p| p.session_state)
-            .unwrap_or(SessionStatePolicy::Reset)
+            .unwrap_or(SessionStatePolicy::Follow)
+    }
+
+    /// How to read this client's SQL, and whether its every SET follows it (policy `follow`).
+    fn lexing(&self) -> crate::pg::features::Lexing {
+        crate::pg::features::Lexing {
+            follow_sets: self.transaction_mode && self.policy() == SessionStatePolicy::Follow,
+            ..crate::pg::features::Lexing::of(&self.params)
+        }
     }
 
     /// Applies the session-state policy to features found in a statement. Returns an error
