@@ -488,9 +488,11 @@ fn check_refuses_budget_that_does_not_fit_and_names_bad_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_settings_follow_the_client_and_unmovable_state_pins_it() {
     let pg = sandbox(20);
+    let admin = free_port();
     let spec = PoolSpec {
         pool_size: 2,
         budget: 3,
+        limits: format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
         ..PoolSpec::default()
     };
     let proxy = Proxy::start(&pg, &spec);

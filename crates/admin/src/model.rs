@@ -169,6 +169,8 @@ pub struct ClientSnapshot {
     pub state: String,
     pub connected_seconds: f64,
     pub statements: u64,
+    /// Why the client keeps its server for its whole session (transaction mode), if it does.
+    pub pinned: String,
 }
 
 /// One checked-out server connection and who holds it.

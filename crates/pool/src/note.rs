@@ -64,9 +64,21 @@ pub struct LeaseNote {
     /// The last statement text, empty until one is seen. One buffer per holder, overwritten
     /// in place: noting a statement allocates nothing once it has grown to the usual length.
     last: Mutex<String>,
+    /// Why the holder keeps its connection for the rest of its session, once it does.
+    pinned: std::sync::OnceLock<Box<str>>,
 }
 
 impl LeaseNote {
+    /// The holder is pinned to its connection from now on, for `reason` (the first one stays).
+    pub fn pin(&self, reason: &str) {
+        let _ = self.pinned.set(reason.into());
+    }
+
+    /// Why the holder is pinned, if it is.
+    pub fn pinned(&self) -> Option<&str> {
+        self.pinned.get().map(|r| &**r)
+    }
+
     /// A statement was sent: remember its text (truncated) and mark the holder active.
     pub fn statement(&self, sql: &str) {
         let (text, cut) = truncate(sql.trim(), MAX_NOTED_STATEMENT);

@@ -542,6 +542,7 @@ impl Source for Shared {
                     state: c.holder.note.state().as_str().to_owned(),
                     connected_seconds: now.saturating_duration_since(c.since).as_secs_f64(),
                     statements: c.holder.note.statements(),
+                    pinned: c.holder.note.pinned().unwrap_or_default().to_owned(),
                 })
                 .collect()
         };

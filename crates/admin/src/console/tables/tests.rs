@@ -97,6 +97,7 @@ fn client(id: u64, addr: &str, app: &str, pool: &str) -> ClientSnapshot {
         state: "idle".into(),
         connected_seconds: 30.0,
         statements: 1,
+        pinned: String::new(),
     }
 }
 

@@ -477,6 +477,7 @@ impl Session {
         }
         tracing::info!(client = %self.holder.client, pool = %self.pool_name(), reason = %reason, "MySQL client pinned to its server connection for the rest of its session");
         self.shared.count_pin();
+        self.holder.note.pin(reason);
         self.pinned = Some(reason.to_owned());
     }
 

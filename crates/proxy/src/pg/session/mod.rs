@@ -461,6 +461,7 @@ impl Session {
                 let reason = f.describe();
                 tracing::info!(client = %self.holder.client, pool = %self.entry.pool.config().name, reason = %reason, "client pinned to its server connection for the rest of its session");
                 self.shared.count_pin();
+                self.holder.note.pin(&reason);
                 self.pinned = Some(reason.into_boxed_str());
             }
         }
