@@ -24,6 +24,7 @@ pub mod api;
 pub mod console;
 pub mod metrics;
 pub mod model;
+pub mod process;
 pub mod redact;
 pub mod stats;
 

@@ -114,6 +114,7 @@ pub fn render(snap: &Snapshot, extra: &str) -> String {
         "1 while the admin console's PAUSE is in effect.",
         &one(f64::from(u8::from(snap.paused))),
     );
+    w.out.push_str(&crate::process::render());
     w.out.push_str(extra);
     w.out
 }

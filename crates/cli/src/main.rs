@@ -39,7 +39,7 @@ enum Command {
     /// password from POOLGUARD_PASSWORD (default "postgres"), pool_size 10 + max_overflow 5.
     Run {
         /// The TOML configuration file (see the README's config reference).
-        #[arg(long, short)]
+        #[arg(long, short, env = "POOLGUARD_CONFIG")]
         config: Option<PathBuf>,
         /// Start even if a backend cannot be reached to verify its connection budget.
         #[arg(long)]
@@ -97,19 +97,31 @@ enum Command {
     /// Exits non-zero with a message naming the problem.
     Check {
         /// The TOML configuration file.
-        #[arg(long, short)]
+        #[arg(long, short, env = "POOLGUARD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print a commented configuration to start from (`poolguard init > poolguard.toml`).
+    Init,
 }
+
+/// What `poolguard init` prints (also the package's /etc/poolguard/poolguard.toml).
+const CONFIG_TEMPLATE: &str = include_str!("../../../deploy/poolguard.toml");
 
 fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => {
             Config::load(p).with_context(|| format!("invalid configuration {}", p.display()))
         }
-        None => Ok(Config::builtin_default(
-            &std::env::var("POOLGUARD_PASSWORD").unwrap_or_else(|_| "postgres".into()),
-        )),
+        // The built-in default fronts the local server's superuser: only with a password the
+        // operator chose, never the well-known one.
+        None => match std::env::var("POOLGUARD_PASSWORD") {
+            Ok(password) if !password.is_empty() && password != "postgres" => {
+                Ok(Config::builtin_default(&password))
+            }
+            _ => anyhow::bail!(
+                "no configuration: give --config FILE (or POOLGUARD_CONFIG); `poolguard init > poolguard.toml` writes a commented one to start from. (Without a file poolguard would front the local server's postgres superuser, so it needs that account's real password in POOLGUARD_PASSWORD, and refuses the default \"postgres\".)"
+            ),
+        },
     }
 }
 
@@ -165,6 +177,10 @@ fn main() -> ExitCode {
                 drain_timeout,
             } => run(load(&config)?, config, skip_budget_check, drain_timeout).await,
             Command::Check { config } => check(load(&config)?).await,
+            Command::Init => {
+                print!("{CONFIG_TEMPLATE}");
+                Ok(())
+            }
             Command::Spike(args) => sim_cmd::spike(args).await,
             Command::Replay(args) => sim_cmd::replay(args).await,
             Command::Sandbox {
@@ -325,4 +341,16 @@ pub(crate) async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// `poolguard init` prints a configuration that validates as it stands.
+    #[test]
+    fn the_init_template_is_a_valid_configuration() {
+        let config = poolguard_proxy::config::Config::parse(super::CONFIG_TEMPLATE)
+            .expect("the template validates");
+        assert_eq!(config.databases.len(), 1);
+        assert!(config.admin_listen.is_some());
+    }
 }
