@@ -34,7 +34,13 @@ pub fn render() -> String {
         );
     }
     if let Some(max) = max_fds() {
-        family("process_max_fds", "gauge", "The open file descriptor limit.", "", max);
+        family(
+            "process_max_fds",
+            "gauge",
+            "The open file descriptor limit.",
+            "",
+            max,
+        );
     }
     if let Some(rss) = resident_bytes() {
         family(

@@ -21,8 +21,17 @@ struct Cli {
     /// Worker threads for the proxy (1 = a single event loop, like PgBouncer; 0 = one per core).
     #[arg(long, global = true, default_value_t = 0, env = "POOLGUARD_THREADS")]
     threads: usize,
+    /// Log lines as text (default) or as one JSON object per line, for a log shipper.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "POOLGUARD_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -127,14 +136,17 @@ fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     // A panic is contained to the task that raised it (poolguard_proxy::contain); this puts
     // its message and location in the log, as an error event, instead of bare stderr.
     std::panic::set_hook(Box::new(|info| {
