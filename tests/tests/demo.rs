@@ -54,6 +54,15 @@ fn demo_once_replays_both_incidents() {
     }
     assert!(text.contains("replay report:"), "{text}");
     assert!(text.contains("dashboard:"), "{text}");
+    // The proxy's log went to its own file, named in the report, not through the terminal.
+    assert!(text.contains("poolguard's log:"), "{text}");
+    let log = std::fs::read_to_string(dir.path().join("demo-poolguard.log")).expect("the log");
+    assert!(log.contains("PostgreSQL front door open"), "{log}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("front door open"),
+        "the proxy's log reached the terminal: {stderr}"
+    );
     let html = std::fs::read_to_string(dir.path().join("replay.html")).expect("replay.html");
     assert!(html.contains("bankfee replay") && html.contains("trademate replay"));
 }

@@ -65,6 +65,9 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     println!("== where to look");
     println!("   replay report:  file://{}", report.display());
     println!("   (and {})", report.with_extension("json").display());
+    let log = opts.report.join("demo-poolguard.log");
+    let log = std::fs::canonicalize(&log).unwrap_or(log);
+    println!("   poolguard's log: {}", log.display());
     if tokio::net::TcpStream::connect(admin).await.is_ok() {
         println!("   dashboard:      http://{admin}/   (metrics: http://{admin}/metrics)");
     } else {

@@ -138,12 +138,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs
+    // The demo's proxy runs in this process: its log goes to a file beside the report, so the
+    // demo's own lines are not buried in it (the demo prints where the file is).
+    let demo_log = match &cli.command {
+        Command::Demo { report, .. } => Some(report.join("demo-poolguard.log")),
+        _ => None,
+    };
+    let demo_file = demo_log.as_ref().and_then(|path| {
+        std::fs::create_dir_all(path.parent()?).ok()?;
+        std::fs::File::create(path).ok()
+    });
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match (demo_file, cli.log_format) {
+        (Some(file), _) => logs
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init(),
+        (None, LogFormat::Json) => logs.with_writer(std::io::stderr).json().init(),
+        (None, LogFormat::Text) => logs
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
