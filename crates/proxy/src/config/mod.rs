@@ -137,6 +137,35 @@ impl Database {
     }
 }
 
+/// A `[[users]]` entry's password from exactly one of `password`, `password_file` (read now, so a
+/// reload reads it again; one trailing newline dropped) or `password_env`.
+fn user_password(i: usize, u: &raw::RawUser) -> Result<String, ConfigError> {
+    let key = |k: &str| format!("users[{i}].{k}");
+    match (&u.password, &u.password_file, &u.password_env) {
+        (Some(p), None, None) => Ok(p.clone()),
+        (None, Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(key("password_file"), format!("cannot read {path:?}: {e}")))?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+        }
+        (None, None, Some(var)) => std::env::var(var).map_err(|_| {
+            invalid(
+                key("password_env"),
+                format!("the environment variable {var:?} is not set (or not UTF-8)"),
+            )
+        }),
+        (None, None, None) => Err(invalid(
+            key("password"),
+            "is required (or password_file, or password_env)",
+        )),
+        _ => Err(invalid(
+            key("password"),
+            "give exactly one of password, password_file and password_env",
+        )),
+    }
+}
+
 /// The `[[databases]]` name that serves every database a door's other entries do not name.
 pub const FALLBACK_DATABASE: &str = "*";
 
@@ -328,7 +357,7 @@ impl Config {
             }
             users.push(User {
                 name: u.name.clone(),
-                password: u.password.clone(),
+                password: user_password(i, u)?,
             });
         }
         let (admin_users, alerts) = observe::validate(&raw, &users)?;
@@ -534,6 +563,48 @@ password = "app-secret"
 acquire_timeout = "2s"
 query_timeout = "0s"
 "#;
+
+    #[test]
+    fn passwords_come_from_a_file_or_the_environment_never_two_places() {
+        let dir = tempfile_dir();
+        let file = dir.join("app.password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let with = |user: &str| GOOD.replace("password = \"app-secret\"", user);
+        let c = Config::parse(&with(&format!(
+            "password_file = {:?}",
+            file.display().to_string()
+        )))
+        .unwrap();
+        assert_eq!(c.user("app").unwrap().password, "from-a-file");
+        // A variable only this test sets.
+        std::env::set_var("POOLGUARD_TEST_PASSWORD_ENV_7c1", "from-the-env");
+        let c = Config::parse(&with("password_env = \"POOLGUARD_TEST_PASSWORD_ENV_7c1\"")).unwrap();
+        assert_eq!(c.user("app").unwrap().password, "from-the-env");
+        for (text, key) in [
+            (
+                with("password_env = \"POOLGUARD_TEST_PASSWORD_UNSET_7c1\""),
+                "users[0].password_env",
+            ),
+            (
+                with("password_file = \"/nonexistent/poolguard\""),
+                "users[0].password_file",
+            ),
+            (with(""), "users[0].password"),
+            (
+                with("password = \"a\"\npassword_env = \"X\""),
+                "users[0].password",
+            ),
+        ] {
+            let e = Config::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("poolguard-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 
     #[test]
     fn parses_the_contract_example() {

@@ -219,5 +219,10 @@ impl RawDatabase {
 #[serde(deny_unknown_fields)]
 pub struct RawUser {
     pub name: String,
-    pub password: String,
+    /// The password itself (or a stored SCRAM verifier / md5 hash for client authentication).
+    pub password: Option<String>,
+    /// A file holding it (read at start and on every reload; a trailing newline is dropped).
+    pub password_file: Option<String>,
+    /// An environment variable holding it.
+    pub password_env: Option<String>,
 }
