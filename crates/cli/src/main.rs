@@ -108,6 +108,9 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, short, env = "POOLGUARD_CONFIG")]
         config: Option<PathBuf>,
+        /// Validate the file only, without reaching the servers (a service's pre-start check).
+        #[arg(long)]
+        skip_servers: bool,
     },
     /// Print a commented configuration to start from (`poolguard init > poolguard.toml`).
     Init,
@@ -201,7 +204,10 @@ fn main() -> ExitCode {
                 skip_budget_check,
                 drain_timeout,
             } => run(load(&config)?, config, skip_budget_check, drain_timeout).await,
-            Command::Check { config } => check(load(&config)?).await,
+            Command::Check {
+                config,
+                skip_servers,
+            } => check(load(&config)?, skip_servers).await,
             Command::Init => {
                 print!("{CONFIG_TEMPLATE}");
                 Ok(())
@@ -251,7 +257,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn check(config: Config) -> anyhow::Result<()> {
+async fn check(config: Config, skip_servers: bool) -> anyhow::Result<()> {
     println!(
         "configuration ok: {} backend(s), {} database(s), {} user(s)",
         config.backends.len(),
@@ -273,6 +279,10 @@ async fn check(config: Config) -> anyhow::Result<()> {
             b.max_connections,
             if pools.is_empty() { "none".into() } else { pools.join(", ") }
         );
+    }
+    if skip_servers {
+        println!("servers not contacted (--skip-servers)");
+        return Ok(());
     }
     let budgets = read_budgets(&config).await?;
     let mut ok = true;
