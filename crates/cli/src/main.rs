@@ -1,6 +1,7 @@
 //! The `poolguard` binary: `run` the proxy, or `check` a configuration against the servers.
 
 mod demo;
+mod import;
 mod sandbox_cmd;
 mod sim_cmd;
 
@@ -114,6 +115,15 @@ enum Command {
     },
     /// Print a commented configuration to start from (`poolguard init > poolguard.toml`).
     Init,
+    /// Translate a PgBouncer configuration: the equivalent poolguard configuration on stdout,
+    /// what has no equivalent on stderr (`poolguard import-pgbouncer pgbouncer.ini userlist.txt
+    /// > poolguard.toml`).
+    ImportPgbouncer {
+        /// PgBouncer's pgbouncer.ini.
+        ini: PathBuf,
+        /// Its auth_file (userlist.txt), for the [[users]].
+        userlist: Option<PathBuf>,
+    },
 }
 
 /// What `poolguard init` prints (also the package's /etc/poolguard/poolguard.toml).
@@ -210,6 +220,23 @@ fn main() -> ExitCode {
             } => check(load(&config)?, skip_servers).await,
             Command::Init => {
                 print!("{CONFIG_TEMPLATE}");
+                Ok(())
+            }
+            Command::ImportPgbouncer { ini, userlist } => {
+                let text = std::fs::read_to_string(&ini)
+                    .with_context(|| format!("cannot read {}", ini.display()))?;
+                let users = match &userlist {
+                    Some(p) => Some(
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("cannot read {}", p.display()))?,
+                    ),
+                    None => None,
+                };
+                let imported = import::import(&text, users.as_deref());
+                print!("{}", imported.config);
+                for note in &imported.notes {
+                    eprintln!("note: {note}");
+                }
                 Ok(())
             }
             Command::Spike(args) => sim_cmd::spike(args).await,
