@@ -1,7 +1,7 @@
 //! Prometheus text exposition (format 0.0.4), written by hand from a [`Snapshot`].
 //!
 //! Every family gets one `# HELP` and one `# TYPE` line, then its samples; label values are
-//! escaped (`\\`, `\"`, `\n`). Names are the contract documented in the README's
+//! escaped (`\\`, `\"`, `\n`). Names are the contract documented in docs/operations.md's
 //! Observability section and used by `deploy/`: rename none.
 
 use std::fmt::Write as _;

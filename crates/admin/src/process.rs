@@ -28,7 +28,7 @@ pub fn render() -> String {
         family(
             "process_open_fds",
             "gauge",
-            "Open file descriptors (each client holds two: see the README).",
+            "Open file descriptors (each client holds two: see docs/operations.md).",
             "",
             entries.count() as f64,
         );

@@ -2,7 +2,7 @@
 //! configuration on stdout, and on stderr every setting that has no equivalent (or a
 //! different meaning) so nothing is dropped silently.
 //!
-//! The mapping (README: "Coming from PgBouncer"): each `[databases]` line becomes a
+//! The mapping (docs/configuration.md: "Coming from PgBouncer"): each `[databases]` line becomes a
 //! `[[databases]]` entry on a backend per distinct host and port (`*` becomes the fallback
 //! entry); `default_pool_size` / `reserve_pool_size` become `pool_size` / `max_overflow`; the
 //! timeouts keep their meaning under poolguard's names; `auth_file` (or the second argument)

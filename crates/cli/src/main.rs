@@ -48,7 +48,7 @@ enum Command {
     /// fronting the server on 127.0.0.1:5432, database "postgres", user "postgres" with the
     /// password from POOLGUARD_PASSWORD (default "postgres"), pool_size 10 + max_overflow 5.
     Run {
-        /// The TOML configuration file (see the README's config reference).
+        /// The TOML configuration file (see docs/configuration.md).
         #[arg(long, short, env = "POOLGUARD_CONFIG")]
         config: Option<PathBuf>,
         /// Start even if a backend cannot be reached to verify its connection budget.

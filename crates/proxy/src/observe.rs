@@ -63,7 +63,7 @@ pub struct Observe {
     /// SHOW STATS averages: the totals at the current period's start, the last period's
     /// averages. Written once per [`STATS_PERIOD`].
     stats: Mutex<StatsPeriods>,
-    /// Console PAUSE: reported only (see the README).
+    /// Console PAUSE: reported only (see docs/operations.md).
     pub paused: std::sync::atomic::AtomicBool,
     /// Tasks stopped by a panic ([`crate::contain`]).
     pub panics: AtomicU64,

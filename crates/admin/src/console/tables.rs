@@ -1,6 +1,6 @@
 //! One function per `SHOW` answer. PgBouncer's tables keep PgBouncer 1.18's columns; where
 //! poolguard has no such notion the value is PgBouncer's neutral one (0, empty, NULL), listed in
-//! the README's "Admin console" section.
+//! docs/operations.md's "Admin console" section.
 //!
 //! Mapping: a PgBouncer pool is a poolguard pool (database + user on one front door); a client
 //! is "active" while it holds a lease; servers are the leased connections ("active", linked to

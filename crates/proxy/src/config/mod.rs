@@ -684,3 +684,79 @@ query_timeout = "0s"
         assert_eq!(c.users[0].password, "pw\"with quote");
     }
 }
+
+#[cfg(test)]
+mod reference {
+    //! Every key the configuration file accepts is in the reference (docs/configuration.md), or
+    //! in the operations guide for the health-check and breaker keys it describes: this fails
+    //! when a key exists in the code and not in the docs.
+
+    const SOURCES: &[&str] = &[include_str!("raw.rs"), include_str!("observe.rs")];
+    const DOCS: &[&str] = &[
+        include_str!("../../../../docs/configuration.md"),
+        include_str!("../../../../docs/operations.md"),
+    ];
+
+    /// The keys (serde field names, renames applied) of every `Raw*` struct in `source`.
+    fn keys(source: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut in_raw = false;
+        let mut rename: Option<String> = None;
+        for line in source.lines().map(str::trim) {
+            if line.starts_with("pub struct Raw") {
+                in_raw = true;
+                continue;
+            }
+            if in_raw && line == "}" {
+                in_raw = false;
+                continue;
+            }
+            if !in_raw {
+                continue;
+            }
+            if let Some(r) = line.strip_prefix("#[serde(rename = \"") {
+                rename = r.split('"').next().map(str::to_owned);
+                continue;
+            }
+            if let Some(field) = line.strip_prefix("pub ") {
+                if let Some((name, _)) = field.split_once(':') {
+                    out.push(rename.take().unwrap_or_else(|| name.trim().to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_config_key_is_documented() {
+        let keys: Vec<String> = SOURCES.iter().flat_map(|s| keys(s)).collect();
+        assert!(keys.len() > 50, "the key scan found only {keys:?}");
+        // Tables and arrays of tables are sections, not keys.
+        let sections = [
+            "admin",
+            "postgres",
+            "mysql",
+            "backends",
+            "databases",
+            "users",
+            "limits",
+            "alerts",
+            "rate_limits",
+        ];
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| !sections.contains(&k.as_str()))
+            .filter(|k| {
+                let dotted = format!(".{k}`");
+                let bare = format!("`{k}`");
+                !DOCS
+                    .iter()
+                    .any(|d| d.contains(&dotted) || d.contains(&bare))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "config keys missing from docs/configuration.md: {missing:?}"
+        );
+    }
+}
