@@ -122,6 +122,19 @@ fn kill_query_is_routed_by_poolguard_connection_id() {
     let port = proxy.port;
     let mut victim = MyClient::connect(port).unwrap();
     let id = victim.conn_id;
+    // CONNECTION_ID() answers the same id the greeting gave (not the server thread's), in both
+    // spellings, and not inside a string.
+    let ids = victim
+        .query("SELECT CONNECTION_ID(), connection_id ( ), 'CONNECTION_ID()'")
+        .unwrap();
+    assert_eq!(
+        ids,
+        vec![vec![
+            Some(id.to_string()),
+            Some(id.to_string()),
+            Some("CONNECTION_ID()".to_owned())
+        ]]
+    );
     let sleeper = std::thread::spawn(move || victim.query("SELECT SLEEP(30)").map(drop));
     let find = "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'app' AND info LIKE 'SELECT SLEEP%'";
     assert!(eventually(Duration::from_secs(10), || db
