@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::lab::{free_or_any, Lab, LabPorts};
 use anyhow::Context;
-use poolguard_sim::replay::{free_or_any, replay, Incident, Lab, LabPorts, DB, PASSWORD, USER};
+use poolguard_sim::replay::{replay, Incident, DB, PASSWORD, USER};
 
 pub struct DemoOptions {
     pub once: bool,
@@ -56,7 +57,7 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let d = Duration::from_secs(u64::from(opts.seconds.max(6)));
     let mut comparisons = Vec::new();
     for incident in [Incident::Bankfee, Incident::Trademate] {
-        let c = replay(&lab, incident, d, false).await?;
+        let c = replay(&lab.urls(incident)?, incident, d, false).await?;
         crate::sim_cmd::print_comparison(&c);
         comparisons.push(c);
     }

@@ -2,6 +2,7 @@
 
 mod demo;
 mod import;
+mod lab;
 mod sandbox_cmd;
 mod sim_cmd;
 

@@ -115,7 +115,8 @@ pub struct ReplayArgs {
 }
 
 pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
-    use poolguard_sim::replay::{replay, Incident, Lab};
+    use crate::lab::Lab;
+    use poolguard_sim::replay::{replay, Incident};
     let incident: Incident = a.incident.parse()?;
     let d = parse_duration(&a.duration)?;
     println!(
@@ -123,7 +124,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         incident.server()
     );
     let lab = Lab::start(&[incident], Default::default()).await?;
-    let c = replay(&lab, incident, d, !a.quiet).await?;
+    let c = replay(&lab.urls(incident)?, incident, d, !a.quiet).await?;
     print_comparison(&c);
     let path = poolguard_sim::verdict::write_report(
         &a.report,
