@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,11 +56,13 @@ MY_USER = "conform"
 # Django apps per suite size. Labels are Django test labels (apps or dotted modules).
 DJANGO_PG_FULL = ["basic", "queries", "transactions", "select_for_update", "model_fields",
                   "backends", "db_functions", "aggregation", "expressions", "update", "delete",
-                  "get_or_create", "bulk_create", "custom_lookups", "timezones"]
+                  "get_or_create", "bulk_create", "custom_lookups", "timezones", "postgres_tests",
+                  "lookup", "annotations", "prefetch_related", "schema"]
 DJANGO_PG_QUICK = ["basic", "transactions", "select_for_update", "backends.postgresql",
                    "get_or_create"]
 DJANGO_MY_FULL = ["basic", "queries", "transactions", "select_for_update", "model_fields",
-                  "backends", "db_functions", "aggregation", "update", "delete", "get_or_create"]
+                  "backends", "db_functions", "aggregation", "update", "delete", "get_or_create",
+                  "expressions", "lookup", "annotations", "schema", "bulk_create"]
 DJANGO_MY_QUICK = ["basic", "transactions", "select_for_update", "backends.mysql",
                    "get_or_create"]
 ASYNCPG_FULL = ["tests"]
@@ -449,35 +450,15 @@ class AsyncpgSuite(Suite):
     def command(self, endpoint, out):
         # The pytest entry script, not `python -m pytest`: the installed (compiled) asyncpg must
         # be imported, not the sdist's uncompiled source in the working directory.
-        argv = [self.pytest, "-p", "no:cacheprovider", "--timeout=60", "-q",
-                f"--junitxml={out / 'junit.xml'}", "-o", "junit_family=xunit1"] + self.paths
-        env = {"PGHOST": "127.0.0.1", "PGPORT": str(endpoint["port"]), "PGUSER": PG_USER,
+        argv = [self.pytest, "-p", "no:cacheprovider", "-p", "conform_pytest", "--timeout=30",
+                "-q"] + self.paths
+        env = {"PYTHONPATH": str(HERE / "lib"), "CONFORM_RESULTS": str(out / "outcomes.jsonl"),
+               "PGHOST": "127.0.0.1", "PGPORT": str(endpoint["port"]), "PGUSER": PG_USER,
                "PGPASSWORD": PASSWORD, "PGDATABASE": "postgres"}
         return argv, env, self.cwd
 
     def collect(self, out):
-        tests = {}
-        path = out / "junit.xml"
-        if not path.exists():
-            return tests
-        try:
-            root = ET.parse(path).getroot()
-        except ET.ParseError:
-            return tests
-        for case in root.iter("testcase"):
-            tid = f"{case.get('classname')}::{case.get('name')}"
-            outcome, message = "passed", ""
-            for child in case:
-                if child.tag == "failure":
-                    outcome, message = "failed", child.get("message") or (child.text or "")[-1500:]
-                elif child.tag == "error":
-                    outcome, message = "error", child.get("message") or (child.text or "")[-1500:]
-                elif child.tag == "skipped":
-                    kind = child.get("type") or ""
-                    outcome = "xfail" if "xfail" in kind else "skipped"
-                    message = child.get("message") or ""
-            merge(tests, tid, outcome, message)
-        return tests
+        return DjangoSuite.collect(self, out)
 
 
 RANK = {"passed": 0, "skipped": 1, "xfail": 2, "xpass": 3, "failed": 4, "error": 5}
@@ -569,6 +550,8 @@ def diff(base, other, base_run, other_run):
         else:
             message = b["message"]
             cause = classify(message)
+            if cause == "other" and re.search(r"test_listen|test_notif", tid):
+                cause = "LISTEN / NOTIFY"
             message = short(message)
         groups.setdefault(cause, []).append(
             {"test": tid, "direct": a["outcome"], "target": b["outcome"], "message": message})
@@ -739,7 +722,7 @@ def main():
          + " ".join(DJANGO_PG_QUICK if quick else DJANGO_PG_FULL)),
         (AsyncpgSuite(cache, ASYNCPG_QUICK if quick else ASYNCPG_FULL, "asyncpg"),
          f"asyncpg {v['asyncpg']} `pytest` on its `tests/` (PGHOST set: its RunningCluster; "
-         "tests that need a cluster of their own skip), 60 s per test: "
+         "tests that need a cluster of their own skip), 30 s per test: "
          + " ".join(ASYNCPG_QUICK if quick else ASYNCPG_FULL)),
         (DjangoSuite(cache, "mysql", DJANGO_MY_QUICK if quick else DJANGO_MY_FULL,
                      "django-mariadb"),
