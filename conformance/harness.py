@@ -72,6 +72,12 @@ ASYNCPG_QUICK = ["tests/test_prepare.py", "tests/test_transaction.py", "tests/te
 # Causes, in order: the first pattern found in a differing test's message names its cause.
 CAUSES = [
     ("unsupported startup parameter", r"unsupported startup parameter"),
+    ("database not in the pooler's configuration",
+     r"does not exist in poolguard's configuration|no such database"),
+    ("stale shared server statement (schema changed)",
+     r"cached statement plan is invalid|cached plan must not change result type|"
+     r"cache lookup failed for type|invalid input for query argument"),
+    ("reported parameter value (ParameterStatus)", r"'utf-8'\"? != '?UTF8|client_encoding"),
     ("prepared statement (named, server-side)",
      r"prepared statement \S* ?(does not exist|already exists)|InvalidSQLStatementNameError|"
      r"DuplicatePreparedStatementError|unknown prepared statement"),
@@ -113,9 +119,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, seconds):
+def wait_port(port, seconds, proc=None):
     deadline = time.time() + seconds
     while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return True
@@ -230,9 +238,11 @@ class MariaDB:
                     "--max-connect-errors=1000000", "--max-connections=200",
                     "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
                     "--sql-mode=STRICT_TRANS_TABLES"] + innodb
-            self.proc = subprocess.Popen(as_account(self.account, argv), stdout=subprocess.DEVNULL,
+            if os.geteuid() == 0:
+                argv.insert(2, f"--user={self.account}")  # after --no-defaults, which must be first
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
-            if wait_port(self.port, 60) and self.proc.poll() is None:
+            if wait_port(self.port, 60, self.proc) and self.proc.poll() is None:
                 break
             self.kill()
             log(f"MariaDB did not start on {self.port} (attempt {attempt + 1})")
@@ -281,7 +291,9 @@ class MariaDB:
 
 # ----------------------------------------------------------------------------- proxies
 
-PG_DATABASES = ["postgres", "conform", "other", "test_conform", "test_other"]
+# asyncpg's tests create and use testdb and asyncpg_intro_test.
+PG_DATABASES = ["postgres", "conform", "other", "test_conform", "test_other", "testdb",
+                "asyncpg_intro_test"]
 MY_DATABASES = ["conform", "other", "test_conform", "test_other"]
 
 
@@ -323,7 +335,7 @@ class Poolguard:
             self.proc = subprocess.Popen([self.binary, "run", "--config", str(self.config)],
                                          stdout=logf, stderr=logf,
                                          env=dict(os.environ, RUST_LOG="info"))
-            if wait_port(self.port, 30) and self.proc.poll() is None:
+            if wait_port(self.port, 30, self.proc) and self.proc.poll() is None:
                 return self
             self.stop()
             log(f"poolguard did not start on {self.port} (attempt {attempt + 1}); "
@@ -371,13 +383,15 @@ class PgBouncer:
                 f"auth_type = scram-sha-256\nauth_file = {self.dir / 'users.txt'}\n"
                 "pool_mode = transaction\ndefault_pool_size = 20\nreserve_pool_size = 20\n"
                 "max_client_conn = 1000\nmax_db_connections = 100\n"
-                f"logfile = {self.dir / 'log'}\npidfile = {self.dir / 'pid'}\n")
+                f"logfile = {self.dir / 'log'}\npidfile = {self.dir / 'pid'}\n"
+                + (f"user = {self.account}\n" if os.geteuid() == 0 else ""))
             chown_tree(self.dir, self.account)
             os.chmod(self.dir / "users.txt", 0o600)
-            self.proc = subprocess.Popen(as_account(self.account,
-                                                    [PGBOUNCER, str(self.dir / "pgbouncer.ini")]),
+            # PgBouncer switches to `user` itself: the process signalled at stop is PgBouncer,
+            # not a runuser wrapper that would not pass the signal on.
+            self.proc = subprocess.Popen([PGBOUNCER, str(self.dir / "pgbouncer.ini")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if wait_port(self.port, 30) and self.proc.poll() is None:
+            if wait_port(self.port, 30, self.proc) and self.proc.poll() is None:
                 return self
             self.stop()
             log(f"pgbouncer did not start on {self.port} (attempt {attempt + 1})")
@@ -550,7 +564,7 @@ def diff(base, other, base_run, other_run):
         else:
             message = b["message"]
             cause = classify(message)
-            if cause == "other" and re.search(r"test_listen|test_notif", tid):
+            if cause in ("other", "timeout") and re.search(r"test_listen|test_notif", tid):
                 cause = "LISTEN / NOTIFY"
             message = short(message)
         groups.setdefault(cause, []).append(
@@ -568,6 +582,24 @@ TARGET_TITLES = {
 }
 
 EXPLANATIONS = {
+    "database not in the pooler's configuration":
+        "The suite connects to a database it created at run time; poolguard serves only the "
+        "database names in its config (no wildcard entry, unlike PgBouncer's `*`). Keepable: "
+        "yes, with a fallback entry or by listing the names.",
+    "stale shared server statement (schema changed)":
+        "poolguard shares a server-side prepared statement between clients (and between a "
+        "client's successive prepares) by text and parameter types. After a schema change "
+        "(a column's type altered, a type dropped and created again) the server's statement is "
+        "stale: 0A000 `cached plan must not change result type`, XX000 `cache lookup failed for "
+        "type`, or parameter types described from the old statement. The driver reacts by "
+        "preparing again, but poolguard answers that Parse itself, so the stale statement runs "
+        "again. Directly (and in session mode) the driver's new connection or re-prepare gets a "
+        "fresh statement. Keepable: yes, by closing the server statement when the server "
+        "reports it stale and preparing it afresh.",
+    "reported parameter value (ParameterStatus)":
+        "The ParameterStatus the client sees at login carries its own startup value (asyncpg "
+        "sends `client_encoding='utf-8'`) where the server reports its normalised form (`UTF8`). "
+        "Keepable: yes, by relaying the server's value.",
     "prepared statement (named, server-side)":
         "Named prepared statements live in one server session. A pooler that hands the next "
         "transaction to another server must track and re-prepare them (poolguard does for "
@@ -607,6 +639,10 @@ EXPLANATIONS = {
 }
 
 
+def ordered(per_target):
+    return sorted(per_target.items(), key=lambda kv: list(TARGET_TITLES).index(kv[0]))
+
+
 def render(results):
     meta = results["meta"]
     lines = [
@@ -644,7 +680,7 @@ def render(results):
     for s in results["suites"]:
         name = s["name"]
         direct_ids = set(results["runs"].get(name, {}).get("direct", {}).get("tests", {}))
-        for target, r in results["runs"].get(name, {}).items():
+        for target, r in ordered(results["runs"].get(name, {})):
             c = summarize(r["tests"])
             notrun = len(direct_ids - set(r["tests"])) if target != "direct" else 0
             d = results["diffs"].get(name, {}).get(target)
@@ -656,7 +692,7 @@ def render(results):
     lines += ["", "## Outcomes that differ from direct, by cause", ""]
     for s in results["suites"]:
         name = s["name"]
-        for target, groups in results["diffs"].get(name, {}).items():
+        for target, groups in ordered(results["diffs"].get(name, {})):
             total = sum(len(v) for v in groups.values())
             lines.append(f"### {name} — {TARGET_TITLES[target]}: {total} differ")
             lines.append("")
@@ -668,7 +704,9 @@ def render(results):
             for cause, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
                 ex = "<br>".join(
                     f"`{i['test']}`: {i['direct']} -> {i['target']}: "
-                    f"{i['message'][:160].replace('|', '/')}" for i in items[:3])
+                    f"{i['message'][:160].replace('|', '/')}" for i in items[:4])
+                if len(items) > 4:
+                    ex += f"<br>... {len(items) - 4} more in results.json"
                 lines.append(f"| {cause} | {len(items)} | {ex} |")
             lines.append("")
     lines += ["## Causes", ""]
@@ -679,9 +717,14 @@ def render(results):
     for cause in sorted(seen):
         if cause in EXPLANATIONS:
             lines.append(f"- **{cause}**: {EXPLANATIONS[cause]}")
+    notes = HERE / "notes.md"
+    if notes.exists() and not meta["quick"]:
+        # Hand-written reading of the last full run: each transaction-mode difference, its
+        # cause, whether a pooler could keep it, and the poolguard bugs found.
+        lines += ["", notes.read_text().strip()]
     lines += ["", "## Commands", "", "```sh", meta["invocation"], "```", ""]
     for s in results["suites"]:
-        for target, r in results["runs"].get(s["name"], {}).items():
+        for target, r in ordered(results["runs"].get(s["name"], {})):
             env = " ".join(f"{k}={v}" for k, v in r["env"].items())
             lines.append(f"- {s['name']} @ {target}: `cd {r['cwd']} && {env} {r['command']}`")
     lines.append("")
@@ -692,8 +735,8 @@ def render(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", required=True, type=Path)
-    ap.add_argument("--poolguard", required=True)
+    ap.add_argument("--cache", type=Path)
+    ap.add_argument("--poolguard")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--targets", default=None,
                     help="comma-separated (default: all; quick: direct,session)")
@@ -702,7 +745,16 @@ def main():
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--doc", type=Path, default=None)
     ap.add_argument("--fail-on-session-diff", action="store_true")
+    ap.add_argument("--report-only", type=Path, default=None,
+                    help="recompute the diffs and the report of an earlier run's results.json")
     args = ap.parse_args()
+    # A time limit's SIGTERM unwinds like Ctrl-C: servers stopped, temp dirs removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.report_only:
+        results = json.loads((args.report_only / "results.json").read_text())
+        return finish(results, args.report_only, args)
+    if not args.cache or not args.poolguard:
+        ap.error("--cache and --poolguard are required")
 
     started = time.time()
     cache = args.cache.resolve()
@@ -814,6 +866,14 @@ def main():
                 server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    meta["elapsed_s"] = time.time() - started
+    results["meta"] = meta
+    return finish(results, outdir, args)
+
+
+def finish(results, outdir, args):
+    """Diffs against direct, results.json, report.md (and --doc), the summary on stdout."""
+    results["diffs"] = {}
     for name, per in results["runs"].items():
         base = per.get("direct")
         if not base:
@@ -822,8 +882,6 @@ def main():
             if target != "direct":
                 results["diffs"].setdefault(name, {})[target] = diff(base["tests"], r["tests"],
                                                                       base, r)
-    meta["elapsed_s"] = time.time() - started
-    results["meta"] = meta
     (outdir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
     report = render(results)
     (outdir / "report.md").write_text(report)
