@@ -4,7 +4,7 @@
 //! (bit flips, truncations, splices), a small fuzz run that needs no instrumentation. The real
 //! coverage-guided campaign is `scripts/fuzz`; see docs/fuzzing.md.
 //!
-//! The session targets (`pg_session`: the real proxy between scripted clients and a scripted
+//! The session targets (`pg_session`, `mysql_session`: the real proxy between scripted clients and a scripted
 //! server, `poolguard_proxy::fuzzing::session`) replay their corpus and a few hundred seeded
 //! random scripts instead: each input there is a whole conversation, not bytes to mutate.
 
@@ -157,6 +157,11 @@ fn replay_session(target: &str, f: fn(&[u8])) {
 #[test]
 fn pg_sessions_hand_over_only_clean_servers() {
     replay_session("pg_session", session::pg::pg_session);
+}
+
+#[test]
+fn mysql_sessions_hand_over_only_clean_servers() {
+    replay_session("mysql_session", session::mysql::mysql_session);
 }
 
 /// Regression: a ReadyForQuery without its status byte was taken for 'I' (idle) by the
