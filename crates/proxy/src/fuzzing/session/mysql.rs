@@ -162,8 +162,9 @@ enum Plan {
     Stall { partial: bool },
     /// The server closes the connection, after part of an answer when `partial`.
     Close { partial: bool },
-    /// A packet no tracker accepts (an OK or ERR cut short, a column count of 0): the stream
-    /// cannot be trusted after it.
+    /// A packet no tracker accepts (an OK or ERR cut short, a column count of 0), or a result
+    /// set ending with a one-byte (pre-4.1) EOF that carries no status flags: the stream, or
+    /// the transaction status, cannot be trusted after it.
     Broken { kind: u8 },
 }
 
@@ -190,7 +191,7 @@ impl Plan {
             13 => Plan::Close {
                 partial: s.byte().is_multiple_of(2),
             },
-            _ => Plan::Broken { kind: s.byte() % 3 },
+            _ => Plan::Broken { kind: s.byte() % 4 },
         }
     }
 
@@ -1183,7 +1184,13 @@ impl FakeConn {
                     // An ERR cut short: no error code.
                     1 => self.push(&[ERR_HEADER, 0x10]),
                     // A result set of no columns.
-                    _ => self.push(&[0xfc, 0, 0]),
+                    2 => self.push(&[0xfc, 0, 0]),
+                    // A result set ending with a pre-4.1 EOF, which has no status flags:
+                    // under CLIENT_PROTOCOL_41 nothing says whether a transaction is open.
+                    _ => {
+                        self.result_head();
+                        self.push(&[EOF_HEADER]);
+                    }
                 }
                 self.view.broken = true;
             }
