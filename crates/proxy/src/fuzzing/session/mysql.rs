@@ -252,11 +252,30 @@ enum Step {
     Partial,
     /// A query sent, the connection dropped without reading the answer.
     SendAndGo(u64),
+    /// A statement with session or transaction meaning ([`SET_TEXTS`]), answered per `plan`.
+    Set {
+        text: u8,
+        plan: u64,
+    },
 }
+
+/// Statements poolguard's SQL scanner cares about (state that follows the client, pins,
+/// transaction control); the fake server gives autocommit and transaction statements their
+/// MySQL meaning on top of the plan.
+const SET_TEXTS: [&str; 8] = [
+    "SET autocommit = 0",
+    "SET autocommit = 1",
+    "SET time_zone = '+01:00'",
+    "SET @fz = 1",
+    "START TRANSACTION",
+    "COMMIT",
+    "SELECT GET_LOCK('fz', 0)",
+    "SET NAMES utf8mb4",
+];
 
 impl Step {
     fn decode(s: &mut Script<'_>, ids: &mut Vec<u64>) -> Step {
-        match s.below(16) {
+        match s.below(17) {
             0..=4 => {
                 let (plan, p) = new_plan(s, ids);
                 let infile = [
@@ -294,7 +313,11 @@ impl Step {
             12 => Step::Quit,
             13 => Step::Disconnect,
             14 => Step::Partial,
-            _ => Step::SendAndGo(new_plan(s, ids).0),
+            15 => Step::SendAndGo(new_plan(s, ids).0),
+            _ => Step::Set {
+                text: s.byte() % SET_TEXTS.len() as u8,
+                plan: new_plan(s, ids).0,
+            },
         }
     }
 }
@@ -563,6 +586,17 @@ impl Client {
                 let payload = self.query(plan);
                 let _ = self.send(0, &payload).await;
                 return Ok(false);
+            }
+            Step::Set { text, plan } => {
+                let mut payload = vec![COM_QUERY];
+                payload.extend_from_slice(
+                    format!("/*{}:{plan}*/ {}", self.name, SET_TEXTS[usize::from(text)]).as_bytes(),
+                );
+                if plans().get(&plan).is_some_and(|p| p.stalls()) {
+                    let _ = self.send(0, &payload).await;
+                    return Ok(false);
+                }
+                self.command(&payload, InfileMove::Empty).await?;
             }
         }
         Ok(true)
@@ -1011,7 +1045,10 @@ impl FakeConn {
                 let (who, plan) = marker(&text);
                 self.arrived_from(who);
                 match plan.and_then(|id| plans().get(&id).copied()) {
-                    Some(plan) => return self.answer(plan, false).await,
+                    Some(plan) => {
+                        let plan = self.as_mysql_would(plan, &text);
+                        return self.answer(plan, false).await;
+                    }
                     None => self.internal_query(&text),
                 }
             }
@@ -1042,6 +1079,7 @@ impl FakeConn {
                     rows: 1,
                     trans: self.view.in_trans,
                 });
+                let plan = self.as_mysql_would(plan, "");
                 return self.answer(plan, true).await;
             }
             COM_STMT_CLOSE => {
@@ -1122,13 +1160,56 @@ impl FakeConn {
         } else if upper.starts_with("BEGIN") || upper.starts_with("START TRANSACTION") {
             self.ok(true, 0);
         } else {
-            if upper.starts_with("SET AUTOCOMMIT = 0") {
+            if upper.contains("SET AUTOCOMMIT = 0") {
                 self.status &= !SERVER_STATUS_AUTOCOMMIT;
-            } else if upper.starts_with("SET AUTOCOMMIT = 1") {
+            } else if upper.contains("SET AUTOCOMMIT = 1") {
                 self.status |= SERVER_STATUS_AUTOCOMMIT;
+                self.set_trans(false);
             }
             let s = self.status;
             self.ok_packet(s, 0);
+        }
+    }
+
+    /// The plan with MySQL's meaning of `text` on top, for a command that succeeds: START
+    /// TRANSACTION opens a transaction, COMMIT and `SET autocommit = 1` end it, and with
+    /// autocommit off every statement leaves one open.
+    fn as_mysql_would(&mut self, plan: Plan, text: &str) -> Plan {
+        let succeeds = matches!(
+            plan,
+            Plan::Ok { .. } | Plan::Rows { .. } | Plan::Multi { .. } | Plan::Infile { .. }
+        );
+        if !succeeds {
+            return plan;
+        }
+        let upper = text.to_ascii_uppercase();
+        if upper.contains("SET AUTOCOMMIT = 0") {
+            self.status &= !SERVER_STATUS_AUTOCOMMIT;
+        }
+        let forced = if upper.contains("SET AUTOCOMMIT = 1") {
+            self.status |= SERVER_STATUS_AUTOCOMMIT;
+            Some(false)
+        } else if upper.contains("COMMIT") {
+            Some(false)
+        } else if upper.contains("START TRANSACTION") || self.status & SERVER_STATUS_AUTOCOMMIT == 0
+        {
+            Some(true)
+        } else {
+            None
+        };
+        let Some(forced) = forced else { return plan };
+        match plan {
+            Plan::Ok { warn, .. } => Plan::Ok {
+                trans: forced,
+                warn,
+            },
+            Plan::Rows { rows, .. } => Plan::Rows {
+                rows,
+                trans: forced,
+            },
+            Plan::Multi { .. } => Plan::Multi { trans: forced },
+            Plan::Infile { .. } => Plan::Infile { trans: forced },
+            other => other,
         }
     }
 
