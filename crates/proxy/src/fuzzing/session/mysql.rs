@@ -680,7 +680,16 @@ impl FakeServer {
         });
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(server.clone().serve(stream));
+                let conn = tokio::spawn(server.clone().serve(stream));
+                // A bug in the fake server would otherwise show only as refused logins.
+                let violations = server.violations.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        if e.is_panic() {
+                            violations.push(format!("the fake MySQL server panicked: {e}"));
+                        }
+                    }
+                });
             }
         });
         addr
