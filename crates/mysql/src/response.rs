@@ -64,12 +64,21 @@ pub fn is_end_marker(payload: &[u8], capabilities: u32) -> bool {
 
 /// Status flags of an end marker (see [`is_end_marker`]): decoded as an OK packet under
 /// CLIENT_DEPRECATE_EOF when long enough to be one, else as an EOF packet. `None` for a pre-4.1
-/// one-byte EOF, which has no status.
+/// one-byte EOF, which has no status; under CLIENT_PROTOCOL_41 such an EOF is malformed (the
+/// 4.1 EOF always carries warnings and status flags), and an error: taking it for "no news"
+/// would keep whatever transaction status was seen last, while the server's is unknown.
 pub fn end_marker_status(payload: &[u8], capabilities: u32) -> Result<Option<u16>, DecodeError> {
     if capabilities & CLIENT_DEPRECATE_EOF != 0 && payload.len() >= 7 {
         return ok_status_flags(payload, capabilities);
     }
-    Ok(EofPacket::decode(payload)?.status_flags)
+    let status = EofPacket::decode(payload)?.status_flags;
+    if status.is_none() && capabilities & CLIENT_PROTOCOL_41 != 0 {
+        return Err(DecodeError::Malformed {
+            what: "EOF packet",
+            detail: "no status flags under CLIENT_PROTOCOL_41",
+        });
+    }
+    Ok(status)
 }
 
 /// An OK packet.
@@ -445,6 +454,15 @@ mod tests {
         );
         assert_eq!(EofPacket::decode(&[0xfe]).unwrap().status_flags, None);
         assert!(EofPacket::decode(&[0xfe; 9]).is_err());
+    }
+
+    /// A one-byte (pre-4.1) EOF says nothing about the transaction: under CLIENT_PROTOCOL_41 it
+    /// is malformed, not "status unchanged" (found by the `mysql_session` fuzz target).
+    #[test]
+    fn eof_without_status_under_protocol_41_is_an_error() {
+        assert!(end_marker_status(&[EOF_HEADER], CAPS).is_err());
+        assert!(end_marker_status(&[EOF_HEADER], CAPS | CLIENT_DEPRECATE_EOF).is_err());
+        assert_eq!(end_marker_status(&[EOF_HEADER], 0), Ok(None));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! (bit flips, truncations, splices), a small fuzz run that needs no instrumentation. The real
 //! coverage-guided campaign is `scripts/fuzz`; see docs/fuzzing.md.
 //!
-//! The session targets (`pg_session`: the real proxy between scripted clients and a scripted
-//! server, `poolguard_proxy::fuzzing::session`) replay their corpus and a few hundred seeded
-//! random scripts instead: each input there is a whole conversation, not bytes to mutate.
+//! The session targets (`pg_session`, `mysql_session`: the real proxy between scripted clients
+//! and a scripted server, `poolguard_proxy::fuzzing::session`) replay their corpus and a few
+//! hundred seeded random scripts instead: each input there is a whole conversation, not bytes
+//! to mutate.
 
 use std::path::{Path, PathBuf};
 
@@ -159,6 +160,11 @@ fn pg_sessions_hand_over_only_clean_servers() {
     replay_session("pg_session", session::pg::pg_session);
 }
 
+#[test]
+fn mysql_sessions_hand_over_only_clean_servers() {
+    replay_session("mysql_session", session::mysql::mysql_session);
+}
+
 /// Regression: a ReadyForQuery without its status byte was taken for 'I' (idle) by the
 /// session (`pg/session/from_server.rs`), so a server that had said nothing about its
 /// transaction went back to the pool and served the next client. Found by this harness
@@ -179,5 +185,23 @@ fn pg_ready_for_query_without_status_is_not_idle() {
     }
     for _ in 0..4 {
         session::pg::pg_session(&script);
+    }
+}
+
+/// Regression: a result set ended by a one-byte (pre-4.1) EOF, which carries no status flags,
+/// was taken for "status unchanged" by the response tracker (`end_marker_status`), so in
+/// transaction mode a server whose transaction status nobody knew went back to the pool and
+/// served the next client. Found by this harness while writing its malformed-packet plans.
+#[test]
+fn mysql_eof_without_status_is_not_idle() {
+    // 2 clients on tx; client 0: a query answered with a text result set ending in a one-byte
+    // EOF (plan: no transaction, Broken kind 3); then both run plain queries (plan OK, no
+    // transaction), so the server, were it released, would reach client 1.
+    let mut script = vec![1, 0, 0, 0, 0, 0, 14, 3, 0];
+    for c in [1u8, 1, 0, 1] {
+        script.extend_from_slice(&[c, 0, 0, 0, 0, 0]);
+    }
+    for _ in 0..4 {
+        session::mysql::mysql_session(&script);
     }
 }

@@ -19,6 +19,7 @@
 //!   comment in each query), so the fake server needs no knowledge of the proxy;
 //! - every client got its answers within [`ANSWER_WITHIN`] (a hang is reported, not waited out).
 
+pub mod mysql;
 pub mod pg;
 
 use std::sync::atomic::Ordering;
