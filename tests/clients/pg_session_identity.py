@@ -81,5 +81,28 @@ def main(url):
     print("OK")
 
 
+def transaction_mode(url):
+    """Transaction mode: LISTEN pins the client; its own NOTIFYs name the process id its
+    BackendKeyData gave (poolguard's), as they name the client's own process on a server."""
+    with psycopg.connect(url, connect_timeout=20, autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute("LISTEN identity_check")
+        cur.execute("NOTIFY identity_check, 'hello'")
+        got = list(conn.notifies(timeout=10, stop_after=1))
+        check(len(got) == 1 and got[0].payload == "hello", f"notification: {got}")
+        check(got[0].pid == conn.info.backend_pid,
+              f"own NOTIFY names {got[0].pid}, BackendKeyData {conn.info.backend_pid}")
+    # An encoding asked for in another spelling is reported as the server names it.
+    with psycopg.connect(url, connect_timeout=20, autocommit=True,
+                         client_encoding="'utf-8'") as conn:
+        told = conn.info.parameter_status("client_encoding")
+        check(told == "UTF8", f"client_encoding reported as {told!r}")
+        check(conn.execute("SHOW client_encoding").fetchone()[0] == "UTF8", "the server's")
+    print("OK")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) > 2 and sys.argv[2] == "transaction":
+        transaction_mode(sys.argv[1])
+    else:
+        main(sys.argv[1])

@@ -160,6 +160,14 @@ fn session_mode_shows_the_servers_own_identity() {
         std::time::Duration::from_secs(120),
     );
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    // Transaction mode: a pinned listener's own NOTIFYs name its BackendKeyData's process.
+    let tx = Proxy::start(&pg, &PoolSpec::default());
+    let out = poolguard_e2e::mysql::python(
+        "pg_session_identity.py",
+        &[tx.url(), "transaction".into()],
+        std::time::Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out), "OK");
 }
 

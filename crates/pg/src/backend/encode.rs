@@ -193,6 +193,15 @@ pub fn error_response(buf: &mut BytesMut, e: &ErrorFields<'_>) {
     put_message(buf, tag::ERROR_RESPONSE, |b| put_fields(b, e));
 }
 
+/// NotificationResponse from process `pid`; `rest` is the channel and payload as the server
+/// sent them (two NUL-terminated strings).
+pub fn notification(buf: &mut BytesMut, pid: i32, rest: &[u8]) {
+    put_message(buf, tag::NOTIFICATION, |b| {
+        b.put_i32(pid);
+        b.put_slice(rest);
+    });
+}
+
 /// NoticeResponse, laid out as [`error_response`].
 pub fn notice_response(buf: &mut BytesMut, e: &ErrorFields<'_>) {
     put_message(buf, tag::NOTICE_RESPONSE, |b| put_fields(b, e));

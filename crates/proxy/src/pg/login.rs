@@ -290,7 +290,11 @@ async fn login(
     for (k, v) in params.iter().cloned().chain(options) {
         let setting =
             !NOT_SETTINGS.iter().any(|n| k.eq_ignore_ascii_case(n)) && !k.starts_with("_pq_"); // protocol extensions, not settings
-        if is_reported(&k) {
+        if k.eq_ignore_ascii_case("client_encoding") {
+            // Reported back as the server names it ('utf-8' -> UTF8), as a server would.
+            let v = crate::pg::params::canonical_encoding(&v).unwrap_or(&v);
+            client_params.set(&k, v);
+        } else if is_reported(&k) {
             client_params.set(&k, &v);
         } else if setting {
             client_params.set(&k, &crate::pg::params::startup_value(&v));

@@ -153,6 +153,102 @@ pub fn options_settings(options: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The name PostgreSQL reports for a `client_encoding` a client asked for in any of the
+/// spellings it accepts (case and punctuation ignored, as the server cleans names: `'utf-8'`,
+/// `Unicode`, `iso-8859-1`, `koi8-r`...), or `None` when it is none poolguard knows (the
+/// value then goes to the server as written, which answers for it).
+pub fn canonical_encoding(asked: &str) -> Option<&'static str> {
+    let clean: String = asked
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    const NAMES: &[(&str, &str)] = &[
+        ("utf8", "UTF8"),
+        ("unicode", "UTF8"),
+        ("sqlascii", "SQL_ASCII"),
+        ("latin1", "LATIN1"),
+        ("iso88591", "LATIN1"),
+        ("latin2", "LATIN2"),
+        ("iso88592", "LATIN2"),
+        ("latin3", "LATIN3"),
+        ("iso88593", "LATIN3"),
+        ("latin4", "LATIN4"),
+        ("iso88594", "LATIN4"),
+        ("latin5", "LATIN5"),
+        ("iso88599", "LATIN5"),
+        ("latin6", "LATIN6"),
+        ("iso885910", "LATIN6"),
+        ("latin7", "LATIN7"),
+        ("iso885913", "LATIN7"),
+        ("latin8", "LATIN8"),
+        ("iso885914", "LATIN8"),
+        ("latin9", "LATIN9"),
+        ("iso885915", "LATIN9"),
+        ("latin10", "LATIN10"),
+        ("iso885916", "LATIN10"),
+        ("iso88595", "ISO_8859_5"),
+        ("iso88596", "ISO_8859_6"),
+        ("iso88597", "ISO_8859_7"),
+        ("iso88598", "ISO_8859_8"),
+        ("koi8", "KOI8R"),
+        ("koi8r", "KOI8R"),
+        ("koi8u", "KOI8U"),
+        ("win866", "WIN866"),
+        ("cp866", "WIN866"),
+        ("alt", "WIN866"),
+        ("win874", "WIN874"),
+        ("windows874", "WIN874"),
+        ("win", "WIN1251"),
+        ("win1250", "WIN1250"),
+        ("windows1250", "WIN1250"),
+        ("win1251", "WIN1251"),
+        ("windows1251", "WIN1251"),
+        ("win1252", "WIN1252"),
+        ("windows1252", "WIN1252"),
+        ("win1253", "WIN1253"),
+        ("windows1253", "WIN1253"),
+        ("win1254", "WIN1254"),
+        ("windows1254", "WIN1254"),
+        ("win1255", "WIN1255"),
+        ("windows1255", "WIN1255"),
+        ("win1256", "WIN1256"),
+        ("windows1256", "WIN1256"),
+        ("win1257", "WIN1257"),
+        ("windows1257", "WIN1257"),
+        ("win1258", "WIN1258"),
+        ("windows1258", "WIN1258"),
+        ("abc", "WIN1258"),
+        ("tcvn", "WIN1258"),
+        ("tcvn5712", "WIN1258"),
+        ("vscii", "WIN1258"),
+        ("eucjp", "EUC_JP"),
+        ("euccn", "EUC_CN"),
+        ("euckr", "EUC_KR"),
+        ("euctw", "EUC_TW"),
+        ("eucjis2004", "EUC_JIS_2004"),
+        ("sjis", "SJIS"),
+        ("shiftjis", "SJIS"),
+        ("mskanji", "SJIS"),
+        ("windows932", "SJIS"),
+        ("shiftjis2004", "SHIFT_JIS_2004"),
+        ("big5", "BIG5"),
+        ("windows950", "BIG5"),
+        ("gbk", "GBK"),
+        ("windows936", "GBK"),
+        ("cp936", "GBK"),
+        ("uhc", "UHC"),
+        ("windows949", "UHC"),
+        ("gb18030", "GB18030"),
+        ("johab", "JOHAB"),
+        ("muleinternal", "MULE_INTERNAL"),
+    ];
+    NAMES
+        .iter()
+        .find(|(alias, _)| *alias == clean)
+        .map(|(_, name)| *name)
+}
+
 /// Marks a value that came from the client's startup packet (replayed with `set_config`, not as
 /// SET text); a control character no SET text or setting name can start with.
 pub const FROM_STARTUP: char = '\u{1}';
@@ -225,6 +321,22 @@ pub fn sync_sql(client: &ParamSet, server: &ParamSet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_encodings_are_reported_as_the_server_names_them() {
+        for (asked, reported) in [
+            ("'utf-8'", "UTF8"),
+            ("UTF8", "UTF8"),
+            ("unicode", "UTF8"),
+            ("iso-8859-1", "LATIN1"),
+            ("koi8-r", "KOI8R"),
+            ("Shift_JIS", "SJIS"),
+            ("win1251", "WIN1251"),
+        ] {
+            assert_eq!(canonical_encoding(asked), Some(reported), "{asked}");
+        }
+        assert_eq!(canonical_encoding("klingon"), None);
+    }
 
     #[test]
     fn options_are_read_as_postgres_reads_them() {

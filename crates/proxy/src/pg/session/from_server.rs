@@ -23,7 +23,9 @@ const LOST_PLACE: &str = "poolguard lost its place in the server's message strea
 fn need_body(tag: u8) -> bool {
     matches!(
         tag,
-        tags::backend::READY_FOR_QUERY | tags::backend::PARAMETER_STATUS
+        tags::backend::READY_FOR_QUERY
+            | tags::backend::PARAMETER_STATUS
+            | tags::backend::NOTIFICATION
     )
 }
 
@@ -156,7 +158,24 @@ impl Session {
                 } => held.copy_in = true,
                 _ => {}
             }
-            if route == Route::Swallow {
+            // A notification the client's own server sent names that server's process; the
+            // client knows itself by the process id in its BackendKeyData (poolguard's, where
+            // it could not be the server's), and compares the two to recognise its own NOTIFYs.
+            let own_notify = match step {
+                Step::Whole {
+                    tag: tags::backend::NOTIFICATION,
+                    body,
+                    ..
+                } => body
+                    .split_first_chunk::<4>()
+                    .filter(|(pid, _)| {
+                        i32::from_be_bytes(**pid) == held.lease.key.0
+                            && held.lease.key.0 != self.registration.pid
+                    })
+                    .map(|(_, rest)| rest),
+                _ => None,
+            };
+            if route == Route::Swallow || own_notify.is_some() {
                 let Some(run) = span(&buf, kept_from, pos) else {
                     failure = Some(LOST_PLACE.to_owned());
                     break;
@@ -164,6 +183,11 @@ impl Session {
                 let out = copied.get_or_insert_with(BytesMut::new);
                 out.extend_from_slice(run);
                 kept_from = pos.saturating_add(len);
+                if route != Route::Swallow {
+                    if let Some(rest) = own_notify {
+                        poolguard_pg::backend::notification(out, self.registration.pid, rest);
+                    }
+                }
             }
             pos = pos.saturating_add(len);
         }
