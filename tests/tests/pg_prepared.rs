@@ -409,3 +409,35 @@ async fn cancel_routing_under_load() {
         assert_eq!(b.await.unwrap(), 0, "a busy client's query was cancelled");
     }
 }
+
+/// A column's type changes under a prepared statement that clients share by text: the first
+/// execution fails as it does on a direct connection ("cached plan must not change result
+/// type"), and a client that prepares the statement again gets the new plan. Without the reset
+/// poolguard does after that error, the server kept the stale statement and every new prepare
+/// of the same text failed again, for as long as the server connection lived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_under_a_shared_statement_recovers_like_a_direct_connection() {
+    let pg = sandbox(30);
+    let proxy = Proxy::start(&pg, &spec(1, ""));
+    let c = connect_to(&proxy.conn_str()).await;
+    c.batch_execute("CREATE TABLE drift (a int, b int); INSERT INTO drift VALUES (1, 2)")
+        .await
+        .unwrap();
+    let q = "SELECT * FROM drift";
+    let stmt = c.prepare(q).await.unwrap();
+    let rows = c.query(&stmt, &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(1), 2);
+    c.batch_execute("ALTER TABLE drift ALTER COLUMN b SET DATA TYPE text")
+        .await
+        .unwrap();
+    let e = c.query(&stmt, &[]).await.err().expect("the old plan fails");
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    // Prepared again (as drivers do after that error): the new result type.
+    let again = c.prepare(q).await.unwrap();
+    let rows = c.query(&again, &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(1), "2");
+    // Another client with the same text gets it too.
+    let d = connect_to(&proxy.conn_str()).await;
+    let rows = d.query(q, &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(1), "2");
+}

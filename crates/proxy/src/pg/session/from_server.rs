@@ -26,7 +26,21 @@ fn need_body(tag: u8) -> bool {
         tags::backend::READY_FOR_QUERY
             | tags::backend::PARAMETER_STATUS
             | tags::backend::NOTIFICATION
+            | tags::backend::ERROR_RESPONSE
     )
+}
+
+/// The server's prepared statements are out of date with the schema: a statement whose result
+/// type changed (`ALTER TABLE ... TYPE`) fails on every execution until it is prepared again,
+/// and poolguard shares statements between clients by text. Such a server is reset (DISCARD
+/// ALL, every statement forgotten) before it serves again, so the next Parse reaches it.
+fn stale_statement(body: &[u8]) -> bool {
+    poolguard_pg::backend::parse_error_notice(body).is_ok_and(|e| {
+        (e.code == "0A000"
+            && e.message
+                .contains("cached plan must not change result type"))
+            || (e.code == "XX000" && e.message.starts_with("cache lookup failed for type"))
+    })
 }
 
 impl Session {
@@ -72,6 +86,11 @@ impl Session {
                 if tag == tags::backend::ERROR_RESPONSE {
                     // The server may have skipped a Parse poolguard recorded as sent.
                     held.lease.unnamed.forget();
+                    if let Step::Whole { body, .. } = step {
+                        if self.transaction_mode && stale_statement(body) {
+                            held.dirty = true;
+                        }
+                    }
                 }
                 let routed = held.pending.route(tag);
                 tracing::trace!(tag = %(tag as char), ?routed, "server message");
