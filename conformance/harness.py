@@ -9,7 +9,7 @@ by cause, parsed from the failure messages.
 Targets:
   direct       the server itself
   session      poolguard, pool_mode = "session"
-  transaction  poolguard, pool_mode = "transaction" (session_state = "reset", the default)
+  transaction  poolguard, pool_mode = "transaction" (session_state = "follow", the default)
   pgbouncer    PgBouncer (Debian's /usr/sbin/pgbouncer) in transaction mode, the reference;
                PostgreSQL suites only
 
@@ -304,7 +304,7 @@ MY_DATABASES = ["conform", "other", "test_conform", "test_other"]
 
 def poolguard_config(mode, listen, backend, protocol, databases, user):
     """A poolguard config: one door, one backend, an entry per database the suites use
-    (poolguard has no wildcard database), pools large enough that no suite waits, timeouts
+    (listed one by one; a fallback `*` entry would serve them too), pools large enough that no suite waits, timeouts
     generous enough that no suite's idle transaction is reclaimed."""
     door = "postgres" if protocol == "postgres" else "mysql"
     lines = [f"[{door}]", f'listen = "127.0.0.1:{listen}"', ""]
@@ -589,8 +589,8 @@ TARGET_TITLES = {
 EXPLANATIONS = {
     "database not in the pooler's configuration":
         "The suite connects to a database it created at run time; poolguard serves only the "
-        "database names in its config (no wildcard entry, unlike PgBouncer's `*`). Keepable: "
-        "yes, with a fallback entry or by listing the names.",
+        "database names in its config unless it has a fallback `*` entry (as PgBouncer's). "
+        "Keepable: yes, with the fallback entry or by listing the names.",
     "stale shared server statement (schema changed)":
         "poolguard shares a server-side prepared statement between clients (and between a "
         "client's successive prepares) by text and parameter types. After a schema change "
@@ -687,10 +687,10 @@ def render(results):
         f"- Time limit per suite and target: {meta['limit_s']} s",
         "",
         "Targets: **direct** (the server), **poolguard session** (`pool_mode = \"session\"`), "
-        "**poolguard transaction** (`pool_mode = \"transaction\"`, `session_state = \"reset\"`), "
+        "**poolguard transaction** (`pool_mode = \"transaction\"`, `session_state = \"follow\"`, the default), "
         "**PgBouncer 1.18 transaction** (Debian's package, `pool_mode = transaction`, defaults "
         "otherwise; PostgreSQL suites only). poolguard configs: one entry per database the "
-        "suites use (poolguard has no wildcard database), pool_size 20 + max_overflow 20, "
+        "suites use (listed one by one; a fallback `*` entry would serve them too), pool_size 20 + max_overflow 20, "
         "acquire_timeout 60s, idle_in_transaction_timeout off.",
         "",
         "## Suites",
