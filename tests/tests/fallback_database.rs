@@ -69,3 +69,34 @@ fn mysql_serves_unlisted_databases_through_the_fallback() {
         "the server's own error: {e}"
     );
 }
+
+/// A database used through poolguard can be dropped through poolguard, as on a direct
+/// connection: the idle server connections poolguard keeps to it are closed first (the server
+/// refuses DROP DATABASE while any session is connected to the database).
+#[test]
+fn a_database_used_through_poolguard_can_be_dropped() {
+    let pg = sandbox(30);
+    pg.psql("postgres", "CREATE DATABASE scratch OWNER app")
+        .expect("create database");
+    let spec = PoolSpec {
+        extra: FALLBACK_PG.into(),
+        ..PoolSpec::default()
+    };
+    let proxy = Proxy::start(&pg, &spec);
+    let mut used = psql_command(proxy.port);
+    used.args(["-d", "scratch", "-c", "SELECT current_database()"]);
+    let used = run_pg(&mut used);
+    assert_eq!(stdout(&used), "scratch", "{}", stderr(&used));
+    // Its server connection now waits idle in poolguard's pool.
+    let dropped = psql(proxy.port, "DROP DATABASE scratch");
+    assert!(dropped.status.success(), "{}", stderr(&dropped));
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'scratch'"
+        )
+        .unwrap()
+        .trim(),
+        "0"
+    );
+}

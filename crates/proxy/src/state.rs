@@ -307,6 +307,23 @@ impl Shared {
         lock(&self.pg_pools).retain(|_, e| keep(e));
     }
 
+    /// A client is about to drop (or rename) server database `name`, which the server refuses
+    /// while any session is connected to it: the pools on it close their idle connections now
+    /// (and their busy ones as they come back), as a direct client's own connections would
+    /// not be there. Returns how many pools were told.
+    pub fn let_go_of_database(&self, name: &str) -> usize {
+        let pools: Vec<_> = self
+            .pg_pools()
+            .into_iter()
+            .filter(|e| e.db().server_database == name)
+            .collect();
+        for e in &pools {
+            tracing::info!(pool = %e.name(), database = name, "closing idle server connections: a client drops or renames their database");
+            e.pool.retire_all();
+        }
+        pools.len()
+    }
+
     pub fn pg_pools(&self) -> Vec<Arc<PgPoolEntry>> {
         lock(&self.pg_pools).values().cloned().collect()
     }

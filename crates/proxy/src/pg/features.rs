@@ -122,6 +122,9 @@ pub struct Findings {
     pub tracked: Vec<TrackedSet>,
     /// DEALLOCATE ALL or DISCARD ALL: every prepared statement is gone.
     pub deallocate_all: bool,
+    /// `DROP DATABASE x` or `ALTER DATABASE x RENAME`: the server database poolguard must stop
+    /// holding idle connections to first (the server refuses while any session uses it).
+    pub drops_database: Option<String>,
 }
 
 /// How to read a client's SQL text: its encoding, whether plain `'...'` strings treat
@@ -221,6 +224,11 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
             if is(1, "ALL") {
                 f.deallocate_all = true;
             }
+        } else if is(0, "DROP") && is(1, "DATABASE") {
+            let at = if is(2, "IF") && is(3, "EXISTS") { 4 } else { 2 };
+            f.drops_database = database_name(w(at));
+        } else if is(0, "ALTER") && is(1, "DATABASE") && is(3, "RENAME") {
+            f.drops_database = database_name(w(2));
         } else if is(0, "SET") {
             classify_set(stmt, extras, lexing.follow_sets, &mut f);
         } else if is(0, "RESET") {
@@ -339,6 +347,18 @@ fn session_characteristics(after: &[u8]) -> Option<Vec<TrackedSet>> {
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// A database name as written in a statement: `"Quoted"` as is, a bare name folded to lower
+/// case (as the server folds it); `None` for what is not a name.
+fn database_name(word: &[u8]) -> Option<String> {
+    let word = word.strip_suffix(b";").unwrap_or(word);
+    let text = std::str::from_utf8(word).ok()?;
+    if let Some(quoted) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        return Some(quoted.replace("\"\"", "\""));
+    }
+    let bare = text.to_ascii_lowercase();
+    (!bare.is_empty() && bare.bytes().all(is_ident_byte)).then_some(bare)
 }
 
 /// The setting follows the client: a reported one, an operator's extra, or any (`all`: the
@@ -607,6 +627,22 @@ mod tests {
             ..Lexing::default()
         };
         scan(sql.as_bytes(), lexing, &[])
+    }
+
+    #[test]
+    fn dropping_or_renaming_a_database_is_seen() {
+        let db = |sql: &str| scan_str(sql, &[]).drops_database;
+        assert_eq!(db("DROP DATABASE testdb"), Some("testdb".into()));
+        assert_eq!(db("drop database if exists TestDB;"), Some("testdb".into()));
+        assert_eq!(
+            db("DROP DATABASE \"MyDB\" WITH (FORCE)"),
+            Some("MyDB".into())
+        );
+        // A quoted name with a space is not recognised: the server answers as before.
+        assert_eq!(db("DROP DATABASE \"My DB\""), None);
+        assert_eq!(db("ALTER DATABASE old RENAME TO new"), Some("old".into()));
+        assert_eq!(db("ALTER DATABASE old SET work_mem = '1MB'"), None);
+        assert_eq!(db("DROP TABLE testdb"), None);
     }
 
     #[test]

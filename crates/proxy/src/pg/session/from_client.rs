@@ -557,6 +557,9 @@ impl Session {
     /// Applies what a statement's text reveals: tracked SETs, DEALLOCATE/DISCARD ALL, and the
     /// session-state policy. Returns a refusal under policy "error".
     fn apply_findings(&mut self, f: &Findings, batch_start: bool) -> Option<ProxyError> {
+        if let Some(db) = &f.drops_database {
+            self.shared.let_go_of_database(db);
+        }
         for t in &f.tracked {
             match t {
                 TrackedSet::Set { name, value } => self.params.set(name, value),
