@@ -76,20 +76,27 @@ fn mysql_serves_unlisted_databases_through_the_fallback() {
 #[test]
 fn a_database_used_through_poolguard_can_be_dropped() {
     let pg = sandbox(30);
+    for mode in ["transaction", "session"] {
+        dropped_through(&pg, mode);
+    }
+}
+
+fn dropped_through(pg: &PgSandbox, mode: &'static str) {
     pg.psql("postgres", "CREATE DATABASE scratch OWNER app")
         .expect("create database");
     let spec = PoolSpec {
+        mode,
         extra: FALLBACK_PG.into(),
         ..PoolSpec::default()
     };
-    let proxy = Proxy::start(&pg, &spec);
+    let proxy = Proxy::start(pg, &spec);
     let mut used = psql_command(proxy.port);
     used.args(["-d", "scratch", "-c", "SELECT current_database()"]);
     let used = run_pg(&mut used);
     assert_eq!(stdout(&used), "scratch", "{}", stderr(&used));
     // Its server connection now waits idle in poolguard's pool.
     let dropped = psql(proxy.port, "DROP DATABASE scratch");
-    assert!(dropped.status.success(), "{}", stderr(&dropped));
+    assert!(dropped.status.success(), "{mode}: {}", stderr(&dropped));
     assert_eq!(
         pg.psql(
             "postgres",

@@ -349,6 +349,14 @@ fn session_characteristics(after: &[u8]) -> Option<Vec<TrackedSet>> {
     (!out.is_empty()).then_some(out)
 }
 
+/// Whether `sql` may drop or rename a database (its first word is DROP or ALTER): session mode
+/// scans only such statements, for [`Findings::drops_database`].
+pub fn may_drop_database(sql: &[u8]) -> bool {
+    let s = sql.trim_ascii_start();
+    let word = s.get(..5).unwrap_or_default();
+    word.eq_ignore_ascii_case(b"drop ") || word.eq_ignore_ascii_case(b"alter")
+}
+
 /// A database name as written in a statement: `"Quoted"` as is, a bare name folded to lower
 /// case (as the server folds it); `None` for what is not a name.
 fn database_name(word: &[u8]) -> Option<String> {

@@ -366,6 +366,13 @@ impl Session {
                             sync_point: true,
                         });
                     }
+                } else if crate::pg::features::may_drop_database(sql) {
+                    // Session mode: only what poolguard itself must act on (its idle
+                    // connections to a database being dropped).
+                    let findings = scan(sql, self.lexing(), &[]);
+                    if let Some(db) = &findings.drops_database {
+                        self.shared.let_go_of_database(db);
+                    }
                 }
                 self.clock.query(&self.entry.traffic);
                 self.clock.request_sent();
@@ -508,6 +515,11 @@ impl Session {
                     error,
                     sync_point: false,
                 });
+            }
+        } else if crate::pg::features::may_drop_database(parse.query) {
+            let findings = scan(parse.query, self.lexing(), &[]);
+            if let Some(db) = &findings.drops_database {
+                self.shared.let_go_of_database(db);
             }
         }
         let stmt = named.then(|| Statement::new(parse.query, &parse.param_types));
