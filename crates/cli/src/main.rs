@@ -45,9 +45,10 @@ enum Command {
     /// SIGTERM stops accepting clients, refuses new transactions, lets running ones finish for
     /// up to --drain-timeout, then exits.
     ///
-    /// Without --config, serves a built-in default: PostgreSQL clients on 127.0.0.1:6432,
-    /// fronting the server on 127.0.0.1:5432, database "postgres", user "postgres" with the
-    /// password from POOLGUARD_PASSWORD (default "postgres"), pool_size 10 + max_overflow 5.
+    /// Without --config (or POOLGUARD_CONFIG), serves a built-in default only when
+    /// POOLGUARD_PASSWORD holds the local superuser's real password (not "postgres"):
+    /// PostgreSQL clients on 127.0.0.1:6432, fronting 127.0.0.1:5432, database and user
+    /// "postgres", pool_size 10 + max_overflow 5. `poolguard init` writes a configuration.
     Run {
         /// The TOML configuration file (see docs/configuration.md).
         #[arg(long, short, env = "POOLGUARD_CONFIG")]
