@@ -38,6 +38,8 @@ impl Msg {
 pub struct RawPg {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The process id from the BackendKeyData the client was given at login.
+    pub backend_pid: i32,
 }
 
 impl RawPg {
@@ -50,6 +52,7 @@ impl RawPg {
         let mut c = RawPg {
             stream,
             buf: Vec::new(),
+            backend_pid: 0,
         };
         let mut body = Vec::new();
         body.extend_from_slice(&196608i32.to_be_bytes());
@@ -91,6 +94,7 @@ impl RawPg {
                     c.stream.write_all(&out).unwrap();
                 }
                 b'E' => panic!("login refused: {:?}", msg.field(b'M')),
+                b'K' => c.backend_pid = i32::from_be_bytes(msg.body[..4].try_into().unwrap()),
                 b'Z' => return c,
                 _ => {}
             }

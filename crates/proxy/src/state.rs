@@ -25,24 +25,44 @@ pub type PgPool = Pool<PgConnector>;
 pub type PgPoolEntry = crate::entry::PoolEntry<PgConnector, KnownStatements>;
 
 /// Server statement names some server of a pool parsed successfully: a client's prepare-only
-/// request for one of these is answered without taking a server.
+/// request for one of these is answered without taking a server. And the pool's statement
+/// epoch, part of every server statement name defined in it.
 #[derive(Default)]
-pub struct KnownStatements(Mutex<std::collections::HashSet<Arc<str>>>);
+pub struct KnownStatements {
+    names: Mutex<std::collections::HashSet<Arc<str>>>,
+    epoch: std::sync::atomic::AtomicU64,
+}
 
 /// Bound on remembered statement names per pool (cleared when exceeded).
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
 
 impl PgPoolEntry {
     pub fn statement_is_known(&self, server_name: &str) -> bool {
-        lock(&self.extra.0).contains(server_name)
+        lock(&self.extra.names).contains(server_name)
     }
 
     pub fn remember_statement(&self, server_name: Arc<str>) {
-        let mut known = lock(&self.extra.0);
+        let mut known = lock(&self.extra.names);
         if known.len() >= MAX_KNOWN_STATEMENTS {
             known.clear();
         }
         known.insert(server_name);
+    }
+
+    /// The epoch new statement definitions are named in.
+    pub fn statement_epoch(&self) -> u64 {
+        self.extra.epoch.load(Ordering::Relaxed)
+    }
+
+    /// A server reported a shared statement stale (the schema changed under it). Every server
+    /// of the pool that prepared the same text holds the same stale plan or parameter types, so
+    /// definitions from now on get new server names, prepared afresh wherever they run, and no
+    /// prepare is answered from memory until a server has parsed it again. A client keeps using
+    /// its old definitions until it prepares again, as it would directly.
+    pub fn statements_went_stale(&self) {
+        let mut known = lock(&self.extra.names);
+        known.clear();
+        self.extra.epoch.fetch_add(1, Ordering::Relaxed);
     }
 }
 

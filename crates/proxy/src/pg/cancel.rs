@@ -41,7 +41,16 @@ impl CancelTarget {
 #[derive(Default)]
 pub struct CancelRegistry {
     clients: Mutex<HashMap<i32, (i32, Weak<CancelTarget>)>>,
+    /// Server process (address, pid) -> the client process id of the transaction-mode client
+    /// that last sent NOTIFY through it: a notification names the notifying server process,
+    /// and a listener compares it with the pid its notifier was given (asyncpg's
+    /// `get_server_pid()`), which under transaction pooling is poolguard's.
+    notifiers: Mutex<HashMap<(SocketAddr, i32), i32>>,
 }
+
+/// Bound on remembered notifiers (the map is cleared when it is exceeded: a notification then
+/// names the server's process, as it would without the rewrite).
+const MAX_NOTIFIERS: usize = 10_000;
 
 /// Removes the client's key from the registry when its session ends.
 pub struct Registration {
@@ -58,6 +67,11 @@ impl Drop for Registration {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.pid);
+        self.registry
+            .notifiers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, client| *client != self.pid);
     }
 }
 
@@ -93,6 +107,22 @@ impl CancelRegistry {
             secret,
             target,
         }
+    }
+
+    /// Records that the client with process id `client` sent NOTIFY through `server`.
+    pub fn note_notifier(&self, server: ServerKey, client: i32) {
+        let mut map = self.notifiers.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_NOTIFIERS {
+            map.clear();
+        }
+        map.insert((server.addr, server.pid), client);
+    }
+
+    /// The client process id to show as the sender of a notification from server process
+    /// `pid` at `addr`, if a poolguard client notified through it.
+    pub fn notifier(&self, addr: SocketAddr, pid: i32) -> Option<i32> {
+        let map = self.notifiers.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(addr, pid)).copied()
     }
 
     /// Handles a client's CancelRequest. Unknown keys and wrong secrets are ignored silently,

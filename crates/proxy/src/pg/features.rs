@@ -125,6 +125,8 @@ pub struct Findings {
     /// `DROP DATABASE x` or `ALTER DATABASE x RENAME`: the server database poolguard must stop
     /// holding idle connections to first (the server refuses while any session uses it).
     pub drops_database: Option<String>,
+    /// NOTIFY or a `pg_notify` call: the notification will name the server's process.
+    pub notifies: bool,
 }
 
 /// How to read a client's SQL text: its encoding, whether plain `'...'` strings treat
@@ -175,6 +177,7 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
     if contains_ignore_case(sql, b"advisory_lock") {
         f.features.push(SessionFeature::AdvisoryLock);
     }
+    f.notifies = contains_ignore_case(sql, b"pg_notify");
     for stmt in statements(sql, lexing) {
         let words: Vec<&[u8]> = stmt
             .split(u8::is_ascii_whitespace)
@@ -189,6 +192,8 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         };
         if is(0, "LISTEN") {
             f.features.push(SessionFeature::Listen);
+        } else if is(0, "NOTIFY") {
+            f.notifies = true;
         } else if is(0, "PREPARE") {
             f.features.push(SessionFeature::SqlPrepare);
         } else if is(0, "LOAD") {
@@ -294,6 +299,7 @@ fn is_plain(sql: &[u8]) -> bool {
     memchr::memchr(b';', body).is_none()
         && !contains_ignore_case(body, b"advisory_lock")
         && !contains_ignore_case(body, b"temp")
+        && !contains_ignore_case(body, b"notify")
 }
 
 /// The tracked sets `AS TRANSACTION <modes>` stands for, or `None` when the text is not that

@@ -30,9 +30,11 @@ use poolguard_pg::tags::backend as b;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// A client Parse; `server_name` is the poolguard-owned name it was prepared under, if any.
+    /// A client Parse; `server_name` is the poolguard-owned name it was prepared under, if any,
+    /// and `client_name` the name the client defined with it (undefined again if it fails).
     Parse {
         server_name: Option<Arc<str>>,
+        client_name: Option<Box<[u8]>>,
     },
     Bind,
     Close,
@@ -102,8 +104,12 @@ pub enum CacheEffect {
     None,
     /// The server confirmed this statement exists.
     Prepared(Arc<str>),
-    /// The server never prepared these (error, or skipped after an error).
-    Failed(Vec<Arc<str>>),
+    /// The server never prepared these (error, or skipped after an error): server statement
+    /// names, and the client's names whose definition failed with them.
+    Failed {
+        server: Vec<Arc<str>>,
+        client: Vec<Box<[u8]>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -254,7 +260,7 @@ impl Pending {
             b::PARAMETER_STATUS => ok(Route::Forward),
             b::NOTICE_RESPONSE => ok(swallow_if_injected),
             b::PARSE_COMPLETE => match head {
-                Some(Expect::Parse { server_name }) => {
+                Some(Expect::Parse { server_name, .. }) => {
                     self.pop();
                     Ok((
                         Route::Forward,
@@ -314,22 +320,26 @@ impl Pending {
                     // The server skips every message up to the next Sync, whatever it is. The
                     // error goes to the client even when it answers poolguard's own Parse: the
                     // batch failed.
-                    let mut failed = Vec::new();
+                    let (mut server, mut client) = (Vec::new(), Vec::new());
                     while let Some(front) = self.queue.front() {
                         if *front == Expect::Sync {
                             break;
                         }
                         match self.pop() {
                             Some(Expect::Parse {
-                                server_name: Some(n),
-                            })
-                            | Some(Expect::InjectedParse { server_name: n }) => failed.push(n),
+                                server_name,
+                                client_name,
+                            }) => {
+                                server.extend(server_name);
+                                client.extend(client_name);
+                            }
+                            Some(Expect::InjectedParse { server_name: n }) => server.push(n),
                             _ => {}
                         }
                     }
                     // No Sync sent yet: what the client sends until then is skipped too.
                     self.skipping_to_sync = self.queue.is_empty();
-                    Ok((Route::Forward, CacheEffect::Failed(failed)))
+                    Ok((Route::Forward, CacheEffect::Failed { server, client }))
                 }
                 _ => Err(self.unexpected(tag)),
             },
@@ -410,6 +420,7 @@ mod tests {
         let mut p = Pending::default();
         p.push(Expect::Parse {
             server_name: Some(name("a")),
+            client_name: Some(b"c"[..].into()),
         });
         p.push(Expect::InjectedParse {
             server_name: name("b"),
@@ -420,7 +431,13 @@ mod tests {
         p.push(Expect::Sync);
         let (route, effect) = p.route(b::ERROR_RESPONSE).unwrap();
         assert_eq!(route, Route::Forward);
-        assert_eq!(effect, CacheEffect::Failed(vec![name("a"), name("b")]));
+        assert_eq!(
+            effect,
+            CacheEffect::Failed {
+                server: vec![name("a"), name("b")],
+                client: vec![b"c"[..].into()],
+            }
+        );
         assert_eq!(
             p.take_synthetic(),
             None,
@@ -433,7 +450,10 @@ mod tests {
     #[test]
     fn requests_sent_after_an_error_and_before_its_sync_are_not_owed_answers() {
         let mut p = Pending::default();
-        p.push(Expect::Parse { server_name: None });
+        p.push(Expect::Parse {
+            server_name: None,
+            client_name: None,
+        });
         p.push(Expect::Bind);
         p.push(Expect::Execute);
         assert_eq!(p.route(b::PARSE_COMPLETE).unwrap().0, Route::Forward);
@@ -442,7 +462,10 @@ mod tests {
         assert_eq!(p.route(b::ERROR_RESPONSE).unwrap().0, Route::Forward);
         assert!(p.server_skipping());
         // What follows is ignored by the server up to the Sync, and must not be answered.
-        p.push(Expect::Parse { server_name: None });
+        p.push(Expect::Parse {
+            server_name: None,
+            client_name: None,
+        });
         p.push(Expect::SyntheticParseComplete);
         p.push(Expect::Query);
         p.push(Expect::Execute);
@@ -453,7 +476,10 @@ mod tests {
         assert_eq!(p.route(b::READY_FOR_QUERY).unwrap().0, Route::Forward);
         assert!(p.is_empty());
         // The next batch is answered normally.
-        p.push(Expect::Parse { server_name: None });
+        p.push(Expect::Parse {
+            server_name: None,
+            client_name: None,
+        });
         assert_eq!(p.route(b::PARSE_COMPLETE).unwrap().0, Route::Forward);
     }
 

@@ -25,20 +25,46 @@ pub struct Statement {
     pub param_types: Vec<u32>,
     /// The name poolguard prepares it under on servers.
     pub server_name: Arc<str>,
+    /// For SQL `EXECUTE` of another statement of the client's (text rewritten to its server
+    /// name): that statement, which must be on the server before this one runs.
+    pub executes: Option<Arc<Statement>>,
 }
 
 impl Statement {
     pub fn new(query: &[u8], param_types: &[u32]) -> Arc<Statement> {
+        Statement::in_epoch(query, param_types, 0)
+    }
+
+    /// The statement as defined in a pool's statement `epoch` (see
+    /// `KnownStatements::went_stale`): after a server reported a shared statement stale, a
+    /// definition gets a server name no server has prepared, so it is planned afresh wherever
+    /// it runs.
+    pub fn in_epoch(query: &[u8], param_types: &[u32], epoch: u64) -> Arc<Statement> {
+        Statement::executing(query, param_types, epoch, None)
+    }
+
+    /// As [`Statement::in_epoch`], for a text that executes statement `executes`.
+    pub fn executing(
+        query: &[u8],
+        param_types: &[u32],
+        epoch: u64,
+        executes: Option<Arc<Statement>>,
+    ) -> Arc<Statement> {
         let mut h = DefaultHasher::new();
         query.hash(&mut h);
         param_types.hash(&mut h);
         // Length and hash together: a collision would need equal lengths too, and the
         // server-side table compares full texts before trusting a name.
-        let server_name = format!("poolguard_{:x}_{:x}", query.len(), h.finish());
+        let server_name = if epoch == 0 {
+            format!("poolguard_{:x}_{:x}", query.len(), h.finish())
+        } else {
+            format!("poolguard_{:x}_{:x}_{epoch:x}", query.len(), h.finish())
+        };
         Arc::new(Statement {
             query: query.into(),
             param_types: param_types.to_vec(),
             server_name: server_name.into(),
+            executes,
         })
     }
 }
@@ -340,6 +366,7 @@ mod tests {
             query: b"SELECT 2"[..].into(),
             param_types: vec![],
             server_name: real.server_name.clone(),
+            executes: None,
         });
         s.insert(real);
         assert!(!s.touch(&forged));

@@ -105,14 +105,22 @@ impl Session {
         if parse.name.is_empty() {
             return Ok(false);
         }
-        let stmt = Statement::new(parse.query, &parse.param_types);
+        let stmt = Statement::in_epoch(
+            parse.query,
+            &parse.param_types,
+            self.entry.statement_epoch(),
+        );
         if !self.entry.statement_is_known(&stmt.server_name)
+            || self.statements.get(parse.name).is_some()
             || !self.statements.has_room(parse.name, self.max_statements())
         {
             return Ok(false);
         }
         let findings = scan(parse.query, self.lexing(), &self.extra_parameters());
-        if !findings.features.is_empty() || !findings.tracked.is_empty() {
+        if !findings.features.is_empty()
+            || !findings.tracked.is_empty()
+            || self.executed_statement(parse.query).is_some()
+        {
             return Ok(false);
         }
         if self
@@ -366,6 +374,21 @@ impl Session {
                             sync_point: true,
                         });
                     }
+                    if let Some((stmt, rest)) = self.executed_statement(sql) {
+                        self.clock.query(&self.entry.traffic);
+                        self.clock.request_sent();
+                        let held = self.held_mut()?;
+                        held.lease.unnamed.forget();
+                        let idle = held.pending.is_empty();
+                        ensure_prepared(held, &stmt, out);
+                        frontend::query(out, execute_text(&stmt, rest));
+                        if idle {
+                            held.busy_since = Some(tokio::time::Instant::now());
+                            held.cancel_sent = false;
+                        }
+                        held.pending.push(Expect::Query);
+                        return Ok(Action::Rewritten);
+                    }
                 } else if crate::pg::features::may_drop_database(sql) {
                     // Session mode: only what poolguard itself must act on (its idle
                     // connections to a database being dropped).
@@ -508,6 +531,22 @@ impl Session {
                 sync_point: false,
             });
         }
+        if named && self.statements.get(parse.name).is_some() {
+            // As the server answers: the name must be closed before it is used again.
+            return Ok(Action::Refuse {
+                error: ProxyError::Server(poolguard_pg::backend::ErrorNotice {
+                    severity: "ERROR".into(),
+                    code: "42P05".into(), // duplicate_prepared_statement
+                    message: format!(
+                        "prepared statement \"{}\" already exists",
+                        String::from_utf8_lossy(parse.name)
+                    ),
+                    detail: None,
+                    hint: None,
+                }),
+                sync_point: false,
+            });
+        }
         if self.transaction_mode {
             let findings = scan(parse.query, self.lexing(), &self.extra_parameters());
             if let Some(error) = self.apply_findings(&findings, batch_start) {
@@ -522,7 +561,24 @@ impl Session {
                 self.shared.let_go_of_database(db);
             }
         }
-        let stmt = named.then(|| Statement::new(parse.query, &parse.param_types));
+        let executed = if self.transaction_mode {
+            self.executed_statement(parse.query)
+        } else {
+            None
+        };
+        let stmt = named.then(|| match &executed {
+            Some((inner, rest)) => Statement::executing(
+                &execute_text(inner, rest),
+                &parse.param_types,
+                self.entry.statement_epoch(),
+                Some(inner.clone()),
+            ),
+            None => Statement::in_epoch(
+                parse.query,
+                &parse.param_types,
+                self.entry.statement_epoch(),
+            ),
+        });
         if let Some(stmt) = &stmt {
             if let Err(error) =
                 self.statements
@@ -536,6 +592,16 @@ impl Session {
         }
         let held = self.held_mut()?;
         held.unsynced = true;
+        if let Some((stmt, rest)) = executed.filter(|_| !named) {
+            held.lease.unnamed.forget();
+            ensure_prepared(held, &stmt, out);
+            frontend::parse_message(out, b"", execute_text(&stmt, rest), &parse.param_types);
+            held.pending.push(Expect::Parse {
+                server_name: None,
+                client_name: None,
+            });
+            return Ok(Action::Rewritten);
+        }
         match stmt {
             // Nothing outstanding and the server already holds this very unnamed statement:
             // answer for it (see `UnnamedStatement` for why this is safe).
@@ -552,15 +618,31 @@ impl Session {
                 if parse.name.is_empty() && !held.pending.server_skipping() {
                     held.lease.unnamed.sent(body);
                 }
-                held.pending.push(Expect::Parse { server_name: None });
+                held.pending.push(Expect::Parse {
+                    server_name: None,
+                    client_name: None,
+                });
                 Ok(Action::Pass)
             }
-            Some(stmt) if held.lease.prepared.touch(&stmt) => {
-                held.pending.push(Expect::SyntheticParseComplete);
-                Ok(Action::Absorbed)
-            }
             Some(stmt) => {
-                prepare_on_server(held, &stmt, out, false);
+                // A client's Parse is a new prepare: the server plans it against today's
+                // catalog (parameter types inferred anew, result columns as they are now), as
+                // it would directly, even when this server holds the text under the shared
+                // name already; other clients sharing it get the fresh statement too.
+                if held.pending.server_skipping() {
+                    // The server skips to Sync: the definition never happens, as directly.
+                    self.statements.remove(parse.name);
+                    return Ok(Action::Absorbed);
+                }
+                if let Some(inner) = &stmt.executes {
+                    ensure_prepared(held, inner, out);
+                }
+                if held.lease.prepared.touch(&stmt) {
+                    frontend::close(out, frontend::STATEMENT, stmt.server_name.as_bytes());
+                    held.pending.push(Expect::InjectedClose);
+                    held.lease.prepared.forget(&stmt.server_name);
+                }
+                prepare_on_server(held, &stmt, out, Some(parse.name));
                 Ok(Action::Rewritten)
             }
         }
@@ -571,6 +653,13 @@ impl Session {
     fn apply_findings(&mut self, f: &Findings, batch_start: bool) -> Option<ProxyError> {
         if let Some(db) = &f.drops_database {
             self.shared.let_go_of_database(db);
+        }
+        if f.notifies {
+            if let Some(h) = self.held.as_ref() {
+                self.shared
+                    .cancels
+                    .note_notifier(h.key(), self.registration.pid);
+            }
         }
         for t in &f.tracked {
             match t {
@@ -609,6 +698,16 @@ impl Session {
             })
     }
 
+    /// SQL `EXECUTE name [(args)]` of a statement this client prepared at protocol level (the
+    /// two share one namespace on a server): the statement, and the text after its name.
+    fn executed_statement<'s>(
+        &self,
+        sql: &'s [u8],
+    ) -> Option<(std::sync::Arc<Statement>, &'s [u8])> {
+        let (name, rest) = execute_target(sql)?;
+        Some((self.statements.get(&name)?.clone(), rest))
+    }
+
     fn named(&self, name: &[u8]) -> Option<std::sync::Arc<Statement>> {
         if !self.transaction_mode || name.is_empty() {
             return None;
@@ -633,17 +732,21 @@ fn push_ready(held: &mut Held, e: Expect) {
 
 /// Makes sure the server has `stmt`, injecting a Parse (swallowed on success) if it does not.
 fn ensure_prepared(held: &mut Held, stmt: &std::sync::Arc<Statement>, out: &mut BytesMut) {
+    if let Some(inner) = &stmt.executes {
+        ensure_prepared(held, inner, out);
+    }
     if !held.lease.prepared.touch(stmt) {
-        prepare_on_server(held, stmt, out, true);
+        prepare_on_server(held, stmt, out, None);
     }
 }
 
-/// Writes Parse under the server-side name (closing an evicted statement first).
+/// Writes Parse under the server-side name (closing an evicted statement first): the client's
+/// own Parse defining `client_name`, or else poolguard's (its answer swallowed).
 fn prepare_on_server(
     held: &mut Held,
     stmt: &std::sync::Arc<Statement>,
     out: &mut BytesMut,
-    injected: bool,
+    client_name: Option<&[u8]>,
 ) {
     if held.pending.server_skipping() {
         // The server would ignore it, and recording it would claim a statement it lacks.
@@ -660,12 +763,12 @@ fn prepare_on_server(
         &stmt.param_types,
     );
     let server_name = stmt.server_name.clone();
-    held.pending.push(if injected {
-        Expect::InjectedParse { server_name }
-    } else {
-        Expect::Parse {
+    held.pending.push(match client_name {
+        None => Expect::InjectedParse { server_name },
+        Some(name) => Expect::Parse {
             server_name: Some(server_name),
-        }
+            client_name: Some(name.into()),
+        },
     });
 }
 
@@ -682,6 +785,57 @@ fn prepare_then_sync(buf: &[u8]) -> Result<Option<(usize, usize)>, poolguard_pg:
         Some([tags::frontend::SYNC, 0, 0, 0, 4]) => Ok(Some((parse_len, 5))),
         _ => Ok(None),
     }
+}
+
+/// `EXECUTE name ...`: the statement name as the server resolves it (an unquoted identifier
+/// folded to lower case, a quoted one with `""` undoubled) and the text after it.
+fn execute_target(sql: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let s = sql.trim_ascii_start();
+    let (keyword, rest) = s.split_at_checked(7)?;
+    if !keyword.eq_ignore_ascii_case(b"execute") {
+        return None;
+    }
+    let after = rest.trim_ascii_start();
+    if after.len() == rest.len() {
+        return None; // EXECUTEx...: another word
+    }
+    if let Some(quoted) = after.strip_prefix(b"\"") {
+        let mut name = Vec::new();
+        let mut i = 0;
+        loop {
+            match (quoted.get(i), quoted.get(i.saturating_add(1))) {
+                (Some(b'"'), Some(b'"')) => {
+                    name.push(b'"');
+                    i = i.saturating_add(2);
+                }
+                (Some(b'"'), _) => {
+                    return Some((name, quoted.get(i.saturating_add(1)..)?));
+                }
+                (Some(&c), _) => {
+                    name.push(c);
+                    i = i.saturating_add(1);
+                }
+                (None, _) => return None,
+            }
+        }
+    }
+    let end = after
+        .iter()
+        .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$' || *c >= 0x80))
+        .unwrap_or(after.len());
+    let (name, rest) = after.split_at_checked(end)?;
+    if name.is_empty() {
+        return None;
+    }
+    Some((name.to_ascii_lowercase(), rest))
+}
+
+/// The text of `EXECUTE` naming `stmt` on the server, followed by `rest` (its arguments).
+fn execute_text(stmt: &Statement, rest: &[u8]) -> Vec<u8> {
+    let mut text = b"EXECUTE ".to_vec();
+    text.extend_from_slice(stmt.server_name.as_bytes());
+    text.extend_from_slice(rest);
+    text
 }
 
 /// `DEALLOCATE [PREPARE] name` as a whole query: the statement name (bytes in the client's
@@ -709,6 +863,26 @@ fn deallocate_target(sql: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn execute_target_parsing() {
+        let t =
+            |s: &[u8]| execute_target(s).map(|(n, r)| (String::from_utf8(n).unwrap(), r.to_vec()));
+        assert_eq!(t(b"EXECUTE foobar"), Some(("foobar".into(), vec![])));
+        assert_eq!(
+            t(b"  execute FooBar (1, 'a');"),
+            Some(("foobar".into(), b" (1, 'a');".to_vec()))
+        );
+        assert_eq!(
+            t(b"EXECUTE \"Foo\"\"x\"(2)"),
+            Some(("Foo\"x".into(), b"(2)".to_vec()))
+        );
+        assert_eq!(t(b"EXECUTE \"open"), None);
+        assert_eq!(t(b"EXECUTED x"), None);
+        assert_eq!(t(b"EXECUTE"), None);
+        assert_eq!(t(b"SELECT 1"), None);
+        assert_eq!(t(b"EXECUTE ("), None);
+    }
 
     #[test]
     fn deallocate_target_parsing() {

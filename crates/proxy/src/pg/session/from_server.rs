@@ -33,7 +33,8 @@ fn need_body(tag: u8) -> bool {
 /// The server's prepared statements are out of date with the schema: a statement whose result
 /// type changed (`ALTER TABLE ... TYPE`) fails on every execution until it is prepared again,
 /// and poolguard shares statements between clients by text. Such a server is reset (DISCARD
-/// ALL, every statement forgotten) before it serves again, so the next Parse reaches it.
+/// ALL, every statement forgotten) before it serves again, and the pool's statement epoch moves
+/// on, so the client's next prepare is planned afresh on whichever server it lands.
 fn stale_statement(body: &[u8]) -> bool {
     poolguard_pg::backend::parse_error_notice(body).is_ok_and(|e| {
         (e.code == "0A000"
@@ -89,6 +90,7 @@ impl Session {
                     if let Step::Whole { body, .. } = step {
                         if self.transaction_mode && stale_statement(body) {
                             held.dirty = true;
+                            self.entry.statements_went_stale();
                         }
                     }
                 }
@@ -98,9 +100,12 @@ impl Session {
                     Ok((r, effect)) => {
                         route = r;
                         match effect {
-                            CacheEffect::Failed(names) => {
-                                for n in names {
+                            CacheEffect::Failed { server, client } => {
+                                for n in server {
                                     held.lease.prepared.forget(&n);
+                                }
+                                for n in client {
+                                    self.statements.remove(&n);
                                 }
                             }
                             CacheEffect::Prepared(n) => self.entry.remember_statement(n),
@@ -177,21 +182,24 @@ impl Session {
                 } => held.copy_in = true,
                 _ => {}
             }
-            // A notification the client's own server sent names that server's process; the
-            // client knows itself by the process id in its BackendKeyData (poolguard's, where
-            // it could not be the server's), and compares the two to recognise its own NOTIFYs.
+            // A notification names the notifying server's process. Clients know each other
+            // by the process ids in their BackendKeyData (poolguard's, where they could not be
+            // the server's) and compare the two, to recognise their own NOTIFYs or another
+            // client's: the sender becomes the pid its client was given.
             let own_notify = match step {
                 Step::Whole {
                     tag: tags::backend::NOTIFICATION,
                     body,
                     ..
-                } => body
-                    .split_first_chunk::<4>()
-                    .filter(|(pid, _)| {
-                        i32::from_be_bytes(**pid) == held.lease.key.0
-                            && held.lease.key.0 != self.registration.pid
-                    })
-                    .map(|(_, rest)| rest),
+                } => body.split_first_chunk::<4>().and_then(|(pid, rest)| {
+                    let pid = i32::from_be_bytes(*pid);
+                    let sender = if pid == held.lease.key.0 {
+                        self.registration.pid
+                    } else {
+                        self.shared.cancels.notifier(held.lease.addr, pid)?
+                    };
+                    (sender != pid).then_some((sender, rest))
+                }),
                 _ => None,
             };
             if route == Route::Swallow || own_notify.is_some() {
@@ -203,8 +211,8 @@ impl Session {
                 out.extend_from_slice(run);
                 kept_from = pos.saturating_add(len);
                 if route != Route::Swallow {
-                    if let Some(rest) = own_notify {
-                        poolguard_pg::backend::notification(out, self.registration.pid, rest);
+                    if let Some((sender, rest)) = own_notify {
+                        poolguard_pg::backend::notification(out, sender, rest);
                     }
                 }
             }
