@@ -191,8 +191,12 @@ impl Shared {
             summary.restart_needed.push("[[alerts]]");
         }
         for b in &new.backends {
-            self.budget_or_new(&b.name, b.max_connections)
-                .set_limit(b.max_connections);
+            let budget = self.budget_or_new(&b.name, b.max_connections);
+            match self.fleet() {
+                // The fleet owns the limit: it applies the new fleet budget in its next round.
+                Some(fleet) => fleet.set_budget(&b.name, b.max_connections),
+                None => budget.set_limit(b.max_connections),
+            }
             if let Some(set) = self.hosts(&b.name) {
                 let same_hosts = set.hosts().iter().map(|h| &h.addr).eq(b.hosts.iter());
                 if same_hosts {
