@@ -93,8 +93,11 @@ fn wait_settled(members: &[&Member], n: usize) {
 /// A sandbox whose server refuses role `app` a 31st connection on its own.
 fn guarded_sandbox() -> PgSandbox {
     let pg = sandbox(60);
-    pg.psql("postgres", &format!("ALTER ROLE {USER} CONNECTION LIMIT {BUDGET}"))
-        .expect("role limit");
+    pg.psql(
+        "postgres",
+        &format!("ALTER ROLE {USER} CONNECTION LIMIT {BUDGET}"),
+    )
+    .expect("role limit");
     pg
 }
 
@@ -116,7 +119,11 @@ async fn load(port: u16, clients: usize, rounds: usize, stop: Arc<AtomicBool>, o
             let client = match connect_to(&conn).await {
                 Ok(c) => c,
                 Err(e) => {
-                    out.errors.lock().unwrap().push(format!("connect: {} {}", code(&e), message(&e)));
+                    out.errors.lock().unwrap().push(format!(
+                        "connect: {} {}",
+                        code(&e),
+                        message(&e)
+                    ));
                     return;
                 }
             };
@@ -126,7 +133,12 @@ async fn load(port: u16, clients: usize, rounds: usize, stop: Arc<AtomicBool>, o
                     Ok(_) => {
                         out.ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => out.errors.lock().unwrap().push(format!("{} {}", code(&e), message(&e))),
+                    Err(e) => {
+                        out.errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", code(&e), message(&e)))
+                    }
                 }
                 done += 1;
             }
@@ -157,7 +169,13 @@ fn three_instances_share_one_budget_through_a_spike() {
 
     // Load on A alone: its share grows past an even split while it lasts.
     let stop = Arc::new(AtomicBool::new(false));
-    let a_load = rt.spawn(load(members[0].proxy.port, 40, 0, stop.clone(), out.clone()));
+    let a_load = rt.spawn(load(
+        members[0].proxy.port,
+        40,
+        0,
+        stop.clone(),
+        out.clone(),
+    ));
     let a_peak = wait_for(Duration::from_secs(60), "A's share to grow", || {
         let s = members[0].share();
         (s >= 20).then_some(s)
@@ -181,10 +199,17 @@ fn three_instances_share_one_budget_through_a_spike() {
         "fleet spike: A's share reached {a_peak}; spike of 150 clients x 10 transactions took {spike_took:?}; {} ok; server peak {peak} app connections over {samples} samples",
         out.ok.load(Ordering::Relaxed)
     );
-    assert!(errors.is_empty(), "clients saw errors: {:?}", &errors[..errors.len().min(5)]);
+    assert!(
+        errors.is_empty(),
+        "clients saw errors: {:?}",
+        &errors[..errors.len().min(5)]
+    );
     assert_eq!(out.ok.load(Ordering::Relaxed) as usize >= 1500, true);
     assert!(samples > 0, "the monitor sampled the server");
-    assert!(peak <= BUDGET as u64, "the server saw {peak} app connections (budget {BUDGET})");
+    assert!(
+        peak <= BUDGET as u64,
+        "the server saw {peak} app connections (budget {BUDGET})"
+    );
     // After the spike the shares still cover exactly the budget.
     wait_settled(&refs, 3);
 }
@@ -229,12 +254,19 @@ fn writes_follow_the_patroni_leader_key() {
     let etcd = EtcdServer::start();
     let (one, two) = (sandbox(40), sandbox(40));
     let member = |port: u16| {
-        format!(r#"{{"conn_url":"postgres://127.0.0.1:{port}/postgres","api_url":"http://127.0.0.1:1/patroni","state":"running","role":"replica"}}"#)
+        format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:{port}/postgres","api_url":"http://127.0.0.1:1/patroni","state":"running","role":"replica"}}"#
+        )
     };
     etcd.put("/service/bank/members/node1", &member(one.port()));
     etcd.put("/service/bank/members/node2", &member(two.port()));
     etcd.put("/service/bank/leader", "node2");
-    let m = Member::start(&etcd, &[one.port(), two.port()], "pg-a", "patroni_scope = \"bank\"");
+    let m = Member::start(
+        &etcd,
+        &[one.port(), two.port()],
+        "pg-a",
+        "patroni_scope = \"bank\"",
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server_port = |m: &Member| {
         rt.block_on(async {
@@ -242,15 +274,22 @@ fn writes_follow_the_patroni_leader_key() {
             scalar(&c, "SELECT current_setting('port')").await.ok()?
         })
     };
-    wait_for(Duration::from_secs(30), "writes on node2 (the leader at start)", || {
-        (server_port(&m)? == two.port().to_string()).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "writes on node2 (the leader at start)",
+        || (server_port(&m)? == two.port().to_string()).then_some(()),
+    );
     let moved = Instant::now();
     etcd.put("/service/bank/leader", "node1");
-    wait_for(Duration::from_secs(30), "writes on node1 (the new leader)", || {
-        (server_port(&m)? == one.port().to_string()).then_some(())
-    });
-    eprintln!("patroni keys: writes moved to the new leader {:?} after the leader key changed", moved.elapsed());
+    wait_for(
+        Duration::from_secs(30),
+        "writes on node1 (the new leader)",
+        || (server_port(&m)? == one.port().to_string()).then_some(()),
+    );
+    eprintln!(
+        "patroni keys: writes moved to the new leader {:?} after the leader key changed",
+        moved.elapsed()
+    );
     let failovers = m.metric("poolguard_backend_failovers_total").unwrap_or(0.0);
     assert!(failovers >= 2.0, "two moves counted, got {failovers}");
 }

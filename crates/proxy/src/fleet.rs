@@ -35,7 +35,10 @@ impl LocalBudget for Local {
     }
 
     fn demand(&self) -> usize {
-        let waiting = self.shared.upgrade().map_or(0, |s| waiters(&s, &self.backend));
+        let waiting = self
+            .shared
+            .upgrade()
+            .map_or(0, |s| waiters(&s, &self.backend));
         self.budget.in_use().saturating_add(waiting)
     }
 }
@@ -90,7 +93,11 @@ pub fn start(shared: &Arc<Shared>) -> Option<Fleet> {
 /// Patroni named a new leader: every PostgreSQL backend with that host writes there now.
 fn follow_leader(shared: &Shared, leader: &Leader) {
     let config = shared.config();
-    for b in config.backends.iter().filter(|b| b.protocol == Protocol::Postgres) {
+    for b in config
+        .backends
+        .iter()
+        .filter(|b| b.protocol == Protocol::Postgres)
+    {
         let Some(set) = shared.hosts(&b.name) else {
             continue;
         };
@@ -138,7 +145,9 @@ pub fn snapshot(shared: &Shared) -> Option<poolguard_admin::model::FleetSnapshot
 /// drops them once its lease may have expired.
 pub fn ready(shared: &Shared) -> Result<(), String> {
     match shared.fleet().and_then(|f| f.status().failing()) {
-        Some(why) => Err(format!("fleet: etcd unreachable, shares held, none raised: {why}")),
+        Some(why) => Err(format!(
+            "fleet: etcd unreachable, shares held, none raised: {why}"
+        )),
         None => Ok(()),
     }
 }

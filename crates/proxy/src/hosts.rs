@@ -569,7 +569,10 @@ mod tests {
         assert_eq!(s.follow_leader("10.0.0.9:5432"), Err(UnknownHost));
         assert_eq!(s.follow_leader("10.0.0.0:5432"), Ok(None), "already there");
         let f = s.follow_leader("10.0.0.1:5432").unwrap().unwrap();
-        assert_eq!((f.from.as_str(), f.to.as_str()), ("10.0.0.0:5432", "10.0.0.1:5432"));
+        assert_eq!(
+            (f.from.as_str(), f.to.as_str()),
+            ("10.0.0.0:5432", "10.0.0.1:5432")
+        );
         assert_eq!(s.write_host().addr, "10.0.0.1:5432");
         // A stale check from before the promotion does not pull writes back.
         seen(&s, 1, Role::Standby);

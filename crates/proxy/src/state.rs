@@ -114,7 +114,12 @@ impl Shared {
             .backends
             .iter()
             // In a fleet a budget is 0 until the fleet's claim commits (see `crate::fleet`).
-            .map(|b| (b.name.clone(), Budget::new(own_limit(&config, b.max_connections))))
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    Budget::new(own_limit(&config, b.max_connections)),
+                )
+            })
             .collect();
         let verifiers = scram_verifiers(&config, &HashMap::new());
         let rate_limits = crate::admission::RateLimits::new(&config.rate_limits);

@@ -17,20 +17,28 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 
 pub fn from_raw(raw: &RawFleet) -> Result<FleetConfig, ConfigError> {
     if raw.etcd_endpoints.is_empty() {
-        return Err(invalid("fleet.etcd_endpoints", "name at least one etcd endpoint"));
+        return Err(invalid(
+            "fleet.etcd_endpoints",
+            "name at least one etcd endpoint",
+        ));
     }
     for e in &raw.etcd_endpoints {
         let plain = e.trim_start_matches("http://");
         if plain.starts_with("https://") || !plain.contains(':') {
             return Err(invalid(
                 "fleet.etcd_endpoints",
-                format!("{e:?}: write host:port (or http://host:port); TLS to etcd is not supported"),
+                format!(
+                    "{e:?}: write host:port (or http://host:port); TLS to etcd is not supported"
+                ),
             ));
         }
     }
     let segment = |key: &str, v: &str| {
         if v.is_empty() || v.contains('/') {
-            Err(invalid(key, format!("{v:?} must be non-empty and without '/'")))
+            Err(invalid(
+                key,
+                format!("{v:?} must be non-empty and without '/'"),
+            ))
         } else {
             Ok(v.to_owned())
         }
@@ -72,7 +80,10 @@ mod tests {
     #[test]
     fn fleet_keys_are_checked() {
         let ok = from_raw(&raw(&["127.0.0.1:2379"], "a", None)).unwrap();
-        assert_eq!((ok.lease_ttl, ok.name.as_str()), (DEFAULT_LEASE_TTL, "default"));
+        assert_eq!(
+            (ok.lease_ttl, ok.name.as_str()),
+            (DEFAULT_LEASE_TTL, "default")
+        );
         assert!(from_raw(&raw(&[], "a", None)).is_err());
         assert!(from_raw(&raw(&["https://x:1"], "a", None)).is_err());
         assert!(from_raw(&raw(&["x:1"], "a/b", None)).is_err());
