@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use poolguard_e2e::admin::{http_get, metric, wait_for};
 use poolguard_e2e::etcd::EtcdServer;
 use poolguard_e2e::pgc::{code, connect_to, message, scalar};
-use poolguard_e2e::{free_port, sandbox, PeakSampler, PgSandbox, Proxy, DB, PASSWORD, USER};
+use poolguard_e2e::{
+    config_for, free_port, sandbox, PeakSampler, PgSandbox, PoolSpec, Proxy, DB, PASSWORD, USER,
+};
 
 /// The fleet budget on the server in these tests.
 const BUDGET: usize = 30;
@@ -25,42 +27,28 @@ struct Member {
 }
 
 impl Member {
-    fn start(etcd: &EtcdServer, hosts: &[u16], instance: &str, extra_fleet: &str) -> Member {
+    /// An instance in front of `pg` (and `more_hosts` after it, for the Patroni test).
+    fn start(
+        etcd: &EtcdServer,
+        pg: &PgSandbox,
+        more_hosts: &[u16],
+        instance: &str,
+        extra_fleet: &str,
+    ) -> Member {
         let (port, admin) = (free_port(), free_port());
-        let hosts: Vec<String> = hosts.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let spec = PoolSpec {
+            pool_size: BUDGET,
+            budget: BUDGET,
+            extra: "acquire_timeout = \"60s\"".into(),
+            ..PoolSpec::default()
+        };
+        let first = format!("\"127.0.0.1:{}\"", pg.port());
+        let mut hosts = vec![first.clone()];
+        hosts.extend(more_hosts.iter().map(|p| format!("\"127.0.0.1:{p}\"")));
         let config = format!(
-            r#"
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[postgres]
-listen = "127.0.0.1:{port}"
-
-[[backends]]
-name = "pg"
-protocol = "postgres"
-hosts = [{hosts}]
-max_connections = {BUDGET}
-
-[[databases]]
-name = "{DB}"
-backend = "pg"
-pool_mode = "transaction"
-pool_size = {BUDGET}
-acquire_timeout = "60s"
-
-[[users]]
-name = "{USER}"
-password = "{PASSWORD}"
-
-[fleet]
-etcd_endpoints = ["{etcd}"]
-instance = "{instance}"
-lease_ttl = "3s"
-{extra_fleet}
-"#,
-            hosts = hosts.join(", "),
-            etcd = etcd.endpoint(),
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}\n[fleet]\netcd_endpoints = [\"{}\"]\ninstance = \"{instance}\"\nlease_ttl = \"3s\"\n{extra_fleet}\n",
+            config_for(pg, port, &spec).replace(&first, &hosts.join(", ")),
+            etcd.endpoint(),
         );
         Member {
             proxy: Proxy::start_with(&config, port),
@@ -159,7 +147,7 @@ fn three_instances_share_one_budget_through_a_spike() {
     let names = ["pg-a", "pg-b", "pg-c"];
     let members: Vec<Member> = names
         .iter()
-        .map(|n| Member::start(&etcd, &[pg.port()], n, ""))
+        .map(|n| Member::start(&etcd, &pg, &[], n, ""))
         .collect();
     let refs: Vec<&Member> = members.iter().collect();
     wait_settled(&refs, 3);
@@ -204,7 +192,10 @@ fn three_instances_share_one_budget_through_a_spike() {
         "clients saw errors: {:?}",
         &errors[..errors.len().min(5)]
     );
-    assert_eq!(out.ok.load(Ordering::Relaxed) as usize >= 1500, true);
+    assert!(
+        out.ok.load(Ordering::Relaxed) >= 1500,
+        "every spike transaction succeeded"
+    );
     assert!(samples > 0, "the monitor sampled the server");
     assert!(
         peak <= BUDGET as u64,
@@ -220,9 +211,9 @@ fn three_instances_share_one_budget_through_a_spike() {
 fn a_killed_instance_share_goes_to_the_survivors() {
     let etcd = EtcdServer::start();
     let pg = guarded_sandbox();
-    let a = Member::start(&etcd, &[pg.port()], "pg-a", "");
-    let b = Member::start(&etcd, &[pg.port()], "pg-b", "");
-    let mut c = Member::start(&etcd, &[pg.port()], "pg-c", "");
+    let a = Member::start(&etcd, &pg, &[], "pg-a", "");
+    let b = Member::start(&etcd, &pg, &[], "pg-b", "");
+    let mut c = Member::start(&etcd, &pg, &[], "pg-c", "");
     wait_settled(&[&a, &b, &c], 3);
     let before = (a.share(), b.share(), c.share());
     c.proxy.signal("KILL");
@@ -263,7 +254,8 @@ fn writes_follow_the_patroni_leader_key() {
     etcd.put("/service/bank/leader", "node2");
     let m = Member::start(
         &etcd,
-        &[one.port(), two.port()],
+        &one,
+        &[two.port()],
         "pg-a",
         "patroni_scope = \"bank\"",
     );
