@@ -187,6 +187,9 @@ impl Shared {
         if old.admin_listen != new.admin_listen {
             summary.restart_needed.push("[admin] listen");
         }
+        if old.fleet != new.fleet {
+            summary.restart_needed.push("[fleet]");
+        }
         if old.alerts.len() != new.alerts.len() {
             summary.restart_needed.push("[[alerts]]");
         }
