@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub use poolguard_sandbox::PgSandbox;
 
 pub mod admin;
+pub mod etcd;
 pub mod mysql;
 pub mod pgc;
 pub mod rawpg;

@@ -43,6 +43,54 @@ fn number(v: f64) -> String {
     }
 }
 
+/// `[fleet]`: the share of each backend's fleet budget held here, and etcd's health.
+fn fleet_families(w: &mut Writer, fleet: &crate::model::FleetSnapshot) {
+    let per = |f: &dyn Fn(&crate::model::FleetShareSnapshot) -> usize| -> Samples {
+        fleet
+            .shares
+            .iter()
+            .map(|s| (labels(&[("backend", &s.backend)]), f(s) as f64))
+            .collect()
+    };
+    w.family(
+        "poolguard_fleet_share",
+        "gauge",
+        "Server connections this instance may hold on the backend: its share of the fleet budget.",
+        &per(&|s| s.share),
+    );
+    w.family(
+        "poolguard_fleet_grant",
+        "gauge",
+        "Units of the fleet budget this instance holds in etcd (the share never exceeds it).",
+        &per(&|s| s.grant),
+    );
+    w.family(
+        "poolguard_fleet_budget",
+        "gauge",
+        "The fleet budget on the backend ([[backends]] max_connections, for every instance together).",
+        &per(&|s| s.budget),
+    );
+    w.family(
+        "poolguard_fleet_members",
+        "gauge",
+        "Fleet instances holding a record for the backend in etcd (this one included).",
+        &per(&|s| s.members),
+    );
+    let instance = labels(&[("instance", &fleet.instance)]);
+    w.family(
+        "poolguard_fleet_etcd_errors_total",
+        "counter",
+        "etcd calls that failed (lease, shares, Patroni leader).",
+        &vec![(instance.clone(), fleet.etcd_errors_total as f64)],
+    );
+    w.family(
+        "poolguard_fleet_etcd_up",
+        "gauge",
+        "1 while the last etcd call succeeded; 0 while etcd fails (shares are held, never raised).",
+        &vec![(instance, f64::from(u8::from(fleet.etcd_error.is_none())))],
+    );
+}
+
 /// `a="x",b="y"` with values escaped.
 pub fn labels(pairs: &[(&str, &str)]) -> String {
     let mut s = String::new();
@@ -108,6 +156,9 @@ pub fn render(snap: &Snapshot, extra: &str) -> String {
         "Client and cleanup tasks stopped by a panic (each contained to its own client, its server connection closed).",
         &one(snap.panics_total as f64),
     );
+    if let Some(fleet) = &snap.fleet {
+        fleet_families(&mut w, fleet);
+    }
     w.family(
         "poolguard_paused",
         "gauge",

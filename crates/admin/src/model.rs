@@ -41,6 +41,33 @@ pub struct Snapshot {
     /// Client and cleanup tasks stopped by a panic, each contained to its own client
     /// (monotonic).
     pub panics_total: u64,
+    /// `[fleet]`: this instance's shares of the fleet budgets, and etcd's state.
+    pub fleet: Option<FleetSnapshot>,
+}
+
+/// This instance's side of a fleet sharing budgets through etcd.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetSnapshot {
+    pub instance: String,
+    /// etcd calls that failed (monotonic).
+    pub etcd_errors_total: u64,
+    /// Why etcd is failing now (the last call failed), if it is.
+    pub etcd_error: Option<String>,
+    pub shares: Vec<FleetShareSnapshot>,
+}
+
+/// One backend's share.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetShareSnapshot {
+    pub backend: String,
+    /// The fleet budget on the backend (`max_connections`).
+    pub budget: usize,
+    /// The limit in force here (at most `grant`).
+    pub share: usize,
+    /// Units held in etcd.
+    pub grant: usize,
+    /// Members seen at the last read (this one included).
+    pub members: usize,
 }
 
 /// A backend (one server, or one failover group) and its budget.

@@ -187,12 +187,19 @@ impl Shared {
         if old.admin_listen != new.admin_listen {
             summary.restart_needed.push("[admin] listen");
         }
+        if old.fleet != new.fleet {
+            summary.restart_needed.push("[fleet]");
+        }
         if old.alerts.len() != new.alerts.len() {
             summary.restart_needed.push("[[alerts]]");
         }
         for b in &new.backends {
-            self.budget_or_new(&b.name, b.max_connections)
-                .set_limit(b.max_connections);
+            let budget = self.budget_or_new(&b.name, b.max_connections);
+            match self.fleet() {
+                // The fleet owns the limit: it applies the new fleet budget in its next round.
+                Some(fleet) => fleet.set_budget(&b.name, b.max_connections),
+                None => budget.set_limit(b.max_connections),
+            }
             if let Some(set) = self.hosts(&b.name) {
                 let same_hosts = set.hosts().iter().map(|h| &h.addr).eq(b.hosts.iter());
                 if same_hosts {

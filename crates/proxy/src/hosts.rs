@@ -12,12 +12,15 @@
 //!   read-only. With no writable host in sight it stays where it is (its breaker fails fast).
 //! - A host's breaker counts the pools' connects to it, never health checks: a check connects
 //!   outside the breaker, so it can see a host come back while the breaker still refuses.
+//! - With `[fleet] patroni_scope`, Patroni's leader key decides instead
+//!   ([`HostSet::follow_leader`]): from the first leader reported on, health checks no longer
+//!   move the write host (a check result from before a promotion must not undo it).
 //! - Locks are short `std` mutexes, never held across `.await`; the write host is an atomic index.
 
 pub mod check;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -113,6 +116,10 @@ pub struct HostStatus {
     pub breaker: poolguard_pool::BreakerStats,
 }
 
+/// A leader address that is none of the backend's configured hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownHost;
+
 /// What the connectors' errors tell the host set: whether a failure counts against the host,
 /// and how a refusal by its breaker is expressed.
 pub trait HostError: Sized {
@@ -135,6 +142,8 @@ pub struct HostSet {
     /// spread over the standbys.
     next_standby: AtomicUsize,
     failovers: AtomicU64,
+    /// Patroni's leader key decides the write host (set by the first leader followed).
+    led: AtomicBool,
     /// The one connection the backend may open beyond its budget, for work that cannot wait
     /// for a unit: a MySQL `KILL QUERY`, when every unit may be held by the very statement to
     /// kill. `poolguard check` counts it against the server's `max_connections`.
@@ -191,6 +200,7 @@ impl HostSet {
             write: AtomicUsize::new(0),
             next_standby: AtomicUsize::new(0),
             failovers: AtomicU64::new(0),
+            led: AtomicBool::new(false),
             side_connection: tokio::sync::Semaphore::new(1),
         })
     }
@@ -330,6 +340,9 @@ impl HostSet {
     /// Checks run one task per backend, so two decisions never race; the compare-exchange
     /// only makes that explicit.
     pub fn choose_write_host(&self) -> Option<Failover> {
+        if self.led.load(Ordering::Acquire) {
+            return None;
+        }
         let current = self.write.load(Ordering::Acquire);
         let host = &self.hosts[current];
         let last = host.last_check();
@@ -348,6 +361,30 @@ impl HostSet {
             from_error: last.and_then(|c| c.error),
             to: self.hosts[to].addr.clone(),
         })
+    }
+
+    /// Patroni says `addr` leads: writes go there from now on, and health checks stop moving
+    /// them. The move made, if any; [`UnknownHost`] when `addr` is not a configured host.
+    /// Leader reports come from one task, so two moves never race.
+    pub fn follow_leader(&self, addr: &str) -> Result<Option<Failover>, UnknownHost> {
+        let to = self
+            .hosts
+            .iter()
+            .position(|h| h.addr == addr)
+            .ok_or(UnknownHost)?;
+        self.led.store(true, Ordering::Release);
+        let from = self.write.swap(to, Ordering::AcqRel);
+        if from == to {
+            return Ok(None);
+        }
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+        let old = self.hosts.get(from);
+        Ok(Some(Failover {
+            from: old.map(|h| h.addr.clone()).unwrap_or_default(),
+            from_role: old.map_or(Role::Unknown, Host::role),
+            from_error: Some("Patroni's leader key moved".into()),
+            to: addr.to_owned(),
+        }))
     }
 
     /// Every host's role, check and breaker, in configured order.
@@ -524,6 +561,24 @@ mod tests {
         assert!(s.choose_write_host().is_some());
         assert_eq!(next(&s, lenient).await.unwrap(), "10.0.0.1:5432");
         assert_eq!(next(&s, Target::Primary).await.unwrap(), "10.0.0.1:5432");
+    }
+
+    #[tokio::test]
+    async fn a_patroni_leader_moves_writes_and_checks_no_longer_do() {
+        let s = set(2);
+        assert_eq!(s.follow_leader("10.0.0.9:5432"), Err(UnknownHost));
+        assert_eq!(s.follow_leader("10.0.0.0:5432"), Ok(None), "already there");
+        let f = s.follow_leader("10.0.0.1:5432").unwrap().unwrap();
+        assert_eq!(
+            (f.from.as_str(), f.to.as_str()),
+            ("10.0.0.0:5432", "10.0.0.1:5432")
+        );
+        assert_eq!(s.write_host().addr, "10.0.0.1:5432");
+        // A stale check from before the promotion does not pull writes back.
+        seen(&s, 1, Role::Standby);
+        seen(&s, 0, Role::Primary);
+        assert_eq!(s.choose_write_host(), None);
+        assert_eq!(s.failovers_total(), 1);
     }
 
     #[tokio::test]

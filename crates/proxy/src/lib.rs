@@ -15,6 +15,7 @@ pub mod control;
 pub mod entry;
 pub mod error;
 pub mod fault;
+pub mod fleet;
 /// Fuzz target entry points (see `fuzz/`); not an API.
 #[doc(hidden)]
 pub mod fuzzing;
@@ -102,6 +103,9 @@ impl Proxy {
         }
         tasks.extend(observe::spawn(&shared));
         tasks.extend(hosts::check::spawn(&shared));
+        if let Some(fleet) = fleet::start(&shared) {
+            shared.set_fleet(fleet);
+        }
         Ok(Proxy {
             shared,
             postgres_addr,

@@ -611,6 +611,7 @@ impl Source for Shared {
             .collect();
         snap.paused = self.observe.paused.load(Ordering::Relaxed);
         snap.panics_total = self.observe.panics.load(Ordering::Relaxed);
+        snap.fleet = crate::fleet::snapshot(self);
         snap.stats_averages = lock(&self.observe.stats).averages().to_vec();
         snap
     }
@@ -633,6 +634,7 @@ impl Source for Shared {
         if self.draining.load(Ordering::Relaxed) {
             return Err("draining: shutting down".into());
         }
+        crate::fleet::ready(self)?;
         for b in &self.config().backends {
             if let Some(set) = self.hosts(&b.name) {
                 if set.admit::<crate::pg::server::ServerError>().is_err() {

@@ -104,6 +104,8 @@ pub struct Shared {
     /// Made at start, never shown: the stand-in SCRAM verifiers of unknown users are derived
     /// from it, so their salts are stable for a user name yet unpredictable from outside.
     stand_in_key: [u8; 32],
+    /// `[fleet]`'s share protocol, once started (see `crate::fleet`).
+    fleet: std::sync::OnceLock<poolguard_fleet::Fleet>,
 }
 
 /// Counts one connected client; dropping it gives the places back.
@@ -131,7 +133,13 @@ impl Shared {
         let budgets = config
             .backends
             .iter()
-            .map(|b| (b.name.clone(), Budget::new(b.max_connections)))
+            // In a fleet a budget is 0 until the fleet's claim commits (see `crate::fleet`).
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    Budget::new(own_limit(&config, b.max_connections)),
+                )
+            })
             .collect();
         let verifiers = scram_verifiers(&config, &HashMap::new());
         let rate_limits = crate::admission::RateLimits::new(&config.rate_limits);
@@ -160,6 +168,7 @@ impl Shared {
             faults: crate::fault::Faults::from_env(),
             logins: Default::default(),
             stand_in_key: rand::random(),
+            fleet: Default::default(),
         })
     }
 
@@ -203,12 +212,25 @@ impl Shared {
         lock(&self.checkers).remove(backend);
     }
 
-    /// The budget of a backend, made now if a reload added the backend.
+    /// The budget of a backend, made now if a reload added the backend (at 0 in a fleet: a
+    /// backend joins the fleet only at start).
     pub(crate) fn budget_or_new(&self, backend: &str, limit: usize) -> Arc<Budget> {
+        let limit = own_limit(&self.config(), limit);
         lock(&self.budgets)
             .entry(backend.to_owned())
             .or_insert_with(|| Budget::new(limit))
             .clone()
+    }
+
+    /// The fleet this instance is part of (`[fleet]`), once started.
+    pub fn fleet(&self) -> Option<&poolguard_fleet::Fleet> {
+        self.fleet.get()
+    }
+
+    pub(crate) fn set_fleet(&self, fleet: poolguard_fleet::Fleet) {
+        if self.fleet.set(fleet).is_err() {
+            tracing::warn!("fleet already started; the second one is dropped");
+        }
     }
 
     pub fn verifier(&self, user: &str) -> Option<ScramVerifier> {
@@ -362,6 +384,15 @@ impl Shared {
             c.target = db.target;
         };
         PgPoolEntry::new(self, db, user, "", finish, KnownStatements::default())
+    }
+}
+
+/// A backend's starting limit: its `max_connections`, or 0 in a fleet (the fleet raises it).
+fn own_limit(config: &Config, max_connections: usize) -> usize {
+    if config.fleet.is_some() {
+        0
+    } else {
+        max_connections
     }
 }
 

@@ -5,6 +5,7 @@
 //! every database names an existing backend of the same protocol as its front door, every pool
 //! fits inside its backend's budget, every duration is parsed, names are unique.
 
+pub mod fleet;
 pub mod front;
 pub mod guard;
 pub mod limits;
@@ -127,6 +128,8 @@ pub struct Config {
     pub alerts: Vec<poolguard_admin::AlertRule>,
     /// `[[rate_limits]]` rules.
     pub rate_limits: Vec<guard::RateLimit>,
+    /// `[fleet]`: budgets shared through etcd with other instances (none: this process's own).
+    pub fleet: Option<poolguard_fleet::FleetConfig>,
 }
 
 impl Database {
@@ -184,7 +187,7 @@ pub fn parse_duration(key: &str, text: &str) -> Result<Option<Duration>, ConfigE
     Ok(if d.is_zero() { None } else { Some(d) })
 }
 
-fn required_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn required_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     parse_duration(key, text)?.ok_or_else(|| invalid(key, "must be greater than zero"))
 }
 
@@ -368,7 +371,9 @@ impl Config {
             .enumerate()
             .map(|(i, r)| guard::RateLimit::from_raw(&format!("rate_limits[{i}]"), r))
             .collect::<Result<_, _>>()?;
+        let fleet = raw.fleet.as_ref().map(fleet::from_raw).transpose()?;
         Ok(Config {
+            fleet,
             admin_users,
             stats_users: admin.stats_users,
             admin_access: admin.access,
@@ -742,6 +747,7 @@ mod reference {
             "limits",
             "alerts",
             "rate_limits",
+            "fleet",
         ];
         let missing: Vec<&String> = keys
             .iter()

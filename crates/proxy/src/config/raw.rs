@@ -24,6 +24,23 @@ pub struct RawConfig {
     pub alerts: Vec<super::observe::RawAlert>,
     #[serde(default)]
     pub rate_limits: Vec<RawRateLimit>,
+    pub fleet: Option<RawFleet>,
+}
+
+/// `[fleet]`: several instances share each backend's `max_connections` through etcd.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// etcd client endpoints, `host:port` or `http://host:port`.
+    pub etcd_endpoints: Vec<String>,
+    /// This instance's name, unique in the fleet.
+    pub instance: String,
+    /// The lease's TTL (default "5s").
+    pub lease_ttl: Option<String>,
+    /// Follow Patroni's leader key `/service/<scope>/leader`.
+    pub patroni_scope: Option<String>,
+    /// The fleet's keys live under `/poolguard/<name>/` (default "default").
+    pub name: Option<String>,
 }
 
 /// One `[[rate_limits]]` rule: rates per user, per database or per client address.

@@ -257,7 +257,7 @@ fn retire_pools(shared: &Shared, backend: &str, which: impl Fn(&Database) -> boo
 }
 
 /// After the write host moved: retire every pool of the backend, announce it.
-fn fail_over(shared: &Shared, backend: &str, f: &Failover) {
+pub(crate) fn fail_over(shared: &Shared, backend: &str, f: &Failover) {
     let retired = retire_pools(shared, backend, |_| true);
     let why = f.from_error.as_deref().unwrap_or("");
     tracing::warn!(
