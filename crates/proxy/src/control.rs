@@ -191,8 +191,9 @@ impl Shared {
             summary.restart_needed.push("[[alerts]]");
         }
         for b in &new.backends {
-            self.budget_or_new(&b.name, b.max_connections)
-                .set_limit(b.max_connections);
+            // During a binary upgrade the other process's share stays out of reach.
+            let limit = self.budget_limit(&b.name, b.max_connections);
+            self.budget_or_new(&b.name, limit).set_limit(limit);
             if let Some(set) = self.hosts(&b.name) {
                 let same_hosts = set.hosts().iter().map(|h| &h.addr).eq(b.hosts.iter());
                 if same_hosts {

@@ -127,6 +127,8 @@ pub struct Config {
     pub alerts: Vec<poolguard_admin::AlertRule>,
     /// `[[rate_limits]]` rules.
     pub rate_limits: Vec<guard::RateLimit>,
+    /// `[general] upgrade_socket`: where a new binary asks this one to hand over (see `upgrade`).
+    pub upgrade_socket: Option<std::path::PathBuf>,
 }
 
 impl Database {
@@ -368,7 +370,17 @@ impl Config {
             .enumerate()
             .map(|(i, r)| guard::RateLimit::from_raw(&format!("rate_limits[{i}]"), r))
             .collect::<Result<_, _>>()?;
+        let upgrade_socket = raw
+            .general
+            .as_ref()
+            .and_then(|g| g.upgrade_socket.as_deref())
+            .map(|p| match p.trim() {
+                "" => Err(invalid("general.upgrade_socket", "must not be empty")),
+                p => Ok(std::path::PathBuf::from(p)),
+            })
+            .transpose()?;
         Ok(Config {
+            upgrade_socket,
             admin_users,
             stats_users: admin.stats_users,
             admin_access: admin.access,

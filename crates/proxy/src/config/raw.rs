@@ -9,6 +9,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    pub general: Option<RawGeneral>,
     pub admin: Option<RawAdmin>,
     pub postgres: Option<RawPostgres>,
     pub mysql: Option<RawMysql>,
@@ -24,6 +25,14 @@ pub struct RawConfig {
     pub alerts: Vec<super::observe::RawAlert>,
     #[serde(default)]
     pub rate_limits: Vec<RawRateLimit>,
+}
+
+/// `[general]`: process-wide settings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeneral {
+    /// Unix socket a new poolguard binary connects to in order to take over (binary upgrade).
+    pub upgrade_socket: Option<String>,
 }
 
 /// One `[[rate_limits]]` rule: rates per user, per database or per client address.
