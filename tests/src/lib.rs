@@ -380,6 +380,17 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()
 }
 
+/// `pgbench -i -s 1` on the sandbox's `bank` database, straight to the server.
+pub fn pgbench_init(pg: &PgSandbox) {
+    let init = run_pg(
+        Command::new("pgbench")
+            .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-U", USER, "-p"])
+            .arg(pg.port().to_string())
+            .arg(DB),
+    );
+    assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
+}
+
 /// Connections the server sees from role `app` (poolguard's or direct clients').
 pub fn app_connections(pg: &PgSandbox) -> u64 {
     pg.psql(

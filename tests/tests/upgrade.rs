@@ -20,11 +20,28 @@ use poolguard_e2e::*;
 /// The backend budget, also the role's connection limit on the server.
 const BUDGET: usize = 6;
 
-fn general(socket: &std::path::Path, admin: u16) -> String {
-    format!(
+/// Where the processes of one test meet: the upgrade socket's directory, the door's port, the
+/// admin port, and the `[general]` and `[admin]` tables naming them.
+struct Site {
+    _dir: tempfile::TempDir,
+    port: u16,
+    admin: u16,
+    tables: String,
+}
+
+fn site() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let tables = format!(
         "[general]\nupgrade_socket = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
-        socket.display()
-    )
+        dir.path().join("upgrade.sock").display()
+    );
+    Site {
+        _dir: dir,
+        port,
+        admin,
+        tables,
+    }
 }
 
 fn pgbench(port: u16, args: &[&str]) -> Output {
@@ -53,7 +70,8 @@ fn failed_and_tps(out: &Output) -> (Option<u64>, f64) {
 }
 
 fn history_rows(pg: &PgSandbox) -> u64 {
-    pg.psql_as(USER, PASSWORD, DB, "SELECT count(*) FROM pgbench_history")
+    // As the superuser: a connection of `app` would count against its CONNECTION LIMIT.
+    pg.psql(DB, "SELECT count(*) FROM pgbench_history")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
@@ -62,33 +80,22 @@ fn history_rows(pg: &PgSandbox) -> u64 {
 #[test]
 fn pgbench_runs_through_a_takeover_with_no_failure_and_within_the_budget() {
     let pg = sandbox(40);
-    let init = run_pg(
-        Command::new("pgbench")
-            .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-U", USER, "-p"])
-            .arg(pg.port().to_string())
-            .arg(DB),
-    );
-    assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
+    pgbench_init(&pg);
     pg.psql(
         "postgres",
         &format!("ALTER ROLE {USER} CONNECTION LIMIT {BUDGET}"),
     )
     .expect("role connection limit");
 
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("upgrade.sock");
-    let (port, admin) = (free_port(), free_port());
+    let site = site();
+    let (port, admin) = (site.port, site.admin);
     let spec = PoolSpec {
         pool_size: 4,
         budget: BUDGET,
         limits: "acquire_timeout = \"60s\"\n".into(),
         ..PoolSpec::default()
     };
-    let config = format!(
-        "{}{}",
-        general(&socket, admin),
-        config_for(&pg, port, &spec)
-    );
+    let config = format!("{}{}", site.tables, config_for(&pg, port, &spec));
     let mut old = Proxy::start_with(&config, port);
     let sampler = PeakSampler::start(&pg);
 
@@ -169,18 +176,13 @@ fn pgbench_runs_through_a_takeover_with_no_failure_and_within_the_budget() {
 #[test]
 fn a_mysql_client_keeps_working_through_a_takeover() {
     let db = mariadb(40);
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("upgrade.sock");
-    let (port, admin) = (free_port(), free_port());
+    let site = site();
+    let port = site.port;
     let spec = MyPoolSpec {
         budget: BUDGET,
         ..MyPoolSpec::default()
     };
-    let config = format!(
-        "{}{}",
-        general(&socket, admin),
-        mysql_config_for(&db, port, &spec)
-    );
+    let config = format!("{}{}", site.tables, mysql_config_for(&db, port, &spec));
     let mut old = Proxy::start_with(&config, port);
     let mut before = MyClient::connect(port).expect("connect before");
     assert_eq!(before.scalar("SELECT 1").unwrap().as_deref(), Some("1"));

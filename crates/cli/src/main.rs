@@ -340,14 +340,8 @@ async fn check(config: Config, skip_servers: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct RunOptions {
-    skip_budget_check: bool,
-    drain_timeout: std::time::Duration,
-    takeover: bool,
-}
-
-async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyhow::Result<()> {
-    match read_budgets(&config).await {
+async fn verify_budgets(config: &Config, skip_budget_check: bool) -> anyhow::Result<()> {
+    match read_budgets(config).await {
         Ok(budgets) => {
             for s in &budgets {
                 tracing::info!("{}", s.explain());
@@ -358,7 +352,7 @@ async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyh
                 );
             }
         }
-        Err(e) if options.skip_budget_check => {
+        Err(e) if skip_budget_check => {
             tracing::warn!(error = %e, "budget not verified (--skip-budget-check)")
         }
         Err(e) => {
@@ -367,6 +361,16 @@ async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyh
             )
         }
     }
+    Ok(())
+}
+
+struct RunOptions {
+    skip_budget_check: bool,
+    drain_timeout: std::time::Duration,
+    takeover: bool,
+}
+
+async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyhow::Result<()> {
     let socket_path = config.upgrade_socket.clone();
     let takeover = match (&socket_path, options.takeover) {
         (Some(p), true) => upgrade::take_over(p).await.context("cannot take over")?,
@@ -375,6 +379,13 @@ async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyh
         }
         _ => None,
     };
+    if takeover.is_some() {
+        // The check logs in outside the budget, which the running process may be using in
+        // full right now: the servers were verified when it started.
+        tracing::info!("taking over: the budget check against the servers is skipped");
+    } else {
+        verify_budgets(&config, options.skip_budget_check).await?;
+    }
     let took_over = takeover.is_some();
     let (mut proxy, _follower) = match takeover {
         Some(mut t) => {

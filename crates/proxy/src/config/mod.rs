@@ -691,6 +691,25 @@ query_timeout = "0s"
     }
 
     #[test]
+    fn upgrade_socket_is_a_path_and_not_empty() {
+        let with = |general: &str| {
+            Config::parse(&format!(
+                "{general}\n[postgres]\nlisten = \"127.0.0.1:6432\"\n[[backends]]\nname = \"pg\"\nprotocol = \"postgres\"\nhosts = [\"127.0.0.1:5432\"]\nmax_connections = 10\n[[databases]]\nname = \"bank\"\nbackend = \"pg\"\n[[users]]\nname = \"app\"\npassword = \"pw\"\n"
+            ))
+        };
+        let c = with("[general]\nupgrade_socket = \"/run/poolguard/upgrade.sock\"").unwrap();
+        assert_eq!(
+            c.upgrade_socket.as_deref(),
+            Some(std::path::Path::new("/run/poolguard/upgrade.sock"))
+        );
+        assert!(with("").unwrap().upgrade_socket.is_none());
+        let e = with("[general]\nupgrade_socket = \" \"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("general.upgrade_socket"), "{e}");
+    }
+
+    #[test]
     fn builtin_default_is_valid() {
         let c = Config::builtin_default("pw\"with quote");
         assert_eq!(c.users[0].password, "pw\"with quote");
@@ -745,6 +764,7 @@ mod reference {
         assert!(keys.len() > 50, "the key scan found only {keys:?}");
         // Tables and arrays of tables are sections, not keys.
         let sections = [
+            "general",
             "admin",
             "postgres",
             "mysql",

@@ -318,10 +318,17 @@ impl Proxy {
         }
         let started = Instant::now();
         // Frozen before the new process can open anything: from here on this share only shrinks.
+        // The new process first learns what is held now, idle connections this closes
+        // included: the server counts them until their backends have ended.
+        let held = self.shared.shares_held();
         let shares = self.shared.share_needed();
         self.shared
             .set_upgrade_caps(shares.iter().map(|(b, n)| (b.clone(), Some(*n))));
-        match self.send_sockets(&mut wire, &shares).await {
+        let first: Shares = shares
+            .iter()
+            .map(|(b, n)| (b.clone(), (*n).max(held.get(b).copied().unwrap_or(0))))
+            .collect();
+        match self.send_sockets(&mut wire, &first).await {
             Ok(()) => {}
             Err(e) => {
                 // The new process is not there: take the whole budgets back, keep accepting.
@@ -346,7 +353,7 @@ impl Proxy {
         );
         Ok(Handover {
             wire,
-            shares: Shrinking::new(shares),
+            shares: Shrinking::new(shares, started),
             at: Instant::now(),
         })
     }

@@ -79,6 +79,15 @@ impl Shared {
         out
     }
 
+    /// Server connections held per backend right now (open, opening, or monitoring).
+    pub(crate) fn shares_held(&self) -> Shares {
+        self.config()
+            .backends
+            .iter()
+            .filter_map(|b| Some((b.name.clone(), self.budget(&b.name)?.in_use())))
+            .collect()
+    }
+
     /// Idle server connections of every pool on `backend`.
     fn idle_on(&self, backend: &str) -> usize {
         let pg = self
@@ -104,10 +113,12 @@ pub(crate) struct Shrinking {
 }
 
 impl Shrinking {
-    pub(crate) fn new(initial: Shares) -> Shrinking {
+    /// `share` is in force from `now`; until it is reported, `reported` (what was held
+    /// before, connections being closed included) stands.
+    pub(crate) fn new(share: Shares, now: Instant) -> Shrinking {
         Shrinking {
-            current: initial,
-            pending: Vec::new(),
+            pending: vec![(now, share.clone())],
+            current: share,
         }
     }
 
@@ -158,7 +169,8 @@ mod tests {
     #[test]
     fn a_share_only_shrinks_and_is_reported_after_the_grace() {
         let t0 = Instant::now();
-        let mut s = Shrinking::new(shares(5));
+        let mut s = Shrinking::new(shares(5), t0);
+        assert_eq!(s.due(t0 + RELEASE_GRACE), Some(shares(5)));
         assert!(s.lower(&shares(7), t0).is_empty(), "never raised");
         assert_eq!(s.lower(&shares(3), t0), vec![("pg".to_owned(), 3)]);
         assert_eq!(s.current(), &shares(3));
