@@ -192,6 +192,39 @@ impl Proxy {
     /// Like [`Proxy::start_with_env`], through a program that execs poolguard in its own place
     /// (e.g. `["prlimit", "--nofile=1024:1024", "--"]`), so [`Proxy::pid`] is poolguard's.
     pub fn start_wrapped(config: &str, port: u16, wrapper: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let mut p = Proxy::spawn(config, port, wrapper, env, &[]);
+        p.wait_ready();
+        p
+    }
+
+    /// `poolguard run --takeover` with this config: returns once the new process has taken
+    /// the listening sockets over from the one running on `[general] upgrade_socket` (its log
+    /// says so), or started on its own when none answered.
+    pub fn start_takeover(config: &str, port: u16) -> Proxy {
+        let mut p = Proxy::spawn(config, port, &[], &[], &["--takeover"]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = p.child.try_wait() {
+                panic!("poolguard exited early ({st}):\n{}", p.log());
+            }
+            let log = p.log();
+            if log.contains("took over from the running poolguard")
+                || log.contains("starting as usual")
+            {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("poolguard --takeover did not take over:\n{}", p.log());
+    }
+
+    fn spawn(
+        config: &str,
+        port: u16,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("poolguard.toml");
         std::fs::write(&cfg, config).expect("write config");
@@ -208,6 +241,7 @@ impl Proxy {
         let child = command
             .args(["run", "--config"])
             .arg(&cfg)
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("POOLGUARD_TEST_LOG")
@@ -218,14 +252,12 @@ impl Proxy {
             .stderr(logfile)
             .spawn()
             .expect("spawn poolguard");
-        let mut p = Proxy {
+        Proxy {
             child,
             port,
             _dir: dir,
             log,
-        };
-        p.wait_ready();
-        p
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -347,6 +379,17 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+/// `pgbench -i -s 1` on the sandbox's `bank` database, straight to the server.
+pub fn pgbench_init(pg: &PgSandbox) {
+    let init = run_pg(
+        Command::new("pgbench")
+            .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-U", USER, "-p"])
+            .arg(pg.port().to_string())
+            .arg(DB),
+    );
+    assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
 }
 
 /// Connections the server sees from role `app` (poolguard's or direct clients').

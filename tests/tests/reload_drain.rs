@@ -91,13 +91,7 @@ fn reload_adds_resizes_and_removes_pools_while_pgbench_runs() {
     );
     pg.psql_as(USER, PASSWORD, "archive", "CREATE TABLE t (n int)")
         .expect("create table on archive");
-    let init = run_pg(
-        Command::new("pgbench")
-            .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-U", USER, "-p"])
-            .arg(pg.port().to_string())
-            .arg(DB),
-    );
-    assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
+    pgbench_init(&pg);
 
     // A transaction on `archive` that is running when archive is removed.
     let dir = tempfile::tempdir().unwrap();

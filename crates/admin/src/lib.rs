@@ -67,6 +67,16 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen on {listen} (admin): {e}"))
     })?;
+    serve(listener, source, rules)
+}
+
+/// As [`start`], on a listener already bound (one handed over by a running poolguard during a
+/// binary upgrade).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    source: Arc<dyn Source>,
+    rules: Vec<AlertRule>,
+) -> std::io::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
     let addr = listener.local_addr()?;
     let monitor = alerts::Monitor::new(rules);
     let app = api::router(source.clone(), monitor.clone(), addr);

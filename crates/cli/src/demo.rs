@@ -40,7 +40,7 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         mysql: free_or_any(6033),
         admin: Some(admin),
     };
-    let lab = Lab::start(&[Incident::Bankfee, Incident::Trademate], ports).await?;
+    let mut lab = Lab::start(&[Incident::Bankfee, Incident::Trademate], ports).await?;
     let pg_door = lab
         .proxy
         .postgres_addr

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use poolguard_proxy::check::read_budgets;
 use poolguard_proxy::config::Config;
-use poolguard_proxy::Proxy;
+use poolguard_proxy::{upgrade, Proxy};
 
 /// A database connection guard for PostgreSQL and MySQL/MariaDB: hard caps on server
 /// connections, transaction pooling, acquire deadlines with clear errors, leak detection.
@@ -56,9 +56,15 @@ enum Command {
         /// Start even if a backend cannot be reached to verify its connection budget.
         #[arg(long)]
         skip_budget_check: bool,
-        /// On SIGTERM or Ctrl-C, how long running transactions may take to finish.
+        /// On SIGTERM or Ctrl-C, how long running transactions may take to finish; after
+        /// handing over to a new binary, how long its clients may stay connected.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: std::time::Duration,
+        /// Binary upgrade: take the listening sockets over from the poolguard answering on
+        /// `[general] upgrade_socket` (it then drains and exits); start as usual when none
+        /// answers there.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Start throwaway PostgreSQL and MariaDB servers, poolguard in front of them (with its
     /// dashboard), and replay both incidents (bank fee, TradeMate) direct and through poolguard,
@@ -215,7 +221,15 @@ fn main() -> ExitCode {
                 config,
                 skip_budget_check,
                 drain_timeout,
-            } => run(load(&config)?, config, skip_budget_check, drain_timeout).await,
+                takeover,
+            } => {
+                let options = RunOptions {
+                    skip_budget_check,
+                    drain_timeout,
+                    takeover,
+                };
+                run(load(&config)?, config, options).await
+            }
             Command::Check {
                 config,
                 skip_servers,
@@ -326,13 +340,8 @@ async fn check(config: Config, skip_servers: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(
-    config: Config,
-    path: Option<PathBuf>,
-    skip_budget_check: bool,
-    drain_timeout: std::time::Duration,
-) -> anyhow::Result<()> {
-    match read_budgets(&config).await {
+async fn verify_budgets(config: &Config, skip_budget_check: bool) -> anyhow::Result<()> {
+    match read_budgets(config).await {
         Ok(budgets) => {
             for s in &budgets {
                 tracing::info!("{}", s.explain());
@@ -352,22 +361,101 @@ async fn run(
             )
         }
     }
-    let proxy = Proxy::start(config).await?;
+    Ok(())
+}
+
+struct RunOptions {
+    skip_budget_check: bool,
+    drain_timeout: std::time::Duration,
+    takeover: bool,
+}
+
+async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyhow::Result<()> {
+    let socket_path = config.upgrade_socket.clone();
+    let takeover = match (&socket_path, options.takeover) {
+        (Some(p), true) => upgrade::take_over(p).await.context("cannot take over")?,
+        (None, true) => {
+            anyhow::bail!("--takeover needs [general] upgrade_socket in the configuration")
+        }
+        _ => None,
+    };
+    if takeover.is_some() {
+        // The check logs in outside the budget, which the running process may be using in
+        // full right now: the servers were verified when it started.
+        tracing::info!("taking over: the budget check against the servers is skipped");
+    } else {
+        verify_budgets(&config, options.skip_budget_check).await?;
+    }
+    let took_over = takeover.is_some();
+    let (mut proxy, _follower) = match takeover {
+        Some(mut t) => {
+            let proxy = Proxy::start_with(config, t.inherited()).await?;
+            let follower = t.started(proxy.shared.clone()).await?;
+            tracing::info!("took over from the running poolguard; it drains and exits");
+            (proxy, Some(follower))
+        }
+        None => {
+            if options.takeover {
+                tracing::info!("no poolguard answers on the upgrade socket: starting as usual");
+            }
+            (Proxy::start(config).await?, None)
+        }
+    };
     if let Some(path) = path {
         proxy.shared.set_config_path(path);
     }
+    let control = match &socket_path {
+        Some(p) => Some(upgrade::ControlSocket::bind(p, took_over).await?),
+        None => None,
+    };
     #[cfg(unix)]
     let reloads = tokio::spawn(reload_on_sighup(proxy.shared.clone()));
-    shutdown_signal().await;
+    let handover = loop {
+        let request = async {
+            match &control {
+                Some(c) => c.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => break None,
+            request = request => match request {
+                Ok(r) => match proxy.hand_over(r).await {
+                    Ok(h) => break Some(h),
+                    Err(e) => tracing::warn!(error = %e, "upgrade refused; this process goes on serving"),
+                },
+                Err(e) => tracing::warn!(error = %e, "upgrade socket"),
+            },
+        }
+    };
     #[cfg(unix)]
     reloads.abort();
+    if let Some(h) = handover {
+        // The path belongs to the new process now: left in place.
+        drop(control);
+        tracing::info!(
+            clients = proxy.shared.client_count(),
+            timeout = ?options.drain_timeout,
+            "handed over: serving the clients connected here until they leave"
+        );
+        let summary = tokio::select! {
+            s = h.drain(&proxy.shared, options.drain_timeout) => s,
+            _ = shutdown_signal() => proxy.shared.drain(upgrade::LAST_CALL).await,
+        };
+        proxy.stop_accepting();
+        tracing::info!(%summary, "exiting after the upgrade");
+        return Ok(());
+    }
     tracing::info!(
         clients = proxy.shared.client_count(),
-        timeout = ?drain_timeout,
+        timeout = ?options.drain_timeout,
         "shutting down: no new clients or transactions, waiting for running transactions"
     );
     proxy.stop_accepting();
-    let summary = proxy.shared.drain(drain_timeout).await;
+    if let Some(c) = control {
+        c.remove();
+    }
+    let summary = proxy.shared.drain(options.drain_timeout).await;
     tracing::info!(%summary, "shut down");
     Ok(())
 }

@@ -123,7 +123,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         "== starting a sandbox {} and poolguard in front of it",
         incident.server()
     );
-    let lab = Lab::start(&[incident], Default::default()).await?;
+    let mut lab = Lab::start(&[incident], Default::default()).await?;
     let c = replay(&lab.urls(incident)?, incident, d, !a.quiet).await?;
     print_comparison(&c);
     let path = poolguard_sim::verdict::write_report(

@@ -194,11 +194,17 @@ impl Shared {
             summary.restart_needed.push("[[alerts]]");
         }
         for b in &new.backends {
-            let budget = self.budget_or_new(&b.name, b.max_connections);
             match self.fleet() {
                 // The fleet owns the limit: it applies the new fleet budget in its next round.
-                Some(fleet) => fleet.set_budget(&b.name, b.max_connections),
-                None => budget.set_limit(b.max_connections),
+                Some(fleet) => {
+                    self.budget_or_new(&b.name, b.max_connections);
+                    fleet.set_budget(&b.name, b.max_connections);
+                }
+                // During a binary upgrade the other process's share stays out of reach.
+                None => {
+                    let limit = self.budget_limit(&b.name, b.max_connections);
+                    self.budget_or_new(&b.name, limit).set_limit(limit);
+                }
             }
             if let Some(set) = self.hosts(&b.name) {
                 let same_hosts = set.hosts().iter().map(|h| &h.addr).eq(b.hosts.iter());

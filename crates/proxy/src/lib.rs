@@ -30,6 +30,7 @@ pub mod pg;
 pub mod spare;
 pub mod state;
 pub mod traffic;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,58 +49,78 @@ pub struct Proxy {
     pub mysql_addr: Option<SocketAddr>,
     /// The admin HTTP address (`[admin] listen`), once bound.
     pub admin_addr: Option<SocketAddr>,
+    /// The accept loops (both doors, admin HTTP): what a binary upgrade stops.
+    accepts: Vec<JoinHandle<()>>,
+    /// Everything else (alert ticks, observation, health checks).
     tasks: Vec<JoinHandle<()>>,
+    /// Copies of the listening sockets, for handing them to a new binary (`upgrade`).
+    pub(crate) listeners: upgrade::Listeners,
 }
 
 impl Proxy {
     /// Binds every configured front door and starts accepting clients.
     pub async fn start(config: Config) -> std::io::Result<Proxy> {
+        Proxy::start_with(config, upgrade::Inherited::default()).await
+    }
+
+    /// As [`Proxy::start`], taking over what a running poolguard handed over: its listening
+    /// sockets (used instead of binding) and its share of each backend budget (kept out of
+    /// reach until it reports it released).
+    pub async fn start_with(
+        config: Config,
+        mut inherited: upgrade::Inherited,
+    ) -> std::io::Result<Proxy> {
         let shared = Shared::new(config);
+        inherited.apply_caps(&shared);
         let mut tasks = Vec::new();
+        let mut accepts = Vec::new();
+        let mut listeners = upgrade::Listeners::default();
         // The admin side first: once a front door accepts clients (what a readiness probe or
         // a test waits for), the metrics and the console already answer.
         let mut admin_addr = None;
         if let Some(listen) = shared.config().admin_listen {
             let source: Arc<dyn poolguard_admin::Source> = shared.clone();
-            let (addr, admin_tasks) =
-                poolguard_admin::start(listen, source, shared.config().alerts.clone()).await?;
+            let rules = shared.config().alerts.clone();
+            let listener =
+                match open(&mut inherited, &mut listeners, upgrade::Door::Admin, listen).await {
+                    Ok(l) => l,
+                    Err(e) => return Err(e),
+                };
+            let (addr, mut admin_tasks) = poolguard_admin::serve(listener, source, rules)?;
             admin_addr = Some(addr);
+            // The first task serves HTTP; the rest (alert ticks) go on through an upgrade.
+            accepts.extend(admin_tasks.drain(..1));
             tasks.extend(admin_tasks);
         }
         let mut postgres_addr = None;
         if let Some(pg) = &shared.config().postgres {
-            let listener = match TcpListener::bind(pg.listen).await {
+            let listener = match open(
+                &mut inherited,
+                &mut listeners,
+                upgrade::Door::Postgres,
+                pg.listen,
+            )
+            .await
+            {
                 Ok(l) => l,
-                Err(e) => {
-                    return Err(stop_started(
-                        &tasks,
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("cannot listen on {}: {e}", pg.listen),
-                        ),
-                    ))
-                }
+                Err(e) => return Err(stop_started(&accepts, &tasks, e)),
             };
             let addr = listener.local_addr()?;
             tracing::info!(listen = %addr, "PostgreSQL front door open");
             postgres_addr = Some(addr);
-            tasks.push(tokio::spawn(accept_postgres(listener, shared.clone())));
+            accepts.push(tokio::spawn(accept_postgres(listener, shared.clone())));
         }
         let mut mysql_addr = None;
         if let Some(listen) = shared.config().mysql_listen {
-            let listener = match TcpListener::bind(listen).await {
-                Ok(l) => l,
-                Err(e) => {
-                    return Err(stop_started(
-                        &tasks,
-                        std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")),
-                    ))
-                }
-            };
+            let listener =
+                match open(&mut inherited, &mut listeners, upgrade::Door::Mysql, listen).await {
+                    Ok(l) => l,
+                    Err(e) => return Err(stop_started(&accepts, &tasks, e)),
+                };
             let addr = listener.local_addr()?;
             tracing::info!(listen = %addr, "MySQL front door open");
             mysql_addr = Some(addr);
-            tasks.push(tokio::spawn(accept_mysql(listener, shared.clone())));
+            accepts.push(tokio::spawn(accept_mysql(listener, shared.clone())));
         }
         tasks.extend(observe::spawn(&shared));
         tasks.extend(hosts::check::spawn(&shared));
@@ -111,24 +132,59 @@ impl Proxy {
             postgres_addr,
             mysql_addr,
             admin_addr,
+            accepts,
             tasks,
+            listeners,
         })
     }
 
-    /// Stops accepting new clients. Sessions already running finish on their own.
-    pub fn stop_accepting(&self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+    /// Stops accepting new clients. Sessions already running finish on their own. The kept
+    /// copies of the listening sockets close too: while one is open the kernel still
+    /// completes connections nobody will accept, and a client hangs instead of being refused.
+    pub fn stop_accepting(&mut self) {
+        self.accepts
+            .iter()
+            .chain(&self.tasks)
+            .for_each(|t| t.abort());
+        self.listeners = upgrade::Listeners::default();
     }
+
+    /// Stops the accept loops only (a new binary accepts on the same sockets now); sessions,
+    /// observation and health checks go on.
+    pub(crate) fn stop_front_doors(&mut self) {
+        self.accepts.iter().for_each(|t| t.abort());
+        self.listeners = upgrade::Listeners::default();
+    }
+}
+
+/// A front door's listener: the one handed over for this door if any, else bound now.
+async fn open(
+    inherited: &mut upgrade::Inherited,
+    listeners: &mut upgrade::Listeners,
+    door: upgrade::Door,
+    listen: SocketAddr,
+) -> std::io::Result<TcpListener> {
+    if let Some(l) = inherited.take(door, listen) {
+        return listeners.keep(door, l);
+    }
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {listen}{}: {e}", door.label()),
+        )
+    })?;
+    listeners.copy_of(door, &listener)?;
+    Ok(listener)
 }
 
 /// A start that fails half-way stops what it had started (the admin listener and its alert
 /// tasks), so the port is free again and nothing runs on for a proxy that does not exist.
-fn stop_started(tasks: &[JoinHandle<()>], error: std::io::Error) -> std::io::Error {
-    for t in tasks {
-        t.abort();
-    }
+fn stop_started(
+    accepts: &[JoinHandle<()>],
+    tasks: &[JoinHandle<()>],
+    error: std::io::Error,
+) -> std::io::Error {
+    accepts.iter().chain(tasks).for_each(|t| t.abort());
     error
 }
 

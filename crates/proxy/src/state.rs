@@ -101,6 +101,9 @@ pub struct Shared {
     pub faults: crate::fault::Faults,
     /// Sockets accepted and not yet logged in (see `gate`).
     pub logins: Arc<crate::gate::Logins>,
+    /// During a binary upgrade, the most server connections this process may hold per backend
+    /// (below `max_connections`: the other process holds the rest). See `upgrade::share`.
+    pub(crate) upgrade_caps: Mutex<HashMap<String, usize>>,
     /// Made at start, never shown: the stand-in SCRAM verifiers of unknown users are derived
     /// from it, so their salts are stable for a user name yet unpredictable from outside.
     stand_in_key: [u8; 32],
@@ -167,6 +170,7 @@ impl Shared {
             checkers: Default::default(),
             faults: crate::fault::Faults::from_env(),
             logins: Default::default(),
+            upgrade_caps: Default::default(),
             stand_in_key: rand::random(),
             fleet: Default::default(),
         })

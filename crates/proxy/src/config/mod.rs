@@ -130,6 +130,8 @@ pub struct Config {
     pub rate_limits: Vec<guard::RateLimit>,
     /// `[fleet]`: budgets shared through etcd with other instances (none: this process's own).
     pub fleet: Option<poolguard_fleet::FleetConfig>,
+    /// `[general] upgrade_socket`: where a new binary asks this one to hand over (see `upgrade`).
+    pub upgrade_socket: Option<std::path::PathBuf>,
 }
 
 impl Database {
@@ -372,8 +374,18 @@ impl Config {
             .map(|(i, r)| guard::RateLimit::from_raw(&format!("rate_limits[{i}]"), r))
             .collect::<Result<_, _>>()?;
         let fleet = raw.fleet.as_ref().map(fleet::from_raw).transpose()?;
+        let upgrade_socket = raw
+            .general
+            .as_ref()
+            .and_then(|g| g.upgrade_socket.as_deref())
+            .map(|p| match p.trim() {
+                "" => Err(invalid("general.upgrade_socket", "must not be empty")),
+                p => Ok(std::path::PathBuf::from(p)),
+            })
+            .transpose()?;
         Ok(Config {
             fleet,
+            upgrade_socket,
             admin_users,
             stats_users: admin.stats_users,
             admin_access: admin.access,
@@ -684,6 +696,25 @@ query_timeout = "0s"
     }
 
     #[test]
+    fn upgrade_socket_is_a_path_and_not_empty() {
+        let with = |general: &str| {
+            Config::parse(&format!(
+                "{general}\n[postgres]\nlisten = \"127.0.0.1:6432\"\n[[backends]]\nname = \"pg\"\nprotocol = \"postgres\"\nhosts = [\"127.0.0.1:5432\"]\nmax_connections = 10\n[[databases]]\nname = \"bank\"\nbackend = \"pg\"\n[[users]]\nname = \"app\"\npassword = \"pw\"\n"
+            ))
+        };
+        let c = with("[general]\nupgrade_socket = \"/run/poolguard/upgrade.sock\"").unwrap();
+        assert_eq!(
+            c.upgrade_socket.as_deref(),
+            Some(std::path::Path::new("/run/poolguard/upgrade.sock"))
+        );
+        assert!(with("").unwrap().upgrade_socket.is_none());
+        let e = with("[general]\nupgrade_socket = \" \"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("general.upgrade_socket"), "{e}");
+    }
+
+    #[test]
     fn builtin_default_is_valid() {
         let c = Config::builtin_default("pw\"with quote");
         assert_eq!(c.users[0].password, "pw\"with quote");
@@ -738,6 +769,7 @@ mod reference {
         assert!(keys.len() > 50, "the key scan found only {keys:?}");
         // Tables and arrays of tables are sections, not keys.
         let sections = [
+            "general",
             "admin",
             "postgres",
             "mysql",

@@ -9,6 +9,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    pub general: Option<RawGeneral>,
     pub admin: Option<RawAdmin>,
     pub postgres: Option<RawPostgres>,
     pub mysql: Option<RawMysql>,
@@ -41,6 +42,14 @@ pub struct RawFleet {
     pub patroni_scope: Option<String>,
     /// The fleet's keys live under `/poolguard/<name>/` (default "default").
     pub name: Option<String>,
+}
+
+/// `[general]`: process-wide settings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeneral {
+    /// Unix socket a new poolguard binary connects to in order to take over (binary upgrade).
+    pub upgrade_socket: Option<String>,
 }
 
 /// One `[[rate_limits]]` rule: rates per user, per database or per client address.
