@@ -57,6 +57,8 @@ fn the_debian_package_installs_checks_and_purges() {
         );
         run(Command::new("systemd-analyze")
             .args(["verify", "/lib/systemd/system/poolguard.service"]));
+        run(Command::new("systemd-analyze")
+            .args(["verify", "/lib/systemd/system/poolguard@a.service"]));
         let unit = std::fs::read_to_string("/lib/systemd/system/poolguard.service").unwrap();
         assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
         assert!(unit.contains("User=poolguard"));
