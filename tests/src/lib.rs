@@ -19,6 +19,7 @@ pub mod admin;
 pub mod mysql;
 pub mod pgc;
 pub mod rawpg;
+pub mod tls;
 
 pub const USER: &str = "app";
 pub const PASSWORD: &str = "app-secret";
