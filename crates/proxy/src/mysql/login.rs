@@ -96,6 +96,40 @@ impl ClientIo<'_> {
         }
     }
 
+    /// Reads one packet and not a byte past it (when nothing is buffered yet): after an
+    /// SSLRequest the client starts its TLS handshake without waiting for an answer, and those
+    /// bytes must stay in the socket for the TLS layer.
+    pub async fn read_exactly_one(&mut self) -> Result<Option<Packet>, ProxyError> {
+        if !self.buf.is_empty() {
+            return self.read().await;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        let mut header = [0u8; 4];
+        match stream.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(ProxyError::client_io(e)),
+        }
+        let [l0, l1, l2, _seq] = header;
+        let len = usize::from(l0) | usize::from(l1) << 8 | usize::from(l2) << 16;
+        if len > MAX_HANDSHAKE_PACKET {
+            return Err(ProxyError::PacketTooLarge(format!(
+                "poolguard: handshake packet too large ({len} bytes)"
+            )));
+        }
+        self.buf.extend_from_slice(&header);
+        let body_start = self.buf.len();
+        self.buf.resize(body_start.saturating_add(len), 0);
+        let body = self.buf.get_mut(body_start..).unwrap_or_default();
+        match stream.read_exact(body).await {
+            Ok(_) => self.read().await,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(ProxyError::client_io(e)),
+        }
+    }
+
     pub async fn write(
         &mut self,
         seq: u8,
@@ -270,7 +304,11 @@ async fn read_response(
 ) -> Result<Option<HandshakeResponse41>, ProxyError> {
     let mut on_tls = false;
     loop {
-        let Some(packet) = io.read().await? else {
+        let packet = match on_tls || !tls.offered() {
+            true => io.read().await?,
+            false => io.read_exactly_one().await?,
+        };
+        let Some(packet) = packet else {
             return Ok(None);
         };
         *seq = packet.next_seq();
