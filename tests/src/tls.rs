@@ -115,6 +115,17 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// [`Pki::front`] under `require`, with client certificates checked against this CA.
+    pub fn front_verifying_clients(&self) -> String {
+        format!(
+            "{}tls_client_ca_file = \"{}\"\n",
+            self.front("require"),
+            self.file("ca.crt")
+        )
+    }
+}
+
 impl Default for Pki {
     fn default() -> Self {
         Pki::new()

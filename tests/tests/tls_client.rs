@@ -26,6 +26,21 @@ fn psql_tls(port: u16, pki: &Pki, extra: &str, commands: &[&str]) -> Output {
     run_pg(&mut cmd)
 }
 
+/// psql to 127.0.0.1 with this `sslmode`, no certificate checks.
+fn psql_sslmode(port: u16, sslmode: &str, sql: &str) -> Output {
+    run_pg(
+        psql_command(port)
+            .env("PGSSLMODE", sslmode)
+            .args(["-c", sql]),
+    )
+}
+
+/// The client failed, saying `why` on stderr.
+fn refused(out: Output, why: &str) {
+    assert!(!out.status.success(), "not refused: {}", stdout(&out));
+    assert!(stderr(&out).contains(why), "{}", stderr(&out));
+}
+
 /// The psycopg client (tests/clients/pg_tls.py) in `query` mode.
 fn psycopg_tls(port: u16, pki: &Pki, extra: &[&str]) -> Output {
     let mut cmd = Command::new("python3");
@@ -91,16 +106,9 @@ fn verify_full_channel_binding_and_require() {
     }
 
     // A plaintext client is refused with the message, and the SQLSTATE pg_hba gives (28000).
-    let out = run_pg(
-        psql_command(proxy.port)
-            .env("PGSSLMODE", "disable")
-            .args(["-c", "SELECT 1"]),
-    );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("poolguard accepts only TLS connections on this port"),
-        "{}",
-        stderr(&out)
+    refused(
+        psql_sslmode(proxy.port, "disable", "SELECT 1"),
+        "poolguard accepts only TLS connections on this port",
     );
     let answer = raw_exchange(proxy.port, &startup_packet());
     assert_eq!(sqlstate_of(&answer).as_deref(), Some("28000"));
@@ -116,22 +124,11 @@ fn verify_full_channel_binding_and_require() {
 fn disabled_door_answers_no_and_serves_plaintext() {
     let pg = sandbox(20);
     let proxy = proxy_with(&pg, String::new());
-    let out = run_pg(
-        psql_command(proxy.port)
-            .env("PGSSLMODE", "require")
-            .args(["-c", "SELECT 1"]),
+    refused(
+        psql_sslmode(proxy.port, "require", "SELECT 1"),
+        "server does not support SSL, but SSL was required",
     );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("server does not support SSL, but SSL was required"),
-        "{}",
-        stderr(&out)
-    );
-    let out = run_pg(
-        psql_command(proxy.port)
-            .env("PGSSLMODE", "prefer")
-            .args(["-c", "\\conninfo"]),
-    );
+    let out = psql_sslmode(proxy.port, "prefer", "\\conninfo");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).contains("SSL"), "{}", stdout(&out));
     // 'N' to an SSLRequest, byte for byte.
@@ -147,12 +144,7 @@ fn disabled_door_answers_no_and_serves_plaintext() {
 fn client_certificates_are_verified() {
     let pki = Pki::new();
     let pg = sandbox(20);
-    let front = format!(
-        "{}tls_client_ca_file = \"{}\"\n",
-        pki.front("require"),
-        pki.file("ca.crt")
-    );
-    let proxy = proxy_with(&pg, front);
+    let proxy = proxy_with(&pg, pki.front_verifying_clients());
     let with_cert = format!(
         "sslcert={} sslkey={}",
         pki.file("client.crt"),

@@ -2,32 +2,11 @@
 //! node mysql2) verifying poolguard's certificate against a CA made by `openssl` for the test;
 //! `client_tls = "require"` refusing a plaintext client with 3159; client certificates.
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use poolguard_e2e::mysql::*;
 use poolguard_e2e::tls::Pki;
 use poolguard_e2e::*;
-
-/// The mariadb CLI as `app` on `bank`, with extra options (TLS ones).
-fn mariadb_with(port: u16, options: &[String], sql: &str) -> Output {
-    run_within(
-        Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-N",
-                "-B",
-                "--protocol=TCP",
-                "-h",
-                "127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .args(options)
-            .args(["-u", USER, DB, "-e", sql])
-            .env("MYSQL_PWD", PASSWORD),
-        Duration::from_secs(30),
-    )
-}
 
 fn verified(pki: &Pki) -> Vec<String> {
     vec![
@@ -37,21 +16,25 @@ fn verified(pki: &Pki) -> Vec<String> {
     ]
 }
 
+fn proxy_with(db: &MariaDbSandbox, front: String) -> Proxy {
+    start_mysql_proxy(
+        db,
+        &MyPoolSpec {
+            front,
+            ..Default::default()
+        },
+    )
+}
+
 #[test]
 fn mysql_clients_over_tls_and_require() {
     let pki = Pki::new();
     let db = mariadb(20);
-    let proxy = start_mysql_proxy(
-        &db,
-        &MyPoolSpec {
-            front: pki.front("require"),
-            ..Default::default()
-        },
-    );
+    let proxy = proxy_with(&db, pki.front("require"));
     let port = proxy.port;
 
     // The CLI's `status` reports the cipher of its own connection (to poolguard).
-    let out = mariadb_with(port, &verified(&pki), "status; SELECT 40 + 2");
+    let out = mariadb_cli_with(port, &verified(&pki), "status; SELECT 40 + 2");
     let text = stdout(&out);
     assert!(out.status.success(), "mariadb over TLS: {}", stderr(&out));
     assert!(
@@ -74,7 +57,7 @@ fn mysql_clients_over_tls_and_require() {
     assert_eq!(stdout(&out), "tls=TLSv1.3 value=42", "{}", stderr(&out));
 
     // A client that does not ask for TLS gets what require_secure_transport gives.
-    let out = mariadb_with(port, &["--skip-ssl".into()], "SELECT 1");
+    let out = mariadb_cli_with(port, &["--skip-ssl".into()], "SELECT 1");
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("ERROR 3159"), "{err}");
@@ -89,7 +72,7 @@ fn mysql_disabled_door_does_not_offer_tls() {
     // Plaintext works as before; a client insisting on TLS is told the server has none.
     let out = mariadb_cli(proxy.port, "SELECT 40 + 2");
     assert_eq!(stdout(&out), "42", "{}", stderr(&out));
-    let out = mariadb_with(proxy.port, &verified(&pki), "SELECT 1");
+    let out = mariadb_cli_with(proxy.port, &verified(&pki), "SELECT 1");
     assert!(
         !out.status.success(),
         "TLS was negotiated on a disabled door"
@@ -101,24 +84,13 @@ fn mysql_disabled_door_does_not_offer_tls() {
 fn mysql_client_certificates_are_verified() {
     let pki = Pki::new();
     let db = mariadb(20);
-    let front = format!(
-        "{}tls_client_ca_file = \"{}\"\n",
-        pki.front("require"),
-        pki.file("ca.crt")
-    );
-    let proxy = start_mysql_proxy(
-        &db,
-        &MyPoolSpec {
-            front,
-            ..Default::default()
-        },
-    );
+    let proxy = proxy_with(&db, pki.front_verifying_clients());
     let mut with_cert = verified(&pki);
     with_cert.push(format!("--ssl-cert={}", pki.file("client.crt")));
     with_cert.push(format!("--ssl-key={}", pki.file("client.key")));
-    let out = mariadb_with(proxy.port, &with_cert, "SELECT 40 + 2");
+    let out = mariadb_cli_with(proxy.port, &with_cert, "SELECT 40 + 2");
     assert_eq!(stdout(&out), "42", "{}", stderr(&out));
-    let out = mariadb_with(proxy.port, &verified(&pki), "SELECT 1");
+    let out = mariadb_cli_with(proxy.port, &verified(&pki), "SELECT 1");
     assert!(
         !out.status.success(),
         "a client without a certificate got in"
