@@ -74,7 +74,15 @@ fn proxy_with(pg: &PgSandbox, front: String) -> Proxy {
 fn verify_full_channel_binding_and_require() {
     let pki = Pki::new();
     let pg = sandbox(20);
-    let proxy = proxy_with(&pg, pki.front("require"));
+    let admin = free_port();
+    let proxy = Proxy::start(
+        &pg,
+        &PoolSpec {
+            front: pki.front("require"),
+            limits: format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\nusers = [\"{USER}\"]\n"),
+            ..Default::default()
+        },
+    );
 
     // psql verifies poolguard's certificate and binds SCRAM to it.
     let out = psql_tls(
@@ -90,6 +98,32 @@ fn verify_full_channel_binding_and_require() {
         "psql does not report TLS: {text}"
     );
     assert!(text.ends_with("42"), "{text}");
+
+    // Megabytes both ways: TLS records that do not fit the socket at once are flushed.
+    let big = "y".repeat(100_000);
+    let out = psql_tls(
+        proxy.port,
+        &pki,
+        "",
+        &[
+            "SELECT repeat('x', 4000000)",
+            &format!("SELECT length('{big}')"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        text.len(),
+        4_000_000 + 1 + 6,
+        "{}",
+        text.get(..20).unwrap_or("")
+    );
+    assert!(text.ends_with("\n100000"));
+
+    // The admin console comes through the same door.
+    let out = psql_tls(proxy.port, &pki, "dbname=pgbouncer", &["SHOW POOLS"]);
+    assert!(out.status.success(), "console over TLS: {}", stderr(&out));
+    assert!(stdout(&out).contains("bank|app"), "{}", stdout(&out));
 
     // psycopg (libpq 18) too, with PostgreSQL 17's direct TLS (no SSLRequest, ALPN).
     for extra in [
