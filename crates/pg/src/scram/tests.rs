@@ -509,6 +509,20 @@ proptest! {
         let _ = client.handle_server_first(&a);
         let _ = client.verify_server_final(&b);
         let _ = ScramVerifier::parse(&String::from_utf8_lossy(&a));
+        for plus in [false, true] {
+            let mut bound = ScramServer::new(ScramVerifier::from_password("pw", b"salt", 1))
+                .with_channel_binding(b.clone(), plus);
+            let _ = bound.handle_client_first(&a);
+            let _ = bound.handle_client_final(&b);
+        }
+    }
+
+    #[test]
+    fn gs2_headers_never_panic(flag in "[npy]?", kind in "[=a-z,-]{0,24}", rest in ".{0,16}",
+                               plus in any::<bool>()) {
+        let mut server = ScramServer::with_nonce(ScramVerifier::from_password("pw", b"s", 1), "x")
+            .with_channel_binding(vec![1; 32], plus);
+        let _ = server.handle_client_first(format!("{flag}{kind},n=,r=a{rest}").as_bytes());
     }
 
     #[test]
