@@ -20,6 +20,7 @@ pub mod etcd;
 pub mod mysql;
 pub mod pgc;
 pub mod rawpg;
+pub mod tls;
 
 pub const USER: &str = "app";
 pub const PASSWORD: &str = "app-secret";

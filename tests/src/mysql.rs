@@ -179,6 +179,11 @@ impl MyPeakSampler {
 
 /// The `mariadb` command-line client as `app` on `bank` (batch mode, no column names).
 pub fn mariadb_cli(port: u16, sql: &str) -> Output {
+    mariadb_cli_with(port, &[], sql)
+}
+
+/// [`mariadb_cli`] with extra options (`--ssl-ca=...` and the like).
+pub fn mariadb_cli_with(port: u16, options: &[String], sql: &str) -> Output {
     run_within(
         Command::new("mariadb")
             .args([
@@ -190,6 +195,7 @@ pub fn mariadb_cli(port: u16, sql: &str) -> Output {
                 "127.0.0.1",
             ])
             .arg(format!("--port={port}"))
+            .args(options)
             .args(["-u", USER, DB, "-e", sql])
             .env("MYSQL_PWD", PASSWORD),
         Duration::from_secs(30),

@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
 use crate::state::Shared;
+use crate::stream::ClientStream;
 
 /// The message a client gets when its task panicked: nothing about the cause (which might
 /// carry another client's data or a secret), only what happened to its work.
@@ -84,21 +84,21 @@ enum Reply {
 }
 
 /// A client's socket, which tells the client about a panic on its way out (see the module
-/// docs). Dereferences to the [`TcpStream`].
+/// docs). Dereferences to the [`ClientStream`].
 pub struct ClientSocket {
-    stream: TcpStream,
+    stream: ClientStream,
     reply: Reply,
 }
 
 impl ClientSocket {
-    pub fn postgres(stream: TcpStream) -> Self {
+    pub fn postgres(stream: ClientStream) -> Self {
         ClientSocket {
             stream,
             reply: Reply::Postgres,
         }
     }
 
-    pub fn mysql(stream: TcpStream) -> Self {
+    pub fn mysql(stream: ClientStream) -> Self {
         ClientSocket {
             stream,
             reply: Reply::Mysql { seq: 1 },
@@ -114,15 +114,15 @@ impl ClientSocket {
 }
 
 impl Deref for ClientSocket {
-    type Target = TcpStream;
+    type Target = ClientStream;
 
-    fn deref(&self) -> &TcpStream {
+    fn deref(&self) -> &ClientStream {
         &self.stream
     }
 }
 
 impl DerefMut for ClientSocket {
-    fn deref_mut(&mut self) -> &mut TcpStream {
+    fn deref_mut(&mut self) -> &mut ClientStream {
         &mut self.stream
     }
 }
@@ -140,6 +140,6 @@ impl Drop for ClientSocket {
         }
         // Best effort, without waiting: a few dozen bytes fit any socket buffer that is not
         // already full, and a client that stopped reading loses nothing it would have read.
-        let _ = self.stream.try_write(&m);
+        self.stream.write_now(&m);
     }
 }

@@ -36,6 +36,9 @@ pub enum ProxyError {
     /// Authentication failed, with a message written for the client's protocol.
     #[error("{0}")]
     AuthRefused(String),
+    /// A plaintext client on a door with `client_tls = "require"`.
+    #[error("{0}")]
+    TlsRequired(String),
     #[error("{0}")]
     Protocol(String),
     #[error("database \"{0}\" does not exist in poolguard's configuration")]
@@ -92,6 +95,8 @@ impl ProxyError {
             ProxyError::QueryTimeout(_) => "57014",
             ProxyError::AuthFailed(_) | ProxyError::AuthRefused(_) => "28P01",
             ProxyError::Protocol(_) => "08P01",
+            // What PostgreSQL sends when pg_hba.conf has only hostssl lines for the client.
+            ProxyError::TlsRequired(_) => "28000",
             ProxyError::UnknownDatabase(_) => "3D000",
             ProxyError::ShuttingDown(_) => "57P01",
             ProxyError::FeatureNotSupported(_) => "0A000",
@@ -126,6 +131,7 @@ impl ProxyError {
                 ER_UNKNOWN_ERROR // 1105
             }
             ProxyError::Handshake(_) => my::ER_HANDSHAKE_ERROR, // 1043
+            ProxyError::TlsRequired(_) => ER_SECURE_TRANSPORT_REQUIRED, // 3159
             ProxyError::PacketTooLarge(_) => my::ER_NET_PACKET_TOO_LARGE, // 1153
             ProxyError::StatementLimit(_) => ER_MAX_PREPARED_STMT_COUNT_REACHED, // 1461
             ProxyError::MysqlServer { code, .. } => *code,
@@ -175,6 +181,10 @@ pub const CLOSED_POOL: &str = "poolguard is shutting down, or a reload removed t
 pub const ER_NOT_ALLOWED_COMMAND: u16 = 1148;
 /// 1461 "Can't create more than max_prepared_stmt_count statements".
 pub const ER_MAX_PREPARED_STMT_COUNT_REACHED: u16 = 1461;
+/// 3159 "Connections using insecure transport are prohibited while
+/// --require_secure_transport=ON" (MySQL and MariaDB; MariaDB sends it after the password check,
+/// poolguard before it).
+pub const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 /// 1105 "Unknown error".
 pub const ER_UNKNOWN_ERROR: u16 = 1105;
 /// 2003 "Can't connect to MySQL server": client-side code, sent by poolguard when the backend
@@ -199,6 +209,7 @@ mod tests {
             ProxyError::ClientIdle(String::new()),
             ProxyError::QueryTimeout(String::new()),
             ProxyError::AuthFailed(String::new()),
+            ProxyError::TlsRequired(String::new()),
             ProxyError::Protocol(String::new()),
             ProxyError::UnknownDatabase(String::new()),
             ProxyError::ShuttingDown(String::new()),

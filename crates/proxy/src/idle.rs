@@ -13,8 +13,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::stream::ClientStream;
 
 /// Runs a client: `open` (the login, boxed by the caller so that its state does not size the
 /// task; an argument by value would be kept in this future's state) and, if it yields a
@@ -28,11 +29,16 @@ pub async fn serve<S, R: Future<Output = ()>>(
     }
 }
 
-/// Waits while a client is idle: until its socket is readable (data, close or error; the
-/// relay reads it and sees which), its `deadline` passes, or `also` completes.
-pub async fn wait(client: &TcpStream, deadline: Option<Instant>, also: impl Future<Output = ()>) {
+/// Waits while a client is idle: until it has something to read (data, close or error; the
+/// relay reads it and sees which; on TLS, plaintext rustls already holds counts too), its
+/// `deadline` passes, or `also` completes.
+pub async fn wait(
+    client: &mut ClientStream,
+    deadline: Option<Instant>,
+    also: impl Future<Output = ()>,
+) {
     tokio::select! {
-        _ = client.readable() => {}
+        _ = client.wait_readable() => {}
         _ = async {
             match deadline {
                 // Boxed: a timer is over a hundred bytes, and most idle clients have no

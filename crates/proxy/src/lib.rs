@@ -29,6 +29,8 @@ pub mod observe;
 pub mod pg;
 pub mod spare;
 pub mod state;
+pub mod stream;
+pub mod tls;
 pub mod traffic;
 pub mod upgrade;
 

@@ -4,7 +4,8 @@
 //!
 //! PostgreSQL specifics: the user name in client-first is ignored (the startup packet's `user`
 //! counts), and the client usually sends it empty; without TLS there is no channel binding, so the
-//! gs2 header must be `n,,` or `y,,` and `p=...` is refused with a clear error.
+//! gs2 header must be `n,,` or `y,,` and `p=...` is refused with a clear error; on TLS the server
+//! side binds to `tls-server-end-point` (see [`ScramServer::with_channel_binding`]).
 //!
 //! Invariants: every exchange is a state machine that fails closed (after an error, or out of
 //! order, it refuses to continue); secrets are compared in constant time; untrusted inputs are
@@ -25,10 +26,12 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub use client::ScramClient;
-pub use server::ScramServer;
+pub use server::{ScramServer, TLS_SERVER_END_POINT};
 
 /// The SASL mechanism name.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// The mechanism with channel binding (offered to clients on TLS).
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 /// Iteration count of verifiers built here (PostgreSQL's default `scram_iterations`).
 pub const DEFAULT_ITERATIONS: u32 = 4096;
 /// Largest iteration count a client accepts from a server: more would let a hostile server make us
@@ -55,6 +58,14 @@ pub enum ScramError {
          connect with channel_binding=disable or prefer"
     )]
     ChannelBindingUnsupported,
+    /// The client can bind to the channel but thinks poolguard cannot (`y` gs2 flag) while
+    /// SCRAM-SHA-256-PLUS was offered: someone may have removed it from the offer (RFC 5802
+    /// §6), so the exchange is refused.
+    #[error(
+        "SCRAM channel binding negotiation error: the client supports SCRAM channel binding \
+         but thinks the server does not; however, this server does support channel binding"
+    )]
+    ChannelBindingDowngrade,
     /// The server's signature is wrong: it does not know the password (or is an impostor).
     #[error("SCRAM server signature mismatch: the server could not prove it knows the password")]
     ServerSignatureMismatch,
@@ -84,6 +95,7 @@ impl ScramError {
             ScramError::WrongPassword => "28P01",
             ScramError::Malformed(_)
             | ScramError::ChannelBindingUnsupported
+            | ScramError::ChannelBindingDowngrade
             | ScramError::NonceMismatch
             | ScramError::IterationsOutOfRange(_)
             | ScramError::OutOfOrder => "08P01",

@@ -3,6 +3,13 @@
 //! Invariants: `Initial -> SentServerFirst -> Done`, any error or out-of-order call moves to
 //! `Failed` for good; the proof is checked by recomputing StoredKey and comparing in constant time;
 //! the server-final signature is only produced after the proof checked out.
+//!
+//! Channel binding (RFC 5802 §6, `tls-server-end-point` of RFC 5929, as PostgreSQL does it): on
+//! TLS the proxy offers SCRAM-SHA-256-PLUS besides SCRAM-SHA-256 and builds the exchange with
+//! [`ScramServer::with_channel_binding`]. Then the client's gs2 header must agree with the
+//! mechanism it chose (`p=tls-server-end-point` with PLUS, `n` or `y` without), a `y` is refused
+//! (the client could bind but thinks we cannot: someone stripped PLUS from our offer), and the
+//! client-final `c=` must carry the gs2 header followed by this connection's binding data.
 
 use super::{
     attr, auth_message, constant_time_eq, hmac, message_str, random_nonce, sha256, valid_nonce,
@@ -15,15 +22,29 @@ use base64::Engine as _;
 pub struct ScramServer {
     verifier: ScramVerifier,
     server_nonce: String,
+    binding: Binding,
     state: State,
 }
+
+/// What this exchange knows about channel binding.
+#[derive(Debug)]
+enum Binding {
+    /// No TLS: nothing to bind to, PLUS not offered.
+    Unavailable,
+    /// PLUS offered; the client chose `plus` (SCRAM-SHA-256-PLUS) or not.
+    Offered { data: Vec<u8>, plus: bool },
+}
+
+/// The channel binding type poolguard supports (and PostgreSQL: the only one).
+pub const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
 
 #[derive(Debug)]
 enum State {
     Initial,
     SentServerFirst {
-        /// `n,,` or `y,,`, as the client sent it: its client-final must echo it in `c=`.
-        gs2_header: String,
+        /// What the client-final's `c=` must decode to: the gs2 header as the client sent it,
+        /// followed by the channel binding data when it bound to the channel.
+        expected_binding: Vec<u8>,
         client_first_bare: String,
         server_first: String,
         /// Client nonce followed by ours.
@@ -48,8 +69,16 @@ impl ScramServer {
         ScramServer {
             verifier,
             server_nonce: server_nonce.to_owned(),
+            binding: Binding::Unavailable,
             state: State::Initial,
         }
+    }
+
+    /// Channel binding is offered (the client is on TLS): `data` is this connection's
+    /// `tls-server-end-point` data, `plus` whether the client chose SCRAM-SHA-256-PLUS.
+    pub fn with_channel_binding(mut self, data: Vec<u8>, plus: bool) -> Self {
+        self.binding = Binding::Offered { data, plus };
+        self
     }
 
     /// Handles client-first (`n,,n=<ignored>,r=<nonce>`); returns server-first
@@ -62,6 +91,7 @@ impl ScramServer {
         self.state = State::Failed;
         let msg = message_str(msg)?;
         let (gs2_header, client_first_bare) = split_gs2_header(msg)?;
+        let expected_binding = self.expected_binding(gs2_header)?;
         let mut parts = client_first_bare.split(',');
         let mut first = parts.next();
         if first.is_some_and(|p| p.starts_with("m=")) {
@@ -91,7 +121,7 @@ impl ScramServer {
         );
         let reply = server_first.clone().into_bytes();
         self.state = State::SentServerFirst {
-            gs2_header: gs2_header.to_owned(),
+            expected_binding,
             client_first_bare: client_first_bare.to_owned(),
             server_first,
             nonce,
@@ -104,7 +134,7 @@ impl ScramServer {
     /// [`ScramError::WrongPassword`].
     pub fn handle_client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, ScramError> {
         let State::SentServerFirst {
-            gs2_header,
+            expected_binding,
             client_first_bare,
             server_first,
             nonce,
@@ -119,9 +149,9 @@ impl ScramServer {
             b'c',
             "client-final lacks channel binding data (c=)",
         )?;
-        if B64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
+        if B64.decode(binding).ok().as_deref() != Some(expected_binding.as_slice()) {
             return Err(ScramError::Malformed(
-                "channel binding data (c=) does not match the client-first gs2 header",
+                "channel binding data (c=) does not match the gs2 header and this connection's channel binding",
             ));
         }
         let echoed = attr(parts.next(), b'r', "client-final lacks the nonce (r=)")?;
@@ -150,6 +180,39 @@ impl ScramServer {
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
     }
 
+    /// Checks the gs2 header against the mechanism and the offer; returns what `c=` must hold.
+    fn expected_binding(&self, gs2_header: &str) -> Result<Vec<u8>, ScramError> {
+        let flag = gs2_header.as_bytes().first().copied();
+        match (&self.binding, flag) {
+            (Binding::Unavailable, Some(b'p')) => Err(ScramError::ChannelBindingUnsupported),
+            (Binding::Unavailable, _) => Ok(gs2_header.as_bytes().to_vec()),
+            (Binding::Offered { plus: true, data }, Some(b'p')) => {
+                let kind = gs2_header
+                    .strip_prefix("p=")
+                    .and_then(|h| h.strip_suffix(",,"))
+                    .unwrap_or_default();
+                if kind != TLS_SERVER_END_POINT {
+                    return Err(ScramError::Malformed(
+                        "unsupported channel binding type (only tls-server-end-point)",
+                    ));
+                }
+                let mut expected = gs2_header.as_bytes().to_vec();
+                expected.extend_from_slice(data);
+                Ok(expected)
+            }
+            (Binding::Offered { plus: true, .. }, _) => Err(ScramError::Malformed(
+                "the client chose SCRAM-SHA-256-PLUS, but its message has no channel binding",
+            )),
+            (Binding::Offered { plus: false, .. }, Some(b'p')) => Err(ScramError::Malformed(
+                "the client chose SCRAM-SHA-256 without channel binding, but its message carries channel binding data",
+            )),
+            (Binding::Offered { plus: false, .. }, Some(b'y')) => {
+                Err(ScramError::ChannelBindingDowngrade)
+            }
+            (Binding::Offered { plus: false, .. }, _) => Ok(gs2_header.as_bytes().to_vec()),
+        }
+    }
+
     /// True once the client's proof has been verified.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done { .. })
@@ -168,22 +231,29 @@ impl ScramServer {
     }
 }
 
-/// Splits client-first into its gs2 header (`n,,` / `y,,`) and client-first-bare.
+/// Splits client-first into its gs2 header (`n,,`, `y,,` or `p=<type>,,`) and
+/// client-first-bare. Which of them the exchange accepts is [`ScramServer::expected_binding`]'s
+/// call.
 fn split_gs2_header(msg: &str) -> Result<(&str, &str), ScramError> {
-    match msg.as_bytes().first() {
-        Some(b'p') => return Err(ScramError::ChannelBindingUnsupported),
-        // 'y': the client supports channel binding but thinks we do not: right, nothing to check.
-        Some(b'n' | b'y') if msg.as_bytes().get(1) == Some(&b',') => {}
+    // The end of the flag field: after `n` / `y`, or after `p=<type>` (a type name has no ',').
+    let flag_end = match msg.as_bytes().first() {
+        Some(b'n' | b'y') if msg.as_bytes().get(1) == Some(&b',') => 1,
+        Some(b'p') if msg.as_bytes().get(1) == Some(&b'=') => msg
+            .find(',')
+            .ok_or(ScramError::Malformed("gs2 header is not terminated by ','"))?,
         _ => {
             return Err(ScramError::Malformed(
-                "client-first must start with gs2 header \"n,,\" or \"y,,\"",
+                "client-first must start with gs2 header \"n,,\", \"y,,\" or \"p=...,,\"",
             ))
         }
-    }
-    match msg.as_bytes().get(2) {
-        // The three bytes checked are ASCII, so 3 is a char boundary; checked all the same.
+    };
+    let header_end = flag_end
+        .checked_add(2)
+        .ok_or(ScramError::Malformed("gs2 header is not terminated by ','"))?;
+    match msg.as_bytes().get(flag_end.saturating_add(1)) {
+        // The bytes checked are ASCII, so header_end is a char boundary; checked all the same.
         Some(b',') => msg
-            .split_at_checked(3)
+            .split_at_checked(header_end)
             .ok_or(ScramError::Malformed("gs2 header is not terminated by ','")),
         Some(b'a') => Err(ScramError::Malformed(
             "authorization identity (a=) is not supported",

@@ -316,6 +316,89 @@ fn server_client_final_checks() {
     );
 }
 
+/// A client's whole exchange with channel binding, written out here (poolguard's own client does
+/// not bind): `gs2` is the header it sends, `cbind` the binding data it puts after it in `c=`.
+fn plus_exchange(
+    server: &mut ScramServer,
+    password: &str,
+    gs2: &str,
+    cbind: &[u8],
+) -> Result<Vec<u8>, ScramError> {
+    let bare = "n=,r=clientnonce";
+    let server_first = server.handle_client_first(format!("{gs2}{bare}").as_bytes())?;
+    let server_first = String::from_utf8(server_first).unwrap();
+    let mut fields = server_first.split(',');
+    let nonce = fields.next().unwrap().strip_prefix("r=").unwrap();
+    let salt = B64
+        .decode(fields.next().unwrap().strip_prefix("s=").unwrap())
+        .unwrap();
+    let iterations = fields.next().unwrap().strip_prefix("i=").unwrap();
+    let keys = Keys::from_password(password.as_bytes(), &salt, iterations.parse().unwrap());
+    let mut c = gs2.as_bytes().to_vec();
+    c.extend_from_slice(cbind);
+    let without_proof = format!("c={},r={nonce}", B64.encode(&c));
+    let auth = auth_message(bare, &server_first, &without_proof);
+    let proof = xor(&keys.client_key, &hmac(&sha256(&keys.client_key), &auth));
+    server.handle_client_final(format!("{without_proof},p={}", B64.encode(proof)).as_bytes())
+}
+
+#[test]
+fn channel_binding_tls_server_end_point() {
+    let verifier = ScramVerifier::from_password("pw", b"salt", 2);
+    let data = vec![0xab; 32];
+    let plus = || ScramServer::new(verifier.clone()).with_channel_binding(data.clone(), true);
+    let plain = || ScramServer::new(verifier.clone()).with_channel_binding(data.clone(), false);
+    let bound = "p=tls-server-end-point,,";
+    // SCRAM-SHA-256-PLUS with the connection's binding data.
+    let mut s = plus();
+    assert!(plus_exchange(&mut s, "pw", bound, &data).is_ok());
+    assert!(s.is_done());
+    // Other binding data (another certificate: a man in the middle) fails at c=.
+    assert!(matches!(
+        plus_exchange(&mut plus(), "pw", bound, &[0xcd; 32]),
+        Err(ScramError::Malformed(_))
+    ));
+    // Binding data left out of c= fails the same way.
+    assert!(matches!(
+        plus_exchange(&mut plus(), "pw", bound, &[]),
+        Err(ScramError::Malformed(_))
+    ));
+    // PLUS chosen, but no binding in the message; or another binding type.
+    for gs2 in ["n,,", "y,,", "p=tls-unique,,", "p=,,"] {
+        assert!(
+            matches!(
+                plus_exchange(&mut plus(), "pw", gs2, &[]),
+                Err(ScramError::Malformed(_))
+            ),
+            "{gs2}"
+        );
+    }
+    // Wrong password with the right binding is still a wrong password.
+    assert_eq!(
+        plus_exchange(&mut plus(), "nope", bound, &data),
+        Err(ScramError::WrongPassword)
+    );
+    // PLUS offered, plain SCRAM chosen: "n" is fine (the client does not bind), "y" is the
+    // downgrade RFC 5802 §6 refuses, "p" contradicts the mechanism.
+    assert!(plus_exchange(&mut plain(), "pw", "n,,", &[]).is_ok());
+    assert_eq!(
+        plus_exchange(&mut plain(), "pw", "y,,", &[]),
+        Err(ScramError::ChannelBindingDowngrade)
+    );
+    assert_eq!(ScramError::ChannelBindingDowngrade.sqlstate(), "08P01");
+    assert!(matches!(
+        plus_exchange(&mut plain(), "pw", bound, &data),
+        Err(ScramError::Malformed(_))
+    ));
+    // Without TLS nothing changed: "y" is fine, "p" unsupported.
+    let mut no_tls = ScramServer::new(verifier.clone());
+    assert!(plus_exchange(&mut no_tls, "pw", "y,,", &[]).is_ok());
+    assert_eq!(
+        plus_exchange(&mut ScramServer::new(verifier), "pw", bound, &data),
+        Err(ScramError::ChannelBindingUnsupported)
+    );
+}
+
 #[test]
 fn client_rejects_hostile_server_first() {
     let reply =
@@ -426,6 +509,20 @@ proptest! {
         let _ = client.handle_server_first(&a);
         let _ = client.verify_server_final(&b);
         let _ = ScramVerifier::parse(&String::from_utf8_lossy(&a));
+        for plus in [false, true] {
+            let mut bound = ScramServer::new(ScramVerifier::from_password("pw", b"salt", 1))
+                .with_channel_binding(b.clone(), plus);
+            let _ = bound.handle_client_first(&a);
+            let _ = bound.handle_client_final(&b);
+        }
+    }
+
+    #[test]
+    fn gs2_headers_never_panic(flag in "[npy]?", kind in "[=a-z,-]{0,24}", rest in ".{0,16}",
+                               plus in any::<bool>()) {
+        let mut server = ScramServer::with_nonce(ScramVerifier::from_password("pw", b"s", 1), "x")
+            .with_channel_binding(vec![1; 32], plus);
+        let _ = server.handle_client_first(format!("{flag}{kind},n=,r=a{rest}").as_bytes());
     }
 
     #[test]

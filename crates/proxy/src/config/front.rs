@@ -8,6 +8,25 @@ use std::net::SocketAddr;
 
 use super::raw::{RawMysql, RawPostgres};
 use super::{invalid, parse_addr, parse_size, ConfigError};
+use crate::pg::negotiate::POSTGRES_ALPN;
+use crate::tls::accept::{ClientTls, TlsKeys};
+
+/// Loads a door's TLS keys (the files are read here, so a bad file fails the config).
+macro_rules! client_tls {
+    ($door:expr, $raw:expr, $alpn:expr) => {
+        ClientTls::load(
+            $door,
+            &TlsKeys {
+                cert_file: $raw.tls_cert_file.as_deref(),
+                key_file: $raw.tls_key_file.as_deref(),
+                mode: $raw.client_tls.as_deref(),
+                client_ca_file: $raw.tls_client_ca_file.as_deref(),
+            },
+            $alpn,
+        )
+        .map_err(|e| invalid(e.key, e.problem))
+    };
+}
 
 /// Default of `[postgres] max_client_prepared_statements`: far above what drivers keep (psycopg
 /// and the JDBC driver cache a few hundred at most), low enough that a client looping on
@@ -52,6 +71,8 @@ pub struct PostgresFront {
     /// Per client: named prepared statements it may hold at once (transaction mode tracks each
     /// one); a Parse beyond it is refused with 54000.
     pub max_client_prepared_statements: usize,
+    /// `client_tls` and its certificate, loaded (see [`crate::tls::accept`]).
+    pub tls: ClientTls,
 }
 
 /// How a MySQL client proves who it is to poolguard.
@@ -73,6 +94,8 @@ pub struct MysqlFront {
     /// Largest logical packet a client may send (ER_NET_PACKET_TOO_LARGE beyond it).
     pub max_allowed_packet: usize,
     pub max_prepared_statements: usize,
+    /// `client_tls` and its certificate, loaded (see [`crate::tls::accept`]).
+    pub tls: ClientTls,
 }
 
 /// Validates the `[postgres]` table.
@@ -146,6 +169,7 @@ pub(super) fn postgres_front(p: &RawPostgres) -> Result<PostgresFront, ConfigErr
         track_extra_parameters,
         max_message_size,
         max_client_prepared_statements,
+        tls: client_tls!("postgres", p, Some(POSTGRES_ALPN))?,
     })
 }
 
@@ -186,6 +210,7 @@ pub(super) fn mysql_front(m: &RawMysql) -> Result<MysqlFront, ConfigError> {
         allow_local_infile: m.allow_local_infile.unwrap_or(false),
         max_allowed_packet,
         max_prepared_statements,
+        tls: client_tls!("mysql", m, None)?,
     })
 }
 

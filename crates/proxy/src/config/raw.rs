@@ -102,6 +102,14 @@ pub struct RawPostgres {
     pub max_message_size: Option<RawSize>,
     /// Per client bound on named prepared statements (transaction mode).
     pub max_client_prepared_statements: Option<usize>,
+    /// Certificate chain (PEM) poolguard presents to clients asking for TLS.
+    pub tls_cert_file: Option<String>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<String>,
+    /// "disable", "allow" (default with a certificate) or "require".
+    pub client_tls: Option<String>,
+    /// CA (PEM) client certificates must be signed by; needs client_tls = "require".
+    pub tls_client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +124,14 @@ pub struct RawMysql {
     pub max_allowed_packet: Option<RawSize>,
     /// Per server connection bound on poolguard's prepared statements.
     pub max_prepared_statements: Option<usize>,
+    /// Certificate chain (PEM) poolguard presents to clients asking for TLS.
+    pub tls_cert_file: Option<String>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<String>,
+    /// "disable", "allow" (default with a certificate) or "require".
+    pub client_tls: Option<String>,
+    /// CA (PEM) client certificates must be signed by; needs client_tls = "require".
+    pub tls_client_ca_file: Option<String>,
 }
 
 /// A size in bytes, written as an integer or as a string with a unit.

@@ -8,6 +8,12 @@
 //! ([`crate::gate`]) allows. Refusals are ERR
 //! packets with the sequence id the client expects (before the greeting: the ERR replaces it,
 //! as servers do for "Too many connections"); malformed handshakes get 1043.
+//!
+//! TLS (`[mysql] client_tls`): the greeting announces CLIENT_SSL; a client answering with an
+//! SSLRequest gets the handshake and sends its HandshakeResponse (sequence 2) over TLS. Under
+//! `require`, a HandshakeResponse in plaintext is refused with 3159
+//! (ER_SECURE_TRANSPORT_REQUIRED, what a server with require_secure_transport sends), before
+//! its password is looked at.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use poolguard_mysql::packet::{encode_with, PacketCodec};
 use poolguard_mysql::response::OkPacket;
 use poolguard_mysql::Packet;
 use poolguard_pool::Holder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::config::{MysqlAuth, PoolMode, Protocol};
@@ -38,6 +44,8 @@ use crate::mysql::session::Session;
 use crate::mysql::sync::SessionState;
 use crate::mysql::wire::{err_before_greeting, send_fatal};
 use crate::state::Shared;
+use crate::stream::ClientStream;
+use crate::tls::accept::ClientTls;
 
 /// Handshake packets are small; anything bigger is hostile.
 pub const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
@@ -54,9 +62,10 @@ pub struct LoggedIn {
     pub mariadb: bool,
 }
 
-/// The client socket and its unread bytes during the connection phase.
+/// The client socket and its unread bytes during the connection phase. The slot is empty only
+/// after a failed TLS handshake, which ends the login.
 pub struct ClientIo<'a> {
-    pub stream: &'a mut TcpStream,
+    pub stream: &'a mut Option<ClientStream>,
     pub buf: &'a mut BytesMut,
     pub codec: PacketCodec,
 }
@@ -76,11 +85,48 @@ impl ClientIo<'_> {
                 Err(e) => return Err(ProxyError::Handshake(format!("bad handshake: {e}"))),
             }
             self.buf.reserve(1024);
-            match self.stream.read_buf(self.buf).await {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(None);
+            };
+            match stream.read_buf(self.buf).await {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) => return Err(ProxyError::client_io(e)),
             }
+        }
+    }
+
+    /// Reads one packet and not a byte past it (when nothing is buffered yet): after an
+    /// SSLRequest the client starts its TLS handshake without waiting for an answer, and those
+    /// bytes must stay in the socket for the TLS layer.
+    pub async fn read_exactly_one(&mut self) -> Result<Option<Packet>, ProxyError> {
+        if !self.buf.is_empty() {
+            return self.read().await;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        let mut header = [0u8; 4];
+        match stream.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(ProxyError::client_io(e)),
+        }
+        let [l0, l1, l2, _seq] = header;
+        let len = usize::from(l0) | usize::from(l1) << 8 | usize::from(l2) << 16;
+        if len > MAX_HANDSHAKE_PACKET {
+            return Err(ProxyError::PacketTooLarge(format!(
+                "poolguard: handshake packet too large ({len} bytes)"
+            )));
+        }
+        self.buf.extend_from_slice(&header);
+        let body_start = self.buf.len();
+        self.buf.resize(body_start.saturating_add(len), 0);
+        let body = self.buf.get_mut(body_start..).unwrap_or_default();
+        match stream.read_exact(body).await {
+            Ok(_) => self.read().await,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(ProxyError::client_io(e)),
         }
     }
 
@@ -91,10 +137,16 @@ impl ClientIo<'_> {
     ) -> Result<(), ProxyError> {
         let mut out = BytesMut::new();
         encode_with(&mut out, seq, f);
-        self.stream
+        self.client()?
             .write_all(&out)
             .await
             .map_err(ProxyError::client_io)
+    }
+
+    fn client(&mut self) -> Result<&mut ClientStream, ProxyError> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| ProxyError::client_io(std::io::ErrorKind::NotConnected.into()))
     }
 }
 
@@ -115,12 +167,13 @@ pub fn serve_client(
 /// Greets and logs the client in: a session ready to run, or `None` when the client was
 /// refused or left.
 async fn open_session(
-    mut client: TcpStream,
+    tcp: TcpStream,
     admitted: Admitted,
     shared: Arc<Shared>,
 ) -> Option<Box<Session>> {
-    let _ = client.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let peer = admitted.peer;
+    let mut client = ClientStream::Plain(tcp);
     let info = match shared.mysql.server_info(&shared).await {
         Ok(i) => i,
         Err(e) => {
@@ -130,8 +183,12 @@ async fn open_session(
     };
     let mut buf = BytesMut::with_capacity(1024);
     let mut seq = 0u8;
+    // Reachable here whatever the login does to it (TLS swaps the stream), for the refusal.
+    let mut client = Some(client);
     let attempt = login(&mut client, &mut buf, peer, &shared, &info, &mut seq);
-    let ready = match crate::gate::timed_login(&shared, admitted.login, attempt).await {
+    let attempt = crate::gate::timed_login(&shared, admitted.login, attempt).await;
+    let mut client = client?;
+    let ready = match attempt {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
@@ -153,7 +210,7 @@ async fn open_session(
     let pool = ready.entry.name();
     shared
         .observe
-        .describe_client(&mut slot, "mysql", &ready.holder, pool, &client);
+        .describe_client(&mut slot, "mysql", &ready.holder, pool, client.tcp());
     // A copy of what the client already sent (usually nothing, then no allocation), so the
     // login buffer is not kept for the session.
     let leftover = BytesMut::from(&buf[..]);
@@ -163,7 +220,7 @@ async fn open_session(
     )))
 }
 
-async fn refuse_before_greeting(client: &mut TcpStream, peer: SocketAddr, e: &ProxyError) {
+async fn refuse_before_greeting(client: &mut ClientStream, peer: SocketAddr, e: &ProxyError) {
     tracing::warn!(client = %peer, code = e.mysql_code(true), error = %e, "MySQL client refused before greeting");
     let mut out = BytesMut::new();
     err_before_greeting(&mut out, e, true);
@@ -174,7 +231,7 @@ async fn refuse_before_greeting(client: &mut TcpStream, peer: SocketAddr, e: &Pr
 /// Runs the connection phase. `Ok(None)`: the client left (port probes, health checks).
 /// `seq` is kept at the sequence id the client expects next, for the ERR on failure.
 async fn login(
-    client: &mut TcpStream,
+    client: &mut Option<ClientStream>,
     buf: &mut BytesMut,
     peer: SocketAddr,
     shared: &Arc<Shared>,
@@ -187,7 +244,15 @@ async fn login(
         .as_ref()
         .is_some_and(|f| f.allow_local_infile);
     let method = auth::method(&shared.config());
-    let offered = caps::offer(info.capabilities, allow_infile);
+    let tls = shared
+        .config()
+        .mysql
+        .as_ref()
+        .map_or_else(ClientTls::disabled, |m| m.tls.clone());
+    let mut offered = caps::offer(info.capabilities, allow_infile);
+    if tls.offered() {
+        offered |= CLIENT_SSL;
+    }
     let conn_id = shared.mysql.kills.next_id();
     let nonce = generate_nonce();
     let greeting = HandshakeV10 {
@@ -207,10 +272,11 @@ async fn login(
     };
     io.write(0, |b| greeting.encode(b)).await?;
     *seq = 1;
-    let Some(response) = read_response(&mut io, seq).await? else {
+    let Some(response) = read_response(&mut io, seq, &tls).await? else {
         return Ok(None);
     };
-    let caps = caps::negotiated(response.capabilities, offered);
+    // TLS is the connection's business, not the session's.
+    let caps = caps::negotiated(response.capabilities, offered) & !CLIENT_SSL;
     // Before authentication: a connection storm must not cost a password check each.
     shared.admit_connection(crate::admission::Who {
         client: &peer.to_string(),
@@ -229,20 +295,50 @@ async fn login(
 }
 
 /// Reads the handshake response; `None` if the client left without one.
+/// Reads the handshake response, after a TLS handshake if the client asks for one; `None` if
+/// the client left without one (or its TLS handshake failed: no one to answer then).
 async fn read_response(
     io: &mut ClientIo<'_>,
     seq: &mut u8,
+    tls: &ClientTls,
 ) -> Result<Option<HandshakeResponse41>, ProxyError> {
-    let Some(first) = io.read().await? else {
-        return Ok(None);
-    };
-    *seq = first.next_seq();
-    match decode_client_handshake(&first.payload) {
-        Ok(ClientHandshake::Response(r)) => Ok(Some(r)),
-        Ok(ClientHandshake::SslRequest(_)) => Err(ProxyError::Handshake(
-            "poolguard's MySQL front door does not offer TLS; connect without SSL (e.g. --ssl=0, ssl-mode=DISABLED)".into(),
-        )),
-        Err(e) => Err(ProxyError::Handshake(format!("bad handshake response: {e}"))),
+    let mut on_tls = false;
+    loop {
+        let packet = match on_tls || !tls.offered() {
+            true => io.read().await?,
+            false => io.read_exactly_one().await?,
+        };
+        let Some(packet) = packet else {
+            return Ok(None);
+        };
+        *seq = packet.next_seq();
+        match decode_client_handshake(&packet.payload) {
+            Ok(ClientHandshake::Response(_)) if tls.required() && !on_tls => {
+                return Err(ProxyError::TlsRequired(
+                    "Connections using insecure transport are prohibited: poolguard accepts only TLS connections on this port (client_tls = \"require\"); connect with --ssl / ssl-mode=REQUIRED".into(),
+                ))
+            }
+            Ok(ClientHandshake::Response(r)) => return Ok(Some(r)),
+            Ok(ClientHandshake::SslRequest(_)) if tls.offered() && !on_tls => {
+                if !io.buf.is_empty() {
+                    return Err(ProxyError::Handshake(
+                        "bad handshake: data after the SSL request, before the TLS handshake"
+                            .into(),
+                    ));
+                }
+                if let Err(e) = tls.upgrade(io.stream).await {
+                    tracing::info!(error = %e, "MySQL client TLS handshake failed");
+                    return Ok(None);
+                }
+                on_tls = true;
+            }
+            Ok(ClientHandshake::SslRequest(_)) => {
+                return Err(ProxyError::Handshake(
+                    "poolguard's MySQL front door does not offer TLS; connect without SSL (e.g. --ssl=0, ssl-mode=DISABLED)".into(),
+                ))
+            }
+            Err(e) => return Err(ProxyError::Handshake(format!("bad handshake response: {e}"))),
+        }
     }
 }
 

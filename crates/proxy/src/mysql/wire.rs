@@ -4,11 +4,10 @@
 //! Every refusal goes through [`err_packet`], which takes the code and SQLSTATE from
 //! [`ProxyError::mysql_code`] / [`ProxyError::mysql_sqlstate`], the one place they are decided.
 
+use crate::stream::ClientStream;
 use bytes::BytesMut;
 use poolguard_mysql::packet::encode_with;
 use poolguard_mysql::response::{encode_err, encode_err_before_handshake, EofPacket, OkPacket};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
 
@@ -56,7 +55,7 @@ pub fn eof_packet(out: &mut BytesMut, seq: u8, status: u16) {
 }
 
 /// Writes an ERR and closes the connection (best effort: the client may be gone).
-pub async fn send_fatal(client: &mut TcpStream, seq: u8, e: &ProxyError, mariadb: bool) {
+pub async fn send_fatal(client: &mut ClientStream, seq: u8, e: &ProxyError, mariadb: bool) {
     let mut out = BytesMut::new();
     err_packet(&mut out, seq, e, mariadb);
     let _ = client.write_all(&out).await;

@@ -1,5 +1,5 @@
-//! The startup phase of a PostgreSQL client: SSL/GSS negotiation (refused with 'N'), cancel
-//! requests, the startup packet, authentication against `[[users]]`, admission, and the greeting
+//! The startup phase of a PostgreSQL client: encryption negotiation ([`super::negotiate`] when
+//! the door offers TLS; 'N' otherwise), cancel requests, the startup packet, authentication against `[[users]]`, admission, and the greeting
 //! (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery).
 //!
 //! Every read here is bounded in size and time: an unauthenticated peer can hold at most one
@@ -14,13 +14,16 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use poolguard_pg::backend::{self, ErrorFields};
 use poolguard_pg::framing::{decode_frame, Frame};
-use poolguard_pg::scram::ScramServer;
+use poolguard_pg::scram::{ScramServer, MECHANISM, MECHANISM_PLUS};
 use poolguard_pg::startup::{decode_startup, StartupRequest};
 use poolguard_pg::{frontend, md5auth, tags};
 use poolguard_pool::Holder;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+use crate::stream::ClientStream;
+use crate::tls::accept::ClientTls;
 
 use crate::config::{ClientAuth, PoolMode, Protocol};
 use crate::error::ProxyError;
@@ -49,17 +52,38 @@ pub fn serve_client(
 /// Logs the client in: a session ready to run, or `None` when the client was refused, left, or
 /// was an admin console client (served here).
 async fn open_session(
-    mut client: TcpStream,
+    tcp: TcpStream,
     admitted: Admitted,
     shared: Arc<Shared>,
 ) -> Option<Box<Session>> {
-    let _ = client.set_nodelay(true);
-    let peer = admitted.peer;
+    let _ = tcp.set_nodelay(true);
+    let Admitted {
+        peer,
+        slot,
+        login: permit,
+    } = admitted;
     let mut buf = BytesMut::with_capacity(1024);
-    // Boxed: the login's state (SCRAM, startup parsing) is large and only lives during login,
-    // while this task lives as long as the client.
-    let attempt = login(&mut client, &mut buf, peer, &shared, admitted.slot);
-    let attempt = crate::gate::timed_login(&shared, admitted.login, Box::pin(attempt)).await;
+    let tls = shared
+        .config()
+        .postgres
+        .as_ref()
+        .map_or_else(ClientTls::disabled, |p| p.tls.clone());
+    // The client stays reachable here whatever the login does to it (a TLS handshake swaps
+    // the stream), so a refusal or a timeout can still be answered.
+    let mut client = Some(ClientStream::Plain(tcp));
+    let attempt = async {
+        if !crate::pg::negotiate::negotiate(&mut client, &mut buf, &tls).await? {
+            return Ok(None);
+        }
+        match client.as_mut() {
+            Some(c) => login(c, &mut buf, peer, &shared, slot, &tls).await,
+            None => Ok(None),
+        }
+    };
+    // Boxed: the login's state (TLS handshake, SCRAM, startup parsing) is large and only lives
+    // during login, while this task lives as long as the client.
+    let attempt = crate::gate::timed_login(&shared, permit, Box::pin(attempt)).await;
+    let mut client = client?;
     let mut ready = match attempt {
         Ok(Ok(Some(Login::Pool(r)))) => r,
         Ok(Ok(Some(Login::Console(admin)))) => {
@@ -92,7 +116,13 @@ async fn open_session(
     drop(buf);
     let pool = ready.entry.pool.name();
     let observe = &shared.observe;
-    observe.describe_client(&mut ready.slot, "postgres", &ready.holder, pool, &client);
+    observe.describe_client(
+        &mut ready.slot,
+        "postgres",
+        &ready.holder,
+        pool,
+        client.tcp(),
+    );
     Some(Box::new(Session::new(client, leftover, shared, ready)))
 }
 
@@ -115,7 +145,7 @@ pub struct LoggedIn {
 }
 
 /// Writes an ErrorResponse with severity FATAL; the caller closes the connection after.
-pub async fn send_fatal(client: &mut TcpStream, e: &ProxyError) {
+pub async fn send_fatal(client: &mut ClientStream, e: &ProxyError) {
     let mut m = BytesMut::new();
     write_error(&mut m, "FATAL", e);
     let _ = client.write_all(&m).await;
@@ -140,7 +170,7 @@ pub fn write_error(buf: &mut BytesMut, severity: &str, e: &ProxyError) {
     );
 }
 
-async fn read_more(client: &mut TcpStream, buf: &mut BytesMut) -> Result<(), ProxyError> {
+async fn read_more(client: &mut ClientStream, buf: &mut BytesMut) -> Result<(), ProxyError> {
     buf.reserve(512);
     match client.read_buf(buf).await {
         Ok(0) => Err(ProxyError::client_io(
@@ -152,7 +182,7 @@ async fn read_more(client: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Pro
 }
 
 async fn read_auth_message(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut BytesMut,
     max_len: usize,
 ) -> Result<Frame, ProxyError> {
@@ -179,11 +209,12 @@ async fn read_auth_message(
 /// Runs the startup phase. `Ok(None)` means the connection was fully handled (a cancel request,
 /// or a client that left).
 async fn login(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     mut slot: ClientSlot,
+    tls: &ClientTls,
 ) -> Result<Option<Login>, ProxyError> {
     let params = loop {
         match decode_startup(buf) {
@@ -196,6 +227,11 @@ async fn login(
             Ok(Some(StartupRequest::Cancel { pid, secret })) => {
                 shared.cancels.cancel(pid, secret).await;
                 return Ok(None);
+            }
+            Ok(Some(StartupRequest::Startup { .. })) if tls.required() && !client.is_tls() => {
+                return Err(ProxyError::TlsRequired(
+                    "poolguard accepts only TLS connections on this port (client_tls = \"require\"): connect with sslmode=require or stronger".into(),
+                ));
             }
             Ok(Some(StartupRequest::Startup { params, .. })) => break params,
             Ok(None) => {
@@ -339,7 +375,7 @@ const NOT_SETTINGS: &[&str] = &[
 ];
 
 async fn authenticate(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut BytesMut,
     shared: &Shared,
     user: &str,
@@ -360,8 +396,14 @@ async fn authenticate(
                 Some(v) if configured.is_some() => v,
                 _ => shared.stand_in_verifier(user),
             };
-            let mut scram = ScramServer::new(verifier);
-            backend::authentication_sasl(&mut out, &["SCRAM-SHA-256"]);
+            // On TLS, PLUS first (libpq takes the first it supports): binding the exchange to
+            // poolguard's certificate defeats a man in the middle holding another one.
+            let binding = client.channel_binding().map(<[u8]>::to_vec);
+            let offer: &[&str] = match binding {
+                Some(_) => &[MECHANISM_PLUS, MECHANISM],
+                None => &[MECHANISM],
+            };
+            backend::authentication_sasl(&mut out, offer);
             client
                 .write_all(&out)
                 .await
@@ -369,10 +411,15 @@ async fn authenticate(
             let first = read_auth_message(client, buf, max_len).await?;
             let (mechanism, data) = frontend::parse_sasl_initial_response(&first.body)
                 .map_err(|e| ProxyError::Protocol(format!("invalid SASL initial response: {e}")))?;
-            if mechanism != "SCRAM-SHA-256" {
+            if !offer.contains(&mechanism) {
                 return Err(ProxyError::Protocol(format!(
-                    "client chose SASL mechanism {mechanism:?}; poolguard offers SCRAM-SHA-256 only (no TLS channel binding)"
+                    "client chose SASL mechanism {mechanism:?}; poolguard offers {}",
+                    offer.join(", ")
                 )));
+            }
+            let mut scram = ScramServer::new(verifier);
+            if let Some(data) = binding {
+                scram = scram.with_channel_binding(data, mechanism == MECHANISM_PLUS);
             }
             let server_first = scram
                 .handle_client_first(data.unwrap_or_default())

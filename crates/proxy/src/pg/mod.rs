@@ -16,6 +16,7 @@ pub mod cancel;
 pub mod console;
 pub mod features;
 pub mod login;
+pub mod negotiate;
 pub mod params;
 pub mod pending;
 pub mod prepared;

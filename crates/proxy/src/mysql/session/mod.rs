@@ -24,12 +24,12 @@ mod statements;
 
 use std::sync::Arc;
 
+use crate::stream::ClientStream;
 use bytes::BytesMut;
 use poolguard_mysql::consts::SERVER_STATUS_IN_TRANS;
 use poolguard_mysql::{FrameDecoder, PacketCodec, ResponseTracker};
 use poolguard_pool::{Clean, DiscardReason, Holder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::config::PoolMode;
@@ -181,7 +181,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(
-        client: TcpStream,
+        client: ClientStream,
         cbuf: BytesMut,
         shared: Arc<Shared>,
         ready: LoggedIn,
@@ -279,7 +279,7 @@ impl Session {
                     kicked.notified().await;
                     kicked.notify_one()
                 };
-                crate::idle::wait(&self.client, deadline, killed).await;
+                crate::idle::wait(&mut self.client, deadline, killed).await;
             }
             if self.cbuf.capacity() == 0 {
                 self.cbuf = self.shared.spare.take();

@@ -18,6 +18,7 @@ mod context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::stream::ClientStream;
 use bytes::{BufMut, BytesMut};
 use poolguard_admin::console::{self as render, Command, Table, CONSOLE_POOL, PGBOUNCER_VERSION};
 use poolguard_admin::Source;
@@ -26,8 +27,7 @@ use poolguard_pg::framing::{decode_frame, encode_frame};
 use poolguard_pg::{frontend, tags};
 use poolguard_pool::Holder;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use crate::error::ProxyError;
 use crate::pg::login::write_error;
@@ -56,7 +56,7 @@ pub struct Admin {
 /// nor `stats_users`,
 /// otherwise greets the client as PgBouncer's console does.
 pub async fn admit(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     shared: &Shared,
     slot: ClientSlot,
     peer: SocketAddr,
@@ -119,7 +119,7 @@ pub async fn admit(
 }
 
 /// Runs the console until the client leaves, sends Terminate or breaks the protocol.
-pub async fn serve(mut client: TcpStream, mut buf: BytesMut, shared: Arc<Shared>, admin: Admin) {
+pub async fn serve(mut client: ClientStream, mut buf: BytesMut, shared: Arc<Shared>, admin: Admin) {
     let Admin {
         mut slot,
         holder,
@@ -128,7 +128,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, shared: Arc<Shared>
     let pool: Arc<str> = Arc::from(CONSOLE_POOL);
     shared
         .observe
-        .describe_client(&mut slot, "postgres", &holder, pool, &client);
+        .describe_client(&mut slot, "postgres", &holder, pool, client.tcp());
     let mut console = Console {
         shared,
         may_change,

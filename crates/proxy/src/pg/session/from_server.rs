@@ -7,7 +7,6 @@
 
 use bytes::{Buf, BytesMut};
 use poolguard_pg::tags;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::{End, Session};

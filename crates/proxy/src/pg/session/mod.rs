@@ -22,12 +22,12 @@ mod from_server;
 
 use std::sync::Arc;
 
+use crate::stream::ClientStream;
 use bytes::BytesMut;
 use poolguard_pg::framing::DEFAULT_MAX_MESSAGE_LEN;
 use poolguard_pg::{backend, frontend};
 use poolguard_pool::{AcquireError, Clean, DiscardReason, Holder, Lease};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{PoolMode, SessionStatePolicy};
@@ -189,7 +189,7 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
 }
 
 impl Session {
-    pub fn new(client: TcpStream, cbuf: BytesMut, shared: Arc<Shared>, ready: LoggedIn) -> Self {
+    pub fn new(client: ClientStream, cbuf: BytesMut, shared: Arc<Shared>, ready: LoggedIn) -> Self {
         let transaction_mode = ready.entry.db().pool_mode == PoolMode::Transaction;
         Session {
             client: ClientSocket::postgres(client),
@@ -263,7 +263,7 @@ impl Session {
                 self.shared.spare.give(std::mem::take(&mut self.cbuf));
                 self.shared.spare.give(std::mem::take(&mut self.out));
                 let deadline = self.next_deadline();
-                crate::idle::wait(&self.client, deadline, std::future::pending()).await;
+                crate::idle::wait(&mut self.client, deadline, std::future::pending()).await;
             }
             if self.cbuf.capacity() == 0 {
                 self.cbuf = self.shared.spare.take();
@@ -599,7 +599,7 @@ impl Session {
 /// short read then tells tokio the socket is drained, so the next wait costs no `recvfrom`
 /// that could only fail (one per transaction otherwise). An idle client holds no buffer, but it
 /// waits in [`crate::idle::wait`], not here; it gets a spare buffer when it wakes.
-async fn read_client(client: &mut TcpStream, cbuf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_client(client: &mut ClientStream, cbuf: &mut BytesMut) -> std::io::Result<usize> {
     cbuf.reserve(2048);
     client.read_buf(cbuf).await
 }

@@ -1,0 +1,154 @@
+//! A client's connection, plaintext or TLS: the one type every session, login and console
+//! reads from and writes to.
+//!
+//! Invariants:
+//! - the plaintext path costs an enum match and nothing else (the TLS state, over a kilobyte,
+//!   is boxed, so an idle plaintext client's session does not grow);
+//! - every write is flushed through TLS before it counts as done ([`ClientStream::write_all`]):
+//!   rustls may keep records it could not send yet, and a reply that stayed there would leave
+//!   the client waiting. There is deliberately no `AsyncWrite` impl, so no write can go around
+//!   this;
+//! - "the client has something for us" means readable socket *or* plaintext rustls already
+//!   decrypted ([`ClientStream::wait_readable`]), so an idle TLS client with buffered bytes is
+//!   never left waiting for a socket event that will not come.
+
+use std::io::{self, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// A client connection.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsClient>),
+}
+
+/// A client on TLS, with the channel binding data of the certificate it was served.
+pub struct TlsClient {
+    stream: TlsStream<TcpStream>,
+    end_point: Arc<[u8]>,
+}
+
+impl ClientStream {
+    pub(crate) fn tls(stream: TlsStream<TcpStream>, end_point: Arc<[u8]>) -> Self {
+        ClientStream::Tls(Box::new(TlsClient { stream, end_point }))
+    }
+
+    /// The TCP socket underneath (peer address, socket options, a duplicate for KILL_CLIENT).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(t) => t.stream.get_ref().0,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// `tls-server-end-point` channel binding data, on TLS.
+    pub fn channel_binding(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(t) => Some(&t.end_point),
+        }
+    }
+
+    /// The ALPN protocol the client and poolguard agreed on, on TLS.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(t) => t.stream.get_ref().1.alpn_protocol(),
+        }
+    }
+
+    /// Writes all of `buf` and, on TLS, flushes it to the socket.
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.write_all(buf).await,
+            ClientStream::Tls(t) => {
+                t.stream.write_all(buf).await?;
+                t.stream.flush().await
+            }
+        }
+    }
+
+    /// Closes the write side (TLS: after a close_notify).
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.shutdown().await,
+            ClientStream::Tls(t) => t.stream.shutdown().await,
+        }
+    }
+
+    /// Writes what fits without waiting, for the panic path ([`crate::contain`]), where
+    /// nothing can be awaited.
+    pub fn write_now(&mut self, buf: &[u8]) {
+        match self {
+            ClientStream::Plain(s) => {
+                let _ = s.try_write(buf);
+            }
+            ClientStream::Tls(t) => {
+                let (tcp, conn) = t.stream.get_mut();
+                if conn.writer().write_all(buf).is_err() {
+                    return;
+                }
+                while conn.wants_write() {
+                    match conn.write_tls(&mut TryWrite(tcp)) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until a read would not block on the socket: data (or a close, or an error) is
+    /// there, or, on TLS, already decrypted and buffered in rustls.
+    pub async fn wait_readable(&mut self) {
+        let tcp = match self {
+            ClientStream::Plain(s) => &*s,
+            ClientStream::Tls(t) => {
+                let (tcp, conn) = t.stream.get_mut();
+                // Processes records already received: plaintext, a close_notify or an error
+                // found there is for the reader now, not after the next socket event.
+                match conn.process_new_packets() {
+                    Ok(io) if io.plaintext_bytes_to_read() == 0 && !io.peer_has_closed() => &*tcp,
+                    _ => return,
+                }
+            }
+        };
+        // One await point for both kinds: this future sits in every idle client's task.
+        let _ = tcp.readable().await;
+    }
+}
+
+/// `std::io::Write` over a tokio socket without waiting (rustls writes its records into it).
+struct TryWrite<'a>(&'a TcpStream);
+
+impl Write for TryWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(t) => Pin::new(&mut t.stream).poll_read(cx, buf),
+        }
+    }
+}
