@@ -628,6 +628,10 @@ impl Source for Shared {
         self.config().admin_access.clone()
     }
 
+    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.config().admin_tls.as_ref()?.acceptor()
+    }
+
     /// Not draining, and every backend's write host lets connects through (its breaker is not
     /// open): a load balancer should send clients here.
     fn ready(&self) -> Result<(), String> {

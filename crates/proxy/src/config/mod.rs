@@ -122,6 +122,8 @@ pub struct Config {
     pub stats_users: Vec<String>,
     /// Who may use the admin HTTP side (tokens read from their files or the environment).
     pub admin_access: poolguard_admin::Access,
+    /// `[admin] tls_*`: HTTPS on the admin listener.
+    pub admin_tls: Option<crate::tls::accept::ClientTls>,
     /// `[admin] redact_statements`: literals replaced in statement text shown by the admin side.
     pub redact_statements: bool,
     /// `[[alerts]]` rules.
@@ -389,6 +391,7 @@ impl Config {
             admin_users,
             stats_users: admin.stats_users,
             admin_access: admin.access,
+            admin_tls: admin.tls,
             redact_statements: admin.redact_statements,
             alerts,
             rate_limits,

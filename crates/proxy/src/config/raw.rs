@@ -84,6 +84,11 @@ pub struct RawAdmin {
     pub allowed_hosts: Option<Vec<String>>,
     /// Statement text in `/api` and the console with literals replaced (default true).
     pub redact_statements: Option<bool>,
+    /// HTTPS on the admin listener: certificate and key (PEM).
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    /// HTTPS clients must present a certificate signed by this CA.
+    pub tls_client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

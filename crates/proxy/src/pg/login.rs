@@ -431,17 +431,15 @@ async fn authenticate(
                 .await
                 .map_err(ProxyError::client_io)?;
             let fin = read_auth_message(client, buf, max_len).await?;
-            let server_final = scram
-                .handle_client_final(&fin.body)
-                .map_err(|e| match e {
-                    // A wrong proof says only "authentication failed", as the server does; a
-                    // broken exchange (channel binding data that does not match this
-                    // connection's, a foreign nonce) is a protocol violation (08P01).
-                    poolguard_pg::scram::ScramError::WrongPassword => {
-                        ProxyError::AuthFailed(user.to_owned())
-                    }
-                    other => ProxyError::Protocol(format!("SCRAM: {other}")),
-                })?;
+            let server_final = scram.handle_client_final(&fin.body).map_err(|e| match e {
+                // A wrong proof says only "authentication failed", as the server does; a
+                // broken exchange (channel binding data that does not match this
+                // connection's, a foreign nonce) is a protocol violation (08P01).
+                poolguard_pg::scram::ScramError::WrongPassword => {
+                    ProxyError::AuthFailed(user.to_owned())
+                }
+                other => ProxyError::Protocol(format!("SCRAM: {other}")),
+            })?;
             out.clear();
             backend::authentication_sasl_final(&mut out, &server_final);
         }
