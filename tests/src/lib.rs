@@ -18,6 +18,7 @@ pub use poolguard_sandbox::PgSandbox;
 pub mod admin;
 pub mod etcd;
 pub mod mysql;
+pub mod patroni;
 pub mod pgc;
 pub mod rawpg;
 
