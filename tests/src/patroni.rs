@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::wait_for;
 use crate::etcd::EtcdServer;
-use crate::{free_port, run_within, DB, PASSWORD, USER};
+use crate::{free_port, psql_command_as, run_within, DB, PASSWORD, USER};
 
 /// Where Debian's PostgreSQL 15 binaries are.
 pub const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
@@ -76,28 +76,11 @@ impl PatroniNode {
     }
 
     fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Output {
-        let mut cmd = Command::new("psql");
-        cmd.args([
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-        ])
-        .args([
-            "-p",
-            &self.pg_port.to_string(),
-            "-U",
-            user,
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "5");
+        let mut cmd = psql_command_as(self.pg_port, user, db);
+        cmd.arg("-c")
+            .arg(sql)
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "5");
         run_within(&mut cmd, Duration::from_secs(30))
     }
 

@@ -10,14 +10,14 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poolguard_e2e::admin::{http_get, metric, wait_for};
 use poolguard_e2e::etcd::EtcdServer;
 use poolguard_e2e::patroni::PatroniCluster;
 use poolguard_e2e::pgc::{code, connect_to, message, scalar};
+use poolguard_e2e::recorder::{Recorder, Records};
 use poolguard_e2e::{free_port, stdout, Proxy, DB, PASSWORD, USER};
 
 /// The writer stops by this much at the latest, whatever happens.
@@ -36,58 +36,7 @@ struct Write {
 
 /// One client writing `INSERT ... RETURNING inet_server_port()` through poolguard back to back,
 /// reconnecting after an error.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<Write>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Writer {
-    fn start(conn: String) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (s, l) = (stop.clone(), log.clone());
-        let thread = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(write_loop(conn, s, l));
-        });
-        Writer {
-            stop,
-            log,
-            thread: Some(thread),
-        }
-    }
-
-    fn writes(&self) -> Vec<Write> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) for a write satisfying `f`.
-    fn wait_for_write(&self, what: &str, f: impl Fn(&Write) -> bool) -> Write {
-        wait_for(Duration::from_secs(90), what, || {
-            self.writes().into_iter().find(|w| f(w))
-        })
-    }
-
-    fn finish(mut self) -> Vec<Write> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.writes()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-async fn write_loop(conn: String, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Write>>>) {
+async fn write_loop(conn: String, stop: Arc<AtomicBool>, log: Records<Write>) {
     let deadline = Instant::now() + RUN_LIMIT;
     let mut client = None;
     for seq in 0..MAX_WRITES {
@@ -221,8 +170,9 @@ fn writes_resume_on_the_node_patroni_promotes() {
         ),
         format!("false {old_port}")
     );
-    let writer = Writer::start(format!("{} connect_timeout=10", proxy.conn_str()));
-    writer.wait_for_write("a write on the leader", |w| w.landed == Ok(old_port));
+    let conn = format!("{} connect_timeout=10", proxy.conn_str());
+    let writer = Recorder::start(move |stop, log| write_loop(conn, stop, log));
+    writer.wait_for_record("a write on the leader", |w| w.landed == Ok(old_port));
 
     // The leader's Patroni stops: its PostgreSQL shuts down, the leader key goes, the replica
     // takes it and promotes.
@@ -233,13 +183,13 @@ fn writes_resume_on_the_node_patroni_promotes() {
         (leader.name.clone(), leader.pg_port)
     };
     let promoted_seen = stopped.elapsed();
-    let first = writer.wait_for_write("a write on the promoted node", |w| {
+    let first = writer.wait_for_record("a write on the promoted node", |w| {
         w.landed == Ok(new_port) && w.ended >= stopped
     });
     // A few more writes on the new leader, so that the checks below see a steady state.
-    let first_count = writer.writes().len();
+    let first_count = writer.records().len();
     wait_for(Duration::from_secs(60), "writes after the first", || {
-        (writer.writes().len() >= first_count + 20).then_some(())
+        (writer.records().len() >= first_count + 20).then_some(())
     });
     let writes = writer.finish();
     assert!(
@@ -247,18 +197,25 @@ fn writes_resume_on_the_node_patroni_promotes() {
         "the old leader's patroni did not exit after SIGTERM"
     );
 
-    let failed: Vec<&String> = writes
+    // The errors in between, by kind (SQLSTATE and the message's start), first seen first.
+    let mut failed: Vec<(String, usize, Duration)> = Vec::new();
+    for w in writes
         .iter()
         .filter(|w| w.ended >= stopped && w.ended <= first.ended)
-        .filter_map(|w| w.landed.as_ref().err())
-        .collect();
+    {
+        if let Err(e) = &w.landed {
+            let kind: String = e.chars().take(60).collect();
+            match failed.iter_mut().find(|(k, _, _)| *k == kind) {
+                Some((_, n, _)) => *n += 1,
+                None => failed.push((kind, 1, w.ended - stopped)),
+            }
+        }
+    }
     eprintln!(
         "patroni failover: SIGTERM to {old}'s patroni -> {new} answered /leader within {promoted_seen:?}; \
          first write acknowledged on {new} (port {new_port}) through poolguard {:?} after the SIGTERM; \
-         {} writes failed in between, the last ones: {:#?}",
+         failed writes in between (kind, count, first seen after the SIGTERM): {failed:#?}",
         first.ended - stopped,
-        failed.len(),
-        &failed[failed.len().saturating_sub(3)..]
     );
 
     // The write host, asked through poolguard, is the promoted node and no longer in recovery.
