@@ -1,6 +1,7 @@
-//! A throwaway Patroni cluster: Debian's `patroni` daemons, each managing a PostgreSQL 15 data
-//! directory in a tempdir, sharing one [`EtcdServer`] (etcd3 DCS) under a scope unique to the
-//! test run. PostgreSQL and the REST APIs listen on loopback ports from [`free_port`].
+//! A throwaway Patroni cluster: Debian's `patroni` daemons, each managing a PostgreSQL data
+//! directory in a tempdir (the sandbox's server binaries; Debian 12's are 15), sharing one
+//! [`EtcdServer`] (etcd3 DCS) under a scope unique to the test run. PostgreSQL and the REST APIs
+//! listen on loopback ports from [`free_port`].
 //!
 //! Invariants: as root, every daemon runs as the account the sandbox runs PostgreSQL as (the
 //! server refuses root) and owns its directory; nothing here waits for a fixed time: readiness
@@ -18,8 +19,6 @@ use crate::admin::wait_for;
 use crate::etcd::EtcdServer;
 use crate::{free_port, psql_command_as, run_within, DB, PASSWORD, USER};
 
-/// Where Debian's PostgreSQL 15 binaries are.
-pub const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 /// The superuser's password (the name is `postgres`).
 const SUPERUSER_PASSWORD: &str = "patroni-super";
 
@@ -30,6 +29,8 @@ pub struct PatroniNode {
     pub api_port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Told to stop (SIGTERM): its exit is expected from then on.
+    terminated: bool,
 }
 
 impl PatroniNode {
@@ -86,7 +87,8 @@ impl PatroniNode {
 
     /// SIGTERM to the daemon: Patroni stops its PostgreSQL and, on a leader, deletes the leader
     /// key so that a replica takes over at once. Returns when the signal was sent.
-    pub fn terminate(&self) {
+    pub fn terminate(&mut self) {
+        self.terminated = true;
         if let Some(c) = &self.child {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -133,7 +135,7 @@ impl PatroniNode {
 }
 
 /// Patroni's configuration for one node (YAML; JSON strings are valid YAML scalars).
-fn node_config(scope: &str, node: &PatroniNode, etcd: &EtcdServer) -> String {
+fn node_config(scope: &str, node: &PatroniNode, etcd: &EtcdServer, bin_dir: &Path) -> String {
     let dir = node.dir.display();
     format!(
         r#"scope: {scope}
@@ -171,7 +173,7 @@ postgresql:
   listen: 127.0.0.1:{pg}
   connect_address: 127.0.0.1:{pg}
   data_dir: {dir}/data
-  bin_dir: {BIN_DIR}
+  bin_dir: {bin_dir}
   pgpass: {dir}/pgpass
   authentication:
     superuser:
@@ -192,6 +194,7 @@ postgresql:
         api = node.api_port,
         etcd = etcd.endpoint(),
         pg = node.pg_port,
+        bin_dir = bin_dir.display(),
     )
 }
 
@@ -206,10 +209,8 @@ impl PatroniCluster {
     /// Starts `n` daemons at once (one of them bootstraps, the others clone it) and waits until
     /// one is the leader and every other streams from it.
     pub fn start(etcd: &EtcdServer, n: usize) -> PatroniCluster {
-        assert!(
-            Path::new(BIN_DIR).join("postgres").exists(),
-            "PostgreSQL 15 is not in {BIN_DIR} (scripts/setup installs it)"
-        );
+        let bin_dir = poolguard_sandbox::postgres_bin_dir()
+            .expect("PostgreSQL server binaries (scripts/setup installs them)");
         let account = poolguard_sandbox::postgres_account().expect("an account for PostgreSQL");
         let dir = tempfile::tempdir().expect("tempdir");
         chown(dir.path(), account);
@@ -232,9 +233,11 @@ impl PatroniCluster {
                 api_port: free_port(),
                 dir: node_dir,
                 child: None,
+                terminated: false,
             };
             let config = node.dir.join("patroni.yml");
-            std::fs::write(&config, node_config(&scope, &node, etcd)).expect("patroni config");
+            std::fs::write(&config, node_config(&scope, &node, etcd, &bin_dir))
+                .expect("patroni config");
             let log = std::fs::File::create(node.log_path()).expect("patroni log");
             let mut cmd = Command::new("patroni");
             cmd.arg(&config)
@@ -298,20 +301,21 @@ impl PatroniCluster {
             self.check_alive();
             self.nodes
                 .iter()
-                .filter(|x| Some(x.name.as_str()) != not && x.child.is_some())
+                .filter(|x| Some(x.name.as_str()) != not && !x.terminated)
                 .find(|x| x.api_status("/leader") == Some(200))
         })
     }
 
-    /// Panics with the daemons' logs if one that should run has exited.
+    /// Panics with the daemons' logs if one that should run (not terminated) has exited.
     fn check_alive(&self) {
         for n in &self.nodes {
             // A daemon that exited is a zombie until reaped, or gone: either way not running.
-            let exited = n.child.as_ref().is_some_and(|c| {
-                std::fs::read_to_string(format!("/proc/{}/stat", c.id())).map_or(true, |stat| {
-                    stat.rsplit(')').next().is_some_and(|r| r.starts_with(" Z"))
-                })
-            });
+            let exited = !n.terminated
+                && n.child.as_ref().is_some_and(|c| {
+                    std::fs::read_to_string(format!("/proc/{}/stat", c.id())).map_or(true, |stat| {
+                        stat.rsplit(')').next().is_some_and(|r| r.starts_with(" Z"))
+                    })
+                });
             assert!(!exited, "patroni {} exited:\n{}", n.name, self.logs());
         }
     }
@@ -365,7 +369,7 @@ impl Drop for PatroniCluster {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        self.nodes.iter().for_each(PatroniNode::terminate);
+        self.nodes.iter_mut().for_each(PatroniNode::terminate);
         self.nodes.iter_mut().for_each(PatroniNode::stop);
     }
 }
