@@ -128,9 +128,16 @@ pub(crate) async fn leave_after_drain(shared: &Shared, nothing_cut: bool) -> Opt
     if !nothing_cut {
         return Some("fleet shares kept until the lease expires (connections cut)");
     }
-    fleet.leave().await;
-    tracing::info!("fleet: left; this instance's shares are free for the others");
-    Some("fleet lease revoked, shares returned")
+    // Leaving takes longer than the lease only if etcd is failing, and by then the lease has
+    // expired anyway: the exit waits no longer than that.
+    let ttl = shared.config().fleet.as_ref().map(|f| f.lease_ttl)?;
+    match tokio::time::timeout(ttl, fleet.leave()).await {
+        Ok(true) => {
+            tracing::info!("fleet: left; this instance's shares are free for the others");
+            Some("fleet lease revoked, shares returned")
+        }
+        Ok(false) | Err(_) => Some("fleet lease not revoked; it expires on its own"),
+    }
 }
 
 /// The fleet's part of the admin snapshot.
