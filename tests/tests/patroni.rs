@@ -166,7 +166,7 @@ fn writes_resume_on_the_node_patroni_promotes() {
         wait_for(
             Duration::from_secs(30),
             "the leader through poolguard",
-            || { write_host_through(&proxy, &rt) }
+            || write_host_through(&proxy, &rt)
         ),
         format!("false {old_port}")
     );
@@ -176,8 +176,8 @@ fn writes_resume_on_the_node_patroni_promotes() {
 
     // The leader's Patroni stops: its PostgreSQL shuts down, the leader key goes, the replica
     // takes it and promotes.
-    cluster.node_mut(&old).terminate();
     let stopped = Instant::now();
+    cluster.node_mut(&old).terminate();
     let (new, new_port) = {
         let leader = cluster.wait_leader(Some(&old));
         (leader.name.clone(), leader.pg_port)
