@@ -134,7 +134,8 @@ impl Shared {
 
     /// Shutdown drain: every pool refuses new transactions (57P01 / 1053, "shutting down") and
     /// closes its idle server connections; transactions already running keep their server until
-    /// they end or `deadline` passes. Returns what happened. The caller stops accepting clients
+    /// they end or `deadline` passes; then, in a fleet, the shares go back (see
+    /// `fleet::leave_after_drain`). Returns what happened. The caller stops accepting clients
     /// first and exits after: whatever is still running at the deadline is cut when the
     /// process closes its sockets, and the server rolls it back.
     pub async fn drain(&self, deadline: std::time::Duration) -> String {
@@ -153,13 +154,17 @@ impl Shared {
             }
         })
         .await;
-        match waited {
+        let summary = match waited {
             Ok(()) => format!("{running} running transaction(s) finished; nothing cut"),
             Err(_) => format!(
                 "{} of {running} running transaction(s) finished; {} cut at the {deadline:?} deadline",
                 running.saturating_sub(busy()),
                 busy()
             ),
+        };
+        match crate::fleet::leave_after_drain(self, waited.is_ok()).await {
+            Some(fleet) => format!("{summary}; {fleet}"),
+            None => summary,
         }
     }
 

@@ -585,7 +585,7 @@ fn port_taken(log: &str) -> bool {
 }
 
 /// The bin dir from `POOLGUARD_PG_BIN`, else the highest version under /usr/lib/postgresql.
-fn find_bin_dir() -> Result<PathBuf, SandboxError> {
+pub(crate) fn find_bin_dir() -> Result<PathBuf, SandboxError> {
     if let Some(dir) = std::env::var_os(BIN_ENV) {
         let dir = PathBuf::from(dir);
         if dir.join("initdb").is_file() {
