@@ -132,8 +132,13 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
             .backend(&backend)
             .map(|b| b.connect_timeout)
             .unwrap_or_default();
+        let tls = config
+            .backend(&backend)
+            .map(|b| b.server_tls.clone())
+            .unwrap_or_default();
         let connector = MyConnector::new(
             host.clone(),
+            tls,
             user.name.clone(),
             user.password.clone(),
             db,
@@ -177,8 +182,13 @@ async fn read_pg_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckErro
             .backend(&backend)
             .map(|b| b.connect_timeout)
             .unwrap_or_default();
+        let tls = config
+            .backend(&backend)
+            .map(|b| b.server_tls.clone())
+            .unwrap_or_default();
         let connector = PgConnector::new(
             host.clone(),
+            tls,
             user.name.clone(),
             user.password.clone(),
             db,

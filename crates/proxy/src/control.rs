@@ -197,6 +197,7 @@ impl Shared {
                 let same_hosts = set.hosts().iter().map(|h| &h.addr).eq(b.hosts.iter());
                 if same_hosts {
                     set.set_guard(&b.guard);
+                    set.set_tls(&b.server_tls);
                 } else {
                     summary.restart_needed.push("[[backends]] hosts");
                 }

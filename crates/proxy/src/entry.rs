@@ -74,8 +74,10 @@ impl<C: ServerConnector, X> PoolEntry<C, X> {
         // Config validation guarantees the backend exists; the fallbacks only keep this total.
         let config = shared.config();
         let backend = config.backend(&db.backend);
-        let hosts =
-            backend.map_or_else(|| HostSet::fixed(String::new()), |b| shared.hosts_or_new(b));
+        let hosts = backend.map_or_else(
+            || HostSet::fixed(String::new(), Default::default()),
+            |b| shared.hosts_or_new(b),
+        );
         let connect_timeout = backend
             .map(|b| b.connect_timeout)
             .unwrap_or(Duration::from_secs(5));

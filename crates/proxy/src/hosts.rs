@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::config::guard::HostGuard;
 use crate::config::target::Target;
 use crate::config::Backend;
+use crate::tls::connect::ServerTls;
 
 /// What a host was last seen as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,9 @@ pub struct HostSet {
     /// for a unit: a MySQL `KILL QUERY`, when every unit may be held by the very statement to
     /// kill. `poolguard check` counts it against the server's `max_connections`.
     side_connection: tokio::sync::Semaphore,
+    /// How connections to these hosts use TLS (`server_tls`); a reload replaces it for the
+    /// connections opened after it.
+    tls: arc_swap::ArcSwap<ServerTls>,
 }
 
 /// The breaker settings of a backend's `[[backends]]` keys.
@@ -157,19 +161,26 @@ impl HostSet {
             &backend.name,
             &backend.hosts,
             breaker_config(&backend.guard),
+            backend.server_tls.clone(),
         )
     }
 
-    /// One fixed host with its breaker disabled: one-off connections (`check`, server polls).
-    pub fn fixed(addr: String) -> Arc<HostSet> {
+    /// One fixed host with its breaker disabled: one-off connections (`check`, server polls),
+    /// using TLS as `tls` says (their backend's `server_tls`).
+    pub fn fixed(addr: String, tls: ServerTls) -> Arc<HostSet> {
         let off = BreakerConfig {
             failures: 0,
             ..BreakerConfig::default()
         };
-        Self::build("", &[addr], off)
+        Self::build("", &[addr], off, tls)
     }
 
-    fn build(backend: &str, addrs: &[String], config: BreakerConfig) -> Arc<HostSet> {
+    fn build(
+        backend: &str,
+        addrs: &[String],
+        config: BreakerConfig,
+        tls: ServerTls,
+    ) -> Arc<HostSet> {
         // Config validation requires at least one host; an empty address keeps this total
         // (connecting to it fails with a clear error).
         let addrs = if addrs.is_empty() {
@@ -192,7 +203,19 @@ impl HostSet {
             next_standby: AtomicUsize::new(0),
             failovers: AtomicU64::new(0),
             side_connection: tokio::sync::Semaphore::new(1),
+            tls: arc_swap::ArcSwap::from_pointee(tls),
         })
+    }
+
+    /// The TLS settings for the next connection to one of these hosts.
+    pub fn tls(&self) -> Arc<ServerTls> {
+        self.tls.load_full()
+    }
+
+    /// A reload changed `server_tls` or its files: connections opened from now on follow it
+    /// (open ones keep the TLS they were opened with until they retire).
+    pub fn set_tls(&self, tls: &ServerTls) {
+        self.tls.store(Arc::new(tls.clone()));
     }
 
     /// Waits for the backend's single connection beyond its budget (see the field).
@@ -373,7 +396,12 @@ mod tests {
 
     fn set(n: usize) -> Arc<HostSet> {
         let addrs: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:5432")).collect();
-        HostSet::build("pg", &addrs, BreakerConfig::default())
+        HostSet::build(
+            "pg",
+            &addrs,
+            BreakerConfig::default(),
+            ServerTls::disabled(),
+        )
     }
 
     fn seen(set: &HostSet, index: usize, role: Role) {
@@ -528,7 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fixed_host_never_opens_its_breaker() {
-        let s = HostSet::fixed("127.0.0.1:1".into());
+        let s = HostSet::fixed("127.0.0.1:1".into(), ServerTls::disabled());
         for _ in 0..20 {
             s.write_host().breaker.try_pass().unwrap().failed();
         }

@@ -28,6 +28,7 @@ pub mod observe;
 pub mod pg;
 pub mod spare;
 pub mod state;
+pub mod tls;
 pub mod traffic;
 
 use std::net::SocketAddr;

@@ -426,6 +426,11 @@ async fn poll_one(
         .backend(backend)
         .map(|b| b.connect_timeout)
         .unwrap_or(POLL_PERIOD);
+    let tls = shared
+        .config()
+        .backend(backend)
+        .map(|b| b.server_tls.clone())
+        .unwrap_or_default();
     let num = |v: Option<&Option<String>>| {
         v.and_then(|v| v.as_deref())
             .and_then(|v| v.parse().ok())
@@ -435,6 +440,7 @@ async fn poll_one(
         Protocol::Postgres => {
             let connector = crate::pg::server::PgConnector::new(
                 host.to_owned(),
+                tls,
                 user.name.clone(),
                 user.password.clone(),
                 db.unwrap_or_else(|| "postgres".into()),
@@ -452,6 +458,7 @@ async fn poll_one(
         Protocol::Mysql => {
             let connector = crate::mysql::server::MyConnector::new(
                 host.to_owned(),
+                tls,
                 user.name.clone(),
                 user.password.clone(),
                 db.unwrap_or_default(),
