@@ -94,7 +94,7 @@ impl fmt::Display for ServerTlsMode {
 }
 
 /// The files of a backend's `server_tls_*` keys.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerTlsFiles {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
@@ -133,6 +133,7 @@ pub enum TlsError {
 #[derive(Clone, Default)]
 pub struct ServerTls {
     mode: ServerTlsMode,
+    files: ServerTlsFiles,
     /// `None` exactly when `mode` is `disable`.
     config: Option<Arc<ClientConfig>>,
 }
@@ -150,6 +151,7 @@ impl ServerTls {
     pub fn disabled() -> Self {
         ServerTls {
             mode: ServerTlsMode::Disable,
+            files: ServerTlsFiles::default(),
             config: None,
         }
     }
@@ -166,18 +168,14 @@ impl ServerTls {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(rustls_error)?;
-        let verifier: Arc<dyn ServerCertVerifier> = match (mode, &files.ca_file) {
-            (ServerTlsMode::Prefer | ServerTlsMode::Require, None) => {
-                Arc::new(NoVerification { provider })
-            }
-            (ServerTlsMode::VerifyFull, ca) => webpki(roots(ca.as_deref())?, provider)?,
-            (_, ca) => Arc::new(ChainOnly {
-                inner: webpki(roots(ca.as_deref())?, provider)?,
-            }),
+        let roots = match (mode, &files.ca_file) {
+            (ServerTlsMode::Prefer | ServerTlsMode::Require, None) => None,
+            (_, ca) => Some(roots(ca.as_deref())?),
         };
+        let verifier = Verifier::new(provider, roots, mode == ServerTlsMode::VerifyFull)?;
         let builder = builder
             .dangerous()
-            .with_custom_certificate_verifier(verifier);
+            .with_custom_certificate_verifier(Arc::new(verifier));
         let config = match (&files.cert_file, &files.key_file) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
@@ -194,12 +192,18 @@ impl ServerTls {
         };
         Ok(ServerTls {
             mode,
+            files: files.clone(),
             config: Some(Arc::new(config)),
         })
     }
 
     pub fn mode(&self) -> ServerTlsMode {
         self.mode
+    }
+
+    /// Same mode and files (a reload that changes either retires the backend's connections).
+    pub fn same_settings(&self, other: &ServerTls) -> bool {
+        self.mode == other.mode && self.files == other.files
     }
 
     /// How to reach `host` (`host:port` as configured) with TLS; `None` under `disable`.
@@ -323,23 +327,44 @@ fn roots(ca_file: Option<&Path>) -> Result<Arc<RootCertStore>, TlsConfigError> {
     Ok(Arc::new(store))
 }
 
-fn webpki(
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-) -> Result<Arc<WebPkiServerVerifier>, TlsConfigError> {
-    WebPkiServerVerifier::builder_with_provider(roots, provider)
-        .build()
-        .map_err(rustls_error)
-}
-
-/// `verify-ca`: the chain must lead to a trusted CA; the name is not checked. WebPKI checks the
-/// chain before the name, so a name mismatch means the chain was good.
+/// What a backend's connections check of the server's certificate. One verifier for every
+/// mode, so the handshake signatures are always checked the same way (with the provider's
+/// algorithms, as WebPKI's own verifier does): the peer holds the key of the certificate it
+/// sent, whatever else is verified.
 #[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<WebPkiServerVerifier>,
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    /// The chain (and the name) through WebPKI; `None`: nothing (`prefer`/`require` without
+    /// a CA file: encryption without authentication, as libpq).
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    /// `verify-full`. Without it a name mismatch is accepted: WebPKI checks the chain before
+    /// the name, so that error means the chain was good (`verify-ca`).
+    check_name: bool,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl Verifier {
+    fn new(
+        provider: Arc<CryptoProvider>,
+        roots: Option<Arc<RootCertStore>>,
+        check_name: bool,
+    ) -> Result<Self, TlsConfigError> {
+        let webpki = match roots {
+            Some(roots) => Some(
+                WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                    .build()
+                    .map_err(rustls_error)?,
+            ),
+            None => None,
+        };
+        Ok(Verifier {
+            provider,
+            webpki,
+            check_name,
+        })
+    }
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -348,60 +373,16 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(webpki) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without a CA file: encryption without authentication, as libpq. The
-/// handshake signatures are still checked, so the peer holds the key of the certificate it sent.
-#[derive(Debug)]
-struct NoVerification {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
