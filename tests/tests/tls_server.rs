@@ -367,6 +367,11 @@ fn pg_wrong_ca_or_name_fails_check_naming_host_and_reason() {
     );
     let (ok, text) = run_check(&chain_only);
     assert!(ok, "verify-ca checks the chain only:\n{text}");
+    // prefer and require encrypt without checking the certificate (libpq's meaning).
+    for mode in ["prefer", "require"] {
+        let (ok, text) = run_check(&pg_config(&pg, port, &spec, "127.0.0.1", mode, None));
+        assert!(ok, "{mode}:\n{text}");
+    }
 }
 
 #[test]
@@ -537,6 +542,13 @@ fn mariadb_verify_ca_runs_over_tls_and_disable_gets_the_servers_refusal() {
         let cipher = line.split('\t').nth(1).unwrap_or("");
         assert!(!cipher.is_empty(), "the server connection is TLS: {line:?}");
     }
+    // The idle check before reuse reads through TLS: records that carry no data (TLS 1.3
+    // session tickets) do not make a pooled connection look closed.
+    assert!(
+        !proxy.log().contains("closed by the server"),
+        "{}",
+        proxy.log()
+    );
 
     let full = my_config(&db, port, "verify-full", Some(&ca));
     let (ok, text) = run_check(&full);
@@ -564,4 +576,62 @@ fn mariadb_verify_ca_runs_over_tls_and_disable_gets_the_servers_refusal() {
     let out = mariadb_cli(proxy.port, "SELECT 1");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "1");
+}
+
+/// Not a check: the relay's cost of TLS, for the record (`cargo test -p poolguard-e2e --test
+/// tls_server -- --ignored --nocapture`). pgbench -S through transaction mode to one server
+/// that takes both, with `server_tls = "disable"` and `"require"`, interleaved.
+#[test]
+#[ignore]
+fn measure_relay_over_tls() {
+    let pki = Pki::new();
+    let pg = PgSandbox::builder()
+        .max_connections(30)
+        .user(USER, PASSWORD)
+        .database(DB, USER)
+        .file("server.crt", &pki.read("server.crt"))
+        .file("server.key", &pki.read("server.key"))
+        .setting("ssl", "on")
+        .setting("ssl_cert_file", "server.crt")
+        .setting("ssl_key_file", "server.key")
+        .start()
+        .unwrap();
+    let init = run_pg(
+        Command::new("pgbench")
+            .args(["-i", "-q", "-s", "1", "-h", "127.0.0.1", "-U", USER])
+            .arg("-p")
+            .arg(pg.port().to_string())
+            .arg(DB),
+    );
+    assert!(init.status.success(), "{}", stderr(&init));
+    let spec = PoolSpec::default();
+    for round in 0..2 {
+        for mode in ["disable", "require"] {
+            let port = free_port();
+            let proxy =
+                Proxy::start_with(&pg_config(&pg, port, &spec, "127.0.0.1", mode, None), port);
+            let out = run_pg(
+                Command::new("pgbench")
+                    .args([
+                        "-n",
+                        "-S",
+                        "-c",
+                        "4",
+                        "-j",
+                        "2",
+                        "-T",
+                        "5",
+                        "-h",
+                        "127.0.0.1",
+                    ])
+                    .args(["-U", USER, "-p", &proxy.port.to_string(), DB]),
+            );
+            let tps = stdout(&out)
+                .lines()
+                .find(|l| l.starts_with("tps"))
+                .unwrap_or("")
+                .to_owned();
+            eprintln!("round {round} server_tls={mode}: {tps}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ use poolguard_pool::Connector;
 use crate::config::{Config, Protocol};
 use crate::mysql::server::{read_max_connections, MyConnector};
 use crate::pg::server::PgConnector;
+use crate::tls::connect::ServerTls;
 
 #[derive(Debug)]
 pub struct ServerBudget {
@@ -134,8 +135,7 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
             .unwrap_or_default();
         let tls = config
             .backend(&backend)
-            .map(|b| b.server_tls.clone())
-            .unwrap_or_default();
+            .map_or_else(ServerTls::disabled, |b| b.server_tls.clone());
         let connector = MyConnector::new(
             host.clone(),
             tls,
@@ -184,8 +184,7 @@ async fn read_pg_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckErro
             .unwrap_or_default();
         let tls = config
             .backend(&backend)
-            .map(|b| b.server_tls.clone())
-            .unwrap_or_default();
+            .map_or_else(ServerTls::disabled, |b| b.server_tls.clone());
         let connector = PgConnector::new(
             host.clone(),
             tls,

@@ -24,6 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Database, PoolMode, Protocol};
 use crate::state::{ClientSlot, Shared};
+use crate::tls::connect::ServerTls;
 use crate::traffic::TrafficTotals;
 
 /// How often each backend's own connection numbers are read.
@@ -429,8 +430,7 @@ async fn poll_one(
     let tls = shared
         .config()
         .backend(backend)
-        .map(|b| b.server_tls.clone())
-        .unwrap_or_default();
+        .map_or_else(ServerTls::disabled, |b| b.server_tls.clone());
     let num = |v: Option<&Option<String>>| {
         v.and_then(|v| v.as_deref())
             .and_then(|v| v.parse().ok())

@@ -130,7 +130,7 @@ pub enum TlsError {
 }
 
 /// A backend's TLS settings, built once: cheap to clone (the rustls config is shared).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ServerTls {
     mode: ServerTlsMode,
     files: ServerTlsFiles,
