@@ -156,6 +156,14 @@ impl Pki {
 /// A PostgreSQL that takes TLS connections only (the sandbox's own psql uses TLS: libpq's
 /// default `prefer`), serving `cert` ("server" or "elsewhere").
 fn tls_only_postgres(pki: &Pki, cert: &str) -> PgSandbox {
+    tls_postgres(pki, cert)
+        .hba_line("hostnossl all all 0.0.0.0/0 reject")
+        .start()
+        .expect("start TLS-only PostgreSQL")
+}
+
+/// A PostgreSQL with `ssl = on` serving `cert`, to be started.
+fn tls_postgres(pki: &Pki, cert: &str) -> poolguard_sandbox::PgBuilder {
     PgSandbox::builder()
         .max_connections(30)
         .user(USER, PASSWORD)
@@ -165,9 +173,6 @@ fn tls_only_postgres(pki: &Pki, cert: &str) -> PgSandbox {
         .setting("ssl", "on")
         .setting("ssl_cert_file", "server.crt")
         .setting("ssl_key_file", "server.key")
-        .hba_line("hostnossl all all 0.0.0.0/0 reject")
-        .start()
-        .expect("start TLS-only PostgreSQL")
 }
 
 /// The `[[backends]]` TLS lines.
@@ -579,31 +584,16 @@ fn mariadb_verify_ca_runs_over_tls_and_disable_gets_the_servers_refusal() {
 }
 
 /// Not a check: the relay's cost of TLS, for the record (`cargo test -p poolguard-e2e --test
-/// tls_server -- --ignored --nocapture`). pgbench -S through transaction mode to one server
-/// that takes both, with `server_tls = "disable"` and `"require"`, interleaved.
+/// tls_server -- --ignored --nocapture`). pgbench (`SELECT 1` transactions, 4 clients, pool of
+/// 5) through transaction mode to one server that takes both, with `server_tls = "disable"`
+/// and `"require"`, interleaved.
 #[test]
 #[ignore]
 fn measure_relay_over_tls() {
     let pki = Pki::new();
-    let pg = PgSandbox::builder()
-        .max_connections(30)
-        .user(USER, PASSWORD)
-        .database(DB, USER)
-        .file("server.crt", &pki.read("server.crt"))
-        .file("server.key", &pki.read("server.key"))
-        .setting("ssl", "on")
-        .setting("ssl_cert_file", "server.crt")
-        .setting("ssl_key_file", "server.key")
-        .start()
-        .unwrap();
-    let init = run_pg(
-        Command::new("pgbench")
-            .args(["-i", "-q", "-s", "1", "-h", "127.0.0.1", "-U", USER])
-            .arg("-p")
-            .arg(pg.port().to_string())
-            .arg(DB),
-    );
-    assert!(init.status.success(), "{}", stderr(&init));
+    let pg = tls_postgres(&pki, "server").start().unwrap();
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "SELECT 1;\n").unwrap();
     let spec = PoolSpec::default();
     for round in 0..2 {
         for mode in ["disable", "require"] {
@@ -612,19 +602,10 @@ fn measure_relay_over_tls() {
                 Proxy::start_with(&pg_config(&pg, port, &spec, "127.0.0.1", mode, None), port);
             let out = run_pg(
                 Command::new("pgbench")
-                    .args([
-                        "-n",
-                        "-S",
-                        "-c",
-                        "4",
-                        "-j",
-                        "2",
-                        "-T",
-                        "5",
-                        "-h",
-                        "127.0.0.1",
-                    ])
-                    .args(["-U", USER, "-p", &proxy.port.to_string(), DB]),
+                    .args(["-n", "-c", "4", "-j", "2", "-T", "5", "-h", "127.0.0.1"])
+                    .args(["-U", USER, "-p", &proxy.port.to_string(), "-f"])
+                    .arg(script.path())
+                    .arg(DB),
             );
             let tps = stdout(&out)
                 .lines()
