@@ -438,6 +438,30 @@ fn pg_transaction_reuse_and_cancels_over_tls() {
     );
     assert_eq!(all, tls, "all of them TLS");
 
+    // Megabytes both ways: a 4 MB statement to the server (many TLS records, writes the
+    // socket takes in parts; each must be flushed out of rustls) and 4 MB back.
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        big.path(),
+        format!(
+            "SELECT md5('{}') = md5(repeat('ab', 2000000));\nSELECT repeat('cd', 2000000);\n",
+            "ab".repeat(2_000_000)
+        ),
+    )
+    .unwrap();
+    let out = psql_file(proxy.port, big.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("t\n"),
+        "{}",
+        text.get(..100).unwrap_or(&text)
+    );
+    assert!(
+        text.get(2..) == Some("cd".repeat(2_000_000).as_str()),
+        "4 MB back intact"
+    );
+
     // A client's CancelRequest (tokio-postgres' cancel token), relayed over TLS.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -547,6 +571,30 @@ fn mariadb_verify_ca_runs_over_tls_and_disable_gets_the_servers_refusal() {
         let cipher = line.split('\t').nth(1).unwrap_or("");
         assert!(!cipher.is_empty(), "the server connection is TLS: {line:?}");
     }
+    // Transaction-mode reuse: 4 clients x 25 transactions on a pool of 5.
+    let out = mariadb_cli(proxy.port, "CREATE TABLE t (id int, who int)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let port = proxy.port;
+    let clients: Vec<_> = (0..4)
+        .map(|who| {
+            std::thread::spawn(move || {
+                let mut c = MyClient::connect(port).unwrap();
+                for id in 0..25 {
+                    c.query("BEGIN").unwrap();
+                    c.query(&format!("INSERT INTO t VALUES ({id}, {who})"))
+                        .unwrap();
+                    c.query("COMMIT").unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let out = mariadb_cli(proxy.port, "SELECT COUNT(*) FROM t");
+    assert_eq!(stdout(&out), "100", "{}", stderr(&out));
+    let servers = maria_app_connections(&db);
+    assert!(servers <= 5, "{servers} server connections for a pool of 5");
     // The idle check before reuse reads through TLS: records that carry no data (TLS 1.3
     // session tickets) do not make a pooled connection look closed.
     assert!(
