@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use poolguard_e2e::admin::{http_get, wait_for};
 use poolguard_e2e::mysql::*;
 use poolguard_e2e::*;
 
@@ -238,6 +239,21 @@ fn psql_refused(port: u16) -> String {
     stderr(&out)
 }
 
+/// (role, last check's error) of `host` from `/api/servers`.
+fn host_check(admin: u16, host: &str) -> (String, String) {
+    let servers: serde_json::Value =
+        serde_json::from_str(&http_get(admin, "/api/servers")).expect("servers JSON");
+    let found = servers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["hosts"].as_array().cloned().unwrap_or_default())
+        .find(|h| h["addr"] == host)
+        .unwrap_or_default();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    (text(&found["role"]), text(&found["last_check_error"]))
+}
+
 fn run_check(config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.toml");
@@ -345,8 +361,28 @@ fn pg_wrong_ca_or_name_fails_check_naming_host_and_reason() {
     );
     let ca = pki.path("ca.crt");
     let chain_only = pg_config(&pg, port, &spec, "127.0.0.1", "verify-ca", Some(&ca));
-    let proxy = Proxy::start_with(&chain_only, port);
-    reload(&proxy, &wrong);
+    // Health checks follow the backend's TLS too: primary with the right CA, down with the
+    // reason once the wrong one is in force.
+    let admin = free_port();
+    let checked = |config: &str| {
+        format!(
+            "{}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            config.replace(
+                "server_tls = ",
+                "health_check_interval = \"200ms\"\nserver_tls = "
+            )
+        )
+    };
+    let proxy = Proxy::start_with(&checked(&chain_only), port);
+    wait_for(Duration::from_secs(30), "host seen as primary", || {
+        (host_check(admin, &host).0 == "primary").then_some(())
+    });
+    reload(&proxy, &checked(&wrong));
+    let why = wait_for(Duration::from_secs(30), "host seen as down", || {
+        let (role, error) = host_check(admin, &host);
+        (role == "down").then_some(error)
+    });
+    assert!(why.contains("UnknownIssuer"), "{why}");
     let err = psql_refused(proxy.port);
     assert!(
         err.contains("certificate verify failed"),
