@@ -10,6 +10,7 @@ pub mod guard;
 pub mod limits;
 pub mod observe;
 pub mod raw;
+pub mod server_tls;
 pub mod target;
 
 pub use front::{ClientAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
@@ -137,36 +138,6 @@ impl Database {
     pub fn names_a_server_database(&self) -> bool {
         self.server_database != FALLBACK_DATABASE
     }
-}
-
-/// A backend's `server_tls` keys, their files read now: a bad file is an error at start,
-/// `check` or reload, not at the first connect.
-fn server_tls(
-    key: &str,
-    b: &raw::RawBackend,
-) -> Result<crate::tls::connect::ServerTls, ConfigError> {
-    use crate::tls::connect::{ServerTls, ServerTlsFiles, ServerTlsMode};
-    let mode = match b.server_tls.as_deref() {
-        None => ServerTlsMode::default(),
-        Some(m) => ServerTlsMode::parse(m).ok_or_else(|| {
-            invalid(
-                format!("{key}.server_tls"),
-                format!("{m:?} is not one of {}", ServerTlsMode::NAMES),
-            )
-        })?,
-    };
-    let files = ServerTlsFiles {
-        ca_file: b.server_tls_ca_file.as_ref().map(Into::into),
-        cert_file: b.server_tls_cert_file.as_ref().map(Into::into),
-        key_file: b.server_tls_key_file.as_ref().map(Into::into),
-    };
-    if mode == ServerTlsMode::Disable && files.ca_file.is_some() {
-        return Err(invalid(
-            format!("{key}.server_tls_ca_file"),
-            "is set, but server_tls = \"disable\" never uses it",
-        ));
-    }
-    ServerTls::new(mode, &files).map_err(|e| invalid(format!("{key}.server_tls"), e.to_string()))
 }
 
 /// A `[[users]]` entry's password from exactly one of `password`, `password_file` (read now, so a
@@ -348,7 +319,7 @@ impl Config {
                 max_connections: b.max_connections,
                 connect_timeout,
                 guard: guard::HostGuard::from_raw(&key, b)?,
-                server_tls: server_tls(&key, b)?,
+                server_tls: server_tls::from_raw(&key, b)?,
             });
         }
 
