@@ -94,7 +94,7 @@ impl Pki {
             self.path(&ext),
             format!(
                 "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
-                 extendedKeyUsage = serverAuth\nsubjectAltName = {sans}\n"
+                 extendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = {sans}\n"
             ),
         )
         .unwrap();
@@ -254,6 +254,23 @@ fn host_check(admin: u16, host: &str) -> (String, String) {
     (text(&found["role"]), text(&found["last_check_error"]))
 }
 
+/// poolguard started after `poolguard check` passed on the same configuration.
+fn start_checked(config: &str, port: u16) -> Proxy {
+    let (ok, text) = run_check(config);
+    assert!(ok, "check must pass:\n{text}");
+    Proxy::start_with(config, port)
+}
+
+/// A `pg_stat_ssl` column of the session's own server connection, through poolguard.
+fn own_ssl(port: u16, column: &str) -> String {
+    let out = psql(
+        port,
+        &format!("SELECT {column} FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
 fn run_check(config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.toml");
@@ -291,17 +308,9 @@ fn pg_verify_full_runs_every_connection_over_tls_and_disable_is_refused_by_the_s
     let port = free_port();
     let ca = pki.path("ca.crt");
     let config = pg_config(&pg, port, &spec, "127.0.0.1", "verify-full", Some(&ca));
-    let (ok, text) = run_check(&config);
-    assert!(ok, "check must pass with the right CA:\n{text}");
-
-    let proxy = Proxy::start_with(&config, port);
-    let out = psql(
-        proxy.port,
-        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let proxy = start_checked(&config, port);
     assert_eq!(
-        stdout(&out),
+        own_ssl(proxy.port, "ssl"),
         "t",
         "the session's own server connection is TLS"
     );
@@ -413,6 +422,35 @@ fn pg_wrong_ca_or_name_fails_check_naming_host_and_reason() {
         let (ok, text) = run_check(&pg_config(&pg, port, &spec, "127.0.0.1", mode, None));
         assert!(ok, "{mode}:\n{text}");
     }
+}
+
+#[test]
+fn pg_client_certificate_is_presented_when_configured() {
+    let pki = Pki::new();
+    // CN=app: what pg_hba's clientcert=verify-full compares with the user name.
+    pki.issue("app", "ca", "DNS:app.invalid");
+    let pg = tls_postgres(&pki, "server")
+        .file("ca.crt", &pki.read("ca.crt"))
+        .setting("ssl_ca_file", "ca.crt")
+        .hba_line("hostssl bank app 127.0.0.1/32 scram-sha-256 clientcert=verify-full")
+        .hba_line("hostnossl all all 0.0.0.0/0 reject")
+        .start()
+        .expect("start PostgreSQL asking for client certificates");
+    let (spec, port, ca) = (PoolSpec::default(), free_port(), pki.path("ca.crt"));
+    let without = pg_config(&pg, port, &spec, "127.0.0.1", "verify-full", Some(&ca));
+    let (ok, text) = run_check(&without);
+    assert!(!ok, "the server wants a certificate:\n{text}");
+    assert!(text.contains("certificate"), "{text}");
+    let with = without.replace(
+        "server_tls = ",
+        &format!(
+            "server_tls_cert_file = {:?}\nserver_tls_key_file = {:?}\nserver_tls = ",
+            pki.path("app.crt").display().to_string(),
+            pki.path("app.key").display().to_string()
+        ),
+    );
+    let proxy = start_checked(&with, port);
+    assert_eq!(own_ssl(proxy.port, "client_dn"), "/CN=app");
 }
 
 #[test]
