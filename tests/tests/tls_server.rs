@@ -254,6 +254,21 @@ fn host_check(admin: u16, host: &str) -> (String, String) {
     (text(&found["role"]), text(&found["last_check_error"]))
 }
 
+/// Three psql clients in a transaction at the same time (so three server connections).
+fn three_at_once(port: u16) {
+    let sessions: Vec<_> = (0..3)
+        .map(|_| {
+            let mut cmd = psql_command(port);
+            cmd.args(["-c", "BEGIN; SELECT pg_sleep(0.3); COMMIT;"])
+                .env("PGPASSWORD", PASSWORD);
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for mut s in sessions {
+        assert!(s.wait().unwrap().success());
+    }
+}
+
 /// poolguard started after `poolguard check` passed on the same configuration.
 fn start_checked(config: &str, port: u16) -> Proxy {
     let (ok, text) = run_check(config);
@@ -315,17 +330,7 @@ fn pg_verify_full_runs_every_connection_over_tls_and_disable_is_refused_by_the_s
         "the session's own server connection is TLS"
     );
     // Three clients at once: three server connections, each TLS on the server's books.
-    let sessions: Vec<_> = (0..3)
-        .map(|_| {
-            let mut cmd = psql_command(proxy.port);
-            cmd.args(["-c", "BEGIN; SELECT pg_sleep(0.3); COMMIT;"])
-                .env("PGPASSWORD", PASSWORD);
-            cmd.spawn().unwrap()
-        })
-        .collect();
-    for mut s in sessions {
-        assert!(s.wait().unwrap().success());
-    }
+    three_at_once(proxy.port);
     let (all, tls) = pg_tls_counts(&pg);
     assert!(all >= 1, "poolguard's connections stay pooled");
     assert_eq!(all, tls, "every poolguard connection to the server is TLS");
@@ -422,6 +427,32 @@ fn pg_wrong_ca_or_name_fails_check_naming_host_and_reason() {
         let (ok, text) = run_check(&pg_config(&pg, port, &spec, "127.0.0.1", mode, None));
         assert!(ok, "{mode}:\n{text}");
     }
+}
+
+#[test]
+fn pg_without_tls_prefer_goes_plain_and_says_so_once_require_refuses() {
+    let pg = sandbox(20);
+    let (spec, port) = (PoolSpec::default(), free_port());
+    let config = config_for(&pg, port, &spec); // no server_tls: the default, prefer
+    let proxy = start_checked(&config, port);
+    three_at_once(proxy.port);
+    assert_eq!(own_ssl(proxy.port, "ssl"), "f");
+    // Once for the pools' host, however many connections they opened (the budget check's
+    // one-off connection at start says it for itself, without a backend name).
+    let log = proxy.log();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("does not offer TLS") && l.contains("backend=pg"))
+        .count();
+    assert_eq!(said, 1, "{log}");
+
+    let (ok, text) = run_check(&pg_config(&pg, port, &spec, "127.0.0.1", "require", None));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", pg.port()))
+            && text.contains("server does not accept TLS, and server_tls = require requires it"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -77,6 +77,8 @@ pub struct Host {
     /// Counts the pools' connects to this host; named after the address.
     pub breaker: Arc<Breaker>,
     last: Mutex<Option<CheckResult>>,
+    /// Whether the log already said this host answers `prefer` without TLS.
+    said_plain: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -194,6 +196,7 @@ impl HostSet {
                 breaker: Breaker::new(addr.clone(), config),
                 addr,
                 last: Mutex::new(None),
+                said_plain: Default::default(),
             })
             .collect();
         Arc::new(HostSet {
@@ -210,6 +213,20 @@ impl HostSet {
     /// The TLS settings for the next connection to one of these hosts.
     pub fn tls(&self) -> Arc<ServerTls> {
         self.tls.load_full()
+    }
+
+    /// A connection to `addr` went on in the clear under `server_tls = "prefer"` because the
+    /// server does not offer TLS: logged once per host, since with `prefer` nothing else tells
+    /// an operator that the traffic is not encrypted.
+    pub fn note_plain_fallback(&self, addr: &str) {
+        let host = self.hosts.iter().find(|h| h.addr == addr);
+        if host.is_some_and(|h| !h.said_plain.swap(true, Ordering::Relaxed)) {
+            tracing::warn!(
+                backend = %self.backend,
+                host = %addr,
+                "the server does not offer TLS; server_tls = \"prefer\" connects in the clear (\"require\" or \"verify-full\" would refuse, \"disable\" saves the attempt)"
+            );
+        }
     }
 
     /// A reload changed `server_tls` or its files: connections opened from now on follow it

@@ -458,7 +458,8 @@ impl MyConnector {
                 };
             }
             Some(dest) if dest.required() => return Err(tls_error(&conn, dest.not_offered())),
-            _ => {}
+            Some(_) => self.hosts.note_plain_fallback(&conn.host),
+            None => {}
         }
         let plugin = hs.auth_plugin_name.as_str();
         let response = HandshakeResponse41 {

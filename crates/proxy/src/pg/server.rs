@@ -409,6 +409,7 @@ impl PgConnector {
             .tls()
             .dest(&addr)
             .map_err(|source| tls_error(&addr, source))?;
+        let wanted = dest.is_some();
         let (stream, tls) = match tokio::time::timeout(
             self.connect_timeout,
             start_tls(stream, dest, &addr),
@@ -423,6 +424,9 @@ impl PgConnector {
                 })
             }
         };
+        if wanted && tls.is_none() {
+            self.hosts.note_plain_fallback(&addr);
+        }
         let mut conn = ServerConn {
             stream,
             tls,
