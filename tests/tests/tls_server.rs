@@ -341,13 +341,12 @@ fn pg_verify_full_runs_every_connection_over_tls_and_disable_is_refused_by_the_s
         &proxy,
         &pg_config(&pg, port, &spec, "127.0.0.1", "disable", None),
     );
-    let started = Instant::now();
+    // The server's own words, which a hang cut short by psql_refused's limit would not have.
     let err = psql_refused(proxy.port);
     assert!(
         err.contains("no encryption") || err.contains("pg_hba.conf"),
         "the server's own reason reaches the client: {err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(20), "no hang");
 }
 
 #[test]
@@ -609,17 +608,13 @@ fn pg_transaction_reuse_and_cancels_over_tls() {
         ..spec
     };
     let proxy = by_name(&spec);
-    let started = Instant::now();
+    // Cancelled, not run out: a finished pg_sleep would succeed.
     let out = psql(proxy.port, "SELECT pg_sleep(30)");
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("canceling statement"),
         "{}",
         stderr(&out)
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(25),
-        "cancelled, not run out"
     );
 }
 
