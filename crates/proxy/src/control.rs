@@ -5,7 +5,9 @@
 //! Every action answers with a one-line summary an operator can read, or a `ProxyError` that
 //! says what was refused and why. A reload never drops a client: pools that stay are resized in
 //! place, pools whose database or user disappeared are closed (running transactions finish,
-//! new ones are refused) and leave the map, new databases get pools on first use.
+//! new ones are refused) and leave the map, new databases get pools on first use. A backend's
+//! `server_tls` settings take effect for the next connection; when they changed, the backend's
+//! pools retire the connections opened under the old ones (idle now, busy when returned).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -215,6 +217,14 @@ impl Shared {
                 let same_hosts = set.hosts().iter().map(|h| &h.addr).eq(b.hosts.iter());
                 if same_hosts {
                     set.set_guard(&b.guard);
+                    let tls_changed = !set.tls().same_settings(&b.server_tls);
+                    // Always stored: the files were read again (a renewed certificate).
+                    set.set_tls(&b.server_tls);
+                    if tls_changed {
+                        // Connections opened under the old TLS settings are not reused: a
+                        // stricter mode must not be satisfied by a connection made without it.
+                        crate::hosts::check::retire_pools(self, &b.name, |_| true);
+                    }
                 } else {
                     summary.restart_needed.push("[[backends]] hosts");
                 }

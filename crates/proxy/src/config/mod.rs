@@ -11,6 +11,7 @@ pub mod guard;
 pub mod limits;
 pub mod observe;
 pub mod raw;
+pub mod server_tls;
 pub mod target;
 
 pub use front::{ClientAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
@@ -79,6 +80,8 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// Health checks and circuit breakers for the hosts.
     pub guard: guard::HostGuard,
+    /// `server_tls` and its files, built into a rustls configuration.
+    pub server_tls: crate::tls::connect::ServerTls,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +326,7 @@ impl Config {
                 max_connections: b.max_connections,
                 connect_timeout,
                 guard: guard::HostGuard::from_raw(&key, b)?,
+                server_tls: server_tls::from_raw(&key, b)?,
             });
         }
 

@@ -161,6 +161,11 @@ pub struct RawBackend {
     pub breaker_failures: Option<u32>,
     pub breaker_cooldown: Option<String>,
     pub breaker_max_cooldown: Option<String>,
+    /// See `crate::tls::connect` for these.
+    pub server_tls: Option<String>,
+    pub server_tls_ca_file: Option<String>,
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_key_file: Option<String>,
 }
 
 /// Keys a `[[databases]]` entry may override from `[limits]`.
