@@ -298,3 +298,28 @@ fn a_notification_names_the_notifier_as_it_knows_itself() {
         listener.backend_pid
     );
 }
+
+#[test]
+fn a_refused_parse_is_answered_at_once_as_the_server_answers_its_errors() {
+    // asyncpg prepares with Parse + Describe + Flush and waits for the answer before any Sync.
+    let pg = sandbox(20);
+    let proxy = Proxy::start(&pg, &spec(1));
+    let mut c = login(&proxy);
+    let mut m = BytesMut::new();
+    frontend::parse_message(&mut m, "dup", "SELECT 1", &[]);
+    assert_eq!(error_of(&sync(&mut c, m)), None);
+    let mut m = BytesMut::new();
+    frontend::parse_message(&mut m, "dup", "SELECT 1", &[]);
+    frontend::describe(&mut m, frontend::STATEMENT, "dup");
+    frontend::flush(&mut m);
+    c.send(&m);
+    let e = c.read().expect("an answer before any Sync");
+    assert_eq!(e.sqlstate().as_deref(), Some("42P05"), "{e:?}");
+    // The Sync that ends the batch gets ReadyForQuery alone: the error was reported once.
+    let mut m = BytesMut::new();
+    frontend::sync(&mut m);
+    c.send(&m);
+    let rest = c.read_until_ready();
+    assert_eq!(rest.iter().map(|m| m.tag).collect::<Vec<_>>(), vec![b'Z']);
+    assert_eq!(first_value(&run(&mut c, "SELECT 7")).as_deref(), Some("7"));
+}

@@ -71,7 +71,9 @@ impl Session {
                     if matches!(e, ProxyError::ShuttingDown(_)) {
                         return Some(End::Kicked(e));
                     }
-                    self.skipping = Some(Box::new(e));
+                    if let Err(end) = self.begin_refusal(e).await {
+                        return Some(end);
+                    }
                     continue;
                 }
             }
@@ -172,10 +174,12 @@ impl Session {
         }
         self.cbuf.advance(pos.min(self.cbuf.len()));
         if reached {
-            if let Some(e) = self.skipping.take() {
+            if let Some(r) = self.skipping.take() {
                 let status = self.held.as_ref().map_or(b'I', |h| h.status);
                 let mut m = BytesMut::new();
-                write_error(&mut m, "ERROR", &e);
+                if !r.reported {
+                    write_error(&mut m, "ERROR", &r.error);
+                }
                 backend::ready_for_query(&mut m, status);
                 self.entry.traffic.sent(m.len());
                 if self.client.write_all(&m).await.is_err() {
@@ -292,10 +296,30 @@ impl Session {
                 }
                 return Ok(false);
             }
-            self.skipping = Some(Box::new(e));
+            self.begin_refusal(e).await?;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Starts skipping the client's batch after a refusal; reports the error at once when the
+    /// server owes the client nothing from earlier in the batch (see [`super::Refusal`]).
+    async fn begin_refusal(&mut self, error: ProxyError) -> Result<(), End> {
+        let owed = self
+            .held
+            .as_ref()
+            .is_some_and(|h| !h.pending.only_injected());
+        let reported = !owed;
+        if reported {
+            let mut m = BytesMut::new();
+            write_error(&mut m, "ERROR", &error);
+            self.entry.traffic.sent(m.len());
+            if self.client.write_all(&m).await.is_err() {
+                return Err(End::ClientGone);
+            }
+        }
+        self.skipping = Some(Box::new(super::Refusal { error, reported }));
+        Ok(())
     }
 
     /// Writes rewritten requests to the server, then any answers poolguard owes the client.

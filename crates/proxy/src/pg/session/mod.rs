@@ -156,8 +156,8 @@ pub struct Session {
     transaction_mode: bool,
     /// Why the client keeps its server for the rest of the session, if it does.
     pinned: Option<Box<str>>,
-    /// A refusal to report once the client's batch reaches its sync point.
-    skipping: Option<Box<ProxyError>>,
+    /// A refusal in progress: the client's messages are dropped through its sync point.
+    skipping: Option<Box<Refusal>>,
     last_client_activity: Instant,
     /// The client's named statements (transaction mode).
     statements: ClientStatements,
@@ -613,4 +613,14 @@ impl std::ops::Deref for ExtraParameters {
             .map(|p| p.track_extra_parameters.as_slice())
             .unwrap_or(&[])
     }
+}
+
+/// A refused request whose batch is being skipped (see `from_client::skip_to_sync`).
+pub(super) struct Refusal {
+    pub(super) error: ProxyError,
+    /// The ErrorResponse went out when the refusal began: nothing earlier in the batch was
+    /// owed by the server, so it could go at once, as the server sends its own errors (a
+    /// driver that sends Flush rather than Sync waits for it). Otherwise it goes at the sync
+    /// point, after everything the server answered.
+    pub(super) reported: bool,
 }
