@@ -81,6 +81,14 @@ pub enum ScramError {
     /// The server ended the exchange with `e=<reason>`.
     #[error("server rejected SCRAM authentication: {0}")]
     ServerError(String),
+    /// Passthrough: the server's verifier has another salt or iteration count than the one
+    /// the client proved its password against, so the client's keys cannot log in there.
+    #[error(
+        "the server stores another SCRAM verifier for this user (other salt or iteration \
+         count) than the one poolguard checked the client against; SCRAM passthrough needs \
+         the same verifier on both (take it from the server: auth_query, or pg_authid)"
+    )]
+    VerifierMismatch,
     /// A stored verifier string cannot be parsed.
     #[error("invalid SCRAM verifier: {0}")]
     InvalidVerifier(&'static str),
@@ -101,6 +109,7 @@ impl ScramError {
             | ScramError::OutOfOrder => "08P01",
             ScramError::ServerSignatureMismatch
             | ScramError::ServerError(_)
+            | ScramError::VerifierMismatch
             | ScramError::InvalidVerifier(_) => "28000",
         }
     }
