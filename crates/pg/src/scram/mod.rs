@@ -192,6 +192,12 @@ impl ScramVerifier {
 }
 
 impl ScramVerifier {
+    /// True if `client_key` is this verifier's ClientKey (`SHA-256(ClientKey) = StoredKey`),
+    /// compared in constant time: a key that logs in wherever this verifier is stored.
+    pub fn holds_client_key(&self, client_key: &[u8; 32]) -> bool {
+        constant_time_eq(&sha256(client_key), &self.stored_key)
+    }
+
     /// A verifier that stands in for a user who does not exist, so that the exchange looks the
     /// same as for one who does and fails only at the proof (28P01, like a wrong password).
     ///

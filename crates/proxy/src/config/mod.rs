@@ -5,6 +5,7 @@
 //! every database names an existing backend of the same protocol as its front door, every pool
 //! fits inside its backend's budget, every duration is parsed, names are unique.
 
+pub mod authquery;
 pub mod fleet;
 pub mod front;
 pub mod guard;
@@ -93,6 +94,9 @@ pub struct Database {
     pub limits: Limits,
     /// The backend's write host, or its standbys (`target`, `standby_fallback`).
     pub target: target::Target,
+    /// How users missing from `[[users]]` are looked up in the server (`auth_user`,
+    /// `auth_query`); `None`: they are refused.
+    pub auth: Option<authquery::AuthQuery>,
 }
 
 #[derive(Debug, Clone)]
@@ -365,6 +369,9 @@ impl Config {
                 password: user_password(i, u)?,
             });
         }
+        for (i, (d, raw_db)) in databases.iter_mut().zip(&raw.databases).enumerate() {
+            d.auth = authquery::for_database(i, raw_db, d.protocol, &raw, &users)?;
+        }
         let (admin_users, alerts) = observe::validate(&raw, &users)?;
         let admin = observe::admin(&raw, &users, admin_listen)?;
         let rate_limits = raw
@@ -474,6 +481,7 @@ impl Config {
                 d.standby_fallback,
                 backend,
             )?,
+            auth: None, // set once the users are known
         })
     }
 
