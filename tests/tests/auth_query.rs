@@ -49,13 +49,11 @@ fn conn_str(port: u16, user: &str, password: &str) -> String {
     )
 }
 
-/// Server connections poolguard opened as `user` (its application_name is "poolguard").
+/// Server connections of `user` (only poolguard connects as the test roles).
 fn server_connections_of(pg: &PgSandbox, user: &str) -> u64 {
     superuser_sql(
         pg,
-        &format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}' AND application_name = 'poolguard'"
-        ),
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"),
     )
     .parse()
     .unwrap()
