@@ -345,6 +345,11 @@ pub fn run_pg(cmd: &mut Command) -> Output {
 
 /// A psql command against a port as `app` on `bank`: -X -q -At -v ON_ERROR_STOP=1.
 pub fn psql_command(port: u16) -> Command {
+    psql_command_as(port, USER)
+}
+
+/// [`psql_command`] as another user (set `PGPASSWORD` on it: [`run_pg`] sets `app`'s).
+pub fn psql_command_as(port: u16, user: &str) -> Command {
     let mut cmd = Command::new("psql");
     cmd.args([
         "-X",
@@ -355,7 +360,7 @@ pub fn psql_command(port: u16) -> Command {
         "-h",
         "127.0.0.1",
         "-U",
-        USER,
+        user,
         "-d",
         DB,
     ])

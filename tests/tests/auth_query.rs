@@ -3,7 +3,7 @@
 //! (the stored hash), against a sandbox PostgreSQL whose pg_hba says md5 (so a role stored
 //! as SCRAM gets SCRAM, one stored as md5 gets md5).
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use poolguard_e2e::pgc::{code, connect_to, message, scalar};
@@ -26,17 +26,8 @@ fn superuser_sql(pg: &PgSandbox, sql: &str) -> String {
 
 /// psql through poolguard as `user` / `password` on `bank`.
 fn psql_as(port: u16, user: &str, password: &str, sql: &str) -> Output {
-    Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-        ])
-        .args(["-p", &port.to_string(), "-U", user, "-d", DB, "-c", sql])
+    psql_command_as(port, user)
+        .args(["-c", sql])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "20")
         .output()
@@ -59,36 +50,48 @@ fn server_connections_of(pg: &PgSandbox, user: &str) -> u64 {
     .unwrap()
 }
 
-/// The recommended setup for a non-superuser `auth_user`: a SECURITY DEFINER function owned by
-/// a superuser, executable by `app` only (docs/security.md).
+/// The recommended setup for a non-superuser `auth_user` (docs/security.md): a SECURITY
+/// DEFINER function owned by a superuser, executable by `app` only. This one also writes down
+/// each call, so a test can count the lookups the server served.
 const LOOKUP_FUNCTION: &str = "
+CREATE TABLE public.lookups(name text);
 CREATE FUNCTION public.poolguard_lookup(p_user name, OUT username name, OUT password text)
-RETURNS SETOF record LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
-  SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END
-  FROM pg_authid WHERE rolname = p_user AND rolcanlogin
-$$;
+RETURNS SETOF record LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+  INSERT INTO public.lookups VALUES (p_user);
+  RETURN QUERY SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END
+    FROM pg_authid WHERE rolname = p_user AND rolcanlogin;
+END $$;
 REVOKE ALL ON FUNCTION public.poolguard_lookup(name) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION public.poolguard_lookup(name) TO app;
+SET password_encryption = 'scram-sha-256';
+CREATE ROLE newapp LOGIN PASSWORD 'x';
 ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_role_created_on_the_server_logs_in_through_auth_query() {
+/// A server with [`LOOKUP_FUNCTION`] and poolguard in front, looking users up through it with
+/// answers cached for `cache`.
+fn looking_up(cache: &str) -> (PgSandbox, Proxy) {
     let pg = server();
     superuser_sql(&pg, LOOKUP_FUNCTION);
-    superuser_sql(
-        &pg,
-        "SET password_encryption = 'scram-sha-256'; \
-         CREATE ROLE newapp LOGIN PASSWORD 'x'; CREATE ROLE nopass LOGIN; \
-         CREATE TABLE t(x int); GRANT ALL ON t TO newapp",
-    );
     let spec = PoolSpec {
-        front: "auth_user = \"app\"\n\
-                auth_query = \"SELECT username, password FROM public.poolguard_lookup($1)\"\n\
-                auth_query_cache = \"1s\""
-            .into(),
+        front: format!(
+            "auth_user = \"app\"\n\
+             auth_query = \"SELECT username, password FROM public.poolguard_lookup($1)\"\n\
+             auth_query_cache = \"{cache}\""
+        ),
         ..PoolSpec::default()
     };
     let proxy = Proxy::start(&pg, &spec);
+    (pg, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_created_on_the_server_logs_in_through_auth_query() {
+    let (pg, proxy) = looking_up("1s");
+    superuser_sql(
+        &pg,
+        "CREATE ROLE nopass LOGIN; CREATE TABLE t(x int); GRANT ALL ON t TO newapp",
+    );
 
     // No [[users]] entry for newapp: looked up, authenticated, and its pool opens three
     // server connections (three transactions held at once) by SCRAM passthrough.
@@ -128,28 +131,16 @@ async fn a_role_created_on_the_server_logs_in_through_auth_query() {
     drop(clients);
 
     // Wrong password, unknown user, role without a password: the same refusal.
-    let refusal = |e: tokio_postgres::Error| (code(&e), message(&e));
-    let wrong = connect_to(&conn_str(proxy.port, "newapp", "nope"))
-        .await
-        .map(|_| ())
-        .unwrap_err();
-    assert_eq!(
-        refusal(wrong),
-        (
-            "28P01".into(),
-            "password authentication failed for user \"newapp\"".into()
-        )
-    );
-    for ghost in ["ghost", "nopass"] {
-        let e = connect_to(&conn_str(proxy.port, ghost, "x"))
+    for (user, password) in [("newapp", "nope"), ("ghost", "x"), ("nopass", "x")] {
+        let e = connect_to(&conn_str(proxy.port, user, password))
             .await
             .map(|_| ())
             .unwrap_err();
         assert_eq!(
-            refusal(e),
+            (code(&e), message(&e)),
             (
                 "28P01".into(),
-                format!("password authentication failed for user \"{ghost}\"")
+                format!("password authentication failed for user \"{user}\"")
             )
         );
     }
@@ -272,4 +263,50 @@ fn stored_verifiers_and_md5_hashes_pass_through() {
         err.contains("\"vswitch\"") && err.contains("SCRAM on both sides"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_costs_one_lookup_per_user() {
+    let (pg, proxy) = looking_up("60s");
+    let mut logins = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let (user, password) = if i % 3 == 0 {
+            ("ghost", "x")
+        } else {
+            ("newapp", "x")
+        };
+        let conn = conn_str(proxy.port, user, password);
+        logins.spawn(async move {
+            match connect_to(&conn).await {
+                Ok(c) => scalar(&c, "SELECT current_user").await.unwrap().unwrap(),
+                Err(e) => code(&e),
+            }
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(a) = logins.join_next().await {
+        answers.push(a.unwrap());
+    }
+    answers.sort();
+    assert_eq!(
+        answers.iter().filter(|a| *a == "28P01").count(),
+        10,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|a| *a == "newapp").count(),
+        20,
+        "{answers:?}"
+    );
+    // Known and unknown users alike: one lookup each, the other logins shared it or its
+    // cached answer.
+    assert_eq!(
+        superuser_sql(
+            &pg,
+            "SELECT name, count(*) FROM public.lookups GROUP BY name ORDER BY name"
+        ),
+        "ghost|1\nnewapp|1"
+    );
+    // The lookups ran on the auth_user's pool, within its size.
+    assert!(server_connections_of(&pg, USER) <= 5);
 }

@@ -102,7 +102,8 @@ pub struct Database {
 #[derive(Debug, Clone)]
 pub struct User {
     pub name: String,
-    /// Plain password, or a stored verifier (SCRAM-SHA-256$..., md5...) for client auth.
+    /// Plain password, or what the server stores (SCRAM-SHA-256$..., md5...): client auth
+    /// checks against it, server logins pass the client's proof through (`pg::credential`).
     pub password: String,
 }
 
