@@ -18,8 +18,10 @@ pub use poolguard_sandbox::PgSandbox;
 pub mod admin;
 pub mod etcd;
 pub mod mysql;
+pub mod patroni;
 pub mod pgc;
 pub mod rawpg;
+pub mod recorder;
 pub mod tls;
 
 pub const USER: &str = "app";
@@ -345,11 +347,11 @@ pub fn run_pg(cmd: &mut Command) -> Output {
 
 /// A psql command against a port as `app` on `bank`: -X -q -At -v ON_ERROR_STOP=1.
 pub fn psql_command(port: u16) -> Command {
-    psql_command_as(port, USER)
+    psql_command_as(port, USER, DB)
 }
 
-/// [`psql_command`] as another user (set `PGPASSWORD` on it: [`run_pg`] sets `app`'s).
-pub fn psql_command_as(port: u16, user: &str) -> Command {
+/// [`psql_command`] as another role on another database.
+pub fn psql_command_as(port: u16, user: &str, db: &str) -> Command {
     let mut cmd = Command::new("psql");
     cmd.args([
         "-X",
@@ -362,7 +364,7 @@ pub fn psql_command_as(port: u16, user: &str) -> Command {
         "-U",
         user,
         "-d",
-        DB,
+        db,
     ])
     .arg("-p")
     .arg(port.to_string());

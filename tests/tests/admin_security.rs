@@ -184,3 +184,101 @@ fn stats_users_read_the_console_but_change_nothing() {
         );
     }
 }
+
+/// `curl` against the admin listener: the HTTP status, or `Err(curl's exit code)` when no HTTP
+/// answer came (a TLS failure, a refused plaintext request).
+fn curl(url: &str, args: &[&str]) -> Result<u16, i32> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    match out.status.code() {
+        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()),
+        code => Err(code.unwrap_or(-1)),
+    }
+}
+
+#[test]
+fn the_admin_listener_speaks_https_only_when_configured() {
+    let pg = sandbox(20);
+    let pki = tls::Pki::new();
+    let other = tls::Pki::new();
+    let admin = free_port();
+    let port = free_port();
+    let spec = PoolSpec {
+        pool_size: 2,
+        limits: format!(
+            "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            pki.file("server.crt"),
+            pki.file("server.key")
+        ),
+        ..PoolSpec::default()
+    };
+    let _proxy = Proxy::start_with_env(
+        &config_for(&pg, port, &spec),
+        port,
+        &[("POOLGUARD_READ_TOKEN", READ_TOKEN)],
+    );
+    let https = |path: &str| format!("https://localhost:{admin}{path}");
+    let ca = pki.file("ca.crt");
+    let bearer = format!("Authorization: Bearer {READ_TOKEN}");
+    assert_eq!(curl(&https("/healthz"), &["--cacert", &ca]), Ok(200));
+    assert_eq!(curl(&https("/metrics"), &["--cacert", &ca]), Ok(401));
+    assert_eq!(
+        curl(&https("/metrics"), &["--cacert", &ca, "-H", &bearer]),
+        Ok(200)
+    );
+    // Another CA's client does not trust poolguard's certificate (curl: 60).
+    assert_eq!(
+        curl(&https("/healthz"), &["--cacert", &other.file("ca.crt")]),
+        Err(60)
+    );
+    // Plain HTTP on the same port gets no answer.
+    assert!(curl(&format!("http://127.0.0.1:{admin}/healthz"), &[]).is_err());
+}
+
+#[test]
+fn the_admin_listener_can_require_client_certificates() {
+    let pg = sandbox(20);
+    let pki = tls::Pki::new();
+    let admin = free_port();
+    let port = free_port();
+    let spec = PoolSpec {
+        pool_size: 2,
+        limits: format!(
+            "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\ntls_client_ca_file = \"{}\"\n",
+            pki.file("server.crt"),
+            pki.file("server.key"),
+            pki.file("ca.crt")
+        ),
+        ..PoolSpec::default()
+    };
+    let _proxy = Proxy::start_with(&config_for(&pg, port, &spec), port);
+    let url = format!("https://localhost:{admin}/healthz");
+    let ca = pki.file("ca.crt");
+    assert_eq!(
+        curl(
+            &url,
+            &[
+                "--cacert",
+                &ca,
+                "--cert",
+                &pki.file("client.crt"),
+                "--key",
+                &pki.file("client.key")
+            ]
+        ),
+        Ok(200)
+    );
+    assert!(curl(&url, &["--cacert", &ca]).is_err());
+}

@@ -26,7 +26,7 @@ fn superuser_sql(pg: &PgSandbox, sql: &str) -> String {
 
 /// psql through poolguard as `user` / `password` on `bank`.
 fn psql_as(port: u16, user: &str, password: &str, sql: &str) -> Output {
-    psql_command_as(port, user)
+    psql_command_as(port, user, DB)
         .args(["-c", sql])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "20")

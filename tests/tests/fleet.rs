@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use poolguard_e2e::admin::{http_get, metric, wait_for};
-use poolguard_e2e::etcd::EtcdServer;
+use poolguard_e2e::etcd::{block_on, EtcdServer};
 use poolguard_e2e::pgc::{code, connect_to, message, scalar};
 use poolguard_e2e::{
     config_for, free_port, sandbox, PeakSampler, PgSandbox, PoolSpec, Proxy, DB, PASSWORD, USER,
@@ -35,6 +35,18 @@ impl Member {
         instance: &str,
         extra_fleet: &str,
     ) -> Member {
+        Member::start_with_ttl(etcd, pg, more_hosts, instance, extra_fleet, "3s")
+    }
+
+    /// [`Member::start`] with a lease TTL other than 3 s.
+    fn start_with_ttl(
+        etcd: &EtcdServer,
+        pg: &PgSandbox,
+        more_hosts: &[u16],
+        instance: &str,
+        extra_fleet: &str,
+        lease_ttl: &str,
+    ) -> Member {
         let (port, admin) = (free_port(), free_port());
         let spec = PoolSpec {
             pool_size: BUDGET,
@@ -46,7 +58,7 @@ impl Member {
         let mut hosts = vec![first.clone()];
         hosts.extend(more_hosts.iter().map(|p| format!("\"127.0.0.1:{p}\"")));
         let config = format!(
-            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}\n[fleet]\netcd_endpoints = [\"{}\"]\ninstance = \"{instance}\"\nlease_ttl = \"3s\"\n{extra_fleet}\n",
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}\n[fleet]\netcd_endpoints = [\"{}\"]\ninstance = \"{instance}\"\nlease_ttl = \"{lease_ttl}\"\n{extra_fleet}\n",
             config_for(pg, port, &spec).replace(&first, &hosts.join(", ")),
             etcd.endpoint(),
         );
@@ -235,6 +247,46 @@ fn a_killed_instance_share_goes_to_the_survivors() {
     rt.block_on(la).unwrap();
     rt.block_on(lb).unwrap();
     assert!(out.errors.lock().unwrap().is_empty());
+}
+
+/// b'. SIGTERM: the drain ends by revoking the instance's lease, so its records leave etcd
+/// before the process exits (the 60 s TTL would take a minute) and the survivor covers the
+/// whole budget without waiting for it.
+#[test]
+fn a_terminated_instance_returns_its_share_at_once() {
+    let etcd = EtcdServer::start();
+    let pg = guarded_sandbox();
+    let a = Member::start_with_ttl(&etcd, &pg, &[], "pg-a", "", "60s");
+    let mut b = Member::start_with_ttl(&etcd, &pg, &[], "pg-b", "", "60s");
+    wait_settled(&[&a, &b], 2);
+    let before = (a.share(), b.share());
+    b.proxy.signal("TERM");
+    let signalled = Instant::now();
+    let status = b.proxy.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "poolguard exited after SIGTERM: {status:?}"
+    );
+    let exited = signalled.elapsed();
+    let (_, kvs) = block_on(etcd.client().range("/poolguard/", true)).expect("etcd read");
+    let left: Vec<&str> = kvs
+        .iter()
+        .map(|kv| kv.key.as_str())
+        .filter(|k| k.ends_with("/members/pg-b"))
+        .collect();
+    assert!(left.is_empty(), "pg-b's records outlived it: {left:?}");
+    let log = b.proxy.log();
+    assert!(
+        log.contains("fleet lease revoked, shares returned"),
+        "{log}"
+    );
+    wait_settled(&[&a], 1);
+    eprintln!(
+        "fleet SIGTERM: shares {before:?}; pg-b exited {exited:?} after SIGTERM with its records gone; \
+         pg-a covered the budget ({}) {:?} after the signal (lease_ttl 60s)",
+        a.share(),
+        signalled.elapsed()
+    );
 }
 
 /// c (keys). The write host follows Patroni's leader key as Patroni writes it

@@ -5,11 +5,10 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poolguard_e2e::admin::*;
+use poolguard_e2e::recorder::{Recorder, Records};
 use poolguard_e2e::*;
 
 mod hosts_common;
@@ -29,66 +28,18 @@ struct Txn {
 }
 
 /// Clients writing `BEGIN; INSERT ...; COMMIT` through poolguard, reconnecting after errors.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<Txn>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Writers {
-    fn start(conn_str: String) -> Writers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (s, l) = (stop.clone(), log.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let tasks: Vec<_> = (0..WRITERS)
-                    .map(|w| tokio::spawn(write_loop(w, conn_str.clone(), s.clone(), l.clone())))
-                    .collect();
-                for t in tasks {
-                    let _ = t.await;
-                }
-            });
-        });
-        Writers {
-            stop,
-            log,
-            thread: Some(thread),
+fn start_writers(conn_str: String) -> Recorder<Txn> {
+    Recorder::start(move |stop, log| async move {
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| tokio::spawn(write_loop(w, conn_str.clone(), stop.clone(), log.clone())))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
         }
-    }
-
-    fn txns(&self) -> Vec<Txn> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) until some transaction satisfies `f`.
-    fn wait_for_txn(&self, what: &str, f: impl Fn(&Txn) -> bool) -> Txn {
-        wait_for(Duration::from_secs(60), what, || {
-            self.txns().into_iter().find(|t| f(t))
-        })
-    }
-
-    fn finish(mut self) -> Vec<Txn> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.txns()
-    }
+    })
 }
 
-impl Drop for Writers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-async fn write_loop(w: usize, conn_str: String, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Txn>>>) {
+async fn write_loop(w: usize, conn_str: String, stop: Arc<AtomicBool>, log: Records<Txn>) {
     let deadline = Instant::now() + RUN_LIMIT;
     let mut client: Option<tokio_postgres::Client> = None;
     let mut seq = 0u64;
@@ -156,8 +107,8 @@ fn writes_resume_on_the_promoted_standby_through_the_same_address() {
 
     let (port, admin) = (free_port(), free_port());
     let proxy = Proxy::start_with(&failover_config(&primary, &standby, port, admin), port);
-    let writers = Writers::start(format!("{} connect_timeout=10", proxy.conn_str()));
-    writers.wait_for_txn("writes through poolguard to the primary", |t| {
+    let writers = start_writers(format!("{} connect_timeout=10", proxy.conn_str()));
+    writers.wait_for_record("writes through poolguard to the primary", |t| {
         t.error.is_none()
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -170,7 +121,7 @@ fn writes_resume_on_the_promoted_standby_through_the_same_address() {
     standby.promote().expect("promote the standby");
     let promoted = Instant::now();
 
-    let first = writers.wait_for_txn("a write after the promotion", |t| {
+    let first = writers.wait_for_record("a write after the promotion", |t| {
         t.error.is_none() && t.started >= promoted
     });
     std::thread::sleep(Duration::from_secs(1));

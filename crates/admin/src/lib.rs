@@ -22,6 +22,7 @@ pub mod access;
 pub mod alerts;
 pub mod api;
 pub mod console;
+mod https;
 pub mod metrics;
 pub mod model;
 pub mod process;
@@ -55,6 +56,11 @@ pub trait Source: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }
+    /// HTTPS: the handshake for the next connection (a reload may change the certificate).
+    /// `None` at start: plain HTTP for the life of the listener.
+    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        None
+    }
 }
 
 /// Binds `listen`, serves HTTP and runs the alert monitor. Returns the bound address and the
@@ -81,11 +87,15 @@ pub fn serve(
     let monitor = alerts::Monitor::new(rules);
     let app = api::router(source.clone(), monitor.clone(), addr);
     tracing::info!(listen = %addr, "admin HTTP open (/metrics, /api, dashboard)");
-    let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "admin HTTP server stopped");
-        }
-    });
+    let http = if source.tls().is_some() {
+        tokio::spawn(https::serve(listener, app, source.clone()))
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "admin HTTP server stopped");
+            }
+        })
+    };
     let ticks = tokio::spawn(monitor.run(source));
     Ok((addr, vec![http, ticks]))
 }

@@ -315,9 +315,9 @@ pub fn import(ini: &str, users: Option<&str>) -> Imported {
             "max_client_conn" => format!("max_client_connections = {v}"),
             // Mapped above, or PgBouncer housekeeping with no meaning here.
             "listen_addr" | "listen_port" | "auth_type" | "auth_file" | "auth_user"
-            | "auth_query" | "pool_mode"
-            | "default_pool_size" | "reserve_pool_size" | "max_db_connections" | "admin_users"
-            | "stats_users" | "logfile" | "pidfile" | "unix_socket_dir" => continue,
+            | "auth_query" | "pool_mode" | "default_pool_size" | "reserve_pool_size"
+            | "max_db_connections" | "admin_users" | "stats_users" | "logfile" | "pidfile"
+            | "unix_socket_dir" => continue,
             other => {
                 notes.push(format!(
                     "[pgbouncer] {other} = {v}: no equivalent (ignored)"

@@ -301,13 +301,19 @@ impl Agent {
     }
 
     /// Gives our units back at once (orderly shutdown): revoking the lease deletes our records.
-    pub(crate) async fn leave(&mut self) {
+    /// Whether they are gone (revoked, or no lease held).
+    pub(crate) async fn leave(&mut self) -> bool {
         for b in &self.backends {
             b.local.set_limit(0);
         }
-        if let Some(lease) = self.lease.take() {
-            if let Err(e) = self.etcd.revoke(lease.id).await {
+        let Some(lease) = self.lease.take() else {
+            return true;
+        };
+        match self.etcd.revoke(lease.id).await {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::warn!(error = %e, "fleet: could not revoke the lease; it expires on its own");
+                false
             }
         }
     }

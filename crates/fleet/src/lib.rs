@@ -54,7 +54,7 @@ impl FleetConfig {
 
 enum Command {
     SetBudget(String, usize),
-    Leave(oneshot::Sender<()>),
+    Leave(oneshot::Sender<bool>),
 }
 
 /// A running fleet member: the share task (and the Patroni follower, if configured).
@@ -97,8 +97,7 @@ impl Fleet {
                     command = rx.recv() => match command {
                         Some(Command::SetBudget(backend, budget)) => agent.set_budget(&backend, budget),
                         Some(Command::Leave(done)) => {
-                            agent.leave().await;
-                            let _ = done.send(());
+                            let _ = done.send(agent.leave().await);
                             return;
                         }
                         None => return,
@@ -126,12 +125,14 @@ impl Fleet {
     }
 
     /// Orderly exit: limits to 0, the lease revoked (our records go at once, so the others
-    /// need not wait for the TTL). Bounded by the etcd call timeout.
-    pub async fn leave(&self) {
+    /// need not wait for the TTL). Bounded by the etcd call timeout once the current round
+    /// is over. Whether our records are gone; false if etcd refused or had left already.
+    pub async fn leave(&self) -> bool {
         let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Leave(done)).is_ok() {
-            let _ = wait.await;
+        if self.commands.send(Command::Leave(done)).is_err() {
+            return false;
         }
+        wait.await.unwrap_or(false)
     }
 }
 

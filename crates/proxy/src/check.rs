@@ -14,6 +14,7 @@ use poolguard_pool::Connector;
 use crate::config::{Config, Protocol};
 use crate::mysql::server::{read_max_connections, MyConnector};
 use crate::pg::server::PgConnector;
+use crate::tls::connect::ServerTls;
 
 #[derive(Debug)]
 pub struct ServerBudget {
@@ -132,8 +133,12 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
             .backend(&backend)
             .map(|b| b.connect_timeout)
             .unwrap_or_default();
+        let tls = config
+            .backend(&backend)
+            .map_or_else(ServerTls::disabled, |b| b.server_tls.clone());
         let connector = MyConnector::new(
             host.clone(),
+            tls,
             user.name.clone(),
             user.password.clone(),
             db,
@@ -177,8 +182,12 @@ async fn read_pg_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckErro
             .backend(&backend)
             .map(|b| b.connect_timeout)
             .unwrap_or_default();
+        let tls = config
+            .backend(&backend)
+            .map_or_else(ServerTls::disabled, |b| b.server_tls.clone());
         let connector = PgConnector::new(
             host.clone(),
+            tls,
             user.name.clone(),
             user.password.clone(),
             db,

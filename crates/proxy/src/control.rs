@@ -5,7 +5,9 @@
 //! Every action answers with a one-line summary an operator can read, or a `ProxyError` that
 //! says what was refused and why. A reload never drops a client: pools that stay are resized in
 //! place, pools whose database or user disappeared are closed (running transactions finish,
-//! new ones are refused) and leave the map, new databases get pools on first use.
+//! new ones are refused) and leave the map, new databases get pools on first use. A backend's
+//! `server_tls` settings take effect for the next connection; when they changed, the backend's
+//! pools retire the connections opened under the old ones (idle now, busy when returned).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -134,7 +136,8 @@ impl Shared {
 
     /// Shutdown drain: every pool refuses new transactions (57P01 / 1053, "shutting down") and
     /// closes its idle server connections; transactions already running keep their server until
-    /// they end or `deadline` passes. Returns what happened. The caller stops accepting clients
+    /// they end or `deadline` passes; then, in a fleet, the shares go back (see
+    /// `fleet::leave_after_drain`). Returns what happened. The caller stops accepting clients
     /// first and exits after: whatever is still running at the deadline is cut when the
     /// process closes its sockets, and the server rolls it back.
     pub async fn drain(&self, deadline: std::time::Duration) -> String {
@@ -153,13 +156,17 @@ impl Shared {
             }
         })
         .await;
-        match waited {
+        let summary = match waited {
             Ok(()) => format!("{running} running transaction(s) finished; nothing cut"),
             Err(_) => format!(
                 "{} of {running} running transaction(s) finished; {} cut at the {deadline:?} deadline",
                 running.saturating_sub(busy()),
                 busy()
             ),
+        };
+        match crate::fleet::leave_after_drain(self, waited.is_ok()).await {
+            Some(fleet) => format!("{summary}; {fleet}"),
+            None => summary,
         }
     }
 
@@ -210,6 +217,14 @@ impl Shared {
                 let same_hosts = set.hosts().iter().map(|h| &h.addr).eq(b.hosts.iter());
                 if same_hosts {
                     set.set_guard(&b.guard);
+                    let tls_changed = !set.tls().same_settings(&b.server_tls);
+                    // Always stored: the files were read again (a renewed certificate).
+                    set.set_tls(&b.server_tls);
+                    if tls_changed {
+                        // Connections opened under the old TLS settings are not reused: a
+                        // stricter mode must not be satisfied by a connection made without it.
+                        crate::hosts::check::retire_pools(self, &b.name, |_| true);
+                    }
                 } else {
                     summary.restart_needed.push("[[backends]] hosts");
                 }

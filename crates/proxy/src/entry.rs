@@ -17,6 +17,7 @@ use poolguard_pool::{Connector, Pool, PoolConfig};
 use crate::config::{Database, User};
 use crate::hosts::HostSet;
 use crate::state::Shared;
+use crate::tls::connect::ServerTls;
 
 /// A door's connector, as the shared plumbing makes and reconfigures it.
 pub trait ServerConnector: Connector + Sized {
@@ -74,8 +75,10 @@ impl<C: ServerConnector, X> PoolEntry<C, X> {
         // Config validation guarantees the backend exists; the fallbacks only keep this total.
         let config = shared.config();
         let backend = config.backend(&db.backend);
-        let hosts =
-            backend.map_or_else(|| HostSet::fixed(String::new()), |b| shared.hosts_or_new(b));
+        let hosts = backend.map_or_else(
+            || HostSet::fixed(String::new(), ServerTls::disabled()),
+            |b| shared.hosts_or_new(b),
+        );
         let connect_timeout = backend
             .map(|b| b.connect_timeout)
             .unwrap_or(Duration::from_secs(5));

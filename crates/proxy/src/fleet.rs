@@ -7,6 +7,8 @@
 //!   hands the new `max_connections` to the fleet (`control`).
 //! - Demand is read from the pools (units in use plus waiting clients), never pushed: nothing
 //!   on a client's path knows the fleet exists.
+//! - On shutdown the lease is revoked only once the drain closed every server connection; a
+//!   drain cut short leaves the lease to expire, so shares never free units still in use.
 //! - A Patroni leader whose address is not one of the backend's `hosts` moves nothing (logged):
 //!   poolguard connects only where its configuration says it may.
 
@@ -111,6 +113,30 @@ fn follow_leader(shared: &Shared, leader: &Leader) {
                 "patroni leader is not one of the backend's hosts; writes stay where they are"
             ),
         }
+    }
+}
+
+/// The end of a shutdown drain (`Shared::drain`). With every transaction finished and every
+/// server connection closed, this instance's shares go back at once: the lease is revoked, so
+/// the others claim the units in their next round instead of after `lease_ttl`. With
+/// transactions cut at the deadline, their server connections live until the process exits,
+/// so the lease is left to expire and the units stay counted until then (fail closed: never
+/// more connections on the server than the fleet budget). What happened, for the summary;
+/// `None` without `[fleet]`.
+pub(crate) async fn leave_after_drain(shared: &Shared, nothing_cut: bool) -> Option<&'static str> {
+    let fleet = shared.fleet()?;
+    if !nothing_cut {
+        return Some("fleet shares kept until the lease expires (connections cut)");
+    }
+    // Leaving takes longer than the lease only if etcd is failing, and by then the lease has
+    // expired anyway: the exit waits no longer than that.
+    let ttl = shared.config().fleet.as_ref().map(|f| f.lease_ttl)?;
+    match tokio::time::timeout(ttl, fleet.leave()).await {
+        Ok(true) => {
+            tracing::info!("fleet: left; this instance's shares are free for the others");
+            Some("fleet lease revoked, shares returned")
+        }
+        Ok(false) | Err(_) => Some("fleet lease not revoked; it expires on its own"),
     }
 }
 

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use crate::config::guard::HostGuard;
 use crate::config::target::Target;
 use crate::config::Backend;
+use crate::tls::connect::ServerTls;
 
 /// What a host was last seen as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub struct Host {
     /// Counts the pools' connects to this host; named after the address.
     pub breaker: Arc<Breaker>,
     last: Mutex<Option<CheckResult>>,
+    /// Whether the log already said this host answers `prefer` without TLS.
+    said_plain: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -148,6 +151,9 @@ pub struct HostSet {
     /// for a unit: a MySQL `KILL QUERY`, when every unit may be held by the very statement to
     /// kill. `poolguard check` counts it against the server's `max_connections`.
     side_connection: tokio::sync::Semaphore,
+    /// How connections to these hosts use TLS (`server_tls`); a reload replaces it for the
+    /// connections opened after it.
+    tls: arc_swap::ArcSwap<ServerTls>,
 }
 
 /// The breaker settings of a backend's `[[backends]]` keys.
@@ -166,19 +172,26 @@ impl HostSet {
             &backend.name,
             &backend.hosts,
             breaker_config(&backend.guard),
+            backend.server_tls.clone(),
         )
     }
 
-    /// One fixed host with its breaker disabled: one-off connections (`check`, server polls).
-    pub fn fixed(addr: String) -> Arc<HostSet> {
+    /// One fixed host with its breaker disabled: one-off connections (`check`, server polls),
+    /// using TLS as `tls` says (their backend's `server_tls`).
+    pub fn fixed(addr: String, tls: ServerTls) -> Arc<HostSet> {
         let off = BreakerConfig {
             failures: 0,
             ..BreakerConfig::default()
         };
-        Self::build("", &[addr], off)
+        Self::build("", &[addr], off, tls)
     }
 
-    fn build(backend: &str, addrs: &[String], config: BreakerConfig) -> Arc<HostSet> {
+    fn build(
+        backend: &str,
+        addrs: &[String],
+        config: BreakerConfig,
+        tls: ServerTls,
+    ) -> Arc<HostSet> {
         // Config validation requires at least one host; an empty address keeps this total
         // (connecting to it fails with a clear error).
         let addrs = if addrs.is_empty() {
@@ -192,6 +205,7 @@ impl HostSet {
                 breaker: Breaker::new(addr.clone(), config),
                 addr,
                 last: Mutex::new(None),
+                said_plain: Default::default(),
             })
             .collect();
         Arc::new(HostSet {
@@ -202,7 +216,33 @@ impl HostSet {
             failovers: AtomicU64::new(0),
             led: AtomicBool::new(false),
             side_connection: tokio::sync::Semaphore::new(1),
+            tls: arc_swap::ArcSwap::from_pointee(tls),
         })
+    }
+
+    /// The TLS settings for the next connection to one of these hosts.
+    pub fn tls(&self) -> Arc<ServerTls> {
+        self.tls.load_full()
+    }
+
+    /// A connection to `addr` went on in the clear under `server_tls = "prefer"` because the
+    /// server does not offer TLS: logged once per host, since with `prefer` nothing else tells
+    /// an operator that the traffic is not encrypted.
+    pub fn note_plain_fallback(&self, addr: &str) {
+        let host = self.hosts.iter().find(|h| h.addr == addr);
+        if host.is_some_and(|h| !h.said_plain.swap(true, Ordering::Relaxed)) {
+            tracing::warn!(
+                backend = %self.backend,
+                host = %addr,
+                "the server does not offer TLS; server_tls = \"prefer\" connects in the clear (\"require\" or \"verify-full\" would refuse, \"disable\" saves the attempt)"
+            );
+        }
+    }
+
+    /// A reload changed `server_tls` or its files: connections opened from now on follow it
+    /// (open ones keep the TLS they were opened with until they retire).
+    pub fn set_tls(&self, tls: &ServerTls) {
+        self.tls.store(Arc::new(tls.clone()));
     }
 
     /// Waits for the backend's single connection beyond its budget (see the field).
@@ -410,7 +450,12 @@ mod tests {
 
     fn set(n: usize) -> Arc<HostSet> {
         let addrs: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:5432")).collect();
-        HostSet::build("pg", &addrs, BreakerConfig::default())
+        HostSet::build(
+            "pg",
+            &addrs,
+            BreakerConfig::default(),
+            ServerTls::disabled(),
+        )
     }
 
     fn seen(set: &HostSet, index: usize, role: Role) {
@@ -583,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fixed_host_never_opens_its_breaker() {
-        let s = HostSet::fixed("127.0.0.1:1".into());
+        let s = HostSet::fixed("127.0.0.1:1".into(), ServerTls::disabled());
         for _ in 0..20 {
             s.write_host().breaker.try_pass().unwrap().failed();
         }

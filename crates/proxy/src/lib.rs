@@ -7,31 +7,31 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod admission;
+pub(crate) mod admission;
 pub mod check;
 pub mod config;
-pub mod contain;
-pub mod control;
-pub mod entry;
-pub mod error;
-pub mod fault;
-pub mod fleet;
+pub(crate) mod contain;
+pub(crate) mod control;
+pub(crate) mod entry;
+pub(crate) mod error;
+pub(crate) mod fault;
+pub(crate) mod fleet;
 /// Fuzz target entry points (see `fuzz/`); not an API.
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gate;
-pub mod guard;
-pub mod hosts;
-pub mod idle;
-pub mod kill;
-pub mod mysql;
-pub mod observe;
-pub mod pg;
-pub mod spare;
+pub(crate) mod gate;
+pub(crate) mod guard;
+pub(crate) mod hosts;
+pub(crate) mod idle;
+pub(crate) mod kill;
+pub(crate) mod mysql;
+pub(crate) mod observe;
+pub(crate) mod pg;
+pub(crate) mod spare;
 pub mod state;
-pub mod stream;
-pub mod tls;
-pub mod traffic;
+pub(crate) mod stream;
+pub(crate) mod tls;
+pub(crate) mod traffic;
 pub mod upgrade;
 
 use std::net::SocketAddr;

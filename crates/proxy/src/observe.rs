@@ -24,6 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Database, PoolMode, Protocol};
 use crate::state::{ClientSlot, Shared};
+use crate::tls::connect::ServerTls;
 use crate::traffic::TrafficTotals;
 
 /// How often each backend's own connection numbers are read.
@@ -426,6 +427,10 @@ async fn poll_one(
         .backend(backend)
         .map(|b| b.connect_timeout)
         .unwrap_or(POLL_PERIOD);
+    let tls = shared
+        .config()
+        .backend(backend)
+        .map_or_else(ServerTls::disabled, |b| b.server_tls.clone());
     let num = |v: Option<&Option<String>>| {
         v.and_then(|v| v.as_deref())
             .and_then(|v| v.parse().ok())
@@ -435,6 +440,7 @@ async fn poll_one(
         Protocol::Postgres => {
             let connector = crate::pg::server::PgConnector::new(
                 host.to_owned(),
+                tls,
                 user.name.clone(),
                 user.password.clone(),
                 db.unwrap_or_else(|| "postgres".into()),
@@ -452,6 +458,7 @@ async fn poll_one(
         Protocol::Mysql => {
             let connector = crate::mysql::server::MyConnector::new(
                 host.to_owned(),
+                tls,
                 user.name.clone(),
                 user.password.clone(),
                 db.unwrap_or_default(),
@@ -626,6 +633,10 @@ impl Source for Shared {
 
     fn access(&self) -> poolguard_admin::Access {
         self.config().admin_access.clone()
+    }
+
+    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.config().admin_tls.as_ref()?.acceptor()
     }
 
     /// Not draining, and every backend's write host lets connects through (its breaker is not

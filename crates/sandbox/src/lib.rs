@@ -23,3 +23,16 @@ mod sys;
 pub use error::SandboxError;
 pub use mariadb::{MariaDbBuilder, MariaDbSandbox};
 pub use postgres::{PgBuilder, PgSandbox};
+
+/// The PostgreSQL server binaries a sandbox would use: `POOLGUARD_PG_BIN`, else the highest
+/// version under /usr/lib/postgresql. For tests whose PostgreSQL another program starts.
+pub fn postgres_bin_dir() -> Result<std::path::PathBuf, SandboxError> {
+    postgres::find_bin_dir()
+}
+
+/// `(uid, gid)` of the account PostgreSQL runs as when we are root (`postgres`, else `nobody`),
+/// `None` when we are not root. For tests whose PostgreSQL another program starts (Patroni): run
+/// that program as this account and give it its directories.
+pub fn postgres_account() -> Result<Option<(u32, u32)>, SandboxError> {
+    Ok(sys::server_account("PostgreSQL", "postgres")?.map(|a| (a.uid, a.gid)))
+}

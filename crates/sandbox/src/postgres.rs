@@ -45,6 +45,10 @@ pub struct PgBuilder {
     databases: Vec<(String, String)>,
     settings: Vec<(String, String)>,
     auth_method: String,
+    /// pg_hba.conf lines placed before the sandbox's own.
+    hba_lines: Vec<String>,
+    /// Files written into the data dir: (name, contents).
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for PgBuilder {
@@ -56,6 +60,8 @@ impl Default for PgBuilder {
             databases: Vec::new(),
             settings: Vec::new(),
             auth_method: "scram-sha-256".to_owned(),
+            hba_lines: Vec::new(),
+            files: Vec::new(),
         }
     }
 }
@@ -94,6 +100,22 @@ impl PgBuilder {
         self
     }
 
+    /// A pg_hba.conf line placed before the sandbox's own (`local`, `host` for 127.0.0.1 and
+    /// replication), so it is matched first: e.g. `hostnossl all all 0.0.0.0/0 reject` makes
+    /// the server refuse every TCP connection without TLS.
+    pub fn hba_line(mut self, line: &str) -> Self {
+        self.hba_lines.push(line.to_owned());
+        self
+    }
+
+    /// A file written into the data directory before the server starts, owned by the server's
+    /// account with mode 0600 (what PostgreSQL demands of `ssl_key_file`). A relative path in a
+    /// setting is relative to the data directory, so `setting("ssl_cert_file", name)` finds it.
+    pub fn file(mut self, name: &str, contents: &[u8]) -> Self {
+        self.files.push((name.to_owned(), contents.to_vec()));
+        self
+    }
+
     /// The pg_hba method for TCP and socket connections: `scram-sha-256` (default), `md5`,
     /// `password` or `trust`.
     pub fn auth_method(mut self, m: &str) -> Self {
@@ -118,9 +140,22 @@ impl PgBuilder {
             log_file: data_dir.join("server.log"),
             data_dir,
             root,
+            client_sslmode: if self.settings.iter().any(|(k, v)| k == "ssl" && v == "on") {
+                "prefer"
+            } else {
+                "disable"
+            },
         };
         sandbox.initdb()?;
-        sandbox.write_hba(&self.auth_method)?;
+        for (name, contents) in &self.files {
+            sys::write_owned(
+                &sandbox.data_dir.join(name),
+                contents,
+                0o600,
+                sandbox.account.as_ref(),
+            )?;
+        }
+        sandbox.write_hba(&self.auth_method, &self.hba_lines)?;
         sandbox.first_start(&self.conf_body())?;
         sandbox.create_roles_and_databases(&self)?;
         Ok(sandbox)
@@ -137,6 +172,24 @@ impl PgBuilder {
         for (name, password) in &self.users {
             sys::check_name("role name", name)?;
             sys::check_name("password", password)?;
+        }
+        for line in &self.hba_lines {
+            if line.contains(['\0', '\n', '\r']) {
+                return Err(SandboxError::InvalidInput {
+                    what: "pg_hba line",
+                    value: line.clone(),
+                    reason: "must be one line",
+                });
+            }
+        }
+        for (name, _) in &self.files {
+            if name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.') {
+                return Err(SandboxError::InvalidInput {
+                    what: "data file name",
+                    value: name.clone(),
+                    reason: "expected a plain file name",
+                });
+            }
         }
         for (name, owner) in &self.databases {
             sys::check_name("database name", name)?;
@@ -210,6 +263,9 @@ pub struct PgSandbox {
     password: String,
     data_dir: PathBuf,
     log_file: PathBuf,
+    /// `PGSSLMODE` of the sandbox's own clients: `prefer` when the server has `ssl = on` (its
+    /// pg_hba may refuse plain TCP), else `disable`.
+    client_sslmode: &'static str,
     // Last: removed only after `Drop::drop` has stopped the server.
     root: TempDir,
 }
@@ -367,7 +423,7 @@ impl PgSandbox {
         let pwfile = self.root.path().join("superuser.pw");
         sys::write_owned(
             &pwfile,
-            &format!("{}\n", self.password),
+            format!("{}\n", self.password),
             0o600,
             self.account.as_ref(),
         )?;
@@ -390,10 +446,17 @@ impl PgSandbox {
         result.map(drop)
     }
 
-    fn write_hba(&self, method: &str) -> Result<(), SandboxError> {
-        let hba = format!(
-            "# Written by poolguard-sandbox: the server listens on {HOST} and its own socket only.\n\
-             local all all {method}\n\
+    fn write_hba(&self, method: &str, first: &[String]) -> Result<(), SandboxError> {
+        let mut hba = format!(
+            "# Written by poolguard-sandbox: the server listens on {HOST} and its own socket only.\n"
+        );
+        for line in first {
+            hba.push_str(line);
+            hba.push('\n');
+        }
+        let _ = write!(
+            hba,
+            "local all all {method}\n\
              host  all all {HOST}/32 {method}\n\
              host  replication all {HOST}/32 {method}\n"
         );
@@ -557,7 +620,7 @@ impl PgSandbox {
         let mut cmd = sys::command(&self.bin_dir.join(tool), self.root.path(), None);
         cmd.env("PGCONNECT_TIMEOUT", "10")
             .env("PGAPPNAME", "poolguard-sandbox")
-            .env("PGSSLMODE", "disable");
+            .env("PGSSLMODE", self.client_sslmode);
         cmd
     }
 }
@@ -585,7 +648,7 @@ fn port_taken(log: &str) -> bool {
 }
 
 /// The bin dir from `POOLGUARD_PG_BIN`, else the highest version under /usr/lib/postgresql.
-fn find_bin_dir() -> Result<PathBuf, SandboxError> {
+pub(crate) fn find_bin_dir() -> Result<PathBuf, SandboxError> {
     if let Some(dir) = std::env::var_os(BIN_ENV) {
         let dir = PathBuf::from(dir);
         if dir.join("initdb").is_file() {

@@ -222,7 +222,7 @@ pub(crate) fn owned_dir(
 /// Writes (truncating) a file with `mode`, owned by `account` (or by us).
 pub(crate) fn write_owned(
     path: &Path,
-    contents: &str,
+    contents: impl AsRef<[u8]>,
     mode: u32,
     account: Option<&Account>,
 ) -> Result<(), SandboxError> {
@@ -233,7 +233,7 @@ pub(crate) fn write_owned(
         .mode(mode)
         .open(path)
         .map_err(io_err(format!("opening {}", path.display())))?;
-    file.write_all(contents.as_bytes())
+    file.write_all(contents.as_ref())
         .map_err(io_err(format!("writing {}", path.display())))?;
     chown(path, account)
 }

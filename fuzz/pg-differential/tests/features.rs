@@ -1,4 +1,4 @@
-//! Differential test of the PostgreSQL session-state scanner (`poolguard_proxy::pg::features`)
+//! Differential test of the PostgreSQL session-state scanner (`poolguard_proxy::pg::features`, re-exported for this test as `fuzzing::features`)
 //! against PostgreSQL's own grammar (libpg_query, through the `pg_query` crate).
 //!
 //! For each SQL text, both sides name the session state it creates, as a set of labels
@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 
 use pg_query::NodeRef;
-use poolguard_proxy::pg::features::{scan, SessionFeature, TrackedSet};
-use poolguard_proxy::pg::params::is_reported;
+use poolguard_proxy::fuzzing::features::{scan, SessionFeature, TrackedSet};
+use poolguard_proxy::fuzzing::is_reported;
 
 /// `track_extra_parameters` for the test: tracked parameters are reported as `set:` too.
 const EXTRAS: &[&str] = &["search_path", "work_mem"];

@@ -12,6 +12,7 @@ pub mod guard;
 pub mod limits;
 pub mod observe;
 pub mod raw;
+pub mod server_tls;
 pub mod target;
 
 pub use front::{ClientAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
@@ -80,6 +81,8 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// Health checks and circuit breakers for the hosts.
     pub guard: guard::HostGuard,
+    /// `server_tls` and its files, built into a rustls configuration.
+    pub server_tls: crate::tls::connect::ServerTls,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +130,8 @@ pub struct Config {
     pub stats_users: Vec<String>,
     /// Who may use the admin HTTP side (tokens read from their files or the environment).
     pub admin_access: poolguard_admin::Access,
+    /// `[admin] tls_*`: HTTPS on the admin listener.
+    pub admin_tls: Option<crate::tls::accept::ClientTls>,
     /// `[admin] redact_statements`: literals replaced in statement text shown by the admin side.
     pub redact_statements: bool,
     /// `[[alerts]]` rules.
@@ -326,6 +331,7 @@ impl Config {
                 max_connections: b.max_connections,
                 connect_timeout,
                 guard: guard::HostGuard::from_raw(&key, b)?,
+                server_tls: server_tls::from_raw(&key, b)?,
             });
         }
 
@@ -397,6 +403,7 @@ impl Config {
             admin_users,
             stats_users: admin.stats_users,
             admin_access: admin.access,
+            admin_tls: admin.tls,
             redact_statements: admin.redact_statements,
             alerts,
             rate_limits,

@@ -101,6 +101,8 @@ pub struct AdminKeys {
     pub stats_users: Vec<String>,
     pub access: Access,
     pub redact_statements: bool,
+    /// HTTPS on the admin listener (`tls_cert_file` and `tls_key_file` set).
+    pub tls: Option<crate::tls::accept::ClientTls>,
 }
 
 /// Reads the HTTP tokens (files named in `[admin]`, else `POOLGUARD_ADMIN_TOKEN` /
@@ -166,9 +168,30 @@ pub fn admin(
             ));
         }
     }
+    let tls = match a {
+        Some(a)
+            if a.tls_cert_file.is_some()
+                || a.tls_key_file.is_some()
+                || a.tls_client_ca_file.is_some() =>
+        {
+            // Once configured, HTTPS only: a plaintext request on the same port is not served.
+            let keys = crate::tls::accept::TlsKeys {
+                cert_file: a.tls_cert_file.as_deref(),
+                key_file: a.tls_key_file.as_deref(),
+                mode: Some("require"),
+                client_ca_file: a.tls_client_ca_file.as_deref(),
+            };
+            Some(
+                crate::tls::accept::ClientTls::load("admin", &keys, Some(b"http/1.1"))
+                    .map_err(|e| invalid(e.key, e.problem))?,
+            )
+        }
+        _ => None,
+    };
     Ok(AdminKeys {
         stats_users,
         access,
         redact_statements: a.and_then(|a| a.redact_statements).unwrap_or(true),
+        tls,
     })
 }

@@ -84,6 +84,11 @@ pub struct RawAdmin {
     pub allowed_hosts: Option<Vec<String>>,
     /// Statement text in `/api` and the console with literals replaced (default true).
     pub redact_statements: Option<bool>,
+    /// HTTPS on the admin listener: certificate and key (PEM).
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    /// HTTPS clients must present a certificate signed by this CA.
+    pub tls_client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +167,11 @@ pub struct RawBackend {
     pub breaker_failures: Option<u32>,
     pub breaker_cooldown: Option<String>,
     pub breaker_max_cooldown: Option<String>,
+    /// See `crate::tls::connect` for these.
+    pub server_tls: Option<String>,
+    pub server_tls_ca_file: Option<String>,
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_key_file: Option<String>,
 }
 
 /// Keys a `[[databases]]` entry may override from `[limits]`.

@@ -17,6 +17,11 @@ use bytes::BytesMut;
 
 pub mod session;
 
+/// The session-state scanner and the reported-parameter list, for the differential test
+/// against PostgreSQL's own parser (`fuzz/pg-differential`).
+pub use crate::pg::features;
+pub use crate::pg::params::is_reported;
+
 /// A fuzz target: any bytes in, panics on a broken invariant.
 pub type Target = fn(&[u8]);
 

@@ -237,7 +237,11 @@ async fn check_backend(shared: &Arc<Shared>, set: &Arc<HostSet>) {
 
 /// Retires the pools of `backend` whose database `which` selects (idle server connections close
 /// now, busy ones when returned); how many.
-fn retire_pools(shared: &Shared, backend: &str, which: impl Fn(&Database) -> bool) -> usize {
+pub(crate) fn retire_pools(
+    shared: &Shared,
+    backend: &str,
+    which: impl Fn(&Database) -> bool,
+) -> usize {
     let mut retired = 0usize;
     for e in shared.pg_pools() {
         let db = e.db();

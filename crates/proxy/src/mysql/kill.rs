@@ -34,9 +34,10 @@ const FIRST_ID: u32 = 0x4000_0000;
 #[derive(Clone)]
 pub struct ServerKey {
     pub entry: Arc<MyPoolEntry>,
-    /// The server the thread runs on: after a failover the pool's write host is another one,
-    /// where the same thread id may belong to someone else.
-    pub addr: std::net::SocketAddr,
+    /// The server the thread runs on (its address as configured, which TLS verifies): after a
+    /// failover the pool's write host is another one, where the same thread id may belong to
+    /// someone else.
+    pub host: Arc<str>,
     pub thread_id: u32,
 }
 
@@ -176,7 +177,7 @@ pub async fn kill_query(key: &ServerKey) -> Result<(), String> {
             None => Some(connector.hosts.side_connection().await),
         };
         let mut side = connector
-            .open_at(key.addr.to_string())
+            .open_at(key.host.to_string())
             .await
             .map_err(|e| e.to_string())?;
         let r = side

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use poolguard_mysql::consts::{COM_QUERY, COM_RESET_CONNECTION};
 use poolguard_mysql::Progress;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use poolguard_pool::DiscardReason;
 
@@ -96,7 +96,7 @@ async fn clean(
         if !inf.kill_sent {
             let key = ServerKey {
                 entry: entry.clone(),
-                addr: held.lease.addr,
+                host: held.lease.host.clone(),
                 thread_id: held.lease.thread_id,
             };
             if let Err(e) = kill_query(&key).await {

@@ -7,8 +7,15 @@
 //! state can be synchronised onto it ([`super::sync`]).
 //!
 //! Login answers what the server asks for: mysql_native_password, caching_sha2_password's fast
-//! path, and auth switches between them. caching_sha2's full path (cleartext over TLS, or RSA)
-//! is refused with a message: poolguard talks to servers over plain TCP.
+//! path, and auth switches between them. caching_sha2's full path sends the password over TLS
+//! as MySQL's own clients do; over plain TCP (it would need the server's RSA key) it is refused
+//! with a message.
+//!
+//! TLS (`server_tls`, [`crate::tls::connect`]): when the greeting offers CLIENT_SSL and TLS is
+//! wanted, poolguard sends the SSL request (the first 32 bytes of its handshake response, with
+//! CLIENT_SSL), does the handshake, and sends the full response with the next sequence id over
+//! TLS. A server without CLIENT_SSL gets plain TCP under `prefer` and a refusal under
+//! `require` and `verify-*`.
 //!
 //! A [`MyConnector`] connects to its backend's write host ([`HostSet::write_host`]), read anew
 //! for every connect, through that host's circuit breaker, exactly as the PostgreSQL connector
@@ -22,7 +29,7 @@ use bytes::BytesMut;
 use poolguard_mysql::auth::{self, CACHING_SHA2_PASSWORD, MYSQL_NATIVE_PASSWORD};
 use poolguard_mysql::consts::*;
 use poolguard_mysql::handshake::{
-    AuthMoreData, AuthSwitchRequest, HandshakeResponse41, HandshakeV10,
+    AuthMoreData, AuthSwitchRequest, HandshakeResponse41, HandshakeV10, SslRequest,
 };
 use poolguard_mysql::packet::{encode_packet, PacketCodec};
 use poolguard_mysql::response::{ErrPacket, OkPacket};
@@ -30,7 +37,7 @@ use poolguard_mysql::resultset::decode_text_row;
 use poolguard_mysql::stmt::StmtPrepareOk;
 use poolguard_mysql::{Packet, Progress, ResponseTracker};
 use poolguard_pool::{BreakerOpen, CloseReason, Connector};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::config::target::Target;
@@ -39,6 +46,7 @@ use crate::hosts::{HostError, HostSet};
 use crate::mysql::caps;
 use crate::mysql::stmts::ServerStatements;
 use crate::mysql::sync::SessionState;
+use crate::tls::connect::{ServerStream, ServerTls, TlsError};
 
 /// Largest packet poolguard accepts from a server: the protocol's own maximum. Servers enforce
 /// their `max_allowed_packet`; relayed frames are at most 16 MiB each regardless.
@@ -58,6 +66,10 @@ pub enum ServerError {
     Refused { addr: String, err: ErrPacket },
     #[error("MySQL at {addr}: {problem}")]
     Protocol { addr: String, problem: String },
+    /// TLS could not be set up: the server does not offer it where it is required, or the
+    /// handshake or the certificate's verification failed.
+    #[error("MySQL at {addr}: {source}")]
+    Tls { addr: String, source: TlsError },
     #[error("server connection failed: {0}")]
     Io(#[from] std::io::Error),
     /// The host's circuit breaker is open: no connect was attempted.
@@ -92,13 +104,14 @@ impl HostError for ServerError {
 
     /// Whether this failure says the host is unusable for everyone (it counts against the
     /// host's breaker and marks it down in health checks): unreachable, no answer in time, the
-    /// connection dropped, or the server shutting down. A refused login (wrong password,
+    /// connection dropped, the server shutting down, or TLS failing. A refused login (wrong password,
     /// unknown database) or a protocol surprise is about one user or the configuration: the
     /// host answered, so it is not counted.
     fn is_host_failure(&self) -> bool {
         match self {
             ServerError::Connect { .. } | ServerError::ConnectTimeout { .. } => true,
-            ServerError::Io(_) => true,
+            // Nobody gets through to a host whose TLS fails: count it like a connect failure.
+            ServerError::Io(_) | ServerError::Tls { .. } => true,
             ServerError::Refused { err, .. } => HOST_FAILURE_CODES.contains(&err.code),
             ServerError::Protocol { .. }
             | ServerError::Unavailable(_)
@@ -128,10 +141,13 @@ pub struct Reply {
 
 /// A logged-in connection to MySQL or MariaDB.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// Bytes read from the server and not yet consumed.
     pub buf: BytesMut,
     pub addr: SocketAddr,
+    /// The address as configured (`host:port`), which side connections to the same server
+    /// use: TLS verifies the name in it, not the resolved address.
+    pub host: Arc<str>,
     /// The server's thread id (what KILL QUERY takes).
     pub thread_id: u32,
     /// Capabilities negotiated on this connection.
@@ -269,8 +285,8 @@ impl ServerConn {
     }
 
     /// Best-effort polite close: COM_QUIT written without waiting.
-    fn quit_now(&self) {
-        let _ = self.stream.try_write(&[1, 0, 0, 0, COM_QUIT]);
+    fn quit_now(&mut self) {
+        self.stream.send_now(&[1, 0, 0, 0, COM_QUIT]);
     }
 }
 
@@ -306,13 +322,14 @@ impl MyConnector {
     /// A connector for one fixed host with no breaker (one-off connections: `check`, polls).
     pub fn new(
         host: String,
+        tls: ServerTls,
         user: String,
         password: String,
         database: String,
         connect_timeout: Duration,
     ) -> Self {
         Self::for_hosts(
-            HostSet::fixed(host),
+            HostSet::fixed(host, tls),
             user,
             password,
             database,
@@ -366,10 +383,11 @@ impl MyConnector {
         };
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
-        let mut conn = ServerConn {
-            stream,
+        let conn = ServerConn {
+            stream: ServerStream::Plain(stream),
             buf: BytesMut::with_capacity(8192),
             addr: peer,
+            host: Arc::from(addr.as_str()),
             thread_id: 0,
             caps: 0,
             mariadb: false,
@@ -381,8 +399,8 @@ impl MyConnector {
             ),
             stmts: ServerStatements::new(self.max_prepared_statements),
         };
-        match tokio::time::timeout(timeout, self.login(&mut conn)).await {
-            Ok(Ok(info)) => {
+        match tokio::time::timeout(timeout, self.login(conn)).await {
+            Ok(Ok((conn, info))) => {
                 *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(info));
                 Ok(conn)
             }
@@ -391,11 +409,13 @@ impl MyConnector {
         }
     }
 
-    async fn login(&self, conn: &mut ServerConn) -> Result<ServerInfo, ServerError> {
+    /// Greeting, TLS if wanted and offered, handshake response, authentication. Takes the
+    /// connection and gives it back: TLS replaces its stream half-way.
+    async fn login(&self, mut conn: ServerConn) -> Result<(ServerConn, ServerInfo), ServerError> {
         let mut codec = PacketCodec::new(1 << 20);
         let greeting = conn.read_packet(&mut codec).await?;
         if greeting.payload.first() == Some(&ERR_HEADER) {
-            return Err(refused(conn, &greeting.payload));
+            return Err(refused(&conn, &greeting.payload));
         }
         let hs = HandshakeV10::decode(&greeting.payload)
             .map_err(|e| conn.protocol(format!("bad greeting: {e}")))?;
@@ -408,9 +428,42 @@ impl MyConnector {
         conn.mariadb = hs.is_mariadb();
         conn.caps = caps::server_leg(self.found_rows) & hs.capabilities | CLIENT_PROTOCOL_41;
         conn.state.multi_statements = conn.caps & CLIENT_MULTI_STATEMENTS != 0;
+        let mut seq = greeting.next_seq();
+        let tls = self.hosts.tls();
+        let dest = tls.dest(&conn.host).map_err(|e| tls_error(&conn, e))?;
+        let mut capabilities = conn.caps;
+        match dest {
+            Some(dest) if hs.capabilities & CLIENT_SSL != 0 => {
+                capabilities |= CLIENT_SSL;
+                let mut request = BytesMut::new();
+                SslRequest {
+                    capabilities,
+                    max_packet_size: SERVER_MAX_PACKET as u32,
+                    charset: DEFAULT_COLLATION,
+                    mariadb_capabilities: 0,
+                }
+                .encode(&mut request);
+                conn.write_packet(seq, &request).await?;
+                seq = seq.wrapping_add(1);
+                if !conn.buf.is_empty() {
+                    // Bytes ahead of the handshake would be unauthenticated.
+                    return Err(conn.protocol("server sent data before the TLS handshake"));
+                }
+                conn.stream = match conn.stream {
+                    ServerStream::Plain(tcp) => match dest.handshake(tcp).await {
+                        Ok(s) => s,
+                        Err(e) => return Err(tls_error_at(&conn.host, e)),
+                    },
+                    tls => tls,
+                };
+            }
+            Some(dest) if dest.required() => return Err(tls_error(&conn, dest.not_offered())),
+            Some(_) => self.hosts.note_plain_fallback(&conn.host),
+            None => {}
+        }
         let plugin = hs.auth_plugin_name.as_str();
         let response = HandshakeResponse41 {
-            capabilities: conn.caps,
+            capabilities,
             max_packet_size: SERVER_MAX_PACKET as u32,
             charset: DEFAULT_COLLATION,
             mariadb_capabilities: 0,
@@ -425,14 +478,15 @@ impl MyConnector {
         };
         let mut payload = BytesMut::new();
         response.encode(&mut payload);
-        conn.write_packet(greeting.next_seq(), &payload).await?;
-        self.finish_auth(conn, &mut codec).await?;
-        Ok(ServerInfo {
+        conn.write_packet(seq, &payload).await?;
+        self.finish_auth(&mut conn, &mut codec).await?;
+        let info = ServerInfo {
             version: hs.server_version,
             capabilities: hs.capabilities,
             mariadb: conn.mariadb,
             charset: hs.charset,
-        })
+        };
+        Ok((conn, info))
     }
 
     /// Answers auth switches and caching_sha2's markers until the server says OK or ERR.
@@ -467,9 +521,17 @@ impl MyConnector {
                 Some(AUTH_MORE_DATA_HEADER) => {
                     let more = AuthMoreData::decode(&p.payload)
                         .map_err(|e| conn.protocol(e.to_string()))?;
+                    if more.is_perform_full_auth() && conn.stream.is_tls() {
+                        // The password itself, NUL-terminated: TLS protects it, as for
+                        // MySQL's own clients.
+                        let mut clear = self.password.load().as_bytes().to_vec();
+                        clear.push(0);
+                        conn.write_packet(p.next_seq(), &clear).await?;
+                        continue;
+                    }
                     if more.is_perform_full_auth() {
                         return Err(conn.protocol(format!(
-                            "caching_sha2_password full authentication for user {:?} needs TLS or RSA, and poolguard connects over plain TCP; use mysql_native_password for this account, or log in once directly so the server caches the password",
+                            "caching_sha2_password full authentication for user {:?} needs TLS or RSA, and this connection is plain TCP; set server_tls = \"require\" (or verify-*) for this backend, use mysql_native_password for this account, or log in once directly so the server caches the password",
                             self.user
                         )));
                     }
@@ -502,6 +564,17 @@ fn auth_response(plugin: &str, password: &str, nonce: &[u8]) -> Vec<u8> {
     }
 }
 
+fn tls_error(conn: &ServerConn, source: TlsError) -> ServerError {
+    tls_error_at(&conn.host, source)
+}
+
+fn tls_error_at(host: &str, source: TlsError) -> ServerError {
+    ServerError::Tls {
+        addr: host.to_owned(),
+        source,
+    }
+}
+
 fn refused(conn: &ServerConn, payload: &[u8]) -> ServerError {
     match ErrPacket::decode(payload) {
         Ok(err) => ServerError::Refused {
@@ -531,7 +604,7 @@ impl Connector for MyConnector {
         self.hosts.admit_target(self.target)
     }
 
-    fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {
+    fn close(&self, mut conn: Box<ServerConn>, reason: CloseReason) {
         tracing::debug!(server = %conn.addr, thread = conn.thread_id, ?reason, "closing server connection");
         conn.quit_now();
     }

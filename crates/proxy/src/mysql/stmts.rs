@@ -106,10 +106,6 @@ impl ClientStatements {
     pub fn len(&self) -> usize {
         self.map.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 /// Statements prepared on one server connection, by query text.

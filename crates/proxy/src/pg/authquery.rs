@@ -24,7 +24,6 @@ use poolguard_pg::backend;
 use poolguard_pg::scram::ScramVerifier;
 use poolguard_pg::{frontend, tags};
 use poolguard_pool::{Clean, DiscardReason, Holder};
-use tokio::io::AsyncWriteExt;
 
 use crate::config::authquery::AuthQuery;
 use crate::config::Database;

@@ -6,6 +6,10 @@
 //! its server goes back to the pool, and the canceller keeps the lock until the postmaster has
 //! closed the cancel connection, i.e. has delivered the signal. A cancel therefore cannot land on
 //! another client's query after a hand-over.
+//!
+//! A cancel travels as its server connection did: over TLS (SSLRequest first, which PostgreSQL
+//! accepts ahead of a CancelRequest) when that connection was opened with TLS, so under
+//! `server_tls = "require"` and `verify-*` no key goes over the network in the clear.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,15 +19,20 @@ use std::time::Duration;
 use bytes::BytesMut;
 use poolguard_pg::startup::encode_cancel_request;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// Where a running query can be cancelled: the server's address and its BackendKeyData.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::pg::server::start_tls;
+use crate::tls::connect::TlsDest;
+
+/// Where a running query can be cancelled: the server's address and its BackendKeyData, and
+/// the TLS its connection uses (`None`: plain).
+#[derive(Debug, Clone)]
 pub struct ServerKey {
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: i32,
+    pub tls: Option<TlsDest>,
 }
 
 /// One client's cancel target: the server it currently holds, if any.
@@ -140,7 +149,7 @@ impl CancelRegistry {
             return;
         };
         let slot = target.slot.lock().await;
-        if let Some(key) = *slot {
+        if let Some(key) = slot.as_ref() {
             if let Err(e) = send_cancel(key).await {
                 tracing::warn!(server = %key.addr, error = %e, "cancel request to server failed");
             }
@@ -151,15 +160,26 @@ impl CancelRegistry {
 
 /// Sends a CancelRequest to a server and waits until the postmaster closes the connection (it
 /// does so once the signal is delivered), bounded so a dead server cannot hold us.
-pub async fn send_cancel(key: ServerKey) -> std::io::Result<()> {
+pub async fn send_cancel(key: &ServerKey) -> std::io::Result<()> {
     let exchange = async {
-        let mut s = TcpStream::connect(key.addr).await?;
+        let tcp = TcpStream::connect(key.addr).await?;
+        let (mut s, _) = start_tls(tcp, key.tls.clone(), &key.addr.to_string())
+            .await
+            .map_err(std::io::Error::other)?;
         let mut m = BytesMut::new();
         encode_cancel_request(&mut m, key.pid, key.secret);
         s.write_all(&m).await?;
         let mut sink = [0u8; 64];
-        while s.read(&mut sink).await? > 0 {}
-        Ok(())
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                // A TLS peer that closes without close_notify: the signal was delivered all
+                // the same (the postmaster closes only after that).
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
     };
     tokio::time::timeout(Duration::from_secs(5), exchange)
         .await

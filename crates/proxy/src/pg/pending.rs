@@ -180,6 +180,7 @@ impl Pending {
     }
 
     /// Requests still waiting for a ReadyForQuery.
+    #[cfg(test)]
     pub fn ready_owed(&self) -> u32 {
         self.ready_owed
     }

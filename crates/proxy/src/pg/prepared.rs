@@ -156,12 +156,9 @@ impl ClientStatements {
         self.table = None;
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.table.as_ref().map_or(0, |t| t.by_name.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

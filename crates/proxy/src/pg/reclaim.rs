@@ -15,7 +15,7 @@ use poolguard_pg::{backend, tags};
 use poolguard_pool::DiscardReason;
 
 use crate::fault::{Faults, Point};
-use crate::pg::cancel::{send_cancel, ServerKey};
+use crate::pg::cancel::send_cancel;
 use crate::pg::pending::Expect;
 use crate::pg::scan::Step;
 use crate::pg::server::{copy_fail, ServerError};
@@ -71,17 +71,11 @@ async fn clean(held: &mut Held, reset: bool, faults: &Faults) -> Result<(), Serv
         if held.copy_in {
             let mut m = BytesMut::new();
             copy_fail(&mut m, "poolguard: client disconnected during COPY");
-            use tokio::io::AsyncWriteExt;
             held.lease.stream.write_all(&m).await?;
             held.copy_in = false;
             held.pending.push(Expect::CopyEnd);
         } else {
-            let key = ServerKey {
-                addr: held.lease.addr,
-                pid: held.lease.key.0,
-                secret: held.lease.key.1,
-            };
-            send_cancel(key).await?;
+            send_cancel(&held.lease.cancel_key()).await?;
         }
         drain(held).await?;
         if held.pending.server_skipping() {
@@ -89,7 +83,6 @@ async fn clean(held: &mut Held, reset: bool, faults: &Faults) -> Result<(), Serv
             // never sent. A Sync after an error commits nothing: the batch already failed.
             let mut m = BytesMut::new();
             poolguard_pg::frontend::sync(&mut m);
-            use tokio::io::AsyncWriteExt;
             held.lease.stream.write_all(&m).await?;
             held.pending.push(Expect::Sync);
             drain(held).await?;
@@ -116,7 +109,7 @@ async fn clean(held: &mut Held, reset: bool, faults: &Faults) -> Result<(), Serv
 
 /// Reads and drops server output until every request sent has been answered.
 async fn drain(held: &mut Held) -> Result<(), ServerError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let broken = |e: String| ServerError::Io(std::io::Error::other(e));
     loop {
         let mut pos = 0;

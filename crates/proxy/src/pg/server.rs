@@ -11,6 +11,13 @@
 //! network errors, timeouts, a server shutting down or starting up; not a refused login, which
 //! only says something about one user). While the breaker is open, connects and acquires fail at
 //! once with [`ServerError::Unavailable`] (57P03 to clients, with the retry hint).
+//!
+//! TLS (`server_tls`, [`crate::tls::connect`]): after the TCP connect and before the
+//! StartupMessage, an SSLRequest; 'S' is followed by the handshake and everything after goes
+//! over TLS, 'N' means plain under `prefer` and a refusal under `require` and `verify-*`.
+//! Exactly one byte is read before the handshake, so nothing a man in the middle sends ahead
+//! of it can be taken for the server's (CVE-2021-23222). A failed handshake or verification
+//! counts against the host like a connect failure.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -26,9 +33,11 @@ use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 use crate::config::target::Target;
 use crate::entry::ServerConnector;
 use crate::hosts::{HostError, HostSet};
+use crate::pg::cancel::ServerKey;
 use crate::pg::credential::ServerCredential;
 use crate::pg::params::{is_reported, ParamSet};
 use crate::pg::prepared::{ServerStatements, UnnamedStatement};
+use crate::tls::connect::{ServerStream, ServerTls, TlsDest, TlsError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,6 +55,10 @@ pub enum ServerError {
     Refused { addr: String, notice: ErrorNotice },
     #[error("PostgreSQL at {addr}: {problem}")]
     Protocol { addr: String, problem: String },
+    /// TLS could not be set up: the server declined it where it is required, or the
+    /// handshake or the certificate's verification failed.
+    #[error("PostgreSQL at {addr}: {source}")]
+    Tls { addr: String, source: TlsError },
     #[error("server connection failed: {0}")]
     Io(#[from] std::io::Error),
     /// The host's circuit breaker is open: no connect was attempted.
@@ -70,13 +83,15 @@ impl HostError for ServerError {
     /// Whether this failure says the host is unusable for everyone (it counts against the
     /// host's breaker and marks it down in health checks): it could not be reached, did not
     /// answer in time, dropped the connection, or refused with a connection-exception (08) or
-    /// operator-intervention (57P: shutting down, starting up, in recovery) SQLSTATE. A refused
+    /// operator-intervention (57P: shutting down, starting up, in recovery) SQLSTATE, or TLS
+    /// failed (declined where required, handshake, certificate). A refused
     /// login (bad password, unknown database, too many connections) or a protocol surprise
     /// is about this user or this configuration: the host answered, so it is not counted.
     fn is_host_failure(&self) -> bool {
         match self {
             ServerError::Connect { .. } | ServerError::ConnectTimeout { .. } => true,
-            ServerError::Io(_) => true,
+            // Nobody gets through to a host whose TLS fails: count it like a connect failure.
+            ServerError::Io(_) | ServerError::Tls { .. } => true,
             ServerError::Refused { notice, .. } => {
                 notice.code.starts_with("57P") || notice.code.starts_with("08")
             }
@@ -93,7 +108,9 @@ pub type ServerParams = Arc<Vec<(Arc<str>, Arc<str>)>>;
 
 /// A logged-in connection to PostgreSQL.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
+    /// The TLS this connection was opened with, for the cancel requests sent to its server.
+    pub tls: Option<TlsDest>,
     /// Bytes read from the server and not yet consumed.
     pub buf: BytesMut,
     pub addr: SocketAddr,
@@ -212,10 +229,56 @@ impl ServerConn {
     }
 
     /// Best-effort polite close: a Terminate written without waiting.
-    fn terminate_now(&self) {
+    fn terminate_now(&mut self) {
         let mut m = BytesMut::new();
         frontend::terminate(&mut m);
-        let _ = self.stream.try_write(&m);
+        self.stream.send_now(&m);
+    }
+
+    /// Where a cancel for this connection's running query goes, and how (its TLS).
+    pub fn cancel_key(&self) -> ServerKey {
+        ServerKey {
+            addr: self.addr,
+            pid: self.key.0,
+            secret: self.key.1,
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+fn tls_error(addr: &str, source: TlsError) -> ServerError {
+    ServerError::Tls {
+        addr: addr.to_owned(),
+        source,
+    }
+}
+
+/// PostgreSQL's way into TLS on a fresh connection to `addr`: an SSLRequest, one byte back
+/// ('S' yes, 'N' no), then the handshake. Without `dest` (`server_tls = "disable"`) the stream
+/// stays plain and nothing is sent. Returns the stream and, when it is TLS, the `dest` used.
+pub async fn start_tls(
+    mut tcp: TcpStream,
+    dest: Option<TlsDest>,
+    addr: &str,
+) -> Result<(ServerStream, Option<TlsDest>), ServerError> {
+    let Some(dest) = dest else {
+        return Ok((ServerStream::Plain(tcp), None));
+    };
+    let mut m = BytesMut::new();
+    startup::encode_ssl_request(&mut m);
+    tcp.write_all(&m).await?;
+    // One byte and no more: anything behind it would be unauthenticated (see module docs).
+    match tcp.read_u8().await? {
+        b'S' => match dest.handshake(tcp).await {
+            Ok(stream) => Ok((stream, Some(dest))),
+            Err(source) => Err(tls_error(addr, source)),
+        },
+        b'N' if dest.required() => Err(tls_error(addr, dest.not_offered())),
+        b'N' => Ok((ServerStream::Plain(tcp), None)),
+        other => Err(ServerError::Protocol {
+            addr: addr.to_owned(),
+            problem: format!("answered the SSLRequest with {other:#04x}, not 'S' or 'N'"),
+        }),
     }
 }
 
@@ -279,13 +342,14 @@ impl PgConnector {
     /// A connector for one fixed host with no breaker (one-off connections: `check`, polls).
     pub fn new(
         host: String,
+        tls: ServerTls,
         user: String,
         password: String,
         database: String,
         connect_timeout: Duration,
     ) -> Self {
         Self::for_hosts(
-            HostSet::fixed(host),
+            HostSet::fixed(host, tls),
             user,
             password,
             database,
@@ -347,8 +411,32 @@ impl PgConnector {
             };
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
+        let dest = self
+            .hosts
+            .tls()
+            .dest(&addr)
+            .map_err(|source| tls_error(&addr, source))?;
+        let wanted = dest.is_some();
+        let (stream, tls) = match tokio::time::timeout(
+            self.connect_timeout,
+            start_tls(stream, dest, &addr),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(ServerError::ConnectTimeout {
+                    addr,
+                    timeout: self.connect_timeout,
+                })
+            }
+        };
+        if wanted && tls.is_none() {
+            self.hosts.note_plain_fallback(&addr);
+        }
         let mut conn = ServerConn {
             stream,
+            tls,
             buf: BytesMut::with_capacity(8192),
             addr: peer,
             key: (0, 0),
@@ -500,7 +588,7 @@ impl Connector for PgConnector {
         self.hosts.admit_target(self.target)
     }
 
-    fn close(&self, conn: Box<ServerConn>, reason: CloseReason) {
+    fn close(&self, mut conn: Box<ServerConn>, reason: CloseReason) {
         tracing::debug!(server = %conn.addr, ?reason, "closing server connection");
         conn.terminate_now();
     }

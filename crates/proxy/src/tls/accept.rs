@@ -194,6 +194,11 @@ impl ClientTls {
         })
     }
 
+    /// The handshake side of the served certificate (for a listener that is TLS only).
+    pub fn acceptor(&self) -> Option<TlsAcceptor> {
+        self.served.as_ref().map(|s| s.acceptor.clone())
+    }
+
     /// TLS is offered to clients that ask.
     pub fn offered(&self) -> bool {
         self.served.is_some()

@@ -1,7 +1,9 @@
-//! TLS for poolguard, built on rustls with the *ring* provider installed explicitly in each
-//! config (no process-wide default provider: several proxies with different settings may run in
-//! one process, and nothing here is global).
+//! TLS for poolguard's two legs, on rustls with the *ring* provider installed explicitly in each
+//! config (no OpenSSL to build against, no process-wide default provider: several proxies with
+//! different settings may run in one process, and nothing here is global).
 //!
-//! [`accept`]: poolguard as the TLS server, facing its clients (both front doors).
+//! - [`accept`]: poolguard as the TLS server, facing its clients (both front doors, admin).
+//! - [`connect`]: poolguard as a TLS client of its servers (`[[backends]] server_tls`).
 
 pub mod accept;
+pub mod connect;

@@ -38,6 +38,8 @@ impl PgSandbox {
             log_file: data_dir.join("server.log"),
             data_dir,
             root,
+            // The base backup copies the primary's settings, TLS included.
+            client_sslmode: self.client_sslmode,
         };
         standby.base_backup_from(self)?;
         let body = standby.inherited_conf_body()?;

@@ -8,7 +8,6 @@ use bytes::{Bytes, BytesMut};
 use poolguard_mysql::consts::*;
 use poolguard_mysql::packet::encode_packet;
 use poolguard_mysql::{Packet, ResponseTracker};
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::{End, Held, Infile, Inflight, Session};
@@ -275,9 +274,8 @@ impl Session {
                 .acquire(self.holder.clone())
                 .await
                 .map_err(acquire_error)?;
-            let mut probe = [0u8; 1];
-            let alive = lease.buf.is_empty()
-                && matches!(lease.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            let mut lease = lease;
+            let alive = lease.buf.is_empty() && lease.stream.idle_and_open().await;
             if !alive {
                 tracing::info!(pool = %self.pool_name(), server = %lease.addr, "pooled server connection was closed by the server; discarding it");
                 lease.discard(poolguard_pool::DiscardReason::Broken);

@@ -402,7 +402,7 @@ impl Session {
     fn server_key(&self, held: &Held) -> ServerKey {
         ServerKey {
             entry: self.entry.clone(),
-            addr: held.lease.addr,
+            host: held.lease.host.clone(),
             thread_id: held.lease.thread_id,
         }
     }

@@ -13,7 +13,6 @@ use poolguard_mysql::packet::{encode_packet, Frame};
 use poolguard_mysql::response::{EofPacket, ErrPacket, OkPacket};
 use poolguard_mysql::Progress;
 use poolguard_pool::LeaseState;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::command::After;

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use poolguard_mysql::consts::*;
 use poolguard_mysql::stmt::{rewrite_statement_id, statement_id};
 use poolguard_mysql::Packet;
-use tokio::io::AsyncWriteExt;
 
 use super::command::{command_body, After, Refusal, SyncFail};
 use super::{End, Session};

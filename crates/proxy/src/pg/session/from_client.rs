@@ -9,7 +9,6 @@
 
 use bytes::{Buf, BytesMut};
 use poolguard_pg::{backend, frontend, tags};
-use tokio::io::AsyncWriteExt;
 
 use super::{End, Held, Session};
 use crate::config::front::DEFAULT_MAX_CLIENT_PREPARED_STATEMENTS;

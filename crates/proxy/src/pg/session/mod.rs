@@ -27,7 +27,7 @@ use bytes::BytesMut;
 use poolguard_pg::framing::DEFAULT_MAX_MESSAGE_LEN;
 use poolguard_pg::{backend, frontend};
 use poolguard_pool::{AcquireError, Clean, DiscardReason, Holder, Lease};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::config::{PoolMode, SessionStatePolicy};
@@ -88,11 +88,7 @@ impl Held {
     }
 
     fn key(&self) -> ServerKey {
-        ServerKey {
-            addr: self.lease.addr,
-            pid: self.lease.key.0,
-            secret: self.lease.key.1,
-        }
+        self.lease.cancel_key()
     }
 
     /// A transaction (or an unfinished extended-protocol batch) is open on the server.
@@ -588,7 +584,7 @@ impl Session {
         );
         self.entry.traffic.sent(m.len());
         let _ = self.client.write_all(&m).await;
-        if let Err(e) = send_cancel(key).await {
+        if let Err(e) = send_cancel(&key).await {
             tracing::warn!(error = %e, "cancel for query_timeout failed");
         }
         None
