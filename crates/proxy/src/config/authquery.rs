@@ -154,6 +154,22 @@ password = "x"
     }
 
     #[test]
+    fn service_logins_prefer_a_plain_password() {
+        let verifier = poolguard_pg::scram::ScramVerifier::from_password("v", b"salt", 8);
+        let md5 = poolguard_pg::md5auth::stored_md5("hash", "m");
+        let users = format!(
+            "[[users]]\nname = \"verifier\"\npassword = \"{verifier}\"\n\
+             [[users]]\nname = \"hash\"\npassword = \"{md5}\"\n\
+             [[users]]\nname = \"plain\"\npassword = \"p\"\n"
+        );
+        let c =
+            Config::parse(&format!("[postgres]\nlisten = \"127.0.0.1:6432\"\n{users}")).unwrap();
+        assert_eq!(c.service_user().unwrap().name, "plain");
+        assert!(!c.user("verifier").unwrap().has_plain_password());
+        assert!(!c.user("hash").unwrap().has_plain_password());
+    }
+
+    #[test]
     fn refusals_name_the_key() {
         let e = config("auth_user = \"nobody\"", "").unwrap_err();
         assert!(

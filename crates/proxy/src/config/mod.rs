@@ -110,6 +110,15 @@ pub struct User {
     pub password: String,
 }
 
+impl User {
+    /// Its password is a password, not what a server stores instead (a SCRAM verifier or an
+    /// md5 hash), so it logs in whatever method the server asks for.
+    pub fn has_plain_password(&self) -> bool {
+        !self.password.starts_with("SCRAM-SHA-256$")
+            && !poolguard_pg::md5auth::is_stored_md5(&self.password)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub admin_listen: Option<SocketAddr>,
@@ -499,6 +508,17 @@ impl Config {
 
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The user poolguard's own connections (`check`, server polls, health checks) log in as:
+    /// the first `[[users]]` entry with a plain password, which answers whatever the server
+    /// asks (a stored verifier logs in only by passthrough, after a client did), else the
+    /// first entry.
+    pub fn service_user(&self) -> Option<&User> {
+        self.users
+            .iter()
+            .find(|u| u.has_plain_password())
+            .or(self.users.first())
     }
 
     /// The entry serving database `name` on a door: its own `[[databases]]` entry, else the
