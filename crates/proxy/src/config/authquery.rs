@@ -65,11 +65,22 @@ pub(super) fn for_database(
             return Ok(None);
         }
     };
-    if !users.iter().any(|u| &u.name == user) {
-        return Err(invalid(
-            user_key,
-            format!("{user:?} is not a [[users]] entry: the lookup logs in with its password"),
-        ));
+    match users.iter().find(|u| &u.name == user) {
+        None => {
+            return Err(invalid(
+                user_key,
+                format!("{user:?} is not a [[users]] entry: the lookup logs in with its password"),
+            ))
+        }
+        // A verifier logs in only by passthrough, after a client logged in as that user:
+        // lookups would wait for a login they are meant to make possible.
+        Some(u) if u.password.starts_with("SCRAM-SHA-256$") => {
+            return Err(invalid(
+                user_key,
+                format!("{user:?} has only a SCRAM verifier in [[users]]: the lookup needs its password (or, against an md5 server, its md5 hash)"),
+            ))
+        }
+        Some(_) => {}
     }
     let query = d
         .auth_query
@@ -176,6 +187,13 @@ password = "x"
             e.contains("postgres.auth_user") && e.contains("nobody"),
             "{e}"
         );
+        let verifier = poolguard_pg::scram::ScramVerifier::from_password("v", b"salt", 8);
+        let e = config(
+            &format!("auth_user = \"v\"\n[[users]]\nname = \"v\"\npassword = \"{verifier}\""),
+            "",
+        )
+        .unwrap_err();
+        assert!(e.contains("only a SCRAM verifier"), "{e}");
         let e = config("", "auth_query = \"SELECT 1\"").unwrap_err();
         assert!(e.contains("databases[0].auth_query"), "{e}");
         let e = config("", "auth_user = \"lookup\"\nauth_query = \" \"").unwrap_err();
