@@ -194,6 +194,22 @@ async fn a_role_created_on_the_server_logs_in_through_auth_query() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(server_connections_of(&pg, "newapp") >= 1);
+
+    // A reload keeps the looked-up user's pool (its database still looks users up): the
+    // auth_user's pool and newapp's are both updated in place.
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy.log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload: {}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        proxy
+            .log()
+            .contains("2 pool(s) updated in place, 0 removed"),
+        "{}",
+        proxy.log()
+    );
 }
 
 #[test]
