@@ -26,7 +26,12 @@ fn superuser_sql(pg: &PgSandbox, sql: &str) -> String {
 
 /// psql through poolguard as `user` / `password` on `bank`.
 fn psql_as(port: u16, user: &str, password: &str, sql: &str) -> Output {
-    psql_command_as(port, user, DB)
+    psql_on(port, user, password, DB, sql)
+}
+
+/// [`psql_as`] on database `db`.
+fn psql_on(port: u16, user: &str, password: &str, db: &str, sql: &str) -> Output {
+    psql_command_as(port, user, db)
         .args(["-c", sql])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "20")
@@ -234,8 +239,10 @@ fn stored_verifiers_and_md5_hashes_pass_through() {
     let (su, su_password) = pg.superuser();
     let port = free_port();
     // An md5 door: md5 hashes check md5 answers; SCRAM verifiers are asked SCRAM anyway.
+    // Every lookup runs in bank (auth_dbname), also for the fallback entry's databases.
     let spec = PoolSpec {
-        front: format!("auth_method = \"md5\"\nauth_user = \"{su}\""),
+        front: format!("auth_method = \"md5\"\nauth_user = \"{su}\"\nauth_dbname = \"{DB}\""),
+        extra: "[[databases]]\nname = \"*\"\nbackend = \"pg\"\npool_size = 2".into(),
         ..PoolSpec::default()
     };
     let config = format!(
@@ -248,16 +255,27 @@ fn stored_verifiers_and_md5_hashes_pass_through() {
     let proxy = Proxy::start_with(&config, port);
 
     // A configured SCRAM verifier, a configured md5 hash, and an md5 hash the default
-    // auth_query (pg_authid, as a superuser) finds: each reaches the server as itself.
-    for (user, password) in [("vapp", "v"), ("mapp", "m"), ("mlook", "l")] {
-        let out = psql_as(proxy.port, user, password, "SELECT current_user");
+    // auth_query (pg_authid, as a superuser) finds for a database the fallback entry serves:
+    // each reaches the server as itself.
+    for (user, password, db) in [
+        ("vapp", "v", DB),
+        ("mapp", "m", DB),
+        ("mlook", "l", "postgres"),
+    ] {
+        let out = psql_on(
+            proxy.port,
+            user,
+            password,
+            db,
+            "SELECT current_user || '@' || current_database()",
+        );
         assert!(out.status.success(), "{user}: {}", stderr(&out));
-        assert_eq!(stdout(&out), user);
+        assert_eq!(stdout(&out), format!("{user}@{db}"));
         assert!(
             server_connections_of(&pg, user) >= 1,
             "{user} on the server"
         );
-        let out = psql_as(proxy.port, user, "wrong", "SELECT 1");
+        let out = psql_on(proxy.port, user, "wrong", db, "SELECT 1");
         assert!(!out.status.success());
         assert!(
             stderr(&out).contains("password authentication failed"),

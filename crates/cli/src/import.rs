@@ -235,8 +235,23 @@ pub fn import(ini: &str, users: Option<&str>) -> Imported {
             ));
         }
     }
-    if let Some(query) = get("auth_query") {
-        let _ = writeln!(out, "auth_query = {}", toml_str(query));
+    if let Some(v) = get("auth_query") {
+        let _ = writeln!(out, "auth_query = {}", toml_str(v));
+    }
+    let fallback = dbs.iter().any(|d| d.name == "*");
+    let first = dbs.iter().map(|d| d.name.as_str()).find(|n| *n != "*");
+    match (get("auth_dbname"), get("auth_user"), first) {
+        (Some(v), _, _) => {
+            let _ = writeln!(out, "auth_dbname = {}", toml_str(v));
+        }
+        // poolguard runs a fallback entry's lookups in one named database only.
+        (None, Some(_), Some(db)) if fallback => {
+            let _ = writeln!(out, "auth_dbname = {}", toml_str(db));
+            notes.push(format!(
+                "auth_user with a \"*\" database: lookups run in {db} (auth_dbname); the lookup function must exist there"
+            ));
+        }
+        _ => {}
     }
     out.push('\n');
 
@@ -315,9 +330,9 @@ pub fn import(ini: &str, users: Option<&str>) -> Imported {
             "max_client_conn" => format!("max_client_connections = {v}"),
             // Mapped above, or PgBouncer housekeeping with no meaning here.
             "listen_addr" | "listen_port" | "auth_type" | "auth_file" | "auth_user"
-            | "auth_query" | "pool_mode" | "default_pool_size" | "reserve_pool_size"
-            | "max_db_connections" | "admin_users" | "stats_users" | "logfile" | "pidfile"
-            | "unix_socket_dir" => continue,
+            | "auth_query" | "auth_dbname" | "pool_mode" | "default_pool_size"
+            | "reserve_pool_size" | "max_db_connections" | "admin_users" | "stats_users"
+            | "logfile" | "pidfile" | "unix_socket_dir" => continue,
             other => {
                 notes.push(format!(
                     "[pgbouncer] {other} = {v}: no equivalent (ignored)"
@@ -370,6 +385,11 @@ server_reset_query = DISCARD ALL
         assert_eq!(bank.server_database, "bankdb");
         let auth = bank.auth.as_ref().expect("auth_user carried over");
         assert_eq!(auth.user, "app");
+        assert_eq!(
+            auth.database.as_deref(),
+            Some("bank"),
+            "the fallback's lookups"
+        );
         assert_eq!(
             auth.query,
             "SELECT usename, passwd FROM pgbouncer.user_lookup($1)"

@@ -30,6 +30,9 @@ pub struct AuthQuery {
     pub query: String,
     /// How long an answer is reused; `None`: not at all.
     pub cache: Option<Duration>,
+    /// `auth_dbname`: the `[[databases]]` entry whose server database the lookup runs in;
+    /// `None`: the client's own.
+    pub database: Option<String>,
 }
 
 /// The lookup of database `i` (`d`), its own keys over the door's; `None` without
@@ -40,10 +43,11 @@ pub(super) fn for_database(
     protocol: Protocol,
     raw: &RawConfig,
     users: &[User],
+    pg_databases: &[&str],
 ) -> Result<Option<AuthQuery>, ConfigError> {
     let key = |k: &str| format!("databases[{i}].{k}");
     if protocol == Protocol::Mysql {
-        if d.auth_user.is_some() || d.auth_query.is_some() {
+        if d.auth_user.is_some() || d.auth_query.is_some() || d.auth_dbname.is_some() {
             return Err(invalid(
                 key("auth_user"),
                 "only PostgreSQL databases look users up (the MySQL door does not)",
@@ -56,7 +60,7 @@ pub(super) fn for_database(
         (Some(u), _) => (u, key("auth_user")),
         (None, Some(u)) => (u, "postgres.auth_user".to_owned()),
         (None, None) => {
-            if d.auth_query.is_some() {
+            if d.auth_query.is_some() || d.auth_dbname.is_some() {
                 return Err(invalid(
                     key("auth_query"),
                     "needs auth_user (here or in [postgres]): the user the query runs as",
@@ -94,10 +98,34 @@ pub(super) fn for_database(
         Some(t) => parse_duration("postgres.auth_query_cache", t)?,
         None => Some(DEFAULT_AUTH_QUERY_CACHE),
     };
+    let (database, database_key) = match (&d.auth_dbname, door.and_then(|p| p.auth_dbname.as_ref()))
+    {
+        (Some(n), _) => (Some(n), key("auth_dbname")),
+        (None, Some(n)) => (Some(n), "postgres.auth_dbname".to_owned()),
+        (None, None) => (None, String::new()),
+    };
+    match database {
+        Some(n) if !pg_databases.contains(&n.as_str()) => {
+            return Err(invalid(
+                database_key,
+                format!("{n:?} is not a PostgreSQL [[databases]] entry (other than \"*\")"),
+            ))
+        }
+        // Without it, every name a client makes up would get a pool of its own for the
+        // lookup, before anyone authenticated.
+        None if d.name == super::FALLBACK_DATABASE => {
+            return Err(invalid(
+                key("auth_dbname"),
+                "the fallback entry \"*\" looks users up only with auth_dbname (here or in [postgres]): the database every lookup runs in",
+            ))
+        }
+        _ => {}
+    }
     Ok(Some(AuthQuery {
         user: user.clone(),
         query: query.to_owned(),
         cache,
+        database: database.cloned(),
     }))
 }
 
@@ -178,6 +206,42 @@ password = "x"
         assert_eq!(c.service_user().unwrap().name, "plain");
         assert!(!c.user("verifier").unwrap().has_plain_password());
         assert!(!c.user("hash").unwrap().has_plain_password());
+    }
+
+    #[test]
+    fn lookups_in_one_database_and_the_fallback_entry() {
+        let c = config("auth_user = \"lookup\"\nauth_dbname = \"other\"", "").unwrap();
+        let bank = c.databases.iter().find(|d| d.name == "bank").unwrap();
+        assert_eq!(
+            bank.auth.as_ref().unwrap().database.as_deref(),
+            Some("other")
+        );
+        let e = config("auth_user = \"lookup\"\nauth_dbname = \"nowhere\"", "").unwrap_err();
+        assert!(
+            e.contains("postgres.auth_dbname") && e.contains("nowhere"),
+            "{e}"
+        );
+        let fallback = |front: &str| {
+            Config::parse(&format!(
+                "[postgres]\nlisten = \"127.0.0.1:6432\"\n{front}\n\
+                 [[backends]]\nname = \"pg\"\nprotocol = \"postgres\"\n\
+                 hosts = [\"127.0.0.1:5432\"]\nmax_connections = 10\n\
+                 [[databases]]\nname = \"*\"\nbackend = \"pg\"\n\
+                 [[databases]]\nname = \"postgres\"\nbackend = \"pg\"\n\
+                 [[users]]\nname = \"lookup\"\npassword = \"x\"\n"
+            ))
+            .map_err(|e| e.to_string())
+        };
+        let e = fallback("auth_user = \"lookup\"").unwrap_err();
+        assert!(e.contains("databases[0].auth_dbname"), "{e}");
+        let c = fallback("auth_user = \"lookup\"\nauth_dbname = \"postgres\"").unwrap();
+        let any = c
+            .database(crate::config::Protocol::Postgres, "made_up")
+            .unwrap();
+        assert_eq!(
+            any.auth.as_ref().unwrap().database.as_deref(),
+            Some("postgres")
+        );
     }
 
     #[test]

@@ -385,8 +385,14 @@ impl Config {
                 password: user_password(i, u)?,
             });
         }
+        let pg_databases: Vec<String> = databases
+            .iter()
+            .filter(|d| d.protocol == Protocol::Postgres && d.name != FALLBACK_DATABASE)
+            .map(|d| d.name.clone())
+            .collect();
+        let pg_databases: Vec<&str> = pg_databases.iter().map(String::as_str).collect();
         for (i, (d, raw_db)) in databases.iter_mut().zip(&raw.databases).enumerate() {
-            d.auth = authquery::for_database(i, raw_db, d.protocol, &raw, &users)?;
+            d.auth = authquery::for_database(i, raw_db, d.protocol, &raw, &users, &pg_databases)?;
         }
         let (admin_users, alerts) = observe::validate(&raw, &users)?;
         let admin = observe::admin(&raw, &users, admin_listen)?;

@@ -121,6 +121,8 @@ pub struct RawPostgres {
     pub auth_query: Option<String>,
     /// How long a lookup's answer is reused ("5s"; "0s": every login asks).
     pub auth_query_cache: Option<String>,
+    /// The `[[databases]]` entry lookups run in (default: the client's database).
+    pub auth_dbname: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,9 +210,10 @@ pub struct RawDatabase {
     pub max_overflow: Option<usize>,
     pub target: Option<String>,
     pub standby_fallback: Option<bool>,
-    /// Overrides `[postgres] auth_user` / `auth_query` for this database.
+    /// Overrides `[postgres] auth_user` / `auth_query` / `auth_dbname` for this database.
     pub auth_user: Option<String>,
     pub auth_query: Option<String>,
+    pub auth_dbname: Option<String>,
     // serde cannot combine `flatten` with `deny_unknown_fields`, so the overridable limits are
     // spelled out here and gathered by `limits()`.
     pub acquire_timeout: Option<String>,

@@ -69,8 +69,9 @@ pub struct AuthCache {
 }
 
 impl AuthCache {
-    /// The secret of `user` for database `db` (whose lookup is `auth`): cached, or asked of
-    /// the server. `Ok(None)`: no such user, or no password (refuse as a wrong password).
+    /// The secret of `user`, looked up with `auth` in database `db` (the client's, or its
+    /// `auth_dbname`): cached, or asked of the server. `Ok(None)`: no such user, or no
+    /// password (refuse as a wrong password).
     pub async fn lookup(
         &self,
         shared: &Shared,

@@ -399,9 +399,9 @@ pub struct Proven {
 }
 
 /// `user`'s secret: its `[[users]]` entry, else the lookup of the database it asks for (never
-/// for the admin console's names).
+/// for the admin console's names), run in that database or in its `auth_dbname`.
 async fn find_secret(shared: &Shared, user: &str, database: &str) -> Result<Known, ProxyError> {
-    let db = {
+    let (lookup_db, auth) = {
         let config = shared.config();
         if let Some(u) = config.user(user) {
             return Ok(Known::Configured(u.password.clone()));
@@ -409,15 +409,25 @@ async fn find_secret(shared: &Shared, user: &str, database: &str) -> Result<Know
         if crate::pg::console::is_console_database(database) {
             return Ok(Known::Unknown);
         }
-        match config.database(Protocol::Postgres, database) {
-            Some(db) if db.auth.is_some() => db.into_owned(),
-            _ => return Ok(Known::Unknown),
+        let Some(db) = config.database(Protocol::Postgres, database) else {
+            return Ok(Known::Unknown);
+        };
+        let Some(auth) = db.auth.clone() else {
+            return Ok(Known::Unknown);
+        };
+        let lookup_db = match &auth.database {
+            Some(name) => config.database(Protocol::Postgres, name),
+            None => Some(db),
+        };
+        match lookup_db {
+            Some(d) => (d.into_owned(), auth),
+            None => return Ok(Known::Unknown),
         }
     };
-    let Some(auth) = &db.auth else {
-        return Ok(Known::Unknown);
-    };
-    let found = shared.auth_cache.lookup(shared, &db, auth, user).await?;
+    let found = shared
+        .auth_cache
+        .lookup(shared, &lookup_db, &auth, user)
+        .await?;
     Ok(found.map_or(Known::Unknown, Known::LookedUp))
 }
 
