@@ -95,7 +95,8 @@ async fn a_role_created_on_the_server_logs_in_through_auth_query() {
     let (pg, proxy) = looking_up("1s");
     superuser_sql(
         &pg,
-        "CREATE ROLE nopass LOGIN; CREATE TABLE t(x int); GRANT ALL ON t TO newapp",
+        "CREATE ROLE nopass LOGIN; CREATE TABLE t(x int); GRANT ALL ON t TO newapp; \
+         SET password_encryption = 'md5'; CREATE ROLE oldmd5 LOGIN PASSWORD 'x'",
     );
 
     // No [[users]] entry for newapp: looked up, authenticated, and its pool opens three
@@ -135,8 +136,14 @@ async fn a_role_created_on_the_server_logs_in_through_auth_query() {
     assert_eq!(superuser_sql(&pg, "SELECT count(*) FROM t"), "3");
     drop(clients);
 
-    // Wrong password, unknown user, role without a password: the same refusal.
-    for (user, password) in [("newapp", "nope"), ("ghost", "x"), ("nopass", "x")] {
+    // Wrong password, unknown user, role without a password, and a role stored as md5 (which
+    // cannot check this SCRAM door's exchange): the same refusal.
+    for (user, password) in [
+        ("newapp", "nope"),
+        ("ghost", "x"),
+        ("nopass", "x"),
+        ("oldmd5", "x"),
+    ] {
         let e = connect_to(&conn_str(proxy.port, user, password))
             .await
             .map(|_| ())

@@ -463,11 +463,17 @@ async fn authenticate(
     let mut out = BytesMut::new();
     if scram {
         let verifier = match &known {
+            // An md5 hash cannot check a SCRAM proof (PostgreSQL refuses the same way); the
+            // client gets the stand-in's refusal, the log says why.
+            Known::Configured(p) if md5auth::is_stored_md5(p) => None,
             Known::Configured(_) => shared.verifier(user),
             Known::LookedUp(f) => f.verifier.clone(),
             Known::Unknown => None,
         };
         let real = verifier.is_some();
+        if !real && !matches!(known, Known::Unknown) {
+            tracing::warn!(user, "the stored password cannot check SCRAM (an md5 hash logs in only with auth_method = \"md5\"; a verifier that does not parse, never)");
+        }
         let verifier = verifier.unwrap_or_else(|| shared.stand_in_verifier(user));
         let (client_key, server_final) =
             scram_exchange(client, buf, user, verifier.clone(), max_len).await?;
