@@ -7,6 +7,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use poolguard_e2e::pgc::{code, connect_to, message, scalar};
+use poolguard_e2e::tls::Pki;
 use poolguard_e2e::*;
 
 /// A sandbox with `app` (owner of `bank`) and an md5 pg_hba.
@@ -74,15 +75,15 @@ CREATE ROLE newapp LOGIN PASSWORD 'x';
 ";
 
 /// A server with [`LOOKUP_FUNCTION`] and poolguard in front, looking users up through it with
-/// answers cached for `cache`.
-fn looking_up(cache: &str) -> (PgSandbox, Proxy) {
+/// answers cached for `cache`; `front`: more `[postgres]` lines.
+fn looking_up(cache: &str, front: &str) -> (PgSandbox, Proxy) {
     let pg = server();
     superuser_sql(&pg, LOOKUP_FUNCTION);
     let spec = PoolSpec {
         front: format!(
             "auth_user = \"app\"\n\
              auth_query = \"SELECT username, password FROM public.poolguard_lookup($1)\"\n\
-             auth_query_cache = \"{cache}\""
+             auth_query_cache = \"{cache}\"\n{front}"
         ),
         ..PoolSpec::default()
     };
@@ -92,7 +93,7 @@ fn looking_up(cache: &str) -> (PgSandbox, Proxy) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_created_on_the_server_logs_in_through_auth_query() {
-    let (pg, proxy) = looking_up("1s");
+    let (pg, proxy) = looking_up("1s", "");
     superuser_sql(
         &pg,
         "CREATE ROLE nopass LOGIN; CREATE TABLE t(x int); GRANT ALL ON t TO newapp; \
@@ -308,7 +309,7 @@ fn stored_verifiers_and_md5_hashes_pass_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_storm_costs_one_lookup_per_user() {
-    let (pg, proxy) = looking_up("60s");
+    let (pg, proxy) = looking_up("60s", "");
     let mut logins = tokio::task::JoinSet::new();
     for i in 0..30 {
         let (user, password) = if i % 3 == 0 {
@@ -350,4 +351,27 @@ async fn a_login_storm_costs_one_lookup_per_user() {
     );
     // The lookups ran on the auth_user's pool, within its size.
     assert!(server_connections_of(&pg, USER) <= 5);
+}
+
+/// The ClientKey is the same whether the client bound its SCRAM exchange to poolguard's
+/// certificate or not: a client with `channel_binding=require` over TLS passes through too.
+#[test]
+fn channel_bound_clients_pass_through() {
+    let pki = Pki::new();
+    let (pg, proxy) = looking_up("5s", &pki.front("require"));
+    let conninfo = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=newapp dbname={DB} sslmode=verify-full sslrootcert={} channel_binding=require",
+        proxy.port,
+        pki.file("ca.crt")
+    );
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", &conninfo])
+        .args(["-c", "SELECT current_user"])
+        .env("PGPASSWORD", "x")
+        .env("PGCONNECT_TIMEOUT", "20")
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "newapp");
+    assert!(server_connections_of(&pg, "newapp") >= 1);
 }
