@@ -166,7 +166,7 @@ pub fn import(ini: &str, users: Option<&str>) -> Imported {
     for (user, password) in &user_entries {
         if password.starts_with("md5") || password.starts_with("SCRAM-SHA-256$") {
             notes.push(format!(
-                "user {user}: a stored hash authenticates clients, but poolguard logs in to the server with the plain password: set it (or password_file) before serving"
+                "user {user}: a stored hash: poolguard logs in to the server by passthrough, which needs the server to store this same hash or verifier (SCRAM: from the first client login on; md5: when the server asks for md5); set the plain password (or password_file) otherwise"
             ));
         }
     }
@@ -225,6 +225,33 @@ pub fn import(ini: &str, users: Option<&str>) -> Imported {
         Some(other) => notes.push(format!(
             "auth_type = {other}: poolguard authenticates clients with scram-sha-256 or md5 (scram-sha-256 written)"
         )),
+    }
+    // The same lookup under the same names; it must be a [[users]] entry here.
+    if let Some(user) = get("auth_user") {
+        let _ = writeln!(out, "auth_user = {}", toml_str(user));
+        if !known.contains(&user) {
+            notes.push(format!(
+                "auth_user = {user}: add it to [[users]] with its password (the lookup logs in as it)"
+            ));
+        }
+    }
+    if let Some(v) = get("auth_query") {
+        let _ = writeln!(out, "auth_query = {}", toml_str(v));
+    }
+    let fallback = dbs.iter().any(|d| d.name == "*");
+    let first = dbs.iter().map(|d| d.name.as_str()).find(|n| *n != "*");
+    match (get("auth_dbname"), get("auth_user"), first) {
+        (Some(v), _, _) => {
+            let _ = writeln!(out, "auth_dbname = {}", toml_str(v));
+        }
+        // poolguard runs a fallback entry's lookups in one named database only.
+        (None, Some(_), Some(db)) if fallback => {
+            let _ = writeln!(out, "auth_dbname = {}", toml_str(db));
+            notes.push(format!(
+                "auth_user with a \"*\" database: lookups run in {db} (auth_dbname); the lookup function must exist there"
+            ));
+        }
+        _ => {}
     }
     out.push('\n');
 
@@ -302,9 +329,10 @@ pub fn import(ini: &str, users: Option<&str>) -> Imported {
             "client_login_timeout" => format!("client_login_timeout = {}", duration(v)),
             "max_client_conn" => format!("max_client_connections = {v}"),
             // Mapped above, or PgBouncer housekeeping with no meaning here.
-            "listen_addr" | "listen_port" | "auth_type" | "auth_file" | "pool_mode"
-            | "default_pool_size" | "reserve_pool_size" | "max_db_connections" | "admin_users"
-            | "stats_users" | "logfile" | "pidfile" | "unix_socket_dir" => continue,
+            "listen_addr" | "listen_port" | "auth_type" | "auth_file" | "auth_user"
+            | "auth_query" | "auth_dbname" | "pool_mode" | "default_pool_size"
+            | "reserve_pool_size" | "max_db_connections" | "admin_users" | "stats_users"
+            | "logfile" | "pidfile" | "unix_socket_dir" => continue,
             other => {
                 notes.push(format!(
                     "[pgbouncer] {other} = {v}: no equivalent (ignored)"
@@ -334,6 +362,8 @@ listen_addr = 127.0.0.1
 listen_port = 6543
 auth_type = scram-sha-256
 auth_file = /etc/pgbouncer/userlist.txt
+auth_user = app
+auth_query = SELECT usename, passwd FROM pgbouncer.user_lookup($1)
 pool_mode = transaction
 default_pool_size = 5
 reserve_pool_size = 2
@@ -353,6 +383,17 @@ server_reset_query = DISCARD ALL
             .unwrap();
         assert_eq!((bank.pool_size, bank.max_overflow), (7, 2));
         assert_eq!(bank.server_database, "bankdb");
+        let auth = bank.auth.as_ref().expect("auth_user carried over");
+        assert_eq!(auth.user, "app");
+        assert_eq!(
+            auth.database.as_deref(),
+            Some("bank"),
+            "the fallback's lookups"
+        );
+        assert_eq!(
+            auth.query,
+            "SELECT usename, passwd FROM pgbouncer.user_lookup($1)"
+        );
         assert_eq!(
             bank.limits.acquire_timeout,
             std::time::Duration::from_secs(30)

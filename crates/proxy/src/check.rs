@@ -126,8 +126,7 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
             .map(|d| d.server_database.clone())
             .unwrap_or_default();
         let user = config
-            .users
-            .first()
+            .service_user()
             .ok_or_else(|| unreachable("no [[users]] entry to log in with".into()))?;
         let timeout = config
             .backend(&backend)
@@ -175,8 +174,7 @@ async fn read_pg_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckErro
             .map(|d| d.server_database.clone())
             .unwrap_or_else(|| "postgres".into());
         let user = config
-            .users
-            .first()
+            .service_user()
             .ok_or_else(|| unreachable("no [[users]] entry to log in with".into()))?;
         let timeout = config
             .backend(&backend)

@@ -244,7 +244,13 @@ impl Shared {
                         && now.server_database == db.server_database
                         && now.target == db.target
                 })
-                .zip(new.user(e.user()));
+                .and_then(|now| match new.user(e.user()) {
+                    Some(user) => Some((now, Some(user))),
+                    // A user its database's auth_query found stays while the lookup does
+                    // (its secret comes from the server, not from this file).
+                    None if now.auth.is_some() => Some((now, None)),
+                    None => None,
+                });
             match next {
                 Some((now, user)) => {
                     e.reconfigure(now.into_owned(), user);
@@ -346,7 +352,8 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) trait ReloadablePool {
     fn database(&self) -> Arc<Database>;
     fn user(&self) -> &str;
-    fn reconfigure(&self, db: Database, user: &crate::config::User);
+    /// `user`: its `[[users]]` entry, `None` for a user `auth_query` found.
+    fn reconfigure(&self, db: Database, user: Option<&crate::config::User>);
     /// Closes the pool when called (after the map's lock is released).
     fn closer(&self) -> Box<dyn FnOnce() + Send>;
 }
@@ -360,7 +367,7 @@ impl<C: ServerConnector, X> ReloadablePool for PoolEntry<C, X> {
         &self.user
     }
 
-    fn reconfigure(&self, db: Database, user: &crate::config::User) {
+    fn reconfigure(&self, db: Database, user: Option<&crate::config::User>) {
         PoolEntry::reconfigure(self, db, user)
     }
 

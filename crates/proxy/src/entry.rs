@@ -114,11 +114,14 @@ impl<C: ServerConnector, X> PoolEntry<C, X> {
     }
 
     /// A reload changed the `[[databases]]` or `[[users]]` entry: pool settings now, limits
-    /// for what comes next, the password for the next server login.
-    pub fn reconfigure(&self, db: Database, user: &User) {
+    /// for what comes next, the password for the next server login (a user `auth_query`
+    /// found has no entry: its secret is the lookup's).
+    pub fn reconfigure(&self, db: Database, user: Option<&User>) {
         self.pool.set_config(pool_config(&db, &self.user));
         self.pool.set_admission(admission(&db));
-        self.pool.connector().set_password(&user.password);
+        if let Some(user) = user {
+            self.pool.connector().set_password(&user.password);
+        }
         self.db.store(Arc::new(db));
     }
 }

@@ -412,8 +412,7 @@ async fn poll_one(
         .ok_or("skipped: every server connection of the budget is in use")?;
     let config = shared.config();
     let user = config
-        .users
-        .first()
+        .service_user()
         .ok_or("no [[users]] entry to log in with")?;
     let db = shared
         .config()

@@ -89,6 +89,8 @@ pub struct Shared {
     /// SCRAM verifiers derived once at start (PBKDF2 is deliberately slow).
     /// Per user: the secret it was derived from, and the verifier.
     verifiers: ArcSwap<HashMap<String, (String, ScramVerifier)>>,
+    /// `auth_query` answers, briefly cached (see [`crate::pg::authquery`]).
+    pub auth_cache: crate::pg::authquery::AuthCache,
     /// The MySQL front door's pools, greeting and KILL registry.
     pub mysql: crate::mysql::pools::MysqlState,
     /// Clients, events, server polls and error counts for the admin side.
@@ -164,6 +166,7 @@ impl Shared {
             paused: Default::default(),
             rate_limits: ArcSwap::from_pointee(rate_limits),
             verifiers: ArcSwap::from_pointee(verifiers),
+            auth_cache: Default::default(),
             mysql: Default::default(),
             observe: Default::default(),
             spare: Default::default(),

@@ -22,7 +22,13 @@ pub struct ScramClient {
 
 enum Credential {
     Password(Vec<u8>),
-    Keys(Keys),
+    /// Keys recovered from a client's proof; `expect` is the salt and iteration count of the
+    /// verifier they belong to, when known: a server showing others stores another verifier,
+    /// against which these keys cannot succeed.
+    Keys {
+        keys: Keys,
+        expect: Option<(Vec<u8>, u32)>,
+    },
 }
 
 enum State {
@@ -56,14 +62,30 @@ impl ScramClient {
     /// verifier. Only works against a server storing that same verifier (salt and iterations).
     pub fn from_keys(client_key: [u8; 32], server_key: [u8; 32]) -> Self {
         ScramClient {
-            credential: Credential::Keys(Keys {
-                client_key,
-                server_key,
-            }),
+            credential: Credential::Keys {
+                keys: Keys {
+                    client_key,
+                    server_key,
+                },
+                expect: None,
+            },
             nonce: random_nonce(),
             user: String::new(),
             state: State::Initial,
         }
+    }
+
+    /// SCRAM passthrough: logs in with the ClientKey a client proved against `verifier` (see
+    /// [`ScramServer::client_key`](super::ScramServer::client_key)) and the verifier's
+    /// ServerKey. A server whose server-first shows another salt or iteration count stores
+    /// another verifier: the exchange stops there with [`ScramError::VerifierMismatch`]
+    /// instead of sending a proof bound to fail.
+    pub fn passthrough(client_key: [u8; 32], verifier: &super::ScramVerifier) -> Self {
+        let mut client = Self::from_keys(client_key, verifier.server_key);
+        if let Credential::Keys { expect, .. } = &mut client.credential {
+            *expect = Some((verifier.salt.clone(), verifier.iterations));
+        }
+        client
     }
 
     /// An exchange with a fixed client nonce (printable ASCII without ','): for test vectors and
@@ -140,7 +162,13 @@ impl ScramClient {
 
         let keys = match &self.credential {
             Credential::Password(password) => Keys::from_password(password, &salt, iterations),
-            Credential::Keys(keys) => *keys,
+            Credential::Keys {
+                expect: Some((want_salt, want_iterations)),
+                ..
+            } if *want_salt != salt || *want_iterations != iterations => {
+                return Err(ScramError::VerifierMismatch);
+            }
+            Credential::Keys { keys, .. } => *keys,
         };
         // "biws" is base64("n,,"): no channel binding.
         let client_final_bare = format!("c=biws,r={nonce}");

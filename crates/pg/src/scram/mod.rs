@@ -81,6 +81,14 @@ pub enum ScramError {
     /// The server ended the exchange with `e=<reason>`.
     #[error("server rejected SCRAM authentication: {0}")]
     ServerError(String),
+    /// Passthrough: the server's verifier has another salt or iteration count than the one
+    /// the client proved its password against, so the client's keys cannot log in there.
+    #[error(
+        "the server stores another SCRAM verifier for this user (other salt or iteration \
+         count) than the one poolguard checked the client against; SCRAM passthrough needs \
+         the same verifier on both (take it from the server: auth_query, or pg_authid)"
+    )]
+    VerifierMismatch,
     /// A stored verifier string cannot be parsed.
     #[error("invalid SCRAM verifier: {0}")]
     InvalidVerifier(&'static str),
@@ -101,6 +109,7 @@ impl ScramError {
             | ScramError::OutOfOrder => "08P01",
             ScramError::ServerSignatureMismatch
             | ScramError::ServerError(_)
+            | ScramError::VerifierMismatch
             | ScramError::InvalidVerifier(_) => "28000",
         }
     }
@@ -183,6 +192,12 @@ impl ScramVerifier {
 }
 
 impl ScramVerifier {
+    /// True if `client_key` is this verifier's ClientKey (`SHA-256(ClientKey) = StoredKey`),
+    /// compared in constant time: a key that logs in wherever this verifier is stored.
+    pub fn holds_client_key(&self, client_key: &[u8; 32]) -> bool {
+        constant_time_eq(&sha256(client_key), &self.stored_key)
+    }
+
     /// A verifier that stands in for a user who does not exist, so that the exchange looks the
     /// same as for one who does and fails only at the proof (28P01, like a wrong password).
     ///

@@ -202,20 +202,74 @@ fn client_server_round_trips() {
     assert_eq!(ScramError::WrongPassword.sqlstate(), "28P01");
 }
 
-#[test]
-fn keys_recovered_by_the_server_log_in_upstream() {
-    let verifier = ScramVerifier::from_password("s3cret", b"pepper", 8);
+/// A client's whole exchange with `password` against `verifier`: the ClientKey the server
+/// recovers from its proof.
+fn proven_client_key(verifier: &ScramVerifier, password: &str) -> [u8; 32] {
     let mut server = ScramServer::new(verifier.clone());
-    let mut client = ScramClient::new("s3cret");
+    let mut client = ScramClient::new(password);
     let sf = server.handle_client_first(&client.client_first()).unwrap();
     let cf = client.handle_server_first(&sf).unwrap();
     server.handle_client_final(&cf).unwrap();
-    let client_key = server.client_key().unwrap();
+    server.client_key().unwrap()
+}
+
+#[test]
+fn keys_recovered_by_the_server_log_in_upstream() {
+    let verifier = ScramVerifier::from_password("s3cret", b"pepper", 8);
+    let client_key = proven_client_key(&verifier, "s3cret");
     let upstream = ScramClient::from_keys(client_key, verifier.server_key);
     assert_eq!(round_trip_with(upstream, verifier.clone()), Ok(()));
     let forged = ScramClient::from_keys([7; 32], verifier.server_key);
     assert_eq!(
         round_trip_with(forged, verifier),
+        Err(ScramError::WrongPassword)
+    );
+}
+
+/// Passthrough's key derivation: the ClientKey the server recovers from a proof (ClientProof
+/// XOR ClientSignature) is the one PBKDF2 derives from the password, salt and iterations.
+#[test]
+fn recovered_client_key_is_the_password_derived_one() {
+    // RFC 7677's exchange, replayed on the server side with its nonce.
+    let mut server = ScramServer::with_nonce(rfc_verifier(), SERVER_NONCE);
+    server.handle_client_first(CLIENT_FIRST.as_bytes()).unwrap();
+    server.handle_client_final(CLIENT_FINAL.as_bytes()).unwrap();
+    let keys = Keys::from_password(PASSWORD.as_bytes(), &B64.decode(SALT).unwrap(), 4096);
+    assert_eq!(server.client_key(), Some(keys.client_key));
+    assert_eq!(rfc_verifier().server_key, keys.server_key);
+    assert_eq!(sha256(&keys.client_key), rfc_verifier().stored_key);
+
+    // A verifier PostgreSQL 15 stored: a client with the password logs in against it, and the
+    // key recovered logs in to a server holding the same verifier, without the password.
+    let stored = ScramVerifier::parse(PG15_PENCIL).unwrap();
+    let client_key = proven_client_key(&stored, PASSWORD);
+    let derived = Keys::from_password(PASSWORD.as_bytes(), &stored.salt, stored.iterations);
+    assert_eq!(client_key, derived.client_key);
+    assert_eq!(
+        round_trip_with(ScramClient::passthrough(client_key, &stored), stored),
+        Ok(())
+    );
+}
+
+#[test]
+fn passthrough_stops_at_another_verifier() {
+    let ours = ScramVerifier::from_password("s3cret", b"pepper", 8);
+    let key = proven_client_key(&ours, "s3cret");
+    // Same password, set on the server separately: another salt, or other iterations.
+    for theirs in [
+        ScramVerifier::from_password("s3cret", b"paprika", 8),
+        ScramVerifier::from_password("s3cret", b"pepper", 9),
+    ] {
+        assert_eq!(
+            round_trip_with(ScramClient::passthrough(key, &ours), theirs),
+            Err(ScramError::VerifierMismatch)
+        );
+    }
+    assert_eq!(ScramError::VerifierMismatch.sqlstate(), "28000");
+    // Without the check the server is the one to refuse.
+    let other = ScramVerifier::from_password("s3cret", b"paprika", 8);
+    assert_eq!(
+        round_trip_with(ScramClient::from_keys(key, ours.server_key), other),
         Err(ScramError::WrongPassword)
     );
 }

@@ -5,6 +5,7 @@
 //! every database names an existing backend of the same protocol as its front door, every pool
 //! fits inside its backend's budget, every duration is parsed, names are unique.
 
+pub mod authquery;
 pub mod fleet;
 pub mod front;
 pub mod guard;
@@ -96,13 +97,26 @@ pub struct Database {
     pub limits: Limits,
     /// The backend's write host, or its standbys (`target`, `standby_fallback`).
     pub target: target::Target,
+    /// How users missing from `[[users]]` are looked up in the server (`auth_user`,
+    /// `auth_query`); `None`: they are refused.
+    pub auth: Option<authquery::AuthQuery>,
 }
 
 #[derive(Debug, Clone)]
 pub struct User {
     pub name: String,
-    /// Plain password, or a stored verifier (SCRAM-SHA-256$..., md5...) for client auth.
+    /// Plain password, or what the server stores (SCRAM-SHA-256$..., md5...): client auth
+    /// checks against it, server logins pass the client's proof through (`pg::credential`).
     pub password: String,
+}
+
+impl User {
+    /// Its password is a password, not what a server stores instead (a SCRAM verifier or an
+    /// md5 hash), so it logs in whatever method the server asks for.
+    pub fn has_plain_password(&self) -> bool {
+        !self.password.starts_with("SCRAM-SHA-256$")
+            && !poolguard_pg::md5auth::is_stored_md5(&self.password)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -371,6 +385,15 @@ impl Config {
                 password: user_password(i, u)?,
             });
         }
+        let pg_databases: Vec<String> = databases
+            .iter()
+            .filter(|d| d.protocol == Protocol::Postgres && d.name != FALLBACK_DATABASE)
+            .map(|d| d.name.clone())
+            .collect();
+        let pg_databases: Vec<&str> = pg_databases.iter().map(String::as_str).collect();
+        for (i, (d, raw_db)) in databases.iter_mut().zip(&raw.databases).enumerate() {
+            d.auth = authquery::for_database(i, raw_db, d.protocol, &raw, &users, &pg_databases)?;
+        }
         let (admin_users, alerts) = observe::validate(&raw, &users)?;
         let admin = observe::admin(&raw, &users, admin_listen)?;
         let rate_limits = raw
@@ -481,6 +504,7 @@ impl Config {
                 d.standby_fallback,
                 backend,
             )?,
+            auth: None, // set once the users are known
         })
     }
 
@@ -490,6 +514,17 @@ impl Config {
 
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The user poolguard's own connections (`check`, server polls, health checks) log in as:
+    /// the first `[[users]]` entry with a plain password, which answers whatever the server
+    /// asks (a stored verifier logs in only by passthrough, after a client did), else the
+    /// first entry.
+    pub fn service_user(&self) -> Option<&User> {
+        self.users
+            .iter()
+            .find(|u| u.has_plain_password())
+            .or(self.users.first())
     }
 
     /// The entry serving database `name` on a door: its own `[[databases]]` entry, else the

@@ -115,6 +115,14 @@ pub struct RawPostgres {
     pub client_tls: Option<String>,
     /// CA (PEM) client certificates must be signed by; needs client_tls = "require".
     pub tls_client_ca_file: Option<String>,
+    /// A `[[users]]` entry poolguard logs in as to look up users it does not know.
+    pub auth_user: Option<String>,
+    /// The lookup: one row (name, password or verifier) for `$1`, the user name.
+    pub auth_query: Option<String>,
+    /// How long a lookup's answer is reused ("5s"; "0s": every login asks).
+    pub auth_query_cache: Option<String>,
+    /// The `[[databases]]` entry lookups run in (default: the client's database).
+    pub auth_dbname: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +210,10 @@ pub struct RawDatabase {
     pub max_overflow: Option<usize>,
     pub target: Option<String>,
     pub standby_fallback: Option<bool>,
+    /// Overrides `[postgres] auth_user` / `auth_query` / `auth_dbname` for this database.
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
+    pub auth_dbname: Option<String>,
     // serde cannot combine `flatten` with `deny_unknown_fields`, so the overridable limits are
     // spelled out here and gathered by `limits()`.
     pub acquire_timeout: Option<String>,

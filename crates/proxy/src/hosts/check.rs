@@ -114,11 +114,11 @@ enum Prober {
 }
 
 impl Prober {
-    /// Logs in as the first configured user (to the first database on this backend), as the
-    /// server poll does; `None` when there is no user to log in with.
+    /// Logs in as [`Config::service_user`](crate::config::Config::service_user) (to the first
+    /// database on this backend), as the server poll does; `None` when there is no user to log in with.
     fn of(shared: &Shared, backend: &Backend, set: &Arc<HostSet>) -> Option<Prober> {
         let config = shared.config();
-        let user = config.users.first()?;
+        let user = config.service_user()?;
         let db = config
             .databases
             .iter()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use poolguard_pg::backend::{self, ErrorFields};
 use poolguard_pg::framing::{decode_frame, Frame};
-use poolguard_pg::scram::{ScramServer, MECHANISM, MECHANISM_PLUS};
+use poolguard_pg::scram::{ScramServer, ScramVerifier, MECHANISM, MECHANISM_PLUS};
 use poolguard_pg::startup::{decode_startup, StartupRequest};
 use poolguard_pg::{frontend, md5auth, tags};
 use poolguard_pool::Holder;
@@ -255,7 +255,7 @@ async fn login(
         user: &user,
         database: &database,
     })?;
-    authenticate(client, buf, shared, &user).await?;
+    let proven = authenticate(client, buf, shared, &user, &database).await?;
     // The console's names are never looked up as pooled databases.
     if crate::pg::console::is_console_database(&database) {
         let admin =
@@ -269,6 +269,14 @@ async fn login(
         .ok_or_else(|| ProxyError::UnknownDatabase(database.clone()))?
         .into_owned();
     let entry = shared.pg_pool(&db, &user);
+    // What the pool's server logins may use from here on (passthrough, looked-up secret).
+    let credential = entry.pool.connector().credential();
+    if let Some(secret) = &proven.looked_up {
+        credential.set(secret);
+    }
+    if let Some((verifier, client_key)) = &proven.scram {
+        credential.learn(verifier, *client_key);
+    }
     shared.admit_to_pool(&mut slot, &entry)?;
     let holder = Holder {
         client: peer.to_string().into(),
@@ -361,10 +369,6 @@ async fn login(
     })))
 }
 
-/// Authenticates `user` with the configured method. An unknown user goes through the same
-/// exchange as a known one and gets the same answer as a wrong password (28P01, the same
-/// message): SCRAM against a stand-in verifier whose salt is stable per user name
-/// ([`Shared::stand_in_verifier`]), md5 against a random password.
 /// Startup-packet keys that are not server settings (or that poolguard handles itself).
 const NOT_SETTINGS: &[&str] = &[
     "user",
@@ -374,96 +378,143 @@ const NOT_SETTINGS: &[&str] = &[
     "application_name",
 ];
 
+/// Where a user's secret comes from.
+enum Known {
+    /// A `[[users]]` entry (its SCRAM verifier is precomputed in [`Shared`]).
+    Configured(String),
+    /// The database's `auth_query` found it.
+    LookedUp(crate::pg::authquery::Found),
+    /// No entry, no lookup, or the lookup found no user or no password.
+    Unknown,
+}
+
+/// What a successful authentication leaves for the pool's server logins.
+#[derive(Default)]
+pub struct Proven {
+    /// The secret `auth_query` found (the pool logs in with it, or by passthrough).
+    pub looked_up: Option<String>,
+    /// The verifier the client proved its password against, and its ClientKey (SCRAM
+    /// passthrough; see [`crate::pg::credential`]).
+    pub scram: Option<(ScramVerifier, [u8; 32])>,
+}
+
+/// `user`'s secret: its `[[users]]` entry, else the lookup of the database it asks for (never
+/// for the admin console's names), run in that database or in its `auth_dbname`.
+async fn find_secret(shared: &Shared, user: &str, database: &str) -> Result<Known, ProxyError> {
+    let (lookup_db, auth) = {
+        let config = shared.config();
+        if let Some(u) = config.user(user) {
+            return Ok(Known::Configured(u.password.clone()));
+        }
+        if crate::pg::console::is_console_database(database) {
+            return Ok(Known::Unknown);
+        }
+        let Some(db) = config.database(Protocol::Postgres, database) else {
+            return Ok(Known::Unknown);
+        };
+        let Some(auth) = db.auth.clone() else {
+            return Ok(Known::Unknown);
+        };
+        let lookup_db = match &auth.database {
+            Some(name) => config.database(Protocol::Postgres, name),
+            None => Some(db),
+        };
+        match lookup_db {
+            Some(d) => (d.into_owned(), auth),
+            None => return Ok(Known::Unknown),
+        }
+    };
+    let found = shared
+        .auth_cache
+        .lookup(shared, &lookup_db, &auth, user)
+        .await?;
+    Ok(found.map_or(Known::Unknown, Known::LookedUp))
+}
+
+/// Authenticates `user` with the configured method. An unknown user goes through the same
+/// exchange as a known one and gets the same answer as a wrong password (28P01, the same
+/// message): SCRAM against a stand-in verifier whose salt is stable per user name
+/// ([`Shared::stand_in_verifier`]), md5 against a random password. A user whose secret is a
+/// SCRAM verifier is asked for SCRAM even on an md5 door (as PostgreSQL does: md5 cannot be
+/// checked against a verifier); one whose secret is an md5 hash cannot pass SCRAM.
 async fn authenticate(
     client: &mut ClientStream,
     buf: &mut BytesMut,
     shared: &Shared,
     user: &str,
-) -> Result<(), ProxyError> {
-    let config = shared.config();
-    let configured = config.user(user);
-    let (method, max_message_size) = config
+    database: &str,
+) -> Result<Proven, ProxyError> {
+    let known = find_secret(shared, user, database).await?;
+    let (method, max_message_size) = shared
+        .config()
         .postgres
         .as_ref()
         .map_or((ClientAuth::ScramSha256, MAX_AUTH_MESSAGE), |p| {
             (p.auth, p.max_message_size)
         });
     let max_len = MAX_AUTH_MESSAGE.min(max_message_size);
+    let stored_scram = |s: &str| s.starts_with("SCRAM-SHA-256$");
+    let scram = match &known {
+        Known::Configured(p) => method == ClientAuth::ScramSha256 || stored_scram(p),
+        Known::LookedUp(f) => method == ClientAuth::ScramSha256 || stored_scram(&f.secret),
+        Known::Unknown => method == ClientAuth::ScramSha256,
+    };
+    let mut proven = Proven::default();
     let mut out = BytesMut::new();
-    match method {
-        ClientAuth::ScramSha256 => {
-            let verifier = match shared.verifier(user) {
-                Some(v) if configured.is_some() => v,
-                _ => shared.stand_in_verifier(user),
-            };
-            // On TLS, PLUS first (libpq takes the first it supports): binding the exchange to
-            // poolguard's certificate defeats a man in the middle holding another one.
-            let binding = client.channel_binding().map(<[u8]>::to_vec);
-            let offer: &[&str] = match binding {
-                Some(_) => &[MECHANISM_PLUS, MECHANISM],
-                None => &[MECHANISM],
-            };
-            backend::authentication_sasl(&mut out, offer);
-            client
-                .write_all(&out)
-                .await
-                .map_err(ProxyError::client_io)?;
-            let first = read_auth_message(client, buf, max_len).await?;
-            let (mechanism, data) = frontend::parse_sasl_initial_response(&first.body)
-                .map_err(|e| ProxyError::Protocol(format!("invalid SASL initial response: {e}")))?;
-            if !offer.contains(&mechanism) {
-                return Err(ProxyError::Protocol(format!(
-                    "client chose SASL mechanism {mechanism:?}; poolguard offers {}",
-                    offer.join(", ")
-                )));
-            }
-            let mut scram = ScramServer::new(verifier);
-            if let Some(data) = binding {
-                scram = scram.with_channel_binding(data, mechanism == MECHANISM_PLUS);
-            }
-            let server_first = scram
-                .handle_client_first(data.unwrap_or_default())
-                .map_err(|e| ProxyError::Protocol(format!("SCRAM: {e}")))?;
-            out.clear();
-            backend::authentication_sasl_continue(&mut out, &server_first);
-            client
-                .write_all(&out)
-                .await
-                .map_err(ProxyError::client_io)?;
-            let fin = read_auth_message(client, buf, max_len).await?;
-            let server_final = scram.handle_client_final(&fin.body).map_err(|e| match e {
-                // A wrong proof says only "authentication failed", as the server does; a
-                // broken exchange (channel binding data that does not match this
-                // connection's, a foreign nonce) is a protocol violation (08P01).
-                poolguard_pg::scram::ScramError::WrongPassword => {
-                    ProxyError::AuthFailed(user.to_owned())
-                }
-                other => ProxyError::Protocol(format!("SCRAM: {other}")),
-            })?;
-            out.clear();
-            backend::authentication_sasl_final(&mut out, &server_final);
+    if scram {
+        let verifier = match &known {
+            // An md5 hash cannot check a SCRAM proof (PostgreSQL refuses the same way); the
+            // client gets the stand-in's refusal, the log says why.
+            Known::Configured(p) if md5auth::is_stored_md5(p) => None,
+            Known::Configured(_) => shared.verifier(user),
+            Known::LookedUp(f) => f.verifier.clone(),
+            Known::Unknown => None,
+        };
+        let real = verifier.is_some();
+        if !real && !matches!(known, Known::Unknown) {
+            tracing::warn!(user, "the stored password cannot check SCRAM (an md5 hash logs in only with auth_method = \"md5\"; a verifier that does not parse, never)");
         }
-        ClientAuth::Md5 => {
-            let salt: [u8; 4] = rand::thread_rng().gen();
-            backend::authentication_md5(&mut out, salt);
-            client
-                .write_all(&out)
-                .await
-                .map_err(ProxyError::client_io)?;
-            let msg = read_auth_message(client, buf, max_len).await?;
-            let response = frontend::parse_password(&msg.body)
-                .map_err(|e| ProxyError::Protocol(format!("invalid password message: {e}")))?;
-            // An unknown user's answer is checked too, against a password no one has, so
-            // both paths do the same work before the same refusal.
-            let password = configured.map_or_else(random_secret, |u| u.password.clone());
-            if !md5auth::md5_verify(user, &password, salt, response) {
-                return Err(ProxyError::AuthFailed(user.to_owned()));
-            }
-            out.clear();
+        let verifier = verifier.unwrap_or_else(|| shared.stand_in_verifier(user));
+        let (client_key, server_final) =
+            scram_exchange(client, buf, user, verifier.clone(), max_len).await?;
+        if real {
+            proven.scram = Some((verifier, client_key));
+        }
+        backend::authentication_sasl_final(&mut out, &server_final);
+    } else {
+        let salt: [u8; 4] = rand::thread_rng().gen();
+        backend::authentication_md5(&mut out, salt);
+        client
+            .write_all(&out)
+            .await
+            .map_err(ProxyError::client_io)?;
+        out.clear();
+        let msg = read_auth_message(client, buf, max_len).await?;
+        let response = frontend::parse_password(&msg.body)
+            .map_err(|e| ProxyError::Protocol(format!("invalid password message: {e}")))?;
+        // An unknown user's answer is checked too, against a password no one has, so
+        // both paths do the same work before the same refusal.
+        let secret = match &known {
+            Known::Configured(p) => p.clone(),
+            Known::LookedUp(f) => f.secret.clone(),
+            Known::Unknown => random_secret(),
+        };
+        if !md5auth::md5_verify(user, &secret, salt, response) {
+            return Err(ProxyError::AuthFailed(user.to_owned()));
         }
     }
-    if configured.is_none() {
-        return Err(ProxyError::AuthFailed(user.to_owned()));
+    match known {
+        // A verifier-less secret (md5 hash) met SCRAM: the stand-in refused above already;
+        // this keeps the rule in one place.
+        Known::LookedUp(f) if scram && f.verifier.is_none() => {
+            return Err(ProxyError::AuthFailed(user.to_owned()))
+        }
+        Known::LookedUp(f) => proven.looked_up = Some(f.secret),
+        Known::Configured(_) if scram && proven.scram.is_none() => {
+            return Err(ProxyError::AuthFailed(user.to_owned()))
+        }
+        Known::Configured(_) => {}
+        Known::Unknown => return Err(ProxyError::AuthFailed(user.to_owned())),
     }
     // AuthenticationOk follows with the greeting; SASLFinal (if any) goes first.
     if !out.is_empty() {
@@ -472,7 +523,65 @@ async fn authenticate(
             .await
             .map_err(ProxyError::client_io)?;
     }
-    Ok(())
+    Ok(proven)
+}
+
+/// One SCRAM-SHA-256 exchange against `verifier`: the client's ClientKey and the server-final
+/// to send once the caller accepts the login. A wrong proof is 28P01.
+async fn scram_exchange(
+    client: &mut ClientStream,
+    buf: &mut BytesMut,
+    user: &str,
+    verifier: ScramVerifier,
+    max_len: usize,
+) -> Result<([u8; 32], Vec<u8>), ProxyError> {
+    let mut out = BytesMut::new();
+    // On TLS, PLUS first (libpq takes the first it supports): binding the exchange to
+    // poolguard's certificate defeats a man in the middle holding another one.
+    let binding = client.channel_binding().map(<[u8]>::to_vec);
+    let offer: &[&str] = match binding {
+        Some(_) => &[MECHANISM_PLUS, MECHANISM],
+        None => &[MECHANISM],
+    };
+    backend::authentication_sasl(&mut out, offer);
+    client
+        .write_all(&out)
+        .await
+        .map_err(ProxyError::client_io)?;
+    let first = read_auth_message(client, buf, max_len).await?;
+    let (mechanism, data) = frontend::parse_sasl_initial_response(&first.body)
+        .map_err(|e| ProxyError::Protocol(format!("invalid SASL initial response: {e}")))?;
+    if !offer.contains(&mechanism) {
+        return Err(ProxyError::Protocol(format!(
+            "client chose SASL mechanism {mechanism:?}; poolguard offers {}",
+            offer.join(", ")
+        )));
+    }
+    let mut scram = ScramServer::new(verifier);
+    if let Some(data) = binding {
+        scram = scram.with_channel_binding(data, mechanism == MECHANISM_PLUS);
+    }
+    let server_first = scram
+        .handle_client_first(data.unwrap_or_default())
+        .map_err(|e| ProxyError::Protocol(format!("SCRAM: {e}")))?;
+    out.clear();
+    backend::authentication_sasl_continue(&mut out, &server_first);
+    client
+        .write_all(&out)
+        .await
+        .map_err(ProxyError::client_io)?;
+    let fin = read_auth_message(client, buf, max_len).await?;
+    let server_final = scram.handle_client_final(&fin.body).map_err(|e| match e {
+        // A wrong proof says only "authentication failed", as the server does; a broken
+        // exchange (channel binding data that does not match this connection's, a foreign
+        // nonce) is a protocol violation (08P01).
+        poolguard_pg::scram::ScramError::WrongPassword => ProxyError::AuthFailed(user.to_owned()),
+        other => ProxyError::Protocol(format!("SCRAM: {other}")),
+    })?;
+    let client_key = scram
+        .client_key()
+        .ok_or_else(|| ProxyError::Internal("SCRAM exchange done without a ClientKey".into()))?;
+    Ok((client_key, server_final))
 }
 
 fn random_secret() -> String {

@@ -12,8 +12,10 @@
     )
 )]
 
+pub mod authquery;
 pub mod cancel;
 pub mod console;
+pub mod credential;
 pub mod features;
 pub mod login;
 pub mod negotiate;

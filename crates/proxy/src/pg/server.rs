@@ -27,13 +27,14 @@ use bytes::{Buf, BytesMut};
 use poolguard_pg::backend::{self, Authentication, ErrorNotice};
 use poolguard_pg::framing::{decode_frame, Frame, DEFAULT_MAX_MESSAGE_LEN};
 use poolguard_pg::scram::ScramClient;
-use poolguard_pg::{frontend, md5auth, startup, tags};
+use poolguard_pg::{frontend, startup, tags};
 use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 
 use crate::config::target::Target;
 use crate::entry::ServerConnector;
 use crate::hosts::{HostError, HostSet};
 use crate::pg::cancel::ServerKey;
+use crate::pg::credential::ServerCredential;
 use crate::pg::params::{is_reported, ParamSet};
 use crate::pg::prepared::{ServerStatements, UnnamedStatement};
 use crate::tls::connect::{ServerStream, ServerTls, TlsDest, TlsError};
@@ -322,8 +323,9 @@ pub struct PgConnector {
     /// The backend's hosts; connects go to the write host of the moment.
     pub hosts: Arc<HostSet>,
     pub user: String,
-    /// Replaced by a reload that changes the user's password (next login uses it).
-    password: arc_swap::ArcSwap<String>,
+    /// Password, md5 hash or SCRAM verifier and keys (passthrough); replaced by reloads,
+    /// lookups and client logins, the next server login uses what it holds then.
+    credential: ServerCredential,
     pub database: String,
     pub connect_timeout: Duration,
     /// Per-connection bound on poolguard's prepared statements (LRU beyond it).
@@ -353,6 +355,11 @@ impl PgConnector {
             database,
             connect_timeout,
         )
+    }
+
+    /// The secret its server logins use (see [`crate::pg::credential`]).
+    pub fn credential(&self) -> &ServerCredential {
+        &self.credential
     }
 
     /// Server parameters seen at the most recent login, if any server was opened yet.
@@ -472,12 +479,21 @@ impl PgConnector {
                         .map_err(|e| conn.protocol(e.to_string()))?;
                     match auth {
                         Authentication::Ok => {}
+                        // What the pool holds may not answer every method (passthrough):
+                        // the refusal names the user and why (`pg::credential`).
                         Authentication::CleartextPassword => {
-                            frontend::password_message(&mut out, self.password.load().as_bytes())
+                            let p = self.credential.cleartext(&self.user);
+                            frontend::password_message(
+                                &mut out,
+                                p.map_err(|e| conn.protocol(e))?.as_bytes(),
+                            )
                         }
                         Authentication::Md5Password { salt } => {
-                            let r = md5auth::md5_response(&self.user, &self.password.load(), salt);
-                            frontend::password_message(&mut out, r.as_bytes());
+                            let r = self.credential.md5_response(&self.user, salt);
+                            frontend::password_message(
+                                &mut out,
+                                r.map_err(|e| conn.protocol(e))?.as_bytes(),
+                            );
                         }
                         Authentication::Sasl { mechanisms } => {
                             if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
@@ -485,7 +501,10 @@ impl PgConnector {
                                     "server offers SASL mechanisms {mechanisms:?}, poolguard speaks SCRAM-SHA-256"
                                 )));
                             }
-                            let c = ScramClient::new(&self.password.load());
+                            let c = self
+                                .credential
+                                .scram_client(&self.user)
+                                .map_err(|e| conn.protocol(e))?;
                             frontend::sasl_initial_response(
                                 &mut out,
                                 "SCRAM-SHA-256",
@@ -587,7 +606,7 @@ impl ServerConnector for PgConnector {
         PgConnector {
             hosts,
             user,
-            password: arc_swap::ArcSwap::from_pointee(password),
+            credential: ServerCredential::new(&password),
             database,
             connect_timeout,
             max_prepared_statements: 100,
@@ -599,10 +618,7 @@ impl ServerConnector for PgConnector {
     /// A reload changed the user's password: the next login uses the new one (connections
     /// already open stay; the server does not ask again).
     fn set_password(&self, password: &str) {
-        if self.password.load().as_str() != password {
-            self.password
-                .store(std::sync::Arc::new(password.to_owned()));
-        }
+        self.credential.set(password);
     }
 }
 
