@@ -132,13 +132,16 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
             .backend(&backend)
             .map(|b| b.connect_timeout)
             .unwrap_or_default();
-        let connector = MyConnector::new(
+        let mut connector = MyConnector::new(
             host.clone(),
             user.name.clone(),
             user.password.clone(),
             db,
             timeout,
         );
+        connector.server_rsa_key = config
+            .backend(&backend)
+            .and_then(|b| b.server_rsa_key.clone());
         let max_connections = read_max_connections(&connector)
             .await
             .map_err(|e| unreachable(e.to_string()))?;

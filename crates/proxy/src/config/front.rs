@@ -5,6 +5,9 @@
 //! between 1 KiB and 1 GiB, statement caps at least 1).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use poolguard_mysql::full_auth::{RsaKeyPair, ServerPublicKey};
 
 use super::raw::{RawMysql, RawPostgres};
 use super::{invalid, parse_addr, parse_size, ConfigError};
@@ -80,8 +83,25 @@ pub struct PostgresFront {
 pub enum MysqlAuth {
     /// `mysql_native_password` (SHA1 challenge-response).
     NativePassword,
-    /// `caching_sha2_password`, fast path only (the full path needs TLS or RSA).
+    /// `caching_sha2_password`: the fast path, and the full path (cleartext over TLS, RSA
+    /// without) when [`FullAuth`] says so.
     CachingSha2,
+}
+
+/// `[mysql] caching_sha2_full_auth`: when a caching_sha2 client is asked for its full password
+/// (AuthMoreData 0x04) instead of being checked on its scramble. poolguard knows the plain
+/// password, so the fast path alone proves as much; the full path is for users stored as a
+/// native `*HEX` hash (which cannot check a SHA-256 scramble) and for behaving like a MySQL 8
+/// server whose cache is cold (see `crate::mysql::sha2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullAuth {
+    /// Only for users whose password is configured as a native hash.
+    WhenNeeded,
+    /// Like MySQL 8: until a user completes one full authentication (since start, or since
+    /// its password changed), then the fast path.
+    FirstLogin,
+    /// Every login (a cache that never warms).
+    Always,
 }
 
 /// The `[mysql]` front door.
@@ -96,6 +116,10 @@ pub struct MysqlFront {
     pub max_prepared_statements: usize,
     /// `client_tls` and its certificate, loaded (see [`crate::tls::accept`]).
     pub tls: ClientTls,
+    pub full_auth: FullAuth,
+    /// `rsa_private_key_file`, loaded; `None`: poolguard generates a key pair when a client
+    /// first needs one.
+    pub rsa_key: Option<Arc<RsaKeyPair>>,
 }
 
 /// Validates the `[postgres]` table.
@@ -204,6 +228,28 @@ pub(super) fn mysql_front(m: &RawMysql) -> Result<MysqlFront, ConfigError> {
             "must be at least 1",
         ));
     }
+    let full_auth = match m.caching_sha2_full_auth.as_deref().unwrap_or("when_needed") {
+        "when_needed" => FullAuth::WhenNeeded,
+        "first_login" => FullAuth::FirstLogin,
+        "always" => FullAuth::Always,
+        other => {
+            return Err(invalid(
+                "mysql.caching_sha2_full_auth",
+                format!("{other:?} is not one of \"when_needed\", \"first_login\", \"always\""),
+            ))
+        }
+    };
+    let rsa_key = match &m.rsa_private_key_file {
+        Some(path) => {
+            let key = "mysql.rsa_private_key_file";
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| invalid(key, format!("cannot read {path:?}: {e}")))?;
+            let pair =
+                RsaKeyPair::from_pem(&pem).map_err(|e| invalid(key, format!("{path:?}: {e}")))?;
+            Some(Arc::new(pair))
+        }
+        None => None,
+    };
     Ok(MysqlFront {
         listen: parse_addr("mysql.listen", &m.listen)?,
         auth,
@@ -211,7 +257,29 @@ pub(super) fn mysql_front(m: &RawMysql) -> Result<MysqlFront, ConfigError> {
         max_allowed_packet,
         max_prepared_statements,
         tls: client_tls!("mysql", m, None)?,
+        full_auth,
+        rsa_key,
     })
+}
+
+/// `backends[].server_rsa_public_key_file`, loaded (MySQL backends only).
+pub(super) fn server_rsa_key(
+    key: &str,
+    path: Option<&str>,
+    mysql: bool,
+) -> Result<Option<Arc<ServerPublicKey>>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let key = format!("{key}.server_rsa_public_key_file");
+    if !mysql {
+        return Err(invalid(key, "only MySQL backends use an RSA key"));
+    }
+    let pem =
+        std::fs::read(path).map_err(|e| invalid(&key, format!("cannot read {path:?}: {e}")))?;
+    let public =
+        ServerPublicKey::from_pem(&pem).map_err(|e| invalid(&key, format!("{path:?}: {e}")))?;
+    Ok(Some(Arc::new(public)))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub mod observe;
 pub mod raw;
 pub mod target;
 
-pub use front::{ClientAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
+pub use front::{ClientAuth, FullAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
 pub use limits::{Limits, LoginLimits};
 
 use std::borrow::Cow;
@@ -79,6 +79,9 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// Health checks and circuit breakers for the hosts.
     pub guard: guard::HostGuard,
+    /// MySQL: the server's RSA key for caching_sha2's full path without TLS; `None`: asked
+    /// from the server when needed.
+    pub server_rsa_key: Option<std::sync::Arc<poolguard_mysql::full_auth::ServerPublicKey>>,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +326,11 @@ impl Config {
                 max_connections: b.max_connections,
                 connect_timeout,
                 guard: guard::HostGuard::from_raw(&key, b)?,
+                server_rsa_key: front::server_rsa_key(
+                    &key,
+                    b.server_rsa_public_key_file.as_deref(),
+                    protocol == Protocol::Mysql,
+                )?,
             });
         }
 
