@@ -310,4 +310,58 @@ mod tests {
             .to_string();
         assert!(e.contains("postgres.max_client_prepared_statements"), "{e}");
     }
+
+    fn mysql(extra: &str) -> Result<MysqlFront, ConfigError> {
+        let raw: RawMysql =
+            toml::from_str(&format!("listen = \"127.0.0.1:6033\"\n{extra}")).unwrap();
+        mysql_front(&raw)
+    }
+
+    #[test]
+    fn caching_sha2_keys() {
+        let m = mysql("").unwrap();
+        assert_eq!(m.full_auth, FullAuth::WhenNeeded);
+        assert!(m.rsa_key.is_none(), "generated when first needed");
+        let m = mysql("caching_sha2_full_auth = \"first_login\"").unwrap();
+        assert_eq!(m.full_auth, FullAuth::FirstLogin);
+        let e = mysql("caching_sha2_full_auth = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mysql.caching_sha2_full_auth"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("poolguard-sha2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("rsa.key");
+        let pair = poolguard_mysql::full_auth::RsaKeyPair::generate().unwrap();
+        // A public key is not a private key: the file is refused, naming the key.
+        std::fs::write(&good, pair.public_pem()).unwrap();
+        let e = mysql(&format!(
+            "rsa_private_key_file = {:?}",
+            good.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("mysql.rsa_private_key_file") && e.contains("private key"),
+            "{e}"
+        );
+        let e = mysql("rsa_private_key_file = \"/nonexistent/rsa.key\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+
+        // The server key: MySQL backends only, and it must parse.
+        let public = dir.join("server.pub");
+        std::fs::write(&public, pair.public_pem()).unwrap();
+        let path = public.display().to_string();
+        let key = server_rsa_key("backends[0]", Some(&path), true).unwrap();
+        assert_eq!(key.unwrap().bits(), 2048);
+        let e = server_rsa_key("backends[0]", Some(&path), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backends[0].server_rsa_public_key_file"), "{e}");
+        std::fs::write(&public, "not a key").unwrap();
+        assert!(server_rsa_key("backends[0]", Some(&path), true).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -40,16 +40,12 @@ pub fn verify(
     nonce: &[u8],
     response: &[u8],
 ) -> Result<(), ProxyError> {
-    let configured = config.user(user);
-    let password = match configured {
-        Some(u) => u.password.clone(),
-        None => random_password(),
-    };
+    let (configured, password) = stored(config, user);
     let denied = || denied(user, peer_ip, !response.is_empty());
     let ok = match method {
         MysqlAuth::NativePassword => auth::native_verify(&password, nonce, response),
         MysqlAuth::CachingSha2 => {
-            if configured.is_some() && auth::parse_native_hash(&password).is_some() {
+            if configured && auth::parse_native_hash(&password).is_some() {
                 // The explanation goes to the operator only: told to the client, it would
                 // single out a user name that exists.
                 tracing::warn!(user = %user, client = %peer_ip, "MySQL COM_CHANGE_USER refused: poolguard has only a mysql_native_password hash for this user, and COM_CHANGE_USER takes caching_sha2_password's fast path, which needs the plain password; configure the plain password, or set [mysql] auth_method = \"mysql_native_password\"");
@@ -58,7 +54,7 @@ pub fn verify(
             auth::sha2_verify(password.as_bytes(), nonce, response)
         }
     };
-    if ok && configured.is_some() {
+    if ok && configured {
         Ok(())
     } else {
         Err(denied())
@@ -82,11 +78,7 @@ pub fn verify_cleartext(
     peer_ip: &str,
     password: &[u8],
 ) -> Result<(), ProxyError> {
-    let configured = config.user(user);
-    let stored = match configured {
-        Some(u) => u.password.clone(),
-        None => random_password(),
-    };
+    let (configured, stored) = stored(config, user);
     let ok = match auth::parse_native_hash(&stored) {
         Some(stage2) => {
             let candidate = auth::native_password_hash(password);
@@ -94,10 +86,19 @@ pub fn verify_cleartext(
         }
         None => auth::constant_time_eq(stored.as_bytes(), password),
     };
-    if ok && configured.is_some() {
+    if ok && configured {
         Ok(())
     } else {
         Err(denied(user, peer_ip, true))
+    }
+}
+
+/// Whether `user` is configured, and its stored password (a random one if not, so an unknown
+/// user costs the same check).
+fn stored(config: &Config, user: &str) -> (bool, String) {
+    match config.user(user) {
+        Some(u) => (true, u.password.clone()),
+        None => (false, random_password()),
     }
 }
 

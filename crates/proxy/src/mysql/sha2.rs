@@ -82,7 +82,7 @@ impl Sha2State {
 
     /// Notes a successful full authentication (plain passwords only: a native hash can never
     /// take the fast path).
-    fn remember(&self, user: &str, stored: &str) {
+    pub(crate) fn remember(&self, user: &str, stored: &str) {
         if parse_native_hash(stored).is_some() {
             return;
         }
@@ -185,3 +185,7 @@ pub fn client_for(connector: &MyConnector, conn: &ServerConn, scramble: &[u8]) -
         connector.server_rsa_key.as_deref().cloned(),
     )
 }
+
+#[cfg(test)]
+#[path = "sha2_tests.rs"]
+mod tests;
