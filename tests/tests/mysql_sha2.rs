@@ -193,6 +193,37 @@ fn first_login_goes_full_then_fast_with_the_configured_key() {
 
     // A real client on the fast path now.
     assert_eq!(pymysql(port, PASSWORD, None), "value=42");
+
+    // What poolguard sends a MySQL 8 server without TLS, OpenSSL (which MySQL uses) decrypts:
+    // RSA-OAEP with SHA-1 and MGF1-SHA-1, the password NUL-terminated, XORed with the scramble.
+    let scramble: Vec<u8> = (0x21u8..0x21 + 20).collect();
+    let server_key = ServerPublicKey::from_pem(public.as_bytes()).unwrap();
+    let sealed = server_key
+        .encrypt_password(PASSWORD.as_bytes(), &scramble)
+        .unwrap();
+    let sealed_file = dir.path().join("sealed");
+    std::fs::write(&sealed_file, &sealed).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["pkeyutl", "-decrypt", "-inkey", &key, "-in"])
+        .arg(&sealed_file)
+        .args([
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unmasked: Vec<u8> = out
+        .stdout
+        .iter()
+        .zip(scramble.iter().cycle())
+        .map(|(b, s)| b ^ s)
+        .collect();
+    assert_eq!(unmasked, [PASSWORD.as_bytes(), &[0]].concat());
 }
 
 /// `always`: every login takes the full path; real clients do it over TLS (password in clear)
