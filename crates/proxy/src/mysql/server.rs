@@ -487,7 +487,8 @@ impl MyConnector {
                     let Some(state) = sha2.as_mut() else {
                         return Err(conn.protocol("unexpected authentication data"));
                     };
-                    let password = self.password.load();
+                    // An owned pointer: no arc-swap guard held across the write below.
+                    let password = self.password.load_full();
                     match state.on_more_data(&more.data, password.as_bytes()) {
                         Ok(ClientStep::Send(answer)) => {
                             conn.write_packet(p.next_seq(), &answer).await?
