@@ -1,6 +1,6 @@
 //! caching_sha2_password full authentication on poolguard's MySQL door (poolguard as the
 //! server), with real clients: PyMySQL over TLS (password in clear) and without (RSA-OAEP with
-//! poolguard's key), node mysql2 without TLS, the mariadb CLI over TLS; and a raw client that
+//! poolguard's key), node mysql2 without TLS, the mariadb CLI over both; and a raw client that
 //! shows which path poolguard chose (AuthMoreData 0x03 fast, 0x04 full) as the cache warms.
 //! poolguard as the client of a MySQL 8 server is tested against a scripted server in
 //! `crates/proxy/src/mysql/sha2_tests.rs` (MariaDB has no caching_sha2 server plugin).
@@ -256,6 +256,11 @@ fn real_clients_full_auth_over_tls_and_rsa() {
         format!("--ssl-ca={ca}"),
     ];
     let out = mariadb_cli_with(port, &tls, "SELECT 40 + 2");
+    assert_eq!(stdout(&out), "42", "{}", stderr(&out));
+    // Without TLS the CLI's caching_sha2 plugin asks for poolguard's key (with `--skip-ssl`:
+    // without it, a 10.11 CLI that wanted TLS and did not get it sends the password in clear,
+    // which poolguard refuses with 1045 as MySQL does).
+    let out = mariadb_cli_with(port, &["--skip-ssl".into()], "SELECT 40 + 2");
     assert_eq!(stdout(&out), "42", "{}", stderr(&out));
 
     // Still the full path after all those successes.

@@ -330,6 +330,11 @@ pub fn server_full_auth(
     }
     match key.decrypt_password(payload, scramble) {
         Some(pw) => ServerStep::Password(pw),
+        // Some clients send the password in clear when they merely asked for TLS and did not
+        // get it: said apart in the log only, refused all the same.
+        None if payload.last() == Some(&0) && payload.len() != key.bits() / 8 => {
+            ServerStep::Refuse("a cleartext password on a connection without TLS")
+        }
         None => ServerStep::Refuse("not an RSA-OAEP encrypted password for poolguard's key"),
     }
 }
@@ -492,10 +497,10 @@ mod tests {
             ServerStep::Refuse(_)
         ));
         // Cleartext without TLS is not accepted.
-        assert!(matches!(
+        assert_eq!(
             server_full_auth(b"pw\0", false, true, Some(pair()), &s),
-            ServerStep::Refuse(_)
-        ));
+            ServerStep::Refuse("a cleartext password on a connection without TLS")
+        );
         let key = ServerPublicKey::from_pem(pair().public_pem().as_bytes()).unwrap();
         let sealed = key.encrypt_password(b"pw", &s).unwrap();
         assert_eq!(
