@@ -8,6 +8,8 @@
 //! - [`handshake`]: greeting, handshake response / SSL request, auth switch, COM_CHANGE_USER.
 //! - [`auth`]: `mysql_native_password` (plaintext or `*HEX` hash) and `caching_sha2_password`'s
 //!   fast path, both sides; nonces.
+//! - [`full_auth`]: `caching_sha2_password`'s full path (cleartext over TLS, RSA-OAEP without),
+//!   both sides, with the RSA keys.
 //! - [`response`]: OK / ERR / EOF packets and [`response::classify`].
 //! - [`tracker`]: where a command's response ends, and the status flags it ends with (what
 //!   transaction pooling needs to release a server).
@@ -38,6 +40,7 @@ pub mod auth;
 pub mod command;
 pub mod consts;
 pub mod error;
+pub mod full_auth;
 pub mod handshake;
 pub mod lenenc;
 pub mod packet;

@@ -135,7 +135,7 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
         let tls = config
             .backend(&backend)
             .map_or_else(ServerTls::disabled, |b| b.server_tls.clone());
-        let connector = MyConnector::new(
+        let mut connector = MyConnector::new(
             host.clone(),
             tls,
             user.name.clone(),
@@ -143,6 +143,9 @@ async fn read_mysql_budgets(config: &Config) -> Result<Vec<ServerBudget>, CheckE
             db,
             timeout,
         );
+        connector.server_rsa_key = config
+            .backend(&backend)
+            .and_then(|b| b.server_rsa_key.clone());
         let max_connections = read_max_connections(&connector)
             .await
             .map_err(|e| unreachable(e.to_string()))?;

@@ -5,6 +5,9 @@
 //! between 1 KiB and 1 GiB, statement caps at least 1).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use poolguard_mysql::full_auth::{RsaKeyPair, ServerPublicKey};
 
 use super::raw::{RawMysql, RawPostgres};
 use super::{invalid, parse_addr, parse_size, ConfigError};
@@ -80,8 +83,25 @@ pub struct PostgresFront {
 pub enum MysqlAuth {
     /// `mysql_native_password` (SHA1 challenge-response).
     NativePassword,
-    /// `caching_sha2_password`, fast path only (the full path needs TLS or RSA).
+    /// `caching_sha2_password`: the fast path, and the full path (cleartext over TLS, RSA
+    /// without) when [`FullAuth`] says so.
     CachingSha2,
+}
+
+/// `[mysql] caching_sha2_full_auth`: when a caching_sha2 client is asked for its full password
+/// (AuthMoreData 0x04) instead of being checked on its scramble. poolguard knows the plain
+/// password, so the fast path alone proves as much; the full path is for users stored as a
+/// native `*HEX` hash (which cannot check a SHA-256 scramble) and for behaving like a MySQL 8
+/// server whose cache is cold (see `crate::mysql::sha2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullAuth {
+    /// Only for users whose password is configured as a native hash.
+    WhenNeeded,
+    /// Like MySQL 8: until a user completes one full authentication (since start, or since
+    /// its password changed), then the fast path.
+    FirstLogin,
+    /// Every login (a cache that never warms).
+    Always,
 }
 
 /// The `[mysql]` front door.
@@ -96,6 +116,10 @@ pub struct MysqlFront {
     pub max_prepared_statements: usize,
     /// `client_tls` and its certificate, loaded (see [`crate::tls::accept`]).
     pub tls: ClientTls,
+    pub full_auth: FullAuth,
+    /// `rsa_private_key_file`, loaded; `None`: poolguard generates a key pair when a client
+    /// first needs one.
+    pub rsa_key: Option<Arc<RsaKeyPair>>,
 }
 
 /// Validates the `[postgres]` table.
@@ -204,6 +228,28 @@ pub(super) fn mysql_front(m: &RawMysql) -> Result<MysqlFront, ConfigError> {
             "must be at least 1",
         ));
     }
+    let full_auth = match m.caching_sha2_full_auth.as_deref().unwrap_or("when_needed") {
+        "when_needed" => FullAuth::WhenNeeded,
+        "first_login" => FullAuth::FirstLogin,
+        "always" => FullAuth::Always,
+        other => {
+            return Err(invalid(
+                "mysql.caching_sha2_full_auth",
+                format!("{other:?} is not one of \"when_needed\", \"first_login\", \"always\""),
+            ))
+        }
+    };
+    let rsa_key = match &m.rsa_private_key_file {
+        Some(path) => {
+            let key = "mysql.rsa_private_key_file";
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| invalid(key, format!("cannot read {path:?}: {e}")))?;
+            let pair =
+                RsaKeyPair::from_pem(&pem).map_err(|e| invalid(key, format!("{path:?}: {e}")))?;
+            Some(Arc::new(pair))
+        }
+        None => None,
+    };
     Ok(MysqlFront {
         listen: parse_addr("mysql.listen", &m.listen)?,
         auth,
@@ -211,7 +257,29 @@ pub(super) fn mysql_front(m: &RawMysql) -> Result<MysqlFront, ConfigError> {
         max_allowed_packet,
         max_prepared_statements,
         tls: client_tls!("mysql", m, None)?,
+        full_auth,
+        rsa_key,
     })
+}
+
+/// `backends[].server_rsa_public_key_file`, loaded (MySQL backends only).
+pub(super) fn server_rsa_key(
+    key: &str,
+    path: Option<&str>,
+    mysql: bool,
+) -> Result<Option<Arc<ServerPublicKey>>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let key = format!("{key}.server_rsa_public_key_file");
+    if !mysql {
+        return Err(invalid(key, "only MySQL backends use an RSA key"));
+    }
+    let pem =
+        std::fs::read(path).map_err(|e| invalid(&key, format!("cannot read {path:?}: {e}")))?;
+    let public =
+        ServerPublicKey::from_pem(&pem).map_err(|e| invalid(&key, format!("{path:?}: {e}")))?;
+    Ok(Some(Arc::new(public)))
 }
 
 #[cfg(test)]
@@ -241,5 +309,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("postgres.max_client_prepared_statements"), "{e}");
+    }
+
+    fn mysql(extra: &str) -> Result<MysqlFront, ConfigError> {
+        let raw: RawMysql =
+            toml::from_str(&format!("listen = \"127.0.0.1:6033\"\n{extra}")).unwrap();
+        mysql_front(&raw)
+    }
+
+    #[test]
+    fn caching_sha2_keys() {
+        let m = mysql("").unwrap();
+        assert_eq!(m.full_auth, FullAuth::WhenNeeded);
+        assert!(m.rsa_key.is_none(), "generated when first needed");
+        let m = mysql("caching_sha2_full_auth = \"first_login\"").unwrap();
+        assert_eq!(m.full_auth, FullAuth::FirstLogin);
+        let e = mysql("caching_sha2_full_auth = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mysql.caching_sha2_full_auth"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("poolguard-sha2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("rsa.key");
+        let pair = poolguard_mysql::full_auth::RsaKeyPair::generate().unwrap();
+        // A public key is not a private key: the file is refused, naming the key.
+        std::fs::write(&good, pair.public_pem()).unwrap();
+        let e = mysql(&format!(
+            "rsa_private_key_file = {:?}",
+            good.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("mysql.rsa_private_key_file") && e.contains("private key"),
+            "{e}"
+        );
+        let e = mysql("rsa_private_key_file = \"/nonexistent/rsa.key\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+
+        // The server key: MySQL backends only, and it must parse.
+        let public = dir.join("server.pub");
+        std::fs::write(&public, pair.public_pem()).unwrap();
+        let path = public.display().to_string();
+        let key = server_rsa_key("backends[0]", Some(&path), true).unwrap();
+        assert_eq!(key.unwrap().bits(), 2048);
+        let e = server_rsa_key("backends[0]", Some(&path), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backends[0].server_rsa_public_key_file"), "{e}");
+        std::fs::write(&public, "not a key").unwrap();
+        assert!(server_rsa_key("backends[0]", Some(&path), true).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,7 @@ pub mod raw;
 pub mod server_tls;
 pub mod target;
 
-pub use front::{ClientAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
+pub use front::{ClientAuth, FullAuth, MysqlAuth, MysqlFront, PostgresFront, SessionStatePolicy};
 pub use limits::{Limits, LoginLimits};
 
 use std::borrow::Cow;
@@ -83,6 +83,9 @@ pub struct Backend {
     pub guard: guard::HostGuard,
     /// `server_tls` and its files, built into a rustls configuration.
     pub server_tls: crate::tls::connect::ServerTls,
+    /// MySQL: the server's RSA key for caching_sha2's full path without TLS; `None`: asked
+    /// from the server when needed.
+    pub server_rsa_key: Option<std::sync::Arc<poolguard_mysql::full_auth::ServerPublicKey>>,
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +344,11 @@ impl Config {
                 connect_timeout,
                 guard: guard::HostGuard::from_raw(&key, b)?,
                 server_tls: server_tls::from_raw(&key, b)?,
+                server_rsa_key: front::server_rsa_key(
+                    &key,
+                    b.server_rsa_public_key_file.as_deref(),
+                    protocol == Protocol::Mysql,
+                )?,
             });
         }
 

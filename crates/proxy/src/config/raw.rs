@@ -145,6 +145,10 @@ pub struct RawMysql {
     pub client_tls: Option<String>,
     /// CA (PEM) client certificates must be signed by; needs client_tls = "require".
     pub tls_client_ca_file: Option<String>,
+    /// caching_sha2_password: "when_needed" (default), "first_login" or "always".
+    pub caching_sha2_full_auth: Option<String>,
+    /// PEM RSA private key for caching_sha2's RSA path (default: one generated in memory).
+    pub rsa_private_key_file: Option<String>,
 }
 
 /// A size in bytes, written as an integer or as a string with a unit.
@@ -174,6 +178,8 @@ pub struct RawBackend {
     pub server_tls_ca_file: Option<String>,
     pub server_tls_cert_file: Option<String>,
     pub server_tls_key_file: Option<String>,
+    /// MySQL: the server's RSA public key (PEM) for caching_sha2's full path without TLS.
+    pub server_rsa_public_key_file: Option<String>,
 }
 
 /// Keys a `[[databases]]` entry may override from `[limits]`.

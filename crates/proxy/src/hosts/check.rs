@@ -135,13 +135,17 @@ impl Prober {
                 db.unwrap_or_else(|| "postgres".into()),
                 timeout,
             )),
-            Protocol::Mysql => Prober::My(MyConnector::for_hosts(
-                set.clone(),
-                name,
-                password,
-                db.unwrap_or_default(),
-                timeout,
-            )),
+            Protocol::Mysql => {
+                let mut c = MyConnector::for_hosts(
+                    set.clone(),
+                    name,
+                    password,
+                    db.unwrap_or_default(),
+                    timeout,
+                );
+                c.server_rsa_key = backend.server_rsa_key.clone();
+                Prober::My(c)
+            }
         })
     }
 

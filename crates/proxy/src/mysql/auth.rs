@@ -1,12 +1,12 @@
-//! Verifying MySQL clients against `[[users]]`: mysql_native_password and the fast path of
-//! caching_sha2_password, used at login and by COM_CHANGE_USER.
+//! Verifying MySQL clients against `[[users]]`: mysql_native_password, the fast path of
+//! caching_sha2_password (used at login and by COM_CHANGE_USER), and the password a client
+//! sent in full through caching_sha2's full path ([`verify_cleartext`], see [`super::sha2`]).
 //!
-//! The fast path always applies: poolguard knows the plain password, so it never needs the
-//! full path (cleartext over TLS, or RSA). The exception is a user configured with a stored
-//! `*HEX` native hash, which cannot check a SHA-256 scramble: such a login is refused with 1045,
-//! and poolguard's log says what to change. Unknown users go through the same computation
-//! against a random password, and every refusal reads the same ("Access denied for user ..."),
-//! so the answer does not reveal which user names exist.
+//! A user configured with a stored `*HEX` native hash cannot be checked on a SHA-256 scramble:
+//! logins take the full path for it; COM_CHANGE_USER, which only does the fast path, refuses it
+//! with 1045 and poolguard's log says what to change. Unknown users go through the same
+//! computation against a random password, and every refusal reads the same ("Access denied for
+//! user ..."), so the answer does not reveal which user names exist.
 
 use poolguard_mysql::auth::{self, CACHING_SHA2_PASSWORD, MYSQL_NATIVE_PASSWORD};
 use rand::Rng;
@@ -40,33 +40,65 @@ pub fn verify(
     nonce: &[u8],
     response: &[u8],
 ) -> Result<(), ProxyError> {
-    let configured = config.user(user);
-    let password = match configured {
-        Some(u) => u.password.clone(),
-        None => random_password(),
-    };
-    let denied = || {
-        ProxyError::AuthRefused(format!(
-            "Access denied for user '{user}'@'{peer_ip}' (using password: {}) (poolguard)",
-            if response.is_empty() { "NO" } else { "YES" }
-        ))
-    };
+    let (configured, password) = stored(config, user);
+    let denied = || denied(user, peer_ip, !response.is_empty());
     let ok = match method {
         MysqlAuth::NativePassword => auth::native_verify(&password, nonce, response),
         MysqlAuth::CachingSha2 => {
-            if configured.is_some() && auth::parse_native_hash(&password).is_some() {
+            if configured && auth::parse_native_hash(&password).is_some() {
                 // The explanation goes to the operator only: told to the client, it would
                 // single out a user name that exists.
-                tracing::warn!(user = %user, client = %peer_ip, "MySQL login refused: poolguard has only a mysql_native_password hash for this user and cannot do caching_sha2_password's full authentication over plain TCP; set [mysql] auth_method = \"mysql_native_password\" (or have clients connect with that plugin), or configure the plain password so caching_sha2_password's fast path works");
+                tracing::warn!(user = %user, client = %peer_ip, "MySQL COM_CHANGE_USER refused: poolguard has only a mysql_native_password hash for this user, and COM_CHANGE_USER takes caching_sha2_password's fast path, which needs the plain password; configure the plain password, or set [mysql] auth_method = \"mysql_native_password\"");
                 return Err(denied());
             }
             auth::sha2_verify(password.as_bytes(), nonce, response)
         }
     };
-    if ok && configured.is_some() {
+    if ok && configured {
         Ok(())
     } else {
         Err(denied())
+    }
+}
+
+/// The one refusal every failed check gives, whatever the reason (1045).
+pub fn denied(user: &str, peer_ip: &str, using_password: bool) -> ProxyError {
+    ProxyError::AuthRefused(format!(
+        "Access denied for user '{user}'@'{peer_ip}' (using password: {}) (poolguard)",
+        if using_password { "YES" } else { "NO" }
+    ))
+}
+
+/// Checks a password a client sent in full (caching_sha2's full path) for `user`: equal to the
+/// configured plain password, or hashing to the configured native `*HEX` hash. An unknown user
+/// is compared with a random password, as in [`verify`].
+pub fn verify_cleartext(
+    config: &Config,
+    user: &str,
+    peer_ip: &str,
+    password: &[u8],
+) -> Result<(), ProxyError> {
+    let (configured, stored) = stored(config, user);
+    let ok = match auth::parse_native_hash(&stored) {
+        Some(stage2) => {
+            let candidate = auth::native_password_hash(password);
+            auth::parse_native_hash(&candidate).is_some_and(|c| auth::constant_time_eq(&c, &stage2))
+        }
+        None => auth::constant_time_eq(stored.as_bytes(), password),
+    };
+    if ok && configured {
+        Ok(())
+    } else {
+        Err(denied(user, peer_ip, true))
+    }
+}
+
+/// Whether `user` is configured, and its stored password (a random one if not, so an unknown
+/// user costs the same check).
+fn stored(config: &Config, user: &str) -> (bool, String) {
+    match config.user(user) {
+        Some(u) => (true, u.password.clone()),
+        None => (false, random_password()),
     }
 }
 
@@ -120,6 +152,20 @@ password = "{password}"
             unknown.to_string(),
             "an unknown user reads like a wrong password"
         );
+    }
+
+    #[test]
+    fn cleartext_against_plain_and_hash() {
+        let c = config("app-secret");
+        assert!(verify_cleartext(&c, "app", "ip", b"app-secret").is_ok());
+        let e = verify_cleartext(&c, "app", "ip", b"app-secreT").unwrap_err();
+        assert_eq!(e.mysql_code(true), 1045);
+        let unknown = verify_cleartext(&c, "bob", "ip", b"app-secret").unwrap_err();
+        assert_eq!(e.to_string().replace("'app'", "'bob'"), unknown.to_string());
+        let c = config(&auth::native_password_hash(b"app-secret"));
+        assert!(verify_cleartext(&c, "app", "ip", b"app-secret").is_ok());
+        assert!(verify_cleartext(&c, "app", "ip", b"other").is_err());
+        assert!(verify_cleartext(&c, "app", "ip", b"").is_err());
     }
 
     #[test]

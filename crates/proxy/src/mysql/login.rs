@@ -41,6 +41,7 @@ use crate::mysql::kill::Registration;
 use crate::mysql::pools::{acquire_error, DbSlot, MyLease, MyPoolEntry};
 use crate::mysql::server::ServerInfo;
 use crate::mysql::session::Session;
+use crate::mysql::sha2;
 use crate::mysql::sync::SessionState;
 use crate::mysql::wire::{err_before_greeting, send_fatal};
 use crate::state::Shared;
@@ -141,6 +142,11 @@ impl ClientIo<'_> {
             .write_all(&out)
             .await
             .map_err(ProxyError::client_io)
+    }
+
+    /// Whether the client is on TLS (caching_sha2 may then take its password in clear).
+    pub fn is_tls(&self) -> bool {
+        self.stream.as_ref().is_some_and(ClientStream::is_tls)
     }
 
     fn client(&mut self) -> Result<&mut ClientStream, ProxyError> {
@@ -437,11 +443,16 @@ async fn authenticate(
             "poolguard asks for {ours}, and this client cannot switch authentication plugins"
         )));
     };
+    let peer_ip = peer.ip().to_string();
+    if method == MysqlAuth::CachingSha2 && wants_full_auth(shared, &response.username, &answer) {
+        // The scramble is not checked: the password itself comes next (MySQL's cold cache).
+        return sha2::full_auth(io, shared, &response.username, &peer_ip, &nonce, seq).await;
+    }
     auth::verify(
         &shared.config(),
         method,
         &response.username,
-        &peer.ip().to_string(),
+        &peer_ip,
         &nonce,
         &answer,
     )?;
@@ -451,6 +462,20 @@ async fn authenticate(
         *seq = seq.wrapping_add(1);
     }
     Ok(())
+}
+
+/// Whether this caching_sha2 login takes the full path (`[mysql] caching_sha2_full_auth`).
+fn wants_full_auth(shared: &Shared, user: &str, answer: &[u8]) -> bool {
+    let config = shared.config();
+    let policy = config
+        .mysql
+        .as_ref()
+        .map_or(crate::config::FullAuth::WhenNeeded, |m| m.full_auth);
+    let stored = config.user(user).map(|u| u.password.as_str());
+    shared
+        .mysql
+        .sha2
+        .wants_full_auth(policy, user, stored, answer)
 }
 
 /// Sends an AuthSwitchRequest with a fresh nonce and reads the client's answer.

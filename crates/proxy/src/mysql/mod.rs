@@ -23,6 +23,7 @@ pub mod pools;
 pub mod reclaim;
 pub mod server;
 pub mod session;
+pub mod sha2;
 pub mod sql;
 pub mod stmts;
 pub mod sync;

@@ -37,6 +37,8 @@ pub struct MysqlState {
     db_clients: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     info: Mutex<Option<Arc<ServerInfo>>>,
     pub kills: Arc<KillRegistry>,
+    /// caching_sha2_password full authentication: warm users, generated key pair.
+    pub sha2: crate::mysql::sha2::Sha2State,
 }
 
 /// One client counted against its database's `max_client_connections`; dropping it gives the
@@ -178,8 +180,13 @@ fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyP
         .mysql
         .as_ref()
         .map(|m| m.max_prepared_statements);
+    let server_rsa_key = shared
+        .config()
+        .backend(&db.backend)
+        .and_then(|b| b.server_rsa_key.clone());
     let finish = |c: &mut MyConnector| {
         c.found_rows = found_rows;
+        c.server_rsa_key = server_rsa_key;
         c.target = db.target;
         if let Some(max) = front {
             c.max_prepared_statements = max;

@@ -6,10 +6,9 @@
 //! [`SessionState`] is what poolguard knows the server session looks like, so the next client's
 //! state can be synchronised onto it ([`super::sync`]).
 //!
-//! Login answers what the server asks for: mysql_native_password, caching_sha2_password's fast
-//! path, and auth switches between them. caching_sha2's full path sends the password over TLS
-//! as MySQL's own clients do; over plain TCP (it would need the server's RSA key) it is refused
-//! with a message.
+//! Login answers what the server asks for: mysql_native_password, caching_sha2_password (fast
+//! path, and the full path: cleartext over TLS, RSA-OAEP without, see [`super::sha2`]), and
+//! auth switches between them.
 //!
 //! TLS (`server_tls`, [`crate::tls::connect`]): when the greeting offers CLIENT_SSL and TLS is
 //! wanted, poolguard sends the SSL request (the first 32 bytes of its handshake response, with
@@ -28,6 +27,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use poolguard_mysql::auth::{self, CACHING_SHA2_PASSWORD, MYSQL_NATIVE_PASSWORD};
 use poolguard_mysql::consts::*;
+use poolguard_mysql::full_auth::{ClientStep, ServerPublicKey, Sha2Client};
 use poolguard_mysql::handshake::{
     AuthMoreData, AuthSwitchRequest, HandshakeResponse41, HandshakeV10, SslRequest,
 };
@@ -44,6 +44,7 @@ use crate::config::target::Target;
 use crate::entry::ServerConnector;
 use crate::hosts::{HostError, HostSet};
 use crate::mysql::caps;
+use crate::mysql::sha2;
 use crate::mysql::stmts::ServerStatements;
 use crate::mysql::sync::SessionState;
 use crate::tls::connect::{ServerStream, ServerTls, TlsError};
@@ -161,6 +162,12 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
+    /// Whether the connection to the server is TLS (caching_sha2 then sends the password in
+    /// clear).
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.status & SERVER_STATUS_IN_TRANS != 0
     }
@@ -316,6 +323,9 @@ pub struct MyConnector {
     info: Mutex<Option<Arc<ServerInfo>>>,
     /// The write host, or the replicas (hosts with `@@global.read_only = 1`).
     pub target: Target,
+    /// The backend's `server_rsa_public_key_file` (caching_sha2 without TLS); `None`: ask the
+    /// server for its key.
+    pub server_rsa_key: Option<Arc<ServerPublicKey>>,
 }
 
 impl MyConnector {
@@ -479,7 +489,9 @@ impl MyConnector {
         let mut payload = BytesMut::new();
         response.encode(&mut payload);
         conn.write_packet(seq, &payload).await?;
-        self.finish_auth(&mut conn, &mut codec).await?;
+        let sha2 = (login_plugin(plugin) == CACHING_SHA2_PASSWORD)
+            .then(|| sha2::client_for(self, &conn, &hs.auth_plugin_data));
+        self.finish_auth(&mut conn, &mut codec, sha2).await?;
         let info = ServerInfo {
             version: hs.server_version,
             capabilities: hs.capabilities,
@@ -489,11 +501,13 @@ impl MyConnector {
         Ok((conn, info))
     }
 
-    /// Answers auth switches and caching_sha2's markers until the server says OK or ERR.
+    /// Answers auth switches and caching_sha2's AuthMoreData (`sha2`: the state of the
+    /// caching_sha2 scramble in flight, if that is the plugin) until the server says OK or ERR.
     async fn finish_auth(
         &self,
         conn: &mut ServerConn,
         codec: &mut PacketCodec,
+        mut sha2: Option<Sha2Client>,
     ) -> Result<(), ServerError> {
         // Each round costs the server a packet; a handful is all any real exchange needs.
         for _ in 0..8 {
@@ -516,27 +530,29 @@ impl MyConnector {
                         )));
                     }
                     let r = auth_response(name, &self.password.load(), &switch.plugin_data);
+                    sha2 = (name == CACHING_SHA2_PASSWORD)
+                        .then(|| sha2::client_for(self, conn, &switch.plugin_data));
                     conn.write_packet(p.next_seq(), &r).await?;
                 }
                 Some(AUTH_MORE_DATA_HEADER) => {
                     let more = AuthMoreData::decode(&p.payload)
                         .map_err(|e| conn.protocol(e.to_string()))?;
-                    if more.is_perform_full_auth() && conn.stream.is_tls() {
-                        // The password itself, NUL-terminated: TLS protects it, as for
-                        // MySQL's own clients.
-                        let mut clear = self.password.load().as_bytes().to_vec();
-                        clear.push(0);
-                        conn.write_packet(p.next_seq(), &clear).await?;
-                        continue;
-                    }
-                    if more.is_perform_full_auth() {
-                        return Err(conn.protocol(format!(
-                            "caching_sha2_password full authentication for user {:?} needs TLS or RSA, and this connection is plain TCP; set server_tls = \"require\" (or verify-*) for this backend, use mysql_native_password for this account, or log in once directly so the server caches the password",
-                            self.user
-                        )));
-                    }
-                    if !more.is_fast_auth_success() {
+                    let Some(state) = sha2.as_mut() else {
                         return Err(conn.protocol("unexpected authentication data"));
+                    };
+                    // An owned pointer: no arc-swap guard held across the write below.
+                    let password = self.password.load_full();
+                    match state.on_more_data(&more.data, password.as_bytes()) {
+                        Ok(ClientStep::Send(answer)) => {
+                            conn.write_packet(p.next_seq(), &answer).await?
+                        }
+                        Ok(ClientStep::AwaitResult) => {}
+                        Err(e) => {
+                            return Err(conn.protocol(format!(
+                                "caching_sha2_password full authentication for user {:?}: {e}",
+                                self.user
+                            )))
+                        }
                     }
                 }
                 _ => return Err(conn.protocol("unexpected packet during login")),
@@ -643,6 +659,7 @@ impl ServerConnector for MyConnector {
             max_prepared_statements: 100,
             info: Mutex::new(None),
             target: Target::Primary,
+            server_rsa_key: None,
         }
     }
 
