@@ -91,7 +91,8 @@ fn state_that_cannot_move_pins_and_is_reset_before_reuse() {
     let spec = MyPoolSpec {
         pool_size: 2,
         budget: 3,
-        limits: "acquire_timeout = \"2s\"".into(),
+        // Long: c and d below may wait for a's server while it is being reset.
+        limits: "acquire_timeout = \"30s\"".into(),
         ..MyPoolSpec::default()
     };
     let proxy = start_mysql_proxy(&db, &spec);
@@ -111,7 +112,6 @@ fn state_that_cannot_move_pins_and_is_reset_before_reuse() {
     );
     // When a leaves, its server is reset before anyone else uses it.
     drop(a);
-    std::thread::sleep(Duration::from_millis(300));
     let mut c = MyClient::connect(proxy.port).unwrap();
     let mut d = MyClient::connect(proxy.port).unwrap();
     for client in [&mut c, &mut d] {
@@ -127,7 +127,14 @@ fn state_that_cannot_move_pins_and_is_reset_before_reuse() {
     assert_eq!(one(&mut e, "SELECT GET_LOCK('job', 0)"), "1");
     assert_eq!(one(&mut c, "SELECT IS_FREE_LOCK('job')"), "0");
     drop(e);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(one(&mut c, "SELECT IS_FREE_LOCK('job')"), "1");
+    // The lock goes with e's session reset, once poolguard has seen e leave.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while one(&mut c, "SELECT IS_FREE_LOCK('job')") != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never released"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(maria_app_connections(&db) <= 2);
 }
