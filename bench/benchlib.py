@@ -7,7 +7,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POOLGUARD = os.path.join(ROOT, "target", "release", "poolguard")
+# POOLGUARD_BIN: another build to measure (e.g. the one before a change).
+POOLGUARD = os.environ.get("POOLGUARD_BIN") or os.path.join(ROOT, "target", "release", "poolguard")
 
 
 def free_port():

@@ -1,7 +1,7 @@
 """User-space instructions per statement of poolguard's MySQL front door, with callgrind.
 
 Usage: mycallgrind.py [--events N] [--warmup N] [--threads N] [--workload oltp_point_select]
-                      [--out FILE] [--mode transaction] [--strace]
+                      [--out FILE] [--mode transaction] [--strace] [--bin PATH]
 
 Starts a sandbox MariaDB, prepares sysbench's tables, runs `poolguard --threads 1 run` under
 `valgrind --tool=callgrind` (transaction mode, pool of 16), warms up with --warmup sysbench
@@ -35,6 +35,7 @@ ap.add_argument("--workload", default="oltp_point_select")
 ap.add_argument("--mode", default="transaction")
 ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "poolguard-mysql.callgrind"))
 ap.add_argument("--strace", action="store_true")
+ap.add_argument("--bin", default=BIN, help="the poolguard binary to measure (e.g. an older build)")
 args = ap.parse_args()
 
 
@@ -57,7 +58,7 @@ def start_poolguard(db_port, work):
     tool = (["strace", "-c", "-f", "-o", base] if args.strace else
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={base}"])
     p = subprocess.Popen(
-        tool + [BIN, "--threads", "1", "run", "--config", cfg],
+        tool + [args.bin, "--threads", "1", "run", "--config", cfg],
         stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     wait_listening(p, port, 300, "poolguard (see " + log.name + ")")
     return p, port, base
