@@ -44,9 +44,13 @@ fn warnings_of(payload: &[u8], caps: u32) -> u16 {
     }
 }
 
-/// Room beyond the server's bytes in a round's output: an ERR poolguard writes in place of a
-/// frame (the query-timeout message, the refused LOCAL INFILE) is longer than what it replaces.
-const REPLACEMENT_ROOM: usize = 512;
+/// What the client gets for a frame of the response.
+enum Verdict {
+    /// The frame, as readied in place.
+    Relay,
+    /// These bytes instead (none: the frame is swallowed).
+    Replace(BytesMut),
+}
 
 /// Shifts a frame's sequence id by `delta` (ids wrap); frames shorter than a header are left
 /// as they are.
@@ -72,16 +76,24 @@ fn set_prepare_id(frame: &mut [u8], client_id: Option<u32>) {
 impl Session {
     /// Relays what the server sent, tracking the response as it passes.
     ///
-    /// Each frame is copied once, from the server's buffer into this round's output (sized
-    /// for all of the buffer at once), and rewritten there when the client needs other bytes.
+    /// The server's bytes are worked on where they arrived: each frame is checked, and
+    /// renumbered or given the client's statement id in place, and the response goes to the
+    /// client straight from that buffer. Only when a frame is left out (swallowed, or replaced
+    /// by poolguard's own ERR) are the relayed frames gathered in a buffer of their own. The
+    /// buffer is taken out of the lease meanwhile and always put back.
     pub(super) async fn pump_server(&mut self) -> Option<End> {
-        let buffered = self.held.as_ref()?.lease.buf.len();
-        let mut out = BytesMut::with_capacity(buffered.saturating_add(REPLACEMENT_ROOM));
+        let mut sbuf = std::mem::take(&mut self.held.as_mut()?.lease.buf);
+        // The bytes to relay, once a frame was left out.
+        let mut gathered: Option<BytesMut> = None;
+        // Frames before `off` are done with; those from `kept_from` on are relayed as they are.
+        let (mut off, mut kept_from) = (0usize, 0usize);
         let mut done = None;
         let mut failure = None;
         while done.is_none() {
-            let held = self.held.as_mut()?;
-            let head = match held.frames.next_head(&held.lease.buf) {
+            let Some(held) = self.held.as_mut() else {
+                break;
+            };
+            let head = match held.frames.next_head(sbuf.get(off..).unwrap_or_default()) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
@@ -90,29 +102,49 @@ impl Session {
                 }
             };
             // `next_head` found all `total` bytes in the buffer.
-            let at = out.len();
-            let total = head.total.min(held.lease.buf.len());
-            out.extend_from_slice(held.lease.buf.get(..total).unwrap_or_default());
-            held.lease.buf.advance(total);
+            let end = off.saturating_add(head.total).min(sbuf.len());
+            let frame = sbuf.get_mut(off..end).unwrap_or_default();
             let step = match self.inflight {
-                None => Err(unsolicited(out.get(at..).unwrap_or_default())),
-                Some(_) => self.on_frame(head, at, &mut out).await,
+                None => Err(unsolicited(frame)),
+                Some(_) => self.on_frame(head, frame).await,
             };
             match step {
-                Ok(d) => done = d,
+                Ok((Verdict::Relay, d)) => done = d,
+                Ok((Verdict::Replace(instead), d)) => {
+                    let out = gathered.get_or_insert_with(BytesMut::new);
+                    out.extend_from_slice(sbuf.get(kept_from..off).unwrap_or_default());
+                    out.extend_from_slice(&instead);
+                    kept_from = end;
+                    done = d;
+                }
                 Err(why) => {
                     // A frame that broke the conversation is not relayed.
-                    out.truncate(at);
                     failure = Some(why);
                     break;
                 }
             }
+            off = end;
         }
-        if !out.is_empty() {
-            self.entry.traffic.sent(out.len());
-            if self.client.write_all(&out).await.is_err() {
-                return Some(End::ClientGone);
+        let kept = sbuf.get(kept_from..off).unwrap_or_default();
+        let relayed: &[u8] = match &mut gathered {
+            Some(out) => {
+                out.extend_from_slice(kept);
+                out
             }
+            None => kept,
+        };
+        let client_gone = if relayed.is_empty() {
+            false
+        } else {
+            self.entry.traffic.sent(relayed.len());
+            self.client.write_all(relayed).await.is_err()
+        };
+        sbuf.advance(off.min(sbuf.len()));
+        if let Some(held) = self.held.as_mut() {
+            held.lease.buf = sbuf;
+        }
+        if client_gone {
+            return Some(End::ClientGone);
         }
         if let Some(why) = failure {
             return self.server_lost(&why).await;
@@ -123,20 +155,18 @@ impl Session {
         }
     }
 
-    /// One server frame of the response in flight, already copied to `out` at `at`: leave it
-    /// there for the client (rewritten where needed), or take it back out (swallowed or
-    /// replaced).
+    /// One server frame of the response in flight (`frame`, header included): readies it for
+    /// the client in place, or says what the client gets instead.
     async fn on_frame(
         &mut self,
         head: FrameHead,
-        at: usize,
-        out: &mut BytesMut,
-    ) -> Result<Option<Done>, String> {
+        frame: &mut [u8],
+    ) -> Result<(Verdict, Option<Done>), String> {
         let mariadb = self.mariadb;
         let (Some(inf), Some(held)) = (self.inflight.as_mut(), self.held.as_mut()) else {
             return Err("no command in flight".into());
         };
-        let payload = out.get(at.saturating_add(HEADER_LEN)..).unwrap_or_default();
+        let payload = frame.get(HEADER_LEN..).unwrap_or_default();
         let rows_before = inf.tracker.rows();
         let had_prepare_ok = inf.tracker.prepare_ok().is_some();
         let progress = inf
@@ -156,15 +186,15 @@ impl Session {
         };
         let client_seq = head.seq.wrapping_add(inf.delta);
         if let Infile::Refused { client_seq } = inf.infile {
-            out.truncate(at);
-            return Ok(answer_refused_infile(progress, client_seq, out, mariadb));
+            let mut instead = BytesMut::new();
+            let done = answer_refused_infile(progress, client_seq, &mut instead, mariadb);
+            return Ok((Verdict::Replace(instead), done));
         }
         let rewrite_prepare = !had_prepare_ok && inf.tracker.prepare_ok().is_some();
-        let frame = out.get_mut(at..).unwrap_or_default();
         match progress {
             Progress::More => {
                 relay(frame, inf, rewrite_prepare);
-                Ok(None)
+                Ok((Verdict::Relay, None))
             }
             Progress::LocalInfileRequested
                 if self.caps & CLIENT_LOCAL_FILES != 0
@@ -179,10 +209,9 @@ impl Session {
                 inf.infile = Infile::ClientSending {
                     server_seq: head.seq.wrapping_add(1),
                 };
-                Ok(None)
+                Ok((Verdict::Relay, None))
             }
             Progress::LocalInfileRequested => {
-                out.truncate(at);
                 // End the transfer at once: the server sees an empty file and answers.
                 let empty = [0, 0, 0, head.seq.wrapping_add(1)];
                 held.lease
@@ -192,25 +221,28 @@ impl Session {
                     .map_err(|e| e.to_string())?;
                 inf.infile = Infile::Refused { client_seq };
                 tracing::info!(client = %self.holder.client, "LOAD DATA LOCAL INFILE refused (allow_local_infile = false)");
-                Ok(None)
+                Ok((Verdict::Replace(BytesMut::new()), None))
             }
             Progress::AuthContinue => Err("unexpected authentication request".into()),
             Progress::Done {
                 status_flags,
                 error,
             } => {
-                if error == Some(ER_QUERY_INTERRUPTED) && inf.kill_sent {
-                    out.truncate(at);
+                let verdict = if error == Some(ER_QUERY_INTERRUPTED) && inf.kill_sent {
                     let timeout = self.entry.db().limits.query_timeout;
-                    err_packet(out, client_seq, &timeout_error(timeout), mariadb);
+                    let mut instead = BytesMut::new();
+                    err_packet(&mut instead, client_seq, &timeout_error(timeout), mariadb);
+                    Verdict::Replace(instead)
                 } else {
                     relay(frame, inf, rewrite_prepare);
-                }
-                Ok(Some(Done {
+                    Verdict::Relay
+                };
+                let done = Done {
                     status: status_flags,
                     error,
                     warnings,
-                }))
+                };
+                Ok((verdict, Some(done)))
             }
         }
     }
