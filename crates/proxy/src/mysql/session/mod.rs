@@ -427,10 +427,10 @@ impl Session {
         &'a mut self,
         why: &'a str,
     ) -> std::pin::Pin<Box<impl std::future::Future<Output = Option<End>> + 'a>> {
-        Box::pin(self.lose_server_now(why))
+        Box::pin(self.server_lost_now(why))
     }
 
-    async fn lose_server_now(&mut self, why: &str) -> Option<End> {
+    async fn server_lost_now(&mut self, why: &str) -> Option<End> {
         let held = self.held.take()?;
         let quiet = self.inflight.is_none()
             && !held.in_transaction()
