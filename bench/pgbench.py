@@ -23,25 +23,17 @@ import tempfile
 import threading
 import time
 
+from benchlib import cpu_seconds, free_port, idle_footprint as idle_clients_footprint
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POOLGUARD = os.path.join(ROOT, "target", "release", "poolguard")
 USER, PASSWORD, DB = "app", "app-secret", "bank"
 POOL = 20
-TICK = os.sysconf("SC_CLK_TCK")
 LOADS = []  # 1-minute load average after each run: other work on the machine shows here
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_port(port, timeout=30):
@@ -54,20 +46,6 @@ def wait_port(port, timeout=30):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class Sandbox:
@@ -251,19 +229,8 @@ def run_matrix(pg, bouncer, guard, duration, reps, workdir, only=None):
 
 
 def idle_footprint(pid, port, n):
-    before = rss_kib(pid)
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "pgclients.py"), "idle",
-                          str(port), USER, PASSWORD, DB, str(n)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline().split()
-    time.sleep(2)
-    after = rss_kib(pid)
-    p.stdin.close()
-    p.wait(120)
-    ok = int(line[1]) if len(line) > 1 else 0
-    failed = int(line[2]) if len(line) > 2 else n
-    return {"clients": ok, "failed": failed, "rss_before_kib": before, "rss_after_kib": after,
-            "bytes_per_client": (after - before) * 1024 / ok if ok else 0}
+    return idle_clients_footprint(pid, "pgclients.py",
+                                  ["idle", str(port), USER, PASSWORD, DB, str(n)], n)
 
 
 def storm(pg, port, n):

@@ -77,9 +77,11 @@ def raise_fd_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def idle(port, user, password, db, n):
+async def idle(port, user, password, db, n, login=login, ramp=200):
+    """`login`: this module's PostgreSQL one, or another protocol's (myclients.py); `ramp`:
+    logins under way at once."""
     conns, failed = [], 0
-    sem = asyncio.Semaphore(200)  # a steady ramp, not a storm
+    sem = asyncio.Semaphore(ramp)  # a steady ramp, not a storm
 
     async def one():
         nonlocal failed

@@ -1,26 +1,28 @@
 """sysbench against a sandbox MariaDB, directly and through poolguard's MySQL front door
 (transaction mode, pool of 16); writes the "## MySQL: sysbench" section of bench/RESULTS.md.
 
-Usage: sysbench.py [--duration S] [--reps N] [--pool N] [--no-write]
+Usage: sysbench.py [--duration S] [--reps N] [--pool N] [--threads 16,64,256]
+                   [--workloads oltp_point_select,oltp_read_only] [--idle N] [--no-write]
 
-Runs oltp_read_only and oltp_read_write at 16 and 64 threads, direct and through poolguard,
-interleaved (the order of direct/poolguard alternates per repetition) and repeated; records TPS,
-p95 latency and the poolguard/direct ratio. The machine's load average is sampled before every
-run and reported, since the machine may be shared.
+Runs each workload at each thread count, direct and through poolguard, interleaved (the order of
+direct/poolguard alternates per repetition) and repeated; records TPS, p95 latency, the
+poolguard/direct ratio and poolguard's CPU time (utime + stime from /proc) per statement
+(sysbench's "queries: total"). Then measures poolguard's RSS with N idle logged-in MySQL clients
+(bench/myclients.py). The machine's load average is sampled before every run and reported,
+since the machine may be shared.
 """
 import argparse
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "poolguard")
+from benchlib import (POOLGUARD as BIN, ROOT, cpu_seconds, free_port, idle_footprint,
+                      mysql_config, start_mariadb_sandbox, wait_listening)
+
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
 HEADER = "## MySQL: sysbench"
 
@@ -28,20 +30,15 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--duration", type=int, default=10)
 ap.add_argument("--reps", type=int, default=2)
 ap.add_argument("--pool", type=int, default=16)
+ap.add_argument("--threads", default="16,64,256")
+ap.add_argument("--workloads", default="oltp_point_select,oltp_read_only")
+ap.add_argument("--idle", type=int, default=10000)
 ap.add_argument("--no-write", action="store_true")
 args = ap.parse_args()
 
-WORKLOADS = ["oltp_read_only", "oltp_read_write"]
-THREADS = [16, 64]
+WORKLOADS = args.workloads.split(",")
+THREADS = [int(t) for t in args.threads.split(",")]
 TABLES, TABLE_SIZE = 4, 10000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def loadavg():
@@ -49,64 +46,17 @@ def loadavg():
         return tuple(float(x) for x in f.read().split()[:3])
 
 
-def start_sandbox():
-    p = subprocess.Popen(
-        [BIN, "sandbox", "--engine", "mariadb", "--max-connections", "200",
-         "--user", "app:app-secret", "--database", "bank:app"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    info = {}
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise SystemExit(f"sandbox exited: {p.wait()}")
-        k, _, v = line.strip().partition("=")
-        info[k] = v
-        if k == "READY":
-            return p, info
-    raise SystemExit("sandbox not ready")
-
-
 def start_poolguard(db_port, workdir):
     port = free_port()
     cfg = os.path.join(workdir, "poolguard.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""
-[mysql]
-listen = "127.0.0.1:{port}"
-
-[[backends]]
-name = "maria"
-protocol = "mysql"
-hosts = ["127.0.0.1:{db_port}"]
-max_connections = {args.pool + 4}
-
-[[databases]]
-name = "bank"
-backend = "maria"
-pool_mode = "transaction"
-pool_size = {args.pool}
-
-[[users]]
-name = "app"
-password = "app-secret"
-
-[limits]
-acquire_timeout = "30s"
-""")
+    mysql_config(cfg, port, db_port, args.pool, args.pool + 4,
+                 limits=f'acquire_timeout = "30s"\n'
+                 f"max_client_connections = {max(args.idle, max(THREADS)) + 1000}")
     log = open(os.path.join(workdir, "poolguard.log"), "w")
     p = subprocess.Popen([BIN, "run", "--config", cfg], stdout=subprocess.DEVNULL,
                          stderr=log, env={**os.environ, "RUST_LOG": "warn"})
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return p, port
-        except OSError:
-            if p.poll() is not None:
-                raise SystemExit("poolguard exited early")
-            time.sleep(0.1)
-    raise SystemExit("poolguard did not listen")
+    wait_listening(p, port, 30)
+    return p, port
 
 
 def sysbench(workload, port, extra, timeout):
@@ -120,17 +70,18 @@ def parse(report):
     tps = re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", report)
     p95 = re.search(r"95th percentile:\s+([\d.]+)", report)
     errs = re.search(r"ignored errors:\s+(\d+)", report)
+    queries = re.search(r"queries:\s+(\d+)", report)
     return (float(tps.group(1)) if tps else None, float(p95.group(1)) if p95 else None,
-            int(errs.group(1)) if errs else None)
+            int(errs.group(1)) if errs else None, int(queries.group(1)) if queries else 0)
 
 
 def main():
-    sandbox, info = start_sandbox()
-    db_port = int(info["PORT"])
+    sandbox, db_port = start_mariadb_sandbox(max(THREADS) + 64)
     work = tempfile.mkdtemp(prefix="pg-sysbench-")
     pg, pg_port = start_poolguard(db_port, work)
-    results = {}  # (workload, threads, target) -> [(tps, p95, errors)]
+    results = {}  # (workload, threads, target) -> [(tps, p95, errors, cpu us per statement)]
     loads = []
+    idle = None
     try:
         out = sysbench("oltp_read_write", db_port, ["--threads=4", "prepare"], 300)
         if out.returncode != 0:
@@ -143,46 +94,56 @@ def main():
                     for target in order:
                         la = loadavg()
                         loads.append(la)
+                        cpu_before = cpu_seconds(pg.pid)
                         out = sysbench(workload, ports[target],
                                        [f"--threads={threads}", f"--time={args.duration}",
                                         "--percentile=95", "run"], args.duration + 120)
-                        tps, p95, errs = parse(out.stdout)
+                        cpu = cpu_seconds(pg.pid) - cpu_before
+                        tps, p95, errs, queries = parse(out.stdout)
                         if out.returncode != 0 or tps is None:
                             print(out.stdout[-2000:], out.stderr[-2000:], file=sys.stderr)
+                        per_stmt = cpu * 1e6 / queries if target == "poolguard" and queries else 0.0
                         results.setdefault((workload, threads, target), []).append(
-                            (tps or 0.0, p95 or 0.0, errs if errs is not None else -1))
+                            (tps or 0.0, p95 or 0.0, errs if errs is not None else -1, per_stmt))
                         print(f"rep {rep + 1} {workload} {threads} threads {target}: "
-                              f"{tps} tps, p95 {p95} ms, ignored errors {errs}, load {la[0]}",
+                              f"{tps} tps, p95 {p95} ms, ignored errors {errs}, "
+                              f"proxy cpu {per_stmt:.1f} us/statement, load {la[0]}",
                               file=sys.stderr, flush=True)
+        if args.idle:
+            idle = idle_footprint(pg.pid, "myclients.py",
+                                  ["idle", str(pg_port), "app", "app-secret", "bank",
+                                   str(args.idle)], args.idle)
+            print(f"idle: {idle}", file=sys.stderr, flush=True)
     finally:
         pg.send_signal(signal.SIGTERM)
         sandbox.send_signal(signal.SIGTERM)
         pg.wait(timeout=30)
         sandbox.wait(timeout=60)
     loads.append(loadavg())
-    section = render(results, loads)
+    section = render(results, loads, idle)
     print(section)
     if not args.no_write:
         write(section)
 
 
-def render(results, loads):
+def render(results, loads, idle):
     one = [l[0] for l in loads]
     ver = subprocess.run(["sysbench", "--version"], capture_output=True, text=True).stdout.strip()
     lines = [
         HEADER, "",
-        f"{ver}, sandbox MariaDB (max_connections 200) on 127.0.0.1; poolguard release build, "
+        f"{ver}, sandbox MariaDB on 127.0.0.1; poolguard release build, "
         f"`[mysql]` front door, transaction mode, pool_size {args.pool}, sysbench's default "
         f"server-side prepared statements. `--tables={TABLES} --table-size={TABLE_SIZE}`, "
         f"{args.duration} s per run, {args.reps} repetitions, direct and poolguard interleaved "
         "(order alternating per repetition). Written by `bench/sysbench.sh`.", "",
-        f"**Machine: {os.cpu_count()} cores, shared with other work during this run** (other "
-        f"builds and tests were running): 1-minute load average {min(one):.2f} to {max(one):.2f} "
-        f"over the runs (mean {statistics.mean(one):.2f}). Absolute figures are therefore noisy; "
-        "the ratio between interleaved runs is the more meaningful number.", "",
+        f"**Machine: {os.cpu_count()} cores, shared with other work during this run**: 1-minute "
+        f"load average {min(one):.2f} to {max(one):.2f} over the runs (mean "
+        f"{statistics.mean(one):.2f}). Absolute figures are therefore noisy; the ratio between "
+        "interleaved runs is the more meaningful number, and bench/PROFILE.md's instruction "
+        "counts the stable one.", "",
         "| workload | threads | direct TPS (reps) | poolguard TPS (reps) | poolguard/direct TPS "
-        "| direct p95 ms | poolguard p95 ms | errors direct / poolguard |",
-        "|---|---:|---|---|---:|---:|---:|---|",
+        "| direct p95 ms | poolguard p95 ms | proxy CPU µs/statement | errors direct / poolguard |",
+        "|---|---:|---|---|---:|---:|---:|---:|---|",
     ]
     for w in WORKLOADS:
         for t in THREADS:
@@ -193,13 +154,22 @@ def render(results, loads):
             dt, pt = statistics.mean(x[0] for x in d), statistics.mean(x[0] for x in p)
             ratio = pt / dt if dt else float("nan")
             dp, pp = statistics.mean(x[1] for x in d), statistics.mean(x[1] for x in p)
+            cpu = statistics.mean(x[3] for x in p)
             reps = lambda r: " / ".join(f"{x[0]:.0f}" for x in r)  # noqa: E731
             errs = f"{sum(x[2] for x in d)} / {sum(x[2] for x in p)}"
             lines.append(f"| {w} | {t} | {dt:.0f} ({reps(d)}) | {pt:.0f} ({reps(p)}) | "
-                         f"{ratio:.2f} | {dp:.2f} | {pp:.2f} | {errs} |")
+                         f"{ratio:.2f} | {dp:.2f} | {pp:.2f} | {cpu:.1f} | {errs} |")
     lines += ["", "TPS is the mean of the repetitions (each shown in brackets); p95 is the mean "
-              "of the repetitions' 95th-percentile latency; errors are sysbench's ignored "
-              "errors summed.", ""]
+              "of the repetitions' 95th-percentile latency; proxy CPU is poolguard's user + "
+              "system time over the run divided by the statements sysbench ran (mean of the "
+              "repetitions); errors are sysbench's ignored errors summed.", ""]
+    if idle:
+        lines += ["Idle clients: logged-in MySQL clients (mysql_native_password, "
+                  "bench/myclients.py) held open and idle; RSS of poolguard from /proc.", "",
+                  "| clients | failed | RSS before | RSS after | bytes per idle client |",
+                  "| ---: | ---: | ---: | ---: | ---: |",
+                  f"| {idle['clients']} | {idle['failed']} | {idle['rss_before_kib']} KiB | "
+                  f"{idle['rss_after_kib']} KiB | {idle['bytes_per_client']:.0f} |", ""]
     return "\n".join(lines)
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# sysbench oltp_read_only / oltp_read_write, direct MariaDB vs poolguard's MySQL front door;
+# sysbench oltp_point_select / oltp_read_only at 16, 64, 256 threads, direct MariaDB vs poolguard's
+# MySQL front door, with proxy CPU per statement and bytes per idle client;
 # writes the "## MySQL: sysbench" section of bench/RESULTS.md (the sections above are untouched).
-# Options go to bench/sysbench.py (--duration S, --reps N, --pool N, --no-write).
+# Options go to bench/sysbench.py (--duration S, --reps N, --pool N, --threads, --workloads,
+# --idle N, --no-write).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p poolguard

@@ -291,6 +291,23 @@ impl FrameDecoder {
 
     /// Splits the next physical packet off `buf`; `Ok(None)` (buffer untouched) if it is incomplete.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let Some(head) = self.next_head(buf)? else {
+            return Ok(None);
+        };
+        Ok(Some(Frame {
+            seq: head.seq,
+            raw: buf.split_to(head.total).freeze(),
+            is_continuation: head.is_continuation,
+            more_follows: head.more_follows,
+        }))
+    }
+
+    /// Like [`FrameDecoder::decode`] without splitting: the header of the next physical packet,
+    /// once all of it is in `buf`. The decoder then counts it as consumed: the caller must
+    /// take its `total` bytes off the front of `buf` before asking for the next one. A relay
+    /// that copies frames into an output buffer anyway saves a split (and the buffer's
+    /// promotion to a shared one) per frame this way.
+    pub fn next_head(&mut self, buf: &[u8]) -> Result<Option<FrameHead>, DecodeError> {
         let Some(ChunkHeader { len, seq, so_far }) =
             check_chunk_header(buf, self.pending.as_ref(), self.max_allowed_packet)?
         else {
@@ -300,7 +317,6 @@ impl FrameDecoder {
         if buf.len() < total {
             return Ok(None);
         }
-        let raw = buf.split_to(total).freeze();
         let is_continuation = self.pending.is_some();
         let more_follows = len == MAX_CHUNK_LEN;
         self.pending = if more_follows {
@@ -313,13 +329,26 @@ impl FrameDecoder {
         } else {
             None
         };
-        Ok(Some(Frame {
+        Ok(Some(FrameHead {
             seq,
-            raw,
+            total,
             is_continuation,
             more_follows,
         }))
     }
+}
+
+/// A physical packet found by [`FrameDecoder::next_head`], still in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// Its sequence id.
+    pub seq: u8,
+    /// Bytes on the wire, header included.
+    pub total: usize,
+    /// This frame continues a logical packet started by an earlier frame.
+    pub is_continuation: bool,
+    /// This frame is 0xFFFFFF bytes long: the logical packet continues in the next frame.
+    pub more_follows: bool,
 }
 
 /// Appends `payload` as one logical packet starting at sequence id `seq`, split into 0xFFFFFF-byte
@@ -340,6 +369,29 @@ pub fn encode_packet(buf: &mut BytesMut, seq: u8, payload: &[u8]) -> u8 {
             return seq;
         }
     }
+}
+
+/// Starts a packet in `buf` (empty) whose payload the caller appends directly, saving the copy
+/// [`encode_packet`] makes: room for the header, filled in by [`finish_packet`].
+pub fn begin_packet(buf: &mut BytesMut) {
+    buf.clear();
+    buf.put_slice(&[0; HEADER_LEN]);
+}
+
+/// Completes a packet started with [`begin_packet`], at sequence id `seq`; a payload too long
+/// for one physical packet is split as [`encode_packet`] does. Returns the sequence id that
+/// follows the last chunk.
+pub fn finish_packet(buf: &mut BytesMut, seq: u8) -> u8 {
+    let len = buf.len().saturating_sub(HEADER_LEN);
+    if len >= MAX_CHUNK_LEN {
+        let payload = buf.split_off(HEADER_LEN.min(buf.len()));
+        buf.clear();
+        return encode_packet(buf, seq, &payload);
+    }
+    if let Some(h) = buf.first_chunk_mut::<HEADER_LEN>() {
+        *h = header(len, seq);
+    }
+    next_seq(seq)
 }
 
 /// Appends one logical packet whose payload `write` produces: the header is reserved, the body
@@ -730,6 +782,26 @@ mod tests {
                 let _ = fr.payload();
             }
             let _ = frame_len(&bytes);
+        }
+    }
+    #[test]
+    fn packets_built_in_place_match_encode_packet() {
+        for len in [
+            0,
+            1,
+            250,
+            MAX_CHUNK_LEN - 1,
+            MAX_CHUNK_LEN,
+            MAX_CHUNK_LEN + 3,
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut expected = BytesMut::new();
+            let next = encode_packet(&mut expected, 7, &payload);
+            let mut built = BytesMut::from(&b"stale"[..]);
+            begin_packet(&mut built);
+            built.extend_from_slice(&payload);
+            assert_eq!(finish_packet(&mut built, 7), next, "len {len}");
+            assert!(built[..] == expected[..], "len {len}");
         }
     }
 }

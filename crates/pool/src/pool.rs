@@ -56,14 +56,8 @@ impl<C: Connector> Pool<C> {
     pub async fn acquire(&self, holder: Holder) -> Result<Lease<C>, AcquireError<C::Error>> {
         let start = Instant::now();
         let timeout = self.shared.acquire_timeout();
-        let result = match self.shared.lease_idle_now(holder, start) {
-            Ok(lease) => {
-                // Served under the lock at once: nothing was waited for (and no second clock
-                // read is spent on saying so).
-                Counters::bump(&self.shared.counters.acquired);
-                self.shared.counters.wait.observe(Duration::ZERO);
-                return Ok(lease);
-            }
+        let result = match self.lease_idle_at(holder, start) {
+            Ok(lease) => return Ok(lease),
             Err(holder) => {
                 // User code: called before any lock is taken.
                 let admitted = self.shared.connector.admit();
@@ -86,6 +80,24 @@ impl<C: Connector> Pool<C> {
             }
         }
         result
+    }
+
+    /// The first step of [`Pool::acquire`] on its own, without waiting: an idle connection if
+    /// one can be leased at once (nobody waiting before `holder`, the pool open and not paused),
+    /// else `holder` back. A caller that tries this before `acquire` keeps the large `acquire`
+    /// future (boxed, say) off its common path; what it gets is what `acquire` would have
+    /// returned at once.
+    pub fn try_acquire_idle(&self, holder: Holder) -> Result<Lease<C>, Holder> {
+        self.lease_idle_at(holder, Instant::now())
+    }
+
+    fn lease_idle_at(&self, holder: Holder, now: Instant) -> Result<Lease<C>, Holder> {
+        let lease = self.shared.lease_idle_now(holder, now)?;
+        // Served under the lock at once: nothing was waited for (and no second clock read is
+        // spent on saying so).
+        Counters::bump(&self.shared.counters.acquired);
+        self.shared.counters.wait.observe(Duration::ZERO);
+        Ok(lease)
     }
 
     /// Wait for a grant under the deadline, which runs only while the pool is not paused, then

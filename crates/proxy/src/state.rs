@@ -289,7 +289,9 @@ impl Shared {
             return Ok(());
         }
         let limits = arc_swap::Guard::into_inner(limits);
-        limits.admit_transaction(holder, patience).await
+        // Boxed: the caller's future (a session's, moved into a box per busy stretch) stays
+        // small in the common case above.
+        Box::pin(limits.admit_transaction(holder, patience)).await
     }
 
     pub(crate) fn refresh_rate_limits(&self, config: &Config) {

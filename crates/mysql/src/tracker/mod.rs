@@ -227,13 +227,23 @@ impl ResponseTracker {
     /// Feeds one physical frame: continuation frames of a split packet are relayed without
     /// inspection; the first frame of each packet is fed as in [`ResponseTracker::feed`].
     pub fn feed_frame(&mut self, frame: &Frame) -> Result<Progress, DecodeError> {
-        if frame.is_continuation {
+        self.feed_chunk(frame.payload(), frame.is_continuation)
+    }
+
+    /// [`ResponseTracker::feed_frame`] for a frame held elsewhere: `payload` is the physical
+    /// packet's payload, `is_continuation` whether it continues a split packet.
+    pub fn feed_chunk(
+        &mut self,
+        payload: &[u8],
+        is_continuation: bool,
+    ) -> Result<Progress, DecodeError> {
+        if is_continuation {
             if self.state == State::Done {
                 return Err(DecodeError::ResponseComplete);
             }
             return Ok(Progress::More);
         }
-        self.feed(frame.payload())
+        self.feed(payload)
     }
 
     /// Feeds the next server payload of the response.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{back, cfg, holder, settle, spawn_acquire, Fake};
+use super::{back, cfg, conn_id, holder, settle, spawn_acquire, Fake};
 use crate::{AcquireError, Admission, Budget, Pool};
 
 fn capped_pool(size: usize, max_waiters: usize) -> Pool<Fake> {
@@ -110,4 +110,27 @@ async fn a_paused_pools_queue_counts_toward_the_cap() {
     for task in waiting {
         back(task.await.unwrap().unwrap());
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_acquire_idle_takes_only_an_idle_connection_nobody_waits_for() {
+    let pool = capped_pool(1, 2);
+    // Nothing idle yet: the holder comes back and nothing was opened or counted.
+    let h = pool.try_acquire_idle(holder("a:1")).unwrap_err();
+    assert_eq!(h.client, holder("a:1").client);
+    assert_eq!(pool.status().acquired_total, 0);
+    let first = pool.acquire(h).await.unwrap();
+    let id = conn_id(&first);
+    back(first);
+    // Idle: taken at once, the same connection, counted like an acquire.
+    let again = pool.try_acquire_idle(holder("a:1")).unwrap();
+    assert_eq!(conn_id(&again), id);
+    assert_eq!(pool.status().acquired_total, 2);
+    // Held, with a waiter queued: nothing to take, and no place jumped in the queue.
+    let waiter = spawn_acquire(&pool, holder("w:1")).await;
+    assert!(pool.try_acquire_idle(holder("b:1")).is_err());
+    back(again);
+    let served = waiter.await.unwrap().unwrap();
+    assert_eq!(conn_id(&served), id, "the waiter got it, not a later try");
+    assert_eq!(pool.status().waiters, 0);
 }

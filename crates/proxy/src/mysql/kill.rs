@@ -51,8 +51,15 @@ pub struct KillTarget {
 }
 
 impl KillTarget {
+    /// Records the server the client's queries run on. Waits while a KILL holds the slot (it
+    /// is killing a query on the server named there, which must not change hands meanwhile);
+    /// the uncontended case, every statement's, takes the lock without queueing.
     pub async fn set(&self, key: Option<ServerKey>) {
-        *self.slot.lock().await = key;
+        match self.slot.try_lock() {
+            Ok(mut slot) => *slot = key,
+            // Boxed: the rare wait stays out of the caller's future.
+            Err(_) => *Box::pin(self.slot.lock()).await = key,
+        }
     }
 
     pub fn set_user(&self, user: &str) {

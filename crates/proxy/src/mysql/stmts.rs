@@ -12,6 +12,7 @@
 //! to a server; the rewrite changes only the id, the bound flag and the types block.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use poolguard_mysql::DecodeError;
@@ -33,11 +34,36 @@ pub struct ClientStmt {
     pub reads_insert_id: bool,
 }
 
+/// Hashes poolguard's own statement ids for [`ClientStatements`]: the map only ever holds ids
+/// poolguard handed out (consecutive numbers, not chosen by the client), so the keyed hash that
+/// protects maps with client-chosen keys buys nothing there, and one multiplication spreads
+/// consecutive ids over the table.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u32` is used for ids; anything else is still hashed, byte by byte.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        // Fibonacci hashing: the high bits, which hashbrown uses first, depend on every id bit.
+        self.0 = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// A client's statements under poolguard's ids.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     next_id: u32,
-    map: HashMap<u32, ClientStmt>,
+    map: HashMap<u32, ClientStmt, BuildHasherDefault<IdHasher>>,
     /// Total statement text held.
     bytes: usize,
     /// The most recently prepared (MariaDB's execute-with-id-0xFFFFFFFF means this one).
@@ -190,12 +216,14 @@ impl ServerStatements {
 const PARAMS_AT: usize = 10;
 
 /// Rewrites a COM_STMT_EXECUTE payload for server statement `server_id` (see the module docs),
-/// remembering the types the client sends.
+/// remembering the types the client sends; the result is appended to `out` (the packet being
+/// built for the server).
 pub fn rewrite_execute(
     payload: &[u8],
     server_id: u32,
     stmt: &mut ClientStmt,
-) -> Result<BytesMut, DecodeError> {
+    out: &mut BytesMut,
+) -> Result<(), DecodeError> {
     let too_short = |needed| DecodeError::TooShort {
         what: "COM_STMT_EXECUTE",
         needed,
@@ -211,14 +239,13 @@ pub fn rewrite_execute(
     let bitmap = n.div_ceil(8);
     let types_len = n.saturating_mul(2);
     let flag_end = PARAMS_AT.saturating_add(bitmap).saturating_add(1);
-    let mut out =
-        BytesMut::with_capacity(payload.len().saturating_add(types_len).saturating_add(1));
+    out.reserve(payload.len().saturating_add(types_len).saturating_add(1));
     out.put_u8(*command);
     out.put_u32_le(server_id);
     out.put_slice(flags_and_iterations);
     if n == 0 {
         out.put_slice(params);
-        return Ok(out);
+        return Ok(());
     }
     let Some((null_bitmap, from_flag)) = params.split_at_checked(bitmap) else {
         return Err(too_short(flag_end));
@@ -242,12 +269,23 @@ pub fn rewrite_execute(
         }
         _ => out.put_slice(from_flag),
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rewrite on its own, into a fresh buffer.
+    fn rewrite_execute(
+        payload: &[u8],
+        server_id: u32,
+        stmt: &mut ClientStmt,
+    ) -> Result<BytesMut, DecodeError> {
+        let mut out = BytesMut::new();
+        super::rewrite_execute(payload, server_id, stmt, &mut out)?;
+        Ok(out)
+    }
 
     fn stmt(n: u16) -> ClientStmt {
         ClientStmt {

@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 use poolguard_mysql::consts::*;
-use poolguard_mysql::packet::encode_packet;
+use poolguard_mysql::packet::{encode_packet, HEADER_LEN};
 use poolguard_mysql::{Packet, ResponseTracker};
 use tokio::time::Instant;
 
@@ -70,16 +70,18 @@ impl Session {
             COM_QUIT => Some(End::Quit),
             COM_PING if self.held.is_none() => self.reply_ok(p.next_seq()).await,
             COM_SET_OPTION => self.set_option(&p).await,
-            COM_RESET_CONNECTION => self.reset_connection(p).await,
-            COM_CHANGE_USER => self.change_user(p).await,
+            // Boxed (here and below): rare, and each would enlarge every busy client's state.
+            COM_RESET_CONNECTION => Box::pin(self.reset_connection(p)).await,
+            COM_CHANGE_USER => Box::pin(self.change_user(p)).await,
             COM_STMT_CLOSE => self.stmt_close(&p).await,
-            COM_STMT_RESET => self.stmt_reset(p).await,
-            COM_STMT_PREPARE => self.prepare(p).await,
+            COM_STMT_RESET => Box::pin(self.stmt_reset(p)).await,
+            // A client prepares a statement once and executes it many times.
+            COM_STMT_PREPARE => Box::pin(self.prepare(p)).await,
             COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_FETCH => {
                 self.stmt_command(cmd, p).await
             }
             COM_QUERY => self.query(p).await,
-            COM_PROCESS_KILL => self.process_kill(p).await,
+            COM_PROCESS_KILL => Box::pin(self.process_kill(p)).await,
             COM_INIT_DB => {
                 let schema = String::from_utf8_lossy(command_body(&p.payload)).into_owned();
                 self.forward(p, None, After::InitDb(schema), false).await
@@ -106,7 +108,11 @@ impl Session {
         };
         // The note keeps a short prefix; do not convert more than it can use.
         let text = text.get(..1024).unwrap_or(text);
-        self.holder.note.statement(&String::from_utf8_lossy(text));
+        // Valid UTF-8 (nearly always) is checked much faster than the lossy conversion walks it.
+        match std::str::from_utf8(text) {
+            Ok(text) => self.holder.note.statement(text),
+            Err(_) => self.holder.note.statement(&String::from_utf8_lossy(text)),
+        }
     }
 
     /// The status flags a locally answered OK carries.
@@ -177,11 +183,12 @@ impl Session {
     }
 
     async fn query(&mut self, p: Packet) -> Option<End> {
-        let findings = sql::scan(command_body(&p.payload));
+        // Boxed now rather than when handed on: the future keeps 8 bytes for it, not 120.
+        let findings = Box::new(sql::scan(command_body(&p.payload)));
         if let Some(k) = findings.kill {
-            match self.route_kill(k.id, k.query_only).await {
+            match Box::pin(self.route_kill(k.id, k.query_only)).await {
                 KillOutcome::NotOurs => {}
-                outcome => return self.kill_answer(outcome, k.id, p.next_seq()).await,
+                outcome => return Box::pin(self.kill_answer(outcome, k.id, p.next_seq())).await,
             }
         }
         if let Some(reason) = &findings.pin {
@@ -189,13 +196,8 @@ impl Session {
         }
         let reads_insert_id = findings.reads_insert_id;
         let rewritten = self.own_connection_id(&p.payload, &findings.connection_id_calls);
-        self.forward(
-            p,
-            rewritten,
-            After::Query(Box::new(findings)),
-            reads_insert_id,
-        )
-        .await
+        self.forward(p, rewritten, After::Query(findings), reads_insert_id)
+            .await
     }
 
     /// The COM_QUERY with each `CONNECTION_ID()` call replaced by the client's poolguard id
@@ -268,12 +270,15 @@ impl Session {
             .admit_transaction(&self.holder, patience)
             .await?;
         for _ in 0..3 {
-            let lease = self
-                .entry
-                .pool
-                .acquire(self.holder.clone())
-                .await
-                .map_err(acquire_error)?;
+            // An idle connection is taken at once; only an acquire that has to wait builds
+            // (and boxes) the pool's acquire future, which would otherwise make every client's
+            // relay state several kilobytes larger (it is moved into a box per busy stretch).
+            let lease = match self.entry.pool.try_acquire_idle(self.holder.clone()) {
+                Ok(lease) => lease,
+                Err(holder) => Box::pin(self.entry.pool.acquire(holder))
+                    .await
+                    .map_err(acquire_error)?,
+            };
             let mut lease = lease;
             let alive = lease.buf.is_empty() && lease.stream.idle_and_open().await;
             if !alive {
@@ -305,7 +310,8 @@ impl Session {
         }
         tracing::debug!(client = %self.holder.client, server = %held.lease.addr, ?plan, "synchronising session state");
         let work = super::response::apply_plan(&mut held.lease, &plan, &self.state);
-        match tokio::time::timeout(SYNC_TIMEOUT, work).await {
+        // Boxed: only needed when the server differs from the client's session.
+        match Box::pin(tokio::time::timeout(SYNC_TIMEOUT, work)).await {
             Ok(Ok(None)) => Ok(()),
             Ok(Ok(Some(err))) => Err(SyncFail::Refused(ProxyError::MysqlServer {
                 code: err.code,
@@ -349,8 +355,17 @@ impl Session {
         )))
     }
 
-    /// Answers a command that could not be forwarded.
-    pub(super) async fn refuse(&mut self, seq: u8, r: Refusal) -> Option<End> {
+    /// Answers a command that could not be forwarded. Boxed, as [`Session::server_lost`] is:
+    /// an error path awaited from the common ones.
+    pub(super) fn refuse(
+        &mut self,
+        seq: u8,
+        r: Refusal,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = Option<End>> + '_>> {
+        Box::pin(self.refuse_now(seq, r))
+    }
+
+    async fn refuse_now(&mut self, seq: u8, r: Refusal) -> Option<End> {
         match r {
             Refusal::End(end) => Some(end),
             Refusal::Answer(e) => self.reply_err(seq, &e).await,
@@ -379,6 +394,23 @@ impl Session {
         payload: &[u8],
         after: After,
     ) -> Option<End> {
+        let mut out = BytesMut::with_capacity(payload.len().saturating_add(8));
+        // Commands start at sequence id 0 towards the server whatever the client sent; the
+        // response is renumbered to what the client expects.
+        let server_next = encode_packet(&mut out, 0, payload);
+        self.send_packet(p, &out, server_next, after).await
+    }
+
+    /// [`Session::send_command`] for a command already framed for the server (`out`, starting
+    /// at sequence id 0; `server_next`: the id after its last chunk).
+    pub(super) async fn send_packet(
+        &mut self,
+        p: &Packet,
+        out: &[u8],
+        server_next: u8,
+        after: After,
+    ) -> Option<End> {
+        let payload = out.get(HEADER_LEN..).unwrap_or_default();
         // Callers pass the client's command (never empty) or poolguard's rewrite of it.
         let Some(&command) = payload.first() else {
             return empty_command(p.next_seq());
@@ -392,12 +424,8 @@ impl Session {
             self.clock.query(&self.entry.traffic);
         }
         let held = self.held.as_mut()?;
-        let mut out = BytesMut::with_capacity(payload.len().saturating_add(8));
-        // Commands start at sequence id 0 towards the server whatever the client sent; the
-        // response is renumbered to what the client expects.
-        let server_next = encode_packet(&mut out, 0, payload);
         let tracker = ResponseTracker::new(command, held.lease.caps);
-        if let Err(e) = held.lease.stream.write_all(&out).await {
+        if let Err(e) = held.lease.stream.write_all(out).await {
             let r = self.lose_server(&e.to_string()).await;
             return self.refuse(p.next_seq(), r).await;
         }

@@ -265,7 +265,10 @@ impl Session {
 
     /// The session's life: busy stretches relayed by [`Session::relay_until_idle`] in a box
     /// that exists only while the client is busy (one allocation per stretch), and idle waits
-    /// between them (see [`crate::idle`]).
+    /// between them (see [`crate::idle`]). In transaction mode a stretch is often a single
+    /// statement, so the box is kept small (under 1 KiB, where the allocator's per-thread cache
+    /// serves it, and cheap to move in): rare or large steps (COM_CHANGE_USER, KILL, a lost
+    /// server, a pool acquire that has to wait, ...) are boxed where they are awaited.
     async fn relay(&mut self) -> End {
         loop {
             // Checked before the box too: a client that logs in and waits starts idle.
@@ -302,20 +305,22 @@ impl Session {
         let mut woken = true;
         loop {
             if self.inflight.is_none() {
-                match self.next_packet() {
-                    Ok(Some(p)) => {
-                        if let Some(end) = self.on_command(p).await {
-                            return Some(end);
-                        }
-                        continue;
-                    }
-                    Ok(None) => {}
+                // The packet is taken out of the decoder's result before the await, so the
+                // result (error variant included) is not kept in this future.
+                let packet = match self.next_packet() {
+                    Ok(p) => p,
                     Err(e) => {
                         // Answer with the sequence id after the offending packet's.
                         let seq = poolguard_mysql::packet::peek_header(&self.cbuf)
                             .map_or(1, |(_, s)| s.wrapping_add(1));
                         return Some(End::Kicked(e, seq));
                     }
+                };
+                if let Some(p) = packet {
+                    if let Some(end) = self.on_command(p).await {
+                        return Some(end);
+                    }
+                    continue;
                 }
                 self.maybe_release().await;
             } else if self.infile_sending() {
@@ -370,7 +375,8 @@ impl Session {
                     }
                 }
                 Event::Deadline => {
-                    if let Some(end) = self.on_deadline().await {
+                    // Boxed: rare, and a KILL QUERY's future is large.
+                    if let Some(end) = Box::pin(self.on_deadline()).await {
                         return Some(end);
                     }
                 }
@@ -414,7 +420,17 @@ impl Session {
     /// The server connection broke or misbehaved. Outside a command and a transaction (in
     /// transaction mode) the client does not notice: the next command gets another server.
     /// Otherwise the client is told and disconnected, since its transaction or command is lost.
-    async fn server_lost(&mut self, why: &str) -> Option<End> {
+    ///
+    /// Boxed: a rare path awaited from many places, each of whose futures would otherwise be
+    /// laid out for it (see [`Session::relay`] on why the relay state is kept small).
+    fn server_lost<'a>(
+        &'a mut self,
+        why: &'a str,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = Option<End>> + 'a>> {
+        Box::pin(self.server_lost_now(why))
+    }
+
+    async fn server_lost_now(&mut self, why: &str) -> Option<End> {
         let held = self.held.take()?;
         let quiet = self.inflight.is_none()
             && !held.in_transaction()

@@ -7,9 +7,9 @@
 //! of the server's "interrupted", and [`apply_plan`], poolguard's own commands that bring a
 //! server in line with a client.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use poolguard_mysql::consts::*;
-use poolguard_mysql::packet::{encode_packet, Frame};
+use poolguard_mysql::packet::{encode_packet, FrameHead, HEADER_LEN};
 use poolguard_mysql::response::{EofPacket, ErrPacket, OkPacket};
 use poolguard_mysql::Progress;
 use poolguard_pool::LeaseState;
@@ -43,51 +43,107 @@ fn warnings_of(payload: &[u8], caps: u32) -> u16 {
     }
 }
 
-/// Appends a frame for the client, with its sequence id shifted by `delta` (ids wrap).
-fn push_frame(out: &mut BytesMut, raw: &[u8], delta: u8) {
-    let at = out.len();
-    out.put_slice(raw);
+/// What the client gets for a frame of the response.
+enum Verdict {
+    /// The frame, as readied in place.
+    Relay,
+    /// These bytes instead (none: the frame is swallowed).
+    Replace(BytesMut),
+}
+
+/// Shifts a frame's sequence id by `delta` (ids wrap); frames shorter than a header are left
+/// as they are.
+fn shift_seq(frame: &mut [u8], delta: u8) {
     if delta == 0 {
         return;
     }
-    if let Some([.., seq]) = out.get_mut(at..).and_then(|f| f.first_chunk_mut::<4>()) {
+    if let Some([.., seq]) = frame.first_chunk_mut::<HEADER_LEN>() {
         *seq = seq.wrapping_add(delta);
+    }
+}
+
+/// Puts the client's statement id into a STMT_PREPARE_OK frame in place of the server's.
+fn set_prepare_id(frame: &mut [u8], client_id: Option<u32>) {
+    // Header (4), status 0x00, then the statement id (4).
+    if let (Some(id), Some([_, _, _, _, _, id_bytes @ ..])) =
+        (client_id, frame.first_chunk_mut::<9>())
+    {
+        *id_bytes = id.to_le_bytes();
     }
 }
 
 impl Session {
     /// Relays what the server sent, tracking the response as it passes.
+    ///
+    /// The server's bytes are worked on where they arrived: each frame is checked, and
+    /// renumbered or given the client's statement id in place, and the response goes to the
+    /// client straight from that buffer. Only when a frame is left out (swallowed, or replaced
+    /// by poolguard's own ERR) are the relayed frames gathered in a buffer of their own. The
+    /// buffer is taken out of the lease meanwhile and always put back.
     pub(super) async fn pump_server(&mut self) -> Option<End> {
-        let mut out = BytesMut::new();
+        let mut sbuf = std::mem::take(&mut self.held.as_mut()?.lease.buf);
+        // The bytes to relay, once a frame was left out.
+        let mut gathered: Option<BytesMut> = None;
+        // Frames before `off` are done with; those from `kept_from` on are relayed as they are.
+        let (mut off, mut kept_from) = (0usize, 0usize);
         let mut done = None;
         let mut failure = None;
         while done.is_none() {
-            let held = self.held.as_mut()?;
-            let frame = match held.frames.decode(&mut held.lease.buf) {
-                Ok(Some(f)) => f,
+            let Some(held) = self.held.as_mut() else {
+                break;
+            };
+            let head = match held.frames.next_head(sbuf.get(off..).unwrap_or_default()) {
+                Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
                     failure = Some(format!("malformed packet from server: {e}"));
                     break;
                 }
             };
-            if self.inflight.is_none() {
-                failure = Some(unsolicited(&frame));
-                break;
-            }
-            match self.on_frame(&frame, &mut out).await {
-                Ok(d) => done = d,
+            // `next_head` found all `total` bytes in the buffer.
+            let end = off.saturating_add(head.total).min(sbuf.len());
+            let frame = sbuf.get_mut(off..end).unwrap_or_default();
+            let step = match self.inflight {
+                None => Err(unsolicited(frame)),
+                Some(_) => self.on_frame(head, frame).await,
+            };
+            match step {
+                Ok((Verdict::Relay, d)) => done = d,
+                Ok((Verdict::Replace(instead), d)) => {
+                    let out = gathered.get_or_insert_with(BytesMut::new);
+                    out.extend_from_slice(sbuf.get(kept_from..off).unwrap_or_default());
+                    out.extend_from_slice(&instead);
+                    kept_from = end;
+                    done = d;
+                }
                 Err(why) => {
+                    // A frame that broke the conversation is not relayed.
                     failure = Some(why);
                     break;
                 }
             }
+            off = end;
         }
-        if !out.is_empty() {
-            self.entry.traffic.sent(out.len());
-            if self.client.write_all(&out).await.is_err() {
-                return Some(End::ClientGone);
+        let kept = sbuf.get(kept_from..off).unwrap_or_default();
+        let relayed: &[u8] = match &mut gathered {
+            Some(out) => {
+                out.extend_from_slice(kept);
+                out
             }
+            None => kept,
+        };
+        let client_gone = if relayed.is_empty() {
+            false
+        } else {
+            self.entry.traffic.sent(relayed.len());
+            self.client.write_all(relayed).await.is_err()
+        };
+        sbuf.advance(off.min(sbuf.len()));
+        if let Some(held) = self.held.as_mut() {
+            held.lease.buf = sbuf;
+        }
+        if client_gone {
+            return Some(End::ClientGone);
         }
         if let Some(why) = failure {
             return self.server_lost(&why).await;
@@ -98,50 +154,65 @@ impl Session {
         }
     }
 
-    /// One server frame of the response in flight: relay (or rewrite, or swallow) it.
+    /// One server frame of the response in flight (`frame`, header included): readies it for
+    /// the client in place, or says what the client gets instead.
     async fn on_frame(
         &mut self,
-        frame: &Frame,
-        out: &mut BytesMut,
-    ) -> Result<Option<Done>, String> {
-        let allow_infile = self.caps & CLIENT_LOCAL_FILES != 0
-            && self
-                .shared
-                .config()
-                .mysql
-                .as_ref()
-                .is_some_and(|m| m.allow_local_infile);
-        let (mariadb, timeout) = (self.mariadb, self.entry.db().limits.query_timeout);
+        head: FrameHead,
+        frame: &mut [u8],
+    ) -> Result<(Verdict, Option<Done>), String> {
+        let mariadb = self.mariadb;
         let (Some(inf), Some(held)) = (self.inflight.as_mut(), self.held.as_mut()) else {
             return Err("no command in flight".into());
         };
+        let payload = frame.get(HEADER_LEN..).unwrap_or_default();
         let rows_before = inf.tracker.rows();
         let had_prepare_ok = inf.tracker.prepare_ok().is_some();
         let progress = inf
             .tracker
-            .feed_frame(frame)
+            .feed_chunk(payload, head.is_continuation)
             .map_err(|e| format!("unexpected packet from server: {e}"))?;
-        note_insert_id(inf, frame, held.lease.caps, rows_before);
-        let client_seq = frame.seq.wrapping_add(inf.delta);
+        note_insert_id(
+            inf,
+            payload,
+            head.is_continuation,
+            held.lease.caps,
+            rows_before,
+        );
+        let warnings = match progress {
+            Progress::Done { .. } => warnings_of(payload, held.lease.caps),
+            _ => 0,
+        };
+        let client_seq = head.seq.wrapping_add(inf.delta);
         if let Infile::Refused { client_seq } = inf.infile {
-            return Ok(answer_refused_infile(progress, client_seq, out, mariadb));
+            let mut instead = BytesMut::new();
+            let done = answer_refused_infile(progress, client_seq, &mut instead, mariadb);
+            return Ok((Verdict::Replace(instead), done));
         }
         let rewrite_prepare = !had_prepare_ok && inf.tracker.prepare_ok().is_some();
         match progress {
             Progress::More => {
-                relay(out, frame, inf, rewrite_prepare);
-                Ok(None)
+                relay(frame, inf, rewrite_prepare);
+                Ok((Verdict::Relay, None))
             }
-            Progress::LocalInfileRequested if allow_infile => {
-                push_frame(out, &frame.raw, inf.delta);
+            Progress::LocalInfileRequested
+                if self.caps & CLIENT_LOCAL_FILES != 0
+                    && self
+                        .shared
+                        .config()
+                        .mysql
+                        .as_ref()
+                        .is_some_and(|m| m.allow_local_infile) =>
+            {
+                shift_seq(frame, inf.delta);
                 inf.infile = Infile::ClientSending {
-                    server_seq: frame.seq.wrapping_add(1),
+                    server_seq: head.seq.wrapping_add(1),
                 };
-                Ok(None)
+                Ok((Verdict::Relay, None))
             }
             Progress::LocalInfileRequested => {
                 // End the transfer at once: the server sees an empty file and answers.
-                let empty = [0, 0, 0, frame.seq.wrapping_add(1)];
+                let empty = [0, 0, 0, head.seq.wrapping_add(1)];
                 held.lease
                     .stream
                     .write_all(&empty)
@@ -149,23 +220,28 @@ impl Session {
                     .map_err(|e| e.to_string())?;
                 inf.infile = Infile::Refused { client_seq };
                 tracing::info!(client = %self.holder.client, "LOAD DATA LOCAL INFILE refused (allow_local_infile = false)");
-                Ok(None)
+                Ok((Verdict::Replace(BytesMut::new()), None))
             }
             Progress::AuthContinue => Err("unexpected authentication request".into()),
             Progress::Done {
                 status_flags,
                 error,
             } => {
-                if error == Some(ER_QUERY_INTERRUPTED) && inf.kill_sent {
-                    err_packet(out, client_seq, &timeout_error(timeout), mariadb);
+                let verdict = if error == Some(ER_QUERY_INTERRUPTED) && inf.kill_sent {
+                    let timeout = self.entry.db().limits.query_timeout;
+                    let mut instead = BytesMut::new();
+                    err_packet(&mut instead, client_seq, &timeout_error(timeout), mariadb);
+                    Verdict::Replace(instead)
                 } else {
-                    relay(out, frame, inf, rewrite_prepare);
-                }
-                Ok(Some(Done {
+                    relay(frame, inf, rewrite_prepare);
+                    Verdict::Relay
+                };
+                let done = Done {
                     status: status_flags,
                     error,
-                    warnings: warnings_of(frame.payload(), held.lease.caps),
-                }))
+                    warnings,
+                };
+                Ok((verdict, Some(done)))
             }
         }
     }
@@ -289,23 +365,20 @@ impl Session {
         if let Some(reason) = pin {
             self.pin(&reason);
         }
-        self.after_response(done.error.is_some(), inf.status_before, ask_schema)
-            .await
-    }
-
-    /// Queries poolguard needs after a response: the schema after a multi-statement USE, and
-    /// the transaction status after an error that may have opened or closed one.
-    async fn after_response(
-        &mut self,
-        failed: bool,
-        status_before: u16,
-        ask_schema: bool,
-    ) -> Option<End> {
+        let failed = done.error.is_some();
         let probe =
-            failed && (status_before & SERVER_STATUS_IN_TRANS != 0 || !self.state.autocommit);
+            failed && (inf.status_before & SERVER_STATUS_IN_TRANS != 0 || !self.state.autocommit);
         if !probe && !ask_schema {
             return None;
         }
+        // Boxed: rarely needed, and it would enlarge every busy client's state.
+        Box::pin(self.after_response(probe, ask_schema)).await
+    }
+
+    /// Queries poolguard needs after a response: the schema after a multi-statement USE
+    /// (`ask_schema`), and the transaction status after an error that may have opened or closed
+    /// one (`probe`).
+    async fn after_response(&mut self, probe: bool, ask_schema: bool) -> Option<End> {
         let held = self.held.as_mut()?;
         if ask_schema {
             match held.lease.query("SELECT DATABASE()").await {
@@ -328,20 +401,25 @@ impl Session {
     }
 }
 
-/// Forwards a frame, with the client's statement id if it is the STMT_PREPARE_OK.
-fn relay(out: &mut BytesMut, frame: &Frame, inf: &Inflight, rewrite_prepare: bool) {
+/// Readies a frame for the client: its sequence id renumbered, and the client's statement id
+/// if it is the STMT_PREPARE_OK.
+fn relay(frame: &mut [u8], inf: &Inflight, rewrite_prepare: bool) {
+    shift_seq(frame, inf.delta);
     if rewrite_prepare {
-        push_prepare_ok(out, frame, inf.prepare_id, inf.delta);
-    } else {
-        push_frame(out, &frame.raw, inf.delta);
+        set_prepare_id(frame, inf.prepare_id);
     }
 }
 
 /// Remembers LAST_INSERT_ID from an OK packet of the response (not from rows or
-/// STMT_PREPARE_OK, which also start with 0x00).
-fn note_insert_id(inf: &mut Inflight, frame: &Frame, caps: u32, rows_before: u64) {
-    let payload = frame.payload();
-    if frame.starts_packet()
+/// STMT_PREPARE_OK, which also start with 0x00). `payload`: the frame's.
+fn note_insert_id(
+    inf: &mut Inflight,
+    payload: &[u8],
+    is_continuation: bool,
+    caps: u32,
+    rows_before: u64,
+) {
+    if !is_continuation
         && payload.first() == Some(&OK_HEADER)
         && inf.tracker.rows() == rows_before
         && inf.tracker.command() != COM_STMT_PREPARE
@@ -383,20 +461,10 @@ fn timeout_error(timeout: Option<std::time::Duration>) -> ProxyError {
     ))
 }
 
-/// STMT_PREPARE_OK with the client's statement id in place of the server's.
-fn push_prepare_ok(out: &mut BytesMut, frame: &Frame, client_id: Option<u32>, delta: u8) {
-    let at = out.len();
-    push_frame(out, &frame.raw, delta);
-    // Header (4), status 0x00, then the statement id (4).
-    let pushed = out.get_mut(at..).and_then(|f| f.first_chunk_mut::<9>());
-    if let (Some(id), Some([_, _, _, _, _, id_bytes @ ..])) = (client_id, pushed) {
-        *id_bytes = id.to_le_bytes();
-    }
-}
-
-/// Describes data a server sent outside any command (usually an ERR before it closes).
-fn unsolicited(frame: &Frame) -> String {
-    match ErrPacket::decode(frame.payload()) {
+/// Describes data a server sent outside any command (usually an ERR before it closes);
+/// `frame`: the physical packet, header included.
+fn unsolicited(frame: &[u8]) -> String {
+    match ErrPacket::decode(frame.get(HEADER_LEN..).unwrap_or_default()) {
         Ok(e) => format!(
             "server sent error {} between commands: {}",
             e.code, e.message
@@ -466,17 +534,20 @@ pub async fn apply_plan(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
 
-    fn frame(raw: &'static [u8]) -> Frame {
-        Frame {
-            seq: raw.get(3).copied().unwrap_or(0),
-            raw: Bytes::from_static(raw),
-            is_continuation: false,
-            more_follows: false,
-        }
+    /// Appends a frame as the relay does: copied, then its sequence id shifted in place.
+    fn push_frame(out: &mut BytesMut, raw: &[u8], delta: u8) {
+        let at = out.len();
+        out.extend_from_slice(raw);
+        shift_seq(&mut out[at..], delta);
+    }
+
+    /// The same for a STMT_PREPARE_OK, whose statement id becomes the client's.
+    fn push_prepare_ok(out: &mut BytesMut, raw: &[u8], client_id: Option<u32>, delta: u8) {
+        let at = out.len();
+        push_frame(out, raw, delta);
+        set_prepare_id(&mut out[at..], client_id);
     }
 
     #[test]
@@ -502,24 +573,20 @@ mod tests {
     #[test]
     fn prepare_ok_gets_the_client_id_and_nothing_else_changes() {
         // STMT_PREPARE_OK: status 0, statement id 0x01020304, 1 column, 2 params, filler, 0 warnings.
-        let ok = frame(&[12, 0, 0, 1, 0, 4, 3, 2, 1, 1, 0, 2, 0, 0, 0, 0]);
+        let ok: &[u8] = &[12, 0, 0, 1, 0, 4, 3, 2, 1, 1, 0, 2, 0, 0, 0, 0];
         let mut out = BytesMut::from(&b"ab"[..]);
-        push_prepare_ok(&mut out, &ok, Some(9), 1);
+        push_prepare_ok(&mut out, ok, Some(9), 1);
         assert_eq!(
             &out[..],
             &[b'a', b'b', 12, 0, 0, 2, 0, 9, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0]
         );
         let mut out = BytesMut::new();
-        push_prepare_ok(&mut out, &ok, None, 0);
-        assert_eq!(&out[..], &ok.raw[..]);
+        push_prepare_ok(&mut out, ok, None, 0);
+        assert_eq!(&out[..], ok);
         // Truncated answers are relayed as they came, never indexed past their end.
         for raw in [&[4, 0, 0, 1, 0, 4, 3, 2][..], &[1, 0, 0, 1, 0], &[0, 0]] {
-            let short = Frame {
-                raw: Bytes::copy_from_slice(raw),
-                ..frame(&[])
-            };
             let mut out = BytesMut::new();
-            push_prepare_ok(&mut out, &short, Some(9), 0);
+            push_prepare_ok(&mut out, raw, Some(9), 0);
             assert_eq!(&out[..], raw);
         }
     }

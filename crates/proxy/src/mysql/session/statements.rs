@@ -8,8 +8,9 @@
 //! COM_STMT_SEND_LONG_DATA has no response and its data lives on the server statement, so it
 //! holds the server until the statement is executed, reset or closed.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use poolguard_mysql::consts::*;
+use poolguard_mysql::packet::{begin_packet, finish_packet, HEADER_LEN};
 use poolguard_mysql::stmt::{rewrite_statement_id, statement_id};
 use poolguard_mysql::Packet;
 
@@ -144,25 +145,32 @@ impl Session {
                 return self.refuse_maybe_silently(p.next_seq(), r, silent).await;
             }
         };
-        let payload = match cmd {
+        // Built in place as the packet for the server: one buffer, one copy of the command
+        // (room for the header and for the parameter types an execute may get back).
+        let types = usize::from(stmt.num_params).saturating_mul(2);
+        let mut out = BytesMut::with_capacity(
+            p.payload
+                .len()
+                .saturating_add(HEADER_LEN)
+                .saturating_add(types)
+                .saturating_add(1),
+        );
+        begin_packet(&mut out);
+        match cmd {
             COM_STMT_EXECUTE => {
                 let s = self.stmts.get_mut(id)?;
-                match rewrite_execute(&p.payload, server_id, s) {
-                    Ok(b) => b.to_vec(),
-                    Err(e) => {
-                        let e = ProxyError::Protocol(format!(
-                            "poolguard: malformed COM_STMT_EXECUTE: {e}"
-                        ));
-                        return Some(End::Kicked(e, p.next_seq()));
-                    }
+                if let Err(e) = rewrite_execute(&p.payload, server_id, s, &mut out) {
+                    let e =
+                        ProxyError::Protocol(format!("poolguard: malformed COM_STMT_EXECUTE: {e}"));
+                    return Some(End::Kicked(e, p.next_seq()));
                 }
             }
             _ => {
-                let mut b = p.payload.to_vec();
-                let _ = rewrite_statement_id(&mut b, server_id);
-                b
+                out.extend_from_slice(&p.payload);
+                let _ = rewrite_statement_id(out.get_mut(HEADER_LEN..)?, server_id);
             }
-        };
+        }
+        let server_next = finish_packet(&mut out, 0);
         if let Some(h) = self.held.as_mut() {
             match cmd {
                 COM_STMT_SEND_LONG_DATA if !h.long_data.contains(&stmt.sql) => {
@@ -177,7 +185,7 @@ impl Session {
         } else {
             After::Plain
         };
-        self.send_command(&p, &payload, after).await
+        self.send_packet(&p, &out, server_next, after).await
     }
 
     /// Refuses a command; one without a response (SEND_LONG_DATA) keeps the error for the
