@@ -127,8 +127,9 @@ impl ClientStream {
     }
 }
 
-/// `std::io::Write` over a tokio socket without waiting (rustls writes its records into it).
-struct TryWrite<'a>(&'a TcpStream);
+/// `std::io::Write` over a tokio socket without waiting (rustls writes its records into it);
+/// both TLS legs use it (`tls::connect` for server connections).
+pub(crate) struct TryWrite<'a>(pub(crate) &'a TcpStream);
 
 impl Write for TryWrite<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

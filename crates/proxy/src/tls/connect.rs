@@ -473,7 +473,7 @@ impl ServerStream {
                 let (tcp, conn) = s.get_mut();
                 let _ = conn.writer().write_all(bytes);
                 conn.send_close_notify();
-                let mut out = TryWriter(tcp);
+                let mut out = crate::stream::TryWrite(tcp);
                 while conn.wants_write() {
                     match conn.write_tls(&mut out) {
                         Ok(0) | Err(_) => break,
@@ -482,19 +482,6 @@ impl ServerStream {
                 }
             }
         }
-    }
-}
-
-/// A `std::io::Write` that writes what a non-blocking socket takes right now.
-struct TryWriter<'a>(&'a TcpStream);
-
-impl io::Write for TryWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
