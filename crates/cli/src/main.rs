@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use poolguard_proxy::check::read_budgets;
 use poolguard_proxy::config::Config;
+use poolguard_proxy::workers::Workers;
 use poolguard_proxy::{upgrade, Proxy};
 
 /// A database connection guard for PostgreSQL and MySQL/MariaDB: hard caps on server
@@ -20,7 +21,8 @@ use poolguard_proxy::{upgrade, Proxy};
 #[derive(Parser)]
 #[command(name = "poolguard", version, about, long_about = None)]
 struct Cli {
-    /// Worker threads for the proxy (1 = a single event loop, like PgBouncer; 0 = one per core).
+    /// Worker threads for `run`, each one event loop serving its share of the clients
+    /// (1 = a single event loop, like PgBouncer; 0 = one per two cores).
     #[arg(long, global = true, default_value_t = 0, env = "POOLGUARD_THREADS")]
     threads: usize,
     /// Log lines as text (default) or as one JSON object per line, for a log shipper.
@@ -196,7 +198,21 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         tracing::error!(%location, panic = %message, "panic");
     }));
+    // `run` serves clients on one single-threaded loop per worker (see
+    // `poolguard_proxy::workers`); the loop `block_on` drives is the first worker. Other
+    // commands keep a work-stealing runtime.
+    // Default: one worker per two cores. poolguard mostly shares its machine with the
+    // database or the application; on the 2-core benchmark machine a second loop cost more
+    // CPU per transaction than it gained (bench/PROFILE.md).
+    let workers = match cli.threads {
+        0 => (std::thread::available_parallelism().map_or(1, usize::from) / 2).max(1),
+        n => n,
+    };
+    let serving = matches!(cli.command, Command::Run { .. });
     let runtime = match cli.threads {
+        _ if serving => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
@@ -215,6 +231,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let workers = if serving && workers > 1 {
+        match poolguard_proxy::workers::start_threads(workers) {
+            Ok(others) => Workers::spread(others),
+            Err(e) => {
+                eprintln!("poolguard: cannot start the worker threads: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Workers::local()
+    };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run {
@@ -227,6 +254,7 @@ fn main() -> ExitCode {
                     skip_budget_check,
                     drain_timeout,
                     takeover,
+                    workers,
                 };
                 run(load(&config)?, config, options).await
             }
@@ -368,6 +396,8 @@ struct RunOptions {
     skip_budget_check: bool,
     drain_timeout: std::time::Duration,
     takeover: bool,
+    /// Where clients run.
+    workers: std::sync::Arc<Workers>,
 }
 
 async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyhow::Result<()> {
@@ -389,7 +419,7 @@ async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyh
     let took_over = takeover.is_some();
     let (mut proxy, _follower) = match takeover {
         Some(mut t) => {
-            let proxy = Proxy::start_with(config, t.inherited()).await?;
+            let proxy = Proxy::start_with(config, t.inherited(), options.workers.clone()).await?;
             let follower = t.started(proxy.shared.clone()).await?;
             tracing::info!("took over from the running poolguard; it drains and exits");
             (proxy, Some(follower))
@@ -398,7 +428,10 @@ async fn run(config: Config, path: Option<PathBuf>, options: RunOptions) -> anyh
             if options.takeover {
                 tracing::info!("no poolguard answers on the upgrade socket: starting as usual");
             }
-            (Proxy::start(config).await?, None)
+            (
+                Proxy::start_with(config, Default::default(), options.workers.clone()).await?,
+                None,
+            )
         }
     };
     if let Some(path) = path {

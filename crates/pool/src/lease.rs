@@ -38,6 +38,9 @@ pub(crate) struct ConnMeta {
     /// [`Self::expires_at`] as last computed, and the pool's config epoch it was computed
     /// for: checked on every checkout and check-in, recomputed only after a config change.
     expiry: Option<(u64, Option<Instant>)>,
+    /// The thread that made the connection: its socket is registered with that thread's
+    /// event loop, so a holder on the same thread is woken without crossing threads.
+    pub(crate) home: std::thread::ThreadId,
 }
 
 impl ConnMeta {
@@ -47,6 +50,7 @@ impl ConnMeta {
             jitter_draw: rand::thread_rng().gen_range(0.0..=1.0),
             generation,
             expiry: None,
+            home: std::thread::current().id(),
         }
     }
 

@@ -95,6 +95,22 @@ impl LeaseNote {
             .store(LeaseState::Active.to_u8(), Ordering::Relaxed);
     }
 
+    /// [`LeaseNote::statement`] for a statement as the client sent it, bytes that are UTF-8
+    /// nearly always: only the prefix the note keeps is looked at, and valid UTF-8 is checked
+    /// much faster than a lossy conversion walks it.
+    pub fn statement_bytes(&self, sql: &[u8]) {
+        // Room for the note after leading blanks, and a little more, so a cut shows as cut.
+        let sql = sql.get(..1024).unwrap_or(sql);
+        match std::str::from_utf8(sql) {
+            Ok(text) => self.statement(text),
+            // Only a character split by the cut above: keep what precedes it.
+            Err(e) if e.error_len().is_none() => {
+                self.statement(std::str::from_utf8(&sql[..e.valid_up_to()]).unwrap_or_default())
+            }
+            Err(_) => self.statement(&String::from_utf8_lossy(sql)),
+        }
+    }
+
     /// The holder's state changed (e.g. the server reported idle or idle in transaction).
     pub fn set_state(&self, state: LeaseState) {
         self.state.store(state.to_u8(), Ordering::Relaxed);
@@ -187,6 +203,24 @@ mod tests {
         note.set_state(LeaseState::IdleInTransaction);
         assert_eq!(note.state().as_str(), "idle in transaction");
         assert_eq!(note.statements(), 1);
+    }
+
+    #[test]
+    fn statement_bytes_are_noted_as_text() {
+        let note = LeaseNote::default();
+        note.statement_bytes(b"  SELECT 1 ");
+        assert_eq!(note.last_statement().as_deref(), Some("SELECT 1"));
+        note.statement_bytes(b"SELECT '\xff'");
+        assert_eq!(note.last_statement().as_deref(), Some("SELECT '\u{fffd}'"));
+        // Long text (byte 1024 splits an é): noted cut, at a character boundary.
+        let long = format!("SELECT 'x{}'", "é".repeat(600));
+        note.statement_bytes(long.as_bytes());
+        let last = note.last_statement().unwrap();
+        assert!(
+            last.ends_with("é...") && !last.contains('\u{fffd}'),
+            "{last}"
+        );
+        assert_eq!(note.statements(), 3);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod traffic;
 pub mod upgrade;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use tokio::task::JoinHandle;
 
 use config::Config;
 use state::Shared;
+use workers::Workers;
 
 /// A running proxy: its bound addresses and its accept loops.
 pub struct Proxy {
@@ -62,15 +64,16 @@ pub struct Proxy {
 impl Proxy {
     /// Binds every configured front door and starts accepting clients.
     pub async fn start(config: Config) -> std::io::Result<Proxy> {
-        Proxy::start_with(config, upgrade::Inherited::default()).await
+        Proxy::start_with(config, upgrade::Inherited::default(), Workers::local()).await
     }
 
     /// As [`Proxy::start`], taking over what a running poolguard handed over: its listening
     /// sockets (used instead of binding) and its share of each backend budget (kept out of
-    /// reach until it reports it released).
+    /// reach until it reports it released). Clients are spread over `workers`.
     pub async fn start_with(
         config: Config,
         mut inherited: upgrade::Inherited,
+        workers: Arc<Workers>,
     ) -> std::io::Result<Proxy> {
         let shared = Shared::new(config);
         inherited.apply_caps(&shared);
@@ -110,7 +113,11 @@ impl Proxy {
             let addr = listener.local_addr()?;
             tracing::info!(listen = %addr, "PostgreSQL front door open");
             postgres_addr = Some(addr);
-            accepts.push(tokio::spawn(accept_postgres(listener, shared.clone())));
+            accepts.push(tokio::spawn(accept_postgres(
+                listener,
+                shared.clone(),
+                workers.clone(),
+            )));
         }
         let mut mysql_addr = None;
         if let Some(listen) = shared.config().mysql_listen {
@@ -122,7 +129,11 @@ impl Proxy {
             let addr = listener.local_addr()?;
             tracing::info!(listen = %addr, "MySQL front door open");
             mysql_addr = Some(addr);
-            accepts.push(tokio::spawn(accept_mysql(listener, shared.clone())));
+            accepts.push(tokio::spawn(accept_mysql(
+                listener,
+                shared.clone(),
+                workers.clone(),
+            )));
         }
         tasks.extend(observe::spawn(&shared));
         tasks.extend(hosts::check::spawn(&shared));
@@ -190,7 +201,7 @@ fn stop_started(
     error
 }
 
-async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>, workers: Arc<Workers>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -203,10 +214,11 @@ async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
                 // debug: an enabled span costs each connected client a few hundred bytes in
                 // the subscriber; the log lines that matter name the client themselves.
                 let span = tracing::debug_span!("client", client = %peer);
-                let client = pg::login::serve_client(stream, admitted, shared.clone());
-                tokio::spawn(
-                    contain::contain(client, "postgres client", shared.clone()).instrument(span),
-                );
+                let shared = shared.clone();
+                workers.spawn_client(stream, move |stream| {
+                    let client = pg::login::serve_client(stream, admitted, shared.clone());
+                    contain::contain(client, "postgres client", shared).instrument(span)
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -217,7 +229,7 @@ async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>, workers: Arc<Workers>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -226,10 +238,11 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>) {
                     continue;
                 };
                 let span = tracing::debug_span!("client", client = %peer, front = "mysql");
-                let client = mysql::login::serve_client(stream, admitted, shared.clone());
-                tokio::spawn(
-                    contain::contain(client, "mysql client", shared.clone()).instrument(span),
-                );
+                let shared = shared.clone();
+                workers.spawn_client(stream, move |stream| {
+                    let client = mysql::login::serve_client(stream, admitted, shared.clone());
+                    contain::contain(client, "mysql client", shared).instrument(span)
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

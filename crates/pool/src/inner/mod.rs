@@ -365,6 +365,18 @@ impl<C: Connector> Shared<C> {
         now: Instant,
         fx: &mut Effects<C>,
     ) -> Option<Idle<C::Conn>> {
+        // One made on this thread first (see `ConnMeta::home`), the most recently returned
+        // of those; then any, most recently returned first.
+        let here = std::thread::current().id();
+        while let Some(i) = st.idle.iter().rposition(|e| e.meta.home == here) {
+            let Some(mut idle) = st.idle.remove(i) else {
+                break;
+            };
+            match st.idle_verdict(&mut idle, now) {
+                Some(reason) => fx.close.push((idle.conn, reason)),
+                None => return Some(idle),
+            }
+        }
         while let Some(mut idle) = st.idle.pop_back() {
             match st.idle_verdict(&mut idle, now) {
                 Some(reason) => fx.close.push((idle.conn, reason)),

@@ -106,13 +106,7 @@ impl Session {
             (_, After::Execute { sql }) => sql,
             (first, _) => command_name(first.map_or(0, |(&c, _)| c)).as_bytes(),
         };
-        // The note keeps a short prefix; do not convert more than it can use.
-        let text = text.get(..1024).unwrap_or(text);
-        // Valid UTF-8 (nearly always) is checked much faster than the lossy conversion walks it.
-        match std::str::from_utf8(text) {
-            Ok(text) => self.holder.note.statement(text),
-            Err(_) => self.holder.note.statement(&String::from_utf8_lossy(text)),
-        }
+        self.holder.note.statement_bytes(text);
     }
 
     /// The status flags a locally answered OK carries.

@@ -382,7 +382,7 @@ impl Session {
             QUERY => {
                 let sql = frontend::parse_query(body)
                     .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
-                self.holder.note.statement(&String::from_utf8_lossy(sql));
+                self.holder.note.statement_bytes(sql);
                 if self.transaction_mode {
                     let findings = scan(sql, self.lexing(), &self.extra_parameters());
                     if let Some(stmt) = deallocate_target(sql) {
@@ -544,9 +544,7 @@ impl Session {
     ) -> Result<Action, ProxyError> {
         let parse = frontend::parse_parse(body)
             .map_err(|e| ProxyError::Protocol(format!("invalid Parse message: {e}")))?;
-        self.holder
-            .note
-            .statement(&String::from_utf8_lossy(parse.query));
+        self.holder.note.statement_bytes(parse.query);
         let named = self.transaction_mode && !parse.name.is_empty();
         if named && !self.statements.has_room(parse.name, self.max_statements()) {
             // Refused before its text is looked at: nothing of it takes effect.
