@@ -348,6 +348,11 @@ impl PgSandbox {
         })
     }
 
+    /// The server's Unix socket (`unix_socket_directories` is the data directory).
+    pub fn socket_path(&self) -> PathBuf {
+        self.data_dir.join(format!(".s.PGSQL.{}", self.port))
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

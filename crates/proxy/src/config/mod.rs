@@ -316,13 +316,15 @@ impl Config {
                 ));
             }
             for h in &b.hosts {
-                if h.rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
+                // An absolute path is a Unix socket (`tls::socket`).
+                if !crate::tls::socket::is_unix_host(h)
+                    && h.rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .is_none()
                 {
                     return Err(invalid(
                         format!("{key}.hosts"),
-                        format!("{h:?} is not host:port"),
+                        format!("{h:?} is not host:port or a Unix socket's path"),
                     ));
                 }
             }

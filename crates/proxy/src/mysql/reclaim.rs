@@ -41,7 +41,7 @@ pub async fn reclaim(
     faults: &Faults,
 ) {
     let pool = entry.name();
-    let server = held.lease.addr;
+    let server = held.lease.addr.clone();
     let reset = match how {
         Reclaim::Discard(why) => {
             tracing::info!(pool = %pool, %server, reason = %why, "discarding server connection");

@@ -20,7 +20,6 @@
 //! for every connect, through that host's circuit breaker, exactly as the PostgreSQL connector
 //! does; see [`ServerError::is_host_failure`] for what counts against a host.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +37,6 @@ use poolguard_mysql::stmt::StmtPrepareOk;
 use poolguard_mysql::{Packet, Progress, ResponseTracker};
 use poolguard_pool::{BreakerOpen, CloseReason, Connector};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use crate::config::target::Target;
 use crate::entry::ServerConnector;
@@ -48,6 +46,7 @@ use crate::mysql::sha2;
 use crate::mysql::stmts::ServerStatements;
 use crate::mysql::sync::SessionState;
 use crate::tls::connect::{ServerStream, ServerTls, TlsError};
+use crate::tls::socket::{connect, ServerAddr, Socket};
 
 /// Largest packet poolguard accepts from a server: the protocol's own maximum. Servers enforce
 /// their `max_allowed_packet`; relayed frames are at most 16 MiB each regardless.
@@ -145,7 +144,7 @@ pub struct ServerConn {
     pub stream: ServerStream,
     /// Bytes read from the server and not yet consumed.
     pub buf: BytesMut,
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     /// The address as configured (`host:port`), which side connections to the same server
     /// use: TLS verifies the name in it, not the resolved address.
     pub host: Arc<str>,
@@ -386,15 +385,16 @@ impl MyConnector {
     /// is not the write host (thread ids are per server).
     pub async fn open_at(&self, addr: String) -> Result<ServerConn, ServerError> {
         let timeout = self.connect_timeout;
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
+        let (socket, peer) = match tokio::time::timeout(timeout, connect(&addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
             Err(_) => return Err(ServerError::ConnectTimeout { addr, timeout }),
         };
-        stream.set_nodelay(true)?;
-        let peer = stream.peer_addr()?;
         let conn = ServerConn {
-            stream: ServerStream::Plain(stream),
+            stream: match socket {
+                Socket::Tcp(s) => ServerStream::Plain(s),
+                Socket::Unix(s) => ServerStream::Unix(s),
+            },
             buf: BytesMut::with_capacity(8192),
             addr: peer,
             host: Arc::from(addr.as_str()),
@@ -440,7 +440,11 @@ impl MyConnector {
         conn.state.multi_statements = conn.caps & CLIENT_MULTI_STATEMENTS != 0;
         let mut seq = greeting.next_seq();
         let tls = self.hosts.tls();
-        let dest = tls.dest(&conn.host).map_err(|e| tls_error(&conn, e))?;
+        // No TLS over a Unix socket (see `tls::socket`).
+        let dest = match conn.stream {
+            ServerStream::Unix(_) => None,
+            _ => tls.dest(&conn.host).map_err(|e| tls_error(&conn, e))?,
+        };
         let mut capabilities = conn.caps;
         match dest {
             Some(dest) if hs.capabilities & CLIENT_SSL != 0 => {

@@ -12,7 +12,7 @@
 //! `server_tls = "require"` and `verify-*` no key goes over the network in the clear.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -20,16 +20,16 @@ use bytes::BytesMut;
 use poolguard_pg::startup::encode_cancel_request;
 use rand::Rng;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use crate::pg::server::start_tls;
-use crate::tls::connect::TlsDest;
+use crate::tls::connect::{ServerStream, TlsDest};
+use crate::tls::socket::{reconnect, ServerAddr, Socket};
 
 /// Where a running query can be cancelled: the server's address and its BackendKeyData, and
 /// the TLS its connection uses (`None`: plain).
 #[derive(Debug, Clone)]
 pub struct ServerKey {
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     pub pid: i32,
     pub secret: i32,
     pub tls: Option<TlsDest>,
@@ -59,7 +59,7 @@ pub struct CancelRegistry {
     /// that last sent NOTIFY through it: a notification names the notifying server process,
     /// and a listener compares it with the pid its notifier was given (asyncpg's
     /// `get_server_pid()`), which under transaction pooling is poolguard's.
-    notifiers: Mutex<HashMap<(SocketAddr, i32), i32>>,
+    notifiers: Mutex<HashMap<(ServerAddr, i32), i32>>,
 }
 
 /// Bound on remembered notifiers (the map is cleared when it is exceeded: a notification then
@@ -134,9 +134,9 @@ impl CancelRegistry {
 
     /// The client process id to show as the sender of a notification from server process
     /// `pid` at `addr`, if a poolguard client notified through it.
-    pub fn notifier(&self, addr: SocketAddr, pid: i32) -> Option<i32> {
+    pub fn notifier(&self, addr: &ServerAddr, pid: i32) -> Option<i32> {
         let map = self.notifiers.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(addr, pid)).copied()
+        map.get(&(addr.clone(), pid)).copied()
     }
 
     /// Handles a client's CancelRequest. Unknown keys and wrong secrets are ignored silently,
@@ -167,10 +167,12 @@ impl CancelRegistry {
 /// does so once the signal is delivered), bounded so a dead server cannot hold us.
 pub async fn send_cancel(key: &ServerKey) -> std::io::Result<()> {
     let exchange = async {
-        let tcp = TcpStream::connect(key.addr).await?;
-        let (mut s, _) = start_tls(tcp, key.tls.clone(), &key.addr.to_string())
-            .await
-            .map_err(std::io::Error::other)?;
+        let (mut s, _) = match reconnect(&key.addr).await? {
+            Socket::Tcp(tcp) => start_tls(tcp, key.tls.clone(), &key.addr.to_string())
+                .await
+                .map_err(std::io::Error::other)?,
+            Socket::Unix(unix) => (ServerStream::Unix(unix), None),
+        };
         let mut m = BytesMut::new();
         encode_cancel_request(&mut m, key.pid, key.secret);
         s.write_all(&m).await?;

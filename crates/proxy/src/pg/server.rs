@@ -19,7 +19,6 @@
 //! of it can be taken for the server's (CVE-2021-23222). A failed handshake or verification
 //! counts against the host like a connect failure.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +37,7 @@ use crate::pg::credential::ServerCredential;
 use crate::pg::params::{is_reported, ParamSet};
 use crate::pg::prepared::{ServerStatements, UnnamedStatement};
 use crate::tls::connect::{ServerStream, ServerTls, TlsDest, TlsError};
+use crate::tls::socket::{connect, ServerAddr, Socket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -113,7 +113,7 @@ pub struct ServerConn {
     pub tls: Option<TlsDest>,
     /// Bytes read from the server and not yet consumed.
     pub buf: BytesMut,
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     /// The server's BackendKeyData, used to cancel its running query.
     pub key: (i32, i32),
     pub params: ServerParams,
@@ -238,7 +238,7 @@ impl ServerConn {
     /// Where a cancel for this connection's running query goes, and how (its TLS).
     pub fn cancel_key(&self) -> ServerKey {
         ServerKey {
-            addr: self.addr,
+            addr: self.addr.clone(),
             pid: self.key.0,
             secret: self.key.1,
             tls: self.tls.clone(),
@@ -398,32 +398,10 @@ impl PgConnector {
 
     /// Connects and logs in to `addr`, within `connect_timeout` for each of the two steps.
     async fn open_at(&self, addr: String) -> Result<ServerConn, ServerError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
-                Err(_) => {
-                    return Err(ServerError::ConnectTimeout {
-                        addr,
-                        timeout: self.connect_timeout,
-                    })
-                }
-            };
-        stream.set_nodelay(true)?;
-        let peer = stream.peer_addr()?;
-        let dest = self
-            .hosts
-            .tls()
-            .dest(&addr)
-            .map_err(|source| tls_error(&addr, source))?;
-        let wanted = dest.is_some();
-        let (stream, tls) = match tokio::time::timeout(
-            self.connect_timeout,
-            start_tls(stream, dest, &addr),
-        )
-        .await
+        let (socket, peer) = match tokio::time::timeout(self.connect_timeout, connect(&addr)).await
         {
-            Ok(r) => r?,
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
             Err(_) => {
                 return Err(ServerError::ConnectTimeout {
                     addr,
@@ -431,9 +409,36 @@ impl PgConnector {
                 })
             }
         };
-        if wanted && tls.is_none() {
-            self.hosts.note_plain_fallback(&addr);
-        }
+        let (stream, tls) = match socket {
+            // No TLS over a Unix socket (see `tls::socket`).
+            Socket::Unix(s) => (ServerStream::Unix(s), None),
+            Socket::Tcp(stream) => {
+                let dest = self
+                    .hosts
+                    .tls()
+                    .dest(&addr)
+                    .map_err(|source| tls_error(&addr, source))?;
+                let wanted = dest.is_some();
+                let (stream, tls) = match tokio::time::timeout(
+                    self.connect_timeout,
+                    start_tls(stream, dest, &addr),
+                )
+                .await
+                {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(ServerError::ConnectTimeout {
+                            addr,
+                            timeout: self.connect_timeout,
+                        })
+                    }
+                };
+                if wanted && tls.is_none() {
+                    self.hosts.note_plain_fallback(&addr);
+                }
+                (stream, tls)
+            }
+        };
         let mut conn = ServerConn {
             stream,
             tls,

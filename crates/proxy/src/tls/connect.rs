@@ -420,9 +420,11 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// A server connection's byte stream: plain TCP or TLS over it.
+/// A server connection's byte stream: plain TCP, TLS over it, or a Unix socket (see
+/// [`super::socket`]).
 pub enum ServerStream {
     Plain(TcpStream),
+    Unix(tokio::net::UnixStream),
     /// Boxed: rustls' connection state is a few KiB, the plain path should not carry it.
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -438,6 +440,7 @@ impl ServerStream {
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             ServerStream::Plain(s) => s.write_all(buf).await,
+            ServerStream::Unix(s) => s.write_all(buf).await,
             ServerStream::Tls(s) => {
                 s.write_all(buf).await?;
                 s.flush().await
@@ -469,6 +472,9 @@ impl ServerStream {
             ServerStream::Plain(s) => {
                 let _ = s.try_write(bytes);
             }
+            ServerStream::Unix(s) => {
+                let _ = s.try_write(bytes);
+            }
             ServerStream::Tls(s) => {
                 let (tcp, conn) = s.get_mut();
                 let _ = conn.writer().write_all(bytes);
@@ -493,6 +499,7 @@ impl AsyncRead for ServerStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ServerStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -506,6 +513,7 @@ impl AsyncWrite for ServerStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ServerStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -517,6 +525,7 @@ impl AsyncWrite for ServerStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ServerStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -524,6 +533,7 @@ impl AsyncWrite for ServerStream {
     fn is_write_vectored(&self) -> bool {
         match self {
             ServerStream::Plain(s) => s.is_write_vectored(),
+            ServerStream::Unix(s) => s.is_write_vectored(),
             ServerStream::Tls(s) => s.is_write_vectored(),
         }
     }
@@ -531,6 +541,7 @@ impl AsyncWrite for ServerStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ServerStream::Unix(s) => Pin::new(s).poll_flush(cx),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -538,6 +549,7 @@ impl AsyncWrite for ServerStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ServerStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }

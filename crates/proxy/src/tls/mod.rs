@@ -4,6 +4,8 @@
 //!
 //! - [`accept`]: poolguard as the TLS server, facing its clients (both front doors, admin).
 //! - [`connect`]: poolguard as a TLS client of its servers (`[[backends]] server_tls`).
+//! - [`socket`]: the server sockets those connections start from (TCP or a Unix socket).
 
 pub mod accept;
 pub mod connect;
+pub mod socket;

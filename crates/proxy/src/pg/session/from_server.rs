@@ -195,7 +195,7 @@ impl Session {
                     let sender = if pid == held.lease.key.0 {
                         self.registration.pid
                     } else {
-                        self.shared.cancels.notifier(held.lease.addr, pid)?
+                        self.shared.cancels.notifier(&held.lease.addr, pid)?
                     };
                     (sender != pid).then_some((sender, rest))
                 }),
