@@ -39,6 +39,7 @@ pub async fn sandbox(opts: SandboxOptions) -> anyhow::Result<()> {
             println!("ENGINE=postgres");
             println!("HOST={}", pg.host());
             println!("PORT={}", pg.port());
+            println!("SOCKET={}", pg.socket_path().display());
             println!("SUPERUSER={}", pg.superuser().0);
             println!("SUPERUSER_PASSWORD={}", pg.superuser().1);
             println!("BIN_DIR={}", pg.bin_dir().display());
@@ -62,6 +63,7 @@ pub async fn sandbox(opts: SandboxOptions) -> anyhow::Result<()> {
             println!("ENGINE=mariadb");
             println!("HOST={}", db.host());
             println!("PORT={}", db.port());
+            println!("SOCKET={}", db.socket().display());
             println!("SUPERUSER={}", db.root().0);
             println!("SUPERUSER_PASSWORD={}", db.root().1);
             Box::new(db)
