@@ -33,18 +33,24 @@ pub enum Encoding {
 impl Encoding {
     /// The layout of a `client_encoding` value (PostgreSQL's names and aliases, any case).
     pub fn of(client_encoding: &str) -> Encoding {
-        let n: String = client_encoding
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
-        match n.as_str() {
-            "SJIS" | "SHIFTJIS" | "SHIFTJIS2004" | "MSKANJI" | "WIN932" | "WINDOWS932" => {
+        // Normalised into a stack buffer: this runs for every statement scanned, and no name
+        // below is longer than 12 characters (a longer value is none of them).
+        let mut buf = [0u8; 16];
+        let mut n = 0;
+        for b in client_encoding.bytes().filter(u8::is_ascii_alphanumeric) {
+            let Some(slot) = buf.get_mut(n) else {
+                return Encoding::AsciiSafe;
+            };
+            *slot = b.to_ascii_uppercase();
+            n = n.saturating_add(1);
+        }
+        match buf.get(..n).unwrap_or_default() {
+            b"SJIS" | b"SHIFTJIS" | b"SHIFTJIS2004" | b"MSKANJI" | b"WIN932" | b"WINDOWS932" => {
                 Encoding::Sjis
             }
-            "BIG5" | "WIN950" | "WINDOWS950" | "GBK" | "WIN936" | "WINDOWS936" | "UHC"
-            | "WIN949" | "WINDOWS949" | "JOHAB" => Encoding::TwoByte,
-            "GB18030" => Encoding::Gb18030,
+            b"BIG5" | b"WIN950" | b"WINDOWS950" | b"GBK" | b"WIN936" | b"WINDOWS936" | b"UHC"
+            | b"WIN949" | b"WINDOWS949" | b"JOHAB" => Encoding::TwoByte,
+            b"GB18030" => Encoding::Gb18030,
             _ => Encoding::AsciiSafe,
         }
     }
@@ -259,7 +265,7 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
 /// The common case, decided without allocating: one statement (at most a trailing `;`) that
 /// starts with a keyword that cannot create session state, and no advisory-lock call or
 /// temporary table in its text.
-fn is_plain(sql: &[u8]) -> bool {
+pub(crate) fn is_plain(sql: &[u8]) -> bool {
     let s = sql.trim_ascii_start();
     let word_end = s
         .iter()
@@ -296,10 +302,27 @@ fn is_plain(sql: &[u8]) -> bool {
     while let Some(rest) = body.strip_suffix(b";") {
         body = rest;
     }
-    memchr::memchr(b';', body).is_none()
-        && !contains_ignore_case(body, b"advisory_lock")
-        && !contains_ignore_case(body, b"temp")
-        && !contains_ignore_case(body, b"notify")
+    !has_marks(body)
+}
+
+/// Whether `body` holds a `;` (a second statement) or, in any case, `advisory_lock`, `temp` or
+/// `notify`. One pass over the bytes: statements are short, and four searches (each setting up
+/// a vector search) cost more than the bytes they look at.
+fn has_marks(body: &[u8]) -> bool {
+    let at = |i: usize, mark: &[u8]| {
+        body.get(i..i.saturating_add(mark.len()))
+            .is_some_and(|w| w.eq_ignore_ascii_case(mark))
+    };
+    body.iter().enumerate().any(|(i, &c)| {
+        // `| 0x20` lower-cases ASCII letters; only 'A'/'a' become 'a', and so on.
+        c == b';'
+            || match c | 0x20 {
+                b'a' => at(i, b"advisory_lock"),
+                b't' => at(i, b"temp"),
+                b'n' => at(i, b"notify"),
+                _ => false,
+            }
+    })
 }
 
 /// The tracked sets `AS TRANSACTION <modes>` stands for, or `None` when the text is not that
@@ -961,6 +984,26 @@ mod tests {
         assert_eq!(Encoding::of("shift_jis_2004"), Encoding::Sjis);
         assert_eq!(Encoding::of("Big5"), Encoding::TwoByte);
         assert_eq!(Encoding::of("LATIN1"), Encoding::AsciiSafe);
+        for body in [
+            &b"SELECT 1"[..],
+            b"select pg_advisory_LOCK(1)",
+            b"CREATE TEMP TABLE t()",
+            b"SELECT 1; SELECT 2",
+            b"NOTIFY x",
+            b"SELECT \x1b",
+            b"tem",
+            b"advisory_loc",
+        ] {
+            let old = memchr::memchr(b';', body).is_some()
+                || contains_ignore_case(body, b"advisory_lock")
+                || contains_ignore_case(body, b"temp")
+                || contains_ignore_case(body, b"notify");
+            assert_eq!(has_marks(body), old, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(
+            Encoding::of(&format!("{}SJIS", "x".repeat(40))),
+            Encoding::AsciiSafe
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::statement_sql::{deallocate_target, execute_target, execute_text};
 use super::{End, Held, Session};
 use crate::config::front::DEFAULT_MAX_CLIENT_PREPARED_STATEMENTS;
 use crate::error::ProxyError;
-use crate::pg::features::{scan, Findings, TrackedSet};
+use crate::pg::features::{Findings, TrackedSet};
 use crate::pg::login::write_error;
 use crate::pg::pending::Expect;
 use crate::pg::prepared::{too_many_statements, Statement};
@@ -118,7 +118,7 @@ impl Session {
         {
             return Ok(false);
         }
-        let findings = scan(parse.query, self.lexing(), &self.extra_parameters());
+        let findings = self.scan(parse.query, true);
         if !findings.features.is_empty()
             || !findings.tracked.is_empty()
             || self.executed_statement(parse.query).is_some()
@@ -384,7 +384,7 @@ impl Session {
                     .map_err(|e| ProxyError::Protocol(format!("invalid Query message: {e}")))?;
                 self.holder.note.statement_bytes(sql);
                 if self.transaction_mode {
-                    let findings = scan(sql, self.lexing(), &self.extra_parameters());
+                    let findings = self.scan(sql, true);
                     if let Some(stmt) = deallocate_target(sql) {
                         if self.statements.remove(stmt) {
                             let held = self.held_mut()?;
@@ -416,7 +416,7 @@ impl Session {
                 } else if crate::pg::features::may_drop_database(sql) {
                     // Session mode: only what poolguard itself must act on (its idle
                     // connections to a database being dropped).
-                    let findings = scan(sql, self.lexing(), &[]);
+                    let findings = self.scan(sql, false);
                     if let Some(db) = &findings.drops_database {
                         self.shared.let_go_of_database(db);
                     }
@@ -570,7 +570,7 @@ impl Session {
             });
         }
         if self.transaction_mode {
-            let findings = scan(parse.query, self.lexing(), &self.extra_parameters());
+            let findings = self.scan(parse.query, true);
             if let Some(error) = self.apply_findings(&findings, batch_start) {
                 return Ok(Action::Refuse {
                     error,
@@ -578,7 +578,7 @@ impl Session {
                 });
             }
         } else if crate::pg::features::may_drop_database(parse.query) {
-            let findings = scan(parse.query, self.lexing(), &[]);
+            let findings = self.scan(parse.query, false);
             if let Some(db) = &findings.drops_database {
                 self.shared.let_go_of_database(db);
             }

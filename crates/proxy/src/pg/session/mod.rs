@@ -423,6 +423,20 @@ impl Session {
     }
 
     /// How to read this client's SQL, and whether its every SET follows it (policy `follow`).
+    /// [`crate::pg::features::scan`] of a client's statement, with the operator's
+    /// `track_extra_parameters` when `extras`. The common plain statement is answered before
+    /// the client's lexing and the configuration are looked up.
+    fn scan(&self, sql: &[u8], extras: bool) -> crate::pg::features::Findings {
+        use crate::pg::features::{is_plain, scan, Findings};
+        if is_plain(sql) {
+            Findings::default()
+        } else if extras {
+            scan(sql, self.lexing(), &self.extra_parameters())
+        } else {
+            scan(sql, self.lexing(), &[])
+        }
+    }
+
     fn lexing(&self) -> crate::pg::features::Lexing {
         crate::pg::features::Lexing {
             follow_sets: self.transaction_mode && self.policy() == SessionStatePolicy::Follow,
