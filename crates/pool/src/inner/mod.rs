@@ -310,7 +310,8 @@ impl<C: Connector> Shared<C> {
     /// Serve waiters in order: an idle connection first, else a slot if both the pool's cap and
     /// the budget allow; stop at the first waiter that cannot be served, or at once if paused.
     fn serve_locked(self: &Arc<Self>, st: &mut State<C>, fx: &mut Effects<C>) {
-        let now = Instant::now();
+        // Read once, and only when someone waits (nearly every check-in finds nobody).
+        let mut clock = None;
         loop {
             st.prune_dead_front();
             if st.closed || st.paused {
@@ -319,6 +320,7 @@ impl<C: Connector> Shared<C> {
             if st.waiters.is_empty() {
                 return;
             }
+            let now = *clock.get_or_insert_with(Instant::now);
             // The front, or the first waiter under its fair share (none: a strict share holds
             // every waiter back).
             let Some(next) = st.next_waiter() else {
