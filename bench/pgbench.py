@@ -267,7 +267,7 @@ def main():
     ap.add_argument("--profile-notes", default=os.path.join(ROOT, "bench", "PROFILE.md"))
     ap.add_argument("--callgrind", action="store_true",
                     help="add both proxies' instructions per transaction (bench/callgrind.py)")
-    ap.add_argument("--callgrind-events", type=int, default=4000)
+    ap.add_argument("--callgrind-events", type=int, default=16000)
     args = ap.parse_args()
 
     pg = PgSandbox(max_connections=700)
