@@ -84,8 +84,7 @@ def main():
     if mode != "idle":
         raise SystemExit(f"unknown mode {mode}")
     raise_fd_limit()
-    # Below poolguard's default bound on logins under way from one address (128).
-    asyncio.run(idle(int(port), user, password, db, int(n), login=login, ramp=64))
+    asyncio.run(idle(int(port), user, password, db, int(n), login=login))
 
 
 if __name__ == "__main__":

@@ -77,9 +77,10 @@ def raise_fd_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def idle(port, user, password, db, n, login=login, ramp=200):
+async def idle(port, user, password, db, n, login=login, ramp=64):
     """`login`: this module's PostgreSQL one, or another protocol's (myclients.py); `ramp`:
-    logins under way at once."""
+    logins under way at once (below poolguard's default bound on logins under way from one
+    address, 128: the idle measurement is about memory, not login admission)."""
     conns, failed = [], 0
     sem = asyncio.Semaphore(ramp)  # a steady ramp, not a storm
 

@@ -8,8 +8,9 @@ Runs each workload at each thread count, direct and through poolguard, interleav
 direct/poolguard alternates per repetition) and repeated; records TPS, p95 latency, the
 poolguard/direct ratio and poolguard's CPU time (utime + stime from /proc) per statement
 (sysbench's "queries: total"). Then measures poolguard's RSS with N idle logged-in MySQL clients
-(bench/myclients.py). The machine's load average is sampled before every run and reported,
-since the machine may be shared.
+(bench/myclients.py). Every run also records what else the machine did meanwhile: the 1-minute
+load average and the CPU used by processes other than the benchmark's own (sysbench, MariaDB,
+poolguard), with benchlib.MachineMeter.
 """
 import argparse
 import os
@@ -20,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import (POOLGUARD as BIN, ROOT, cpu_seconds, free_port, idle_footprint,
-                      mysql_config, start_mariadb_sandbox, wait_listening)
+from benchlib import (POOLGUARD as BIN, ROOT, MachineMeter, cpu_seconds, free_port,
+                      idle_footprint, machine_note, mysql_config, spread, start_mariadb_sandbox,
+                      wait_listening)
 
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
 HEADER = "## MySQL: sysbench"
@@ -39,11 +41,6 @@ args = ap.parse_args()
 WORKLOADS = args.workloads.split(",")
 THREADS = [int(t) for t in args.threads.split(",")]
 TABLES, TABLE_SIZE = 4, 10000
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return tuple(float(x) for x in f.read().split()[:3])
 
 
 def start_poolguard(db_port, workdir):
@@ -79,8 +76,8 @@ def main():
     sandbox, db_port = start_mariadb_sandbox(max(THREADS) + 64)
     work = tempfile.mkdtemp(prefix="pg-sysbench-")
     pg, pg_port = start_poolguard(db_port, work)
-    results = {}  # (workload, threads, target) -> [(tps, p95, errors, cpu us per statement)]
-    loads = []
+    # (workload, threads, target) -> [(tps, p95, errors, cpu us per statement, machine fields)]
+    results = {}
     idle = None
     try:
         out = sysbench("oltp_read_write", db_port, ["--threads=4", "prepare"], 300)
@@ -92,42 +89,47 @@ def main():
             for workload in WORKLOADS:
                 for threads in THREADS:
                     for target in order:
-                        la = loadavg()
-                        loads.append(la)
                         cpu_before = cpu_seconds(pg.pid)
-                        out = sysbench(workload, ports[target],
-                                       [f"--threads={threads}", f"--time={args.duration}",
-                                        "--percentile=95", "run"], args.duration + 120)
+                        with MachineMeter() as machine:
+                            out = sysbench(workload, ports[target],
+                                           [f"--threads={threads}", f"--time={args.duration}",
+                                            "--percentile=95", "run"], args.duration + 120)
                         cpu = cpu_seconds(pg.pid) - cpu_before
+                        m = machine.fields
                         tps, p95, errs, queries = parse(out.stdout)
                         if out.returncode != 0 or tps is None:
                             print(out.stdout[-2000:], out.stderr[-2000:], file=sys.stderr)
                         per_stmt = cpu * 1e6 / queries if target == "poolguard" and queries else 0.0
                         results.setdefault((workload, threads, target), []).append(
-                            (tps or 0.0, p95 or 0.0, errs if errs is not None else -1, per_stmt))
+                            (tps or 0.0, p95 or 0.0, errs if errs is not None else -1, per_stmt, m))
                         print(f"rep {rep + 1} {workload} {threads} threads {target}: "
                               f"{tps} tps, p95 {p95} ms, ignored errors {errs}, "
-                              f"proxy cpu {per_stmt:.1f} us/statement, load {la[0]}",
+                              f"proxy cpu {per_stmt:.1f} us/statement, load {m['load1']}, "
+                              f"other cpu {m['other_cpu_pct']:.0f}%",
                               file=sys.stderr, flush=True)
         if args.idle:
-            idle = idle_footprint(pg.pid, "myclients.py",
-                                  ["idle", str(pg_port), "app", "app-secret", "bank",
-                                   str(args.idle)], args.idle)
+            with MachineMeter() as machine:
+                idle = idle_footprint(pg.pid, "myclients.py",
+                                      ["idle", str(pg_port), "app", "app-secret", "bank",
+                                       str(args.idle)], args.idle)
+            idle.update(machine.fields)
             print(f"idle: {idle}", file=sys.stderr, flush=True)
     finally:
         pg.send_signal(signal.SIGTERM)
         sandbox.send_signal(signal.SIGTERM)
         pg.wait(timeout=30)
         sandbox.wait(timeout=60)
-    loads.append(loadavg())
-    section = render(results, loads, idle)
+    section = render(results, idle)
     print(section)
     if not args.no_write:
         write(section)
 
 
-def render(results, loads, idle):
-    one = [l[0] for l in loads]
+def machine(rs, key, fmt):
+    return spread([r[4][key] for r in rs], fmt)
+
+
+def render(results, idle):
     ver = subprocess.run(["sysbench", "--version"], capture_output=True, text=True).stdout.strip()
     lines = [
         HEADER, "",
@@ -136,14 +138,17 @@ def render(results, loads, idle):
         f"server-side prepared statements. `--tables={TABLES} --table-size={TABLE_SIZE}`, "
         f"{args.duration} s per run, {args.reps} repetitions, direct and poolguard interleaved "
         "(order alternating per repetition). Written by `bench/sysbench.sh`.", "",
-        f"**Machine: {os.cpu_count()} cores, shared with other work during this run**: 1-minute "
-        f"load average {min(one):.2f} to {max(one):.2f} over the runs (mean "
-        f"{statistics.mean(one):.2f}). Absolute figures are therefore noisy; the ratio between "
-        "interleaved runs is the more meaningful number, and bench/PROFILE.md's instruction "
-        "counts the stable one.", "",
+        f"**Machine: {os.cpu_count()} cores, possibly shared with other work.** "
+        + machine_note("sysbench, MariaDB, poolguard and this script",
+                       "sysbench's own threads (up to 256)")
+        + " In each row: direct runs / poolguard runs. Absolute figures move with other work; "
+        "the ratio between interleaved runs is the more meaningful number, and "
+        "`bench/callgrind.py --door mysql`'s instruction counts (see bench/PROFILE.md) the "
+        "stable one.", "",
         "| workload | threads | direct TPS (reps) | poolguard TPS (reps) | poolguard/direct TPS "
-        "| direct p95 ms | poolguard p95 ms | proxy CPU µs/statement | errors direct / poolguard |",
-        "|---|---:|---|---|---:|---:|---:|---:|---|",
+        "| direct p95 ms | poolguard p95 ms | proxy CPU µs/statement | errors direct / poolguard "
+        "| load, direct / poolguard | other CPU, % of one core, direct / poolguard |",
+        "|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for w in WORKLOADS:
         for t in THREADS:
@@ -158,7 +163,10 @@ def render(results, loads, idle):
             reps = lambda r: " / ".join(f"{x[0]:.0f}" for x in r)  # noqa: E731
             errs = f"{sum(x[2] for x in d)} / {sum(x[2] for x in p)}"
             lines.append(f"| {w} | {t} | {dt:.0f} ({reps(d)}) | {pt:.0f} ({reps(p)}) | "
-                         f"{ratio:.2f} | {dp:.2f} | {pp:.2f} | {cpu:.1f} | {errs} |")
+                         f"{ratio:.2f} | {dp:.2f} | {pp:.2f} | {cpu:.1f} | {errs} | "
+                         f"{machine(d, 'load1', '{:.1f}')} / {machine(p, 'load1', '{:.1f}')} | "
+                         f"{machine(d, 'other_cpu_pct', '{:.0f}')} / "
+                         f"{machine(p, 'other_cpu_pct', '{:.0f}')} |")
     lines += ["", "TPS is the mean of the repetitions (each shown in brackets); p95 is the mean "
               "of the repetitions' 95th-percentile latency; proxy CPU is poolguard's user + "
               "system time over the run divided by the statements sysbench ran (mean of the "
@@ -166,10 +174,12 @@ def render(results, loads, idle):
     if idle:
         lines += ["Idle clients: logged-in MySQL clients (mysql_native_password, "
                   "bench/myclients.py) held open and idle; RSS of poolguard from /proc.", "",
-                  "| clients | failed | RSS before | RSS after | bytes per idle client |",
-                  "| ---: | ---: | ---: | ---: | ---: |",
+                  "| clients | failed | RSS before | RSS after | bytes per idle client | load "
+                  "| other CPU, % of one core |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
                   f"| {idle['clients']} | {idle['failed']} | {idle['rss_before_kib']} KiB | "
-                  f"{idle['rss_after_kib']} KiB | {idle['bytes_per_client']:.0f} |", ""]
+                  f"{idle['rss_after_kib']} KiB | {idle['bytes_per_client']:.0f} | "
+                  f"{idle['load1']:.1f} | {idle['other_cpu_pct']:.0f} |", ""]
     return "\n".join(lines)
 
 
