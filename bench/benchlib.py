@@ -205,10 +205,11 @@ def wait_listening(proc, port, timeout, what="poolguard"):
 
 
 def poolguard_config(path, door, port, db_port, pool_size, budget, pool_mode="transaction",
-                     limits="", auth=None):
+                     limits="", auth=None, socket=None):
     """Writes a poolguard config with one front door (`door`: "postgres" or "mysql") on `port`
-    for database bank (user app) on the server at `db_port`."""
+    for database bank (user app) on the server at `db_port`, or at its Unix `socket`."""
     auth = f'auth_method = "{auth}"\n' if auth else ""
+    host = socket or f"127.0.0.1:{db_port}"
     with open(path, "w") as f:
         f.write(f"""
 [{door}]
@@ -217,7 +218,7 @@ listen = "127.0.0.1:{port}"
 [[backends]]
 name = "db"
 protocol = "{door}"
-hosts = ["127.0.0.1:{db_port}"]
+hosts = ["{host}"]
 max_connections = {budget}
 
 [[databases]]
@@ -256,6 +257,7 @@ class PgSandbox:
                 break
         try:
             self.port = int(self.info["PORT"])
+            self.socket = self.info.get("SOCKET")
             self.su_password = self.info["SUPERUSER_PASSWORD"]
             # pg_ctl detached the postmaster from the sandbox process: its pid file names it.
             data = self.sql("SHOW data_directory")
@@ -310,15 +312,19 @@ class Proxy:
 class PgBouncer(Proxy):
     """Debian's PgBouncer in transaction mode with a pool of PG_POOL, for database bank."""
 
-    def __init__(self, backend_port, auth="scram-sha-256", wrap=(), ready_timeout=30):
+    def __init__(self, backend_port, auth="scram-sha-256", wrap=(), ready_timeout=30,
+                 socket=None):
         self.dir = tempfile.mkdtemp(prefix="poolguard-bench-pgbouncer-")
+        # Over the server's Unix socket: libpq's way, the directory and the port.
+        server = (f"host={os.path.dirname(socket)} port={socket.rsplit('.', 1)[1]}" if socket
+                  else f"host=127.0.0.1 port={backend_port}")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
         with open(os.path.join(self.dir, "userlist.txt"), "w") as f:
             f.write(f'"{USER}" "{PASSWORD}"\n')
         with open(os.path.join(self.dir, "pgbouncer.ini"), "w") as f:
             f.write(f"""[databases]
-{DB} = host=127.0.0.1 port={backend_port} dbname={DB}
+{DB} = {server} dbname={DB}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {self.port}
@@ -351,16 +357,20 @@ server_reset_query =
 
 class Poolguard(Proxy):
     """poolguard's PostgreSQL door in transaction mode with a pool of PG_POOL, for database
-    bank; `threads`: its --threads (None: the default, one worker per core)."""
+    bank; `threads`: its --threads (None: the default, one worker per two cores); `socket`:
+    the server's Unix socket instead of TCP."""
 
     def __init__(self, backend_port, auth="scram-sha-256", wrap=(), ready_timeout=30,
-                 threads=None, binary=None):
+                 threads=None, binary=None, socket=None):
         self.dir = tempfile.mkdtemp(prefix="poolguard-bench-")
         self.port = free_port()
         cfg = os.path.join(self.dir, "poolguard.toml")
+        # The login guards are raised: every benchmark client comes from 127.0.0.1, where a
+        # real storm comes from many application hosts (PgBouncer has no such guard).
         poolguard_config(cfg, "postgres", self.port, backend_port, PG_POOL, PG_POOL,
-                         limits='max_client_connections = 20000\nacquire_timeout = "60s"',
-                         auth=auth)
+                         limits='max_client_connections = 20000\nacquire_timeout = "60s"\n'
+                                'max_logins_in_progress = 20000\nmax_logins_per_address = 20000',
+                         auth=auth, socket=socket)
         threads = ["--threads", str(threads)] if threads is not None else []
         self._start([binary or POOLGUARD, *threads, "run", "--config", cfg], wrap,
                     ready_timeout, stdout=subprocess.DEVNULL,

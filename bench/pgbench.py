@@ -76,17 +76,27 @@ SCENARIOS = [
     # PgBouncer 1.18 cannot serve named prepared statements in transaction mode.
     ("select prepared c100", ["-S", "-M", "prepared"], 100, ("direct", "poolguard")),
     ("ceiling: direct c20", ["-S", "-M", "simple"], 20, ("direct",)),
+    # Both proxies reach PostgreSQL over its Unix socket (a co-located server).
+    ("select simple c10 unix", ["-S", "-M", "simple"], 10, ("pgbouncer", "poolguard")),
+    ("select simple c100 unix", ["-S", "-M", "simple"], 100, ("pgbouncer", "poolguard")),
 ]
 
 
-def run_matrix(pg, bouncer, guard, duration, reps, workdir, only=None):
-    ports = {"direct": pg.port, "pgbouncer": bouncer.port, "poolguard": guard.port}
-    pids = {"pgbouncer": bouncer.pid, "poolguard": guard.pid}
+def over_unix(name):
+    return name.endswith(" unix")
+
+
+def run_matrix(pg, proxies, duration, reps, workdir, only=None):
+    """`proxies`: (PgBouncer, poolguard) over TCP and, for the ` unix` rows, over the server's
+    Unix socket."""
     results = {}
     for rep in range(reps):
         for name, args, clients, targets in SCENARIOS:
             if only and name not in only:
                 continue
+            bouncer, guard = proxies["unix" if over_unix(name) else "tcp"]
+            ports = {"direct": pg.port, "pgbouncer": bouncer.port, "poolguard": guard.port}
+            pids = {"pgbouncer": bouncer.pid, "poolguard": guard.pid}
             for target in targets:
                 before = cpu_seconds(pids[target]) if target in pids else 0
                 with MachineMeter([pg.server_pid]) as machine:
@@ -275,9 +285,13 @@ def main():
     procs = []
     try:
         pg.pgbench_init(scale=10)
-        bouncer, guard = PgBouncer(pg.port), Poolguard(pg.port)
-        procs = [bouncer, guard]
-        results = run_matrix(pg, bouncer, guard, args.duration, args.reps, workdir, args.only)
+        proxies = {"tcp": (PgBouncer(pg.port), Poolguard(pg.port))}
+        procs = list(proxies["tcp"])
+        if pg.socket:
+            proxies["unix"] = (PgBouncer(pg.port, socket=pg.socket),
+                               Poolguard(pg.port, socket=pg.socket))
+            procs += proxies["unix"]
+        results = run_matrix(pg, proxies, args.duration, args.reps, workdir, args.only)
         for p in procs:
             p.stop()
         procs = []
