@@ -133,6 +133,18 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// A fresh, empty queue that keeps this one's allocation: a server connection keeps its
+    /// queue's storage between leases (see `ServerConn::spare_pending`), so a transaction does
+    /// not allocate one. Nothing of this queue's state carries over.
+    pub fn recycle(self) -> Pending {
+        let mut queue = self.queue;
+        queue.clear();
+        Pending {
+            queue,
+            ..Pending::default()
+        }
+    }
+
     /// Records a request sent to the server (or answered by poolguard). While the server is
     /// skipping to a Sync, everything but the Sync is dropped: the server will not answer it,
     /// and neither may poolguard.

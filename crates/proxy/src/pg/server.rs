@@ -126,6 +126,9 @@ pub struct ServerConn {
     /// (client key, parameter version) this server was last brought in line with: when the
     /// same client comes back with unchanged parameters, nothing needs comparing.
     pub synced_for: Option<(i32, u64)>,
+    /// The response queue's storage, kept here between leases (always empty: see
+    /// [`crate::pg::pending::Pending::recycle`]).
+    pub spare_pending: crate::pg::pending::Pending,
 }
 
 impl ServerConn {
@@ -450,6 +453,7 @@ impl PgConnector {
             unnamed: UnnamedStatement::default(),
             current: ParamSet::default(),
             synced_for: None,
+            spare_pending: Default::default(),
         };
         match tokio::time::timeout(self.connect_timeout, self.login(&mut conn)).await {
             Ok(Ok(())) => Ok(conn),

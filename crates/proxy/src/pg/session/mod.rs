@@ -73,11 +73,12 @@ pub struct Held {
 }
 
 impl Held {
-    fn new(lease: PgLease) -> Box<Self> {
+    fn new(mut lease: PgLease) -> Box<Self> {
+        let pending = std::mem::take(&mut lease.spare_pending).recycle();
         Box::new(Held {
             lease,
             scan: Scanner::new(DEFAULT_MAX_MESSAGE_LEN),
-            pending: Pending::default(),
+            pending,
             status: b'I',
             unsynced: false,
             copy_in: false,
@@ -512,7 +513,11 @@ impl Session {
         };
         match decision {
             guard::Release::Now(proof) => {
-                held.lease.release(proof);
+                let Held {
+                    mut lease, pending, ..
+                } = *held;
+                lease.spare_pending = pending.recycle();
+                lease.release(proof);
             }
             _ => {
                 let pool = self.entry.pool.config().name;
