@@ -36,6 +36,7 @@ use crate::config::PoolMode;
 use crate::contain::ClientSocket;
 use crate::error::ProxyError;
 use crate::guard;
+use crate::idle::Park;
 use crate::mysql::kill::{kill_query, Registration, ServerKey};
 use crate::mysql::login::LoggedIn;
 use crate::mysql::pools::{DbSlot, MyLease, MyPoolEntry};
@@ -129,7 +130,7 @@ pub struct Inflight {
 
 /// Why a session ended.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// COM_QUIT.
     Quit,
     /// The client closed its socket or it failed.
@@ -218,84 +219,6 @@ impl Session {
             deferred_error: None,
             clock: Default::default(),
         }
-    }
-
-    /// Serves the client until it leaves (boxed `self`: see [`crate::idle`]).
-    pub async fn run(mut self: Box<Self>) {
-        if let Some(h) = &self.held {
-            let key = self.server_key(h);
-            self.registration.target.set(Some(key)).await;
-        }
-        let end = self.relay().await;
-        let pool = self.entry.name();
-        match &end {
-            End::Kicked(e, seq) => {
-                let code = e.mysql_code(self.mariadb).to_string();
-                self.shared.observe.count_error("mysql", code);
-                tracing::warn!(client = %self.holder.client, pool = %pool, code = e.mysql_code(self.mariadb), reason = %e, "MySQL client disconnected by poolguard");
-                let mut m = BytesMut::new();
-                err_packet(&mut m, *seq, e, self.mariadb);
-                self.entry.traffic.sent(m.len());
-                let _ = self.client.write_all(&m).await;
-            }
-            other => {
-                tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "MySQL client session ended")
-            }
-        }
-        let _ = self.client.shutdown().await;
-        self.registration.target.set(None).await;
-        if let Some(held) = self.held.take() {
-            let how = match end {
-                End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
-                _ => Reclaim::Clean {
-                    reset: !self.transaction_mode || self.pinned.is_some(),
-                },
-            };
-            let inflight = self.inflight.take();
-            Box::pin(reclaim(
-                held,
-                inflight,
-                how,
-                &self.entry,
-                &self.shared.faults,
-            ))
-            .await;
-        }
-    }
-
-    /// The session's life: busy stretches relayed by [`Session::relay_until_idle`] in a box
-    /// that exists only while the client is busy (one allocation per stretch), and idle waits
-    /// between them (see [`crate::idle`]). In transaction mode a stretch is often a single
-    /// statement, so the box is kept small (under 1 KiB, where the allocator's per-thread cache
-    /// serves it, and cheap to move in): rare or large steps (COM_CHANGE_USER, KILL, a lost
-    /// server, a pool acquire that has to wait, ...) are boxed where they are awaited.
-    async fn relay(&mut self) -> End {
-        loop {
-            // Checked before the box too: a client that logs in and waits starts idle.
-            if self.is_idle() {
-                // No buffer kept either: it goes to the spares.
-                self.shared.spare.give(std::mem::take(&mut self.cbuf));
-                let deadline = self.next_deadline();
-                let kicked = &self.registration.target.kicked;
-                // KILL CONNECTION: put the permit back for the relay's own wait to see at once.
-                let killed = async {
-                    kicked.notified().await;
-                    kicked.notify_one()
-                };
-                crate::idle::wait(&mut self.client, deadline, killed).await;
-            }
-            if self.cbuf.capacity() == 0 {
-                self.cbuf = self.shared.spare.take();
-            }
-            if let Some(end) = Box::pin(self.relay_until_idle()).await {
-                return end;
-            }
-        }
-    }
-
-    /// No server held, no command in flight and nothing buffered.
-    fn is_idle(&self) -> bool {
-        self.inflight.is_none() && self.held.is_none() && self.cbuf.is_empty()
     }
 
     /// Relays until the session ends (`Some`) or the client is idle (`None`): no server held,
@@ -422,7 +345,7 @@ impl Session {
     /// Otherwise the client is told and disconnected, since its transaction or command is lost.
     ///
     /// Boxed: a rare path awaited from many places, each of whose futures would otherwise be
-    /// laid out for it (see [`Session::relay`] on why the relay state is kept small).
+    /// laid out for it (see `crate::idle::stretch` on why a busy stretch is kept small).
     fn server_lost<'a>(
         &'a mut self,
         why: &'a str,
@@ -539,5 +462,89 @@ impl Session {
             tracing::warn!(error = %e, "KILL QUERY for query_timeout failed");
         }
         None
+    }
+}
+
+impl crate::idle::Park for Session {
+    type End = End;
+
+    async fn start(&mut self) {
+        if let Some(h) = &self.held {
+            // Session mode: the server leased at login is the one a KILL QUERY targets.
+            let key = self.server_key(h);
+            self.registration.target.set(Some(key)).await;
+        }
+    }
+
+    /// No server held, no command in flight and nothing buffered.
+    fn is_idle(&self) -> bool {
+        self.inflight.is_none() && self.held.is_none() && self.cbuf.is_empty()
+    }
+
+    fn relay(&mut self) -> impl std::future::Future<Output = Option<End>> + Send {
+        self.relay_until_idle()
+    }
+
+    async fn close(mut self: Box<Self>, end: End) {
+        let pool = self.entry.name();
+        match &end {
+            End::Kicked(e, seq) => {
+                let code = e.mysql_code(self.mariadb).to_string();
+                self.shared.observe.count_error("mysql", code);
+                tracing::warn!(client = %self.holder.client, pool = %pool, code = e.mysql_code(self.mariadb), reason = %e, "MySQL client disconnected by poolguard");
+                let mut m = BytesMut::new();
+                err_packet(&mut m, *seq, e, self.mariadb);
+                self.entry.traffic.sent(m.len());
+                let _ = self.client.write_all(&m).await;
+            }
+            other => {
+                tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "MySQL client session ended")
+            }
+        }
+        let _ = self.client.shutdown().await;
+        self.registration.target.set(None).await;
+        if let Some(held) = self.held.take() {
+            let how = match end {
+                End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
+                _ => Reclaim::Clean {
+                    reset: !self.transaction_mode || self.pinned.is_some(),
+                },
+            };
+            let inflight = self.inflight.take();
+            Box::pin(reclaim(
+                held,
+                inflight,
+                how,
+                &self.entry,
+                &self.shared.faults,
+            ))
+            .await;
+        }
+    }
+
+    fn park(&mut self) -> crate::idle::Parking {
+        // No buffer kept while idle: it goes to the spares.
+        self.shared.spare.give(std::mem::take(&mut self.cbuf));
+        // KILL CONNECTION wakes the client; the permit is put back for the relay's own wait
+        // to see at once.
+        let target = self.registration.target.clone();
+        let killed = async move {
+            target.kicked.notified().await;
+            target.kicked.notify_one()
+        };
+        crate::idle::Parking {
+            deadline: self.next_deadline(),
+            also: Some(Box::pin(killed)),
+        }
+    }
+
+    fn wake(&mut self) {
+        if self.cbuf.capacity() == 0 {
+            self.cbuf = self.shared.spare.take();
+        }
+    }
+
+    fn client(&mut self) -> &mut ClientStream {
+        &mut self.client
     }
 }
