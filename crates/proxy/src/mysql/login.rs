@@ -394,13 +394,14 @@ async fn admit(
         u16::from(response.charset),
         caps & CLIENT_MULTI_STATEMENTS != 0,
     );
+    let registration = shared.mysql.kills.register(conn_id, holder.user.clone());
     Ok(LoggedIn {
         entry,
         holder,
         caps,
         db_slot,
         lease,
-        registration: shared.mysql.kills.register(conn_id, &user),
+        registration,
         state,
         mariadb,
     })
