@@ -275,5 +275,5 @@ mod footprint {
     }
 
     const PG_SESSION_LIMIT: usize = 392;
-    const MYSQL_SESSION_LIMIT: usize = 680;
+    const MYSQL_SESSION_LIMIT: usize = 528;
 }

@@ -65,6 +65,10 @@ pub struct Held {
     /// When the server last finished a command (idle-in-transaction is counted from the later
     /// of this and the client's last packet).
     pub idle_since: Instant,
+    /// The command whose response is being relayed, if any. Kept here, not in the session:
+    /// a command is only ever in flight on a held server, and an idle client (no server) then
+    /// carries none of it, while a busy one allocates nothing more per statement.
+    pub inflight: Option<Inflight>,
 }
 
 impl Held {
@@ -75,6 +79,7 @@ impl Held {
             long_data: Vec::new(),
             sticky: false,
             idle_since: Instant::now(),
+            inflight: None,
         })
     }
 
@@ -82,9 +87,9 @@ impl Held {
         self.lease.status & SERVER_STATUS_IN_TRANS != 0
     }
 
-    /// What can be proven about this server right now, for [`poolguard_pool::Lease::release`];
-    /// `inflight`: the command whose response is being relayed, if any.
-    pub fn proof(&self, inflight: Option<&Inflight>) -> Clean {
+    /// What can be proven about this server right now, for [`poolguard_pool::Lease::release`].
+    pub fn proof(&self) -> Clean {
+        let inflight = self.inflight.as_ref();
         Clean {
             idle: inflight.is_none() && self.lease.buf.is_empty(),
             no_transaction: !self.in_transaction(),
@@ -169,7 +174,6 @@ pub struct Session {
     /// The client's session as it expects it on every server.
     state: SessionState,
     stmts: ClientStatements,
-    inflight: Option<Inflight>,
     last_client_activity: Instant,
     /// The collation the client logged in with (restored after its own resets).
     login_charset: u16,
@@ -214,7 +218,6 @@ impl Session {
             login_charset: ready.state.charset,
             state: ready.state,
             stmts: ClientStatements::default(),
-            inflight: None,
             last_client_activity: Instant::now(),
             deferred_error: None,
             clock: Default::default(),
@@ -227,7 +230,7 @@ impl Session {
     async fn relay_until_idle(&mut self) -> Option<End> {
         let mut woken = true;
         loop {
-            if self.inflight.is_none() {
+            if self.inflight().is_none() {
                 // The packet is taken out of the decoder's result before the await, so the
                 // result (error variant included) is not kept in this future.
                 let packet = match self.next_packet() {
@@ -257,7 +260,8 @@ impl Session {
             }
             woken = false;
             let deadline = self.next_deadline();
-            let read_client = self.inflight.is_none() || self.cbuf.len() < MAX_BUFFERED_WHILE_BUSY;
+            let read_client =
+                self.inflight().is_none() || self.cbuf.len() < MAX_BUFFERED_WHILE_BUSY;
             self.cbuf.reserve(4096);
             let event = {
                 let client = &mut self.client;
@@ -336,6 +340,15 @@ impl Session {
         }
     }
 
+    /// The command whose response is being relayed, if any (see [`Held::inflight`]).
+    fn inflight(&self) -> Option<&Inflight> {
+        self.held.as_ref()?.inflight.as_ref()
+    }
+
+    fn inflight_mut(&mut self) -> Option<&mut Inflight> {
+        self.held.as_mut()?.inflight.as_mut()
+    }
+
     fn pool_name(&self) -> Arc<str> {
         self.entry.name()
     }
@@ -354,8 +367,9 @@ impl Session {
     }
 
     async fn server_lost_now(&mut self, why: &str) -> Option<End> {
-        let held = self.held.take()?;
-        let quiet = self.inflight.is_none()
+        let mut held = self.held.take()?;
+        let inflight = held.inflight.take();
+        let quiet = inflight.is_none()
             && !held.in_transaction()
             && self.transaction_mode
             && self.pinned.is_none()
@@ -366,7 +380,6 @@ impl Session {
         if quiet {
             return None;
         }
-        let inflight = self.inflight.take();
         let during_command = inflight.is_some();
         let seq = inflight.map_or(1, |i| i.delta.wrapping_add(1));
         let message = if during_command {
@@ -392,7 +405,7 @@ impl Session {
         let Some(h) = &self.held else {
             return;
         };
-        let proof = h.proof(self.inflight.as_ref());
+        let proof = h.proof();
         let decision = guard::decide(
             self.transaction_mode,
             self.pinned.is_some(),
@@ -422,7 +435,7 @@ impl Session {
 
     /// Where the conversation stands, for the timeouts ([`guard`]).
     fn phase(&self) -> guard::Phase {
-        match (&self.held, &self.inflight) {
+        match (&self.held, self.inflight()) {
             (_, Some(i)) if matches!(i.infile, Infile::ClientSending { .. }) => {
                 guard::Phase::ClientSending
             }
@@ -456,7 +469,7 @@ impl Session {
             guard::Due::StopQuery { timeout } => timeout,
         };
         let key = self.held.as_ref().map(|h| self.server_key(h))?;
-        self.inflight.as_mut()?.kill_sent = true;
+        self.inflight_mut()?.kill_sent = true;
         tracing::warn!(client = %self.holder.client, pool = %pool, thread = key.thread_id, timeout = ?timeout, "query_timeout exceeded; killing the query");
         if let Err(e) = kill_query(&key).await {
             tracing::warn!(error = %e, "KILL QUERY for query_timeout failed");
@@ -478,7 +491,8 @@ impl crate::idle::Park for Session {
 
     /// No server held, no command in flight and nothing buffered.
     fn is_idle(&self) -> bool {
-        self.inflight.is_none() && self.held.is_none() && self.cbuf.is_empty()
+        // (A command is only ever in flight on a held server.)
+        self.held.is_none() && self.cbuf.is_empty()
     }
 
     fn relay(&mut self) -> impl std::future::Future<Output = Option<End>> + Send {
@@ -503,14 +517,14 @@ impl crate::idle::Park for Session {
         }
         let _ = self.client.shutdown().await;
         self.registration.target.set(None).await;
-        if let Some(held) = self.held.take() {
+        if let Some(mut held) = self.held.take() {
             let how = match end {
                 End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
                 _ => Reclaim::Clean {
                     reset: !self.transaction_mode || self.pinned.is_some(),
                 },
             };
-            let inflight = self.inflight.take();
+            let inflight = held.inflight.take();
             Box::pin(reclaim(
                 held,
                 inflight,
