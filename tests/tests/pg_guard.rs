@@ -190,6 +190,46 @@ async fn idle_transaction_is_rolled_back_and_server_returned() {
     );
 }
 
+/// An idle client (parked between transactions, see `crate::idle` in the proxy) is woken by
+/// its `client_idle_timeout` deadline, told why (57P05) and closed; a client that keeps
+/// talking is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_client_is_closed_by_client_idle_timeout() {
+    let pg = sandbox(20);
+    let proxy = Proxy::start(&pg, &one_server("client_idle_timeout = \"1s\""));
+    let idle = connect(&proxy).await;
+    assert_eq!(
+        scalar(&idle, "SELECT 1").await.unwrap().as_deref(),
+        Some("1")
+    );
+    // Polled with a generous deadline: the kick is due one second after the last statement.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !idle.is_closed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle client was not closed; log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = proxy.log();
+    assert!(
+        log.contains("57P05") && log.contains("client_idle_timeout"),
+        "{log}"
+    );
+    // The door still serves, and the only server connection was not lost.
+    let fresh = connect(&proxy).await;
+    assert_eq!(
+        scalar(&fresh, "SELECT 2").await.unwrap().as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        app_connections(&pg),
+        1,
+        "no server connection lost or added"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_timeout_cancels_with_57014() {
     let pg = sandbox(20);

@@ -46,6 +46,8 @@ pub struct PoolEntry<C: Connector, X> {
     pub traffic: crate::traffic::Traffic,
     /// What the door keeps per pool beside the rest.
     pub extra: X,
+    /// The names its clients' holders share ([`PoolEntry::holder`]).
+    names: Names,
 }
 
 impl<C: Connector, X> PoolEntry<C, X> {
@@ -57,6 +59,26 @@ impl<C: Connector, X> PoolEntry<C, X> {
     /// The pool's name, `database/user` (shared, not copied).
     pub fn name(&self) -> Arc<str> {
         self.pool.name()
+    }
+
+    /// Who a logged-in client of this pool is, for its leases and the registries: its own
+    /// address, and user, database and application names shared with the pool's other clients
+    /// (the same few names for thousands of clients; each copy would cost an idle client a
+    /// small allocation).
+    pub fn holder(
+        &self,
+        client: std::net::SocketAddr,
+        user: &str,
+        database: &str,
+        application: &str,
+    ) -> poolguard_pool::Holder {
+        poolguard_pool::Holder {
+            client: client.to_string().into(),
+            user: self.names.get(user),
+            database: self.names.get(database),
+            application: self.names.get(application),
+            note: Default::default(),
+        }
     }
 }
 
@@ -110,6 +132,7 @@ impl<C: ServerConnector, X> PoolEntry<C, X> {
             clients: AtomicUsize::new(0),
             traffic: Default::default(),
             extra,
+            names: Names::default(),
         }
     }
 
@@ -123,6 +146,27 @@ impl<C: ServerConnector, X> PoolEntry<C, X> {
             self.pool.connector().set_password(&user.password);
         }
         self.db.store(Arc::new(db));
+    }
+}
+
+/// A pool's clients' names, shared: the first [`MAX_NAMES`] distinct ones are kept, later ones
+/// are copied per client (a bound, so that clients inventing application names cannot grow it).
+#[derive(Default)]
+struct Names(std::sync::Mutex<Vec<Arc<str>>>);
+
+const MAX_NAMES: usize = 16;
+
+impl Names {
+    fn get(&self, name: &str) -> Arc<str> {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = kept.iter().find(|n| ***n == *name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        if kept.len() < MAX_NAMES {
+            kept.push(n.clone());
+        }
+        n
     }
 }
 

@@ -1,53 +1,354 @@
 //! What a connected client costs while it does nothing, for both front doors.
 //!
-//! A client's task keeps its future for as long as the client is connected, and a future is
-//! as large as its largest await point. So the sessions are built in layers: the login runs
-//! boxed and is gone once the session starts ([`serve`]); the session is itself a `Box` (an
-//! `async fn` keeps a by-value `self` twice in its state); and the relay's state, kilobytes of
-//! reads, writes, acquires and resets, lives in a box only while the client is busy. Between
-//! transactions the task waits in [`wait`], holding no buffer.
+//! A client's task keeps its future for as long as the client is connected, and an `async`
+//! future is as large as its largest await point. So a logged-in client is not an `async fn`
+//! at all: it is a [`Parked`] record, a hand-written future of a few words that holds the boxed
+//! session and, while the client is idle, polls the client's socket for readability itself
+//! (tokio's per-socket reader slot, no waiter node), plus a boxed timer only when a deadline
+//! is set and a boxed extra wake-up only where a door needs one (MySQL's KILL CONNECTION).
+//! Woken, it hands the session to a *busy stretch* ([`stretch`]), a boxed future that
+//! owns the session, relays until the client is idle again and gives the session back; the
+//! stretch's kilobytes exist only while the client is busy (one allocation per stretch, as
+//! the relay box it replaces). The login runs boxed too and is gone once the session starts
+//! ([`serve`]).
 //!
-//! Invariant: an idle client costs its session record and a few hundred bytes of task; the
-//! footprint test in `lib.rs` fails if a client's task grows past 1 KiB again.
+//! Invariants:
+//! - an idle client costs its session record, this record and the task around it; the
+//!   footprint test in `lib.rs` fails if either future grows;
+//! - an idle client wakes on everything the relay itself would see: data, EOF or an error on
+//!   the socket (KILL_CLIENT shuts the socket down, so it is one of these), plaintext rustls
+//!   already decrypted ([`ClientStream::poll_readable`]), its deadline, and the door's extra
+//!   wake-up. Nothing else reaches an idle client, so parking loses no event;
+//! - the session is never dropped by parking: a stretch that ends the session does the
+//!   session's own closing (rollback, lease, goodbye) before it returns `None`; a panic is
+//!   caught around the whole task (`crate::contain`) as before.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::stream::ClientStream;
 
-/// Runs a client: `open` (the login, boxed by the caller so that its state does not size the
-/// task; an argument by value would be kept in this future's state) and, if it yields a
-/// session, `run` on it.
-pub async fn serve<S, R: Future<Output = ()>>(
-    open: Pin<Box<impl Future<Output = Option<Box<S>>>>>,
-    run: impl FnOnce(Box<S>) -> R,
-) {
-    if let Some(session) = open.await {
-        run(session).await;
+/// A boxed, sendable future: a busy stretch, or an extra wake-up.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A session that can be parked between busy stretches. Each door's session says how it
+/// starts, relays, parks and closes; the order of those steps is [`stretch`]'s, for both.
+pub(crate) trait Park: Send + Sized + 'static {
+    /// Why a session ended.
+    type End: Send;
+
+    /// Before the first stretch: what the login left to set up (a session-mode server).
+    fn start(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Nothing to do until the client sends something: no server held, nothing buffered.
+    fn is_idle(&self) -> bool;
+
+    /// Relays until the session ends (`Some`) or the client is idle again (`None`), after at
+    /// least one wait (the one that woke the client).
+    fn relay(&mut self) -> impl Future<Output = Option<Self::End>> + Send;
+
+    /// The session's end: the client told why, its server rolled back and returned, or
+    /// discarded.
+    fn close(self: Box<Self>, end: Self::End) -> impl Future<Output = ()> + Send;
+
+    /// Gets ready to wait: gives buffers back, and says until when and on what else.
+    fn park(&mut self) -> Parking;
+
+    /// Woken: takes buffers again.
+    fn wake(&mut self);
+
+    /// The client's connection, whose readability wakes the session.
+    fn client(&mut self) -> &mut ClientStream;
+}
+
+/// A busy stretch: from a wake-up, or `first` from the login (a session-mode server to start
+/// on, or bytes the client pipelined), relays until the client is idle again (`Some`) or the
+/// session ended and was closed (`None`). Boxed by [`Parked`] for as long as it runs; in
+/// transaction mode a stretch is often a single statement, so the doors keep what it awaits
+/// small (under 1 KiB, where the allocator's per-thread cache serves it, and cheap to move
+/// in) and box their rare or large steps where they are awaited.
+async fn stretch<S: Park>(mut session: Box<S>, first: bool) -> Option<Box<S>> {
+    if first {
+        // Boxed: once per session, not worth sizing every stretch for.
+        Box::pin(session.start()).await;
+        // A client that logs in and waits starts idle.
+        if session.is_idle() {
+            return Some(session);
+        }
+    }
+    session.wake();
+    match session.relay().await {
+        None => Some(session),
+        Some(end) => {
+            // Boxed: once per session.
+            Box::pin(session.close(end)).await;
+            None
+        }
     }
 }
 
-/// Waits while a client is idle: until it has something to read (data, close or error; the
-/// relay reads it and sees which; on TLS, plaintext rustls already holds counts too), its
-/// `deadline` passes, or `also` completes.
-pub async fn wait(
-    client: &mut ClientStream,
-    deadline: Option<Instant>,
-    also: impl Future<Output = ()>,
-) {
-    tokio::select! {
-        _ = client.wait_readable() => {}
-        _ = async {
-            match deadline {
-                // Boxed: a timer is over a hundred bytes, and most idle clients have no
-                // deadline (only `client_idle_timeout` gives them one); laid out inline it
-                // would sit in every client's task.
-                Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
-                None => std::future::pending().await,
+/// What a parked session waits for besides its client.
+#[derive(Default)]
+pub struct Parking {
+    pub deadline: Option<Instant>,
+    /// Completes when the session must wake for a reason of its door's own.
+    pub also: Option<BoxFuture<()>>,
+}
+
+/// Runs a client: `open` (the login, boxed by the caller so that its state does not size the
+/// task) and, if it yields a session, the session, parked whenever it is idle.
+pub async fn serve<S: Park>(open: Pin<Box<impl Future<Output = Option<Box<S>>>>>) {
+    // Awaited on its own line: in an `if let` scrutinee the finished login's box would live
+    // on for the whole session.
+    let session = open.await;
+    if let Some(session) = session {
+        Parked::new(session).await;
+    }
+}
+
+/// A logged-in client's task state (see the module docs): a few words while idle.
+pub struct Parked<S: Park> {
+    state: State<S>,
+}
+
+enum State<S> {
+    Idle {
+        session: Box<S>,
+        /// Boxed: a timer is over a hundred bytes, and most idle clients have no deadline.
+        sleep: Option<Pin<Box<Sleep>>>,
+        also: Option<BoxFuture<()>>,
+    },
+    Busy(BoxFuture<Option<Box<S>>>),
+    Done,
+}
+
+impl<S: Park> Parked<S> {
+    /// Starts with a stretch: the login may have left a server leased or bytes buffered.
+    pub fn new(session: Box<S>) -> Self {
+        Parked {
+            state: State::Busy(Box::pin(stretch(session, true))),
+        }
+    }
+}
+
+impl<S: Park> Future for Parked<S> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let state = &mut self.state;
+        loop {
+            match state {
+                State::Busy(stretch) => match stretch.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => {
+                        *state = State::Done;
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(Some(mut session)) => {
+                        let Parking { deadline, also } = session.park();
+                        *state = State::Idle {
+                            session,
+                            sleep: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                            also,
+                        };
+                        // Polled at once: that registers the wake-ups (and catches what is
+                        // already there).
+                    }
+                },
+                State::Idle {
+                    session,
+                    sleep,
+                    also,
+                } => {
+                    // Every source is polled, woken or not, so each has this task's waker.
+                    let readable = session.client().poll_readable(cx).is_ready();
+                    let due = sleep
+                        .as_mut()
+                        .is_some_and(|s| s.as_mut().poll(cx).is_ready());
+                    let other = also
+                        .as_mut()
+                        .is_some_and(|a| a.as_mut().poll(cx).is_ready());
+                    if !(readable || due || other) {
+                        return Poll::Pending;
+                    }
+                    let State::Idle { session, .. } = std::mem::replace(state, State::Done) else {
+                        unreachable!("matched Idle above")
+                    };
+                    *state = State::Busy(Box::pin(stretch(session, false)));
+                }
+                State::Done => return Poll::Ready(()),
             }
-        } => {}
-        _ = also => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The parking mechanism on its own, with a real socket pair and a paused clock where time
+    //! matters: what wakes a parked session, and that nothing else does.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A session that counts its stretches, ends on EOF, and reads what woke it.
+    struct Echo {
+        client: ClientStream,
+        stretches: Arc<AtomicUsize>,
+        deadline: Option<Instant>,
+        also: Option<Arc<tokio::sync::Notify>>,
+        /// Set with the extra wake-up: the next stretch ends the session.
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Park for Echo {
+        type End = ();
+
+        async fn start(&mut self) {
+            self.stretches.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn is_idle(&self) -> bool {
+            true
+        }
+
+        async fn relay(&mut self) -> Option<()> {
+            self.stretches.fetch_add(1, Ordering::SeqCst);
+            if self.stop.load(Ordering::SeqCst) {
+                return Some(());
+            }
+            if self.deadline.is_some_and(|d| d <= Instant::now()) {
+                self.deadline = None;
+                return None;
+            }
+            let mut buf = [0u8; 16];
+            match self.client.read(&mut buf).await {
+                Ok(0) | Err(_) => Some(()),
+                Ok(_) => None,
+            }
+        }
+
+        async fn close(self: Box<Self>, _: ()) {}
+
+        fn park(&mut self) -> Parking {
+            Parking {
+                deadline: self.deadline,
+                also: self
+                    .also
+                    .clone()
+                    .map(|n| -> BoxFuture<()> { Box::pin(async move { n.notified().await }) }),
+            }
+        }
+
+        fn wake(&mut self) {}
+
+        fn client(&mut self) -> &mut ClientStream {
+            &mut self.client
+        }
+    }
+
+    /// A connected pair, the second end read from once, as a login does: a fresh socket may
+    /// report itself readable before anything came (tokio allows spurious readiness); a short
+    /// read settles that, and a session is parked only after its login's reads.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut b, _) = l.accept().await.unwrap();
+        a.write_all(b"login").await.unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < 5 {
+            got += b.read(&mut buf[got..]).await.unwrap();
+        }
+        (a, b)
+    }
+
+    /// Polls `f` once (without waiting): whether it finished.
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(f).poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_parked_client_is_a_few_words() {
+        let size = std::mem::size_of::<Parked<Echo>>();
+        assert!(size <= 48, "Parked: {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn readable_data_and_eof_wake_a_parked_session() {
+        let (mut peer, ours) = pair().await;
+        let stretches = Arc::new(AtomicUsize::new(0));
+        let session = Box::new(Echo {
+            client: ClientStream::Plain(ours),
+            stretches: stretches.clone(),
+            deadline: None,
+            also: None,
+            stop: Default::default(),
+        });
+        let mut task = Parked::new(session);
+        // The first stretch runs at once and parks; nothing to read: still parked.
+        assert!(!poll_once(&mut task));
+        assert_eq!(stretches.load(Ordering::SeqCst), 1);
+        assert!(!poll_once(&mut task));
+        assert_eq!(stretches.load(Ordering::SeqCst), 1);
+        let handle = tokio::spawn(task);
+        peer.write_all(b"x").await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while stretches.load(Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline, "data did not wake it");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(peer);
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("EOF ended the session")
+            .unwrap();
+        assert_eq!(stretches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_and_the_extra_wake_up_wake_a_parked_session() {
+        let (peer, ours) = pair().await;
+        let stretches = Arc::new(AtomicUsize::new(0));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let session = Box::new(Echo {
+            client: ClientStream::Plain(ours),
+            stretches: stretches.clone(),
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+            also: Some(wake.clone()),
+            stop: stop.clone(),
+        });
+        let mut task = Parked::new(session);
+        assert!(!poll_once(&mut task));
+        assert_eq!(stretches.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(!poll_once(&mut task));
+        assert_eq!(
+            stretches.load(Ordering::SeqCst),
+            1,
+            "woken before its deadline"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!poll_once(&mut task));
+        assert_eq!(stretches.load(Ordering::SeqCst), 2, "the deadline woke it");
+        assert!(!poll_once(&mut task));
+        assert_eq!(stretches.load(Ordering::SeqCst), 2);
+        // The extra wake-up alone (the peer sent nothing).
+        stop.store(true, Ordering::SeqCst);
+        wake.notify_one();
+        assert!(poll_once(&mut task), "the extra wake-up woke it");
+        assert_eq!(stretches.load(Ordering::SeqCst), 3);
+        drop(peer);
     }
 }

@@ -255,23 +255,38 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>, workers: Arc<W
 
 #[cfg(test)]
 mod footprint {
-    //! What a connected client's task costs. Every client, idle or not, keeps its task's
-    //! future for as long as it is connected, sized for the largest await point anywhere in
-    //! it; an unboxed login, console or relay state there multiplies by the number of clients.
+    //! What a connected client costs in its task and its session record. Every client, idle
+    //! or not, keeps its task's future for as long as it is connected: a logged-in client's is
+    //! a [`crate::idle::Parked`] record (a few words), and the login and every busy stretch
+    //! are boxed, so an unboxed login, console or relay state there would multiply by the
+    //! number of clients. The session records are kept by every client too.
 
     fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
-    /// Generous for a debug build; the states this guards against were 5 to 8 KB.
-    const LIMIT: usize = 1024;
+    /// The client task's future (debug build; the states this guards against were 0.5 to
+    /// 8 KB).
+    const TASK_LIMIT: usize = 64;
 
     #[test]
     fn a_client_task_stays_small() {
         let pg = future_size(crate::pg::login::serve_client);
         let mysql = future_size(crate::mysql::login::serve_client);
         eprintln!("client task futures: PostgreSQL {pg} bytes, MySQL {mysql} bytes");
-        assert!(pg <= LIMIT, "PostgreSQL client task: {pg} bytes");
-        assert!(mysql <= LIMIT, "MySQL client task: {mysql} bytes");
+        assert!(pg <= TASK_LIMIT, "PostgreSQL client task: {pg} bytes");
+        assert!(mysql <= TASK_LIMIT, "MySQL client task: {mysql} bytes");
     }
+
+    #[test]
+    fn a_session_record_stays_small() {
+        let pg = std::mem::size_of::<crate::pg::session::Session>();
+        let mysql = std::mem::size_of::<crate::mysql::session::Session>();
+        eprintln!("session records: PostgreSQL {pg} bytes, MySQL {mysql} bytes");
+        assert!(pg <= PG_SESSION_LIMIT, "PostgreSQL session: {pg} bytes");
+        assert!(mysql <= MYSQL_SESSION_LIMIT, "MySQL session: {mysql} bytes");
+    }
+
+    const PG_SESSION_LIMIT: usize = 392;
+    const MYSQL_SESSION_LIMIT: usize = 528;
 }

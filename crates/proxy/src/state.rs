@@ -22,21 +22,42 @@ use crate::pg::server::PgConnector;
 pub type PgPool = Pool<PgConnector>;
 
 /// A PostgreSQL pool: the shared entry, with the statement names its servers know.
-pub type PgPoolEntry = crate::entry::PoolEntry<PgConnector, KnownStatements>;
+pub type PgPoolEntry = crate::entry::PoolEntry<PgConnector, PgPoolExtra>;
 
-/// Server statement names some server of a pool parsed successfully: a client's prepare-only
-/// request for one of these is answered without taking a server. And the pool's statement
-/// epoch, part of every server statement name defined in it.
+/// What a PostgreSQL pool keeps beside the shared entry. Server statement names some server
+/// of the pool parsed successfully: a client's prepare-only request for one of these is
+/// answered without taking a server. The pool's statement epoch, part of every server
+/// statement name defined in it. And the parameters its last client logged in with
+/// ([`PgPoolEntry::share_params`]).
 #[derive(Default)]
-pub struct KnownStatements {
+pub struct PgPoolExtra {
     names: Mutex<std::collections::HashSet<Arc<str>>>,
     epoch: std::sync::atomic::AtomicU64,
+    login_params: Mutex<Option<Arc<crate::pg::params::ParamSet>>>,
 }
 
 /// Bound on remembered statement names per pool (cleared when exceeded).
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
 
 impl PgPoolEntry {
+    /// A logged-in client's parameters, shared with the previous client's when they are the
+    /// same (clients of one application log in alike): an idle client then holds a pointer,
+    /// not its own set. A session copies the set when it changes it (`Arc::make_mut`).
+    pub fn share_params(
+        &self,
+        params: crate::pg::params::ParamSet,
+    ) -> Arc<crate::pg::params::ParamSet> {
+        let mut last = lock(&self.extra.login_params);
+        match &*last {
+            Some(p) if p.same_entries(&params) => p.clone(),
+            _ => {
+                let p = Arc::new(params);
+                *last = Some(p.clone());
+                p
+            }
+        }
+    }
+
     pub fn statement_is_known(&self, server_name: &str) -> bool {
         lock(&self.extra.names).contains(server_name)
     }
@@ -392,7 +413,7 @@ impl Shared {
             }
             c.target = db.target;
         };
-        PgPoolEntry::new(self, db, user, "", finish, KnownStatements::default())
+        PgPoolEntry::new(self, db, user, "", finish, PgPoolExtra::default())
     }
 }
 

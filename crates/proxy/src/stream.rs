@@ -9,7 +9,7 @@
 //!   the client waiting. There is deliberately no `AsyncWrite` impl, so no write can go around
 //!   this;
 //! - "the client has something for us" means readable socket *or* plaintext rustls already
-//!   decrypted ([`ClientStream::wait_readable`]), so an idle TLS client with buffered bytes is
+//!   decrypted ([`ClientStream::poll_readable`]), so an idle TLS client with buffered bytes is
 //!   never left waiting for a socket event that will not come.
 
 use std::io::{self, Write};
@@ -107,9 +107,11 @@ impl ClientStream {
         }
     }
 
-    /// Waits until a read would not block on the socket: data (or a close, or an error) is
-    /// there, or, on TLS, already decrypted and buffered in rustls.
-    pub async fn wait_readable(&mut self) {
+    /// Whether a read would not block on the socket: data (or a close, or an error) is there,
+    /// or, on TLS, already decrypted and buffered in rustls. Pending: this task is woken when
+    /// the socket becomes readable (tokio's one reader slot per socket, as a read uses: only
+    /// one task waits on it at a time, and a parked session is that task).
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let tcp = match self {
             ClientStream::Plain(s) => &*s,
             ClientStream::Tls(t) => {
@@ -118,12 +120,12 @@ impl ClientStream {
                 // found there is for the reader now, not after the next socket event.
                 match conn.process_new_packets() {
                     Ok(io) if io.plaintext_bytes_to_read() == 0 && !io.peer_has_closed() => &*tcp,
-                    _ => return,
+                    _ => return Poll::Ready(()),
                 }
             }
         };
-        // One await point for both kinds: this future sits in every idle client's task.
-        let _ = tcp.readable().await;
+        // An error is readiness too: the read that follows sees it.
+        tcp.poll_read_ready(cx).map(|_| ())
     }
 }
 

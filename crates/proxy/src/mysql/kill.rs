@@ -44,8 +44,9 @@ pub struct ServerKey {
 /// One client's kill target and its disconnect signal.
 pub struct KillTarget {
     slot: tokio::sync::Mutex<Option<ServerKey>>,
-    /// The user the client is logged in as (COM_CHANGE_USER changes it).
-    pub user: Mutex<String>,
+    /// The user the client is logged in as (COM_CHANGE_USER changes it); the holder's copy,
+    /// shared, not one more string per client.
+    pub user: Mutex<Arc<str>>,
     /// Notified when another client KILLs this connection.
     pub kicked: Notify,
 }
@@ -62,8 +63,8 @@ impl KillTarget {
         }
     }
 
-    pub fn set_user(&self, user: &str) {
-        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user.to_owned();
+    pub fn set_user(&self, user: Arc<str>) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user;
     }
 }
 
@@ -127,10 +128,10 @@ impl KillRegistry {
     }
 
     /// Registers a logged-in client under the id its greeting carried.
-    pub fn register(self: &Arc<Self>, id: u32, user: &str) -> Registration {
+    pub fn register(self: &Arc<Self>, id: u32, user: Arc<str>) -> Registration {
         let target = Arc::new(KillTarget {
             slot: tokio::sync::Mutex::new(None),
-            user: Mutex::new(user.to_owned()),
+            user: Mutex::new(user),
             kicked: Notify::new(),
         });
         self.clients
@@ -153,7 +154,7 @@ impl KillRegistry {
         let Some(target) = target else {
             return KillOutcome::NotOurs;
         };
-        if *target.user.lock().unwrap_or_else(|p| p.into_inner()) != user {
+        if **target.user.lock().unwrap_or_else(|p| p.into_inner()) != *user {
             return KillOutcome::NotOwner;
         }
         let slot = target.slot.lock().await;

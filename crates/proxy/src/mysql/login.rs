@@ -164,10 +164,7 @@ pub fn serve_client(
     admitted: Admitted,
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    crate::idle::serve(
-        Box::pin(open_session(client, admitted, shared)),
-        Session::run,
-    )
+    crate::idle::serve::<Session>(Box::pin(open_session(client, admitted, shared)))
 }
 
 /// Greets and logs the client in: a session ready to run, or `None` when the client was
@@ -364,15 +361,8 @@ async fn admit(
     let application = response
         .attr("program_name")
         .or_else(|| response.attr("_client_name"))
-        .unwrap_or_default()
-        .to_owned();
-    let holder = Holder {
-        client: peer.to_string().into(),
-        user: user.as_str().into(),
-        database: db.name.as_str().into(),
-        application: application.into(),
-        note: Default::default(),
-    };
+        .unwrap_or_default();
+    let holder = entry.holder(peer, &user, &db.name, application);
     // Session mode takes its server now, so refusals arrive at connect time.
     let lease = match db.pool_mode {
         PoolMode::Session => Some(
@@ -404,13 +394,14 @@ async fn admit(
         u16::from(response.charset),
         caps & CLIENT_MULTI_STATEMENTS != 0,
     );
+    let registration = shared.mysql.kills.register(conn_id, holder.user.clone());
     Ok(LoggedIn {
         entry,
         holder,
         caps,
         db_slot,
         lease,
-        registration: shared.mysql.kills.register(conn_id, &user),
+        registration,
         state,
         mariadb,
     })

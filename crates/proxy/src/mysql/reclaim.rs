@@ -70,7 +70,7 @@ pub async fn reclaim(
             if busy || in_trans {
                 tracing::info!(pool = %pool, %server, killed = busy, rolled_back = in_trans, "reclaimed the server connection a departed client left busy or in a transaction");
             }
-            let proof = held.proof(None);
+            let proof = held.proof();
             held.lease.release(proof);
         }
         Ok(Err(e)) => {

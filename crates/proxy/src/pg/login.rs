@@ -43,10 +43,7 @@ pub fn serve_client(
     admitted: Admitted,
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    crate::idle::serve(
-        Box::pin(open_session(client, admitted, shared)),
-        Session::run,
-    )
+    crate::idle::serve::<Session>(Box::pin(open_session(client, admitted, shared)))
 }
 
 /// Logs the client in: a session ready to run, or `None` when the client was refused, left, or
@@ -278,13 +275,7 @@ async fn login(
         credential.learn(verifier, *client_key);
     }
     shared.admit_to_pool(&mut slot, &entry)?;
-    let holder = Holder {
-        client: peer.to_string().into(),
-        user: user.as_str().into(),
-        database: database.as_str().into(),
-        application: application.as_str().into(),
-        note: Default::default(),
-    };
+    let holder = entry.holder(peer, &user, &database, &application);
 
     // Session mode takes its server now, so refusals arrive at connect time. Transaction mode
     // only needs the server's parameters to greet the client: open one if none was seen yet.

@@ -401,6 +401,19 @@ mod tests {
     }
 
     #[test]
+    fn a_recycled_queue_owes_nothing_and_keeps_its_storage() {
+        let mut p = Pending::default();
+        for _ in 0..8 {
+            p.push(Expect::Query);
+        }
+        let storage = p.queue.capacity();
+        assert_eq!(p.ready_owed(), 8);
+        let p = p.recycle();
+        assert!(p.is_empty() && p.ready_owed() == 0 && !p.server_skipping());
+        assert_eq!(p.queue.capacity(), storage);
+    }
+
+    #[test]
     fn synthetic_parse_complete_comes_out_in_order() {
         let mut p = Pending::default();
         p.push(Expect::Bind);

@@ -36,7 +36,7 @@ impl Statement {
     }
 
     /// The statement as defined in a pool's statement `epoch` (see
-    /// `KnownStatements::went_stale`): after a server reported a shared statement stale, a
+    /// `PgPoolEntry::statements_went_stale`): after a server reported a shared statement stale, a
     /// definition gets a server name no server has prepared, so it is planned afresh wherever
     /// it runs.
     pub fn in_epoch(query: &[u8], param_types: &[u32], epoch: u64) -> Arc<Statement> {

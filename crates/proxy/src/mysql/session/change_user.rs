@@ -60,7 +60,7 @@ impl Session {
         self.db_slot = db_slot;
         self.holder.user = cu.username.as_str().into();
         self.holder.database = db.name.as_str().into();
-        self.registration.target.set_user(&cu.username);
+        self.registration.target.set_user(self.holder.user.clone());
         self.transaction_mode = db.pool_mode == PoolMode::Transaction;
         if let Some(c) = cu.charset {
             self.login_charset = c;

@@ -428,7 +428,7 @@ impl Session {
         }
         let status_before = held.lease.status;
         held.sticky = false;
-        self.inflight = Some(Inflight {
+        held.inflight = Some(Inflight {
             tracker,
             delta: p.next_seq().wrapping_sub(server_next),
             started: Instant::now(),

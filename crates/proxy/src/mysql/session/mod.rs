@@ -36,6 +36,7 @@ use crate::config::PoolMode;
 use crate::contain::ClientSocket;
 use crate::error::ProxyError;
 use crate::guard;
+use crate::idle::Park;
 use crate::mysql::kill::{kill_query, Registration, ServerKey};
 use crate::mysql::login::LoggedIn;
 use crate::mysql::pools::{DbSlot, MyLease, MyPoolEntry};
@@ -64,6 +65,10 @@ pub struct Held {
     /// When the server last finished a command (idle-in-transaction is counted from the later
     /// of this and the client's last packet).
     pub idle_since: Instant,
+    /// The command whose response is being relayed, if any. Kept here, not in the session:
+    /// a command is only ever in flight on a held server, and an idle client (no server) then
+    /// carries none of it, while a busy one allocates nothing more per statement.
+    pub inflight: Option<Inflight>,
 }
 
 impl Held {
@@ -74,6 +79,7 @@ impl Held {
             long_data: Vec::new(),
             sticky: false,
             idle_since: Instant::now(),
+            inflight: None,
         })
     }
 
@@ -81,9 +87,9 @@ impl Held {
         self.lease.status & SERVER_STATUS_IN_TRANS != 0
     }
 
-    /// What can be proven about this server right now, for [`poolguard_pool::Lease::release`];
-    /// `inflight`: the command whose response is being relayed, if any.
-    pub fn proof(&self, inflight: Option<&Inflight>) -> Clean {
+    /// What can be proven about this server right now, for [`poolguard_pool::Lease::release`].
+    pub fn proof(&self) -> Clean {
+        let inflight = self.inflight.as_ref();
         Clean {
             idle: inflight.is_none() && self.lease.buf.is_empty(),
             no_transaction: !self.in_transaction(),
@@ -129,7 +135,7 @@ pub struct Inflight {
 
 /// Why a session ended.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// COM_QUIT.
     Quit,
     /// The client closed its socket or it failed.
@@ -168,7 +174,6 @@ pub struct Session {
     /// The client's session as it expects it on every server.
     state: SessionState,
     stmts: ClientStatements,
-    inflight: Option<Inflight>,
     last_client_activity: Instant,
     /// The collation the client logged in with (restored after its own resets).
     login_charset: u16,
@@ -213,89 +218,10 @@ impl Session {
             login_charset: ready.state.charset,
             state: ready.state,
             stmts: ClientStatements::default(),
-            inflight: None,
             last_client_activity: Instant::now(),
             deferred_error: None,
             clock: Default::default(),
         }
-    }
-
-    /// Serves the client until it leaves (boxed `self`: see [`crate::idle`]).
-    pub async fn run(mut self: Box<Self>) {
-        if let Some(h) = &self.held {
-            let key = self.server_key(h);
-            self.registration.target.set(Some(key)).await;
-        }
-        let end = self.relay().await;
-        let pool = self.entry.name();
-        match &end {
-            End::Kicked(e, seq) => {
-                let code = e.mysql_code(self.mariadb).to_string();
-                self.shared.observe.count_error("mysql", code);
-                tracing::warn!(client = %self.holder.client, pool = %pool, code = e.mysql_code(self.mariadb), reason = %e, "MySQL client disconnected by poolguard");
-                let mut m = BytesMut::new();
-                err_packet(&mut m, *seq, e, self.mariadb);
-                self.entry.traffic.sent(m.len());
-                let _ = self.client.write_all(&m).await;
-            }
-            other => {
-                tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "MySQL client session ended")
-            }
-        }
-        let _ = self.client.shutdown().await;
-        self.registration.target.set(None).await;
-        if let Some(held) = self.held.take() {
-            let how = match end {
-                End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
-                _ => Reclaim::Clean {
-                    reset: !self.transaction_mode || self.pinned.is_some(),
-                },
-            };
-            let inflight = self.inflight.take();
-            Box::pin(reclaim(
-                held,
-                inflight,
-                how,
-                &self.entry,
-                &self.shared.faults,
-            ))
-            .await;
-        }
-    }
-
-    /// The session's life: busy stretches relayed by [`Session::relay_until_idle`] in a box
-    /// that exists only while the client is busy (one allocation per stretch), and idle waits
-    /// between them (see [`crate::idle`]). In transaction mode a stretch is often a single
-    /// statement, so the box is kept small (under 1 KiB, where the allocator's per-thread cache
-    /// serves it, and cheap to move in): rare or large steps (COM_CHANGE_USER, KILL, a lost
-    /// server, a pool acquire that has to wait, ...) are boxed where they are awaited.
-    async fn relay(&mut self) -> End {
-        loop {
-            // Checked before the box too: a client that logs in and waits starts idle.
-            if self.is_idle() {
-                // No buffer kept either: it goes to the spares.
-                self.shared.spare.give(std::mem::take(&mut self.cbuf));
-                let deadline = self.next_deadline();
-                let kicked = &self.registration.target.kicked;
-                // KILL CONNECTION: put the permit back for the relay's own wait to see at once.
-                let killed = async {
-                    kicked.notified().await;
-                    kicked.notify_one()
-                };
-                crate::idle::wait(&mut self.client, deadline, killed).await;
-            }
-            if self.cbuf.capacity() == 0 {
-                self.cbuf = self.shared.spare.take();
-            }
-            if let Some(end) = Box::pin(self.relay_until_idle()).await {
-                return end;
-            }
-        }
-    }
-
-    /// No server held, no command in flight and nothing buffered.
-    fn is_idle(&self) -> bool {
-        self.inflight.is_none() && self.held.is_none() && self.cbuf.is_empty()
     }
 
     /// Relays until the session ends (`Some`) or the client is idle (`None`): no server held,
@@ -304,7 +230,7 @@ impl Session {
     async fn relay_until_idle(&mut self) -> Option<End> {
         let mut woken = true;
         loop {
-            if self.inflight.is_none() {
+            if self.inflight().is_none() {
                 // The packet is taken out of the decoder's result before the await, so the
                 // result (error variant included) is not kept in this future.
                 let packet = match self.next_packet() {
@@ -334,7 +260,8 @@ impl Session {
             }
             woken = false;
             let deadline = self.next_deadline();
-            let read_client = self.inflight.is_none() || self.cbuf.len() < MAX_BUFFERED_WHILE_BUSY;
+            let read_client =
+                self.inflight().is_none() || self.cbuf.len() < MAX_BUFFERED_WHILE_BUSY;
             self.cbuf.reserve(4096);
             let event = {
                 let client = &mut self.client;
@@ -413,6 +340,15 @@ impl Session {
         }
     }
 
+    /// The command whose response is being relayed, if any (see [`Held::inflight`]).
+    fn inflight(&self) -> Option<&Inflight> {
+        self.held.as_ref()?.inflight.as_ref()
+    }
+
+    fn inflight_mut(&mut self) -> Option<&mut Inflight> {
+        self.held.as_mut()?.inflight.as_mut()
+    }
+
     fn pool_name(&self) -> Arc<str> {
         self.entry.name()
     }
@@ -422,7 +358,7 @@ impl Session {
     /// Otherwise the client is told and disconnected, since its transaction or command is lost.
     ///
     /// Boxed: a rare path awaited from many places, each of whose futures would otherwise be
-    /// laid out for it (see [`Session::relay`] on why the relay state is kept small).
+    /// laid out for it (see `crate::idle::stretch` on why a busy stretch is kept small).
     fn server_lost<'a>(
         &'a mut self,
         why: &'a str,
@@ -431,8 +367,9 @@ impl Session {
     }
 
     async fn server_lost_now(&mut self, why: &str) -> Option<End> {
-        let held = self.held.take()?;
-        let quiet = self.inflight.is_none()
+        let mut held = self.held.take()?;
+        let inflight = held.inflight.take();
+        let quiet = inflight.is_none()
             && !held.in_transaction()
             && self.transaction_mode
             && self.pinned.is_none()
@@ -443,7 +380,6 @@ impl Session {
         if quiet {
             return None;
         }
-        let inflight = self.inflight.take();
         let during_command = inflight.is_some();
         let seq = inflight.map_or(1, |i| i.delta.wrapping_add(1));
         let message = if during_command {
@@ -469,7 +405,7 @@ impl Session {
         let Some(h) = &self.held else {
             return;
         };
-        let proof = h.proof(self.inflight.as_ref());
+        let proof = h.proof();
         let decision = guard::decide(
             self.transaction_mode,
             self.pinned.is_some(),
@@ -499,7 +435,7 @@ impl Session {
 
     /// Where the conversation stands, for the timeouts ([`guard`]).
     fn phase(&self) -> guard::Phase {
-        match (&self.held, &self.inflight) {
+        match (&self.held, self.inflight()) {
             (_, Some(i)) if matches!(i.infile, Infile::ClientSending { .. }) => {
                 guard::Phase::ClientSending
             }
@@ -533,11 +469,96 @@ impl Session {
             guard::Due::StopQuery { timeout } => timeout,
         };
         let key = self.held.as_ref().map(|h| self.server_key(h))?;
-        self.inflight.as_mut()?.kill_sent = true;
+        self.inflight_mut()?.kill_sent = true;
         tracing::warn!(client = %self.holder.client, pool = %pool, thread = key.thread_id, timeout = ?timeout, "query_timeout exceeded; killing the query");
         if let Err(e) = kill_query(&key).await {
             tracing::warn!(error = %e, "KILL QUERY for query_timeout failed");
         }
         None
+    }
+}
+
+impl crate::idle::Park for Session {
+    type End = End;
+
+    async fn start(&mut self) {
+        if let Some(h) = &self.held {
+            // Session mode: the server leased at login is the one a KILL QUERY targets.
+            let key = self.server_key(h);
+            self.registration.target.set(Some(key)).await;
+        }
+    }
+
+    /// No server held, no command in flight and nothing buffered.
+    fn is_idle(&self) -> bool {
+        // (A command is only ever in flight on a held server.)
+        self.held.is_none() && self.cbuf.is_empty()
+    }
+
+    fn relay(&mut self) -> impl std::future::Future<Output = Option<End>> + Send {
+        self.relay_until_idle()
+    }
+
+    async fn close(mut self: Box<Self>, end: End) {
+        let pool = self.entry.name();
+        match &end {
+            End::Kicked(e, seq) => {
+                let code = e.mysql_code(self.mariadb).to_string();
+                self.shared.observe.count_error("mysql", code);
+                tracing::warn!(client = %self.holder.client, pool = %pool, code = e.mysql_code(self.mariadb), reason = %e, "MySQL client disconnected by poolguard");
+                let mut m = BytesMut::new();
+                err_packet(&mut m, *seq, e, self.mariadb);
+                self.entry.traffic.sent(m.len());
+                let _ = self.client.write_all(&m).await;
+            }
+            other => {
+                tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "MySQL client session ended")
+            }
+        }
+        let _ = self.client.shutdown().await;
+        self.registration.target.set(None).await;
+        if let Some(mut held) = self.held.take() {
+            let how = match end {
+                End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
+                _ => Reclaim::Clean {
+                    reset: !self.transaction_mode || self.pinned.is_some(),
+                },
+            };
+            let inflight = held.inflight.take();
+            Box::pin(reclaim(
+                held,
+                inflight,
+                how,
+                &self.entry,
+                &self.shared.faults,
+            ))
+            .await;
+        }
+    }
+
+    fn park(&mut self) -> crate::idle::Parking {
+        // No buffer kept while idle: it goes to the spares.
+        self.shared.spare.give(std::mem::take(&mut self.cbuf));
+        // KILL CONNECTION wakes the client; the permit is put back for the relay's own wait
+        // to see at once.
+        let target = self.registration.target.clone();
+        let killed = async move {
+            target.kicked.notified().await;
+            target.kicked.notify_one()
+        };
+        crate::idle::Parking {
+            deadline: self.next_deadline(),
+            also: Some(Box::pin(killed)),
+        }
+    }
+
+    fn wake(&mut self) {
+        if self.cbuf.capacity() == 0 {
+            self.cbuf = self.shared.spare.take();
+        }
+    }
+
+    fn client(&mut self) -> &mut ClientStream {
+        &mut self.client
     }
 }

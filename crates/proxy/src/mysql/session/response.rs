@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::command::After;
 use super::statements::close_on_server;
-use super::{End, Infile, Inflight, Session};
+use super::{End, Held, Infile, Inflight, Session};
 use crate::error::ProxyError;
 use crate::fault::Point;
 use crate::mysql::server::{ServerConn, ServerError};
@@ -103,7 +103,7 @@ impl Session {
             // `next_head` found all `total` bytes in the buffer.
             let end = off.saturating_add(head.total).min(sbuf.len());
             let frame = sbuf.get_mut(off..end).unwrap_or_default();
-            let step = match self.inflight {
+            let step = match held.inflight {
                 None => Err(unsolicited(frame)),
                 Some(_) => self.on_frame(head, frame).await,
             };
@@ -162,7 +162,12 @@ impl Session {
         frame: &mut [u8],
     ) -> Result<(Verdict, Option<Done>), String> {
         let mariadb = self.mariadb;
-        let (Some(inf), Some(held)) = (self.inflight.as_mut(), self.held.as_mut()) else {
+        let Some(Held {
+            inflight: Some(inf),
+            lease,
+            ..
+        }) = self.held.as_deref_mut()
+        else {
             return Err("no command in flight".into());
         };
         let payload = frame.get(HEADER_LEN..).unwrap_or_default();
@@ -172,15 +177,9 @@ impl Session {
             .tracker
             .feed_chunk(payload, head.is_continuation)
             .map_err(|e| format!("unexpected packet from server: {e}"))?;
-        note_insert_id(
-            inf,
-            payload,
-            head.is_continuation,
-            held.lease.caps,
-            rows_before,
-        );
+        note_insert_id(inf, payload, head.is_continuation, lease.caps, rows_before);
         let warnings = match progress {
-            Progress::Done { .. } => warnings_of(payload, held.lease.caps),
+            Progress::Done { .. } => warnings_of(payload, lease.caps),
             _ => 0,
         };
         let client_seq = head.seq.wrapping_add(inf.delta);
@@ -213,7 +212,7 @@ impl Session {
             Progress::LocalInfileRequested => {
                 // End the transfer at once: the server sees an empty file and answers.
                 let empty = [0, 0, 0, head.seq.wrapping_add(1)];
-                held.lease
+                lease
                     .stream
                     .write_all(&empty)
                     .await
@@ -247,8 +246,7 @@ impl Session {
     }
 
     pub(super) fn infile_sending(&self) -> bool {
-        self.inflight
-            .as_ref()
+        self.inflight()
             .is_some_and(|i| matches!(i.infile, Infile::ClientSending { .. }))
     }
 
@@ -261,7 +259,7 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => return Some(End::Kicked(e, 1)),
             };
-            let inf = self.inflight.as_mut()?;
+            let inf = self.inflight_mut()?;
             let Infile::ClientSending { server_seq } = inf.infile else {
                 break;
             };
@@ -289,8 +287,8 @@ impl Session {
 
     /// The response is complete: record what the command changed.
     async fn finish(&mut self, done: Done) -> Option<End> {
-        let inf = self.inflight.take()?;
         let held = self.held.as_mut()?;
+        let inf = held.inflight.take()?;
         held.idle_since = Instant::now();
         held.sticky = done.warnings > 0;
         self.holder.note.set_state(if held.in_transaction() {

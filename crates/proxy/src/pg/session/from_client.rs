@@ -685,8 +685,15 @@ impl Session {
         }
         for t in &f.tracked {
             match t {
-                TrackedSet::Set { name, value } => self.params.set(name, value),
-                TrackedSet::Reset { name } => self.params.remove(name),
+                // Copied only on a change: the set may be shared (`PgPoolEntry::share_params`).
+                TrackedSet::Set { name, value } => {
+                    if self.params.get(name) != Some(value.as_ref()) {
+                        std::sync::Arc::make_mut(&mut self.params).set(name, value);
+                    }
+                }
+                TrackedSet::Reset { name } => {
+                    std::sync::Arc::make_mut(&mut self.params).remove(name)
+                }
             }
         }
         if f.deallocate_all {

@@ -166,8 +166,9 @@ impl Session {
                 } => {
                     held.lease.note_parameter_status(body);
                     if let Ok((k, v)) = poolguard_pg::backend::parse_parameter_status(body) {
-                        if crate::pg::params::is_reported(k) {
-                            self.params.set(k, v);
+                        if crate::pg::params::is_reported(k) && self.params.get(k) != Some(v) {
+                            // Copied only on a change: the set may be shared.
+                            std::sync::Arc::make_mut(&mut self.params).set(k, v);
                         }
                     }
                 }

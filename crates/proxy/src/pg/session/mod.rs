@@ -36,6 +36,7 @@ use crate::contain::ClientSocket;
 use crate::error::ProxyError;
 use crate::error::CLOSED_POOL;
 use crate::guard;
+use crate::idle::Park;
 use crate::pg::cancel::{send_cancel, Registration, ServerKey};
 use crate::pg::features::SessionFeature;
 use crate::pg::login::{write_error, LoggedIn};
@@ -126,7 +127,7 @@ impl Held {
 
 /// Why a session ended.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// The client sent Terminate.
     Terminate,
     /// The client closed its socket or it failed.
@@ -163,8 +164,9 @@ pub struct Session {
     last_client_activity: Instant,
     /// The client's named statements (transaction mode).
     statements: ClientStatements,
-    /// The client's tracked parameters, as it expects its session to have them.
-    params: ParamSet,
+    /// The client's tracked parameters, as it expects its session to have them; shared with
+    /// other clients that logged in alike until this one changes them.
+    params: Arc<ParamSet>,
     /// Scratch buffer for rewritten client messages.
     out: BytesMut,
     /// When the open query batch and transaction started (the pool's traffic counters).
@@ -189,6 +191,7 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
 impl Session {
     pub fn new(client: ClientStream, cbuf: BytesMut, shared: Arc<Shared>, ready: LoggedIn) -> Self {
         let transaction_mode = ready.entry.db().pool_mode == PoolMode::Transaction;
+        let params = ready.entry.share_params(ready.params);
         Session {
             client: ClientSocket::postgres(client),
             cbuf,
@@ -204,80 +207,10 @@ impl Session {
             skipping: None,
             last_client_activity: Instant::now(),
             statements: ClientStatements::default(),
-            params: ready.params,
+            params,
             out: BytesMut::new(),
             clock: Default::default(),
         }
-    }
-
-    /// Serves the client until it leaves (boxed `self`: see [`crate::idle`]).
-    pub async fn run(mut self: Box<Self>) {
-        if let Some(h) = self.held.take() {
-            // Session mode: the server leased at login. Boxed: once per session, not worth
-            // sizing the task for.
-            if let Err(e) = Box::pin(self.start_lease(h)).await {
-                tracing::warn!(client = %self.holder.client, error = %e, "server failed at session start");
-            }
-        }
-        let end = self.relay().await;
-        let pool = self.entry.pool.config().name;
-        match &end {
-            End::Kicked(e) => {
-                self.shared
-                    .observe
-                    .count_error("postgres", e.sqlstate().to_owned());
-                tracing::warn!(client = %self.holder.client, pool = %pool, code = e.sqlstate(), reason = %e, "client disconnected by poolguard");
-                let mut m = BytesMut::new();
-                write_error(&mut m, "FATAL", e);
-                self.entry.traffic.sent(m.len());
-                let _ = self.client.write_all(&m).await;
-            }
-            other => {
-                tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "client session ended")
-            }
-        }
-        let _ = self.client.shutdown().await;
-        self.registration.target.set(None).await;
-        if let Some(held) = self.held.take() {
-            let how = match end {
-                End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
-                _ if self.cscan.mid_message() => Reclaim::Discard(DiscardReason::Unfinished),
-                _ => Reclaim::Clean {
-                    reset: !self.transaction_mode || held.dirty || self.pinned.is_some(),
-                },
-            };
-            Box::pin(reclaim(held, how, &pool, &self.shared.faults)).await;
-        }
-    }
-
-    /// The session's life: busy stretches relayed by [`Session::relay_until_idle`] in a box
-    /// that exists only while the client is busy (one allocation per stretch), and idle waits
-    /// between them (see [`crate::idle`]).
-    async fn relay(&mut self) -> End {
-        loop {
-            // Checked before the box too: a client that logs in and waits starts idle.
-            if self.is_idle() {
-                // An idle client holds no buffers either: they go to the spares.
-                self.shared.spare.give(std::mem::take(&mut self.cbuf));
-                self.shared.spare.give(std::mem::take(&mut self.out));
-                let deadline = self.next_deadline();
-                crate::idle::wait(&mut self.client, deadline, std::future::pending()).await;
-            }
-            if self.cbuf.capacity() == 0 {
-                self.cbuf = self.shared.spare.take();
-            }
-            if self.out.capacity() == 0 {
-                self.out = self.shared.spare.take();
-            }
-            if let Some(end) = Box::pin(self.relay_until_idle()).await {
-                return end;
-            }
-        }
-    }
-
-    /// No server held and nothing buffered.
-    fn is_idle(&self) -> bool {
-        self.held.is_none() && self.cbuf.is_empty()
     }
 
     /// Relays until the session ends (`Some`) or the client is idle (`None`): no server held
@@ -611,10 +544,86 @@ impl Session {
     }
 }
 
+impl crate::idle::Park for Session {
+    type End = End;
+
+    async fn start(&mut self) {
+        if let Some(h) = self.held.take() {
+            // Session mode: the server leased at login.
+            if let Err(e) = self.start_lease(h).await {
+                tracing::warn!(client = %self.holder.client, error = %e, "server failed at session start");
+            }
+        }
+    }
+
+    /// No server held and nothing buffered.
+    fn is_idle(&self) -> bool {
+        self.held.is_none() && self.cbuf.is_empty()
+    }
+
+    fn relay(&mut self) -> impl std::future::Future<Output = Option<End>> + Send {
+        self.relay_until_idle()
+    }
+
+    async fn close(mut self: Box<Self>, end: End) {
+        let pool = self.entry.pool.config().name;
+        match &end {
+            End::Kicked(e) => {
+                self.shared
+                    .observe
+                    .count_error("postgres", e.sqlstate().to_owned());
+                tracing::warn!(client = %self.holder.client, pool = %pool, code = e.sqlstate(), reason = %e, "client disconnected by poolguard");
+                let mut m = BytesMut::new();
+                write_error(&mut m, "FATAL", e);
+                self.entry.traffic.sent(m.len());
+                let _ = self.client.write_all(&m).await;
+            }
+            other => {
+                tracing::debug!(client = %self.holder.client, pool = %pool, end = ?other, "client session ended")
+            }
+        }
+        let _ = self.client.shutdown().await;
+        self.registration.target.set(None).await;
+        if let Some(held) = self.held.take() {
+            let how = match end {
+                End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),
+                _ if self.cscan.mid_message() => Reclaim::Discard(DiscardReason::Unfinished),
+                _ => Reclaim::Clean {
+                    reset: !self.transaction_mode || held.dirty || self.pinned.is_some(),
+                },
+            };
+            Box::pin(reclaim(held, how, &pool, &self.shared.faults)).await;
+        }
+    }
+
+    fn park(&mut self) -> crate::idle::Parking {
+        // An idle client holds no buffers: they go to the spares.
+        self.shared.spare.give(std::mem::take(&mut self.cbuf));
+        self.shared.spare.give(std::mem::take(&mut self.out));
+        crate::idle::Parking {
+            deadline: self.next_deadline(),
+            also: None,
+        }
+    }
+
+    fn wake(&mut self) {
+        if self.cbuf.capacity() == 0 {
+            self.cbuf = self.shared.spare.take();
+        }
+        if self.out.capacity() == 0 {
+            self.out = self.shared.spare.take();
+        }
+    }
+
+    fn client(&mut self) -> &mut ClientStream {
+        &mut self.client
+    }
+}
+
 /// Reads from the client into `cbuf`. Through `read_buf`, not `readable` + `try_read`: a
 /// short read then tells tokio the socket is drained, so the next wait costs no `recvfrom`
 /// that could only fail (one per transaction otherwise). An idle client holds no buffer, but it
-/// waits in [`crate::idle::wait`], not here; it gets a spare buffer when it wakes.
+/// is parked ([`crate::idle`]), not waiting here; it gets a spare buffer when it wakes.
 async fn read_client(client: &mut ClientStream, cbuf: &mut BytesMut) -> std::io::Result<usize> {
     cbuf.reserve(2048);
     client.read_buf(cbuf).await
