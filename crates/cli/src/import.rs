@@ -262,7 +262,18 @@ pub fn import(ini: &str, users: Option<&str>) -> Imported {
         *backends.entry((d.host.clone(), d.port)).or_default() += cap;
     }
     let users_n = user_entries.len().max(1);
-    let backend_name = |host: &str, port: u16| format!("{}_{port}", host.replace(['.', ':'], "_"));
+    let backend_name = |host: &str, port: u16| {
+        format!(
+            "{}_{port}",
+            host.trim_start_matches('/').replace(['.', ':', '/'], "_")
+        )
+    };
+    // PgBouncer (as libpq) reads a host that starts with '/' as the directory of the server's
+    // Unix socket; poolguard names the socket file itself.
+    let address = |host: &str, port: u16| match host.starts_with('/') {
+        true => format!("{}/.s.PGSQL.{port}", host.trim_end_matches('/')),
+        false => format!("{host}:{port}"),
+    };
     for ((host, port), caps) in &backends {
         let budget = match get("max_db_connections").and_then(|v| v.parse::<usize>().ok()) {
             Some(m) if m > 0 => m * backends.len().max(1),
@@ -275,8 +286,9 @@ pub fn import(ini: &str, users: Option<&str>) -> Imported {
         };
         let _ = writeln!(
             out,
-            "[[backends]]\nname = {}\nprotocol = \"postgres\"\nhosts = [\"{host}:{port}\"]\nmax_connections = {budget}\n",
-            toml_str(&backend_name(host, *port))
+            "[[backends]]\nname = {}\nprotocol = \"postgres\"\nhosts = [{}]\nmax_connections = {budget}\n",
+            toml_str(&backend_name(host, *port)),
+            toml_str(&address(host, *port))
         );
     }
     for d in &dbs {
@@ -372,6 +384,21 @@ query_wait_timeout = 30
 admin_users = app
 server_reset_query = DISCARD ALL
 "#;
+
+    #[test]
+    fn a_socket_directory_host_becomes_the_socket_path() {
+        let ini = "[databases]\nbank = host=/var/run/postgresql port=5433\n[pgbouncer]\n";
+        let imported = import(ini, Some("\"app\" \"app-secret\"\n"));
+        assert!(
+            imported
+                .config
+                .contains("hosts = [\"/var/run/postgresql/.s.PGSQL.5433\"]"),
+            "{}",
+            imported.config
+        );
+        poolguard_proxy::config::Config::parse(&imported.config)
+            .unwrap_or_else(|e| panic!("{e}\n{}", imported.config));
+    }
 
     #[test]
     fn imports_an_equivalent_configuration_and_names_what_does_not_map() {
