@@ -61,9 +61,11 @@ impl LeaseState {
 pub struct LeaseNote {
     state: AtomicU8,
     statements: AtomicU64,
-    /// The last statement text, empty until one is seen. One buffer per holder, overwritten
-    /// in place: noting a statement allocates nothing once it has grown to the usual length.
-    last: Mutex<String>,
+    /// The last statement's bytes as sent (blanks trimmed, at most a few bytes past
+    /// [`MAX_NOTED_STATEMENT`]), empty until one is seen, and whether it was longer. One
+    /// buffer per holder, overwritten in place: noting a statement copies bytes and allocates
+    /// nothing once the buffer has grown; the readers (leak watcher, console) decode the text.
+    last: Mutex<(Vec<u8>, bool)>,
     /// Why the holder keeps its connection for the rest of its session, once it does.
     pinned: std::sync::OnceLock<Box<str>>,
 }
@@ -81,34 +83,24 @@ impl LeaseNote {
 
     /// A statement was sent: remember its text (truncated) and mark the holder active.
     pub fn statement(&self, sql: &str) {
-        let (text, cut) = truncate(sql.trim(), MAX_NOTED_STATEMENT);
+        self.statement_bytes(sql.as_bytes())
+    }
+
+    /// [`LeaseNote::statement`] for a statement as the client sent it, bytes that are UTF-8
+    /// nearly always: kept as bytes (the prefix the note shows and a character's worth more),
+    /// so the text is checked only when someone reads it.
+    pub fn statement_bytes(&self, sql: &[u8]) {
+        let sql = sql.trim_ascii();
+        let kept = sql.get(..MAX_NOTED_STATEMENT + 4).unwrap_or(sql);
         {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            last.clear();
-            last.push_str(text);
-            if cut {
-                last.push_str("...");
-            }
+            last.0.clear();
+            last.0.extend_from_slice(kept);
+            last.1 = sql.len() > MAX_NOTED_STATEMENT;
         }
         self.statements.fetch_add(1, Ordering::Relaxed);
         self.state
             .store(LeaseState::Active.to_u8(), Ordering::Relaxed);
-    }
-
-    /// [`LeaseNote::statement`] for a statement as the client sent it, bytes that are UTF-8
-    /// nearly always: only the prefix the note keeps is looked at, and valid UTF-8 is checked
-    /// much faster than a lossy conversion walks it.
-    pub fn statement_bytes(&self, sql: &[u8]) {
-        // Room for the note after leading blanks, and a little more, so a cut shows as cut.
-        let sql = sql.get(..1024).unwrap_or(sql);
-        match std::str::from_utf8(sql) {
-            Ok(text) => self.statement(text),
-            // Only a character split by the cut above: keep what precedes it.
-            Err(e) if e.error_len().is_none() => {
-                self.statement(std::str::from_utf8(&sql[..e.valid_up_to()]).unwrap_or_default())
-            }
-            Err(_) => self.statement(&String::from_utf8_lossy(sql)),
-        }
     }
 
     /// The holder's state changed (e.g. the server reported idle or idle in transaction).
@@ -121,28 +113,32 @@ impl LeaseNote {
         LeaseState::from_u8(self.state.load(Ordering::Relaxed))
     }
 
-    /// The last statement, if any.
+    /// The last statement, if any: cut at a character boundary to at most
+    /// [`MAX_NOTED_STATEMENT`] bytes (then followed by `...`), bytes that are not UTF-8 shown
+    /// as U+FFFD.
     pub fn last_statement(&self) -> Option<Arc<str>> {
         let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        (!last.is_empty()).then(|| Arc::from(last.as_str()))
+        let (bytes, cut) = (&last.0, last.1);
+        if bytes.is_empty() {
+            return None;
+        }
+        if !cut {
+            return Some(Arc::from(String::from_utf8_lossy(bytes)));
+        }
+        let head = &bytes[..MAX_NOTED_STATEMENT];
+        let text = match std::str::from_utf8(head) {
+            Ok(text) => text.into(),
+            // A character split by the cut: keep what precedes it.
+            Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&head[..e.valid_up_to()]),
+            Err(_) => String::from_utf8_lossy(head),
+        };
+        Some(Arc::from(format!("{text}...")))
     }
 
     /// Statements sent so far.
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
-}
-
-/// `text` cut to at most `max` bytes at a character boundary, and whether it was cut.
-fn truncate(text: &str, max: usize) -> (&str, bool) {
-    if text.len() <= max {
-        return (text, false);
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    (&text[..end], true)
 }
 
 /// Upper bounds (seconds) of the acquire-wait histogram buckets; `+Inf` is implied.

@@ -39,6 +39,8 @@ pub struct PoolEntry<C: Connector, X> {
     pub pool: Pool<C>,
     /// The `[[databases]]` entry as of the last reload (sessions read limits from it).
     db: ArcSwap<Database>,
+    /// The database's session timeouts, kept with `db` (read on every turn of a relay).
+    pub timeouts: crate::guard::SharedTimeouts,
     pub user: String,
     /// Clients connected to this pool (counted against its `max_client_connections`).
     pub clients: AtomicUsize,
@@ -128,6 +130,7 @@ impl<C: ServerConnector, X> PoolEntry<C, X> {
         PoolEntry {
             pool,
             db: ArcSwap::from_pointee(db.clone()),
+            timeouts: crate::guard::SharedTimeouts::new(&db.limits),
             user: user.to_owned(),
             clients: AtomicUsize::new(0),
             traffic: Default::default(),
@@ -145,6 +148,7 @@ impl<C: ServerConnector, X> PoolEntry<C, X> {
         if let Some(user) = user {
             self.pool.connector().set_password(&user.password);
         }
+        self.timeouts.store(&db.limits);
         self.db.store(Arc::new(db));
     }
 }

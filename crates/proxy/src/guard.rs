@@ -15,6 +15,7 @@
 //!   `idle_in_transaction_timeout` counted from the later of the client's last message and the
 //!   server's last answer, an idle client by `client_idle_timeout`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use poolguard_pool::Clean;
@@ -38,18 +39,82 @@ pub enum Phase {
     Idle,
 }
 
+/// The timeouts a session consults on every turn of its relay, copied out of [`Limits`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    pub query: Option<Duration>,
+    pub idle_in_transaction: Option<Duration>,
+    pub client_idle: Option<Duration>,
+}
+
+impl Timeouts {
+    pub fn of(limits: &Limits) -> Self {
+        Timeouts {
+            query: limits.query_timeout,
+            idle_in_transaction: limits.idle_in_transaction_timeout,
+            client_idle: limits.client_idle_timeout,
+        }
+    }
+}
+
+/// A pool's [`Timeouts`], stored beside its configuration and replaced with it on reload, read
+/// with three relaxed loads: a session asks for its next deadline several times per
+/// transaction, and loading the whole configuration each time cost more than the rest of the
+/// decision.
+#[derive(Debug, Default)]
+pub struct SharedTimeouts([AtomicU64; 3]);
+
+impl SharedTimeouts {
+    pub fn new(limits: &Limits) -> Self {
+        let t = SharedTimeouts::default();
+        t.store(limits);
+        t
+    }
+
+    pub fn store(&self, limits: &Limits) {
+        let t = Timeouts::of(limits);
+        // 0 is "none"; a duration is kept as nanoseconds + 1 (saturating: 584 years).
+        let code = |d: Option<Duration>| {
+            d.map_or(0, |d| {
+                u64::try_from(d.as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1)
+            })
+        };
+        for (slot, d) in self
+            .0
+            .iter()
+            .zip([t.query, t.idle_in_transaction, t.client_idle])
+        {
+            slot.store(code(d), Ordering::Relaxed);
+        }
+    }
+
+    pub fn load(&self) -> Timeouts {
+        let get = |i: usize| match self.0[i].load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        };
+        Timeouts {
+            query: get(0),
+            idle_in_transaction: get(1),
+            client_idle: get(2),
+        }
+    }
+}
+
 /// When the session must next look at the clock, if ever.
-pub fn next_deadline(limits: &Limits, phase: Phase, last_client: Instant) -> Option<Instant> {
+pub fn next_deadline(limits: Timeouts, phase: Phase, last_client: Instant) -> Option<Instant> {
     match phase {
         Phase::Running {
             since,
             stopping: false,
-        } => limits.query_timeout.map(|t| since + t),
+        } => limits.query.map(|t| since + t),
         Phase::Running { stopping: true, .. } | Phase::ClientSending => None,
         Phase::InTransaction { idle_since } => limits
-            .idle_in_transaction_timeout
+            .idle_in_transaction
             .map(|t| last_client.max(idle_since) + t),
-        Phase::Idle => limits.client_idle_timeout.map(|t| last_client + t),
+        Phase::Idle => limits.client_idle.map(|t| last_client + t),
     }
 }
 
@@ -70,7 +135,7 @@ pub fn due(
     now: Instant,
     pool: &str,
 ) -> Option<Due> {
-    let at = next_deadline(limits, phase, last_client)?;
+    let at = next_deadline(Timeouts::of(limits), phase, last_client)?;
     if now < at {
         return None;
     }
@@ -196,35 +261,39 @@ mod tests {
 
     #[test]
     fn one_deadline_per_phase() {
-        let l = limits();
+        // Through the shared copy a pool keeps: what a session reads.
+        let l = SharedTimeouts::new(&limits()).load();
+        assert_eq!(l, Timeouts::of(&limits()));
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let running = Phase::Running {
             since: t0,
             stopping: false,
         };
-        assert_eq!(next_deadline(&l, running, t0), Some(t0 + s(5)));
+        assert_eq!(next_deadline(l, running, t0), Some(t0 + s(5)));
         let stopping = Phase::Running {
             since: t0,
             stopping: true,
         };
-        assert_eq!(next_deadline(&l, stopping, t0), None, "stopped once");
-        assert_eq!(next_deadline(&l, Phase::ClientSending, t0), None);
+        assert_eq!(next_deadline(l, stopping, t0), None, "stopped once");
+        assert_eq!(next_deadline(l, Phase::ClientSending, t0), None);
         // Counted from the later of the client's last message and the server's last answer.
         let tx = Phase::InTransaction {
             idle_since: t0 + s(10),
         };
-        assert_eq!(next_deadline(&l, tx, t0), Some(t0 + s(70)));
-        assert_eq!(next_deadline(&l, tx, t0 + s(20)), Some(t0 + s(80)));
-        assert_eq!(next_deadline(&l, Phase::Idle, t0), Some(t0 + s(600)));
+        assert_eq!(next_deadline(l, tx, t0), Some(t0 + s(70)));
+        assert_eq!(next_deadline(l, tx, t0 + s(20)), Some(t0 + s(80)));
+        assert_eq!(next_deadline(l, Phase::Idle, t0), Some(t0 + s(600)));
         let off = Limits {
             query_timeout: None,
             idle_in_transaction_timeout: None,
             client_idle_timeout: None,
-            ..l
+            ..limits()
         };
+        let shared = SharedTimeouts::new(&limits());
+        shared.store(&off);
         for phase in [running, tx, Phase::Idle] {
-            assert_eq!(next_deadline(&off, phase, t0), None);
+            assert_eq!(next_deadline(shared.load(), phase, t0), None);
         }
     }
 

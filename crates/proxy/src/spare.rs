@@ -39,11 +39,16 @@ impl SpareBuffers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        // `BytesMut` has no `From<Vec<u8>>`; through `Bytes` the allocation is kept (one small
-        // bookkeeping box is made and freed on the way).
+        // `BytesMut` has no `From<Vec<u8>>`. Through `Bytes` the allocation is kept, and a
+        // `Vec` whose length is its capacity (a kept one is filled, see `give`) passes as a
+        // boxed slice, which `Bytes` and then `BytesMut` adopt without a bookkeeping box.
         spare.map_or_else(
             || BytesMut::with_capacity(Self::MIN_CAPACITY),
-            |v| BytesMut::from(bytes::Bytes::from(v)),
+            |v| {
+                let mut b = BytesMut::from(bytes::Bytes::from(v));
+                b.clear();
+                b
+            },
         )
     }
 
@@ -52,10 +57,13 @@ impl SpareBuffers {
     /// yet dropped) comes out of the conversion as a fresh, unallocated `Vec` and is not kept.
     pub fn give(&self, mut buf: BytesMut) {
         buf.clear();
-        let whole: Vec<u8> = buf.into();
+        let mut whole: Vec<u8> = buf.into();
         if !(Self::MIN_CAPACITY..=Self::MAX_CAPACITY).contains(&whole.capacity()) {
             return;
         }
+        // Length = capacity: `take` converts it without allocating (a few kilobytes of
+        // zeroes cost less than the allocation it saves).
+        whole.resize(whole.capacity(), 0);
         let mut stash = self.stash.lock().unwrap_or_else(PoisonError::into_inner);
         if stash.len() < Self::MAX_KEPT {
             stash.push(whole);

@@ -315,6 +315,11 @@ impl Shared {
         Box::pin(limits.admit_transaction(holder, patience)).await
     }
 
+    /// No rule limits transactions: [`Shared::admit_transaction`] would admit at once.
+    pub fn transactions_unlimited(&self) -> bool {
+        !self.rate_limits.load().limits_transactions()
+    }
+
     pub(crate) fn refresh_rate_limits(&self, config: &Config) {
         self.rate_limits
             .store(Arc::new(crate::admission::RateLimits::new(

@@ -43,11 +43,21 @@ pub struct CancelTarget {
 
 impl CancelTarget {
     pub async fn set(&self, key: Option<ServerKey>) {
-        // Twice per transaction, and a canceller holds the lock only while a cancel is on its
-        // way: taken at once nearly always, without building the lock's future.
+        if let Err(key) = self.try_set(key) {
+            *self.slot.lock().await = key;
+        }
+    }
+
+    /// [`CancelTarget::set`] if it can be done at once: twice per transaction, and a canceller
+    /// holds the lock only while a cancel is on its way, so nearly always (without building
+    /// the lock's future). A cancel holding it: nothing is set, the key comes back.
+    pub fn try_set(&self, key: Option<ServerKey>) -> Result<(), Option<ServerKey>> {
         match self.slot.try_lock() {
-            Ok(mut slot) => *slot = key,
-            Err(_) => *self.slot.lock().await = key,
+            Ok(mut slot) => {
+                *slot = key;
+                Ok(())
+            }
+            Err(_) => Err(key),
         }
     }
 }

@@ -87,9 +87,29 @@ impl ParamSet {
         }
     }
 
-    /// The same names with the same values (the versions may differ).
+    /// The same names with the same values (the versions may differ). Values shared with the
+    /// server connection they were read from are the same allocation, so most pairs are told
+    /// equal by address before any text is compared.
     pub fn same_entries(&self, other: &ParamSet) -> bool {
-        self.values == other.values
+        self.values.len() == other.values.len()
+            && self
+                .values
+                .iter()
+                .zip(&other.values)
+                .all(|((n, v), (m, w))| {
+                    (Arc::ptr_eq(v, w) || v == w) && (std::ptr::eq(&**n, &**m) || n == m)
+                })
+    }
+
+    /// After [`ParamSet::same_entries`] said yes: points this set's values at `other`'s texts
+    /// (equal, so nothing a client sees changes), so that the next comparison with a set
+    /// sharing them, which is most clients', is told equal by address alone.
+    pub fn share_values(&mut self, other: &ParamSet) {
+        for ((_, v), (_, w)) in self.values.iter_mut().zip(&other.values) {
+            if !Arc::ptr_eq(v, w) && v == w {
+                *v = w.clone();
+            }
+        }
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -419,6 +439,16 @@ mod tests {
         b.set("TIMEZONE", "Europe/Paris");
         assert!(!a.same_entries(&b));
         assert_eq!(sync_sql(&a, &b), "SET timezone = 'UTC';");
+        // Equal sets made to share their texts stay equal, now by address.
+        b.set("timezone", "UTC");
+        let version = b.version();
+        b.share_values(&a);
+        assert!(a.same_entries(&b) && b.version() == version);
+        assert!(a
+            .values
+            .iter()
+            .zip(&b.values)
+            .all(|(x, y)| Arc::ptr_eq(&x.1, &y.1)));
     }
 
     #[test]

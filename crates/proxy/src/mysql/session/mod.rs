@@ -451,8 +451,11 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let limits = &self.entry.db().limits;
-        guard::next_deadline(limits, self.phase(), self.last_client_activity)
+        guard::next_deadline(
+            self.entry.timeouts.load(),
+            self.phase(),
+            self.last_client_activity,
+        )
     }
 
     async fn on_deadline(&mut self) -> Option<End> {

@@ -11,7 +11,7 @@ use bytes::{Buf, BytesMut};
 use poolguard_pg::{backend, frontend, tags};
 
 use super::statement_sql::{deallocate_target, execute_target, execute_text};
-use super::{End, Held, Session};
+use super::{Acquired, End, Held, Session};
 use crate::config::front::DEFAULT_MAX_CLIENT_PREPARED_STATEMENTS;
 use crate::error::ProxyError;
 use crate::pg::features::{Findings, TrackedSet};
@@ -62,12 +62,21 @@ impl Session {
                 if let Err(e) = self.cscan.check_header(&self.cbuf) {
                     return Some(End::Kicked(client_message_error(e)));
                 }
-                match Box::pin(self.answer_prepare_locally()).await {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(end) => return Some(end),
+                // Only a Parse may be answered locally: anything else skips the boxed future
+                // (an allocation) that keeps the rare path out of the relay's own.
+                if first == tags::frontend::PARSE {
+                    match Box::pin(self.answer_prepare_locally()).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(end) => return Some(end),
+                    }
                 }
-                if let Err(e) = Box::pin(self.acquire()).await {
+                let acquired = match self.try_acquire_now() {
+                    Acquired::Leased => Ok(()),
+                    Acquired::Start(held) => Box::pin(self.start_lease(held)).await,
+                    Acquired::Wait => Box::pin(self.acquire()).await,
+                };
+                if let Err(e) = acquired {
                     tracing::warn!(client = %self.holder.client, code = e.sqlstate(), error = %e, "acquire failed");
                     if matches!(e, ProxyError::ShuttingDown(_)) {
                         return Some(End::Kicked(e));

@@ -138,6 +138,16 @@ pub(crate) enum End {
     ServerFailed,
 }
 
+/// What [`Session::try_acquire_now`] managed.
+enum Acquired {
+    /// A server is held and ready for the client's transaction.
+    Leased,
+    /// A server was leased; making it the client's needs waiting ([`Session::start_lease`]).
+    Start(Box<Held>),
+    /// Nothing leased: the whole [`Session::acquire`] is needed.
+    Wait,
+}
+
 enum Event {
     Client(std::io::Result<usize>),
     Server(std::io::Result<usize>),
@@ -287,6 +297,32 @@ impl Session {
         End::ServerFailed
     }
 
+    /// [`Session::acquire`] without waiting for anything, the common case: no transaction
+    /// rule to pass, an idle server to lease at once (nobody waiting first), its parameters
+    /// already the client's and its cancel target free. Done without a boxed future.
+    fn try_acquire_now(&mut self) -> Acquired {
+        if !self.shared.transactions_unlimited() {
+            return Acquired::Wait;
+        }
+        let Ok(lease) = self.entry.pool.try_acquire_idle(self.holder.clone()) else {
+            return Acquired::Wait;
+        };
+        let held = Held::new(lease);
+        let stamp = (self.registration.pid, self.params.version());
+        let in_step =
+            held.lease.synced_for == Some(stamp) || self.params.same_entries(&held.lease.current);
+        if !in_step || self.registration.target.try_set(Some(held.key())).is_err() {
+            return Acquired::Start(held);
+        }
+        let mut held = held;
+        if held.lease.synced_for != Some(stamp) {
+            held.lease.synced_for = Some(stamp);
+            held.lease.current.share_values(&self.params);
+        }
+        self.held = Some(held);
+        Acquired::Leased
+    }
+
     /// Leases a server for the client's next transaction and brings its parameters in line.
     async fn acquire(&mut self) -> Result<(), ProxyError> {
         let patience = self.entry.db().limits.acquire_timeout;
@@ -303,13 +339,15 @@ impl Session {
     }
 
     /// Makes a freshly leased server the client's: cancel target, and its parameters.
-    async fn start_lease(&mut self, mut held: Box<Held>) -> Result<(), ProxyError> {
+    pub(super) async fn start_lease(&mut self, mut held: Box<Held>) -> Result<(), ProxyError> {
         self.registration.target.set(Some(held.key())).await;
         let stamp = (self.registration.pid, self.params.version());
         if held.lease.synced_for != Some(stamp) {
             held.lease.synced_for = Some(stamp);
             let queries = sync_queries(&self.params, &held.lease.current);
-            if !queries.is_empty() {
+            if queries.is_empty() {
+                held.lease.current.share_values(&self.params);
+            } else {
                 tracing::debug!(client = %self.holder.client, sql = ?queries, "synchronising parameters");
                 let mut m = BytesMut::new();
                 for sql in &queries {
@@ -503,8 +541,11 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let limits = &self.entry.db().limits;
-        guard::next_deadline(limits, self.phase(), self.last_client_activity)
+        guard::next_deadline(
+            self.entry.timeouts.load(),
+            self.phase(),
+            self.last_client_activity,
+        )
     }
 
     async fn on_deadline(&mut self) -> Option<End> {
