@@ -306,9 +306,9 @@ pub(crate) fn is_plain(sql: &[u8]) -> bool {
 }
 
 /// Whether `body` holds a `;` (a second statement) or, in any case, `advisory_lock`, `temp` or
-/// `notify`. One pass over the bytes that looks closer only at a `;` or at the last letter of
-/// a mark (`k`, `p`, `y`): those letters are rare in ordinary SQL, where looking at each mark's
-/// first letter (`a`, `t`, `n`) meant a comparison every few bytes.
+/// `notify`. Looks closer only at a `;` or at the last letter of a mark (`k`, `p`, `y`), found
+/// by vector searches: those letters are rare in ordinary SQL, where looking at each mark's
+/// first letter (`a`, `t`, `n`), byte by byte, cost a comparison every few bytes.
 fn has_marks(body: &[u8]) -> bool {
     // Whether the bytes up to and including `i` end with `mark`, in any case.
     let ends = |i: usize, mark: &[u8]| {
@@ -316,17 +316,16 @@ fn has_marks(body: &[u8]) -> bool {
             .and_then(|head| head.get(head.len().checked_sub(mark.len())?..))
             .is_some_and(|w| w.eq_ignore_ascii_case(mark))
     };
-    body.iter().enumerate().any(|(i, &c)| {
-        // The bytes worth a closer look (the compiler makes this one table lookup).
-        matches!(c, b';' | b'k' | b'K' | b'p' | b'P' | b'y' | b'Y')
-            // `| 0x20` lower-cases ASCII letters and leaves `;` as it is.
-            && match c | 0x20 {
-                b'k' => ends(i, b"advisory_lock"),
-                b'p' => ends(i, b"temp"),
-                b'y' => ends(i, b"notify"),
-                _ => true,
-            }
-    })
+    // Vector searches for the bytes worth a closer look: `;`, and the marks' last letters in
+    // either case.
+    memchr::memchr(b';', body).is_some()
+        || memchr::memchr3_iter(b'k', b'p', b'y', body)
+            .chain(memchr::memchr3_iter(b'K', b'P', b'Y', body))
+            .any(|i| match body.get(i).map(|c| c | 0x20) {
+                Some(b'k') => ends(i, b"advisory_lock"),
+                Some(b'p') => ends(i, b"temp"),
+                _ => ends(i, b"notify"),
+            })
 }
 
 /// The tracked sets `AS TRANSACTION <modes>` stands for, or `None` when the text is not that
