@@ -31,6 +31,9 @@ impl SpareBuffers {
     pub const MIN_CAPACITY: usize = 2 * 1024;
     /// Larger buffers are freed, not kept.
     pub const MAX_CAPACITY: usize = 16 * 1024;
+    /// Kept buffers up to this size are filled when given back (see [`Self::give`]); above
+    /// it zeroing costs more than the box it saves (glibc switches to `rep stosb` there).
+    const FILL_MAX: usize = Self::MIN_CAPACITY;
 
     /// An empty buffer of at least [`Self::MIN_CAPACITY`]: a spare one if there is one.
     pub fn take(&self) -> BytesMut {
@@ -39,8 +42,8 @@ impl SpareBuffers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        // `BytesMut` has no `From<Vec<u8>>`. Through `Bytes` the allocation is kept, and a
-        // `Vec` whose length is its capacity (a kept one is filled, see `give`) passes as a
+        // `BytesMut` has no `From<Vec<u8>>`. Through `Bytes` the allocation is kept; a `Vec`
+        // whose length is its capacity (a small kept one is filled, see `give`) passes as a
         // boxed slice, which `Bytes` and then `BytesMut` adopt without a bookkeeping box.
         spare.map_or_else(
             || BytesMut::with_capacity(Self::MIN_CAPACITY),
@@ -61,9 +64,12 @@ impl SpareBuffers {
         if !(Self::MIN_CAPACITY..=Self::MAX_CAPACITY).contains(&whole.capacity()) {
             return;
         }
-        // Length = capacity: `take` converts it without allocating (a few kilobytes of
-        // zeroes cost less than the allocation it saves).
-        whole.resize(whole.capacity(), 0);
+        // Length = capacity lets `take` convert it without allocating: for a small buffer a
+        // few kilobytes of zeroes cost less than the allocation saved; a larger one keeps its
+        // length 0 and costs `take` the bookkeeping box instead.
+        if whole.capacity() <= Self::FILL_MAX {
+            whole.resize(whole.capacity(), 0);
+        }
         let mut stash = self.stash.lock().unwrap_or_else(PoisonError::into_inner);
         if stash.len() < Self::MAX_KEPT {
             stash.push(whole);
