@@ -153,22 +153,31 @@ def rss_kib(pid):
     return 0
 
 
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def idle_footprint(pid, script, argv, n):
-    """RSS growth of process `pid` per idle client: runs bench/`script` `argv` (which opens n
-    logged-in clients, prints "READY <ok> <failed>" and holds them until stdin closes)."""
+    """RSS and descriptor growth of process `pid` per idle client: runs bench/`script` `argv`
+    (which opens n logged-in clients, prints "READY <ok> <failed>" and holds them until stdin
+    closes)."""
     before = rss_kib(pid)
+    fds_before = open_fds(pid)
     p = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", script)] + argv,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline().split()
     # Let the last logins finish their bookkeeping; RSS is read once, not polled for a value.
     time.sleep(2)
     after = rss_kib(pid)
+    fds_after = open_fds(pid)
     p.stdin.close()
     p.wait(120)
     ok = int(line[1]) if len(line) > 1 else 0
     failed = int(line[2]) if len(line) > 2 else n
     return {"clients": ok, "failed": failed, "rss_before_kib": before, "rss_after_kib": after,
-            "bytes_per_client": (after - before) * 1024 / ok if ok else 0}
+            "bytes_per_client": (after - before) * 1024 / ok if ok else 0,
+            "fds_before": fds_before, "fds_after": fds_after,
+            "fds_per_client": (fds_after - fds_before) / ok if ok else 0}
 
 
 def start_mariadb_sandbox(max_connections):

@@ -1,7 +1,8 @@
-"""Bytes per idle client on both front doors, and nothing else: one sandbox PostgreSQL and one
-sandbox MariaDB, then for each poolguard binary given (interleaved, `--reps` times) a fresh
-poolguard per door, N idle logged-in clients (bench/pgclients.py md5, bench/myclients.py
-mysql_native_password) and the growth of poolguard's RSS (benchlib.idle_footprint).
+"""Bytes and descriptors per idle client on both front doors, and nothing else: one sandbox
+PostgreSQL and one sandbox MariaDB, then for each poolguard binary given (interleaved, `--reps`
+times) a fresh poolguard per door, N idle logged-in clients (bench/pgclients.py md5,
+bench/myclients.py mysql_native_password) and the growth of poolguard's RSS and open
+descriptors (benchlib.idle_footprint).
 
 Usage: python3 bench/idlefoot.py [--clients 10000] [--reps 1] [BIN ...]
        (default BIN: $POOLGUARD_BIN or target/release/poolguard)
@@ -110,7 +111,9 @@ def main():
                     r = measure(b, door, sandboxes[door][1], args.clients, work)
                     print(f"rep {rep} {door:8} {b}: {r['clients']} clients "
                           f"({r['failed']} failed), {r['rss_before_kib']} -> "
-                          f"{r['rss_after_kib']} KiB, {r['bytes_per_client']:.0f} B/client",
+                          f"{r['rss_after_kib']} KiB, {r['bytes_per_client']:.0f} B/client, "
+                          f"{r['fds_before']} -> {r['fds_after']} descriptors "
+                          f"({r['fds_per_client']:.2f}/client)",
                           flush=True)
     finally:
         for p, _ in sandboxes.values():

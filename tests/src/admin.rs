@@ -1,10 +1,32 @@
-//! Admin-side helpers: HTTP GET against `[admin] listen`, reading one Prometheus sample, a tiny
-//! webhook receiver that records every POST body, and waiting for a condition.
+//! Admin-side helpers: the admin console's configuration, HTTP GET against `[admin] listen`,
+//! reading one Prometheus sample, a tiny webhook receiver that records every POST body, and
+//! waiting for a condition.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The admin console's user (`[admin] users`, database `pgbouncer` on the PostgreSQL door).
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+
+/// Config lines for the end of a config (after `[limits]`): `[admin]` with its HTTP listener on
+/// a free port and [`ADMIN`] on the console, and [`ADMIN`]'s `[[users]]` entry.
+pub fn console_config() -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+users = ["{ADMIN}"]
+
+[[users]]
+name = "{ADMIN}"
+password = "{ADMIN_PASSWORD}"
+"#,
+        admin = crate::free_port()
+    )
+}
 
 /// `GET path` on 127.0.0.1:`port`; the body (panics on a non-200 status).
 /// Sends [`ADMIN_TOKEN`], which a proxy without tokens ignores (reads are open on loopback).

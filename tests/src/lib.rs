@@ -17,6 +17,7 @@ pub use poolguard_sandbox::PgSandbox;
 
 pub mod admin;
 pub mod etcd;
+pub mod fds;
 pub mod mysql;
 pub mod patroni;
 pub mod pgc;
@@ -369,6 +370,44 @@ pub fn psql_command_as(port: u16, user: &str, db: &str) -> Command {
     .arg("-p")
     .arg(port.to_string());
     cmd
+}
+
+/// A real psql client reading its script from a pipe kept open: it holds its session (and
+/// any transaction the script opened) until [`HeldPsql::finish`].
+pub struct HeldPsql {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl HeldPsql {
+    /// psql as `app` on `port` with this `application_name` and extra environment (such as
+    /// `PGSSLMODE`), running `script`.
+    pub fn start(port: u16, application: &str, env: &[(&str, &str)], script: &str) -> HeldPsql {
+        let mut child = psql_command(port)
+            .arg("-f")
+            .arg("-")
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGAPPNAME", application)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn psql");
+        let mut stdin = child.stdin.take();
+        if let Some(s) = stdin.as_mut() {
+            s.write_all(script.as_bytes()).expect("write psql script");
+        }
+        HeldPsql { child, stdin }
+    }
+
+    /// Sends the rest of the script, closes psql's input and waits for it.
+    pub fn finish(mut self, rest: &str) -> Output {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(rest.as_bytes());
+        }
+        self.child.wait_with_output().expect("psql output")
+    }
 }
 
 /// psql running one command string.

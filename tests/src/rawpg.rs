@@ -101,6 +101,50 @@ impl RawPg {
         }
     }
 
+    /// The client's own port (what poolguard's SHOW CLIENTS shows as `port`).
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address").port()
+    }
+
+    /// Runs a simple query: its columns, rows and notices, or its ErrorResponse (`None`: the
+    /// connection closed first).
+    pub fn query(&mut self, sql: &str) -> Result<Answer, Option<Msg>> {
+        let mut m = BytesMut::new();
+        frontend::query(&mut m, sql);
+        if self.stream.write_all(&m).is_err() {
+            return Err(None);
+        }
+        let mut answer = Answer::default();
+        let mut error = None;
+        loop {
+            let Some(msg) = self.read() else {
+                return Err(error);
+            };
+            let mut body = Body(&msg.body);
+            match msg.tag {
+                b'T' => {
+                    for _ in 0..body.i16() {
+                        answer.columns.push(body.cstr());
+                        body.skip(18); // table, attribute, type, size, modifier, format
+                    }
+                }
+                b'D' => {
+                    let row = (0..body.i16())
+                        .map(|_| {
+                            let len = body.i32();
+                            (len >= 0).then(|| body.text(len as usize))
+                        })
+                        .collect();
+                    answer.rows.push(row);
+                }
+                b'N' => answer.notices.extend(msg.field(b'M')),
+                b'E' => error = Some(msg),
+                b'Z' => return error.map_or(Ok(answer), |e| Err(Some(e))),
+                _ => {}
+            }
+        }
+    }
+
     /// Sends raw frontend bytes.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
@@ -150,5 +194,72 @@ impl RawPg {
             }
         }
         out
+    }
+}
+
+/// A simple query's answer ([`RawPg::query`]).
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub columns: Vec<String>,
+    /// `None` for NULL.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// The messages of its NoticeResponses.
+    pub notices: Vec<String>,
+}
+
+impl Answer {
+    /// The rows whose `column` is `value`.
+    pub fn rows_where(&self, column: &str, value: &str) -> Vec<&Vec<Option<String>>> {
+        let i = self.column(column);
+        self.rows
+            .iter()
+            .filter(|r| r[i].as_deref() == Some(value))
+            .collect()
+    }
+
+    /// `column` of a row, as text ("" for NULL).
+    pub fn value(&self, row: &[Option<String>], column: &str) -> String {
+        row[self.column(column)].clone().unwrap_or_default()
+    }
+
+    fn column(&self, name: &str) -> usize {
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {:?}", self.columns))
+    }
+}
+
+/// Reads a backend message's body front to back.
+struct Body<'a>(&'a [u8]);
+
+impl Body<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+
+    fn skip(&mut self, n: usize) {
+        self.take(n);
+    }
+
+    fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take(2).try_into().unwrap())
+    }
+
+    fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take(4).try_into().unwrap())
+    }
+
+    fn text(&mut self, n: usize) -> String {
+        String::from_utf8_lossy(self.take(n)).into_owned()
+    }
+
+    fn cstr(&mut self) -> String {
+        let end = self.0.iter().position(|b| *b == 0).unwrap_or(self.0.len());
+        let s = self.text(end);
+        self.skip(1);
+        s
     }
 }

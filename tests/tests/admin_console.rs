@@ -6,14 +6,12 @@
 //! period's averages are checked by unit tests (a 60 s period is too long to wait for here).
 
 use std::io::Write;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use poolguard_e2e::admin::wait_for;
+use poolguard_e2e::admin::{console_config, wait_for, ADMIN, ADMIN_PASSWORD};
 use poolguard_e2e::*;
 
-const ADMIN: &str = "admin";
-const ADMIN_PASSWORD: &str = "admin-secret";
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// PgBouncer 1.18.0's headers (psql -A -F '|' against a running 1.18.0).
@@ -27,21 +25,11 @@ const STATS_HALF: &str =
 
 /// poolguard with an admin user, a 2 s leak threshold and no idle-in-transaction reclaim.
 fn console_proxy(pg: &PgSandbox) -> Proxy {
-    let admin = free_port();
     let spec = PoolSpec {
         pool_size: 5,
         limits: format!(
-            r#"leak_threshold = "2s"
-idle_in_transaction_timeout = "0s"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-users = ["{ADMIN}"]
-
-[[users]]
-name = "{ADMIN}"
-password = "{ADMIN_PASSWORD}"
-"#
+            "leak_threshold = \"2s\"\nidle_in_transaction_timeout = \"0s\"\n{}",
+            console_config()
         ),
         ..PoolSpec::default()
     };
@@ -102,40 +90,6 @@ fn show(port: u16, what: &str) -> Answer {
     Answer { header, rows }
 }
 
-/// A real psql client holding a transaction open: it reads its script from a pipe kept open.
-struct Holder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl Holder {
-    fn start(port: u16, application: &str, script: &str) -> Holder {
-        let mut child = psql_command(port)
-            .arg("-f")
-            .arg("-")
-            .env("PGPASSWORD", PASSWORD)
-            .env("PGAPPNAME", application)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn psql");
-        let mut stdin = child.stdin.take();
-        if let Some(s) = stdin.as_mut() {
-            s.write_all(script.as_bytes()).expect("write psql script");
-        }
-        Holder { child, stdin }
-    }
-
-    /// Sends the rest of the script, closes psql's input and waits for it.
-    fn finish(mut self, rest: &str) -> Output {
-        if let Some(mut s) = self.stdin.take() {
-            let _ = s.write_all(rest.as_bytes());
-        }
-        self.child.wait_with_output().expect("psql output")
-    }
-}
-
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     wait_for(LIMIT, what, || f().then_some(()));
 }
@@ -149,11 +103,12 @@ fn show_commands_have_pgbouncer_columns_and_the_workload() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     // Three clients of application "fee-batch" inside open transactions.
-    let holders: Vec<Holder> = (0..3)
+    let holders: Vec<HeldPsql> = (0..3)
         .map(|i| {
-            Holder::start(
+            HeldPsql::start(
                 port,
                 "fee-batch",
+                &[],
                 &format!("BEGIN;\nINSERT INTO console_t VALUES ({i});\n"),
             )
         })
@@ -417,8 +372,8 @@ fn kill_client_rolls_back_and_returns_the_server() {
     let out = psql(port, "CREATE TABLE kill_t (id int)");
     assert!(out.status.success(), "{}", stderr(&out));
     // Warm the pool: two servers open.
-    let warm: Vec<Holder> = (0..2)
-        .map(|_| Holder::start(port, "warm", "BEGIN;\nSELECT 1;\n"))
+    let warm: Vec<HeldPsql> = (0..2)
+        .map(|_| HeldPsql::start(port, "warm", &[], "BEGIN;\nSELECT 1;\n"))
         .collect();
     wait_until("two servers", || {
         show(port, "POOLS").rows_where("database", DB).len() == 1
@@ -428,7 +383,12 @@ fn kill_client_rolls_back_and_returns_the_server() {
         assert!(h.finish("COMMIT;\n").status.success());
     }
 
-    let victim = Holder::start(port, "victim", "BEGIN;\nINSERT INTO kill_t VALUES (42);\n");
+    let victim = HeldPsql::start(
+        port,
+        "victim",
+        &[],
+        "BEGIN;\nINSERT INTO kill_t VALUES (42);\n",
+    );
     wait_until("victim holds a server", || {
         let c = show(port, "CLIENTS");
         c.rows_where("application_name", "victim").len() == 1

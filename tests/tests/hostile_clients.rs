@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use poolguard_e2e::fds::open_fds;
 use poolguard_e2e::pgc::{code, connect_to, message};
 use poolguard_e2e::*;
 use poolguard_pg::backend::{parse_authentication, parse_error_notice, Authentication};
@@ -29,12 +30,6 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// Generous: only there so that a broken build fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -1,6 +1,7 @@
-//! What the proxy tells the admin side: the client list, leak detection, the server polls, the
-//! error counts and the stats periods, and the [`poolguard_admin::Source`] implementation that
-//! turns all of it (plus every pool's status, leases and idle connections) into a snapshot.
+//! What the proxy tells the admin side: the client list ([`crate::clients`]), leak detection,
+//! the server polls, the error counts and the stats periods, and the [`poolguard_admin::Source`]
+//! implementation that turns all of it (plus every pool's status, leases and idle connections)
+//! into a snapshot.
 //!
 //! Invariants: sessions touch this at most once per client (describe/forget) and once per
 //! error; the leak watcher, the server poller and the stats period run in their own tasks,
@@ -13,17 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use poolguard_admin::model::{
-    BackendSnapshot, ClientSnapshot, IdleServerSnapshot, LeaseSnapshot, PoolSnapshot,
-};
+use poolguard_admin::model::{BackendSnapshot, IdleServerSnapshot, LeaseSnapshot, PoolSnapshot};
 use poolguard_admin::stats::{DatabaseTotals, StatsPeriods, STATS_PERIOD};
 use poolguard_admin::{EventKind, EventLog, Snapshot, Source};
-use poolguard_pool::{Connector, Holder, IdleRecord, LeaseRecord, PoolStatus};
+use poolguard_pool::{Connector, IdleRecord, LeaseRecord, PoolStatus};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Database, PoolMode, Protocol};
-use crate::state::{ClientSlot, Shared};
+use crate::state::Shared;
 use crate::tls::connect::ServerTls;
 use crate::traffic::TrafficTotals;
 
@@ -31,18 +30,6 @@ use crate::traffic::TrafficTotals;
 pub const POLL_PERIOD: Duration = Duration::from_secs(5);
 /// How often leases are checked against `leak_threshold`.
 const LEAK_PERIOD: Duration = Duration::from_secs(1);
-
-struct ClientEntry {
-    protocol: &'static str,
-    holder: Holder,
-    /// The pool's name, shared with the pool (idle clients are many; the names are few).
-    pool: Arc<str>,
-    since: Instant,
-    /// A duplicate of the client's socket, for KILL_CLIENT: shutting it down makes the session
-    /// read EOF and leave by its "client vanished" path (rollback, lease returned). Dropped
-    /// with the entry. `None` if the descriptor could not be duplicated (out of fds).
-    socket: Option<std::net::TcpStream>,
-}
 
 /// A backend's last poll.
 #[derive(Debug, Clone, Default)]
@@ -56,10 +43,8 @@ struct ServerPoll {
 #[derive(Default)]
 pub struct Observe {
     pub events: EventLog,
-    /// Boxed entries: the table keeps slack (up to half its buckets empty after a growth),
-    /// and a bucket is a pointer instead of a whole entry (about 130 B) for every client.
-    clients: Mutex<HashMap<u64, Box<ClientEntry>>>,
-    next_client: AtomicU64,
+    /// The logged-in clients (SHOW CLIENTS, KILL_CLIENT).
+    pub clients: crate::clients::ClientList,
     servers: Mutex<HashMap<String, ServerPoll>>,
     errors: Mutex<BTreeMap<(&'static str, String), u64>>,
     idle_in_transaction_kills: AtomicU64,
@@ -77,58 +62,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Observe {
-    /// Lists a logged-in client (until its slot drops), keeping a duplicate of its socket so
-    /// [`Observe::disconnect_client`] can close it.
-    pub fn describe_client(
-        &self,
-        slot: &mut ClientSlot,
-        protocol: &'static str,
-        holder: &Holder,
-        pool: Arc<str>,
-        socket: &tokio::net::TcpStream,
-    ) {
-        use std::os::fd::AsFd;
-        let id = self.next_client.fetch_add(1, Ordering::Relaxed) + 1;
-        let socket = match socket.as_fd().try_clone_to_owned() {
-            Ok(fd) => Some(std::net::TcpStream::from(fd)),
-            Err(e) => {
-                tracing::warn!(client = %holder.client, error = %e, "cannot duplicate the client socket: KILL_CLIENT will not reach this client");
-                None
-            }
-        };
-        let entry = ClientEntry {
-            protocol,
-            holder: holder.clone(),
-            pool,
-            since: Instant::now(),
-            socket,
-        };
-        lock(&self.clients).insert(id, Box::new(entry));
-        slot.observed = Some(id);
-    }
-
-    pub(crate) fn forget_client(&self, id: u64) {
-        lock(&self.clients).remove(&id);
-    }
-
-    /// Shuts a listed client's socket down in both directions: its session reads EOF and ends
-    /// as if the client had left. Returns `(protocol, holder)` of the client, or `None` if no
-    /// client has this id. The entry stays until the session drops its slot.
-    pub(crate) fn disconnect_client(
-        &self,
-        id: u64,
-    ) -> Option<Result<(&'static str, Holder), std::io::Error>> {
-        let clients = lock(&self.clients);
-        let c = clients.get(&id)?;
-        let done = match &c.socket {
-            Some(s) => s.shutdown(std::net::Shutdown::Both),
-            None => Err(std::io::Error::other(
-                "its socket was not duplicated at login",
-            )),
-        };
-        Some(done.map(|()| (c.protocol, c.holder.clone())))
-    }
-
     /// Counts an error sent to a client (SQLSTATE or MySQL code).
     pub fn count_error(&self, protocol: &'static str, code: String) {
         if code == "25P03" || code == "1205" {
@@ -536,24 +469,7 @@ fn pool_snapshot(
 impl Source for Shared {
     fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
-        let clients: Vec<ClientSnapshot> = {
-            let list = lock(&self.observe.clients);
-            list.iter()
-                .map(|(id, c)| ClientSnapshot {
-                    id: *id,
-                    protocol: c.protocol.to_owned(),
-                    client: c.holder.client.to_string(),
-                    user: c.holder.user.to_string(),
-                    database: c.holder.database.to_string(),
-                    application: c.holder.application.to_string(),
-                    pool: c.pool.to_string(),
-                    state: c.holder.note.state().as_str().to_owned(),
-                    connected_seconds: now.saturating_duration_since(c.since).as_secs_f64(),
-                    statements: c.holder.note.statements(),
-                    pinned: c.holder.note.pinned().unwrap_or_default().to_owned(),
-                })
-                .collect()
-        };
+        let clients = self.observe.clients.snapshot(now);
         let mut snap = Snapshot::default();
         let redact = self.config().redact_statements;
         let mut budgets: HashMap<String, (usize, usize)> = HashMap::new();

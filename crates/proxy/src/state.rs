@@ -149,7 +149,7 @@ impl Drop for ClientSlot {
             e.clients.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(id) = self.observed {
-            self.shared.observe.forget_client(id);
+            self.shared.observe.clients.forget(id);
         }
     }
 }

@@ -38,7 +38,7 @@ impl ClientStream {
         ClientStream::Tls(Box::new(TlsClient { stream, end_point }))
     }
 
-    /// The TCP socket underneath (peer address, socket options, a duplicate for KILL_CLIENT).
+    /// The TCP socket underneath (peer address, socket options, KILL_CLIENT's descriptor).
     pub fn tcp(&self) -> &TcpStream {
         match self {
             ClientStream::Plain(s) => s,

@@ -209,11 +209,14 @@ async fn open_session(
             return None;
         }
     };
+    // Declared after `client`, so it drops first if anything fails before the session takes
+    // both: the client is unlisted before its socket closes.
     let mut slot = admitted.slot;
     let pool = ready.entry.name();
     shared
         .observe
-        .describe_client(&mut slot, "mysql", &ready.holder, pool, client.tcp());
+        .clients
+        .describe(&mut slot, "mysql", &ready.holder, pool, client.tcp());
     // A copy of what the client already sent (usually nothing, then no allocation), so the
     // login buffer is not kept for the session.
     let leftover = BytesMut::from(&buf[..]);

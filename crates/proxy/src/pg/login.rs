@@ -113,7 +113,9 @@ async fn open_session(
     drop(buf);
     let pool = ready.entry.pool.name();
     let observe = &shared.observe;
-    observe.describe_client(
+    // `ready` (which holds the slot) was declared after `client`, so it drops first if
+    // anything fails before the session takes both: unlisted before the socket closes.
+    observe.clients.describe(
         &mut ready.slot,
         "postgres",
         &ready.holder,

@@ -154,6 +154,9 @@ enum Event {
 }
 
 pub struct Session {
+    /// First: fields drop in declaration order, and the client must be unlisted before its
+    /// socket closes (KILL_CLIENT reaches it by descriptor number, see [`crate::clients`]).
+    _slot: ClientSlot,
     /// Tells the client if this session panics ([`crate::contain`]).
     client: ClientSocket,
     cbuf: BytesMut,
@@ -162,7 +165,6 @@ pub struct Session {
     entry: Arc<MyPoolEntry>,
     holder: Holder,
     registration: Registration,
-    _slot: ClientSlot,
     db_slot: DbSlot,
     caps: u32,
     mariadb: bool,

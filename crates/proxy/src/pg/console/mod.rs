@@ -126,9 +126,12 @@ pub async fn serve(mut client: ClientStream, mut buf: BytesMut, shared: Arc<Shar
         may_change,
     } = admin;
     let pool: Arc<str> = Arc::from(CONSOLE_POOL);
+    // `slot` is a local and `client` a parameter: locals drop first, on every path out of
+    // here (panics included), so the console is unlisted before its socket closes.
     shared
         .observe
-        .describe_client(&mut slot, "postgres", &holder, pool, client.tcp());
+        .clients
+        .describe(&mut slot, "postgres", &holder, pool, client.tcp());
     let mut console = Console {
         shared,
         may_change,

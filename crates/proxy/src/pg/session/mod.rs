@@ -155,6 +155,9 @@ enum Event {
 }
 
 pub struct Session {
+    /// First: fields drop in declaration order, and the client must be unlisted before its
+    /// socket closes (KILL_CLIENT reaches it by descriptor number, see [`crate::clients`]).
+    _slot: ClientSlot,
     /// Tells the client if this session panics ([`crate::contain`]).
     client: ClientSocket,
     cbuf: BytesMut,
@@ -163,7 +166,6 @@ pub struct Session {
     entry: Arc<PgPoolEntry>,
     holder: Holder,
     registration: Registration,
-    _slot: ClientSlot,
     /// Boxed: an idle client (most of them) keeps 8 bytes here instead of the whole record.
     held: Option<Box<Held>>,
     transaction_mode: bool,
