@@ -149,6 +149,54 @@ fn kill_query_is_routed_by_poolguard_connection_id() {
     assert_eq!(killer.query("KILL QUERY 999999").unwrap_err().code, 1094);
 }
 
+/// KILL CONNECTION with poolguard's id ends that client, whether it is parked (idle, no
+/// server) or running a statement (interrupted first), and nobody else.
+#[test]
+fn kill_connection_ends_the_named_client_idle_or_busy() {
+    let db = mariadb(30);
+    let proxy = start_mysql_proxy(&db, &MyPoolSpec::default());
+    let port = proxy.port;
+    let kills = |p: &str| p.matches("killed by KILL CONNECTION").count();
+    let mut idle = MyClient::connect(port).unwrap();
+    assert_eq!(idle.scalar("SELECT 1").unwrap().as_deref(), Some("1"));
+    let mut killer = MyClient::connect(port).unwrap();
+    killer.query(&format!("KILL {}", idle.conn_id)).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || kills(&proxy.log()) == 1),
+        "the parked client was not ended: {}",
+        proxy.log()
+    );
+    assert!(idle.query("SELECT 1").is_err(), "its connection is closed");
+
+    let mut busy = MyClient::connect(port).unwrap();
+    let id = busy.conn_id;
+    let sleeper = std::thread::spawn(move || {
+        let r = busy.query("SELECT SLEEP(30)").map(drop);
+        (busy, r)
+    });
+    let find = "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'app' AND info LIKE 'SELECT SLEEP%'";
+    assert!(eventually(Duration::from_secs(10), || db
+        .sql("", find)
+        .unwrap()
+        == "1"));
+    killer.query(&format!("KILL CONNECTION {id}")).unwrap();
+    let (mut busy, r) = sleeper.join().unwrap();
+    assert!(r.is_err(), "the running statement was interrupted");
+    assert!(
+        eventually(Duration::from_secs(30), || kills(&proxy.log()) == 2),
+        "the busy client was not ended: {}",
+        proxy.log()
+    );
+    assert!(busy.query("SELECT 1").is_err(), "its connection is closed");
+    assert_eq!(
+        killer
+            .scalar("SELECT 'killer still served'")
+            .unwrap()
+            .as_deref(),
+        Some("killer still served")
+    );
+}
+
 #[test]
 fn warnings_stay_readable_after_the_statement() {
     let db = mariadb(30);

@@ -5,7 +5,8 @@
 //! at all: it is a [`Parked`] record, a hand-written future of a few words that holds the boxed
 //! session and, while the client is idle, polls the client's socket for readability itself
 //! (tokio's per-socket reader slot, no waiter node), plus a boxed timer only when a deadline
-//! is set and a boxed extra wake-up only where a door needs one (MySQL's KILL CONNECTION).
+//! is set, and asks the session whether its door's own wake-up came ([`Park::poll_signal`]:
+//! MySQL's KILL CONNECTION, a [`Signal`] the session keeps, so parking allocates nothing for it).
 //! Woken, it hands the session to a *busy stretch* ([`stretch`]), a boxed future that
 //! owns the session, relays until the client is idle again and gives the session back; the
 //! stretch's kilobytes exist only while the client is busy (one allocation per stretch, as
@@ -25,7 +26,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use tokio::time::{Instant, Sleep};
 
@@ -54,8 +57,14 @@ pub(crate) trait Park: Send + Sized + 'static {
     /// discarded.
     fn close(self: Box<Self>, end: Self::End) -> impl Future<Output = ()> + Send;
 
-    /// Gets ready to wait: gives buffers back, and says until when and on what else.
+    /// Gets ready to wait: gives buffers back, and says until when.
     fn park(&mut self) -> Parking;
+
+    /// Ready once the door's own wake-up came (MySQL: KILL CONNECTION); polled with the
+    /// client's socket while parked, so it must register `cx`'s waker when not ready.
+    fn poll_signal(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
 
     /// Woken: takes buffers again.
     fn wake(&mut self);
@@ -90,12 +99,54 @@ async fn stretch<S: Park>(mut session: Box<S>, first: bool) -> Option<Box<S>> {
     }
 }
 
-/// What a parked session waits for besides its client.
+/// What a parked session waits for besides its client and its [`Park::poll_signal`].
 #[derive(Default)]
 pub struct Parking {
     pub deadline: Option<Instant>,
-    /// Completes when the session must wake for a reason of its door's own.
-    pub also: Option<BoxFuture<()>>,
+}
+
+/// A one-way, level-triggered wake-up for one task (a session: parked or relaying, it is the
+/// same task): raised once, it stays raised. A flag and the last waker, so waiting on it costs
+/// neither an allocation nor a waiter node, where a boxed `Notify` wait cost both per park.
+#[derive(Debug, Default)]
+pub struct Signal {
+    raised: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Signal {
+    /// Raises it and wakes the task waiting on it, if any.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        let waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Ready once raised; otherwise `cx`'s waker is kept for [`Signal::raise`].
+    pub fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.raised.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        {
+            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+        }
+        // Raised between the first look and the waker being stored: `raise` may have found
+        // no waker to wake.
+        if self.raised.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 /// Runs a client: `open` (the login, boxed by the caller so that its state does not size the
@@ -119,7 +170,6 @@ enum State<S> {
         session: Box<S>,
         /// Boxed: a timer is over a hundred bytes, and most idle clients have no deadline.
         sleep: Option<Pin<Box<Sleep>>>,
-        also: Option<BoxFuture<()>>,
     },
     Busy(BoxFuture<Option<Box<S>>>),
     Done,
@@ -148,29 +198,22 @@ impl<S: Park> Future for Parked<S> {
                         return Poll::Ready(());
                     }
                     Poll::Ready(Some(mut session)) => {
-                        let Parking { deadline, also } = session.park();
+                        let Parking { deadline } = session.park();
                         *state = State::Idle {
                             session,
                             sleep: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-                            also,
                         };
                         // Polled at once: that registers the wake-ups (and catches what is
                         // already there).
                     }
                 },
-                State::Idle {
-                    session,
-                    sleep,
-                    also,
-                } => {
+                State::Idle { session, sleep } => {
                     // Every source is polled, woken or not, so each has this task's waker.
                     let readable = session.client().poll_readable(cx).is_ready();
                     let due = sleep
                         .as_mut()
                         .is_some_and(|s| s.as_mut().poll(cx).is_ready());
-                    let other = also
-                        .as_mut()
-                        .is_some_and(|a| a.as_mut().poll(cx).is_ready());
+                    let other = session.poll_signal(cx).is_ready();
                     if !(readable || due || other) {
                         return Poll::Pending;
                     }
@@ -204,7 +247,7 @@ mod tests {
         client: ClientStream,
         stretches: Arc<AtomicUsize>,
         deadline: Option<Instant>,
-        also: Option<Arc<tokio::sync::Notify>>,
+        also: Option<Arc<Signal>>,
         /// Set with the extra wake-up: the next stretch ends the session.
         stop: Arc<std::sync::atomic::AtomicBool>,
     }
@@ -241,10 +284,13 @@ mod tests {
         fn park(&mut self) -> Parking {
             Parking {
                 deadline: self.deadline,
-                also: self
-                    .also
-                    .clone()
-                    .map(|n| -> BoxFuture<()> { Box::pin(async move { n.notified().await }) }),
+            }
+        }
+
+        fn poll_signal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+            match &self.also {
+                Some(signal) => signal.poll(cx),
+                None => Poll::Pending,
             }
         }
 
@@ -320,7 +366,7 @@ mod tests {
     async fn a_deadline_and_the_extra_wake_up_wake_a_parked_session() {
         let (peer, ours) = pair().await;
         let stretches = Arc::new(AtomicUsize::new(0));
-        let wake = Arc::new(tokio::sync::Notify::new());
+        let wake = Arc::new(Signal::default());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let session = Box::new(Echo {
             client: ClientStream::Plain(ours),
@@ -346,7 +392,7 @@ mod tests {
         assert_eq!(stretches.load(Ordering::SeqCst), 2);
         // The extra wake-up alone (the peer sent nothing).
         stop.store(true, Ordering::SeqCst);
-        wake.notify_one();
+        wake.raise();
         assert!(poll_once(&mut task), "the extra wake-up woke it");
         assert_eq!(stretches.load(Ordering::SeqCst), 3);
         drop(peer);

@@ -19,8 +19,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use crate::mysql::pools::MyPoolEntry;
 
 /// How long a side connection may take to log in and kill.
@@ -47,8 +45,8 @@ pub struct KillTarget {
     /// The user the client is logged in as (COM_CHANGE_USER changes it); the holder's copy,
     /// shared, not one more string per client.
     pub user: Mutex<Arc<str>>,
-    /// Notified when another client KILLs this connection.
-    pub kicked: Notify,
+    /// Raised when another client KILLs this connection.
+    pub kicked: crate::idle::Signal,
 }
 
 impl KillTarget {
@@ -132,7 +130,7 @@ impl KillRegistry {
         let target = Arc::new(KillTarget {
             slot: tokio::sync::Mutex::new(None),
             user: Mutex::new(user),
-            kicked: Notify::new(),
+            kicked: Default::default(),
         });
         self.clients
             .lock()
@@ -165,7 +163,7 @@ impl KillRegistry {
         }
         drop(slot);
         if !query_only {
-            target.kicked.notify_one();
+            target.kicked.raise();
         }
         KillOutcome::Done
     }

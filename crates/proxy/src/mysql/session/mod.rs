@@ -268,7 +268,7 @@ impl Session {
             let event = {
                 let client = &mut self.client;
                 let cbuf = &mut self.cbuf;
-                let kicked = self.registration.target.kicked.notified();
+                let kicked = &self.registration.target.kicked;
                 let server = self.held.as_mut().map(|h| &mut *h.lease);
                 tokio::select! {
                     r = client.read_buf(cbuf), if read_client => Event::Client(r),
@@ -284,7 +284,7 @@ impl Session {
                             None => std::future::pending().await,
                         }
                     } => Event::Deadline,
-                    _ = kicked => Event::Killed,
+                    _ = std::future::poll_fn(|cx| kicked.poll(cx)) => Event::Killed,
                 }
             };
             match event {
@@ -544,17 +544,14 @@ impl crate::idle::Park for Session {
     fn park(&mut self) -> crate::idle::Parking {
         // No buffer kept while idle: it goes to the spares.
         self.shared.spare.give(std::mem::take(&mut self.cbuf));
-        // KILL CONNECTION wakes the client; the permit is put back for the relay's own wait
-        // to see at once.
-        let target = self.registration.target.clone();
-        let killed = async move {
-            target.kicked.notified().await;
-            target.kicked.notify_one()
-        };
         crate::idle::Parking {
             deadline: self.next_deadline(),
-            also: Some(Box::pin(killed)),
         }
+    }
+
+    /// KILL CONNECTION wakes the client; the signal stays raised for the relay to see.
+    fn poll_signal(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.registration.target.kicked.poll(cx)
     }
 
     fn wake(&mut self) {

@@ -645,7 +645,6 @@ impl crate::idle::Park for Session {
         self.shared.spare.give(std::mem::take(&mut self.out));
         crate::idle::Parking {
             deadline: self.next_deadline(),
-            also: None,
         }
     }
 
