@@ -62,7 +62,7 @@ pub struct LeaseNote {
     state: AtomicU8,
     statements: AtomicU64,
     /// The last statement's bytes as sent (blanks trimmed, at most a few bytes past
-    /// [`MAX_NOTED_STATEMENT`]), empty until one is seen, and whether it was longer. One
+    /// [`MAX_NOTED_STATEMENT`]), empty until one is seen, and whether bytes were dropped. One
     /// buffer per holder, overwritten in place: noting a statement copies bytes and allocates
     /// nothing once the buffer has grown; the readers (leak watcher, console) decode the text.
     last: Mutex<(Vec<u8>, bool)>,
@@ -87,8 +87,8 @@ impl LeaseNote {
     }
 
     /// [`LeaseNote::statement`] for a statement as the client sent it, bytes that are UTF-8
-    /// nearly always: kept as bytes (the prefix the note shows and a character's worth more),
-    /// so the text is checked only when someone reads it.
+    /// nearly always: kept as bytes, so the text is made only when someone reads it. A few
+    /// bytes past what can be shown are kept, so the last character shown is whole.
     pub fn statement_bytes(&self, sql: &[u8]) {
         let sql = sql.trim_ascii();
         let kept = sql.get(..MAX_NOTED_STATEMENT + 4).unwrap_or(sql);
@@ -96,7 +96,7 @@ impl LeaseNote {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
             last.0.clear();
             last.0.extend_from_slice(kept);
-            last.1 = sql.len() > MAX_NOTED_STATEMENT;
+            last.1 = kept.len() < sql.len();
         }
         self.statements.fetch_add(1, Ordering::Relaxed);
         self.state
@@ -113,32 +113,70 @@ impl LeaseNote {
         LeaseState::from_u8(self.state.load(Ordering::Relaxed))
     }
 
-    /// The last statement, if any: cut at a character boundary to at most
-    /// [`MAX_NOTED_STATEMENT`] bytes (then followed by `...`), bytes that are not UTF-8 shown
-    /// as U+FFFD.
+    /// The last statement, if any: bytes that are not UTF-8 shown as U+FFFD, blanks trimmed,
+    /// cut at a character boundary to at most [`MAX_NOTED_STATEMENT`] bytes (then followed
+    /// by `...`). The text is made before it is cut, so a replaced byte counts as the three
+    /// it is shown as, as if the whole statement had been converted.
     pub fn last_statement(&self) -> Option<Arc<str>> {
         let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        let (bytes, cut) = (&last.0, last.1);
-        if bytes.is_empty() {
+        let (bytes, dropped) = (&last.0, last.1);
+        let bytes = if dropped {
+            without_cut_char(bytes)
+        } else {
+            bytes
+        };
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        if text.is_empty() {
             return None;
         }
-        if !cut {
-            return Some(Arc::from(String::from_utf8_lossy(bytes)));
-        }
-        let head = &bytes[..MAX_NOTED_STATEMENT];
-        let text = match std::str::from_utf8(head) {
-            Ok(text) => text.into(),
-            // A character split by the cut: keep what precedes it.
-            Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&head[..e.valid_up_to()]),
-            Err(_) => String::from_utf8_lossy(head),
-        };
-        Some(Arc::from(format!("{text}...")))
+        let (shown, cut) = truncate(text, MAX_NOTED_STATEMENT);
+        Some(if cut || dropped {
+            Arc::from(format!("{shown}..."))
+        } else {
+            Arc::from(shown)
+        })
     }
 
     /// Statements sent so far.
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
+}
+
+/// `bytes` without a UTF-8 character that their end cut short (where the note stopped keeping
+/// bytes), which would otherwise show as U+FFFD.
+fn without_cut_char(bytes: &[u8]) -> &[u8] {
+    let from = bytes.len().saturating_sub(3);
+    for (i, &b) in bytes.iter().enumerate().skip(from).rev() {
+        // The last byte that starts a character (not a continuation byte, 0b10xx_xxxx).
+        if b & 0xC0 != 0x80 {
+            let len = match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return if bytes.len() - i < len {
+                &bytes[..i]
+            } else {
+                bytes
+            };
+        }
+    }
+    bytes
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, and whether it was cut.
+fn truncate(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], true)
 }
 
 /// Upper bounds (seconds) of the acquire-wait histogram buckets; `+Inf` is implied.
@@ -208,15 +246,27 @@ mod tests {
         assert_eq!(note.last_statement().as_deref(), Some("SELECT 1"));
         note.statement_bytes(b"SELECT '\xff'");
         assert_eq!(note.last_statement().as_deref(), Some("SELECT '\u{fffd}'"));
-        // Long text (byte 1024 splits an é): noted cut, at a character boundary.
-        let long = format!("SELECT 'x{}'", "é".repeat(600));
-        note.statement_bytes(long.as_bytes());
-        let last = note.last_statement().unwrap();
+        let noted = |sql: &[u8]| {
+            note.statement_bytes(sql);
+            note.last_statement().unwrap()
+        };
+        // Long text (where the note stops keeping bytes splits an é): shown cut, at a
+        // character boundary.
+        let last = noted(format!("SELECT 'x{}'", "é".repeat(600)).as_bytes());
         assert!(
             last.ends_with("é...") && !last.contains('\u{fffd}'),
             "{last}"
         );
         assert_eq!(note.statements(), 3);
+        // Invalid bytes count as the U+FFFD they are shown as; leading Unicode blanks are
+        // trimmed and never bring the character cut where the note stopped into view.
+        let last = noted(&[b'\xff'; 300]);
+        assert!(last.len() <= MAX_NOTED_STATEMENT + 3 && last.ends_with("\u{fffd}..."));
+        let last = noted(format!("\u{3000}\u{3000}SELECT 'x{}'", "é".repeat(300)).as_bytes());
+        assert!(
+            last.starts_with("SELECT") && !last.contains('\u{fffd}'),
+            "{last}"
+        );
     }
 
     #[test]

@@ -127,31 +127,33 @@ pub enum Due {
     Kick(ProxyError),
 }
 
-/// What is due at `now`, if anything (a wake-up may come early or for another reason).
+/// What is due at `now`, if anything (a wake-up may come early or for another reason). Given
+/// the same [`Timeouts`] as [`next_deadline`], so a reload between the two cannot make a
+/// deadline that has passed look not yet due.
 pub fn due(
-    limits: &Limits,
+    limits: Timeouts,
     phase: Phase,
     last_client: Instant,
     now: Instant,
     pool: &str,
 ) -> Option<Due> {
-    let at = next_deadline(Timeouts::of(limits), phase, last_client)?;
+    let at = next_deadline(limits, phase, last_client)?;
     if now < at {
         return None;
     }
     match phase {
         Phase::Running { .. } => Some(Due::StopQuery {
-            timeout: limits.query_timeout?,
+            timeout: limits.query?,
         }),
         Phase::InTransaction { .. } => {
-            let t = limits.idle_in_transaction_timeout?;
+            let t = limits.idle_in_transaction?;
             Some(Due::Kick(ProxyError::IdleInTransaction(format!(
                 "poolguard: transaction idle for more than {} (idle_in_transaction_timeout); it was rolled back and its server connection returned to pool {pool}",
                 fmt_duration(t)
             ))))
         }
         Phase::Idle => {
-            let t = limits.client_idle_timeout?;
+            let t = limits.client_idle?;
             Some(Due::Kick(ProxyError::ClientIdle(format!(
                 "poolguard: client idle for more than {} (client_idle_timeout)",
                 fmt_duration(t)
@@ -306,13 +308,16 @@ mod tests {
             since: t0,
             stopping: false,
         };
-        assert!(due(&l, running, t0, t0 + s(4), "db/u").is_none(), "early");
+        assert!(
+            due(Timeouts::of(&l), running, t0, t0 + s(4), "db/u").is_none(),
+            "early"
+        );
         assert!(matches!(
-            due(&l, running, t0, t0 + s(5), "db/u"),
+            due(Timeouts::of(&l), running, t0, t0 + s(5), "db/u"),
             Some(Due::StopQuery { timeout }) if timeout == s(5)
         ));
         let tx = Phase::InTransaction { idle_since: t0 };
-        match due(&l, tx, t0, t0 + s(60), "db/u") {
+        match due(Timeouts::of(&l), tx, t0, t0 + s(60), "db/u") {
             Some(Due::Kick(e @ ProxyError::IdleInTransaction(_))) => {
                 assert_eq!(e.sqlstate(), "25P03");
                 assert!(
@@ -323,7 +328,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match due(&l, Phase::Idle, t0, t0 + s(600), "db/u") {
+        match due(Timeouts::of(&l), Phase::Idle, t0, t0 + s(600), "db/u") {
             Some(Due::Kick(e @ ProxyError::ClientIdle(_))) => {
                 assert!(e.to_string().contains("10m (client_idle_timeout)"), "{e}");
             }

@@ -70,6 +70,8 @@ pub struct CancelRegistry {
     /// and a listener compares it with the pid its notifier was given (asyncpg's
     /// `get_server_pid()`), which under transaction pooling is poolguard's.
     notifiers: Mutex<HashMap<(ServerAddr, i32), i32>>,
+    /// The last [`Registration::serial`] given.
+    serials: std::sync::atomic::AtomicU64,
 }
 
 /// Bound on remembered notifiers (the map is cleared when it is exceeded: a notification then
@@ -82,6 +84,10 @@ pub struct Registration {
     pub pid: i32,
     pub secret: i32,
     pub target: Arc<CancelTarget>,
+    /// This session's number, never given to another while the process runs (a process id
+    /// is free again once its client leaves): what a server records as the client it was
+    /// last brought in line with.
+    pub serial: u64,
 }
 
 impl Drop for Registration {
@@ -130,6 +136,10 @@ impl CancelRegistry {
             pid,
             secret,
             target,
+            serial: self
+                .serials
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .wrapping_add(1),
         }
     }
 
@@ -201,4 +211,26 @@ pub async fn send_cancel(key: &ServerKey) -> std::io::Result<()> {
     tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process id is free again once its client leaves, and a new client may be given it;
+    /// its serial is still its own, so a server stamped for the old client is not taken as in
+    /// line with the new one.
+    #[test]
+    fn a_reused_process_id_comes_with_a_new_serial() {
+        let registry = Arc::new(CancelRegistry::default());
+        let first = registry.register_as(Some(4242));
+        let (pid, serial) = (first.pid, first.serial);
+        assert_eq!(pid, 4242);
+        drop(first);
+        let second = registry.register_as(Some(4242));
+        assert_eq!(second.pid, pid, "the id was free again");
+        assert_ne!(second.serial, serial);
+        let third = registry.register();
+        assert!(third.serial != serial && third.serial != second.serial);
+    }
 }

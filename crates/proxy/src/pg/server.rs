@@ -123,9 +123,10 @@ pub struct ServerConn {
     pub unnamed: UnnamedStatement,
     /// The tracked parameters as this server currently has them.
     pub current: ParamSet,
-    /// (client key, parameter version) this server was last brought in line with: when the
-    /// same client comes back with unchanged parameters, nothing needs comparing.
-    pub synced_for: Option<(i32, u64)>,
+    /// (session serial, parameter version) this server was last brought in line with: when
+    /// the same session comes back with unchanged parameters, nothing needs comparing. The
+    /// serial, unlike the client's process id, is never another session's.
+    pub synced_for: Option<(u64, u64)>,
     /// The response queue's storage, kept here between leases (always empty: see
     /// [`crate::pg::pending::Pending::recycle`]).
     pub spare_pending: crate::pg::pending::Pending,

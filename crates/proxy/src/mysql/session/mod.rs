@@ -463,7 +463,7 @@ impl Session {
     async fn on_deadline(&mut self) -> Option<End> {
         let pool = self.pool_name();
         let due = guard::due(
-            &self.entry.db().limits,
+            self.entry.timeouts.load(),
             self.phase(),
             self.last_client_activity,
             Instant::now(),

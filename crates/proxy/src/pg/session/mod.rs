@@ -310,7 +310,7 @@ impl Session {
             return Acquired::Wait;
         };
         let held = Held::new(lease);
-        let stamp = (self.registration.pid, self.params.version());
+        let stamp = (self.registration.serial, self.params.version());
         let in_step =
             held.lease.synced_for == Some(stamp) || self.params.same_entries(&held.lease.current);
         if !in_step || self.registration.target.try_set(Some(held.key())).is_err() {
@@ -343,7 +343,7 @@ impl Session {
     /// Makes a freshly leased server the client's: cancel target, and its parameters.
     pub(super) async fn start_lease(&mut self, mut held: Box<Held>) -> Result<(), ProxyError> {
         self.registration.target.set(Some(held.key())).await;
-        let stamp = (self.registration.pid, self.params.version());
+        let stamp = (self.registration.serial, self.params.version());
         if held.lease.synced_for != Some(stamp) {
             held.lease.synced_for = Some(stamp);
             let queries = sync_queries(&self.params, &held.lease.current);
@@ -553,7 +553,7 @@ impl Session {
     async fn on_deadline(&mut self) -> Option<End> {
         let pool = self.entry.pool.config().name;
         let due = guard::due(
-            &self.entry.db().limits,
+            self.entry.timeouts.load(),
             self.phase(),
             self.last_client_activity,
             Instant::now(),
