@@ -95,65 +95,6 @@ impl Session {
         }
     }
 
-    /// Outside a transaction, a lone `Parse(named) + Sync` for a statement some server of this
-    /// pool has already parsed is answered by poolguard; the statement is prepared on whichever
-    /// server runs its first Bind or Describe. This spares a server for a request that needs
-    /// none, and keeps drivers that prepare synchronously between transactions (pgbench
-    /// -M prepared) from waiting on a server while holding up the clients that hold them.
-    async fn answer_prepare_locally(&mut self) -> Result<bool, End> {
-        if !self.transaction_mode {
-            return Ok(false);
-        }
-        let Ok(Some((parse_len, sync_len))) = prepare_then_sync(&self.cbuf) else {
-            return Ok(false);
-        };
-        let Some(body) = self.cbuf.get(5..parse_len) else {
-            return Ok(false);
-        };
-        let Ok(parse) = frontend::parse_parse(body) else {
-            return Ok(false);
-        };
-        if parse.name.is_empty() {
-            return Ok(false);
-        }
-        let stmt = Statement::in_epoch(
-            parse.query,
-            &parse.param_types,
-            self.entry.statement_epoch(),
-        );
-        if !self.entry.statement_is_known(&stmt.server_name)
-            || self.statements.get(parse.name).is_some()
-            || !self.statements.has_room(parse.name, self.max_statements())
-        {
-            return Ok(false);
-        }
-        let findings = self.scan(parse.query, true);
-        if !findings.features.is_empty()
-            || !findings.tracked.is_empty()
-            || self.executed_statement(parse.query).is_some()
-        {
-            return Ok(false);
-        }
-        if self
-            .statements
-            .define(parse.name, stmt, self.max_statements())
-            .is_err()
-        {
-            return Ok(false); // refused on the ordinary path, with its batch
-        }
-        // Both lengths were measured in `cbuf` by `prepare_then_sync`.
-        self.cbuf
-            .advance(parse_len.saturating_add(sync_len).min(self.cbuf.len()));
-        let mut m = BytesMut::new();
-        backend::parse_complete(&mut m);
-        backend::ready_for_query(&mut m, b'I');
-        self.entry.traffic.sent(m.len());
-        if self.client.write_all(&m).await.is_err() {
-            return Err(End::ClientGone);
-        }
-        Ok(true)
-    }
-
     /// Drops client messages through the next Sync/Query/FunctionCall; then reports the error
     /// that caused the skip. Returns whether the sync point was reached.
     async fn skip_to_sync(&mut self) -> Result<bool, End> {
@@ -726,7 +667,7 @@ impl Session {
     }
 
     /// `[postgres] max_client_prepared_statements`.
-    fn max_statements(&self) -> usize {
+    pub(super) fn max_statements(&self) -> usize {
         self.shared
             .config()
             .postgres
@@ -738,7 +679,7 @@ impl Session {
 
     /// SQL `EXECUTE name [(args)]` of a statement this client prepared at protocol level (the
     /// two share one namespace on a server): the statement, and the text after its name.
-    fn executed_statement<'s>(
+    pub(super) fn executed_statement<'s>(
         &self,
         sql: &'s [u8],
     ) -> Option<(std::sync::Arc<Statement>, &'s [u8])> {
@@ -808,19 +749,4 @@ fn prepare_on_server(
             client_name: Some(name.into()),
         },
     });
-}
-
-/// If `buf` holds exactly a whole Parse followed by a whole Sync, their lengths.
-fn prepare_then_sync(buf: &[u8]) -> Result<Option<(usize, usize)>, poolguard_pg::DecodeError> {
-    use poolguard_pg::framing::{frame_len, DEFAULT_MAX_MESSAGE_LEN};
-    if buf.first() != Some(&tags::frontend::PARSE) {
-        return Ok(None);
-    }
-    let Some(parse_len) = frame_len(buf, DEFAULT_MAX_MESSAGE_LEN)? else {
-        return Ok(None);
-    };
-    match buf.get(parse_len..) {
-        Some([tags::frontend::SYNC, 0, 0, 0, 4]) => Ok(Some((parse_len, 5))),
-        _ => Ok(None),
-    }
 }

@@ -19,6 +19,7 @@
 
 mod from_client;
 mod from_server;
+mod local_prepare;
 mod statement_sql;
 
 use std::sync::Arc;

@@ -1,0 +1,402 @@
+//! Unit tests of [`super`]: what the scan finds in SQL, for every policy and encoding.
+
+use super::*;
+
+fn follow(sql: &str) -> Findings {
+    let lexing = Lexing {
+        follow_sets: true,
+        ..Lexing::default()
+    };
+    scan(sql.as_bytes(), lexing, &[])
+}
+
+#[test]
+fn dropping_or_renaming_a_database_is_seen() {
+    let db = |sql: &str| scan_str(sql, &[]).drops_database;
+    assert_eq!(db("DROP DATABASE testdb"), Some("testdb".into()));
+    assert_eq!(db("drop database if exists TestDB;"), Some("testdb".into()));
+    assert_eq!(
+        db("DROP DATABASE \"MyDB\" WITH (FORCE)"),
+        Some("MyDB".into())
+    );
+    // A quoted name with a space is not recognised: the server answers as before.
+    assert_eq!(db("DROP DATABASE \"My DB\""), None);
+    assert_eq!(db("ALTER DATABASE old RENAME TO new"), Some("old".into()));
+    assert_eq!(db("ALTER DATABASE old SET work_mem = '1MB'"), None);
+    assert_eq!(db("DROP TABLE testdb"), None);
+}
+
+#[test]
+fn under_follow_every_session_set_is_tracked_and_special_forms_are_right() {
+    let set = |n: &str, v: &str| TrackedSet::Set {
+        name: n.into(),
+        value: v.into(),
+    };
+    assert_eq!(
+        follow("SET statement_timeout = 5").tracked,
+        [set("statement_timeout", "5")]
+    );
+    assert_eq!(
+        follow("SET SESSION work_mem TO '64MB'").tracked,
+        [set("work_mem", "'64MB'")]
+    );
+    assert_eq!(
+        follow("RESET lock_timeout").tracked,
+        [TrackedSet::Reset {
+            name: "lock_timeout".into()
+        }]
+    );
+    assert!(follow("SET LOCAL statement_timeout = 5").tracked.is_empty());
+    assert_eq!(
+        follow("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY, NOT DEFERRABLE").tracked,
+        [
+            set("default_transaction_isolation", "'repeatable read'"),
+            set("default_transaction_read_only", "'on'"),
+            set("default_transaction_deferrable", "'off'"),
+        ]
+    );
+    assert_eq!(
+        follow("SET SCHEMA 'app'").tracked,
+        [set("search_path", "'app'")]
+    );
+    // Reported parameters travel through ParameterStatus; nothing to record.
+    for sql in [
+        "SET TIME ZONE 'UTC'",
+        "SET NAMES 'LATIN1'",
+        "SET DateStyle = ISO",
+    ] {
+        let f = follow(sql);
+        assert!(
+            f.tracked.is_empty() && f.features.is_empty(),
+            "{sql}: {f:?}"
+        );
+    }
+    // No `name = value` to replay: these pin (under follow) instead.
+    for sql in [
+        "SET XML OPTION DOCUMENT",
+        "SET SESSION AUTHORIZATION bob",
+        "RESET ALL",
+    ] {
+        assert!(!follow(sql).features.is_empty(), "{sql}");
+    }
+    // Without follow, only reported and extra parameters are tracked (the `reset` policy).
+    assert_eq!(
+        scan(b"SET statement_timeout = 5", Lexing::default(), &[]).features,
+        [SessionFeature::UntrackedSet("statement_timeout".into())]
+    );
+}
+
+// From the fuzzing work (found while writing the pg_features target and the libpg_query
+// differential cases).
+#[test]
+fn set_value_starting_with_a_multibyte_character_does_not_panic() {
+    // Sliced `after[..2]` inside the 3-byte '€' of a tracked parameter's value.
+    // Without TO or = it is a syntax error in PostgreSQL: nothing is recorded.
+    let f = scan_str("SET search_path €", &["search_path".into()]);
+    assert!(f.tracked.is_empty());
+    assert!(scan_str("SET search_path é", &["search_path".into()])
+        .features
+        .is_empty());
+}
+
+#[test]
+fn escape_strings_do_not_hide_the_statements_after_them() {
+    // `E'\''` is one string; read as `E'\'` + `'...`, it swallowed the LISTEN.
+    assert_eq!(
+        feats(r"SELECT E'\''; LISTEN x"),
+        vec![SessionFeature::Listen]
+    );
+    assert_eq!(
+        feats(r"SELECT e'\\'; LISTEN x"),
+        vec![SessionFeature::Listen]
+    );
+    // A plain string's backslash escapes nothing (standard_conforming_strings).
+    assert_eq!(feats(r"SELECT '\'; LISTEN x"), vec![SessionFeature::Listen]);
+}
+
+#[test]
+fn dollar_quotes_follow_postgres_lexing() {
+    // `$b$` inside an identifier is not a delimiter: the LISTEN between runs.
+    assert_eq!(
+        feats("SELECT 1 AS a$b$; LISTEN x; SELECT 1 AS c$b$"),
+        vec![SessionFeature::Listen]
+    );
+    // Parameters are not tags.
+    assert_eq!(
+        feats("PREPARE p AS SELECT $1$; LISTEN x; SELECT $1$"),
+        vec![SessionFeature::SqlPrepare, SessionFeature::Listen]
+    );
+    assert!(feats("SELECT $a$ ; $b$ ; LISTEN x $a$").is_empty());
+    // Unterminated: the rest is quoted (PostgreSQL refuses the text).
+    assert!(feats("SELECT $t$ ; LISTEN x").is_empty());
+}
+
+#[test]
+fn every_temporary_relation_is_found() {
+    for sql in [
+        "SELECT 1 AS x INTO TEMP t",
+        "select * into temporary table t from x",
+        "WITH x AS (SELECT 1) SELECT * INTO LOCAL TEMP t FROM x",
+        "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+        "CREATE TEMP SEQUENCE s",
+    ] {
+        assert_eq!(feats(sql), vec![SessionFeature::TempTable], "{sql}");
+    }
+    assert!(feats("SELECT * INTO t FROM temp_src").is_empty());
+    assert!(feats("CREATE OR REPLACE VIEW temp AS SELECT 1").is_empty());
+}
+
+#[test]
+fn substring_search_ignores_case_and_reaches_both_ends() {
+    assert!(contains_ignore_case(b"TEMP", b"temp"));
+    assert!(contains_ignore_case(b"create Temp table", b"temp"));
+    assert!(contains_ignore_case(
+        b"select pg_Advisory_LOCK",
+        b"advisory_lock"
+    ));
+    assert!(!contains_ignore_case(b"tem", b"temp"));
+    assert!(!contains_ignore_case(b"select attempt_x", b"tempt_y"));
+    assert!(!contains_ignore_case(b"", b"temp"));
+}
+
+fn scan_str(sql: &str, extras: &[String]) -> Findings {
+    scan(sql.as_bytes(), Lexing::default(), extras)
+}
+
+fn feats(sql: &str) -> Vec<SessionFeature> {
+    scan_str(sql, &["search_path".to_string()]).features
+}
+
+#[test]
+fn recognises_each_feature() {
+    assert_eq!(feats("LISTEN chan"), vec![SessionFeature::Listen]);
+    assert_eq!(
+        feats("select pg_advisory_lock(1)"),
+        vec![SessionFeature::AdvisoryLock]
+    );
+    assert_eq!(
+        feats("SELECT pg_try_advisory_lock_shared(1)"),
+        vec![SessionFeature::AdvisoryLock]
+    );
+    assert!(feats("SELECT pg_advisory_xact_lock(1)").is_empty());
+    assert_eq!(
+        feats("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT"),
+        vec![SessionFeature::HoldCursor]
+    );
+    assert!(feats("DECLARE c CURSOR FOR SELECT 1").is_empty());
+    assert_eq!(
+        feats("create temp table t(x int)"),
+        vec![SessionFeature::TempTable]
+    );
+    assert_eq!(
+        feats("CREATE LOCAL TEMPORARY TABLE t(x int)"),
+        vec![SessionFeature::TempTable]
+    );
+    assert!(feats("CREATE TABLE t(x int)").is_empty());
+    assert_eq!(
+        feats("PREPARE p AS SELECT 1"),
+        vec![SessionFeature::SqlPrepare]
+    );
+    assert_eq!(
+        feats("SET statement_timeout = 5"),
+        vec![SessionFeature::UntrackedSet("statement_timeout".into())]
+    );
+    assert!(feats("SET LOCAL statement_timeout = 5").is_empty());
+    assert!(feats("SET TimeZone = 'UTC'").is_empty());
+    assert!(feats("SET TIME ZONE 'UTC'").is_empty());
+    assert!(feats("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").is_empty());
+    assert!(feats("SELECT 'LISTEN x; SET a = 1'").is_empty());
+    assert!(feats("-- LISTEN x\nSELECT 1").is_empty());
+    assert!(feats("SELECT $$ LISTEN x; $$").is_empty());
+}
+
+#[test]
+fn plain_statements_take_the_fast_path_and_others_do_not() {
+    assert!(is_plain(
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+    ));
+    assert!(is_plain(b"  update t set x = 1;"));
+    assert!(!is_plain(b"SELECT 1; LISTEN x"));
+    assert!(!is_plain(b"SELECT pg_advisory_lock(1)"));
+    assert!(!is_plain(b"SELECT * INTO TEMP t FROM x"));
+    assert!(!is_plain(b"SET x = 1"));
+    assert!(!is_plain(b"/* c */ LISTEN x"));
+}
+
+#[test]
+fn tracked_extras_are_captured() {
+    let f = scan_str(
+        "SET search_path TO myschema, public; RESET search_path",
+        &["search_path".into()],
+    );
+    assert!(f.features.is_empty());
+    assert_eq!(
+        f.tracked,
+        vec![
+            TrackedSet::Set {
+                name: "search_path".into(),
+                value: "myschema, public".into()
+            },
+            TrackedSet::Reset {
+                name: "search_path".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn deallocate_all_detected() {
+    assert!(scan_str("DEALLOCATE ALL", &[]).deallocate_all);
+    assert!(scan_str("deallocate prepare all;", &[]).deallocate_all);
+    assert!(scan_str("DISCARD ALL", &[]).deallocate_all);
+    assert!(!scan_str("DEALLOCATE p1", &[]).deallocate_all);
+}
+
+/// The issue: a two-byte character right after the parameter name was sliced in half.
+#[test]
+fn multibyte_text_after_set_is_never_sliced() {
+    let extras = ["search_path".to_string()];
+    // No TO or `=`: PostgreSQL refuses it (syntax error), so nothing is tracked.
+    let f = scan_str(
+        "BEGIN; INSERT INTO t VALUES (42); SET search_path 'é';",
+        &extras,
+    );
+    assert_eq!(f, Findings::default());
+    let f = scan_str("SET search_path TO 'é'", &extras);
+    assert_eq!(
+        f.tracked,
+        vec![TrackedSet::Set {
+            name: "search_path".into(),
+            value: "'é'".into()
+        }]
+    );
+    for sql in [
+        "SET search_path é",
+        "SET é = 1",
+        "SET search_path=é",
+        "RESET é",
+        "SET search_path TOé",
+    ] {
+        let _ = scan_str(sql, &extras);
+    }
+    assert!(scan_str("SET search_path TOmorrow", &extras)
+        .tracked
+        .is_empty());
+}
+
+#[test]
+fn text_in_other_encodings_is_scanned_as_bytes() {
+    let extras = ["search_path".to_string()];
+    // LATIN1 "café" and KOI8-R "привет": not UTF-8, still scanned.
+    let latin1 = b"SELECT 'caf\xe9'; LISTEN x";
+    assert_eq!(
+        scan(latin1, Lexing::default(), &extras).features,
+        vec![SessionFeature::Listen]
+    );
+    let koi8 = b"INSERT INTO t VALUES ('\xd0\xd2\xc9\xd7\xc5\xd4')";
+    assert_eq!(scan(koi8, Lexing::default(), &extras), Findings::default());
+    // A tracked value poolguard cannot hold as text: the server is reset instead.
+    let f = scan(
+        b"SET search_path TO 'sch\xe9ma'",
+        Lexing::default(),
+        &extras,
+    );
+    assert_eq!(
+        f.features,
+        vec![SessionFeature::UntrackedSet("search_path".into())]
+    );
+    assert!(f.tracked.is_empty());
+}
+
+#[test]
+fn shift_jis_trail_bytes_do_not_end_strings() {
+    // In Shift JIS, "ソ" is 0x83 0x5C: its trail byte is a backslash. In an E'' string a
+    // byte scanner would take it for an escape and run the string on over the LISTEN.
+    let sql = b"SELECT E'\x83\x5c'; LISTEN x; SELECT ''";
+    let sjis = Lexing {
+        encoding: Encoding::of("SJIS"),
+        ..Lexing::default()
+    };
+    assert_eq!(scan(sql, sjis, &[]).features, vec![SessionFeature::Listen]);
+    // The same bytes in an ASCII-safe encoding: the backslash escapes the quote.
+    let utf8 = scan(
+        b"SELECT E'\\''; LISTEN x; SELECT ''",
+        Lexing::default(),
+        &[],
+    );
+    assert_eq!(utf8.features, vec![SessionFeature::Listen]);
+    assert_eq!(Encoding::of("shift_jis_2004"), Encoding::Sjis);
+    assert_eq!(Encoding::of("Big5"), Encoding::TwoByte);
+    assert_eq!(Encoding::of("LATIN1"), Encoding::AsciiSafe);
+    for body in [
+        &b"SELECT 1"[..],
+        b"select pg_advisory_LOCK(1)",
+        b"CREATE TEMP TABLE t()",
+        b"SELECT 1; SELECT 2",
+        b"NOTIFY x",
+        b"SELECT \x1b",
+        b"tem",
+        b"advisory_loc",
+        b"temp",
+        b"p",
+        b"kyp",
+        b"CREATE TEMPORARY TABLE t()",
+        b"select PG_ADVISORY_XACT_LOCK(1)",
+        b"select 1 -- notif",
+        b"LISTEN x; NoTiFy",
+        b"select 'tmp', 'emp', 'advisory-lock', 'notif y'",
+    ] {
+        let old = memchr::memchr(b';', body).is_some()
+            || contains_ignore_case(body, b"advisory_lock")
+            || contains_ignore_case(body, b"temp")
+            || contains_ignore_case(body, b"notify");
+        assert_eq!(has_marks(body), old, "{}", String::from_utf8_lossy(body));
+    }
+    assert_eq!(
+        Encoding::of(&format!("{}SJIS", "x".repeat(40))),
+        Encoding::AsciiSafe
+    );
+}
+
+#[test]
+fn quotes_comments_and_identifiers_that_hid_statements() {
+    // Nested comments end at their outermost close.
+    assert_eq!(
+        feats("/* a /* b */ c */ LISTEN x"),
+        vec![SessionFeature::Listen]
+    );
+    // `$` inside an identifier does not open a dollar quote.
+    assert_eq!(
+        feats("SELECT a$b$; LISTEN x; SELECT $b$"),
+        vec![SessionFeature::Listen]
+    );
+    assert!(feats("SELECT $tag$ ; LISTEN x $tag$").is_empty());
+    assert!(feats("SELECT $1; SELECT 2").is_empty());
+    // With standard_conforming_strings off, backslashes escape in plain strings.
+    let off = Lexing {
+        standard_conforming_strings: false,
+        ..Lexing::default()
+    };
+    assert_eq!(
+        scan(b"SELECT 'it\\''; LISTEN x; SELECT ''", off, &[]).features,
+        vec![SessionFeature::Listen]
+    );
+    assert_eq!(
+        feats("DECLARE c CURSOR\nWITH\n HOLD FOR SELECT 1"),
+        vec![SessionFeature::HoldCursor]
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn scanning_any_bytes_never_panics(
+        sql in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        enc in proptest::sample::select(vec!["UTF8", "SJIS", "BIG5", "GB18030"]),
+    ) {
+        let lexing = Lexing { encoding: Encoding::of(enc), standard_conforming_strings: sql.len() % 2 == 0, follow_sets: sql.len() % 3 == 0 };
+        let _ = scan(&sql, lexing, &["search_path".to_string()]);
+        let mut with_set = b"SET search_path ".to_vec();
+        with_set.extend_from_slice(&sql);
+        let _ = scan(&with_set, lexing, &["search_path".to_string()]);
+    }
+}
