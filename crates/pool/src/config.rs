@@ -197,10 +197,7 @@ mod tests {
     #[test]
     fn address_key_strips_the_port() {
         let key = |client: &str| {
-            let holder = Holder {
-                client: client.to_owned().into(),
-                ..Holder::default()
-            };
+            let holder = Holder::new(client.into(), "".into(), "".into(), "".into());
             ShareKey::Address.of(&holder).to_owned()
         };
         assert_eq!(key("127.0.0.1:54321"), "127.0.0.1");

@@ -171,9 +171,15 @@ impl fmt::Display for CloseReason {
 }
 
 /// Who holds a lease: plain data supplied by the caller, protocol-agnostic. Cloned on every
-/// acquire (the lease record keeps one), so the texts are shared, not copied.
+/// acquire (the lease record keeps one) and by the client registries, so a clone is one
+/// reference count: every logged-in client has a holder, most of them idle, and the session,
+/// its registry entries and its leases share that one record.
 #[derive(Debug, Clone, Default)]
-pub struct Holder {
+pub struct Holder(Arc<HolderInfo>);
+
+/// What a [`Holder`] says.
+#[derive(Debug, Default)]
+pub struct HolderInfo {
     /// The client's address, "ip:port".
     pub client: Arc<str>,
     /// The user it authenticated as.
@@ -184,7 +190,44 @@ pub struct Holder {
     pub application: Arc<str>,
     /// What the holder is doing (state, last statement); shared by every clone, so a session
     /// updates it once and every lease record taken with this holder shows it.
-    pub note: std::sync::Arc<LeaseNote>,
+    pub note: LeaseNote,
+}
+
+impl Holder {
+    /// A holder with a fresh note.
+    pub fn new(
+        client: Arc<str>,
+        user: Arc<str>,
+        database: Arc<str>,
+        application: Arc<str>,
+    ) -> Holder {
+        Holder(Arc::new(HolderInfo {
+            client,
+            user,
+            database,
+            application,
+            note: LeaseNote::default(),
+        }))
+    }
+
+    /// The same client under another user and database (MySQL's COM_CHANGE_USER), with a
+    /// fresh note: existing clones keep what they had.
+    pub fn renamed(&self, user: Arc<str>, database: Arc<str>) -> Holder {
+        Holder::new(
+            self.client.clone(),
+            user,
+            database,
+            self.application.clone(),
+        )
+    }
+}
+
+impl std::ops::Deref for Holder {
+    type Target = HolderInfo;
+
+    fn deref(&self) -> &HolderInfo {
+        &self.0
+    }
 }
 
 impl PartialEq for Holder {

@@ -200,13 +200,7 @@ mod tests {
     use super::*;
 
     fn holder(client: &str, user: &str) -> Holder {
-        Holder {
-            client: client.into(),
-            user: user.into(),
-            database: "bank".into(),
-            application: "app".into(),
-            note: Default::default(),
-        }
+        Holder::new(client.into(), user.into(), "bank".into(), "app".into())
     }
 
     fn rule(per: RateScope, conns: Option<f64>, txs: Option<f64>, burst: u32) -> RateLimit {

@@ -132,6 +132,15 @@ impl ClientList {
         slot.observed = Some(id);
     }
 
+    /// A listed client is now `holder` in `pool` (MySQL's COM_CHANGE_USER).
+    pub(crate) fn rename(&self, slot: &ClientSlot, holder: &Holder, pool: Arc<str>) {
+        let Some(id) = slot.observed else { return };
+        if let Some(entry) = lock(&self.entries).get_mut(&id) {
+            entry.holder = holder.clone();
+            entry.pool = pool;
+        }
+    }
+
     /// Unlists a client: its slot drops, before its socket closes.
     pub(crate) fn forget(&self, id: u64) {
         let entry = lock(&self.entries).remove(&id);
@@ -268,13 +277,7 @@ mod tests {
     }
 
     fn holder(client: &str) -> Holder {
-        Holder {
-            client: client.into(),
-            user: "u".into(),
-            database: "d".into(),
-            application: "".into(),
-            note: Default::default(),
-        }
+        Holder::new(client.into(), "u".into(), "d".into(), "".into())
     }
 
     /// Lists `socket` as a new client; its id and slot.
@@ -301,6 +304,24 @@ mod tests {
             && ours.write_all(b"pong").is_ok()
             && peer.read_exact(&mut got).is_ok()
             && &got == b"pong"
+    }
+
+    #[test]
+    fn a_renamed_client_is_listed_under_its_new_names() {
+        let shared = Shared::new(Config::builtin_default("pw"));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (_peer, ours) = pair(&listener);
+        let (_, slot) = listed(&shared, &ours);
+        let list = &shared.observe.clients;
+        let renamed = holder("a").renamed("u2".into(), "d2".into());
+        list.rename(&slot, &renamed, "p2".into());
+        let rows = list.snapshot(Instant::now());
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(
+            (&*row.user, &*row.database, &*row.pool, &*row.client),
+            ("u2", "d2", "p2", "a")
+        );
     }
 
     #[test]

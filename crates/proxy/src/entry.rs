@@ -74,13 +74,12 @@ impl<C: Connector, X> PoolEntry<C, X> {
         database: &str,
         application: &str,
     ) -> poolguard_pool::Holder {
-        poolguard_pool::Holder {
-            client: client.to_string().into(),
-            user: self.names.get(user),
-            database: self.names.get(database),
-            application: self.names.get(application),
-            note: Default::default(),
-        }
+        poolguard_pool::Holder::new(
+            client.to_string().into(),
+            self.names.get(user),
+            self.names.get(database),
+            self.names.get(application),
+        )
     }
 }
 

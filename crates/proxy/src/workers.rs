@@ -16,8 +16,10 @@
 //! dropped, however it ends).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
@@ -55,20 +57,26 @@ impl Workers {
     /// Runs a new client's session, made by `session` from its socket, on the worker with the
     /// fewest live sessions (the first such, so a quiet proxy keeps clients on the accept
     /// loop's worker).
+    ///
+    /// The task spawned holds the session's future and the live count, nothing else: tokio
+    /// sizes a task's cell for the future it was spawned with for as long as the task lives,
+    /// and an `async` block that made the session's future itself would keep the socket,
+    /// `session`'s captures and the future side by side (a 512-byte cell per connected
+    /// client instead of 256).
     pub fn spawn_client<F>(
         &self,
         stream: TcpStream,
         session: impl FnOnce(TcpStream) -> F + Send + 'static,
     ) where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future<Output = ()> + Send + Unpin + 'static,
     {
         let worker = self.least_loaded();
         tracing::debug!(worker, "client placed on worker");
         let live = Live::enter(self.live.clone(), worker);
         if worker == 0 {
-            tokio::spawn(async move {
-                let _live = live;
-                session(stream).await
+            tokio::spawn(Counted {
+                task: session(stream),
+                _live: live,
             });
             return;
         }
@@ -80,10 +88,16 @@ impl Workers {
                 return;
             }
         };
+        // A short task on the worker registers the socket with that loop's reactor (only
+        // possible there) and spawns the session's own task beside it.
         self.others[worker - 1].spawn(async move {
-            let _live = live;
             match TcpStream::from_std(socket) {
-                Ok(stream) => session(stream).await,
+                Ok(stream) => {
+                    tokio::spawn(Counted {
+                        task: session(stream),
+                        _live: live,
+                    });
+                }
                 Err(e) => tracing::warn!(error = %e, "a worker cannot take a client"),
             }
         });
@@ -100,6 +114,20 @@ impl Workers {
             }
         }
         best
+    }
+}
+
+/// A client's task: its session's future, counted live until dropped.
+struct Counted<F> {
+    task: F,
+    _live: Live,
+}
+
+impl<F: Future<Output = ()> + Unpin> Future for Counted<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.task).poll(cx)
     }
 }
 
@@ -155,13 +183,15 @@ mod tests {
             let client = TcpStream::connect(addr).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
             let done = done_tx.clone();
-            workers.spawn_client(server, move |mut s| async move {
-                use tokio::io::AsyncReadExt;
-                let thread = std::thread::current().name().map(str::to_owned);
-                let _ = done.send(thread);
-                // Lives until the client closes.
-                let mut b = [0u8; 1];
-                let _ = s.read(&mut b).await;
+            workers.spawn_client(server, move |mut s| {
+                Box::pin(async move {
+                    use tokio::io::AsyncReadExt;
+                    let thread = std::thread::current().name().map(str::to_owned);
+                    let _ = done.send(thread);
+                    // Lives until the client closes.
+                    let mut b = [0u8; 1];
+                    let _ = s.read(&mut b).await;
+                })
             });
             held.push(client);
         }

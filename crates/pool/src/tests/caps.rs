@@ -83,10 +83,7 @@ async fn waiters_are_served_fifo_and_dead_ones_skipped() {
 }
 
 fn billing(client: &str) -> Holder {
-    Holder {
-        application: "billing".to_owned().into(),
-        ..holder(client)
-    }
+    Holder::new(client.into(), "app".into(), "bank".into(), "billing".into())
 }
 
 #[tokio::test(start_paused = true)]

@@ -162,13 +162,12 @@ pub(crate) fn cfg(name: &str, size: usize, max_overflow: usize) -> PoolConfig {
 }
 
 pub(crate) fn holder(client: &str) -> Holder {
-    Holder {
-        client: client.to_owned().into(),
-        user: "app".to_owned().into(),
-        database: "bank".to_owned().into(),
-        application: String::new().into(),
-        note: Default::default(),
-    }
+    Holder::new(
+        client.to_owned().into(),
+        "app".to_owned().into(),
+        "bank".to_owned().into(),
+        String::new().into(),
+    )
 }
 
 /// Let spawned tasks run until they block, without moving the clock.

@@ -9,10 +9,12 @@ use super::{back, cfg, holder, settle, spawn_acquire, Fake};
 use crate::{AcquireError, Admission, Budget, FairShare, Holder, OverShare, Pool, ShareKey};
 
 fn app(application: &str, client: &str) -> Holder {
-    Holder {
-        application: application.to_owned().into(),
-        ..holder(client)
-    }
+    Holder::new(
+        client.into(),
+        "app".into(),
+        "bank".into(),
+        application.into(),
+    )
 }
 
 /// A pool of `size` (no overflow) where one key may hold `max` while others wait.

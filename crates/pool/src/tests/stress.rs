@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::{cfg, holder, Fake};
+use super::{cfg, Fake};
 use crate::{Admission, Budget, FairShare, Holder, Pool, PoolConfig, ShareKey};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,10 +57,12 @@ async fn concurrent_churn_keeps_every_cap_and_leaks_nothing() {
             if lower {
                 budget.set_limit(if i % 2 == 0 { 3 } else { 6 });
             }
-            let who = Holder {
-                application: format!("app{}", i % 5).into(),
-                ..holder(&format!("10.0.0.{}:{i}", i % 7))
-            };
+            let who = Holder::new(
+                format!("10.0.0.{}:{i}", i % 7).into(),
+                "app".into(),
+                "bank".into(),
+                format!("app{}", i % 5).into(),
+            );
             let acquire = pool.acquire(who);
             let lease =
                 match tokio::time::timeout(Duration::from_micros(cancel_after), acquire).await {

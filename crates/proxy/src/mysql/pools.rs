@@ -147,13 +147,12 @@ impl MysqlState {
         // Any configured user will do; the connection stays in its pool for later use.
         for user in shared.config().users.iter().take(3) {
             let entry = self.pool(shared, db, &user.name, false);
-            let holder = Holder {
-                client: "poolguard (greeting)".into(),
-                user: user.name.as_str().into(),
-                database: db.name.as_str().into(),
-                application: "poolguard".into(),
-                note: Default::default(),
-            };
+            let holder = Holder::new(
+                "poolguard (greeting)".into(),
+                user.name.as_str().into(),
+                db.name.as_str().into(),
+                "poolguard".into(),
+            );
             match entry.pool.acquire(holder).await {
                 Ok(lease) => {
                     // Only logged in (or idle in the pool): nothing was sent on it.

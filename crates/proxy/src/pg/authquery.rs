@@ -123,13 +123,12 @@ async fn ask_server(
     user: &str,
 ) -> Result<Answer, ProxyError> {
     let entry = shared.pg_pool(db, &auth.user);
-    let holder = Holder {
-        client: "poolguard".into(),
-        user: auth.user.as_str().into(),
-        database: db.name.as_str().into(),
-        application: "poolguard auth_query".into(),
-        note: Default::default(),
-    };
+    let holder = Holder::new(
+        "poolguard".into(),
+        auth.user.as_str().into(),
+        db.name.as_str().into(),
+        "poolguard auth_query".into(),
+    );
     let mut lease = entry.pool.acquire(holder).await.map_err(acquire_error)?;
     let limit = db.limits.acquire_timeout;
     let outcome = tokio::time::timeout(limit, run_query(&mut lease, &auth.query, user)).await;

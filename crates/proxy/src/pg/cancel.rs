@@ -35,14 +35,15 @@ pub struct ServerKey {
     pub tls: Option<TlsDest>,
 }
 
-/// One client's cancel target: the server it currently holds, if any.
+/// One client's cancel target: the server it currently holds, if any (that connection's own
+/// key, shared: every logged-in client has a target, most of them idle and empty).
 #[derive(Debug, Default)]
 pub struct CancelTarget {
-    slot: tokio::sync::Mutex<Option<ServerKey>>,
+    slot: tokio::sync::Mutex<Option<Arc<ServerKey>>>,
 }
 
 impl CancelTarget {
-    pub async fn set(&self, key: Option<ServerKey>) {
+    pub async fn set(&self, key: Option<Arc<ServerKey>>) {
         if let Err(key) = self.try_set(key) {
             *self.slot.lock().await = key;
         }
@@ -51,7 +52,7 @@ impl CancelTarget {
     /// [`CancelTarget::set`] if it can be done at once: twice per transaction, and a canceller
     /// holds the lock only while a cancel is on its way, so nearly always (without building
     /// the lock's future). A cancel holding it: nothing is set, the key comes back.
-    pub fn try_set(&self, key: Option<ServerKey>) -> Result<(), Option<ServerKey>> {
+    pub fn try_set(&self, key: Option<Arc<ServerKey>>) -> Result<(), Option<Arc<ServerKey>>> {
         match self.slot.try_lock() {
             Ok(mut slot) => {
                 *slot = key;
@@ -144,12 +145,12 @@ impl CancelRegistry {
     }
 
     /// Records that the client with process id `client` sent NOTIFY through `server`.
-    pub fn note_notifier(&self, server: ServerKey, client: i32) {
+    pub fn note_notifier(&self, server: &ServerKey, client: i32) {
         let mut map = self.notifiers.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_NOTIFIERS {
             map.clear();
         }
-        map.insert((server.addr, server.pid), client);
+        map.insert((server.addr.clone(), server.pid), client);
     }
 
     /// The client process id to show as the sender of a notification from server process

@@ -130,6 +130,10 @@ pub struct ServerConn {
     /// The response queue's storage, kept here between leases (always empty: see
     /// [`crate::pg::pending::Pending::recycle`]).
     pub spare_pending: crate::pg::pending::Pending,
+    /// [`ServerConn::cancel_key`], made once (after the login gave the key): a client holding
+    /// this connection points its cancel target here, two reference counts per transaction
+    /// instead of a copy of the address and TLS settings in every client's target.
+    cancel: std::sync::OnceLock<Arc<ServerKey>>,
 }
 
 impl ServerConn {
@@ -240,13 +244,17 @@ impl ServerConn {
     }
 
     /// Where a cancel for this connection's running query goes, and how (its TLS).
-    pub fn cancel_key(&self) -> ServerKey {
-        ServerKey {
-            addr: self.addr.clone(),
-            pid: self.key.0,
-            secret: self.key.1,
-            tls: self.tls.clone(),
-        }
+    pub fn cancel_key(&self) -> Arc<ServerKey> {
+        self.cancel
+            .get_or_init(|| {
+                Arc::new(ServerKey {
+                    addr: self.addr.clone(),
+                    pid: self.key.0,
+                    secret: self.key.1,
+                    tls: self.tls.clone(),
+                })
+            })
+            .clone()
     }
 }
 
@@ -455,6 +463,7 @@ impl PgConnector {
             current: ParamSet::default(),
             synced_for: None,
             spare_pending: Default::default(),
+            cancel: Default::default(),
         };
         match tokio::time::timeout(self.connect_timeout, self.login(&mut conn)).await {
             Ok(Ok(())) => Ok(conn),

@@ -58,8 +58,14 @@ impl Session {
             .mysql
             .pool(&self.shared, &db, &cu.username, found_rows);
         self.db_slot = db_slot;
-        self.holder.user = cu.username.as_str().into();
-        self.holder.database = db.name.as_str().into();
+        // A new holder (its note starts over, as the session does), shown by SHOW CLIENTS too.
+        self.holder = self
+            .holder
+            .renamed(cu.username.as_str().into(), db.name.as_str().into());
+        self.shared
+            .observe
+            .clients
+            .rename(&self._slot, &self.holder, self.entry.name());
         self.registration.target.set_user(self.holder.user.clone());
         self.transaction_mode = db.pool_mode == PoolMode::Transaction;
         if let Some(c) = cu.charset {

@@ -104,13 +104,12 @@ pub async fn admit(
         .await
         .map_err(ProxyError::client_io)?;
     tracing::info!(client = %peer, user, database, application, "admin console login");
-    let holder = Holder {
-        client: peer.to_string().into(),
-        user: user.into(),
-        database: database.into(),
-        application: application.into(),
-        note: Default::default(),
-    };
+    let holder = Holder::new(
+        peer.to_string().into(),
+        user.into(),
+        database.into(),
+        application.into(),
+    );
     Ok(Some(Admin {
         slot,
         holder,

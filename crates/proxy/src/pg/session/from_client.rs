@@ -630,7 +630,7 @@ impl Session {
             if let Some(h) = self.held.as_ref() {
                 self.shared
                     .cancels
-                    .note_notifier(h.key(), self.registration.pid);
+                    .note_notifier(&h.key(), self.registration.pid);
             }
         }
         for t in &f.tracked {

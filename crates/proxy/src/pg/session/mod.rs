@@ -91,7 +91,7 @@ impl Held {
         })
     }
 
-    fn key(&self) -> ServerKey {
+    fn key(&self) -> Arc<ServerKey> {
         self.lease.cancel_key()
     }
 
