@@ -41,7 +41,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::num::NonZeroU64;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -107,16 +107,19 @@ impl ClientList {
         protocol: &'static str,
         holder: &Holder,
         pool: Arc<str>,
-        socket: impl AsFd,
+        socket: Option<BorrowedFd<'_>>,
     ) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let fd = socket.as_fd();
-        let socket = match cookie(fd) {
-            Ok(cookie) => Some(SocketRef {
+        let socket = match socket.map(|fd| (fd, cookie(fd))) {
+            Some((fd, Ok(cookie))) => Some(SocketRef {
                 fd: fd.as_raw_fd(),
                 cookie,
             }),
-            Err(e) => {
+            None => {
+                tracing::warn!(client = %holder.client, "the client has no socket: KILL_CLIENT will not reach this client");
+                None
+            }
+            Some((_, Err(e))) => {
                 tracing::warn!(client = %holder.client, error = %e, "cannot read the client socket's cookie: KILL_CLIENT will not reach this client");
                 None
             }
@@ -263,7 +266,7 @@ mod tests {
 
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::os::fd::OwnedFd;
+    use std::os::fd::{AsFd, OwnedFd};
 
     use super::*;
     use crate::config::Config;
@@ -284,7 +287,13 @@ mod tests {
     fn listed(shared: &Arc<Shared>, socket: impl AsFd) -> (u64, ClientSlot) {
         let mut slot = shared.admit_client().unwrap();
         let list = &shared.observe.clients;
-        list.describe(&mut slot, "postgres", &holder("a"), "p".into(), socket);
+        list.describe(
+            &mut slot,
+            "postgres",
+            &holder("a"),
+            "p".into(),
+            Some(socket.as_fd()),
+        );
         (slot.observed.unwrap(), slot)
     }
 

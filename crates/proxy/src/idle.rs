@@ -30,9 +30,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
 use tokio::time::{Instant, Sleep};
 
-use crate::stream::ClientStream;
+use crate::lot::{Lot, Resting, REST_AFTER};
+use crate::state::Shared;
+use crate::stream::{ClientStream, RestRefused};
+use crate::workers::Place;
 
 /// A boxed, sendable future: a busy stretch, or an extra wake-up.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -42,6 +48,22 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub(crate) trait Park: Send + Sized + 'static {
     /// Why a session ended.
     type End: Send;
+
+    /// What kind of task it is, for a panic's log line ([`crate::contain`]).
+    const WHAT: &'static str;
+
+    /// For [`crate::contain`] around a task resumed from a lot.
+    fn shared(&self) -> Arc<Shared>;
+
+    /// Whether it may rest in a lot when idle (see [`crate::lot`]), beyond what every resting
+    /// session must be (idle, plaintext, no deadline).
+    fn may_rest(&self) -> bool {
+        true
+    }
+
+    /// Whether [`Park::poll_signal`] can ever be ready: a resting session then hands it a
+    /// waker that resumes it from the lot.
+    const SIGNALLED: bool = false;
 
     /// Before the first stretch: what the login left to set up (a session-mode server).
     fn start(&mut self) -> impl Future<Output = ()> + Send;
@@ -151,18 +173,28 @@ impl Signal {
 
 /// Runs a client: `open` (the login, boxed by the caller so that its state does not size the
 /// task) and, if it yields a session, the session, parked whenever it is idle.
-pub async fn serve<S: Park>(open: Pin<Box<impl Future<Output = Option<Box<S>>>>>) {
+pub async fn serve<S: Park>(open: Pin<Box<impl Future<Output = Option<Box<S>>>>>, place: Place) {
     // Awaited on its own line: in an `if let` scrutinee the finished login's box would live
     // on for the whole session.
     let session = open.await;
     if let Some(session) = session {
-        Parked::new(session).await;
+        Parked::new(session, place).await;
     }
 }
 
 /// A logged-in client's task state (see the module docs): a few words while idle.
 pub struct Parked<S: Park> {
     state: State<S>,
+    place: Place,
+    /// Runs while the client is idle in its task: when it fires, the session goes to rest in
+    /// the lot. Made at the first such park and reset at each (a reset to a later time only
+    /// moves the timer's deadline, no allocation and no timer-wheel work).
+    rest: Option<Pin<Box<Sleep>>>,
+    /// `rest` runs for this park (the session may rest).
+    resting_soon: bool,
+    /// The next park is the first since the login: the session rests at once (a client that
+    /// logs in and waits).
+    fresh: bool,
 }
 
 enum State<S> {
@@ -177,10 +209,89 @@ enum State<S> {
 
 impl<S: Park> Parked<S> {
     /// Starts with a stretch: the login may have left a server leased or bytes buffered.
-    pub fn new(session: Box<S>) -> Self {
+    pub fn new(session: Box<S>, place: Place) -> Self {
         Parked {
             state: State::Busy(Box::pin(stretch(session, true))),
+            place,
+            rest: None,
+            resting_soon: false,
+            fresh: true,
         }
+    }
+
+    /// Back from the lot: a stretch at once (the socket is readable). It rests again only
+    /// after [`REST_AFTER`] idle, so a client that comes back every few hundred milliseconds
+    /// does not pay for the trip each time.
+    fn resumed(session: Box<S>, place: Place) -> Self {
+        Parked {
+            state: State::Busy(Box::pin(stretch(session, false))),
+            place,
+            rest: None,
+            resting_soon: false,
+            fresh: false,
+        }
+    }
+
+    /// The session goes to rest in the lot: `Ok` when it did (this task ends); otherwise it
+    /// stays here, or (`Err(None)`) it lost its socket leaving tokio's reactor and ends.
+    fn try_rest(&mut self, mut session: Box<S>) -> Result<(), Option<Box<S>>> {
+        let Some(lot) = self.place.lot.clone() else {
+            return Err(Some(session));
+        };
+        match session.client().rest() {
+            Ok(_) => {}
+            Err(RestRefused::Kept) => return Err(Some(session)),
+            Err(RestRefused::Lost(e)) => {
+                tracing::warn!(error = %e, "a client's socket was lost leaving the reactor to rest; its session ends");
+                return Err(None);
+            }
+        }
+        match lot.admit(session) {
+            Ok(()) => {
+                // The lot counts it now.
+                self.place.live.rest();
+                Ok(())
+            }
+            Err(mut session) => match session.client().wake_up() {
+                Ok(()) => Err(Some(session)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a client's socket was lost returning to the reactor; its session ends");
+                    Err(None)
+                }
+            },
+        }
+    }
+}
+
+impl<S: Park> Resting for S {
+    fn fd(&mut self) -> Option<RawFd> {
+        self.client().fd().map(|fd| fd.as_raw_fd())
+    }
+
+    fn arm(&mut self, lot: &Arc<Lot>, slot: usize) -> bool {
+        if !S::SIGNALLED {
+            return false;
+        }
+        let waker = lot.slot_waker(slot);
+        self.poll_signal(&mut Context::from_waker(&waker))
+            .is_ready()
+    }
+
+    fn resume(mut self: Box<Self>, lot: &Arc<Lot>) {
+        let place = Place {
+            lot: Some(lot.clone()),
+            live: lot.resumed_live(),
+        };
+        if let Err(e) = self.client().wake_up() {
+            tracing::warn!(error = %e, "a resting client's socket could not return to the reactor; its session ends");
+            return;
+        }
+        let shared = self.shared();
+        tokio::spawn(crate::contain::contain(
+            Parked::resumed(self, place),
+            S::WHAT,
+            shared,
+        ));
     }
 }
 
@@ -188,18 +299,40 @@ impl<S: Park> Future for Parked<S> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let state = &mut self.state;
+        let this = &mut *self;
         loop {
-            match state {
+            match &mut this.state {
                 State::Busy(stretch) => match stretch.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(None) => {
-                        *state = State::Done;
+                        this.state = State::Done;
                         return Poll::Ready(());
                     }
                     Poll::Ready(Some(mut session)) => {
                         let Parking { deadline } = session.park();
-                        *state = State::Idle {
+                        let may_rest = deadline.is_none()
+                            && this.place.lot.is_some()
+                            && !session.client().is_tls()
+                            && session.may_rest();
+                        let fresh = std::mem::take(&mut this.fresh);
+                        if may_rest && fresh {
+                            match this.try_rest(session) {
+                                Ok(()) | Err(None) => {
+                                    this.state = State::Done;
+                                    return Poll::Ready(());
+                                }
+                                Err(Some(back)) => session = back,
+                            }
+                        }
+                        this.resting_soon = may_rest;
+                        if may_rest {
+                            let at = Instant::now() + REST_AFTER;
+                            match &mut this.rest {
+                                Some(timer) => timer.as_mut().reset(at),
+                                None => this.rest = Some(Box::pin(tokio::time::sleep_until(at))),
+                            }
+                        }
+                        this.state = State::Idle {
                             session,
                             sleep: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
                         };
@@ -215,12 +348,37 @@ impl<S: Park> Future for Parked<S> {
                         .is_some_and(|s| s.as_mut().poll(cx).is_ready());
                     let other = session.poll_signal(cx).is_ready();
                     if !(readable || due || other) {
-                        return Poll::Pending;
+                        let rest_due = this.resting_soon
+                            && this
+                                .rest
+                                .as_mut()
+                                .is_some_and(|r| r.as_mut().poll(cx).is_ready());
+                        if !rest_due {
+                            return Poll::Pending;
+                        }
+                        this.resting_soon = false;
+                        let State::Idle { session, .. } =
+                            std::mem::replace(&mut this.state, State::Done)
+                        else {
+                            unreachable!("matched Idle above")
+                        };
+                        match this.try_rest(session) {
+                            Ok(()) | Err(None) => return Poll::Ready(()),
+                            Err(Some(session)) => {
+                                this.state = State::Idle {
+                                    session,
+                                    sleep: None,
+                                };
+                                continue;
+                            }
+                        }
                     }
-                    let State::Idle { session, .. } = std::mem::replace(state, State::Done) else {
+                    let State::Idle { session, .. } =
+                        std::mem::replace(&mut this.state, State::Done)
+                    else {
                         unreachable!("matched Idle above")
                     };
-                    *state = State::Busy(Box::pin(stretch(session, false)));
+                    this.state = State::Busy(Box::pin(stretch(session, false)));
                 }
                 State::Done => return Poll::Ready(()),
             }
@@ -245,6 +403,7 @@ mod tests {
     /// A session that counts its stretches, ends on EOF, and reads what woke it.
     struct Echo {
         client: ClientStream,
+        shared: Arc<Shared>,
         stretches: Arc<AtomicUsize>,
         deadline: Option<Instant>,
         also: Option<Arc<Signal>>,
@@ -254,6 +413,13 @@ mod tests {
 
     impl Park for Echo {
         type End = ();
+
+        const WHAT: &'static str = "test client";
+        const SIGNALLED: bool = true;
+
+        fn shared(&self) -> Arc<Shared> {
+            self.shared.clone()
+        }
 
         async fn start(&mut self) {
             self.stretches.fetch_add(1, Ordering::SeqCst);
@@ -317,6 +483,156 @@ mod tests {
         (a, b)
     }
 
+    fn shared() -> Arc<Shared> {
+        Shared::new(crate::config::Config::builtin_default("pw"))
+    }
+
+    fn echo(
+        ours: TcpStream,
+        stretches: Arc<AtomicUsize>,
+        deadline: Option<Instant>,
+        also: Option<Arc<Signal>>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Box<Echo> {
+        Box::new(Echo {
+            client: ClientStream::Plain(ours),
+            shared: shared(),
+            stretches,
+            deadline,
+            also,
+            stop,
+        })
+    }
+
+    /// A lot on this test's loop, with its live counts.
+    fn lot() -> (Arc<[AtomicUsize]>, Arc<Lot>) {
+        let counts: Arc<[AtomicUsize]> = Arc::from([AtomicUsize::new(0)]);
+        let lot = Lot::start(counts.clone(), 0).unwrap();
+        (counts, lot)
+    }
+
+    /// Waits (bounded, by count of turns rather than by time) until `done` holds.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..100_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    /// A fresh session rests in the lot at once (its task ends), data wakes it into a task
+    /// again, it rests once more after `REST_AFTER` idle (the paused clock jumps there as soon
+    /// as nothing else can run), and EOF wakes it to end. The worker's live count holds one
+    /// session throughout and none at the end.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_rests_in_the_lot_and_its_socket_wakes_it() {
+        let (mut peer, ours) = pair().await;
+        let (counts, lot) = lot();
+        let stretches = Arc::new(AtomicUsize::new(0));
+        let session = echo(ours, stretches.clone(), None, None, Default::default());
+        let place = Place::on(counts.clone(), 0, Some(lot.clone()));
+        let task = tokio::spawn(Parked::new(session, place));
+        // The login's stretch, then rest: the task is over, the session is in the lot.
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the session rested and its task ended")
+            .unwrap();
+        assert_eq!(stretches.load(Ordering::SeqCst), 1);
+        assert_eq!(lot.resting(), 1);
+        assert_eq!(
+            counts[0].load(Ordering::SeqCst),
+            1,
+            "still counted while resting"
+        );
+        peer.write_all(b"x").await.unwrap();
+        until("data woke the resting session", || {
+            stretches.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        // Back in a task and idle there; it rests again once REST_AFTER has passed (the
+        // paused clock gets there while this test sleeps, the session's timer first).
+        assert_eq!(lot.resting(), 0);
+        tokio::time::sleep(REST_AFTER * 2).await;
+        assert_eq!(lot.resting(), 1, "rested again after REST_AFTER");
+        assert_eq!(
+            stretches.load(Ordering::SeqCst),
+            2,
+            "nothing ran while waiting"
+        );
+        assert_eq!(counts[0].load(Ordering::SeqCst), 1);
+        drop(peer);
+        until("EOF woke it and ended it", || {
+            stretches.load(Ordering::SeqCst) == 3 && counts[0].load(Ordering::SeqCst) == 0
+        })
+        .await;
+        assert_eq!(lot.resting(), 0);
+    }
+
+    /// The door's other wake-up reaches a resting session too (MySQL's KILL CONNECTION), from
+    /// another thread, and one already raised keeps the session from resting at all.
+    #[tokio::test]
+    async fn the_extra_wake_up_resumes_a_resting_session() {
+        let (_peer, ours) = pair().await;
+        let (counts, lot) = lot();
+        let stretches = Arc::new(AtomicUsize::new(0));
+        let wake = Arc::new(Signal::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let session = echo(
+            ours,
+            stretches.clone(),
+            None,
+            Some(wake.clone()),
+            stop.clone(),
+        );
+        let place = Place::on(counts.clone(), 0, Some(lot.clone()));
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::spawn(Parked::new(session, place)),
+        )
+        .await
+        .expect("the session rested and its task ended")
+        .unwrap();
+        assert_eq!(lot.resting(), 1);
+        stop.store(true, Ordering::SeqCst);
+        let raiser = wake.clone();
+        std::thread::spawn(move || raiser.raise()).join().unwrap();
+        until("the extra wake-up resumed and ended it", || {
+            stretches.load(Ordering::SeqCst) == 2 && counts[0].load(Ordering::SeqCst) == 0
+        })
+        .await;
+        assert_eq!(lot.resting(), 0);
+
+        // Raised before the session would rest: it stays in its task, which sees it at once.
+        let (_peer, ours) = pair().await;
+        let stretches = Arc::new(AtomicUsize::new(0));
+        let wake = Arc::new(Signal::default());
+        wake.raise();
+        let session = echo(ours, stretches.clone(), None, Some(wake), stop.clone());
+        let mut task = Parked::new(session, Place::on(counts.clone(), 0, Some(lot.clone())));
+        assert!(poll_once(&mut task), "woken at once and ended");
+        assert_eq!(stretches.load(Ordering::SeqCst), 2);
+        assert_eq!(lot.resting(), 0);
+    }
+
+    /// A TLS client, or a session with a deadline, or one whose door says no, stays in its task.
+    #[tokio::test]
+    async fn a_session_with_a_deadline_does_not_rest() {
+        let (_peer, ours) = pair().await;
+        let (counts, lot) = lot();
+        let session = echo(
+            ours,
+            Default::default(),
+            Some(Instant::now() + Duration::from_secs(3600)),
+            None,
+            Default::default(),
+        );
+        let mut task = Parked::new(session, Place::on(counts, 0, Some(lot.clone())));
+        assert!(!poll_once(&mut task), "parked in its task");
+        assert_eq!(lot.resting(), 0);
+    }
+
     /// Polls `f` once (without waiting): whether it finished.
     fn poll_once<F: Future + Unpin>(f: &mut F) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -325,22 +641,18 @@ mod tests {
 
     #[test]
     fn a_parked_client_is_a_few_words() {
+        // 80: the worker's lot and live count, and the rest timer (a resting client has no
+        // task at all, so this counts only for clients idle in their tasks).
         let size = std::mem::size_of::<Parked<Echo>>();
-        assert!(size <= 48, "Parked: {size} bytes");
+        assert!(size <= 80, "Parked: {size} bytes");
     }
 
     #[tokio::test]
     async fn readable_data_and_eof_wake_a_parked_session() {
         let (mut peer, ours) = pair().await;
         let stretches = Arc::new(AtomicUsize::new(0));
-        let session = Box::new(Echo {
-            client: ClientStream::Plain(ours),
-            stretches: stretches.clone(),
-            deadline: None,
-            also: None,
-            stop: Default::default(),
-        });
-        let mut task = Parked::new(session);
+        let session = echo(ours, stretches.clone(), None, None, Default::default());
+        let mut task = Parked::new(session, Place::detached());
         // The first stretch runs at once and parks; nothing to read: still parked.
         assert!(!poll_once(&mut task));
         assert_eq!(stretches.load(Ordering::SeqCst), 1);
@@ -368,14 +680,14 @@ mod tests {
         let stretches = Arc::new(AtomicUsize::new(0));
         let wake = Arc::new(Signal::default());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let session = Box::new(Echo {
-            client: ClientStream::Plain(ours),
-            stretches: stretches.clone(),
-            deadline: Some(Instant::now() + Duration::from_secs(60)),
-            also: Some(wake.clone()),
-            stop: stop.clone(),
-        });
-        let mut task = Parked::new(session);
+        let session = echo(
+            ours,
+            stretches.clone(),
+            Some(Instant::now() + Duration::from_secs(60)),
+            Some(wake.clone()),
+            stop.clone(),
+        );
+        let mut task = Parked::new(session, Place::detached());
         assert!(!poll_once(&mut task));
         assert_eq!(stretches.load(Ordering::SeqCst), 1);
         tokio::time::advance(Duration::from_secs(59)).await;

@@ -26,6 +26,7 @@ pub(crate) mod guard;
 pub(crate) mod hosts;
 pub(crate) mod idle;
 pub(crate) mod kill;
+pub mod lot;
 pub(crate) mod mysql;
 pub(crate) mod observe;
 pub(crate) mod pg;
@@ -217,8 +218,8 @@ async fn accept_postgres(listener: TcpListener, shared: Arc<Shared>, workers: Ar
                 // the subscriber; the log lines that matter name the client themselves.
                 let span = tracing::debug_span!("client", client = %peer);
                 let shared = shared.clone();
-                workers.spawn_client(stream, move |stream| {
-                    let client = pg::login::serve_client(stream, admitted, shared.clone());
+                workers.spawn_client(stream, move |stream, place| {
+                    let client = pg::login::serve_client(stream, admitted, shared.clone(), place);
                     contain::contain(client, "postgres client", shared).instrument(span)
                 });
             }
@@ -241,8 +242,9 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>, workers: Arc<W
                 };
                 let span = tracing::debug_span!("client", client = %peer, front = "mysql");
                 let shared = shared.clone();
-                workers.spawn_client(stream, move |stream| {
-                    let client = mysql::login::serve_client(stream, admitted, shared.clone());
+                workers.spawn_client(stream, move |stream, place| {
+                    let client =
+                        mysql::login::serve_client(stream, admitted, shared.clone(), place);
                     contain::contain(client, "mysql client", shared).instrument(span)
                 });
             }
@@ -263,13 +265,14 @@ mod footprint {
     //! are boxed, so an unboxed login, console or relay state there would multiply by the
     //! number of clients. The session records are kept by every client too.
 
-    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+    fn future_size<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
     /// The client task's future (debug build; the states this guards against were 0.5 to
-    /// 8 KB).
-    const TASK_LIMIT: usize = 64;
+    /// 8 KB). 144: the worker's place (lot and live count) and the rest timer; an idle client
+    /// has this only for its first `lot::REST_AFTER` idle, then it rests without a task.
+    const TASK_LIMIT: usize = 144;
 
     #[test]
     fn a_client_task_stays_small() {

@@ -13,6 +13,8 @@
 //!   never left waiting for a socket event that will not come.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,6 +27,10 @@ use tokio_rustls::server::TlsStream;
 pub enum ClientStream {
     Plain(TcpStream),
     Tls(Box<TlsClient>),
+    /// A plaintext client resting in a [`crate::lot::Lot`]: the socket, out of tokio's reactor
+    /// (`None` only if leaving the reactor failed, which closed it). Every I/O on it fails
+    /// (a session never does any while resting); [`ClientStream::wake_up`] turns it back.
+    Resting(Option<std::net::TcpStream>),
 }
 
 /// A client on TLS, with the channel binding data of the certificate it was served.
@@ -38,12 +44,65 @@ impl ClientStream {
         ClientStream::Tls(Box::new(TlsClient { stream, end_point }))
     }
 
-    /// The TCP socket underneath (peer address, socket options, KILL_CLIENT's descriptor).
-    pub fn tcp(&self) -> &TcpStream {
+    /// The client's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(t) => t.stream.get_ref().0,
+            ClientStream::Plain(s) => s.peer_addr(),
+            ClientStream::Tls(t) => t.stream.get_ref().0.peer_addr(),
+            ClientStream::Resting(Some(s)) => s.peer_addr(),
+            ClientStream::Resting(None) => Err(resting()),
         }
+    }
+
+    /// Takes a plaintext client out of tokio's reactor, to rest in a lot: its descriptor, or
+    /// why not (TLS keeps state beside the socket and stays in a task). A failure to leave the
+    /// reactor closed the socket (tokio's conversion consumes it): the session must end.
+    pub(crate) fn rest(&mut self) -> Result<RawFd, RestRefused> {
+        if !matches!(self, ClientStream::Plain(_)) {
+            return Err(RestRefused::Kept);
+        }
+        let ClientStream::Plain(tcp) = std::mem::replace(self, ClientStream::Resting(None)) else {
+            return Err(RestRefused::Kept);
+        };
+        match tcp.into_std() {
+            Ok(s) => {
+                let fd = s.as_raw_fd();
+                *self = ClientStream::Resting(Some(s));
+                Ok(fd)
+            }
+            Err(e) => Err(RestRefused::Lost(e)),
+        }
+    }
+
+    /// Back into tokio's reactor after resting. An error closed the socket (as for
+    /// [`ClientStream::rest`]): the session must end.
+    pub(crate) fn wake_up(&mut self) -> io::Result<()> {
+        match std::mem::replace(self, ClientStream::Resting(None)) {
+            ClientStream::Resting(Some(s)) => {
+                *self = ClientStream::Plain(TcpStream::from_std(s)?);
+                Ok(())
+            }
+            ClientStream::Resting(None) => Err(resting()),
+            other => {
+                *self = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// The socket's descriptor (KILL_CLIENT's, see [`crate::clients`]); `None` only resting
+    /// without a socket (leaving the reactor failed and closed it).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            ClientStream::Plain(s) => Some(s.as_fd()),
+            ClientStream::Tls(t) => Some(t.stream.get_ref().0.as_fd()),
+            ClientStream::Resting(s) => s.as_ref().map(AsFd::as_fd),
+        }
+    }
+
+    /// Resting in a lot (see [`ClientStream::Resting`]).
+    pub fn is_resting(&self) -> bool {
+        matches!(self, ClientStream::Resting(_))
     }
 
     pub fn is_tls(&self) -> bool {
@@ -53,7 +112,7 @@ impl ClientStream {
     /// `tls-server-end-point` channel binding data, on TLS.
     pub fn channel_binding(&self) -> Option<&[u8]> {
         match self {
-            ClientStream::Plain(_) => None,
+            ClientStream::Plain(_) | ClientStream::Resting(_) => None,
             ClientStream::Tls(t) => Some(&t.end_point),
         }
     }
@@ -61,7 +120,7 @@ impl ClientStream {
     /// The ALPN protocol the client and poolguard agreed on, on TLS.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match self {
-            ClientStream::Plain(_) => None,
+            ClientStream::Plain(_) | ClientStream::Resting(_) => None,
             ClientStream::Tls(t) => t.stream.get_ref().1.alpn_protocol(),
         }
     }
@@ -74,6 +133,7 @@ impl ClientStream {
                 t.stream.write_all(buf).await?;
                 t.stream.flush().await
             }
+            ClientStream::Resting(_) => Err(resting()),
         }
     }
 
@@ -82,6 +142,7 @@ impl ClientStream {
         match self {
             ClientStream::Plain(s) => s.shutdown().await,
             ClientStream::Tls(t) => t.stream.shutdown().await,
+            ClientStream::Resting(_) => Err(resting()),
         }
     }
 
@@ -104,6 +165,7 @@ impl ClientStream {
                     }
                 }
             }
+            ClientStream::Resting(_) => {}
         }
     }
 
@@ -123,6 +185,8 @@ impl ClientStream {
                     _ => return Poll::Ready(()),
                 }
             }
+            // Ready: the read that follows fails.
+            ClientStream::Resting(_) => return Poll::Ready(()),
         };
         // An error is readiness too: the read that follows sees it.
         tcp.poll_read_ready(cx).map(|_| ())
@@ -152,6 +216,23 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(t) => Pin::new(&mut t.stream).poll_read(cx, buf),
+            ClientStream::Resting(_) => Poll::Ready(Err(resting())),
         }
     }
+}
+
+/// Why a client did not go to rest.
+#[derive(Debug)]
+pub(crate) enum RestRefused {
+    /// It stays in its task, socket and all (TLS).
+    Kept,
+    /// Leaving tokio's reactor failed, which closed the socket.
+    Lost(io::Error),
+}
+
+fn resting() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the client is resting in a lot",
+    )
 }

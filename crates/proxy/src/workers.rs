@@ -16,13 +16,13 @@
 //! dropped, however it ends).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
+
+use crate::lot::Lot;
 
 /// The worker loops clients are spread over. `local()` has none besides the loop the accept
 /// runs on: every client is spawned there (tests, `--threads 1`).
@@ -32,6 +32,15 @@ pub struct Workers {
     others: Vec<Handle>,
     /// Live sessions per worker, index 0 being the accept loop's own.
     live: Arc<[AtomicUsize]>,
+    /// Each worker's lot of resting clients, made on that worker's loop when its first client
+    /// comes (`None`: it could not be made; that worker's clients then stay in their tasks).
+    lots: Arc<[OnceLock<Option<Arc<Lot>>>]>,
+}
+
+/// Where a client's session runs: its worker's lot, and its place in that worker's live count.
+pub struct Place {
+    pub(crate) lot: Option<Arc<Lot>>,
+    pub(crate) live: Live,
 }
 
 impl Workers {
@@ -40,13 +49,15 @@ impl Workers {
         Arc::new(Workers {
             others: Vec::new(),
             live: Arc::from([AtomicUsize::new(0)]),
+            lots: Arc::from([OnceLock::new()]),
         })
     }
 
     /// Clients spread over the accept loop's runtime and `others`.
     pub fn spread(others: Vec<Handle>) -> Arc<Workers> {
         let live = (0..=others.len()).map(|_| AtomicUsize::new(0)).collect();
-        Arc::new(Workers { others, live })
+        let lots = (0..=others.len()).map(|_| OnceLock::new()).collect();
+        Arc::new(Workers { others, live, lots })
     }
 
     /// How many loops clients are spread over.
@@ -54,30 +65,27 @@ impl Workers {
         self.live.len()
     }
 
-    /// Runs a new client's session, made by `session` from its socket, on the worker with the
-    /// fewest live sessions (the first such, so a quiet proxy keeps clients on the accept
-    /// loop's worker).
+    /// Runs a new client's session, made by `session` from its socket and its [`Place`], on
+    /// the worker with the fewest live sessions (the first such, so a quiet proxy keeps
+    /// clients on the accept loop's worker).
     ///
-    /// The task spawned holds the session's future and the live count, nothing else: tokio
-    /// sizes a task's cell for the future it was spawned with for as long as the task lives,
-    /// and an `async` block that made the session's future itself would keep the socket,
-    /// `session`'s captures and the future side by side (a 512-byte cell per connected
-    /// client instead of 256).
+    /// The task spawned holds the session's future and nothing else: tokio sizes a task's
+    /// cell for the future it was spawned with for as long as the task lives, and an `async`
+    /// block that made the session's future itself would keep the socket, `session`'s captures
+    /// and the future side by side (a 512-byte cell per connected client instead of 256).
     pub fn spawn_client<F>(
         &self,
         stream: TcpStream,
-        session: impl FnOnce(TcpStream) -> F + Send + 'static,
+        session: impl FnOnce(TcpStream, Place) -> F + Send + 'static,
     ) where
-        F: Future<Output = ()> + Send + Unpin + 'static,
+        F: Future<Output = ()> + Send + 'static,
     {
         let worker = self.least_loaded();
         tracing::debug!(worker, "client placed on worker");
         let live = Live::enter(self.live.clone(), worker);
         if worker == 0 {
-            tokio::spawn(Counted {
-                task: session(stream),
-                _live: live,
-            });
+            let lot = lot_here(&self.lots, &self.live, 0);
+            tokio::spawn(session(stream, Place { lot, live }));
             return;
         }
         // Registered with this loop's reactor until now: leave it, join the worker's there.
@@ -90,17 +98,26 @@ impl Workers {
         };
         // A short task on the worker registers the socket with that loop's reactor (only
         // possible there) and spawns the session's own task beside it.
+        let lots = self.lots.clone();
+        let counts = self.live.clone();
         self.others[worker - 1].spawn(async move {
             match TcpStream::from_std(socket) {
                 Ok(stream) => {
-                    tokio::spawn(Counted {
-                        task: session(stream),
-                        _live: live,
-                    });
+                    let lot = lot_here(&lots, &counts, worker);
+                    tokio::spawn(session(stream, Place { lot, live }));
                 }
                 Err(e) => tracing::warn!(error = %e, "a worker cannot take a client"),
             }
         });
+    }
+
+    /// How many clients rest in the workers' lots.
+    pub fn resting(&self) -> usize {
+        self.lots
+            .iter()
+            .filter_map(|l| l.get().and_then(Option::as_ref))
+            .map(|l| l.resting())
+            .sum()
     }
 
     fn least_loaded(&self) -> usize {
@@ -117,36 +134,77 @@ impl Workers {
     }
 }
 
-/// A client's task: its session's future, counted live until dropped.
-struct Counted<F> {
-    task: F,
-    _live: Live,
-}
+#[cfg(test)]
+impl Place {
+    /// A place on no worker's loop and without a lot.
+    pub(crate) fn detached() -> Place {
+        Place::on(Arc::from([AtomicUsize::new(0)]), 0, None)
+    }
 
-impl<F: Future<Output = ()> + Unpin> Future for Counted<F> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.task).poll(cx)
+    /// Worker `worker` of `counts`, counted from now, with `lot`.
+    pub(crate) fn on(counts: Arc<[AtomicUsize]>, worker: usize, lot: Option<Arc<Lot>>) -> Place {
+        Place {
+            lot,
+            live: Live::enter(counts, worker),
+        }
     }
 }
 
-/// One live session on a worker, counted until dropped.
-struct Live {
+/// Worker `worker`'s lot, made on first use (this must run on that worker's loop).
+fn lot_here(
+    lots: &[OnceLock<Option<Arc<Lot>>>],
+    counts: &Arc<[AtomicUsize]>,
+    worker: usize,
+) -> Option<Arc<Lot>> {
+    lots.get(worker)?
+        .get_or_init(|| match Lot::start(counts.clone(), worker) {
+            Ok(lot) => Some(lot),
+            Err(e) => {
+                tracing::warn!(worker, error = %e, "cannot make a lot for idle clients: they stay in their tasks");
+                None
+            }
+        })
+        .clone()
+}
+
+/// One live session on a worker, counted until dropped, or until it goes to rest in the
+/// worker's lot (which counts it from then on, and gives a new one back when it wakes).
+pub(crate) struct Live {
     counts: Arc<[AtomicUsize]>,
     worker: usize,
+    counted: bool,
 }
 
 impl Live {
     fn enter(counts: Arc<[AtomicUsize]>, worker: usize) -> Live {
         counts[worker].fetch_add(1, Ordering::Relaxed);
-        Live { counts, worker }
+        Live {
+            counts,
+            worker,
+            counted: true,
+        }
+    }
+
+    /// A session back from the lot, which kept it counted.
+    pub(crate) fn resumed(counts: Arc<[AtomicUsize]>, worker: usize) -> Live {
+        Live {
+            counts,
+            worker,
+            counted: true,
+        }
+    }
+
+    /// The session went to rest: the lot counts it now.
+    pub(crate) fn rest(&mut self) {
+        self.counted = false;
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.counts[self.worker].fetch_sub(1, Ordering::Relaxed);
+        if self.counted {
+            self.counts[self.worker].fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -183,8 +241,9 @@ mod tests {
             let client = TcpStream::connect(addr).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
             let done = done_tx.clone();
-            workers.spawn_client(server, move |mut s| {
+            workers.spawn_client(server, move |mut s, place| {
                 Box::pin(async move {
+                    let _place = place;
                     use tokio::io::AsyncReadExt;
                     let thread = std::thread::current().name().map(str::to_owned);
                     let _ = done.send(thread);

@@ -163,8 +163,9 @@ pub fn serve_client(
     client: TcpStream,
     admitted: Admitted,
     shared: Arc<Shared>,
+    place: crate::workers::Place,
 ) -> impl std::future::Future<Output = ()> + Send {
-    crate::idle::serve::<Session>(Box::pin(open_session(client, admitted, shared)))
+    crate::idle::serve::<Session>(Box::pin(open_session(client, admitted, shared)), place)
 }
 
 /// Greets and logs the client in: a session ready to run, or `None` when the client was
@@ -216,7 +217,7 @@ async fn open_session(
     shared
         .observe
         .clients
-        .describe(&mut slot, "mysql", &ready.holder, pool, client.tcp());
+        .describe(&mut slot, "mysql", &ready.holder, pool, client.fd());
     // A copy of what the client already sent (usually nothing, then no allocation), so the
     // login buffer is not kept for the session.
     let leftover = BytesMut::from(&buf[..]);

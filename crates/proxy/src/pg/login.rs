@@ -42,8 +42,9 @@ pub fn serve_client(
     client: TcpStream,
     admitted: Admitted,
     shared: Arc<Shared>,
+    place: crate::workers::Place,
 ) -> impl std::future::Future<Output = ()> + Send {
-    crate::idle::serve::<Session>(Box::pin(open_session(client, admitted, shared)))
+    crate::idle::serve::<Session>(Box::pin(open_session(client, admitted, shared)), place)
 }
 
 /// Logs the client in: a session ready to run, or `None` when the client was refused, left, or
@@ -120,7 +121,7 @@ async fn open_session(
         "postgres",
         &ready.holder,
         pool,
-        client.tcp(),
+        client.fd(),
     );
     Some(Box::new(Session::new(client, leftover, shared, ready)))
 }
@@ -595,7 +596,7 @@ mod tests {
         let shared = Shared::new(crate::config::Config::builtin_default("x"));
         let admitted = crate::gate::admit(&shared, &client, addr, crate::gate::Door::Postgres)
             .expect("admitted");
-        let fut = serve_client(client, admitted, shared);
+        let fut = serve_client(client, admitted, shared, crate::workers::Place::detached());
         println!("serve_client future: {} bytes", std::mem::size_of_val(&fut));
         println!("Session: {} bytes", std::mem::size_of::<Session>());
     }

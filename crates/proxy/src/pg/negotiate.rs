@@ -97,7 +97,7 @@ pub async fn negotiate(
 
 /// The TLS handshake; logged and `false` when it fails (the client sees the TLS alert).
 async fn handshake(slot: &mut Option<ClientStream>, tls: &ClientTls) -> bool {
-    let peer = slot.as_ref().and_then(|c| c.tcp().peer_addr().ok());
+    let peer = slot.as_ref().and_then(|c| c.peer_addr().ok());
     match tls.upgrade(slot).await {
         Ok(()) => true,
         Err(e) => {

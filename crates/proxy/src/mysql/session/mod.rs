@@ -486,6 +486,15 @@ impl Session {
 impl crate::idle::Park for Session {
     type End = End;
 
+    const WHAT: &'static str = "mysql client";
+
+    fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// KILL CONNECTION: a resting session is resumed by it too.
+    const SIGNALLED: bool = true;
+
     async fn start(&mut self) {
         if let Some(h) = &self.held {
             // Session mode: the server leased at login is the one a KILL QUERY targets.

@@ -130,7 +130,7 @@ pub async fn serve(mut client: ClientStream, mut buf: BytesMut, shared: Arc<Shar
     shared
         .observe
         .clients
-        .describe(&mut slot, "postgres", &holder, pool, client.tcp());
+        .describe(&mut slot, "postgres", &holder, pool, client.fd());
     let mut console = Console {
         shared,
         may_change,

@@ -591,6 +591,12 @@ impl Session {
 impl crate::idle::Park for Session {
     type End = End;
 
+    const WHAT: &'static str = "postgres client";
+
+    fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     async fn start(&mut self) {
         if let Some(h) = self.held.take() {
             // Session mode: the server leased at login.
