@@ -151,8 +151,15 @@ fn check_chunk_header(
 #[derive(Debug, Clone)]
 pub struct PacketCodec {
     max_allowed_packet: usize,
-    pending: Option<Continuation>,
-    /// Chunks of the split packet being reassembled (empty unless `pending` is set).
+    /// A split packet being reassembled. Boxed: only payloads of 16 MiB and more are split,
+    /// and every connected client keeps a codec (48 bytes less for each).
+    pending: Option<Box<Reassembly>>,
+}
+
+/// The chunks of a split packet seen so far.
+#[derive(Debug, Clone)]
+struct Reassembly {
+    cont: Continuation,
     chunks: BytesMut,
 }
 
@@ -168,7 +175,6 @@ impl PacketCodec {
         PacketCodec {
             max_allowed_packet,
             pending: None,
-            chunks: BytesMut::new(),
         }
     }
 
@@ -191,8 +197,11 @@ impl PacketCodec {
     /// complete are moved into the codec, so `buf` only keeps what is not yet consumed).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         loop {
-            let Some(ChunkHeader { len, seq, so_far }) =
-                check_chunk_header(buf, self.pending.as_ref(), self.max_allowed_packet)?
+            let Some(ChunkHeader { len, seq, so_far }) = check_chunk_header(
+                buf,
+                self.pending.as_deref().map(|r| &r.cont),
+                self.max_allowed_packet,
+            )?
             else {
                 return Ok(None);
             };
@@ -203,24 +212,33 @@ impl PacketCodec {
             // In bounds: HEADER_LEN <= total <= buf.len().
             let mut chunk = buf.split_to(total);
             let body = chunk.split_off(HEADER_LEN);
-            let first_seq = self.pending.as_ref().map_or(seq, |p| p.first_seq);
+            let first_seq = self.pending.as_ref().map_or(seq, |r| r.cont.first_seq);
             if len == MAX_CHUNK_LEN {
                 // More chunks follow: keep this one and look for the next.
-                self.chunks.unsplit(body);
-                self.pending = Some(Continuation {
+                let cont = Continuation {
                     first_seq,
                     next_seq: next_seq(seq),
                     len: so_far,
-                });
+                };
+                match &mut self.pending {
+                    Some(r) => {
+                        r.chunks.unsplit(body);
+                        r.cont = cont;
+                    }
+                    None => {
+                        self.pending = Some(Box::new(Reassembly { cont, chunks: body }));
+                    }
+                }
                 continue;
             }
-            let payload = if self.pending.take().is_some() {
-                // unsplit is O(1) when `body` directly follows the kept chunks in memory, and
-                // copies otherwise; both are fine.
-                self.chunks.unsplit(body);
-                std::mem::take(&mut self.chunks).freeze()
-            } else {
-                body.freeze()
+            let payload = match self.pending.take() {
+                Some(mut r) => {
+                    // unsplit is O(1) when `body` directly follows the kept chunks in memory,
+                    // and copies otherwise; both are fine.
+                    r.chunks.unsplit(body);
+                    r.chunks.freeze()
+                }
+                None => body.freeze(),
             };
             return Ok(Some(Packet {
                 seq: first_seq,

@@ -132,13 +132,13 @@ impl ClientList {
             socket,
         };
         lock(&self.entries).insert(id, Box::new(entry));
-        slot.observed = Some(id);
+        slot.observed = NonZeroU64::new(id);
     }
 
     /// A listed client is now `holder` in `pool` (MySQL's COM_CHANGE_USER).
     pub(crate) fn rename(&self, slot: &ClientSlot, holder: &Holder, pool: Arc<str>) {
         let Some(id) = slot.observed else { return };
-        if let Some(entry) = lock(&self.entries).get_mut(&id) {
+        if let Some(entry) = lock(&self.entries).get_mut(&id.get()) {
             entry.holder = holder.clone();
             entry.pool = pool;
         }
@@ -294,7 +294,7 @@ mod tests {
             "p".into(),
             Some(socket.as_fd()),
         );
-        (slot.observed.unwrap(), slot)
+        (slot.observed.unwrap().get(), slot)
     }
 
     /// The peer reads EOF (its socket was shut down), not a timeout.

@@ -186,12 +186,20 @@ pub async fn serve<S: Park>(open: Pin<Box<impl Future<Output = Option<Box<S>>>>>
 pub struct Parked<S: Park> {
     state: State<S>,
     place: Place,
-    /// Runs while the client is idle in its task: when it fires, the session goes to rest in
-    /// the lot. Made at the first such park and reset at each (a reset to a later time only
-    /// moves the timer's deadline, no allocation and no timer-wheel work).
+    /// Sends an idle client to rest: made at its first park in this task, and set again
+    /// only when it fires, not at every park (no clock read or timer work per transaction).
+    /// When it fires with the client idle since the park it was set at (`parks` unchanged),
+    /// the session rests; after newer activity it is set again from then. So a client rests
+    /// between [`REST_AFTER`] and twice that after it last did something.
     rest: Option<Pin<Box<Sleep>>>,
-    /// `rest` runs for this park (the session may rest).
+    /// Parks in this task so far, and the one `rest` was set at.
+    parks: u32,
+    rest_set_at: u32,
+    /// `rest` counts for this park (the session may rest).
     resting_soon: bool,
+    /// `rest` was polled since it was last set, so it holds this task's waker: later parks
+    /// only look at whether it fired (a poll per park re-registered the waker each time).
+    rest_polled: bool,
     /// The next park is the first since the login: the session rests at once (a client that
     /// logs in and waits).
     fresh: bool,
@@ -214,7 +222,10 @@ impl<S: Park> Parked<S> {
             state: State::Busy(Box::pin(stretch(session, true))),
             place,
             rest: None,
+            parks: 0,
+            rest_set_at: 0,
             resting_soon: false,
+            rest_polled: false,
             fresh: true,
         }
     }
@@ -227,7 +238,10 @@ impl<S: Park> Parked<S> {
             state: State::Busy(Box::pin(stretch(session, false))),
             place,
             rest: None,
+            parks: 0,
+            rest_set_at: 0,
             resting_soon: false,
+            rest_polled: false,
             fresh: false,
         }
     }
@@ -326,10 +340,20 @@ impl<S: Park> Future for Parked<S> {
                         }
                         this.resting_soon = may_rest;
                         if may_rest {
-                            let at = Instant::now() + REST_AFTER;
+                            this.parks = this.parks.wrapping_add(1);
                             match &mut this.rest {
-                                Some(timer) => timer.as_mut().reset(at),
-                                None => this.rest = Some(Box::pin(tokio::time::sleep_until(at))),
+                                Some(timer) if !timer.is_elapsed() => {}
+                                Some(timer) => {
+                                    timer.as_mut().reset(Instant::now() + REST_AFTER);
+                                    this.rest_set_at = this.parks;
+                                    this.rest_polled = false;
+                                }
+                                None => {
+                                    let at = Instant::now() + REST_AFTER;
+                                    this.rest = Some(Box::pin(tokio::time::sleep_until(at)));
+                                    this.rest_set_at = this.parks;
+                                    this.rest_polled = false;
+                                }
                             }
                         }
                         this.state = State::Idle {
@@ -348,13 +372,24 @@ impl<S: Park> Future for Parked<S> {
                         .is_some_and(|s| s.as_mut().poll(cx).is_ready());
                     let other = session.poll_signal(cx).is_ready();
                     if !(readable || due || other) {
-                        let rest_due = this.resting_soon
-                            && this
-                                .rest
-                                .as_mut()
-                                .is_some_and(|r| r.as_mut().poll(cx).is_ready());
-                        if !rest_due {
+                        let Some(timer) = this.rest.as_mut().filter(|_| this.resting_soon) else {
                             return Poll::Pending;
+                        };
+                        let fired = if this.rest_polled {
+                            timer.is_elapsed()
+                        } else {
+                            this.rest_polled = true;
+                            timer.as_mut().poll(cx).is_ready()
+                        };
+                        if !fired {
+                            return Poll::Pending;
+                        }
+                        if this.parks != this.rest_set_at {
+                            // Busy since it was set: set again from this park.
+                            timer.as_mut().reset(Instant::now() + REST_AFTER);
+                            this.rest_set_at = this.parks;
+                            this.rest_polled = false;
+                            continue;
                         }
                         this.resting_soon = false;
                         let State::Idle { session, .. } =
@@ -641,10 +676,10 @@ mod tests {
 
     #[test]
     fn a_parked_client_is_a_few_words() {
-        // 80: the worker's lot and live count, and the rest timer (a resting client has no
+        // 88: the worker's lot and live count, and the rest timer with its two counts (a resting client has no
         // task at all, so this counts only for clients idle in their tasks).
         let size = std::mem::size_of::<Parked<Echo>>();
-        assert!(size <= 80, "Parked: {size} bytes");
+        assert!(size <= 88, "Parked: {size} bytes");
     }
 
     #[tokio::test]

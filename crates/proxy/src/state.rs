@@ -139,7 +139,7 @@ pub struct ClientSlot {
     shared: Arc<Shared>,
     entry: Option<Arc<PgPoolEntry>>,
     /// Its id in `observe`'s client list, once described.
-    pub(crate) observed: Option<u64>,
+    pub(crate) observed: Option<std::num::NonZeroU64>,
 }
 
 impl Drop for ClientSlot {
@@ -149,7 +149,7 @@ impl Drop for ClientSlot {
             e.clients.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(id) = self.observed {
-            self.shared.observe.clients.forget(id);
+            self.shared.observe.clients.forget(id.get());
         }
     }
 }

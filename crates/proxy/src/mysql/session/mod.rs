@@ -172,7 +172,7 @@ pub struct Session {
     held: Option<Box<Held>>,
     transaction_mode: bool,
     /// Why the client keeps its server for the rest of the session, if it does.
-    pinned: Option<String>,
+    pinned: Option<Box<str>>,
     /// The client's session as it expects it on every server.
     state: SessionState,
     stmts: ClientStatements,
@@ -432,7 +432,7 @@ impl Session {
         tracing::info!(client = %self.holder.client, pool = %self.pool_name(), reason = %reason, "MySQL client pinned to its server connection for the rest of its session");
         self.shared.count_pin();
         self.holder.note.pin(reason);
-        self.pinned = Some(reason.to_owned());
+        self.pinned = Some(reason.into());
     }
 
     /// Where the conversation stands, for the timeouts ([`guard`]).
