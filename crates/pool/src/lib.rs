@@ -182,15 +182,31 @@ pub struct Holder(Arc<HolderInfo>);
 pub struct HolderInfo {
     /// The client's address, "ip:port".
     pub client: Arc<str>,
+    /// Who it is logged in as (read as `holder.user` and so on, through `Deref`).
+    names: Arc<HolderNames>,
+    /// What the holder is doing (state, last statement); shared by every clone, so a session
+    /// updates it once and every lease record taken with this holder shows it.
+    pub note: LeaseNote,
+}
+
+/// The names a holder logged in with: the same for the many clients of one application, so a
+/// pool hands its clients one shared set ([`Holder::with_names`]), a pointer each.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HolderNames {
     /// The user it authenticated as.
     pub user: Arc<str>,
     /// The database it asked for.
     pub database: Arc<str>,
     /// Its application name (PostgreSQL `application_name`, MySQL `program_name`), if any.
     pub application: Arc<str>,
-    /// What the holder is doing (state, last statement); shared by every clone, so a session
-    /// updates it once and every lease record taken with this holder shows it.
-    pub note: LeaseNote,
+}
+
+impl std::ops::Deref for HolderInfo {
+    type Target = HolderNames;
+
+    fn deref(&self) -> &HolderNames {
+        &self.names
+    }
 }
 
 impl Holder {
@@ -201,11 +217,19 @@ impl Holder {
         database: Arc<str>,
         application: Arc<str>,
     ) -> Holder {
-        Holder(Arc::new(HolderInfo {
-            client,
+        let names = HolderNames {
             user,
             database,
             application,
+        };
+        Holder::with_names(client, Arc::new(names))
+    }
+
+    /// A holder with a fresh note and names shared with other holders.
+    pub fn with_names(client: Arc<str>, names: Arc<HolderNames>) -> Holder {
+        Holder(Arc::new(HolderInfo {
+            client,
+            names,
             note: LeaseNote::default(),
         }))
     }

@@ -50,6 +50,8 @@ pub struct PoolEntry<C: Connector, X> {
     pub extra: X,
     /// The names its clients' holders share ([`PoolEntry::holder`]).
     names: Names,
+    /// The name sets its clients' holders share (the first [`MAX_NAMES`] distinct ones).
+    name_sets: std::sync::Mutex<Vec<Arc<poolguard_pool::HolderNames>>>,
 }
 
 impl<C: Connector, X> PoolEntry<C, X> {
@@ -63,6 +65,11 @@ impl<C: Connector, X> PoolEntry<C, X> {
         self.pool.name()
     }
 
+    /// `name` as the pool's clients share it (a database name every client of the pool keeps).
+    pub fn shared_name(&self, name: &str) -> Arc<str> {
+        self.names.get(name)
+    }
+
     /// Who a logged-in client of this pool is, for its leases and the registries: its own
     /// address, and user, database and application names shared with the pool's other clients
     /// (the same few names for thousands of clients; each copy would cost an idle client a
@@ -74,12 +81,26 @@ impl<C: Connector, X> PoolEntry<C, X> {
         database: &str,
         application: &str,
     ) -> poolguard_pool::Holder {
-        poolguard_pool::Holder::new(
-            client.to_string().into(),
-            self.names.get(user),
-            self.names.get(database),
-            self.names.get(application),
-        )
+        let mut sets = self.name_sets.lock().unwrap_or_else(|p| p.into_inner());
+        let known = sets.iter().find(|n| {
+            *n.user == *user && *n.database == *database && *n.application == *application
+        });
+        let names = match known {
+            Some(n) => n.clone(),
+            None => {
+                let n = Arc::new(poolguard_pool::HolderNames {
+                    user: self.names.get(user),
+                    database: self.names.get(database),
+                    application: self.names.get(application),
+                });
+                if sets.len() < MAX_NAMES {
+                    sets.push(n.clone());
+                }
+                n
+            }
+        };
+        drop(sets);
+        poolguard_pool::Holder::with_names(client.to_string().into(), names)
     }
 }
 
@@ -135,6 +156,7 @@ impl<C: ServerConnector, X> PoolEntry<C, X> {
             traffic: Default::default(),
             extra,
             names: Names::default(),
+            name_sets: Default::default(),
         }
     }
 

@@ -31,7 +31,7 @@ use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::time::{Instant, Sleep};
 
@@ -61,9 +61,11 @@ pub(crate) trait Park: Send + Sized + 'static {
         true
     }
 
-    /// Whether [`Park::poll_signal`] can ever be ready: a resting session then hands it a
-    /// waker that resumes it from the lot.
-    const SIGNALLED: bool = false;
+    /// About to rest in `lot`'s `slot`: the door's own wake-up ([`Park::poll_signal`]) is
+    /// pointed there. `true`: it came already, so the session must not rest.
+    fn arm_rest(&mut self, _lot: &Arc<Lot>, _slot: usize) -> bool {
+        false
+    }
 
     /// Before the first stretch: what the login left to set up (a session-mode server).
     fn start(&mut self) -> impl Future<Output = ()> + Send;
@@ -127,26 +129,39 @@ pub struct Parking {
     pub deadline: Option<Instant>,
 }
 
-/// A one-way, level-triggered wake-up for one task (a session: parked or relaying, it is the
-/// same task): raised once, it stays raised. A flag and the last waker, so waiting on it costs
-/// neither an allocation nor a waiter node, where a boxed `Notify` wait cost both per park.
+/// A one-way, level-triggered wake-up for one session, parked in its task or resting in a lot:
+/// raised once, it stays raised. A flag and who to wake (the task's last waker, or the lot
+/// slot the session rests in), so waiting on it costs neither an allocation nor a waiter node,
+/// where a boxed `Notify` wait cost both per park.
 #[derive(Debug, Default)]
 pub struct Signal {
     raised: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    waiter: Mutex<Option<Waiter>>,
+}
+
+#[derive(Debug)]
+enum Waiter {
+    Task(Waker),
+    Resting { lot: Weak<Lot>, slot: usize },
 }
 
 impl Signal {
-    /// Raises it and wakes the task waiting on it, if any.
+    /// Raises it and wakes the session waiting on it, if any.
     pub fn raise(&self) {
         self.raised.store(true, Ordering::SeqCst);
-        let waker = self
-            .waker
+        let waiter = self
+            .waiter
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(w) = waker {
-            w.wake();
+        match waiter {
+            Some(Waiter::Task(w)) => w.wake(),
+            Some(Waiter::Resting { lot, slot }) => {
+                if let Some(lot) = lot.upgrade() {
+                    lot.wake_slot(slot);
+                }
+            }
+            None => {}
         }
     }
 
@@ -156,13 +171,27 @@ impl Signal {
             return Poll::Ready(());
         }
         {
-            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
-            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *slot = Some(cx.waker().clone());
+            let mut waiter = self.waiter.lock().unwrap_or_else(PoisonError::into_inner);
+            if !matches!(&*waiter, Some(Waiter::Task(w)) if w.will_wake(cx.waker())) {
+                *waiter = Some(Waiter::Task(cx.waker().clone()));
             }
         }
-        // Raised between the first look and the waker being stored: `raise` may have found
-        // no waker to wake.
+        self.raised_since()
+    }
+
+    /// The session rests in `lot`'s `slot` from now on: [`Signal::raise`] wakes it there.
+    /// `true` if raised already (the session must not rest).
+    pub(crate) fn rest_in(&self, lot: &Arc<Lot>, slot: usize) -> bool {
+        *self.waiter.lock().unwrap_or_else(PoisonError::into_inner) = Some(Waiter::Resting {
+            lot: Arc::downgrade(lot),
+            slot,
+        });
+        self.raised_since().is_ready()
+    }
+
+    /// Raised between a first look and the waiter being stored: `raise` may have found no
+    /// waiter to wake.
+    fn raised_since(&self) -> Poll<()> {
         if self.raised.load(Ordering::SeqCst) {
             Poll::Ready(())
         } else {
@@ -283,12 +312,7 @@ impl<S: Park> Resting for S {
     }
 
     fn arm(&mut self, lot: &Arc<Lot>, slot: usize) -> bool {
-        if !S::SIGNALLED {
-            return false;
-        }
-        let waker = lot.slot_waker(slot);
-        self.poll_signal(&mut Context::from_waker(&waker))
-            .is_ready()
+        self.arm_rest(lot, slot)
     }
 
     fn resume(mut self: Box<Self>, lot: &Arc<Lot>) {
@@ -450,7 +474,10 @@ mod tests {
         type End = ();
 
         const WHAT: &'static str = "test client";
-        const SIGNALLED: bool = true;
+
+        fn arm_rest(&mut self, lot: &Arc<Lot>, slot: usize) -> bool {
+            self.also.as_ref().is_some_and(|s| s.rest_in(lot, slot))
+        }
 
         fn shared(&self) -> Arc<Shared> {
             self.shared.clone()

@@ -40,7 +40,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use tokio::io::unix::AsyncFd;
 
-/// The token of the lot's own wake-up ([`Lot::slot_waker`]); a slot index never reaches it.
+/// The token of the lot's own wake-up ([`Lot::wake_slot`]); a slot index never reaches it.
 const WOKEN: Token = Token(usize::MAX);
 
 /// How long a client that was busy waits in its task, with nothing to do, before it rests.
@@ -52,8 +52,8 @@ pub(crate) trait Resting: Send {
     fn fd(&mut self) -> Option<RawFd>;
 
     /// About to rest in `slot`: a session that waits for another wake-up besides its socket
-    /// (MySQL's KILL CONNECTION) hands that wake-up [`Lot::slot_waker`]. `true`: that wake-up
-    /// is already there, so the session must not rest.
+    /// (MySQL's KILL CONNECTION) points it at [`Lot::wake_slot`]. `true`: that wake-up is
+    /// already there, so the session must not rest.
     fn arm(&mut self, lot: &Arc<Lot>, slot: usize) -> bool;
 
     /// Woken: back into a task on `lot`'s loop, counted live there again.
@@ -66,7 +66,7 @@ pub struct Lot {
     registry: Registry,
     /// Makes the set readable from anywhere (token [`WOKEN`]), for the slots in `woken`.
     waker: mio::Waker,
-    /// Slots whose session's other wake-up came ([`Lot::slot_waker`]).
+    /// Slots whose session's other wake-up came ([`Lot::wake_slot`]).
     woken: Mutex<Vec<usize>>,
     slots: Mutex<Slots>,
     /// How many sessions rest here (for the metrics).
@@ -76,27 +76,6 @@ pub struct Lot {
     /// The worker's live-session counts (`crate::workers`): a resting session stays counted.
     counts: Arc<[AtomicUsize]>,
     worker: usize,
-}
-
-/// A resting session's other wake-up, as a [`std::task::Waker`].
-struct SlotWake {
-    lot: std::sync::Weak<Lot>,
-    slot: usize,
-}
-
-impl std::task::Wake for SlotWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(lot) = self.lot.upgrade() {
-            lock(&lot.woken).push(self.slot);
-            if let Err(e) = lot.waker.wake() {
-                tracing::warn!(error = %e, "cannot wake a worker's lot of idle clients");
-            }
-        }
-    }
 }
 
 #[derive(Default)]
@@ -201,14 +180,15 @@ impl Lot {
         }
     }
 
-    /// A waker that resumes the session resting in `slot` (from any thread). A session that
-    /// left the slot before it is used may make it wake the slot's next session: a spurious
-    /// wake-up, which a session takes as any other (it finds nothing to do and rests again).
-    pub(crate) fn slot_waker(self: &Arc<Self>, slot: usize) -> std::task::Waker {
-        std::task::Waker::from(Arc::new(SlotWake {
-            lot: Arc::downgrade(self),
-            slot,
-        }))
+    /// Resumes the session resting in `slot`, from any thread (a session's other wake-up,
+    /// see [`crate::idle::Signal`]). A session that left the slot before this may make it wake
+    /// the slot's next session: a spurious wake-up, which a session takes as any other (it
+    /// finds nothing to do and rests again).
+    pub(crate) fn wake_slot(&self, slot: usize) {
+        lock(&self.woken).push(slot);
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!(error = %e, "cannot wake a worker's lot of idle clients");
+        }
     }
 
     /// The live count a resumed session takes over (it stayed counted while resting).

@@ -394,7 +394,7 @@ async fn admit(
         }
     };
     let state = SessionState::new(
-        Some(db.server_database.clone()),
+        Some(entry.shared_name(&db.server_database)),
         u16::from(response.charset),
         caps & CLIENT_MULTI_STATEMENTS != 0,
     );

@@ -403,7 +403,7 @@ impl MyConnector {
             mariadb: false,
             status: SERVER_STATUS_AUTOCOMMIT,
             state: SessionState::new(
-                Some(self.database.clone()).filter(|d| !d.is_empty()),
+                (!self.database.is_empty()).then(|| Arc::from(self.database.as_str())),
                 u16::from(DEFAULT_COLLATION),
                 true,
             ),

@@ -59,78 +59,91 @@ impl Hasher for IdHasher {
     }
 }
 
-/// A client's statements under poolguard's ids.
+/// A client's statements under poolguard's ids. The table is boxed and made at the first
+/// prepare: every connected client has this, most of them never prepare (8 bytes instead of
+/// 56 in each session).
 #[derive(Debug, Default)]
-pub struct ClientStatements {
+pub struct ClientStatements(Option<Box<Table>>);
+
+#[derive(Debug, Default)]
+struct Table {
     next_id: u32,
     map: HashMap<u32, ClientStmt, BuildHasherDefault<IdHasher>>,
     /// Total statement text held.
     bytes: usize,
     /// The most recently prepared (MariaDB's execute-with-id-0xFFFFFFFF means this one).
-    pub last: Option<u32>,
+    last: Option<u32>,
 }
 
 impl ClientStatements {
     /// Registers a statement; `None` when the client already holds too many (or too much).
     pub fn define(&mut self, stmt: ClientStmt) -> Option<u32> {
-        let bytes = self
+        let t = self.0.get_or_insert_with(Box::default);
+        let bytes = t
             .bytes
             .checked_add(stmt.sql.len())
             .filter(|&b| b <= MAX_CLIENT_STATEMENT_BYTES)?;
-        if self.map.len() >= MAX_CLIENT_STATEMENTS {
+        if t.map.len() >= MAX_CLIENT_STATEMENTS {
             return None;
         }
-        self.bytes = bytes;
+        t.bytes = bytes;
         // Ids start at 1 and skip ids in use after a wrap (after 4 billion prepares).
         loop {
-            self.next_id = self.next_id.wrapping_add(1);
-            if self.next_id != 0
-                && self.next_id != u32::MAX
-                && !self.map.contains_key(&self.next_id)
-            {
+            t.next_id = t.next_id.wrapping_add(1);
+            if t.next_id != 0 && t.next_id != u32::MAX && !t.map.contains_key(&t.next_id) {
                 break;
             }
         }
-        self.map.insert(self.next_id, stmt);
-        self.last = Some(self.next_id);
-        Some(self.next_id)
+        t.map.insert(t.next_id, stmt);
+        t.last = Some(t.next_id);
+        Some(t.next_id)
+    }
+
+    /// The most recently prepared statement's id, if it is still defined.
+    pub fn last(&self) -> Option<u32> {
+        self.0.as_ref().and_then(|t| t.last)
     }
 
     /// Resolves MariaDB's "last prepared" id.
     pub fn resolve(&self, id: u32) -> u32 {
         if id == poolguard_mysql::stmt::LAST_PREPARED_STATEMENT_ID {
-            self.last.unwrap_or(id)
+            self.last().unwrap_or(id)
         } else {
             id
         }
     }
 
     pub fn get(&self, id: u32) -> Option<&ClientStmt> {
-        self.map.get(&id)
+        self.0.as_ref()?.map.get(&id)
     }
 
     pub fn get_mut(&mut self, id: u32) -> Option<&mut ClientStmt> {
-        self.map.get_mut(&id)
+        self.0.as_mut()?.map.get_mut(&id)
     }
 
     pub fn remove(&mut self, id: u32) -> Option<ClientStmt> {
-        if self.last == Some(id) {
-            self.last = None;
+        let t = self.0.as_mut()?;
+        if t.last == Some(id) {
+            t.last = None;
         }
-        let stmt = self.map.remove(&id)?;
+        let stmt = t.map.remove(&id)?;
         // `define` counted this text in, so this never saturates.
-        self.bytes = self.bytes.saturating_sub(stmt.sql.len());
+        t.bytes = t.bytes.saturating_sub(stmt.sql.len());
         Some(stmt)
     }
 
+    /// Forgets every statement; ids keep counting up (as a server's do), so an id from
+    /// before never names a statement prepared after.
     pub fn clear(&mut self) {
-        self.map.clear();
-        self.bytes = 0;
-        self.last = None;
+        if let Some(t) = self.0.as_mut() {
+            t.map.clear();
+            t.bytes = 0;
+            t.last = None;
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.0.as_ref().map_or(0, |t| t.map.len())
     }
 }
 
@@ -350,6 +363,23 @@ mod tests {
         assert_eq!(c.resolve(a), a);
         c.remove(b);
         assert_eq!(c.resolve(u32::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn ids_keep_counting_after_a_reset() {
+        let mut c = ClientStatements::default();
+        assert!(
+            c.get(1).is_none() && c.len() == 0,
+            "nothing before the first prepare"
+        );
+        let a = c.define(stmt(0)).unwrap();
+        c.clear();
+        assert!(c.get(a).is_none());
+        let b = c.define(stmt(1)).unwrap();
+        assert_ne!(
+            a, b,
+            "a stale id must not name a statement prepared after the reset"
+        );
     }
 
     #[test]

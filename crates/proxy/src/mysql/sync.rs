@@ -11,6 +11,8 @@
 //! replayed (user variables, temporary tables, locks, unknown session variables) pins the
 //! client instead (see [`super::sql`]), so it never reaches this module.
 
+use std::sync::Arc;
+
 /// A replayable session setting: the variable it sets and the statement that sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
@@ -63,7 +65,8 @@ pub const UNKNOWN_CHARSET: u16 = 0;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionState {
     /// Default schema; `None` when none was selected.
-    pub schema: Option<String>,
+    /// Shared: most clients of a pool keep its database's name.
+    pub schema: Option<Arc<str>>,
     pub autocommit: bool,
     /// Collation id the connection was set to (handshake, or poolguard's own SET).
     pub charset: u16,
@@ -74,7 +77,7 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(schema: Option<String>, charset: u16, multi_statements: bool) -> Self {
+    pub fn new(schema: Option<Arc<str>>, charset: u16, multi_statements: bool) -> Self {
         SessionState {
             schema,
             autocommit: true,
@@ -103,7 +106,7 @@ pub struct Plan {
     pub statements: Vec<String>,
     /// COM_SET_OPTION: Some(true) turns multi-statements on.
     pub multi_statements: Option<bool>,
-    pub init_db: Option<String>,
+    pub init_db: Option<Arc<str>>,
     pub last_insert_id: Option<u64>,
 }
 

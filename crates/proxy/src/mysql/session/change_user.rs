@@ -72,7 +72,7 @@ impl Session {
             self.login_charset = c;
         }
         self.state = SessionState::new(
-            Some(db.server_database.clone()),
+            Some(self.entry.shared_name(&db.server_database)),
             self.login_charset,
             self.state.multi_statements,
         );

@@ -493,7 +493,9 @@ impl crate::idle::Park for Session {
     }
 
     /// KILL CONNECTION: a resting session is resumed by it too.
-    const SIGNALLED: bool = true;
+    fn arm_rest(&mut self, lot: &Arc<crate::lot::Lot>, slot: usize) -> bool {
+        self.registration.target.kicked.rest_in(lot, slot)
+    }
 
     async fn start(&mut self) {
         if let Some(h) = &self.held {

@@ -7,6 +7,8 @@
 //! of the server's "interrupted", and [`apply_plan`], poolguard's own commands that bring a
 //! server in line with a client.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BytesMut};
 use poolguard_mysql::consts::*;
 use poolguard_mysql::packet::{encode_packet, FrameHead, HEADER_LEN};
@@ -321,6 +323,7 @@ impl Session {
         match (inf.after, done.error) {
             (After::Query(f), None) => {
                 if let Some(schema) = f.use_schema {
+                    let schema: Arc<str> = schema.into();
                     self.state.schema = Some(schema.clone());
                     held.lease.state.schema = Some(schema);
                 }
@@ -333,6 +336,7 @@ impl Session {
                 }
             }
             (After::InitDb(schema), None) => {
+                let schema: Arc<str> = schema.into();
                 self.state.schema = Some(schema.clone());
                 held.lease.state.schema = Some(schema);
             }
@@ -381,7 +385,12 @@ impl Session {
         if ask_schema {
             match held.lease.query("SELECT DATABASE()").await {
                 Ok(r) => {
-                    let schema = r.rows.first().and_then(|r| r.first().cloned()).flatten();
+                    let schema = r
+                        .rows
+                        .first()
+                        .and_then(|r| r.first().cloned())
+                        .flatten()
+                        .map(Arc::<str>::from);
                     held.lease.state.schema = schema.clone();
                     self.state.schema = schema;
                 }
