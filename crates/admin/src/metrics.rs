@@ -128,6 +128,12 @@ pub fn render(snap: &Snapshot, extra: &str) -> String {
         &one(snap.clients_connected as f64),
     );
     w.family(
+        "poolguard_clients_resting",
+        "gauge",
+        "Idle clients resting in a worker's lot: a small record each, no task.",
+        &one(snap.clients_resting as f64),
+    );
+    w.family(
         "poolguard_pins_total",
         "counter",
         "Clients pinned to one server for their session by transaction-mode rules.",

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub stats_averages: Vec<crate::stats::StatsAverages>,
     /// Clients connected through every front door.
     pub clients_connected: usize,
+    /// Of those, idle clients resting in a worker's lot (no task, no place in the reactor).
+    pub clients_resting: usize,
     /// Clients pinned to a server for their session by transaction-mode rules (monotonic).
     pub pins_total: u64,
     /// Idle-in-transaction reclaims (monotonic).

@@ -13,9 +13,19 @@
 //! the relay box it replaces). The login runs boxed too and is gone once the session starts
 //! ([`serve`]).
 //!
+//! An idle plaintext session without a deadline does not stay parked here for long: it goes to
+//! rest in its worker's lot ([`crate::lot`]) at once after its login, and otherwise once the
+//! rest timer finds it idle for [`REST_AFTER`] (set once per window, not per park, so a busy
+//! client pays no clock read or timer work for it). Then this task ends and the lot resumes
+//! the session in a new one ([`Parked::resumed`]) when its socket or its door's wake-up calls.
+//!
 //! Invariants:
-//! - an idle client costs its session record, this record and the task around it; the
-//!   footprint test in `lib.rs` fails if either future grows;
+//! - an idle client in its task costs its session record, this record and the task around
+//!   it; a resting one only its session record and a slot; the footprint tests in `lib.rs`
+//!   and here fail if a future grows;
+//! - only an idle session rests (nothing buffered, no server, no deadline, not TLS), and the
+//!   lot watches the same events a parked task does, its socket and [`Park::arm_rest`]'s
+//!   wake-up, so resting loses no event either;
 //! - an idle client wakes on everything the relay itself would see: data, EOF or an error on
 //!   the socket (KILL_CLIENT shuts the socket down, so it is one of these), plaintext rustls
 //!   already decrypted ([`ClientStream::poll_readable`]), its deadline, and the door's extra
@@ -289,10 +299,12 @@ impl<S: Park> Parked<S> {
                 return Err(None);
             }
         }
+        let shared = session.shared();
         match lot.admit(session) {
             Ok(()) => {
                 // The lot counts it now.
                 self.place.live.rest();
+                shared.observe.resting.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(mut session) => match session.client().wake_up() {
@@ -320,11 +332,12 @@ impl<S: Park> Resting for S {
             lot: Some(lot.clone()),
             live: lot.resumed_live(),
         };
+        let shared = self.shared();
+        shared.observe.resting.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = self.client().wake_up() {
             tracing::warn!(error = %e, "a resting client's socket could not return to the reactor; its session ends");
             return;
         }
-        let shared = self.shared();
         tokio::spawn(crate::contain::contain(
             Parked::resumed(self, place),
             S::WHAT,

@@ -55,6 +55,8 @@ pub struct Observe {
     pub paused: std::sync::atomic::AtomicBool,
     /// Tasks stopped by a panic ([`crate::contain`]).
     pub panics: AtomicU64,
+    /// Idle clients resting in the workers' lots ([`crate::lot`]).
+    pub resting: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -523,6 +525,7 @@ impl Source for Shared {
             });
         }
         snap.clients_connected = self.client_count();
+        snap.clients_resting = self.observe.resting.load(Ordering::Relaxed);
         snap.clients = clients;
         snap.pins_total = self.pins_total() as u64;
         snap.idle_in_transaction_kills_total = self
