@@ -233,17 +233,6 @@ impl Holder {
             note: LeaseNote::default(),
         }))
     }
-
-    /// The same client under another user and database (MySQL's COM_CHANGE_USER), with a
-    /// fresh note: existing clones keep what they had.
-    pub fn renamed(&self, user: Arc<str>, database: Arc<str>) -> Holder {
-        Holder::new(
-            self.client.clone(),
-            user,
-            database,
-            self.application.clone(),
-        )
-    }
 }
 
 impl std::ops::Deref for Holder {

@@ -144,6 +144,19 @@ impl ClientList {
         }
     }
 
+    /// The client's socket was closed while it is still listed: moving a resting client in or
+    /// out of tokio's reactor failed (an `epoll_ctl` error: no memory, or the watch limit), and
+    /// tokio's conversion closes the socket it is given. Its session ends next; until then
+    /// KILL_CLIENT answers that it cannot be identified instead of looking at a number another
+    /// socket may have got (the cookie check, guarantee 2, refuses that too), and the departure
+    /// check does not mistake this for a broken guarantee 1.
+    pub(crate) fn detach(&self, slot: &ClientSlot) {
+        let Some(id) = slot.observed else { return };
+        if let Some(entry) = lock(&self.entries).get_mut(&id.get()) {
+            entry.socket = None;
+        }
+    }
+
     /// Unlists a client: its slot drops, before its socket closes.
     pub(crate) fn forget(&self, id: u64) {
         let entry = lock(&self.entries).remove(&id);
@@ -322,7 +335,7 @@ mod tests {
         let (_peer, ours) = pair(&listener);
         let (_, slot) = listed(&shared, &ours);
         let list = &shared.observe.clients;
-        let renamed = holder("a").renamed("u2".into(), "d2".into());
+        let renamed = Holder::new("a".into(), "u2".into(), "d2".into(), "".into());
         list.rename(&slot, &renamed, "p2".into());
         let rows = list.snapshot(Instant::now());
         assert_eq!(rows.len(), 1);

@@ -81,11 +81,22 @@ impl<C: Connector, X> PoolEntry<C, X> {
         database: &str,
         application: &str,
     ) -> poolguard_pool::Holder {
+        let names = self.names_for(user, database, application);
+        poolguard_pool::Holder::with_names(client.to_string().into(), names)
+    }
+
+    /// The pool's shared name set for these names (a new one past the first [`MAX_NAMES`]).
+    pub fn names_for(
+        &self,
+        user: &str,
+        database: &str,
+        application: &str,
+    ) -> Arc<poolguard_pool::HolderNames> {
         let mut sets = self.name_sets.lock().unwrap_or_else(|p| p.into_inner());
         let known = sets.iter().find(|n| {
             *n.user == *user && *n.database == *database && *n.application == *application
         });
-        let names = match known {
+        match known {
             Some(n) => n.clone(),
             None => {
                 let n = Arc::new(poolguard_pool::HolderNames {
@@ -98,9 +109,7 @@ impl<C: Connector, X> PoolEntry<C, X> {
                 }
                 n
             }
-        };
-        drop(sets);
-        poolguard_pool::Holder::with_names(client.to_string().into(), names)
+        }
     }
 }
 

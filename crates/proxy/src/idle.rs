@@ -71,6 +71,10 @@ pub(crate) trait Park: Send + Sized + 'static {
         true
     }
 
+    /// Its socket was closed while converting it in or out of tokio's reactor (see
+    /// [`crate::clients::ClientList::detach`]); the session is dropped next.
+    fn lost_socket(&mut self);
+
     /// About to rest in `lot`'s `slot`: the door's own wake-up ([`Park::poll_signal`]) is
     /// pointed there. `true`: it came already, so the session must not rest.
     fn arm_rest(&mut self, _lot: &Arc<Lot>, _slot: usize) -> bool {
@@ -269,17 +273,25 @@ impl<S: Park> Parked<S> {
         }
     }
 
-    /// Back from the lot: a stretch at once (the socket is readable). It rests again only
-    /// after [`REST_AFTER`] idle, so a client that comes back every few hundred milliseconds
-    /// does not pay for the trip each time.
+    /// Back from the lot: idle in its task, looking at its socket and its door's wake-up
+    /// first (a wake-up meant for the slot's previous session, or the sweep of a failed lot,
+    /// finds nothing there and the session rests again after [`REST_AFTER`]). It rests again
+    /// only after [`REST_AFTER`] idle, so a client that comes back every few hundred
+    /// milliseconds does not pay for the trip each time.
     fn resumed(session: Box<S>, place: Place) -> Self {
+        let may_rest = session.may_rest();
         Parked {
-            state: State::Busy(Box::pin(stretch(session, false))),
+            state: State::Idle {
+                session,
+                sleep: None,
+            },
             place,
-            rest: None,
+            rest: Some(Box::pin(tokio::time::sleep_until(
+                Instant::now() + REST_AFTER,
+            ))),
             parks: 0,
             rest_set_at: 0,
-            resting_soon: false,
+            resting_soon: may_rest,
             rest_polled: false,
             fresh: false,
         }
@@ -291,10 +303,16 @@ impl<S: Park> Parked<S> {
         let Some(lot) = self.place.lot.clone() else {
             return Err(Some(session));
         };
+        if !lot.is_open() {
+            // Its task failed: no client rests there any more.
+            self.place.lot = None;
+            return Err(Some(session));
+        }
         match session.client().rest() {
             Ok(_) => {}
             Err(RestRefused::Kept) => return Err(Some(session)),
             Err(RestRefused::Lost(e)) => {
+                session.lost_socket();
                 tracing::warn!(error = %e, "a client's socket was lost leaving the reactor to rest; its session ends");
                 return Err(None);
             }
@@ -310,6 +328,7 @@ impl<S: Park> Parked<S> {
             Err(mut session) => match session.client().wake_up() {
                 Ok(()) => Err(Some(session)),
                 Err(e) => {
+                    session.lost_socket();
                     tracing::warn!(error = %e, "a client's socket was lost returning to the reactor; its session ends");
                     Err(None)
                 }
@@ -335,6 +354,7 @@ impl<S: Park> Resting for S {
         let shared = self.shared();
         shared.observe.resting.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = self.client().wake_up() {
+            self.lost_socket();
             tracing::warn!(error = %e, "a resting client's socket could not return to the reactor; its session ends");
             return;
         }
@@ -492,6 +512,8 @@ mod tests {
             self.also.as_ref().is_some_and(|s| s.rest_in(lot, slot))
         }
 
+        fn lost_socket(&mut self) {}
+
         fn shared(&self) -> Arc<Shared> {
             self.shared.clone()
         }
@@ -607,13 +629,8 @@ mod tests {
         let (counts, lot) = lot();
         let stretches = Arc::new(AtomicUsize::new(0));
         let session = echo(ours, stretches.clone(), None, None, Default::default());
-        let place = Place::on(counts.clone(), 0, Some(lot.clone()));
-        let task = tokio::spawn(Parked::new(session, place));
         // The login's stretch, then rest: the task is over, the session is in the lot.
-        tokio::time::timeout(Duration::from_secs(60), task)
-            .await
-            .expect("the session rested and its task ended")
-            .unwrap();
+        rest_after_login(session, &counts, &lot).await;
         assert_eq!(stretches.load(Ordering::SeqCst), 1);
         assert_eq!(lot.resting(), 1);
         assert_eq!(
@@ -629,7 +646,8 @@ mod tests {
         // Back in a task and idle there; it rests again once REST_AFTER has passed (the
         // paused clock gets there while this test sleeps, the session's timer first).
         assert_eq!(lot.resting(), 0);
-        tokio::time::sleep(REST_AFTER * 2).await;
+        // (It rests between REST_AFTER and twice that after it last did something.)
+        tokio::time::sleep(REST_AFTER * 3).await;
         assert_eq!(lot.resting(), 1, "rested again after REST_AFTER");
         assert_eq!(
             stretches.load(Ordering::SeqCst),
@@ -643,6 +661,24 @@ mod tests {
         })
         .await;
         assert_eq!(lot.resting(), 0);
+    }
+
+    /// A wake-up with nothing behind it (meant for the slot's previous session) resumes the
+    /// session idle in a task, runs nothing, and the session rests again.
+    #[tokio::test(start_paused = true)]
+    async fn a_spurious_wake_up_runs_nothing_and_the_session_rests_again() {
+        let (_peer, ours) = pair().await;
+        let (counts, lot) = lot();
+        let stretches = Arc::new(AtomicUsize::new(0));
+        let session = echo(ours, stretches.clone(), None, None, Default::default());
+        rest_after_login(session, &counts, &lot).await;
+        assert_eq!(lot.resting(), 1);
+        lot.wake_slot(0);
+        until("the wake-up resumed it", || lot.resting() == 0).await;
+        tokio::time::sleep(REST_AFTER * 3).await;
+        assert_eq!(lot.resting(), 1, "it rested again");
+        assert_eq!(stretches.load(Ordering::SeqCst), 1, "nothing ran");
+        assert_eq!(counts[0].load(Ordering::SeqCst), 1);
     }
 
     /// The door's other wake-up reaches a resting session too (MySQL's KILL CONNECTION), from
@@ -661,14 +697,7 @@ mod tests {
             Some(wake.clone()),
             stop.clone(),
         );
-        let place = Place::on(counts.clone(), 0, Some(lot.clone()));
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::spawn(Parked::new(session, place)),
-        )
-        .await
-        .expect("the session rested and its task ended")
-        .unwrap();
+        rest_after_login(session, &counts, &lot).await;
         assert_eq!(lot.resting(), 1);
         stop.store(true, Ordering::SeqCst);
         let raiser = wake.clone();
@@ -706,6 +735,18 @@ mod tests {
         let mut task = Parked::new(session, Place::on(counts, 0, Some(lot.clone())));
         assert!(!poll_once(&mut task), "parked in its task");
         assert_eq!(lot.resting(), 0);
+    }
+
+    /// Runs a fresh session on `lot`'s worker until it rests there (its task ends).
+    async fn rest_after_login(session: Box<Echo>, counts: &Arc<[AtomicUsize]>, lot: &Arc<Lot>) {
+        let place = Place::on(counts.clone(), 0, Some(lot.clone()));
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::spawn(Parked::new(session, place)),
+        )
+        .await
+        .expect("the session rested and its task ended")
+        .unwrap();
     }
 
     /// Polls `f` once (without waiting): whether it finished.

@@ -94,15 +94,15 @@ impl Slots {
     }
 
     fn fill(&mut self, i: usize, session: Box<dyn Resting>) {
+        debug_assert!(i < self.entries.len(), "slot {i} was reserved");
         if let Some(slot) = self.entries.get_mut(i) {
             *slot = Some(session);
         }
     }
 
+    /// Empties slot `i`; the caller frees it ([`Slots::free`]) once its registration is gone.
     fn take(&mut self, i: usize) -> Option<Box<dyn Resting>> {
-        let session = self.entries.get_mut(i)?.take()?;
-        self.free.push(i);
-        Some(session)
+        self.entries.get_mut(i)?.take()
     }
 }
 
@@ -136,6 +136,11 @@ impl Lot {
         Ok(lot)
     }
 
+    /// Whether it still takes sessions (its task has not failed).
+    pub(crate) fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
     /// How many sessions rest here now.
     pub fn resting(&self) -> usize {
         self.resting.load(Ordering::Relaxed)
@@ -150,10 +155,12 @@ impl Lot {
         let Some(fd) = session.fd() else {
             return Err(session);
         };
+        let mut slots = lock(&self.slots);
+        // Under the slots' lock, which the failed task's sweep takes after closing: a session
+        // admitted here is swept.
         if self.closed.load(Ordering::Acquire) {
             return Err(session);
         }
-        let mut slots = lock(&self.slots);
         let i = slots.reserve();
         // The slots stay locked until the session is in its slot, so a wake-up for it that
         // comes meanwhile finds it there.
@@ -203,11 +210,12 @@ impl Lot {
         };
         self.resting.fetch_sub(1, Ordering::Relaxed);
         if let Some(fd) = session.fd() {
-            // Before the slot can be given again (it is free from here): a later event for
-            // this descriptor must not name the next session in it. Closing the socket would
-            // remove it too, so a failure here leaves nothing behind that matters.
+            // Before the slot can be given again: a later event for this descriptor must not
+            // name the next session in it. Closing the socket would remove it too, so a
+            // failure here leaves nothing behind that matters.
             let _ = self.registry.deregister(&mut SourceFd(&fd));
         }
+        lock(&self.slots).free.push(i);
         // Nothing in a resume is expected to panic (it spawns a task); if something did, the
         // session is dropped (its client told and unlisted, see `crate::contain`) and every
         // other resting session keeps its lot.
@@ -260,8 +268,11 @@ impl Lot {
             }
         };
         tracing::error!(error = %failed, "a worker's lot of idle clients failed: its clients are woken and none rests any more");
-        self.closed.store(true, Ordering::Release);
-        let all = lock(&self.slots).entries.len();
+        let all = {
+            let slots = lock(&self.slots);
+            self.closed.store(true, Ordering::Release);
+            slots.entries.len()
+        };
         for i in 0..all {
             self.wake(i);
         }

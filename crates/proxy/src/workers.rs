@@ -111,15 +111,6 @@ impl Workers {
         });
     }
 
-    /// How many clients rest in the workers' lots.
-    pub fn resting(&self) -> usize {
-        self.lots
-            .iter()
-            .filter_map(|l| l.get().and_then(Option::as_ref))
-            .map(|l| l.resting())
-            .sum()
-    }
-
     fn least_loaded(&self) -> usize {
         let mut best = 0;
         let mut fewest = usize::MAX;

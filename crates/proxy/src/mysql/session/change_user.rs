@@ -59,9 +59,10 @@ impl Session {
             .pool(&self.shared, &db, &cu.username, found_rows);
         self.db_slot = db_slot;
         // A new holder (its note starts over, as the session does), shown by SHOW CLIENTS too.
-        self.holder = self
-            .holder
-            .renamed(cu.username.as_str().into(), db.name.as_str().into());
+        let names = self
+            .entry
+            .names_for(&cu.username, &db.name, &self.holder.application);
+        self.holder = poolguard_pool::Holder::with_names(self.holder.client.clone(), names);
         self.shared
             .observe
             .clients

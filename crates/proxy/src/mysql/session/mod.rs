@@ -492,6 +492,10 @@ impl crate::idle::Park for Session {
         self.shared.clone()
     }
 
+    fn lost_socket(&mut self) {
+        self.shared.observe.clients.detach(&self._slot);
+    }
+
     /// KILL CONNECTION: a resting session is resumed by it too.
     fn arm_rest(&mut self, lot: &Arc<crate::lot::Lot>, slot: usize) -> bool {
         self.registration.target.kicked.rest_in(lot, slot)

@@ -597,6 +597,10 @@ impl crate::idle::Park for Session {
         self.shared.clone()
     }
 
+    fn lost_socket(&mut self) {
+        self.shared.observe.clients.detach(&self._slot);
+    }
+
     async fn start(&mut self) {
         if let Some(h) = self.held.take() {
             // Session mode: the server leased at login.
