@@ -69,8 +69,6 @@ pub struct Lot {
     /// Slots whose session's other wake-up came ([`Lot::wake_slot`]).
     woken: Mutex<Vec<usize>>,
     slots: Mutex<Slots>,
-    /// How many sessions rest here (for the metrics).
-    resting: AtomicUsize,
     /// The lot's task ended: it takes no one any more.
     closed: AtomicBool,
     /// The worker's live-session counts (`crate::workers`): a resting session stays counted.
@@ -127,7 +125,6 @@ impl Lot {
             waker,
             woken: Mutex::default(),
             slots: Mutex::default(),
-            resting: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             counts,
             worker,
@@ -141,9 +138,10 @@ impl Lot {
         !self.closed.load(Ordering::Acquire)
     }
 
-    /// How many sessions rest here now.
+    /// How many sessions rest here now (counted from the slots, for tests: the metric is
+    /// `Observe::resting`, kept by the sessions as they come and go).
     pub fn resting(&self) -> usize {
-        self.resting.load(Ordering::Relaxed)
+        lock(&self.slots).entries.iter().flatten().count()
     }
 
     /// Takes `session` to rest: from now on its socket's readiness resumes it. Given back if
@@ -176,7 +174,6 @@ impl Lot {
         {
             Ok(()) => {
                 slots.fill(i, session);
-                self.resting.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -208,7 +205,6 @@ impl Lot {
         let Some(mut session) = lock(&self.slots).take(i) else {
             return;
         };
-        self.resting.fetch_sub(1, Ordering::Relaxed);
         if let Some(fd) = session.fd() {
             // Before the slot can be given again: a later event for this descriptor must not
             // name the next session in it. Closing the socket would remove it too, so a
