@@ -43,12 +43,13 @@ use std::io;
 use std::num::NonZeroU64;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use poolguard_admin::model::ClientSnapshot;
 use poolguard_pool::Holder;
 use tokio::time::Instant;
 
+use crate::lock;
 use crate::state::ClientSlot;
 
 /// The logged-in clients, by id (what SHOW CLIENTS calls `ptr`).
@@ -92,10 +93,6 @@ pub(crate) enum Unreachable {
     NotItsSocket,
     #[error("{0}")]
     Io(io::Error),
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ClientList {

@@ -16,6 +16,7 @@ use crate::config::{Config, Database, Protocol};
 use crate::entry::admission;
 use crate::entry::{PoolEntry, ServerConnector};
 use crate::error::ProxyError;
+use crate::lock;
 use crate::state::Shared;
 
 /// What a reload changed, for the log and the operator.
@@ -341,10 +342,6 @@ impl<C: poolguard_pool::Connector> PausablePool for poolguard_pool::Pool<C> {
     fn wait_idle(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         Box::pin(poolguard_pool::Pool::wait_idle(self))
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a reload needs of a pool entry, whichever protocol it serves (the one entry type,

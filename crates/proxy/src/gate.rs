@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::config::LoginLimits;
 use crate::error::ProxyError;
+use crate::lock;
 use crate::state::{ClientSlot, Shared};
 
 /// Which front door a socket came through: decides the refusal's wire format.
@@ -187,10 +188,6 @@ fn refuse(shared: &Shared, stream: &TcpStream, peer: SocketAddr, door: Door, e: 
     // the close is a FIN after our answer rather than a reset that could overtake it.
     let mut sink = [0u8; 512];
     let _ = stream.try_read(&mut sink);
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub(crate) mod guard;
 pub(crate) mod hosts;
 pub(crate) mod idle;
 pub(crate) mod kill;
-pub mod lot;
+pub(crate) mod lot;
 pub(crate) mod mysql;
 pub(crate) mod observe;
 pub(crate) mod pg;
@@ -255,6 +255,13 @@ async fn accept_mysql(listener: TcpListener, shared: Arc<Shared>, workers: Arc<W
             }
         }
     }
+}
+
+/// Takes `m` even if a panic poisoned it: a panic is contained to its task
+/// ([`contain`]), and the data these locks guard (lists, counts, maps) is never left half
+/// written across a statement that can panic, so the next holder can use it as it is.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -33,12 +33,14 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use tokio::io::unix::AsyncFd;
+
+use crate::lock;
 
 /// The token of the lot's own wake-up ([`Lot::wake_slot`]); a slot index never reaches it.
 const WOKEN: Token = Token(usize::MAX);
@@ -104,10 +106,6 @@ impl Slots {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Lot {
     /// A lot for the worker loop this is called on (its task spawned there), for worker
     /// `worker` of `counts`.
@@ -140,6 +138,7 @@ impl Lot {
 
     /// How many sessions rest here now (counted from the slots, for tests: the metric is
     /// `Observe::resting`, kept by the sessions as they come and go).
+    #[cfg(test)]
     pub fn resting(&self) -> usize {
         lock(&self.slots).entries.iter().flatten().count()
     }

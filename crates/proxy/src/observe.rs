@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use poolguard_admin::model::{BackendSnapshot, IdleServerSnapshot, LeaseSnapshot, PoolSnapshot};
@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Database, PoolMode, Protocol};
+use crate::lock;
 use crate::state::Shared;
 use crate::tls::connect::ServerTls;
 use crate::traffic::TrafficTotals;
@@ -57,10 +58,6 @@ pub struct Observe {
     pub panics: AtomicU64,
     /// Idle clients resting in the workers' lots ([`crate::lot`]).
     pub resting: std::sync::atomic::AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Observe {

@@ -16,6 +16,7 @@ use poolguard_pool::{Budget, Holder, Pool};
 use crate::config::{Config, Database, Protocol};
 use crate::error::ProxyError;
 use crate::hosts::HostSet;
+use crate::lock;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::server::PgConnector;
 
@@ -465,10 +466,6 @@ fn scram_verifiers(
         }
     }
     out
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
+use crate::lock;
 use crate::state::Shared;
 use crate::Proxy;
 use share::{Shares, Shrinking};
@@ -438,8 +439,4 @@ async fn within<T>(
             r?.ok_or_else(|| UpgradeError::Protocol("the other side closed the connection".into()))
         }
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::lock;
 use crate::state::Shared;
 
 /// How long after its share shrank the old process reports it (see the module docs).
@@ -152,10 +153,6 @@ impl Shrinking {
         let mut taken: Vec<_> = self.pending.drain(..=ripe).collect();
         taken.pop().map(|(_, s)| s)
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
