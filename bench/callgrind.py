@@ -32,6 +32,9 @@ so PgBouncer is measured by whole processes instead: one runs the warm-up and th
 another the warm-up and the long run, each dumping at exit; start-up, warm-up and shutdown
 cancel in the difference. The long run's dump is kept (--out) for `callgrind_annotate`.
 
+Extra valgrind options can be given in the environment variable CG_EXTRA (for instance
+`CG_EXTRA="--cache-sim=yes"` for simulated cache misses per function).
+
 With --strace (poolguard only), poolguard runs under `strace -c -f` instead and the system
 calls per unit are printed (warm-up and logins included).
 """
@@ -74,7 +77,7 @@ def totals(path):
 
 
 def valgrind(out_base):
-    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_base}"]
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_base}", *os.environ.get("CG_EXTRA", "").split()]
 
 
 def latest_dump(base):

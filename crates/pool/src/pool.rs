@@ -136,7 +136,10 @@ impl<C: Connector> Pool<C> {
             Deadline::Paused => deadline_for(PauseState::default(), Instant::now(), timeout),
             other => other,
         };
-        let connect = self.shared.connector.connect();
+        // Boxed: a connector's connect (TCP, TLS, login) is kilobytes of state, and without
+        // the box every acquire's future, which callers move into a box per wait, would be
+        // sized for it though few acquires ever connect.
+        let connect = Box::pin(self.shared.connector.connect());
         let connected = match deadline {
             Deadline::At(at) => match tokio::time::timeout_at(at, connect).await {
                 Ok(connected) => connected,

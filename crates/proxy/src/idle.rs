@@ -95,8 +95,14 @@ pub(crate) trait Park: Send + Sized + 'static {
     /// discarded.
     fn close(self: Box<Self>, end: Self::End) -> impl Future<Output = ()> + Send;
 
-    /// Gets ready to wait: gives buffers back, and says until when.
+    /// Gets ready to wait: says until when. Its buffers stay (see [`Park::shed`]).
     fn park(&mut self) -> Parking;
+
+    /// Gives its buffers back to the spares: before it rests, and at every park of a session
+    /// that cannot rest (it may stay idle in its task for hours). A session that may rest
+    /// keeps them between parks, so a busy client does not trade its buffers with the stash
+    /// at every statement.
+    fn shed(&mut self);
 
     /// Ready once the door's own wake-up came (MySQL: KILL CONNECTION); polled with the
     /// client's socket while parked, so it must register `cx`'s waker when not ready.
@@ -104,7 +110,7 @@ pub(crate) trait Park: Send + Sized + 'static {
         Poll::Pending
     }
 
-    /// Woken: takes buffers again.
+    /// Woken: takes buffers again if it shed them.
     fn wake(&mut self);
 
     /// The client's connection, whose readability wakes the session.
@@ -300,6 +306,9 @@ impl<S: Park> Parked<S> {
     /// The session goes to rest in the lot: `Ok` when it did (this task ends); otherwise it
     /// stays here, or (`Err(None)`) it lost its socket leaving tokio's reactor and ends.
     fn try_rest(&mut self, mut session: Box<S>) -> Result<(), Option<Box<S>>> {
+        // Idle long enough to rest (or just logged in): its buffers go, whether or not it
+        // can rest; it takes them again when it wakes.
+        session.shed();
         let Some(lot) = self.place.lot.clone() else {
             return Err(Some(session));
         };
@@ -385,6 +394,9 @@ impl<S: Park> Future for Parked<S> {
                             && this.place.lot.is_some()
                             && !session.client().is_tls()
                             && session.may_rest();
+                        if !may_rest {
+                            session.shed();
+                        }
                         let fresh = std::mem::take(&mut this.fresh);
                         if may_rest && fresh {
                             match this.try_rest(session) {

@@ -161,6 +161,10 @@ impl<C: Connector> State<C> {
     /// and `max_waiters` others are too, take it out; returns `(others waiting, max_waiters)`.
     fn beyond_waiter_cap(&mut self, note: &Arc<WaitNote>) -> Option<(usize, usize)> {
         let max = self.admission.max_waiters?;
+        if self.waiters.len() <= max {
+            // At most `max - 1` others, dead ones included: no need to look at each.
+            return None;
+        }
         // Dead waiters (timed out, cancelled) do not count; drop them so the length is exact.
         self.waiters.retain(Waiter::alive);
         let ours = self

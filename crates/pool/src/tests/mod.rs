@@ -7,6 +7,7 @@ mod breaker;
 mod budget;
 mod caps;
 mod control;
+mod footprint;
 mod home;
 mod hygiene;
 mod leaks;

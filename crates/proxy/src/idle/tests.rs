@@ -19,6 +19,8 @@ struct Echo {
     also: Option<Arc<Signal>>,
     /// Set with the extra wake-up: the next stretch ends the session.
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Times it gave its buffers back.
+    sheds: Arc<AtomicUsize>,
 }
 
 impl Park for Echo {
@@ -75,6 +77,10 @@ impl Park for Echo {
         }
     }
 
+    fn shed(&mut self) {
+        self.sheds.fetch_add(1, Ordering::SeqCst);
+    }
+
     fn wake(&mut self) {}
 
     fn client(&mut self) -> &mut ClientStream {
@@ -116,6 +122,7 @@ fn echo(
         deadline,
         also,
         stop,
+        sheds: Default::default(),
     })
 }
 
@@ -250,9 +257,48 @@ async fn a_session_with_a_deadline_does_not_rest() {
         None,
         Default::default(),
     );
+    let sheds = session.sheds.clone();
     let mut task = Parked::new(session, Place::on(counts, 0, Some(lot.clone())));
     assert!(!poll_once(&mut task), "parked in its task");
     assert_eq!(lot.resting(), 0);
+    assert_eq!(
+        sheds.load(Ordering::SeqCst),
+        1,
+        "a session that cannot rest gives its buffers back at its park"
+    );
+}
+
+/// A session that may rest keeps its buffers from one park to the next (no trade with the
+/// spares per statement) and gives them back when it rests.
+#[tokio::test(start_paused = true)]
+async fn a_busy_session_keeps_its_buffers_until_it_rests() {
+    let (mut peer, ours) = pair().await;
+    let (counts, lot) = lot();
+    let stretches = Arc::new(AtomicUsize::new(0));
+    let session = echo(ours, stretches.clone(), None, None, Default::default());
+    let sheds = session.sheds.clone();
+    rest_after_login(session, &counts, &lot).await;
+    assert_eq!(
+        sheds.load(Ordering::SeqCst),
+        1,
+        "shed to rest after the login"
+    );
+    for (i, byte) in [b"x", b"y", b"z"].into_iter().enumerate() {
+        peer.write_all(byte).await.unwrap();
+        until("data woke the session", || {
+            stretches.load(Ordering::SeqCst) == 2 + i
+        })
+        .await;
+        assert_eq!(lot.resting(), 0, "in its task between statements");
+        assert_eq!(
+            sheds.load(Ordering::SeqCst),
+            1,
+            "buffers kept between parks"
+        );
+    }
+    tokio::time::sleep(REST_AFTER * 3).await;
+    assert_eq!(lot.resting(), 1, "rested once idle");
+    assert_eq!(sheds.load(Ordering::SeqCst), 2, "shed to rest");
 }
 
 /// Runs a fresh session on `lot`'s worker until it rests there (its task ends).

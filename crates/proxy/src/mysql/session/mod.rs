@@ -557,11 +557,13 @@ impl crate::idle::Park for Session {
     }
 
     fn park(&mut self) -> crate::idle::Parking {
-        // No buffer kept while idle: it goes to the spares.
-        self.shared.spare.give(std::mem::take(&mut self.cbuf));
         crate::idle::Parking {
             deadline: self.next_deadline(),
         }
+    }
+
+    fn shed(&mut self) {
+        self.shared.spare.give(std::mem::take(&mut self.cbuf));
     }
 
     /// KILL CONNECTION wakes the client; the signal stays raised for the relay to see.

@@ -651,12 +651,14 @@ impl crate::idle::Park for Session {
     }
 
     fn park(&mut self) -> crate::idle::Parking {
-        // An idle client holds no buffers: they go to the spares.
-        self.shared.spare.give(std::mem::take(&mut self.cbuf));
-        self.shared.spare.give(std::mem::take(&mut self.out));
         crate::idle::Parking {
             deadline: self.next_deadline(),
         }
+    }
+
+    fn shed(&mut self) {
+        self.shared.spare.give(std::mem::take(&mut self.cbuf));
+        self.shared.spare.give(std::mem::take(&mut self.out));
     }
 
     fn wake(&mut self) {
