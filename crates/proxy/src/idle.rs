@@ -123,7 +123,7 @@ pub(crate) trait Park: Send + Sized + 'static {
 /// transaction mode a stretch is often a single statement, so the doors keep what it awaits
 /// small (under 1 KiB, where the allocator's per-thread cache serves it, and cheap to move
 /// in) and box their rare or large steps where they are awaited.
-async fn stretch<S: Park>(mut session: Box<S>, first: bool) -> Option<Box<S>> {
+pub(crate) async fn stretch<S: Park>(mut session: Box<S>, first: bool) -> Option<Box<S>> {
     if first {
         // Boxed: once per session, not worth sizing every stretch for.
         Box::pin(session.start()).await;

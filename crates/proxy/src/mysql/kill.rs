@@ -54,10 +54,20 @@ impl KillTarget {
     /// is killing a query on the server named there, which must not change hands meanwhile);
     /// the uncontended case, every statement's, takes the lock without queueing.
     pub async fn set(&self, key: Option<ServerKey>) {
-        match self.slot.try_lock() {
-            Ok(mut slot) => *slot = key,
+        if let Err(key) = self.try_set(key) {
             // Boxed: the rare wait stays out of the caller's future.
-            Err(_) => *Box::pin(self.slot.lock()).await = key,
+            *Box::pin(self.slot.lock()).await = key;
+        }
+    }
+
+    /// [`KillTarget::set`] if no KILL holds the slot; otherwise the key comes back.
+    pub fn try_set(&self, key: Option<ServerKey>) -> Result<(), Option<ServerKey>> {
+        match self.slot.try_lock() {
+            Ok(mut slot) => {
+                *slot = key;
+                Ok(())
+            }
+            Err(_) => Err(key),
         }
     }
 

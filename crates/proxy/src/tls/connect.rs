@@ -453,16 +453,17 @@ impl ServerStream {
     /// the server sent unasked, such as a MariaDB "connection killed" notice) means the
     /// connection is not fit for reuse. Under TLS the read goes through rustls, so records
     /// that carry no data (a TLS 1.3 session ticket) do not count as data.
-    pub async fn idle_and_open(&mut self) -> bool {
+    ///
+    /// Polled with a waker that does nothing: whoever reads this stream next polls it with its
+    /// own, and tokio keeps the readiness itself, so nothing that arrives meanwhile is missed.
+    pub fn idle_and_open(&mut self) -> bool {
         let mut probe = [0u8; 1];
-        std::future::poll_fn(|cx| {
-            let mut buf = ReadBuf::new(&mut probe);
-            Poll::Ready(matches!(
-                Pin::new(&mut *self).poll_read(cx, &mut buf),
-                Poll::Pending
-            ))
-        })
-        .await
+        let mut buf = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(
+            Pin::new(&mut *self).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
     }
 
     /// Best-effort goodbye without waiting: `bytes` (a Terminate, a COM_QUIT) and, under TLS,

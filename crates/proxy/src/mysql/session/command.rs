@@ -256,7 +256,46 @@ impl Session {
     /// Leases a server if none is held. Servers that died while pooled (e.g. the server's
     /// `wait_timeout`) are noticed here, before anything is sent, and replaced.
     pub(super) async fn ensure_server(&mut self) -> Result<(), ProxyError> {
+        if self.server_now() {
+            return Ok(());
+        }
+        // Boxed: the wait (rate limits, the pool's queue, the kill target) is kilobytes of
+        // state every statement's future would otherwise carry.
+        Box::pin(self.wait_for_server()).await
+    }
+
+    /// The common case of [`Session::ensure_server`] without an await: a server held already,
+    /// or an idle one leased at once (no transaction rate limit, nobody queued before this
+    /// client, the connection still open, the kill target free). `false`: the caller waits
+    /// instead (a closed connection was discarded; or the server is held and the kill
+    /// target's slot is busy).
+    fn server_now(&mut self) -> bool {
         if self.held.is_some() {
+            return true;
+        }
+        if !self.shared.transactions_unlimited() {
+            return false;
+        }
+        let Ok(mut lease) = self.entry.pool.try_acquire_idle(self.holder.clone()) else {
+            return false;
+        };
+        if !(lease.buf.is_empty() && lease.stream.idle_and_open()) {
+            tracing::info!(pool = %self.pool_name(), server = %lease.addr, "pooled server connection was closed by the server; discarding it");
+            lease.discard(poolguard_pool::DiscardReason::Broken);
+            return false;
+        }
+        let held = Held::new(lease);
+        let key = self.server_key(&held);
+        self.held = Some(held);
+        // A KILL holding the slot: the caller waits for it (`wait_for_server`).
+        self.registration.target.try_set(Some(key)).is_ok()
+    }
+
+    async fn wait_for_server(&mut self) -> Result<(), ProxyError> {
+        if let Some(held) = &self.held {
+            // Leased by `server_now` while a KILL held the kill target's slot.
+            let key = self.server_key(held);
+            self.registration.target.set(Some(key)).await;
             return Ok(());
         }
         let patience = self.entry.db().limits.acquire_timeout;
@@ -274,7 +313,7 @@ impl Session {
                     .map_err(acquire_error)?,
             };
             let mut lease = lease;
-            let alive = lease.buf.is_empty() && lease.stream.idle_and_open().await;
+            let alive = lease.buf.is_empty() && lease.stream.idle_and_open();
             if !alive {
                 tracing::info!(pool = %self.pool_name(), server = %lease.addr, "pooled server connection was closed by the server; discarding it");
                 lease.discard(poolguard_pool::DiscardReason::Broken);
@@ -291,6 +330,19 @@ impl Session {
         Err(ProxyError::BackendUnavailable(
             "poolguard: the server keeps closing pooled connections; check its wait_timeout against idle_timeout".into(),
         ))
+    }
+
+    /// A server is held, or leased at once, and needs nothing to be in line with the client's
+    /// session: [`Session::prepare_server`]'s common case, without an await.
+    pub(super) fn ready_now(&mut self, reads_insert_id: bool) -> bool {
+        self.server_now() && self.in_sync(reads_insert_id)
+    }
+
+    /// The held server needs nothing to be in line with the client's session.
+    fn in_sync(&self, reads_insert_id: bool) -> bool {
+        self.held.as_ref().is_some_and(|held| {
+            sync::plan(&self.state, &held.lease.state, reads_insert_id).is_empty()
+        })
     }
 
     /// Brings the held server in line with the client's session.
@@ -374,11 +426,34 @@ impl Session {
         after: After,
         reads_insert_id: bool,
     ) -> Option<End> {
-        if let Err(r) = self.prepare_server(p.next_seq(), reads_insert_id).await {
-            return self.refuse(p.next_seq(), r).await;
+        // The common case, a server leased at once and already in line with the session,
+        // takes no await; the rest is boxed, or every statement's future would be sized for
+        // it (the compiler does not overlap it with the send below).
+        if !self.ready_now(reads_insert_id) {
+            if let Err(answered) =
+                Box::pin(self.prepare_or_refuse(p.next_seq(), reads_insert_id)).await
+            {
+                return answered;
+            }
         }
-        let payload: &[u8] = rewritten.as_deref().unwrap_or(&p.payload);
-        self.send_command(&p, payload, after).await
+        // Framed here rather than through `send_command`: one async level less in every
+        // command's future (each level keeps its own copy of the arguments).
+        let (out, server_next) = frame(rewritten.as_deref().unwrap_or(&p.payload));
+        drop(rewritten);
+        self.send_packet(&p, &out, server_next, after).await
+    }
+
+    /// [`Session::prepare_server`], and the refusal answered if it fails (`Err`: what the
+    /// command's handling returns then).
+    async fn prepare_or_refuse(
+        &mut self,
+        seq: u8,
+        reads_insert_id: bool,
+    ) -> Result<(), Option<End>> {
+        match self.prepare_server(seq, reads_insert_id).await {
+            Ok(()) => Ok(()),
+            Err(r) => Err(self.refuse(seq, r).await),
+        }
     }
 
     /// Writes the command to the held server and records what its response must look like.
@@ -388,10 +463,7 @@ impl Session {
         payload: &[u8],
         after: After,
     ) -> Option<End> {
-        let mut out = BytesMut::with_capacity(payload.len().saturating_add(8));
-        // Commands start at sequence id 0 towards the server whatever the client sent; the
-        // response is renumbered to what the client expects.
-        let server_next = encode_packet(&mut out, 0, payload);
+        let (out, server_next) = frame(payload);
         self.send_packet(p, &out, server_next, after).await
     }
 
@@ -447,4 +519,13 @@ impl Session {
         }
         None
     }
+}
+
+/// A command's payload framed for the server, and the sequence id after its last chunk.
+/// Commands start at sequence id 0 towards the server whatever the client sent; the response
+/// is renumbered to what the client expects.
+fn frame(payload: &[u8]) -> (BytesMut, u8) {
+    let mut out = BytesMut::with_capacity(payload.len().saturating_add(8));
+    let server_next = encode_packet(&mut out, 0, payload);
+    (out, server_next)
 }

@@ -124,26 +124,25 @@ impl Session {
                 return self.reply_err(p.next_seq(), &e).await;
             }
         }
-        if let Err(r) = self
-            .prepare_server(p.next_seq(), stmt.reads_insert_id)
-            .await
-        {
-            return self.refuse_maybe_silently(p.next_seq(), r, silent).await;
+        // The common case (a server leased at once, in line with the session, holding the
+        // statement) takes no await; the rest is boxed, as in `Session::forward`, so that every
+        // execute's future is not sized for it.
+        if !self.ready_now(stmt.reads_insert_id) {
+            if let Err(r) = Box::pin(self.prepare_server(p.next_seq(), stmt.reads_insert_id)).await
+            {
+                return Box::pin(self.refuse_maybe_silently(p.next_seq(), r, silent)).await;
+            }
         }
-        let server_id = match self.ensure_prepared(&stmt.sql).await {
-            Ok(Ok(sid)) => sid,
-            Ok(Err(e)) => {
-                let r = Refusal::Answer(e);
-                return self.refuse_maybe_silently(p.next_seq(), r, silent).await;
-            }
-            Err(SyncFail::Refused(e)) => {
-                let r = Refusal::Answer(e);
-                return self.refuse_maybe_silently(p.next_seq(), r, silent).await;
-            }
-            Err(SyncFail::Lost(why)) => {
-                let r = self.lose_server(&why).await;
-                return self.refuse_maybe_silently(p.next_seq(), r, silent).await;
-            }
+        let known = self
+            .held
+            .as_mut()
+            .and_then(|h| h.lease.stmts.get(&stmt.sql));
+        let server_id = match known {
+            Some(sid) => sid,
+            None => match Box::pin(self.prepare_on_server(&stmt.sql, p.next_seq(), silent)).await {
+                Ok(sid) => sid,
+                Err(answered) => return answered,
+            },
         };
         // Built in place as the packet for the server: one buffer, one copy of the command
         // (room for the header and for the parameter types an execute may get back).
@@ -198,6 +197,22 @@ impl Session {
             }
             r => self.refuse(seq, r).await,
         }
+    }
+
+    /// [`Session::ensure_prepared`], and the refusal answered if it fails (`Err`: what the
+    /// command's handling returns then).
+    async fn prepare_on_server(
+        &mut self,
+        sql: &Bytes,
+        seq: u8,
+        silent: bool,
+    ) -> Result<u32, Option<End>> {
+        let r = match self.ensure_prepared(sql).await {
+            Ok(Ok(sid)) => return Ok(sid),
+            Ok(Err(e)) | Err(SyncFail::Refused(e)) => Refusal::Answer(e),
+            Err(SyncFail::Lost(why)) => self.lose_server(&why).await,
+        };
+        Err(self.refuse_maybe_silently(seq, r, silent).await)
     }
 
     /// The held server's id for `sql`, preparing it there (response swallowed) if missing.

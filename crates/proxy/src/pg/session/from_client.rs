@@ -81,7 +81,8 @@ impl Session {
                     if matches!(e, ProxyError::ShuttingDown(_)) {
                         return Some(End::Kicked(e));
                     }
-                    if let Err(end) = self.begin_refusal(e).await {
+                    // Boxed: rare (see `refuse`).
+                    if let Err(end) = Box::pin(self.begin_refusal(e)).await {
                         return Some(end);
                     }
                     continue;
@@ -235,22 +236,28 @@ impl Session {
             return Err(End::Terminate);
         }
         if let Some((e, sync_point)) = refusal {
-            // A refused simple Query is its own sync point: answer it right away.
-            if sync_point {
-                let status = self.held.as_ref().map_or(b'I', |h| h.status);
-                let mut m = BytesMut::new();
-                write_error(&mut m, "ERROR", &e);
-                backend::ready_for_query(&mut m, status);
-                self.entry.traffic.sent(m.len());
-                if self.client.write_all(&m).await.is_err() {
-                    return Err(End::ClientGone);
-                }
-                return Ok(false);
-            }
-            self.begin_refusal(e).await?;
-            return Ok(true);
+            // Boxed: rare, and every statement's future would otherwise be sized for it.
+            return Box::pin(self.refuse(e, sync_point)).await;
         }
         Ok(false)
+    }
+
+    /// A statement refused in `forward_client`: a simple Query (its own sync point) is answered
+    /// at once; otherwise the rest of its batch is skipped first.
+    async fn refuse(&mut self, e: ProxyError, sync_point: bool) -> Result<bool, End> {
+        if sync_point {
+            let status = self.held.as_ref().map_or(b'I', |h| h.status);
+            let mut m = BytesMut::new();
+            write_error(&mut m, "ERROR", &e);
+            backend::ready_for_query(&mut m, status);
+            self.entry.traffic.sent(m.len());
+            if self.client.write_all(&m).await.is_err() {
+                return Err(End::ClientGone);
+            }
+            return Ok(false);
+        }
+        self.begin_refusal(e).await?;
+        Ok(true)
     }
 
     /// Starts skipping the client's batch after a refusal; reports the error at once when the
