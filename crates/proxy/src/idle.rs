@@ -21,8 +21,10 @@
 //!
 //! Invariants:
 //! - an idle client in its task costs its session record, this record and the task around
-//!   it; a resting one only its session record and a slot; the footprint tests in `lib.rs`
-//!   and here fail if a future grows;
+//!   it, and, for the one to two seconds before it rests, its read and write buffers (a
+//!   session that cannot rest gives them back at every park, see [`Park::shed`]); a resting
+//!   one only its session record and a slot; the footprint tests in `lib.rs` and here fail
+//!   if a future grows;
 //! - only an idle session rests (nothing buffered, no server, no deadline, not TLS), and the
 //!   lot watches the same events a parked task does, its socket and [`Park::arm_rest`]'s
 //!   wake-up, so resting loses no event either;
@@ -95,7 +97,8 @@ pub(crate) trait Park: Send + Sized + 'static {
     /// discarded.
     fn close(self: Box<Self>, end: Self::End) -> impl Future<Output = ()> + Send;
 
-    /// Gets ready to wait: says until when. Its buffers stay (see [`Park::shed`]).
+    /// Gets ready to wait: says until when. Its buffers stay (see [`Park::shed`]), unless
+    /// one grew for a large message (`SpareBuffers::trim`).
     fn park(&mut self) -> Parking;
 
     /// Gives its buffers back to the spares: before it rests, and at every park of a session

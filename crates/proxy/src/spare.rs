@@ -1,10 +1,12 @@
 //! Spare buffers shared by the sessions of one proxy.
 //!
-//! An idle client holds no read or write buffer (see [`crate::idle`]); a client that wakes
-//! needs one again. Allocating a fresh buffer of a few kilobytes per transaction and freeing it
-//! at the end goes past the allocator's per-thread cache every time, so a client going idle
-//! gives its buffers here and a client waking takes them back, as PgBouncer keeps a pool of
-//! I/O buffers.
+//! A client resting in its worker's lot, or idle without being able to rest (TLS, an idle
+//! deadline), holds no read or write buffer (see [`crate::idle`], `Park::shed`); a client that
+//! wakes needs one again. Allocating a fresh buffer of a few kilobytes each time and freeing it
+//! goes past the allocator's per-thread cache, so such a client gives its buffers here and a
+//! client waking takes them back, as PgBouncer keeps a pool of I/O buffers. A busy client that
+//! may rest keeps its buffers between statements: trading them at every statement cost a lock,
+//! a conversion and a fill per buffer, and kept a few hot buffers cycling among all clients.
 //!
 //! Invariants: at most [`SpareBuffers::MAX_KEPT`] buffers are kept, each a whole allocation of
 //! [`SpareBuffers::MIN_CAPACITY`] to [`SpareBuffers::MAX_CAPACITY`] bytes (a buffer grown by
@@ -76,6 +78,17 @@ impl SpareBuffers {
         }
     }
 
+    /// For a buffer a busy client keeps between statements: let it go (it is freed, not kept)
+    /// when it has grown past [`Self::MAX_CAPACITY`] for a large message, so a client that
+    /// never rests does not hold its largest message's memory for good. Its window is what
+    /// is seen: a buffer advanced past a large message looks small until its next `reserve`
+    /// moves it back to the front of its allocation, so it goes at the next park after that.
+    pub fn trim(&self, buf: &mut BytesMut) {
+        if buf.capacity() > Self::MAX_CAPACITY {
+            self.give(std::mem::take(buf));
+        }
+    }
+
     /// Buffers kept now (tests).
     pub fn kept(&self) -> usize {
         self.stash
@@ -113,6 +126,20 @@ mod tests {
             spare.give(BytesMut::with_capacity(4096));
         }
         assert_eq!(spare.kept(), SpareBuffers::MAX_KEPT);
+    }
+
+    #[test]
+    fn a_kept_buffer_is_let_go_once_it_grew_for_a_large_message() {
+        let spare = SpareBuffers::default();
+        let mut small = spare.take();
+        small.extend_from_slice(b"SELECT 1");
+        spare.trim(&mut small);
+        assert_eq!(small.as_ref(), b"SELECT 1", "an ordinary buffer stays");
+        let mut grown = BytesMut::with_capacity(SpareBuffers::MIN_CAPACITY);
+        grown.reserve(1 << 20);
+        spare.trim(&mut grown);
+        assert_eq!(grown.capacity(), 0, "a grown one goes");
+        assert_eq!(spare.kept(), 0, "and is freed, not kept");
     }
 
     #[test]

@@ -456,14 +456,17 @@ impl ServerStream {
     ///
     /// Polled with a waker that does nothing: whoever reads this stream next polls it with its
     /// own, and tokio keeps the readiness itself, so nothing that arrives meanwhile is missed.
+    /// Polled outside tokio's cooperative budget: a task that spent its budget would get
+    /// `Pending` before the socket is even looked at, and a dead connection would pass.
     pub fn idle_and_open(&mut self) -> bool {
         let mut probe = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut probe);
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        matches!(
-            Pin::new(&mut *self).poll_read(&mut cx, &mut buf),
-            Poll::Pending
-        )
+        let read = std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut probe);
+            Pin::new(&mut *self).poll_read(cx, &mut buf)
+        });
+        let mut read = std::pin::pin!(tokio::task::unconstrained(read));
+        std::future::Future::poll(read.as_mut(), &mut cx).is_pending()
     }
 
     /// Best-effort goodbye without waiting: `bytes` (a Terminate, a COM_QUIT) and, under TLS,

@@ -270,8 +270,8 @@ impl Session {
     /// instead (a closed connection was discarded; or the server is held and the kill
     /// target's slot is busy).
     fn server_now(&mut self) -> bool {
-        if self.held.is_some() {
-            return true;
+        if let Some(held) = &self.held {
+            return !held.target_pending;
         }
         if !self.shared.transactions_unlimited() {
             return false;
@@ -284,11 +284,13 @@ impl Session {
             lease.discard(poolguard_pool::DiscardReason::Broken);
             return false;
         }
-        let held = Held::new(lease);
+        let mut held = Held::new(lease);
         let key = self.server_key(&held);
-        self.held = Some(held);
         // A KILL holding the slot: the caller waits for it (`wait_for_server`).
-        self.registration.target.try_set(Some(key)).is_ok()
+        held.target_pending = self.registration.target.try_set(Some(key)).is_err();
+        let ready = !held.target_pending;
+        self.held = Some(held);
+        ready
     }
 
     async fn wait_for_server(&mut self) -> Result<(), ProxyError> {
@@ -296,6 +298,9 @@ impl Session {
             // Leased by `server_now` while a KILL held the kill target's slot.
             let key = self.server_key(held);
             self.registration.target.set(Some(key)).await;
+            if let Some(held) = self.held.as_mut() {
+                held.target_pending = false;
+            }
             return Ok(());
         }
         let patience = self.entry.db().limits.acquire_timeout;

@@ -69,6 +69,10 @@ pub struct Held {
     /// a command is only ever in flight on a held server, and an idle client (no server) then
     /// carries none of it, while a busy one allocates nothing more per statement.
     pub inflight: Option<Inflight>,
+    /// Leased without an await while a KILL held the kill target's slot: the slot does not
+    /// name this server yet, and no command may go to it until it does
+    /// (`Session::wait_for_server` sets it).
+    pub target_pending: bool,
 }
 
 impl Held {
@@ -80,6 +84,7 @@ impl Held {
             sticky: false,
             idle_since: Instant::now(),
             inflight: None,
+            target_pending: false,
         })
     }
 
@@ -557,6 +562,7 @@ impl crate::idle::Park for Session {
     }
 
     fn park(&mut self) -> crate::idle::Parking {
+        self.shared.spare.trim(&mut self.cbuf);
         crate::idle::Parking {
             deadline: self.next_deadline(),
         }

@@ -651,6 +651,8 @@ impl crate::idle::Park for Session {
     }
 
     fn park(&mut self) -> crate::idle::Parking {
+        self.shared.spare.trim(&mut self.cbuf);
+        self.shared.spare.trim(&mut self.out);
         crate::idle::Parking {
             deadline: self.next_deadline(),
         }
