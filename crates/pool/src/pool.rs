@@ -2,7 +2,9 @@
 //!
 //! An acquire queues at the back, is served in order with an idle connection or a slot to open
 //! one, and runs under one deadline (`acquire_timeout`) covering the wait and the connect; the
-//! deadline does not run while the pool is paused and restarts when it resumes.
+//! deadline does not run while the pool is paused and restarts when it resumes. The wait is
+//! timed by the pool's timekeeper (`inner::keeper`), which answers a waiter whose deadline
+//! passed as it would grant it a connection, so a wait costs no timer of its own.
 //! Cancelling it at any point leaks nothing: a grant already sent comes back through its `Drop`.
 
 use std::future::Future;
@@ -15,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::budget::Budget;
 use crate::config::{Admission, PoolConfig, PoolStatus};
 use crate::error::{AcquireError, HumanDuration};
-use crate::inner::{Counters, Grant, PauseState, Shared, Ticket};
+use crate::inner::{Counters, Grant, Shared, Ticket};
 use crate::lease::Lease;
 use crate::{Connector, Holder, IdleRecord, LeaseRecord};
 
@@ -55,15 +57,17 @@ impl<C: Connector> Pool<C> {
     /// without a deadline; see [`Pool::pause`].
     pub async fn acquire(&self, holder: Holder) -> Result<Lease<C>, AcquireError<C::Error>> {
         let start = Instant::now();
-        let timeout = self.shared.acquire_timeout();
-        let result = match self.lease_idle_at(holder, start) {
+        let (result, timeout) = match self.lease_idle_at(holder, start) {
             Ok(lease) => return Ok(lease),
             Err(holder) => {
                 // User code: called before any lock is taken.
                 let admitted = self.shared.connector.admit();
-                match self.shared.enqueue(holder, admitted) {
-                    Ok(ticket) => self.wait_and_connect(ticket, start, timeout).await,
-                    Err(refusal) => Err(refusal.into_error(&self.shared.name)),
+                match self.shared.enqueue(holder, start, admitted) {
+                    Ok(ticket) => {
+                        let timeout = ticket.patience;
+                        (self.wait_and_connect(ticket, start).await, timeout)
+                    }
+                    Err(refusal) => return Err(refusal.into_error(&self.shared.name)),
                 }
             }
         };
@@ -100,55 +104,36 @@ impl<C: Connector> Pool<C> {
         Ok(lease)
     }
 
-    /// Wait for a grant under the deadline, which runs only while the pool is not paused, then
-    /// connect (if the grant is a slot) under what is left of it.
+    /// Wait for a grant (or the timekeeper's word that the deadline passed), then connect (if
+    /// the grant is a slot) under what is left of the deadline.
     async fn wait_and_connect(
         &self,
         ticket: Ticket<C>,
         start: Instant,
-        timeout: Duration,
     ) -> Result<Lease<C>, AcquireError<C::Error>> {
-        let Ticket { mut rx, note } = ticket;
-        let mut pause = self.shared.pause.subscribe();
-        let (grant, deadline) = loop {
-            let deadline = deadline_for(*pause.borrow_and_update(), start, timeout);
-            tokio::select! {
-                // A grant that arrives with the deadline is taken, not wasted.
-                biased;
-                grant = &mut rx => break (grant, deadline),
-                // The sender lives in the shared state we hold, so this never ends in an error.
-                _ = pause.changed() => continue,
-                () = sleep_until(deadline) => {
-                    // Leave the queue first, so the error's numbers do not count us.
-                    drop(rx);
-                    return Err(self.shared.timeout_error(start.elapsed(), note.take_over_share()));
-                }
-            }
-        };
-        let slot = match grant {
+        let (slot, deadline) = match ticket.rx.await {
             Ok(Grant::Lease(lease)) => return Ok(lease.received()),
-            Ok(Grant::Slot(slot)) => slot,
+            Ok(Grant::Slot(slot, deadline)) => (slot, deadline),
+            // The timekeeper took it out of the queue first, so the numbers do not count it.
+            Ok(Grant::TimedOut(over_share)) => {
+                return Err(self.shared.timeout_error(start.elapsed(), over_share));
+            }
             // Only `close` drops a waiter's sender without sending.
             Err(_) => return Err(AcquireError::Closed),
-        };
-        // Granted while a pause was being published: the connect gets a whole timeout.
-        let deadline = match deadline {
-            Deadline::Paused => deadline_for(PauseState::default(), Instant::now(), timeout),
-            other => other,
         };
         // Boxed: a connector's connect (TCP, TLS, login) is kilobytes of state, and without
         // the box every acquire's future, which callers move into a box per wait, would be
         // sized for it though few acquires ever connect.
         let connect = Box::pin(self.shared.connector.connect());
         let connected = match deadline {
-            Deadline::At(at) => match tokio::time::timeout_at(at, connect).await {
+            Some(at) => match tokio::time::timeout_at(at, connect).await {
                 Ok(connected) => connected,
                 Err(_elapsed) => {
                     drop(slot);
                     return Err(self.shared.timeout_error(start.elapsed(), None));
                 }
             },
-            _ => connect.await,
+            None => connect.await,
         };
         match connected {
             Ok(conn) => {
@@ -228,6 +213,12 @@ impl<C: Connector> Pool<C> {
         self.shared.admission()
     }
 
+    /// Whether the pool's timekeeper is running (tests).
+    #[cfg(test)]
+    pub(crate) fn keeper_running(&self) -> bool {
+        self.shared.keeper_running()
+    }
+
     /// Set the waiter cap and fair share (at creation or on reload). Lowering `max_waiters`
     /// below the current queue refuses only new acquires; a new fair share applies to the next
     /// connection handed out.
@@ -302,34 +293,6 @@ impl<C: Connector> Pool<C> {
     /// waiters at once. Lifetime settings apply to existing connections too.
     pub fn set_config(&self, config: PoolConfig) {
         self.shared.set_config(config);
-    }
-}
-
-/// When a waiting acquire gives up.
-#[derive(Debug, Clone, Copy)]
-enum Deadline {
-    /// The pool is paused: no deadline runs.
-    Paused,
-    At(Instant),
-    /// Beyond the clock's range: as good as never.
-    Never,
-}
-
-/// A whole `timeout` from the later of the acquire's start and the last resume.
-fn deadline_for(pause: PauseState, start: Instant, timeout: Duration) -> Deadline {
-    if pause.paused {
-        return Deadline::Paused;
-    }
-    let from = pause.resumed_at.map_or(start, |resumed| resumed.max(start));
-    from.checked_add(timeout)
-        .map_or(Deadline::Never, Deadline::At)
-}
-
-/// Sleeps until `deadline`, or forever if there is none.
-async fn sleep_until(deadline: Deadline) {
-    match deadline {
-        Deadline::At(at) => tokio::time::sleep_until(at).await,
-        Deadline::Paused | Deadline::Never => std::future::pending().await,
     }
 }
 

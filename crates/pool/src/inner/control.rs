@@ -2,8 +2,8 @@
 //! backend moved to another server), and wait until no lease is out.
 //!
 //! Invariants:
-//! - `State::paused` and the `pause` watch change together, under the pool's lock, so a waiter
-//!   never sees them disagree for longer than it takes to be woken.
+//! - `State::paused` and `State::resumed_at` change together, under the pool's lock; the
+//!   timekeeper reads both there (see `keeper` for how a pause stops the waiters' deadlines).
 //! - Pausing stops handing out connections only; leases already out work and return normally,
 //!   and returned connections stay idle for the queue to use on resume.
 //! - `wait_idle` never polls: it registers on `quiet` before reading the counts, so a
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Effects, PauseState, Shared};
+use super::{Effects, Shared};
 use crate::{CloseReason, Connector};
 
 impl<C: Connector> Shared<C> {
@@ -24,14 +24,8 @@ impl<C: Connector> Shared<C> {
             if st.paused || st.closed {
                 return;
             }
+            // The timekeeper sees it at its next pass and times nobody out meanwhile.
             st.paused = true;
-            let resumed_at = self.pause.borrow().resumed_at;
-            // Under the lock so that racing pause/resume calls publish in the order they took
-            // effect; sending only wakes tasks, it runs no user code.
-            self.pause.send_replace(PauseState {
-                paused: true,
-                resumed_at,
-            });
             // Paused waiters must not make sibling pools give up connections for them.
             self.budget.forget_starved(&self.member());
             st.live_waiters()
@@ -47,12 +41,13 @@ impl<C: Connector> Shared<C> {
                 return;
             }
             st.paused = false;
-            self.pause.send_replace(PauseState {
-                paused: false,
-                resumed_at: Some(Instant::now()),
-            });
+            st.resumed_at = Some(Instant::now());
             let waiters = st.live_waiters();
             self.dispatch_locked(&mut st, &mut fx);
+            if !st.waiters.is_empty() {
+                // Every deadline restarted: the timekeeper, idle while paused, times them.
+                fx.keeper = st.keeper_wake();
+            }
             waiters
         };
         tracing::info!(pool = %self.name, waiters, "pool resumed");

@@ -18,11 +18,13 @@
 //!   connection, releasing a budget unit, sending a grant) is collected in [`Effects`] under the
 //!   lock and applied after it is released.
 //!
-//! `queue` lets acquires in (or refuses them); `share` picks the next waiter under a fair
-//! share; `report` reads the state (status, holders, timeout numbers); `member` is the
-//! budget's side; `control` holds the operator actions (pause, resume, retire, wait for idle).
+//! `queue` lets acquires in (or refuses them); `keeper` times them out; `share` picks the
+//! next waiter under a fair share; `report` reads the state (status, holders, timeout
+//! numbers); `member` is the budget's side; `control` holds the operator actions (pause,
+//! resume, retire, wait for idle).
 
 mod control;
+mod keeper;
 mod member;
 mod queue;
 mod report;
@@ -31,19 +33,19 @@ mod share;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
 
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::budget::{Budget, Member};
 use crate::config::{Admission, PoolConfig};
+use crate::error::OverShare;
 use crate::lease::{ConnMeta, Lease, Slot};
 use crate::{CloseReason, Connector, DiscardReason, Holder, LeaseRecord};
+use keeper::{Call, Keeper};
 pub(crate) use queue::Ticket;
 use queue::Waiter;
 use share::Shares;
-pub(crate) use share::WaitNote;
 
 /// How many of the oldest holders a timeout error names.
 const OLDEST_IN_ERROR: usize = 3;
@@ -74,18 +76,13 @@ impl Counters {
     }
 }
 
-/// What a waiter receives: a ready connection, or a slot to open one (carrying its holder).
+/// What a waiter receives: a ready connection, a slot to open one (carrying its holder) with
+/// what is left of its deadline for the connect (`None`: none runs), or word from the
+/// timekeeper that its deadline passed (with why it was passed over, if a fair share did).
 pub(crate) enum Grant<C: Connector> {
     Lease(Lease<C>),
-    Slot(Slot<C>),
-}
-
-/// Whether the pool is paused, and when it last resumed; waiters watch it to know whether
-/// their deadline runs (see `Pool::pause`).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PauseState {
-    pub(crate) paused: bool,
-    pub(crate) resumed_at: Option<Instant>,
+    Slot(Slot<C>, Option<Instant>),
+    TimedOut(Option<OverShare>),
 }
 
 struct Idle<T> {
@@ -110,6 +107,12 @@ struct State<C: Connector> {
     leases: Vec<LeaseRecord>,
     closed: bool,
     paused: bool,
+    /// When the pool last resumed: waiters' deadlines restart from it (see `Pool::pause`).
+    resumed_at: Option<Instant>,
+    /// The timekeeper that times the waiters out (`keeper`).
+    keeper: Keeper,
+    /// The next waiter's `Waiter::serial`.
+    next_serial: u64,
     /// Bumped by `retire_all`; connections of an older generation are closed, not reused.
     generation: u64,
     admission: Admission,
@@ -186,6 +189,8 @@ pub(crate) struct Effects<C: Connector> {
     starved: bool,
     /// No lease out and nothing connecting after the change: wake `wait_idle`.
     quiet: bool,
+    /// Start or ring the timekeeper.
+    keeper: Call,
 }
 
 impl<C: Connector> Effects<C> {
@@ -196,6 +201,7 @@ impl<C: Connector> Effects<C> {
             send: Vec::new(),
             starved: false,
             quiet: false,
+            keeper: Call::Nothing,
         }
     }
 
@@ -206,6 +212,7 @@ impl<C: Connector> Effects<C> {
             send,
             starved,
             quiet,
+            keeper,
         } = self;
         let freed = close.len() + release;
         for (conn, reason) in close {
@@ -230,6 +237,11 @@ impl<C: Connector> Effects<C> {
         if quiet {
             shared.quiet.notify_waiters();
         }
+        match keeper {
+            Call::Nothing => {}
+            Call::Start => shared.start_keeper(),
+            Call::Ring => shared.bell.notify_one(),
+        }
     }
 }
 
@@ -243,8 +255,8 @@ pub(crate) struct Shared<C: Connector> {
     state: Mutex<State<C>>,
     me: Weak<Shared<C>>,
     next_lease: AtomicU64,
-    /// Mirrors `State::paused` (written under the lock) for waiters timing their deadline.
-    pub(crate) pause: watch::Sender<PauseState>,
+    /// Rings the timekeeper (`keeper`): a waiter with an earlier deadline, a resume.
+    bell: Arc<Notify>,
     /// Notified when `busy + connecting` drops to 0.
     quiet: Notify,
 }
@@ -266,13 +278,16 @@ impl<C: Connector> Shared<C> {
                 leases: Vec::new(),
                 closed: false,
                 paused: false,
+                resumed_at: None,
+                keeper: Keeper::default(),
+                next_serial: 0,
                 generation: 0,
                 admission: Admission::default(),
                 shares: Shares::default(),
             }),
             me: me.clone(),
             next_lease: AtomicU64::new(1),
-            pause: watch::Sender::new(PauseState::default()),
+            bell: Arc::new(Notify::new()),
             quiet: Notify::new(),
         });
         shared.budget.register(shared.member());
@@ -291,10 +306,6 @@ impl<C: Connector> Shared<C> {
 
     pub(crate) fn config(&self) -> PoolConfig {
         self.lock().config.clone()
-    }
-
-    pub(crate) fn acquire_timeout(&self) -> Duration {
-        self.lock().config.acquire_timeout
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -363,8 +374,11 @@ impl<C: Connector> Shared<C> {
         };
         st.connecting += 1;
         st.shares.add(&waiter.holder);
+        // The connect runs under what is left of the wait's deadline (never paused here: a
+        // paused pool grants nothing).
+        let deadline = keeper::deadline(st.resumed_at, waiter.since, waiter.patience);
         let slot = Slot::new(Arc::clone(self), waiter.holder, st.generation);
-        fx.send.push((waiter.tx, Grant::Slot(slot)));
+        fx.send.push((waiter.tx, Grant::Slot(slot, deadline)));
     }
 
     /// The most recently returned idle connection still fit for use; unfit ones are closed.

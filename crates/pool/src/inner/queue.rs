@@ -11,21 +11,28 @@
 //!   overtaken), and the holder within a strict fair share. Anything else queues.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Counters, Effects, Grant, Shared, State, WaitNote};
-use crate::error::AcquireError;
+use super::keeper::deadline;
+use super::{Counters, Effects, Grant, Shared, State};
+use crate::error::{AcquireError, OverShare};
 use crate::{Connector, Holder, Lease};
 
 /// A queued acquire, as the pool sees it.
 pub(super) struct Waiter<C: Connector> {
     pub(super) tx: oneshot::Sender<Grant<C>>,
     pub(super) holder: Holder,
+    /// When the acquire started.
     pub(super) since: Instant,
-    /// Shared with the acquire, which reads it if it times out.
-    pub(super) note: Arc<WaitNote>,
+    /// Its `acquire_timeout`, as it was when it queued.
+    pub(super) patience: Duration,
+    /// Why a fair share last passed it over, told to it if it times out.
+    pub(super) over_share: Option<OverShare>,
+    /// Tells this waiter from the others (the waiter cap looks for the one just queued).
+    pub(super) serial: u64,
 }
 
 /// Why an acquire was refused without queueing; small, unlike [`AcquireError`], which the
@@ -55,10 +62,11 @@ impl<E> Refusal<E> {
     }
 }
 
-/// A queued acquire's side: where its grant arrives, and what the pool noted about its wait.
+/// A queued acquire's side: where its grant (or its timeout) arrives, and the
+/// `acquire_timeout` it waits under.
 pub(crate) struct Ticket<C: Connector> {
     pub(crate) rx: oneshot::Receiver<Grant<C>>,
-    pub(crate) note: Arc<WaitNote>,
+    pub(crate) patience: Duration,
 }
 
 impl<C: Connector> Waiter<C> {
@@ -101,19 +109,19 @@ impl<C: Connector> Shared<C> {
         leased
     }
 
-    /// Queue an acquire (at the back, FIFO) and serve the queue. `admitted` is what
-    /// `Connector::admit` said: a refusal fails the acquire at once unless a connection is idle.
-    /// An acquire left waiting when `max_waiters` others already wait is taken out again and
-    /// refused.
+    /// Queue an acquire that started at `since` (at the back, FIFO) and serve the queue.
+    /// `admitted` is what `Connector::admit` said: a refusal fails the acquire at once unless a
+    /// connection is idle. An acquire left waiting when `max_waiters` others already wait is
+    /// taken out again and refused. One still waiting is the timekeeper's to time out.
     pub(crate) fn enqueue(
         self: &Arc<Self>,
         holder: Holder,
+        since: Instant,
         admitted: Result<(), C::Error>,
     ) -> Result<Ticket<C>, Refusal<C::Error>> {
         let (tx, rx) = oneshot::channel();
-        let note = Arc::new(WaitNote::default());
         let mut fx = Effects::new();
-        {
+        let patience = {
             let mut st = self.lock();
             if st.closed {
                 return Err(Refusal::Closed);
@@ -130,14 +138,19 @@ impl<C: Connector> Shared<C> {
                     return Err(Refusal::Admit(err));
                 }
             }
+            let patience = st.config.acquire_timeout;
+            let serial = st.next_serial;
+            st.next_serial += 1;
             st.waiters.push_back(Waiter {
                 tx,
                 holder,
-                since: Instant::now(),
-                note: Arc::clone(&note),
+                since,
+                patience,
+                over_share: None,
+                serial,
             });
             self.dispatch_locked(&mut st, &mut fx);
-            if let Some((waiters, max)) = st.beyond_waiter_cap(&note) {
+            if let Some((waiters, max)) = st.beyond_waiter_cap(serial) {
                 // Effects still apply: the dispatch may have served others.
                 drop(st);
                 fx.apply(self);
@@ -150,16 +163,24 @@ impl<C: Connector> Shared<C> {
                 );
                 return Err(Refusal::Full { waiters, max });
             }
-        }
+            if st.waiters.back().is_some_and(|w| w.serial == serial) {
+                // Still waiting: its deadline must be timed.
+                let at = (!st.paused)
+                    .then(|| deadline(st.resumed_at, since, patience))
+                    .flatten();
+                fx.keeper = st.keeper_call(at);
+            }
+            patience
+        };
         fx.apply(self);
-        Ok(Ticket { rx, note })
+        Ok(Ticket { rx, patience })
     }
 }
 
 impl<C: Connector> State<C> {
-    /// The acquire whose note is `note` was just queued and dispatched: if it is still waiting
-    /// and `max_waiters` others are too, take it out; returns `(others waiting, max_waiters)`.
-    fn beyond_waiter_cap(&mut self, note: &Arc<WaitNote>) -> Option<(usize, usize)> {
+    /// The acquire `serial` was just queued and dispatched: if it is still waiting and
+    /// `max_waiters` others are too, take it out; returns `(others waiting, max_waiters)`.
+    fn beyond_waiter_cap(&mut self, serial: u64) -> Option<(usize, usize)> {
         let max = self.admission.max_waiters?;
         if self.waiters.len() <= max {
             // At most `max - 1` others, dead ones included: no need to look at each.
@@ -167,10 +188,7 @@ impl<C: Connector> State<C> {
         }
         // Dead waiters (timed out, cancelled) do not count; drop them so the length is exact.
         self.waiters.retain(Waiter::alive);
-        let ours = self
-            .waiters
-            .back()
-            .is_some_and(|w| Arc::ptr_eq(&w.note, note));
+        let ours = self.waiters.back().is_some_and(|w| w.serial == serial);
         let others = self.waiters.len().saturating_sub(1);
         if !ours || others < max {
             return None;

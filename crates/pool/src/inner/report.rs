@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Counters, Shared, Waiter, OLDEST_IN_ERROR};
+use super::{Counters, Shared, OLDEST_IN_ERROR};
 use crate::config::PoolStatus;
 use crate::error::{AcquireError, OverShare};
 use crate::{Connector, IdleRecord, LeaseRecord};
@@ -94,10 +94,9 @@ impl<C: Connector> Shared<C> {
         let (budget_limit, budget_in_use) = self.budget.snapshot();
         let now = Instant::now();
         let (in_use, config, waiters, oldest) = {
-            let mut st = self.lock();
-            // Timed-out waiters behind the front would otherwise linger until served.
-            st.waiters.retain(Waiter::alive);
-            if st.waiters.is_empty() {
+            let st = self.lock();
+            let waiters = st.live_waiters();
+            if waiters == 0 {
                 self.budget.forget_starved(&self.member());
             }
             let oldest: Vec<_> = st
@@ -106,7 +105,7 @@ impl<C: Connector> Shared<C> {
                 .take(OLDEST_IN_ERROR)
                 .map(|r| (r.holder.clone(), now.saturating_duration_since(r.since)))
                 .collect();
-            (st.units(), st.config.clone(), st.waiters.len(), oldest)
+            (st.units(), st.config.clone(), waiters, oldest)
         };
         tracing::warn!(
             pool = %self.name,

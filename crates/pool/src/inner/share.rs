@@ -17,7 +17,6 @@
 //!   take a key past its share.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 
 use super::{State, Waiter};
 use crate::config::{FairShare, ShareKey};
@@ -102,35 +101,12 @@ impl Shares {
     }
 }
 
-/// What the pool tells a waiting acquire about its wait, read if it times out.
-#[derive(Debug, Default)]
-pub(crate) struct WaitNote {
-    over_share: Mutex<Option<OverShare>>,
-}
-
-impl WaitNote {
-    fn passed_over(&self, over: OverShare) {
-        *self
-            .over_share
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(over);
-    }
-
-    /// Why this acquire was last passed over, if it was.
-    pub(crate) fn take_over_share(&self) -> Option<OverShare> {
-        self.over_share
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-}
-
 impl<C: Connector> State<C> {
     /// The index of the waiter to serve next: the front, unless a fair share is set and the
     /// front's key is at its share while a later live waiter's key is under its own. Call with
     /// a live waiter at the front (`prune_dead_front`).
     /// `None`: a strict share holds back every live waiter.
-    pub(super) fn next_waiter(&self) -> Option<usize> {
+    pub(super) fn next_waiter(&mut self) -> Option<usize> {
         let Some(share) = self.admission.fair_share else {
             return Some(0);
         };
@@ -141,9 +117,8 @@ impl<C: Connector> State<C> {
         match under {
             Some(i) => Some(i),
             None if share.strict => {
-                for w in self.waiters.iter().filter(|w| w.alive()) {
-                    w.note
-                        .passed_over(over_share(share, &self.shares, &w.holder));
+                for w in self.waiters.iter_mut().filter(|w| w.alive()) {
+                    w.over_share = Some(over_share(share, &self.shares, &w.holder));
                 }
                 None
             }
@@ -155,10 +130,8 @@ impl<C: Connector> State<C> {
     /// over their share (see `next_waiter`) and are told so.
     pub(super) fn take_waiter(&mut self, index: usize) -> Option<Waiter<C>> {
         if let Some(share) = self.admission.fair_share {
-            for ahead in self.waiters.iter().take(index).filter(|w| w.alive()) {
-                ahead
-                    .note
-                    .passed_over(over_share(share, &self.shares, &ahead.holder));
+            for ahead in self.waiters.iter_mut().take(index).filter(|w| w.alive()) {
+                ahead.over_share = Some(over_share(share, &self.shares, &ahead.holder));
             }
         }
         self.waiters.remove(index)

@@ -10,6 +10,7 @@ mod control;
 mod footprint;
 mod home;
 mod hygiene;
+mod keeper;
 mod leaks;
 mod shares;
 mod stress;

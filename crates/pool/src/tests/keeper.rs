@@ -1,0 +1,140 @@
+//! The timekeeper: one task per pool times the waiters out. A waiter with an earlier deadline
+//! than the one it is armed for (a lowered timeout) is still timed exactly; it ends once nobody
+//! waits (or the pool is gone) and the next waiter starts another; one dropped with its
+//! runtime is replaced by the next acquire on another runtime.
+
+use std::time::Duration;
+
+use tokio::time::{advance, Instant};
+
+use super::{back, cfg, holder, settle, spawn_acquire, Fake};
+use crate::{AcquireError, Budget, Pool, PoolConfig};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn waited(err: &AcquireError<super::FakeError>) -> Duration {
+    match err {
+        AcquireError::Timeout { waited, .. } => *waited,
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_with_a_shorter_timeout_than_those_before_it_is_timed_exactly() {
+    let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
+    let held = pool.acquire(holder("a:1")).await.unwrap();
+    let start = Instant::now();
+    let patient = spawn_acquire(&pool, holder("w:1")).await; // the timekeeper arms for 5 s
+    pool.set_config(PoolConfig {
+        acquire_timeout: SECOND,
+        ..cfg("db/u", 1, 0)
+    });
+    let hasty = spawn_acquire(&pool, holder("w:2")).await;
+    advance(SECOND).await;
+    settle().await;
+    assert!(
+        hasty.is_finished(),
+        "timed at its own 1 s, not the armed 5 s"
+    );
+    assert_eq!(waited(&hasty.await.unwrap().unwrap_err()), SECOND);
+    assert!(!patient.is_finished(), "the first waiter keeps its 5 s");
+    advance(4 * SECOND).await;
+    assert_eq!(waited(&patient.await.unwrap().unwrap_err()), 5 * SECOND);
+    assert_eq!(start.elapsed(), 5 * SECOND);
+    assert_eq!(pool.status().timeouts_total, 2);
+    back(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timekeeper_ends_when_nobody_waits_and_the_next_waiter_starts_another() {
+    let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
+    assert!(!pool.keeper_running(), "nobody has waited yet");
+    let held = pool.acquire(holder("a:1")).await.unwrap();
+    let waiter = spawn_acquire(&pool, holder("w:1")).await;
+    assert!(pool.keeper_running());
+    advance(5 * SECOND).await;
+    waiter.await.unwrap().unwrap_err();
+    // Two passes that find nobody, a linger (the 5 s timeout) apart.
+    advance(5 * SECOND).await;
+    settle().await;
+    advance(5 * SECOND).await;
+    settle().await;
+    assert!(
+        !pool.keeper_running(),
+        "ended after a linger with nobody waiting"
+    );
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        0,
+        "its task is gone"
+    );
+
+    let start = Instant::now();
+    let waiter = spawn_acquire(&pool, holder("w:2")).await;
+    assert!(pool.keeper_running(), "started again by the next waiter");
+    advance(5 * SECOND).await;
+    assert_eq!(waited(&waiter.await.unwrap().unwrap_err()), 5 * SECOND);
+    assert_eq!(start.elapsed(), 5 * SECOND);
+    back(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_dropped_while_its_timekeeper_sleeps_is_freed_and_the_task_ends() {
+    let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
+    let held = pool.acquire(holder("a:1")).await.unwrap();
+    let waiter = spawn_acquire(&pool, holder("w:1")).await;
+    waiter.abort();
+    settle().await;
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    assert_eq!(alive(), 1, "the timekeeper sleeps");
+    drop(held);
+    drop(pool);
+    // It holds the pool only weakly while it sleeps: at its next wake it finds it gone.
+    advance(5 * SECOND).await;
+    settle().await;
+    assert_eq!(alive(), 0);
+}
+
+#[test]
+fn a_timekeeper_dropped_with_its_runtime_is_replaced_by_the_next_waiter() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
+    let first = runtime();
+    let held = first.block_on(async {
+        let held = pool.acquire(holder("a:1")).await.unwrap();
+        // Queue once (starting the timekeeper on this runtime), then give up.
+        let waiter = spawn_acquire(&pool, holder("w:1")).await;
+        waiter.abort();
+        settle().await;
+        assert!(pool.keeper_running());
+        held
+    });
+    drop(first);
+    assert!(!pool.keeper_running(), "reset as its task was dropped");
+
+    let second = runtime();
+    second.block_on(async {
+        let start = Instant::now();
+        let waiter = spawn_acquire(&pool, holder("w:2")).await;
+        let err = tokio::time::timeout(60 * SECOND, waiter)
+            .await
+            .expect("timed out by a new timekeeper")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(waited(&err), 5 * SECOND);
+        assert_eq!(start.elapsed(), 5 * SECOND);
+    });
+    back(held);
+}
