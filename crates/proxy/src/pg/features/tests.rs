@@ -223,6 +223,51 @@ fn plain_statements_take_the_fast_path_and_others_do_not() {
     assert!(!is_plain(b"/* c */ LISTEN x"));
 }
 
+/// The word-at-a-time search says what a byte-by-byte one says, wherever a mark falls
+/// against the eight-byte words (and in the tail after the last whole word).
+#[test]
+fn the_mark_search_agrees_with_a_byte_by_byte_one() {
+    let marks = [
+        ";",
+        "advisory_lock",
+        "TEMP",
+        "Notify",
+        "temp",
+        "\u{1b}",
+        "{",
+        "pP",
+    ];
+    let by_byte = |body: &[u8]| {
+        let lower = body.to_ascii_lowercase();
+        lower.contains(&b';')
+            || [&b"advisory_lock"[..], b"temp", b"notify"]
+                .iter()
+                .any(|m| lower.windows(m.len()).any(|w| w == *m))
+    };
+    for mark in marks {
+        for before in 0..20 {
+            for after in 0..10 {
+                let body = format!("{}{mark}{}", "x".repeat(before), "q".repeat(after));
+                assert_eq!(
+                    has_marks(body.as_bytes()),
+                    by_byte(body.as_bytes()),
+                    "{body:?}"
+                );
+            }
+        }
+    }
+    for plain in [
+        "",
+        "s",
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+        "kpy KPY",
+    ] {
+        assert!(!has_marks(plain.as_bytes()), "{plain:?}");
+    }
+    assert!(has_marks("SELECT é; SELECT 1".as_bytes()));
+    assert!(has_marks("é".repeat(9).as_bytes()) == by_byte("é".repeat(9).as_bytes()));
+}
+
 #[test]
 fn tracked_extras_are_captured() {
     let f = scan_str(
