@@ -116,7 +116,9 @@ impl<C: Connector> Pool<C> {
             Ok(Grant::Slot(slot, deadline)) => (slot, deadline),
             // The timekeeper took it out of the queue first, so the numbers do not count it.
             Ok(Grant::TimedOut(over_share)) => {
-                return Err(self.shared.timeout_error(start.elapsed(), over_share));
+                return Err(self
+                    .shared
+                    .timeout_error(start.elapsed(), over_share.map(|o| *o)));
             }
             // Only `close` drops a waiter's sender without sending.
             Err(_) => return Err(AcquireError::Closed),

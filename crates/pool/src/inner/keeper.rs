@@ -20,9 +20,15 @@
 //!   later of its start and the last resume, and does not exist while the pool is paused;
 //!   `Pool::pause` documents why.
 //! - The task holds the pool only weakly while it sleeps: a pool dropped without `close` is
-//!   freed, and its timekeeper ends at its next wake. It runs on the runtime of the acquire
-//!   that started it; if that runtime shuts down first, `running` is reset as the task is
-//!   dropped, and the next acquire to queue starts another.
+//!   freed, and `close` and the pool's drop ring it so it ends then.
+//! - It runs on the runtime of the acquire that started it. If that runtime shuts down while
+//!   acquires (from other runtimes) still wait, the dropped task starts another on a thread
+//!   of its own, which ends like any timekeeper once nobody waits: no waiter is ever left
+//!   without its deadline.
+//! - A pass stops at the first live waiter not yet due when every queued waiter has the same
+//!   `acquire_timeout` (their deadlines then come in queue order); only after a reload changed
+//!   it ([`Keeper::mixed`]) does a pass look at the whole queue. Under overload, when a waiter
+//!   times out every few milliseconds, each pass is then a few steps, not the whole queue.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -38,6 +44,8 @@ use crate::Connector;
 pub(super) struct Keeper {
     pub(super) running: bool,
     pub(super) armed: Option<Instant>,
+    /// Queued waiters may have different timeouts: deadlines are not in queue order.
+    pub(super) mixed: bool,
 }
 
 /// What an enqueue (or a resume) asks of the timekeeper, done after the lock.
@@ -107,12 +115,39 @@ impl<C: Connector> Shared<C> {
     /// Start a timekeeper on the current runtime; outside one, forget that it was asked for
     /// (the next acquire to queue asks again).
     pub(super) fn start_keeper(self: &Arc<Self>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(pool = %self.name, "no runtime to time out waiters on");
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(keep_time(Arc::downgrade(self), Arc::clone(&self.bell)));
+            }
+            Err(_) => self.keep_time_on_a_thread(),
+        }
+    }
+
+    /// The timekeeper on a thread of its own, with a runtime of its own: for waiters whose
+    /// timekeeper's runtime went away (or none was current).
+    fn keep_time_on_a_thread(self: &Arc<Self>) {
+        let pool = Arc::downgrade(self);
+        let bell = Arc::clone(&self.bell);
+        let started = std::thread::Builder::new()
+            .name("poolguard-keeper".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build();
+                match runtime {
+                    Ok(runtime) => runtime.block_on(keep_time(pool, bell)),
+                    Err(err) => {
+                        tracing::error!(error = %err, "no runtime to time out waiters on");
+                        if let Some(shared) = pool.upgrade() {
+                            shared.lock().keeper = Keeper::default();
+                        }
+                    }
+                }
+            });
+        if let Err(err) = started {
+            tracing::error!(pool = %self.name, error = %err, "no thread to time out waiters on");
             self.lock().keeper = Keeper::default();
-            return;
-        };
-        runtime.spawn(keep_time(Arc::downgrade(self), Arc::clone(&self.bell)));
+        }
     }
 
     #[cfg(test)]
@@ -132,6 +167,7 @@ impl<C: Connector> Shared<C> {
                 Pass::Stop
             } else if empty {
                 st.waiters.clear();
+                st.keeper.mixed = false;
                 Pass::At(now + linger(st.config.acquire_timeout))
             } else if st.paused {
                 Pass::Rung
@@ -151,8 +187,11 @@ impl<C: Connector> Shared<C> {
 
     fn expire_locked(&self, st: &mut State<C>, now: Instant, fx: &mut Effects<C>) -> Pass {
         let resumed_at = st.resumed_at;
+        let in_order = !st.keeper.mixed;
         let mut next: Option<Instant> = None;
-        let mut expired = 0;
+        let mut removed = false;
+        // The one timeout every waiter still queued has, if they share one.
+        let mut shared_patience: Option<Option<Duration>> = None;
         let mut i = 0;
         while let Some(w) = st.waiters.get(i) {
             let at = deadline(resumed_at, w.since, w.patience);
@@ -162,18 +201,31 @@ impl<C: Connector> Shared<C> {
                     (Some(n), Some(at)) => Some(n.min(at)),
                     (n, at) => n.or(at),
                 };
+                if in_order {
+                    // Everyone behind it is due later.
+                    break;
+                }
+                shared_patience = match shared_patience {
+                    None => Some(Some(w.patience)),
+                    Some(Some(p)) if p == w.patience => Some(Some(p)),
+                    Some(_) => Some(None),
+                };
                 i += 1;
                 continue;
             }
             // Removing near the front (where deadlines pass first) is cheap.
             if let Some(w) = st.waiters.remove(i) {
+                removed = true;
                 if due && w.alive() {
-                    expired += 1;
                     fx.send.push((w.tx, Grant::TimedOut(w.over_share)));
                 }
             }
         }
-        if expired > 0 && st.waiters.is_empty() {
+        if !in_order && shared_patience != Some(None) {
+            // The full pass found one timeout for all: the next passes may stop early again.
+            st.keeper.mixed = false;
+        }
+        if removed && !st.has_live_waiter() {
             // Nobody is left to starve for: sibling pools need not give units up for us.
             self.budget.forget_starved(&self.member());
         }
@@ -196,8 +248,21 @@ impl<C: Connector> Drop for Running<C> {
         if self.ended {
             return;
         }
-        if let Some(shared) = self.pool.upgrade() {
-            shared.lock().keeper = Keeper::default();
+        let Some(shared) = self.pool.upgrade() else {
+            return;
+        };
+        let waiting = {
+            let mut st = shared.lock();
+            let waiting = !st.closed && st.has_live_waiter();
+            if !waiting {
+                st.keeper.running = false;
+                st.keeper.armed = None;
+            }
+            waiting
+        };
+        if waiting {
+            // Our runtime is going away (we cannot spawn on it): carry on elsewhere.
+            shared.keep_time_on_a_thread();
         }
     }
 }

@@ -62,5 +62,7 @@ impl<C: Connector> Drop for Shared<C> {
             self.close_conn(entry.conn, CloseReason::PoolClosed);
             self.budget.release();
         }
+        // A timekeeper waiting to be rung finds the pool gone and ends.
+        self.bell.notify_one();
     }
 }

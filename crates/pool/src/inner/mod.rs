@@ -82,7 +82,7 @@ impl Counters {
 pub(crate) enum Grant<C: Connector> {
     Lease(Lease<C>),
     Slot(Slot<C>, Option<Instant>),
-    TimedOut(Option<OverShare>),
+    TimedOut(Option<Box<OverShare>>),
 }
 
 struct Idle<T> {
@@ -573,6 +573,8 @@ impl<C: Connector> Shared<C> {
         tracing::info!(pool = %self.name, waiters = waiters.len(), "pool closed");
         drop(waiters);
         fx.apply(self);
+        // A timekeeper waiting to be rung (the pool was paused) ends now.
+        self.bell.notify_one();
     }
 
     /// New settings (the name stays). Shrinking closes surplus idle connections, least

@@ -29,8 +29,9 @@ pub(super) struct Waiter<C: Connector> {
     pub(super) since: Instant,
     /// Its `acquire_timeout`, as it was when it queued.
     pub(super) patience: Duration,
-    /// Why a fair share last passed it over, told to it if it times out.
-    pub(super) over_share: Option<OverShare>,
+    /// Why a fair share last passed it over, told to it if it times out (boxed: rare, and
+    /// the queue is scanned).
+    pub(super) over_share: Option<Box<OverShare>>,
     /// Tells this waiter from the others (the waiter cap looks for the one just queued).
     pub(super) serial: u64,
 }
@@ -139,6 +140,10 @@ impl<C: Connector> Shared<C> {
                 }
             }
             let patience = st.config.acquire_timeout;
+            if st.waiters.back().is_some_and(|w| w.patience != patience) {
+                // A reload changed the timeout: deadlines are no longer in queue order.
+                st.keeper.mixed = true;
+            }
             let serial = st.next_serial;
             st.next_serial += 1;
             st.waiters.push_back(Waiter {

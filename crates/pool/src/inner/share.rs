@@ -118,7 +118,7 @@ impl<C: Connector> State<C> {
             Some(i) => Some(i),
             None if share.strict => {
                 for w in self.waiters.iter_mut().filter(|w| w.alive()) {
-                    w.over_share = Some(over_share(share, &self.shares, &w.holder));
+                    w.over_share = Some(Box::new(over_share(share, &self.shares, &w.holder)));
                 }
                 None
             }
@@ -131,7 +131,7 @@ impl<C: Connector> State<C> {
     pub(super) fn take_waiter(&mut self, index: usize) -> Option<Waiter<C>> {
         if let Some(share) = self.admission.fair_share {
             for ahead in self.waiters.iter_mut().take(index).filter(|w| w.alive()) {
-                ahead.over_share = Some(over_share(share, &self.shares, &ahead.holder));
+                ahead.over_share = Some(Box::new(over_share(share, &self.shares, &ahead.holder)));
             }
         }
         self.waiters.remove(index)

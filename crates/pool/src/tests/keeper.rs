@@ -1,7 +1,8 @@
 //! The timekeeper: one task per pool times the waiters out. A waiter with an earlier deadline
-//! than the one it is armed for (a lowered timeout) is still timed exactly; it ends once nobody
-//! waits (or the pool is gone) and the next waiter starts another; one dropped with its
-//! runtime is replaced by the next acquire on another runtime.
+//! than the one it is armed for (a lowered timeout) is still timed exactly, and so are waiters
+//! whose deadlines restart at a resume; it ends once nobody waits, or the pool is closed or
+//! gone, and the next waiter starts another; one dropped with its runtime while others wait
+//! carries on on a thread of its own.
 
 use std::time::Duration;
 
@@ -136,5 +137,97 @@ fn a_timekeeper_dropped_with_its_runtime_is_replaced_by_the_next_waiter() {
         assert_eq!(waited(&err), 5 * SECOND);
         assert_eq!(start.elapsed(), 5 * SECOND);
     });
+    back(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_wakes_a_timekeeper_that_slept_through_the_pause() {
+    let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
+    let held = pool.acquire(holder("a:1")).await.unwrap();
+    pool.pause();
+    let waiter = spawn_acquire(&pool, holder("w:1")).await;
+    // The timekeeper looks while paused, finds nothing to time, and waits to be rung.
+    advance(60 * SECOND).await;
+    settle().await;
+    pool.resume();
+    let err = tokio::time::timeout(600 * SECOND, waiter)
+        .await
+        .expect("timed out 5 s after the resume")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(waited(&err), 65 * SECOND);
+    back(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_a_paused_pool_ends_its_timekeeper() {
+    let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
+    let held = pool.acquire(holder("a:1")).await.unwrap();
+    pool.pause();
+    let waiter = spawn_acquire(&pool, holder("w:1")).await;
+    advance(60 * SECOND).await;
+    settle().await;
+    pool.close();
+    assert!(matches!(
+        waiter.await.unwrap().unwrap_err(),
+        AcquireError::Closed
+    ));
+    settle().await;
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        0,
+        "rung by close, it found the pool closed and ended"
+    );
+    drop(held);
+}
+
+/// The timekeeper runs on one runtime while an acquire waits on another; the first runtime
+/// shuts down. The waiter is still timed out (on real time: the thread's runtime is not the
+/// test's paused clock, so the timeout is short).
+#[test]
+fn a_waiter_outlives_the_runtime_its_timekeeper_ran_on() {
+    let pool = Pool::new(
+        PoolConfig {
+            acquire_timeout: Duration::from_millis(50),
+            ..cfg("db/u", 1, 0)
+        },
+        Fake::new(),
+        Budget::new(10),
+    );
+    let build = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    let first = build();
+    let second = build();
+    let held = first.block_on(async {
+        let held = pool.acquire(holder("a:1")).await.unwrap();
+        let waiter = spawn_acquire(&pool, holder("w:1")).await;
+        waiter.abort();
+        settle().await;
+        held
+    });
+    assert!(pool.keeper_running(), "started on the first runtime");
+    let waiter = {
+        let pool = pool.clone();
+        second.spawn(async move { pool.acquire(holder("w:2")).await })
+    };
+    second.block_on(settle());
+    assert_eq!(
+        pool.status().waiters,
+        1,
+        "queued, its timekeeper already running"
+    );
+    drop(first);
+    let err = second
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), waiter).await })
+        .expect("timed out by a timekeeper on a thread of its own")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, AcquireError::Timeout { .. }), "{err:?}");
     back(held);
 }
