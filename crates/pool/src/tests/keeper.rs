@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
 
-use super::{back, cfg, holder, settle, spawn_acquire, Fake};
-use crate::{AcquireError, Budget, Pool, PoolConfig};
+use super::{back, cfg, holder, settle, spawn_acquire, Acquired, Fake};
+use crate::{AcquireError, Budget, Lease, Pool, PoolConfig};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -140,15 +141,21 @@ fn a_timekeeper_dropped_with_its_runtime_is_replaced_by_the_next_waiter() {
     back(held);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_resume_wakes_a_timekeeper_that_slept_through_the_pause() {
+/// A pool of one, its connection held and the pool paused with one acquire waiting, a minute
+/// on: the timekeeper has looked, found nothing to time, and waits to be rung.
+async fn paused_a_minute_with_a_waiter() -> (Pool<Fake>, Lease<Fake>, JoinHandle<Acquired>) {
     let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
     let held = pool.acquire(holder("a:1")).await.unwrap();
     pool.pause();
     let waiter = spawn_acquire(&pool, holder("w:1")).await;
-    // The timekeeper looks while paused, finds nothing to time, and waits to be rung.
     advance(60 * SECOND).await;
     settle().await;
+    (pool, held, waiter)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_wakes_a_timekeeper_that_slept_through_the_pause() {
+    let (pool, held, waiter) = paused_a_minute_with_a_waiter().await;
     pool.resume();
     let err = tokio::time::timeout(600 * SECOND, waiter)
         .await
@@ -161,12 +168,7 @@ async fn a_resume_wakes_a_timekeeper_that_slept_through_the_pause() {
 
 #[tokio::test(start_paused = true)]
 async fn closing_a_paused_pool_ends_its_timekeeper() {
-    let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
-    let held = pool.acquire(holder("a:1")).await.unwrap();
-    pool.pause();
-    let waiter = spawn_acquire(&pool, holder("w:1")).await;
-    advance(60 * SECOND).await;
-    settle().await;
+    let (pool, held, waiter) = paused_a_minute_with_a_waiter().await;
     pool.close();
     assert!(matches!(
         waiter.await.unwrap().unwrap_err(),
