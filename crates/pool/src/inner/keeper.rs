@@ -112,12 +112,17 @@ enum Pass {
 }
 
 impl<C: Connector> Shared<C> {
-    /// Start a timekeeper on the current runtime; outside one, forget that it was asked for
-    /// (the next acquire to queue asks again).
+    /// Start a timekeeper on the current runtime, or on a thread of its own outside one.
     pub(super) fn start_keeper(self: &Arc<Self>) {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(keep_time(Arc::downgrade(self), Arc::clone(&self.bell)));
+                // Made here, not in the task: a runtime that is shutting down drops the task
+                // unpolled, and the guard's drop must still hand over to a thread.
+                let running = Running {
+                    pool: Arc::downgrade(self),
+                    ended: false,
+                };
+                runtime.spawn(keep_time(running, Arc::clone(&self.bell)));
             }
             Err(_) => self.keep_time_on_a_thread(),
         }
@@ -135,18 +140,21 @@ impl<C: Connector> Shared<C> {
                     .enable_time()
                     .build();
                 match runtime {
-                    Ok(runtime) => runtime.block_on(keep_time(pool, bell)),
+                    Ok(runtime) => {
+                        let running = Running { pool, ended: false };
+                        runtime.block_on(keep_time(running, bell));
+                    }
                     Err(err) => {
                         tracing::error!(error = %err, "no runtime to time out waiters on");
                         if let Some(shared) = pool.upgrade() {
-                            shared.lock().keeper = Keeper::default();
+                            shared.lock().keeper.stopped();
                         }
                     }
                 }
             });
         if let Err(err) = started {
             tracing::error!(pool = %self.name, error = %err, "no thread to time out waiters on");
-            self.lock().keeper = Keeper::default();
+            self.lock().keeper.stopped();
         }
     }
 
@@ -178,7 +186,9 @@ impl<C: Connector> Shared<C> {
                 Pass::At(at) => Some(at),
                 Pass::Rung | Pass::Stop => None,
             };
-            st.keeper.running = !matches!(pass, Pass::Stop);
+            if matches!(pass, Pass::Stop) {
+                st.keeper.stopped();
+            }
             (pass, empty)
         };
         fx.apply(self);
@@ -237,7 +247,17 @@ impl<C: Connector> Shared<C> {
     }
 }
 
-/// Resets `running` if the task is dropped without ending itself (its runtime shut down).
+impl Keeper {
+    /// No timekeeper runs now (`mixed` stays: it describes the queue, not the keeper).
+    fn stopped(&mut self) {
+        self.running = false;
+        self.armed = None;
+    }
+}
+
+/// Owned by a timekeeper from the moment it is spawned: if the task is dropped without ending
+/// itself (its runtime shut down, perhaps before ever polling it), the keeper is marked
+/// stopped, or, with acquires still waiting, carried on on a thread of its own.
 struct Running<C: Connector> {
     pool: Weak<Shared<C>>,
     ended: bool,
@@ -255,8 +275,7 @@ impl<C: Connector> Drop for Running<C> {
             let mut st = shared.lock();
             let waiting = !st.closed && st.has_live_waiter();
             if !waiting {
-                st.keeper.running = false;
-                st.keeper.armed = None;
+                st.keeper.stopped();
             }
             waiting
         };
@@ -267,11 +286,8 @@ impl<C: Connector> Drop for Running<C> {
     }
 }
 
-async fn keep_time<C: Connector>(pool: Weak<Shared<C>>, bell: Arc<Notify>) {
-    let mut running = Running {
-        pool: pool.clone(),
-        ended: false,
-    };
+async fn keep_time<C: Connector>(mut running: Running<C>, bell: Arc<Notify>) {
+    let pool = running.pool.clone();
     let mut was_empty = false;
     loop {
         let pass = {

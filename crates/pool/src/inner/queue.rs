@@ -141,7 +141,11 @@ impl<C: Connector> Shared<C> {
             }
             let patience = st.config.acquire_timeout;
             if st.waiters.back().is_some_and(|w| w.patience != patience) {
-                // A reload changed the timeout: deadlines are no longer in queue order.
+                // A reload changed the timeout: deadlines are no longer in queue order. (An
+                // acquire that started a little before the one queued ahead of it, held up on
+                // the way, is not counted: it is timed out when that one is, late by the
+                // moment it was held up, and marking it would make every pass under
+                // concurrent load a scan of the whole queue again.)
                 st.keeper.mixed = true;
             }
             let serial = st.next_serial;

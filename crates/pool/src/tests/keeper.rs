@@ -4,6 +4,7 @@
 //! gone, and the next waiter starts another; one dropped with its runtime while others wait
 //! carries on on a thread of its own.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -229,6 +230,42 @@ fn a_waiter_outlives_the_runtime_its_timekeeper_ran_on() {
         .block_on(async { tokio::time::timeout(Duration::from_secs(60), waiter).await })
         .expect("timed out by a timekeeper on a thread of its own")
         .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, AcquireError::Timeout { .. }), "{err:?}");
+    back(held);
+}
+
+/// An acquire that queues with a runtime entered that has already shut down: the timekeeper
+/// it starts is dropped by that runtime unpolled, and must still hand over to a thread.
+#[test]
+fn a_timekeeper_its_runtime_drops_unpolled_still_times_the_waiter_out() {
+    let pool = Pool::new(
+        PoolConfig {
+            acquire_timeout: Duration::from_millis(50),
+            ..cfg("db/u", 1, 0)
+        },
+        Fake::new(),
+        Budget::new(10),
+    );
+    let build = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    let gone = build();
+    let held = gone.block_on(pool.acquire(holder("a:1"))).unwrap();
+    let handle = gone.handle().clone();
+    drop(gone);
+    let mut waiter = Box::pin(pool.acquire(holder("w:1")));
+    {
+        let _entered = handle.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(waiter.as_mut().poll(&mut cx).is_pending(), "queued");
+    }
+    let err = build()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), waiter).await })
+        .expect("timed out by a timekeeper on a thread of its own")
         .unwrap_err();
     assert!(matches!(err, AcquireError::Timeout { .. }), "{err:?}");
     back(held);
