@@ -170,7 +170,8 @@ impl<C: Connector> Shared<C> {
         let (pass, empty) = {
             let mut st = self.lock();
             let now = Instant::now();
-            let empty = st.waiters.iter().all(|w| !w.alive());
+            // Stops at the first live waiter (nearly always the front), not a walk of the queue.
+            let empty = !st.has_live_waiter();
             let pass = if st.closed || (empty && was_empty) {
                 Pass::Stop
             } else if empty {
