@@ -104,17 +104,32 @@ async fn a_pool_dropped_while_its_timekeeper_sleeps_is_freed_and_the_task_ends()
     assert_eq!(alive(), 0);
 }
 
+/// A runtime of its own for the tests that use more than one, on a paused clock or real time.
+fn runtime(paused: bool) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(paused)
+        .build()
+        .unwrap()
+}
+
+/// A pool of one whose acquires give up after 50 ms: for the tests whose waiter is timed out
+/// on a timekeeper thread's real clock.
+fn hasty_pool() -> Pool<Fake> {
+    Pool::new(
+        PoolConfig {
+            acquire_timeout: Duration::from_millis(50),
+            ..cfg("db/u", 1, 0)
+        },
+        Fake::new(),
+        Budget::new(10),
+    )
+}
+
 #[test]
 fn a_timekeeper_dropped_with_its_runtime_is_replaced_by_the_next_waiter() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    };
     let pool = Pool::new(cfg("db/u", 1, 0), Fake::new(), Budget::new(10));
-    let first = runtime();
+    let first = runtime(true);
     let held = first.block_on(async {
         let held = pool.acquire(holder("a:1")).await.unwrap();
         // Queue once (starting the timekeeper on this runtime), then give up.
@@ -127,7 +142,7 @@ fn a_timekeeper_dropped_with_its_runtime_is_replaced_by_the_next_waiter() {
     drop(first);
     assert!(!pool.keeper_running(), "reset as its task was dropped");
 
-    let second = runtime();
+    let second = runtime(true);
     second.block_on(async {
         let start = Instant::now();
         let waiter = spawn_acquire(&pool, holder("w:2")).await;
@@ -191,22 +206,9 @@ async fn closing_a_paused_pool_ends_its_timekeeper() {
 /// test's paused clock, so the timeout is short).
 #[test]
 fn a_waiter_outlives_the_runtime_its_timekeeper_ran_on() {
-    let pool = Pool::new(
-        PoolConfig {
-            acquire_timeout: Duration::from_millis(50),
-            ..cfg("db/u", 1, 0)
-        },
-        Fake::new(),
-        Budget::new(10),
-    );
-    let build = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-    };
-    let first = build();
-    let second = build();
+    let pool = hasty_pool();
+    let first = runtime(false);
+    let second = runtime(false);
     let held = first.block_on(async {
         let held = pool.acquire(holder("a:1")).await.unwrap();
         let waiter = spawn_acquire(&pool, holder("w:1")).await;
@@ -239,21 +241,8 @@ fn a_waiter_outlives_the_runtime_its_timekeeper_ran_on() {
 /// it starts is dropped by that runtime unpolled, and must still hand over to a thread.
 #[test]
 fn a_timekeeper_its_runtime_drops_unpolled_still_times_the_waiter_out() {
-    let pool = Pool::new(
-        PoolConfig {
-            acquire_timeout: Duration::from_millis(50),
-            ..cfg("db/u", 1, 0)
-        },
-        Fake::new(),
-        Budget::new(10),
-    );
-    let build = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-    };
-    let gone = build();
+    let pool = hasty_pool();
+    let gone = runtime(false);
     let held = gone.block_on(pool.acquire(holder("a:1"))).unwrap();
     let handle = gone.handle().clone();
     drop(gone);
@@ -263,7 +252,7 @@ fn a_timekeeper_its_runtime_drops_unpolled_still_times_the_waiter_out() {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(waiter.as_mut().poll(&mut cx).is_pending(), "queued");
     }
-    let err = build()
+    let err = runtime(false)
         .block_on(async { tokio::time::timeout(Duration::from_secs(60), waiter).await })
         .expect("timed out by a timekeeper on a thread of its own")
         .unwrap_err();
