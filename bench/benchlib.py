@@ -48,10 +48,15 @@ def _proc_stat(pid):
         return f.read().rsplit(")", 1)[1].split()
 
 
+def cpu_split(pid):
+    """(user, system) CPU seconds of a process so far, all its threads."""
+    fields = _proc_stat(pid)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process so far."""
-    fields = _proc_stat(pid)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return sum(cpu_split(pid))
 
 
 def _machine_idle():

@@ -29,7 +29,7 @@ import time
 
 import callgrind
 from benchlib import (DB, PASSWORD, PG_POOL as POOL, USER,
-                      ROOT, MachineMeter, PgBouncer, PgSandbox, Poolguard, cpu_seconds, log,
+                      ROOT, MachineMeter, PgBouncer, PgSandbox, Poolguard, cpu_split, log,
                       machine_note, spread, idle_footprint as idle_clients_footprint)
 
 
@@ -88,6 +88,34 @@ def over_unix(name):
     return name.endswith(" unix")
 
 
+def measure(pg, port, pid, args, clients, duration, workdir):
+    """One pgbench run through `port`; with a proxy's `pid`, its CPU per transaction over the
+    run ("cpu_us_per_tx") and without the clients' logins ("cpu_us_per_tx_steady", split into
+    "user_us_per_tx" and "sys_us_per_tx"), beside what else the machine did."""
+    before = cpu_split(pid) if pid else (0, 0)
+    with MachineMeter([pg.server_pid]) as machine:
+        r = pgbench(port, args, clients, duration, workdir)
+    r.update(machine.fields)
+    if not pid:
+        return r
+    after = cpu_split(pid)
+    used = sum(after) - sum(before)
+    r["cpu_us_per_tx"] = used * 1e6 / r["transactions"] if r["transactions"] else 0
+    # The same clients logging in and running one transaction each: what the logins cost,
+    # taken off the run above (pgbench's TPS leaves its connection phase out; the CPU figure
+    # must too, or a proxy that derives a SCRAM key per login looks dearer per transaction the
+    # more clients log in).
+    logins = pgbench(port, args, clients, duration, workdir, per_client=1)
+    login = [b - a for a, b in zip(after, cpu_split(pid))]
+    steady_tx = r["transactions"] - logins["transactions"]
+    ok = logins["ok"] and steady_tx > 0
+    for key, i in (("user_us_per_tx", 0), ("sys_us_per_tx", 1)):
+        spent = (after[i] - before[i]) - login[i]
+        r[key] = spent * 1e6 / steady_tx if ok else 0
+    r["cpu_us_per_tx_steady"] = r["user_us_per_tx"] + r["sys_us_per_tx"]
+    return r
+
+
 def run_matrix(pg, proxies, duration, reps, workdir, only=None):
     """`proxies`: (PgBouncer, poolguard) over TCP and, for the ` unix` rows, over the server's
     Unix socket."""
@@ -100,24 +128,8 @@ def run_matrix(pg, proxies, duration, reps, workdir, only=None):
             ports = {"direct": pg.port, "pgbouncer": bouncer.port, "poolguard": guard.port}
             pids = {"pgbouncer": bouncer.pid, "poolguard": guard.pid}
             for target in targets:
-                before = cpu_seconds(pids[target]) if target in pids else 0
-                with MachineMeter([pg.server_pid]) as machine:
-                    r = pgbench(ports[target], args, clients, duration, workdir)
-                r.update(machine.fields)
-                if target in pids:
-                    used = cpu_seconds(pids[target]) - before
-                    r["cpu_us_per_tx"] = used * 1e6 / r["transactions"] if r["transactions"] else 0
-                    # The same clients logging in and running one transaction each: what the
-                    # logins cost, taken off the run above (pgbench's TPS leaves its connection
-                    # phase out; the CPU figure must too, or a proxy that derives a SCRAM key per
-                    # login looks dearer per transaction the more clients log in).
-                    before = cpu_seconds(pids[target])
-                    logins = pgbench(ports[target], args, clients, duration, workdir, per_client=1)
-                    login_cpu = cpu_seconds(pids[target]) - before
-                    steady_tx = r["transactions"] - logins["transactions"]
-                    r["cpu_us_per_tx_steady"] = (
-                        (used - login_cpu) * 1e6 / steady_tx if logins["ok"] and steady_tx > 0
-                        else 0)
+                r = measure(pg, ports[target], pids.get(target), args, clients, duration,
+                            workdir)
                 log(f"rep {rep + 1} {name:22} {target:9} tps {r['tps']:9.0f}  p99 {r['p99_ms']:7.2f} ms"
                     f"  failed {r['failed']}  cpu/tx {r.get('cpu_us_per_tx', 0):6.1f} us"
                     f" ({r.get('cpu_us_per_tx_steady', 0):6.1f} without logins)"
