@@ -3,6 +3,7 @@ proxy's CPU time and RSS from /proc, the idle-client footprint, what else the ma
 a run (`MachineMeter`), and the servers and proxies under test (sandbox PostgreSQL and MariaDB,
 PgBouncer, poolguard), each startable under a wrapper such as valgrind."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -183,6 +184,29 @@ def idle_footprint(pid, script, argv, n):
             "bytes_per_client": (after - before) * 1024 / ok if ok else 0,
             "fds_before": fds_before, "fds_after": fds_after,
             "fds_per_client": (fds_after - fds_before) / ok if ok else 0}
+
+
+# sysbench's tables in the MySQL benchmarks (prepared by each script against its sandbox).
+SYSBENCH_TABLES, SYSBENCH_TABLE_SIZE = 4, 10000
+
+
+def sysbench(workload, port, extra, timeout=1800):
+    """One sysbench command (`extra` ends with prepare or run) as user app on database bank."""
+    cmd = ["sysbench", workload, "--db-driver=mysql", "--mysql-host=127.0.0.1",
+           f"--mysql-port={port}", "--mysql-user=app", "--mysql-password=app-secret",
+           "--mysql-db=bank", f"--tables={SYSBENCH_TABLES}",
+           f"--table-size={SYSBENCH_TABLE_SIZE}"] + extra
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def parse_sysbench(report):
+    """(TPS, p95 ms, ignored errors, statements) from a sysbench run's report (None if absent)."""
+    tps = re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", report)
+    p95 = re.search(r"95th percentile:\s+([\d.]+)", report)
+    errs = re.search(r"ignored errors:\s+(\d+)", report)
+    queries = re.search(r"queries:\s+(\d+)", report)
+    return (float(tps.group(1)) if tps else None, float(p95.group(1)) if p95 else None,
+            int(errs.group(1)) if errs else None, int(queries.group(1)) if queries else 0)
 
 
 def start_mariadb_sandbox(max_connections):

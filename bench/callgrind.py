@@ -48,10 +48,10 @@ import subprocess
 import sys
 import tempfile
 
+import benchlib
 from benchlib import (DB, PASSWORD, USER, POOLGUARD, PgBouncer, PgSandbox, Poolguard,
                       free_port, mysql_config, start_mariadb_sandbox, wait_listening)
 
-TABLES, TABLE_SIZE = 4, 10000  # sysbench's tables for the MySQL door
 # Under valgrind a proxy starts slowly (poolguard derives SCRAM verifiers at start).
 READY_TIMEOUT = 300
 
@@ -180,11 +180,8 @@ def measure_pg(pg_port, target="poolguard", events=16000, warmup=800, clients=4,
 
 # --- MySQL door --------------------------------------------------------------------------
 
-def sysbench(port, workload, extra):
-    cmd = ["sysbench", workload, "--db-driver=mysql", "--mysql-host=127.0.0.1",
-           f"--mysql-port={port}", "--mysql-user=app", "--mysql-password=app-secret",
-           "--mysql-db=bank", f"--tables={TABLES}", f"--table-size={TABLE_SIZE}"] + extra
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+def run_sysbench(port, workload, extra):
+    out = benchlib.sysbench(workload, port, extra)
     if out.returncode != 0:
         raise SystemExit(out.stdout[-2000:] + out.stderr[-2000:])
     return out.stdout
@@ -221,14 +218,14 @@ def mysql_door(args):
     work = tempfile.mkdtemp(prefix="poolguard-callgrind-mysql-")
     p = None
     try:
-        sysbench(db_port, args.workload, ["--threads=4", "prepare"])
+        run_sysbench(db_port, args.workload, ["--threads=4", "prepare"])
         base = os.path.join(work, "cg.out")
         tool = ["strace", "-c", "-f", "-o", base] if args.strace else valgrind(base)
         p, port = start_mysql_poolguard(db_port, work, args.mode, tool, args.bin)
         common = [f"--threads={args.threads}", "--time=0"]
 
         def run(n):
-            text = sysbench(port, args.workload, common + [f"--events={n}", "run"])
+            text = run_sysbench(port, args.workload, common + [f"--events={n}", "run"])
             return int(re.search(r"queries:\s+(\d+)", text).group(1))
 
         if args.strace:

@@ -14,16 +14,15 @@ poolguard), with benchlib.MachineMeter.
 """
 import argparse
 import os
-import re
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 
-from benchlib import (POOLGUARD as BIN, ROOT, MachineMeter, cpu_seconds, free_port,
-                      idle_footprint, machine_note, mysql_config, spread, start_mariadb_sandbox,
-                      wait_listening)
+from benchlib import (POOLGUARD as BIN, ROOT, SYSBENCH_TABLE_SIZE, SYSBENCH_TABLES,
+                      MachineMeter, cpu_seconds, free_port, idle_footprint, machine_note, mysql_config,
+                      parse_sysbench, spread, start_mariadb_sandbox, sysbench, wait_listening)
 
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
 HEADER = "## MySQL: sysbench"
@@ -40,7 +39,6 @@ args = ap.parse_args()
 
 WORKLOADS = args.workloads.split(",")
 THREADS = [int(t) for t in args.threads.split(",")]
-TABLES, TABLE_SIZE = 4, 10000
 
 
 def start_poolguard(db_port, workdir):
@@ -54,22 +52,6 @@ def start_poolguard(db_port, workdir):
                          stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     wait_listening(p, port, 30)
     return p, port
-
-
-def sysbench(workload, port, extra, timeout):
-    cmd = ["sysbench", workload, "--db-driver=mysql", "--mysql-host=127.0.0.1",
-           f"--mysql-port={port}", "--mysql-user=app", "--mysql-password=app-secret",
-           "--mysql-db=bank", f"--tables={TABLES}", f"--table-size={TABLE_SIZE}"] + extra
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def parse(report):
-    tps = re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", report)
-    p95 = re.search(r"95th percentile:\s+([\d.]+)", report)
-    errs = re.search(r"ignored errors:\s+(\d+)", report)
-    queries = re.search(r"queries:\s+(\d+)", report)
-    return (float(tps.group(1)) if tps else None, float(p95.group(1)) if p95 else None,
-            int(errs.group(1)) if errs else None, int(queries.group(1)) if queries else 0)
 
 
 def main():
@@ -96,7 +78,7 @@ def main():
                                             "--percentile=95", "run"], args.duration + 120)
                         cpu = cpu_seconds(pg.pid) - cpu_before
                         m = machine.fields
-                        tps, p95, errs, queries = parse(out.stdout)
+                        tps, p95, errs, queries = parse_sysbench(out.stdout)
                         if out.returncode != 0 or tps is None:
                             print(out.stdout[-2000:], out.stderr[-2000:], file=sys.stderr)
                         per_stmt = cpu * 1e6 / queries if target == "poolguard" and queries else 0.0
@@ -135,7 +117,8 @@ def render(results, idle):
         HEADER, "",
         f"{ver}, sandbox MariaDB on 127.0.0.1; poolguard release build, "
         f"`[mysql]` front door, transaction mode, pool_size {args.pool}, sysbench's default "
-        f"server-side prepared statements. `--tables={TABLES} --table-size={TABLE_SIZE}`, "
+        "server-side prepared statements. "
+        f"`--tables={SYSBENCH_TABLES} --table-size={SYSBENCH_TABLE_SIZE}`, "
         f"{args.duration} s per run, {args.reps} repetitions, direct and poolguard interleaved "
         "(order alternating per repetition). Written by `bench/sysbench.sh`.", "",
         f"**Machine: {os.cpu_count()} cores, possibly shared with other work.** "
