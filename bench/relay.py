@@ -3,10 +3,12 @@
 Runs `pgbench -S -M simple` against a sandbox PostgreSQL directly, through PgBouncer and
 poolguard (transaction mode, pool of 20, as in bench/pgbench.py), and through `bench/relay`, a
 bare one-thread byte relay that gives every client its own server connection and does nothing
-but copy bytes: once over level-triggered epoll (the system calls an event-loop proxy makes)
-and once over io_uring (one receive always posted per socket, completions reaped when the loop
-submits). Interleaved repetitions; each proxy's user and system CPU per transaction without the
-clients' logins (bench/pgbench.py's `measure`), and the machine's load and other CPU.
+but copy bytes: once over level-triggered epoll (the system calls an event-loop proxy makes),
+once over io_uring (one receive always posted per socket, completions reaped when the loop
+submits), and once over io_uring beside epoll (the loop sleeps in epoll_wait on the ring, as a
+ring would inside tokio). Interleaved repetitions; each proxy's user and system CPU per
+transaction without the clients' logins (bench/pgbench.py's `measure`), and the machine's
+load and other CPU.
 
 With --strace, also counts each proxy's system calls per transaction (`strace -c -f` over
 `pgbench -S -t 2000` with 10 clients; strace slows the proxy, so these are counts, not times).
@@ -61,8 +63,9 @@ class MysqlPoolguard(Proxy):
                     env=dict(os.environ, RUST_LOG="warn"))
 
 
-PG_TARGETS = ("direct", "pgbouncer", "poolguard", "relay-epoll", "relay-uring")
-MYSQL_TARGETS = ("direct", "poolguard", "relay-epoll", "relay-uring")
+RELAYS = ("epoll", "uring", "uring-epoll")
+PG_TARGETS = ("direct", "pgbouncer", "poolguard", *(f"relay-{m}" for m in RELAYS))
+MYSQL_TARGETS = ("direct", "poolguard", *(f"relay-{m}" for m in RELAYS))
 
 
 def syscalls(proc, workdir, clients=10, per_client=2000):
@@ -134,7 +137,7 @@ def main():
         else:
             pg.pgbench_init(scale=10)
             procs = [PgBouncer(server_port), Poolguard(server_port)]
-        procs += [Relay(server_port, "epoll"), Relay(server_port, "uring")]
+        procs += [Relay(server_port, mode) for mode in RELAYS]
         by_name = dict(zip(targets[1:], procs))
         results = {}
         for rep in range(args.reps):
@@ -147,7 +150,7 @@ def main():
                     else:
                         r = measure(pg, port, proc.pid if proc else None,
                                     ["-S", "-M", "simple"], c, args.duration, workdir)
-                    log(f"rep {rep + 1} c{c:<4} {target:12} tps {r['tps']:8.0f}"
+                    log(f"rep {rep + 1} c{c:<4} {target:18} tps {r['tps']:8.0f}"
                         f"  user {r.get('user_us_per_tx', 0):5.2f}"
                         f"  sys {r.get('sys_us_per_tx', 0):5.2f} us/unit"
                         f"  failed {r['failed']}  load {r['load1']:.1f}"

@@ -10,6 +10,10 @@
 //!   the send to the peer, a completed send posts the next receive. The ring is set up for one
 //!   issuer with deferred task work, so completions are reaped only when the loop enters the
 //!   kernel to submit, one `io_uring_enter` per batch instead of a call per operation.
+//! - `uring-epoll`: the same operations on a ring without deferred task work, but the loop
+//!   sleeps in `epoll_wait` on the ring's descriptor and only submits without waiting: how a
+//!   ring fits beside an epoll-based runtime such as tokio (the runtime parks in `epoll_wait`;
+//!   what its tasks queued on the ring is submitted before it parks), two calls per batch.
 //!
 //! It is an experiment, not a proxy: a client's bytes go to the server unread, the epoll loop
 //! finishes a send that the kernel took only in part by blocking (small request-response
@@ -93,13 +97,14 @@ impl Pairs {
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 4 {
-        eprintln!("usage: relay epoll|uring LISTEN_ADDR SERVER_ADDR");
+        eprintln!("usage: relay epoll|uring|uring-epoll LISTEN_ADDR SERVER_ADDR");
         std::process::exit(2);
     }
     let listener = TcpListener::bind(&args[2])?;
     match args[1].as_str() {
         "epoll" => epoll::run(listener, &args[3]),
-        "uring" => uring::run(listener, &args[3]),
+        "uring" => uring::run(listener, &args[3], false),
+        "uring-epoll" => uring::run(listener, &args[3], true),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2)
@@ -128,13 +133,19 @@ mod epoll {
         Ok(())
     }
 
-    pub fn run(listener: TcpListener, server: &str) -> io::Result<()> {
-        listener.set_nonblocking(true)?;
+    /// An epoll set watching `fd` for input (token: the listener's).
+    pub fn epoll_on(fd: RawFd) -> io::Result<RawFd> {
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
             return Err(io::Error::last_os_error());
         }
-        ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), LISTENER)?;
+        ctl(ep, libc::EPOLL_CTL_ADD, fd, LISTENER)?;
+        Ok(ep)
+    }
+
+    pub fn run(listener: TcpListener, server: &str) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let ep = epoll_on(listener.as_raw_fd())?;
         let mut pairs = Pairs::default();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         loop {
@@ -202,6 +213,7 @@ mod epoll {
 
 mod uring {
     use super::*;
+    use super::epoll::epoll_on;
     use io_uring::{opcode, squeue, types, IoUring};
 
     /// user_data: the pair's slot, the side, and the operation, packed.
@@ -274,16 +286,33 @@ mod uring {
         }
     }
 
-    pub fn run(listener: TcpListener, server: &str) -> io::Result<()> {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(4096)?;
+    /// `beside_epoll`: sleep in `epoll_wait` on the ring's descriptor and submit without
+    /// waiting (see the module doc), instead of one `io_uring_enter` that submits and waits.
+    pub fn run(listener: TcpListener, server: &str, beside_epoll: bool) -> io::Result<()> {
+        let ring = if beside_epoll {
+            // Deferred task work would post completions only inside io_uring_enter, which
+            // this loop does not sleep in.
+            IoUring::builder().setup_single_issuer().build(4096)?
+        } else {
+            IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(4096)?
+        };
+        let ep = if beside_epoll { Some(epoll_on(ring.as_raw_fd())?) } else { None };
         let mut lp = Loop { ring, pairs: Pairs::default() };
         lp.post_accept(&listener)?;
         let mut done: Vec<(u64, i32)> = Vec::with_capacity(512);
         loop {
-            match lp.ring.submit_and_wait(1) {
+            let entered = match ep {
+                None => lp.ring.submit_and_wait(1),
+                Some(ep) => {
+                    let r = if lp.ring.submission().is_empty() { Ok(0) } else { lp.ring.submit() };
+                    if r.is_ok() && lp.ring.completion().is_empty() {
+                        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+                        unsafe { libc::epoll_wait(ep, &mut ev, 1, -1) };
+                    }
+                    r
+                }
+            };
+            match entered {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(e),
