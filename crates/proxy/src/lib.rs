@@ -32,6 +32,7 @@ pub(crate) mod observe;
 pub(crate) mod pg;
 pub(crate) mod spare;
 pub mod state;
+pub(crate) mod stop;
 pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod traffic;

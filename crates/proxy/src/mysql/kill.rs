@@ -10,8 +10,8 @@
 //! server runs that client's command, never another client's.
 //!
 //! Invariant: a kill is only sent while the session that owns the server holds it: the session
-//! clears its target (under the async lock the killer holds while killing) before its server
-//! goes back to the pool. A KILL that lands after the statement finished is harmless on
+//! clears its target before its server goes back to the pool, which waits while a killer holds
+//! the target ([`crate::stop`]). A KILL that lands after the statement finished is harmless on
 //! MariaDB: the flag is cleared when the server starts its next command.
 
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::mysql::pools::MyPoolEntry;
+use crate::stop::StopTarget;
 
 /// How long a side connection may take to log in and kill.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,7 +42,9 @@ pub struct ServerKey {
 
 /// One client's kill target and its disconnect signal.
 pub struct KillTarget {
-    slot: tokio::sync::Mutex<Option<ServerKey>>,
+    /// The server the client's statements run on; a KILL holds it while killing
+    /// ([`crate::stop`]: the session sets it with `try_set`/`set`).
+    pub stop: StopTarget<ServerKey>,
     /// The user the client is logged in as (COM_CHANGE_USER changes it); the holder's copy,
     /// shared, not one more string per client.
     pub user: Mutex<Arc<str>>,
@@ -50,27 +53,6 @@ pub struct KillTarget {
 }
 
 impl KillTarget {
-    /// Records the server the client's queries run on. Waits while a KILL holds the slot (it
-    /// is killing a query on the server named there, which must not change hands meanwhile);
-    /// the uncontended case, every statement's, takes the lock without queueing.
-    pub async fn set(&self, key: Option<ServerKey>) {
-        if let Err(key) = self.try_set(key) {
-            // Boxed: the rare wait stays out of the caller's future.
-            *Box::pin(self.slot.lock()).await = key;
-        }
-    }
-
-    /// [`KillTarget::set`] if no KILL holds the slot; otherwise the key comes back.
-    pub fn try_set(&self, key: Option<ServerKey>) -> Result<(), Option<ServerKey>> {
-        match self.slot.try_lock() {
-            Ok(mut slot) => {
-                *slot = key;
-                Ok(())
-            }
-            Err(_) => Err(key),
-        }
-    }
-
     pub fn set_user(&self, user: Arc<str>) {
         *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user;
     }
@@ -138,7 +120,7 @@ impl KillRegistry {
     /// Registers a logged-in client under the id its greeting carried.
     pub fn register(self: &Arc<Self>, id: u32, user: Arc<str>) -> Registration {
         let target = Arc::new(KillTarget {
-            slot: tokio::sync::Mutex::new(None),
+            stop: StopTarget::default(),
             user: Mutex::new(user),
             kicked: Default::default(),
         });
@@ -165,13 +147,13 @@ impl KillRegistry {
         if **target.user.lock().unwrap_or_else(|p| p.into_inner()) != *user {
             return KillOutcome::NotOwner;
         }
-        let slot = target.slot.lock().await;
-        if let Some(key) = slot.clone() {
+        let hold = target.stop.hold().await;
+        if let Some(key) = hold.key.clone() {
             if let Err(e) = kill_query(&key).await {
                 tracing::warn!(thread = key.thread_id, error = %e, "KILL QUERY failed");
             }
         }
-        drop(slot);
+        drop(hold);
         if !query_only {
             target.kicked.raise();
         }

@@ -2,10 +2,10 @@
 //! reaches exactly the server running that client's query.
 //!
 //! Invariant: a cancel is only ever sent to a server while the requesting client holds it. The
-//! session clears its target (under the same async lock the canceller holds while sending) before
-//! its server goes back to the pool, and the canceller keeps the lock until the postmaster has
-//! closed the cancel connection, i.e. has delivered the signal. A cancel therefore cannot land on
-//! another client's query after a hand-over.
+//! session clears its target before its server goes back to the pool, which waits while a
+//! canceller holds the target ([`crate::stop`]), and the canceller keeps its hold until the
+//! postmaster has closed the cancel connection, i.e. has delivered the signal. A cancel
+//! therefore cannot land on another client's query after a hand-over.
 //!
 //! A cancel travels as its server connection did: over TLS (SSLRequest first, which PostgreSQL
 //! accepts ahead of a CancelRequest) when that connection was opened with TLS, so under
@@ -22,6 +22,7 @@ use rand::Rng;
 use tokio::io::AsyncReadExt;
 
 use crate::pg::server::start_tls;
+use crate::stop::StopTarget;
 use crate::tls::connect::{ServerStream, TlsDest};
 use crate::tls::socket::{reconnect, ServerAddr, Socket};
 
@@ -36,32 +37,9 @@ pub struct ServerKey {
 }
 
 /// One client's cancel target: the server it currently holds, if any (that connection's own
-/// key, shared: every logged-in client has a target, most of them idle and empty).
-#[derive(Debug, Default)]
-pub struct CancelTarget {
-    slot: tokio::sync::Mutex<Option<Arc<ServerKey>>>,
-}
-
-impl CancelTarget {
-    pub async fn set(&self, key: Option<Arc<ServerKey>>) {
-        if let Err(key) = self.try_set(key) {
-            *self.slot.lock().await = key;
-        }
-    }
-
-    /// [`CancelTarget::set`] if it can be done at once: twice per transaction, and a canceller
-    /// holds the lock only while a cancel is on its way, so nearly always (without building
-    /// the lock's future). A cancel holding it: nothing is set, the key comes back.
-    pub fn try_set(&self, key: Option<Arc<ServerKey>>) -> Result<(), Option<Arc<ServerKey>>> {
-        match self.slot.try_lock() {
-            Ok(mut slot) => {
-                *slot = key;
-                Ok(())
-            }
-            Err(_) => Err(key),
-        }
-    }
-}
+/// key, shared: every logged-in client has a target, most of them idle and empty). The session
+/// sets it with `try_set`/`set`; a cancel holds it while on its way ([`crate::stop`]).
+pub type CancelTarget = StopTarget<Arc<ServerKey>>;
 
 #[derive(Default)]
 pub struct CancelRegistry {
@@ -174,13 +152,13 @@ impl CancelRegistry {
             tracing::debug!(pid, "cancel request for unknown client key ignored");
             return;
         };
-        let slot = target.slot.lock().await;
-        if let Some(key) = slot.as_ref() {
+        let hold = target.hold().await;
+        if let Some(key) = hold.key.as_deref() {
             if let Err(e) = send_cancel(key).await {
                 tracing::warn!(server = %key.addr, error = %e, "cancel request to server failed");
             }
         }
-        drop(slot);
+        drop(hold);
     }
 }
 

@@ -133,7 +133,7 @@ impl Session {
         self.deferred_error = None;
         self.pinned = None;
         if let Some(held) = self.held.take() {
-            self.registration.target.set(None).await;
+            self.registration.target.stop.set(None).await;
             let entry = self.entry.clone();
             let shared = self.shared.clone();
             let reset = async move {

@@ -287,7 +287,7 @@ impl Session {
         let mut held = Held::new(lease);
         let key = self.server_key(&held);
         // A KILL holding the slot: the caller waits for it (`wait_for_server`).
-        held.target_pending = self.registration.target.try_set(Some(key)).is_err();
+        held.target_pending = self.registration.target.stop.try_set(Some(key)).is_err();
         let ready = !held.target_pending;
         self.held = Some(held);
         ready
@@ -297,7 +297,7 @@ impl Session {
         if let Some(held) = &self.held {
             // Leased by `server_now` while a KILL held the kill target's slot.
             let key = self.server_key(held);
-            self.registration.target.set(Some(key)).await;
+            self.registration.target.stop.set(Some(key)).await;
             if let Some(held) = self.held.as_mut() {
                 held.target_pending = false;
             }
@@ -327,6 +327,7 @@ impl Session {
             let held = Held::new(lease);
             self.registration
                 .target
+                .stop
                 .set(Some(self.server_key(&held)))
                 .await;
             self.held = Some(held);

@@ -383,7 +383,7 @@ impl Session {
             && held.long_data.is_empty();
         tracing::warn!(client = %self.holder.client, server = %held.lease.addr, thread = held.lease.thread_id, reason = why, quiet, "MySQL server connection lost");
         held.lease.discard(DiscardReason::Broken);
-        self.registration.target.set(None).await;
+        self.registration.target.stop.set(None).await;
         if quiet {
             return None;
         }
@@ -423,7 +423,7 @@ impl Session {
         let guard::Release::Now(proof) = decision else {
             return;
         };
-        self.registration.target.set(None).await;
+        self.registration.target.stop.set(None).await;
         if let Some(held) = self.held.take() {
             held.lease.release(proof);
         }
@@ -510,7 +510,7 @@ impl crate::idle::Park for Session {
         if let Some(h) = &self.held {
             // Session mode: the server leased at login is the one a KILL QUERY targets.
             let key = self.server_key(h);
-            self.registration.target.set(Some(key)).await;
+            self.registration.target.stop.set(Some(key)).await;
         }
     }
 
@@ -541,7 +541,7 @@ impl crate::idle::Park for Session {
             }
         }
         let _ = self.client.shutdown().await;
-        self.registration.target.set(None).await;
+        self.registration.target.stop.set(None).await;
         if let Some(mut held) = self.held.take() {
             let how = match end {
                 End::ServerFailed => Reclaim::Discard(DiscardReason::Broken),

@@ -61,6 +61,11 @@ pub(super) fn execute_text(stmt: &Statement, rest: &[u8]) -> Vec<u8> {
 /// encoding).
 pub(super) fn deallocate_target(sql: &[u8]) -> Option<&[u8]> {
     let mut s = sql.trim_ascii();
+    // Every Query in transaction mode comes here: most are turned away by their first letter,
+    // before the word split below.
+    if !s.first()?.eq_ignore_ascii_case(&b'd') {
+        return None;
+    }
     while let Some(rest) = s.strip_suffix(b";") {
         s = rest.trim_ascii_end();
     }
@@ -112,6 +117,12 @@ mod tests {
         );
         assert_eq!(deallocate_target(b"DEALLOCATE ALL"), None);
         assert_eq!(deallocate_target(b"SELECT 1"), None);
+        assert_eq!(deallocate_target(b""), None);
+        assert_eq!(
+            deallocate_target(b"  \n\tdeallocate  x ; ;"),
+            Some(&b"x"[..])
+        );
+        assert_eq!(deallocate_target(b"delete from t"), None);
         assert_eq!(
             deallocate_target(b"DEALLOCATE \"caf\xe9\""),
             Some(&b"caf\xe9"[..])
