@@ -1,11 +1,15 @@
 //! Where a client's running statement can be stopped, shared by both doors: the server key a
 //! session records for each lease (PostgreSQL: the server's BackendKeyData; MySQL: its thread
-//! id), and the hold that a stopper (a CancelRequest, a `KILL QUERY`, `query_timeout`) takes
-//! while it stops that statement.
+//! id), and the hold that a stopper from outside the session (another connection's
+//! CancelRequest or `KILL QUERY`) takes while it stops that statement. (`query_timeout` stops
+//! from the session's own task, which holds the server itself, and needs no hold.)
 //!
 //! Invariant: while a hold is taken the key cannot change. A session clears its key before its
 //! server goes back to the pool, and waits for a hold to end before it can, so a stop is only
-//! ever sent to a server while the client it was meant for still holds it. Stoppers and
+//! ever sent to a server while the client it was meant for still holds it. A stopper must
+//! therefore keep its hold until the server has acted on the stop, and must not run where a
+//! timeout of its caller could drop it half-way (the PostgreSQL door runs each CancelRequest
+//! in a task of its own for that reason). Stoppers and
 //! waiting sessions take turns first come, first served, so repeated stops cannot keep a
 //! session (and the server it holds) waiting for ever.
 //!
@@ -77,8 +81,10 @@ impl<K: Clone> StopTarget<K> {
         let turn = self.turns.lock().await;
         let key = {
             let mut slot = self.slot();
+            // Cloned before the flag is raised: nothing may leave it raised without a hold.
+            let key = slot.key.clone();
             slot.held = true;
-            slot.key.clone()
+            key
         };
         Hold {
             target: self,
@@ -191,5 +197,14 @@ mod tests {
         }
         drop(first);
         assert_eq!(t.try_set(None), Ok(()));
+        // Nor a turn: the next stopper gets one at once.
+        assert_eq!(ready(poll_once(pin!(t.hold()))).key, None);
+    }
+
+    #[test]
+    fn a_set_takes_effect_when_called_not_when_awaited() {
+        let t = StopTarget::<u32>::default();
+        drop(t.set(Some(3)));
+        assert_eq!(ready(poll_once(pin!(t.hold()))).key, Some(3));
     }
 }

@@ -225,7 +225,13 @@ async fn login(
                     .map_err(ProxyError::client_io)?;
             }
             Ok(Some(StartupRequest::Cancel { pid, secret })) => {
-                shared.cancels.cancel(pid, secret).await;
+                // In a task of its own: the login timeout around this function must not drop
+                // the cancel half-way, after the request reached the server and before the
+                // postmaster acted on it, releasing the target's hold early (`crate::stop`).
+                // Awaited all the same, so the client's connection closes when it is done,
+                // as the postmaster's would. The cancel bounds itself (`send_cancel`).
+                let cancels = shared.cancels.clone();
+                let _ = tokio::spawn(async move { cancels.cancel(pid, secret).await }).await;
                 return Ok(None);
             }
             Ok(Some(StartupRequest::Startup { .. })) if tls.required() && !client.is_tls() => {
