@@ -210,7 +210,9 @@ def table(clients, targets, results, base, unit):
 
 def run_line(args, rev):
     door = "" if args.door == "pg" else " --door mysql"
-    return (f"`bash bench/relay.sh{door} --duration {args.duration} --reps {args.reps}` at {rev}; "
+    strace = " --strace" if args.strace and args.door == "pg" else ""
+    return (f"`bash bench/relay.sh{door} --duration {args.duration} --reps {args.reps}{strace}` "
+            f"at {rev}; "
             f"medians of {args.reps} interleaved repetitions.")
 
 
