@@ -20,6 +20,8 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use crate::lock;
+
 /// One client's stop target (`K`: the door's server key).
 pub struct StopTarget<K> {
     slot: Mutex<Slot<K>>,
@@ -97,7 +99,7 @@ impl<K: Clone> StopTarget<K> {
 impl<K> StopTarget<K> {
     fn slot(&self) -> MutexGuard<'_, Slot<K>> {
         // Nothing panics under this lock (it only moves a key), so a poisoned one is whole.
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.slot)
     }
 }
 

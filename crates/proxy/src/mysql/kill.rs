@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::lock;
 use crate::mysql::pools::MyPoolEntry;
 use crate::stop::StopTarget;
 
@@ -54,7 +55,7 @@ pub struct KillTarget {
 
 impl KillTarget {
     pub fn set_user(&self, user: Arc<str>) {
-        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user;
+        *lock(&self.user) = user;
     }
 }
 
@@ -81,11 +82,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        lock(&self.registry.clients).remove(&self.id);
     }
 }
 
@@ -124,10 +121,7 @@ impl KillRegistry {
             user: Mutex::new(user),
             kicked: Default::default(),
         });
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::downgrade(&target));
+        lock(&self.clients).insert(id, Arc::downgrade(&target));
         Registration {
             registry: self.clone(),
             id,
@@ -138,18 +132,18 @@ impl KillRegistry {
     /// Handles `KILL [QUERY] id` from a client logged in as `user`.
     pub async fn kill(&self, id: u64, query_only: bool, user: &str) -> KillOutcome {
         let target = u32::try_from(id).ok().and_then(|id| {
-            let map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            let map = lock(&self.clients);
             map.get(&id).and_then(Weak::upgrade)
         });
         let Some(target) = target else {
             return KillOutcome::NotOurs;
         };
-        if **target.user.lock().unwrap_or_else(|p| p.into_inner()) != *user {
+        if **lock(&target.user) != *user {
             return KillOutcome::NotOwner;
         }
         let hold = target.stop.hold().await;
-        if let Some(key) = hold.key.clone() {
-            if let Err(e) = kill_query(&key).await {
+        if let Some(key) = &hold.key {
+            if let Err(e) = kill_query(key).await {
                 tracing::warn!(thread = key.thread_id, error = %e, "KILL QUERY failed");
             }
         }
