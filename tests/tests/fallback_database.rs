@@ -70,6 +70,56 @@ fn mysql_serves_unlisted_databases_through_the_fallback() {
     );
 }
 
+/// A config whose only MySQL entry is the fallback: clients are greeted (the server's version
+/// is learnt by a login without a database), and a client naming no database is logged in
+/// without one, as on the server, in both modes. A schema such a client selects stays its own:
+/// a server connection that logged in without a schema is not handed to the next such client
+/// with one (pool of one, so without that rule the next client would get the same server).
+#[test]
+fn mysql_fallback_alone_serves_clients_naming_no_database() {
+    let db = mariadb(30);
+    for mode in ["session", "transaction"] {
+        let port = free_port();
+        let config = format!(
+            "[mysql]\nlisten = \"127.0.0.1:{port}\"\n\n[[backends]]\nname = \"maria\"\n\
+             protocol = \"mysql\"\nhosts = [\"127.0.0.1:{}\"]\nmax_connections = 10\n\n\
+             [[databases]]\nname = \"*\"\nbackend = \"maria\"\npool_mode = \"{mode}\"\n\
+             pool_size = 1\n\n[[users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+            db.port()
+        );
+        let proxy = Proxy::start_with(&config, port);
+        let mut a = MyClient::connect_as(proxy.port, USER, PASSWORD, None)
+            .unwrap_or_else(|e| panic!("{mode}: login naming no database: {e}"));
+        assert_eq!(a.scalar("SELECT DATABASE()").unwrap(), None, "{mode}");
+        a.query("USE bank").unwrap();
+        assert_eq!(
+            a.scalar("SELECT DATABASE()").unwrap().as_deref(),
+            Some("bank"),
+            "{mode}"
+        );
+        drop(a);
+        let mut b = MyClient::connect_as(proxy.port, USER, PASSWORD, None).expect("second login");
+        assert_eq!(
+            b.scalar("SELECT DATABASE()").unwrap(),
+            None,
+            "{mode}: the first client's schema leaked to the next"
+        );
+        drop(b);
+        let mut c = MyClient::connect(proxy.port).expect("login naming bank");
+        assert_eq!(
+            c.scalar("SELECT DATABASE()").unwrap().as_deref(),
+            Some("bank"),
+            "{mode}"
+        );
+        let star = MyClient::connect_as(proxy.port, USER, PASSWORD, Some("*"));
+        assert_eq!(
+            star.err().map(|e| e.code),
+            Some(1049),
+            "{mode}: `*` is no database"
+        );
+    }
+}
+
 /// A database used through poolguard can be dropped through poolguard, as on a direct
 /// connection: the idle server connections poolguard keeps to it are closed first (the server
 /// refuses DROP DATABASE while any session is connected to the database).

@@ -542,8 +542,24 @@ impl Config {
     /// database of the asked name on the fallback's backend (its `server_database`, when set
     /// to something other than `*`, names the one server database every such client gets).
     /// Each name served through the fallback gets pools of its own.
+    ///
+    /// On the MySQL door, where a client may name no database (as the server allows), an empty
+    /// name (or the fallback's own `*`, the name its pools go by) gets the fallback entry with
+    /// no server database unless it names one: its clients log in without a default schema.
     pub fn database(&self, protocol: Protocol, name: &str) -> Option<Cow<'_, Database>> {
         let on_door = |d: &&Database| d.protocol == protocol;
+        if protocol == Protocol::Mysql && (name.is_empty() || name == FALLBACK_DATABASE) {
+            let mut d = self
+                .databases
+                .iter()
+                .filter(on_door)
+                .find(|d| d.name == FALLBACK_DATABASE)?
+                .clone();
+            if d.server_database == FALLBACK_DATABASE {
+                d.server_database = String::new();
+            }
+            return Some(Cow::Owned(d));
+        }
         if let Some(d) = self
             .databases
             .iter()

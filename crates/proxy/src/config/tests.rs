@@ -164,3 +164,30 @@ fn builtin_default_is_valid() {
     let c = Config::builtin_default("pw\"with quote");
     assert_eq!(c.users[0].password, "pw\"with quote");
 }
+
+#[test]
+fn a_mysql_client_naming_no_database_gets_the_fallback_without_one() {
+    let text = GOOD.replace("[[users]]", "[mysql]\nlisten = \"127.0.0.1:3307\"\n[[backends]]\nname = \"maria\"\nprotocol = \"mysql\"\nhosts = [\"127.0.0.1:3306\"]\nmax_connections = 10\n[[databases]]\nname = \"*\"\nbackend = \"maria\"\npool_size = 2\n[[users]]");
+    let c = Config::parse(&text).unwrap();
+    let none = c.database(Protocol::Mysql, "").expect("the fallback");
+    assert_eq!(
+        (none.name.as_str(), none.server_database.as_str()),
+        ("*", "")
+    );
+    // The pool's own name finds the same entry again (a reload keeps its pools).
+    let again = c.database(Protocol::Mysql, "*").unwrap();
+    assert_eq!(again.server_database, "");
+    assert_eq!(
+        c.database(Protocol::Mysql, "shop").unwrap().server_database,
+        "shop"
+    );
+    // PostgreSQL always names a database; a fallback naming one server database keeps it.
+    assert!(c.database(Protocol::Postgres, "").is_none());
+    let fixed =
+        Config::parse(&text.replace("pool_size = 2", "pool_size = 2\nserver_database = \"one\""))
+            .unwrap();
+    assert_eq!(
+        fixed.database(Protocol::Mysql, "").unwrap().server_database,
+        "one"
+    );
+}

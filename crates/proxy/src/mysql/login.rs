@@ -394,7 +394,7 @@ async fn admit(
         }
     };
     let state = SessionState::new(
-        Some(entry.shared_name(&db.server_database)),
+        entry.login_schema(&db),
         u16::from(response.charset),
         caps & CLIENT_MULTI_STATEMENTS != 0,
     );
@@ -501,6 +501,10 @@ pub fn choose_database(
 ) -> Result<(crate::config::Database, DbSlot), ProxyError> {
     let config = shared.config();
     let db = match asked.filter(|d| !d.is_empty()) {
+        // `*` is the fallback's pool name, not a database a client can ask for.
+        Some(name) if name == crate::config::FALLBACK_DATABASE => {
+            return Err(ProxyError::UnknownDatabase(name.to_owned()))
+        }
         Some(name) => config
             .database(Protocol::Mysql, name)
             .ok_or_else(|| ProxyError::UnknownDatabase(name.to_owned()))?,
@@ -513,12 +517,13 @@ pub fn choose_database(
                 (Some(only), None) if only.name != crate::config::FALLBACK_DATABASE => {
                     std::borrow::Cow::Borrowed(only)
                 }
-                _ => {
-                    return Err(ProxyError::UnknownDatabase(
+                // With a fallback entry, as on the server: logged in without a default schema.
+                _ => config.database(Protocol::Mysql, "").ok_or_else(|| {
+                    ProxyError::UnknownDatabase(
                         "(none given: poolguard pools per database, name one when connecting)"
                             .into(),
-                    ))
-                }
+                    )
+                })?,
             }
         }
     };

@@ -27,6 +27,12 @@ impl MyPoolEntry {
     pub fn mariadb(&self) -> bool {
         self.pool.connector().info().is_none_or(|i| i.mariadb)
     }
+
+    /// The default schema a client of this pool starts with: its server database, none for
+    /// a client that named none (the fallback entry's pool without a server database).
+    pub fn login_schema(&self, db: &Database) -> Option<Arc<str>> {
+        (!db.server_database.is_empty()).then(|| self.shared_name(&db.server_database))
+    }
 }
 
 type PoolKey = (String, String, bool);
@@ -134,11 +140,13 @@ impl MysqlState {
             return Ok(i);
         }
         let config = shared.config();
-        let Some(db) = config
+        // A named database's backend, else the fallback's, logged in without a database.
+        let named = config
             .databases
             .iter()
             .find(|d| d.protocol == Protocol::Mysql && d.names_a_server_database())
-        else {
+            .map(std::borrow::Cow::Borrowed);
+        let Some(db) = named.or_else(|| config.database(Protocol::Mysql, "")) else {
             return Err(ProxyError::UnknownDatabase(
                 "(none: no [[databases]] entry uses a mysql backend)".into(),
             ));
@@ -146,7 +154,7 @@ impl MysqlState {
         let mut last = None;
         // Any configured user will do; the connection stays in its pool for later use.
         for user in shared.config().users.iter().take(3) {
-            let entry = self.pool(shared, db, &user.name, false);
+            let entry = self.pool(shared, &db, &user.name, false);
             let holder = Holder::new(
                 "poolguard (greeting)".into(),
                 user.name.as_str().into(),

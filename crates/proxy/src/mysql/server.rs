@@ -158,6 +158,9 @@ pub struct ServerConn {
     pub state: SessionState,
     /// Statements prepared on this connection, by query text.
     pub stmts: ServerStatements,
+    /// Logged in with a default schema. Without one, a schema chosen later (`USE`) cannot be
+    /// undone (no MySQL command clears it), so such a connection is not reused with one.
+    pub with_schema: bool,
 }
 
 impl ServerConn {
@@ -408,6 +411,7 @@ impl MyConnector {
                 true,
             ),
             stmts: ServerStatements::new(self.max_prepared_statements),
+            with_schema: !self.database.is_empty(),
         };
         match tokio::time::timeout(timeout, self.login(conn)).await {
             Ok(Ok((conn, info))) => {

@@ -73,7 +73,7 @@ impl Session {
             self.login_charset = c;
         }
         self.state = SessionState::new(
-            Some(self.entry.shared_name(&db.server_database)),
+            self.entry.login_schema(&db),
             self.login_charset,
             self.state.multi_statements,
         );

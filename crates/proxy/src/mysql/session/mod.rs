@@ -98,8 +98,11 @@ impl Held {
         Clean {
             idle: inflight.is_none() && self.lease.buf.is_empty(),
             no_transaction: !self.in_transaction(),
+            // A schema on a connection that logged in without one is a reset poolguard cannot
+            // make: the next client naming no database would find it.
             nothing_owed: self.long_data.is_empty()
-                && !inflight.is_some_and(|i| i.infile != Infile::None),
+                && !inflight.is_some_and(|i| i.infile != Infile::None)
+                && (self.lease.with_schema || self.lease.state.schema.is_none()),
             in_step: self.frames.is_idle(),
         }
     }
