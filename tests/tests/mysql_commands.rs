@@ -1,8 +1,8 @@
 //! MySQL commands that need more than COM_QUERY, through transaction mode: COM_FIELD_LIST,
 //! COM_RESET_CONNECTION, COM_STMT_SEND_LONG_DATA / COM_STMT_RESET / COM_STMT_CLOSE (long data
 //! never leaks to another client), KILL QUERY routed by poolguard's connection ids, SHOW
-//! WARNINGS after a statement with warnings, and the hygiene timers client_idle_timeout (4031)
-//! and idle_timeout (idle server connections closed).
+//! WARNINGS after a statement with warnings, the hygiene timers client_idle_timeout (4031)
+//! and idle_timeout (idle server connections closed), and a client's own `wait_timeout`.
 
 use std::time::{Duration, Instant};
 
@@ -243,4 +243,33 @@ fn idle_clients_and_idle_server_connections_are_closed() {
     assert!(e.message.contains("client_idle_timeout"), "{e}");
     let mut fresh = MyClient::connect(proxy.port).unwrap();
     assert_eq!(fresh.scalar("SELECT 2").unwrap().as_deref(), Some("2"));
+}
+
+/// A client's own `wait_timeout` closes it as the server would, though in transaction mode its
+/// statements run on pooled servers that outlive it: after that long without a command
+/// poolguard closes the connection without a word (MariaDB's way) and rolls back what the
+/// client left open. The value is the server's reading of the SET (an expression here).
+#[test]
+fn a_clients_own_wait_timeout_closes_it_as_the_server_would() {
+    let db = mariadb(30);
+    db.sql("bank", "CREATE TABLE waited (id INT PRIMARY KEY)")
+        .expect("create table");
+    let proxy = start_mysql_proxy(&db, &shared(""));
+    let mut c = MyClient::connect(proxy.port).unwrap();
+    c.query("SET SESSION wait_timeout = 0 + 1").unwrap();
+    c.query("BEGIN").unwrap();
+    c.query("INSERT INTO waited VALUES (1)").unwrap();
+    // Nothing more is sent: the next thing the client reads is the end of the connection
+    // (no error packet), not a timeout of its 60 s read.
+    let e = c.read_packet().unwrap_err();
+    assert_eq!(e.message, "connection closed", "{e}");
+    let mut other = MyClient::connect(proxy.port).unwrap();
+    assert_eq!(
+        other
+            .scalar("SELECT COUNT(*) FROM waited")
+            .unwrap()
+            .as_deref(),
+        Some("0"),
+        "nothing the client left open was committed"
+    );
 }

@@ -72,6 +72,7 @@ impl Session {
         if let Some(c) = cu.charset {
             self.login_charset = c;
         }
+        self.wait_timeout = None;
         self.state = SessionState::new(
             self.entry.login_schema(&db),
             self.login_charset,

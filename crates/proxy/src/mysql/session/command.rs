@@ -161,6 +161,7 @@ impl Session {
     async fn reset_connection(&mut self, p: Packet) -> Option<End> {
         self.stmts.clear();
         self.state.after_reset();
+        self.wait_timeout = None;
         self.state.charset = self.handshake_charset();
         if self.pinned.take().is_some() {
             tracing::info!(client = %self.holder.client, "COM_RESET_CONNECTION: client no longer pinned");

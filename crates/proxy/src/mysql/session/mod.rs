@@ -152,6 +152,9 @@ pub(crate) enum End {
     Kicked(ProxyError, u8),
     /// The server failed; the client was told.
     ServerFailed,
+    /// The client sent no command within its session's `wait_timeout`: closed without a word,
+    /// as MariaDB does (a transaction left open is rolled back by the reclaim).
+    WaitTimeout,
 }
 
 enum Event {
@@ -185,6 +188,11 @@ pub struct Session {
     state: SessionState,
     stmts: ClientStatements,
     last_client_activity: Instant,
+    /// The session's `wait_timeout` in seconds, once the client set it: the server would
+    /// close the connection after that long without a command, and so does poolguard, whose
+    /// servers change under a transaction-mode client (read back from the server after a
+    /// `SET` of it; unset again by COM_RESET_CONNECTION and COM_CHANGE_USER).
+    wait_timeout: Option<std::num::NonZeroU32>,
     /// The collation the client logged in with (restored after its own resets).
     login_charset: u16,
     /// An error for the next COM_STMT_EXECUTE (a COM_STMT_SEND_LONG_DATA failed; it has no
@@ -229,6 +237,7 @@ impl Session {
             state: ready.state,
             stmts: ClientStatements::default(),
             last_client_activity: Instant::now(),
+            wait_timeout: None,
             deferred_error: None,
             clock: Default::default(),
         }
@@ -302,6 +311,15 @@ impl Session {
                     self.last_client_activity = Instant::now();
                 }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
+                    // The client's `wait_timeout`, replayed on its server, runs out there no
+                    // sooner than here (the server starts counting after its answer): past
+                    // our deadline, the close is that timeout, and ends the session as ours.
+                    if self
+                        .wait_deadline(self.phase())
+                        .is_some_and(|at| at <= Instant::now())
+                    {
+                        return Some(End::WaitTimeout);
+                    }
                     if let Some(end) = self.server_lost("the server closed the connection").await {
                         return Some(end);
                     }
@@ -461,14 +479,35 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        guard::next_deadline(
-            self.entry.timeouts.load(),
-            self.phase(),
-            self.last_client_activity,
-        )
+        let phase = self.phase();
+        let guard =
+            guard::next_deadline(self.entry.timeouts.load(), phase, self.last_client_activity);
+        match (guard, self.wait_deadline(phase)) {
+            (Some(g), Some(w)) => Some(g.min(w)),
+            (g, w) => g.or(w),
+        }
+    }
+
+    /// When the client's own `wait_timeout` ends its session: counted from its last bytes,
+    /// while the server waits for it (not while a command runs or a LOCAL INFILE streams).
+    fn wait_deadline(&self, phase: guard::Phase) -> Option<Instant> {
+        let secs = self.wait_timeout?;
+        match phase {
+            guard::Phase::Idle | guard::Phase::InTransaction { .. } => self
+                .last_client_activity
+                .checked_add(std::time::Duration::from_secs(u64::from(secs.get()))),
+            guard::Phase::Running { .. } | guard::Phase::ClientSending => None,
+        }
     }
 
     async fn on_deadline(&mut self) -> Option<End> {
+        if self
+            .wait_deadline(self.phase())
+            .is_some_and(|at| at <= Instant::now())
+        {
+            tracing::info!(client = %self.holder.client, pool = %self.pool_name(), wait_timeout = self.wait_timeout.map_or(0, |s| s.get()), "MySQL client closed: no command within its session's wait_timeout");
+            return Some(End::WaitTimeout);
+        }
         let pool = self.pool_name();
         let due = guard::due(
             self.entry.timeouts.load(),

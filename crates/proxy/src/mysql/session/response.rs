@@ -320,8 +320,10 @@ impl Session {
             pin = Some("a server-side cursor".to_owned());
         }
         let mut ask_schema = false;
+        let mut ask_wait = false;
         match (inf.after, done.error) {
             (After::Query(f), None) => {
+                ask_wait = f.settings.iter().any(|s| &*s.key == "wait_timeout");
                 if let Some(schema) = f.use_schema {
                     let schema: Arc<str> = schema.into();
                     self.state.schema = Some(schema.clone());
@@ -370,17 +372,38 @@ impl Session {
         let failed = done.error.is_some();
         let probe =
             failed && (inf.status_before & SERVER_STATUS_IN_TRANS != 0 || !self.state.autocommit);
-        if !probe && !ask_schema {
+        if !probe && !ask_schema && !ask_wait {
             return None;
         }
         // Boxed: rarely needed, and it would enlarge every busy client's state.
-        Box::pin(self.after_response(probe, ask_schema)).await
+        Box::pin(self.after_response(probe, ask_schema, ask_wait)).await
     }
 
     /// Queries poolguard needs after a response: the schema after a multi-statement USE
-    /// (`ask_schema`), and the transaction status after an error that may have opened or closed
-    /// one (`probe`).
-    async fn after_response(&mut self, probe: bool, ask_schema: bool) -> Option<End> {
+    /// (`ask_schema`), the session's `wait_timeout` after a SET of it (`ask_wait`: the server
+    /// has evaluated whatever expression gave it), and the transaction status after an error
+    /// that may have opened or closed one (`probe`).
+    async fn after_response(
+        &mut self,
+        probe: bool,
+        ask_schema: bool,
+        ask_wait: bool,
+    ) -> Option<End> {
+        let held = self.held.as_mut()?;
+        if ask_wait {
+            match held.lease.query("SELECT @@session.wait_timeout").await {
+                Ok(r) => {
+                    self.wait_timeout = r
+                        .rows
+                        .first()
+                        .and_then(|r| r.first().cloned())
+                        .flatten()
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .and_then(std::num::NonZeroU32::new);
+                }
+                Err(e) => return self.server_lost(&e.to_string()).await,
+            }
+        }
         let held = self.held.as_mut()?;
         if ask_schema {
             match held.lease.query("SELECT DATABASE()").await {
