@@ -335,6 +335,43 @@ async fn pinning_rules_keep_session_features_working() {
     assert!(proxy.log().contains("pinned"), "pins are logged");
 }
 
+/// `set_config(name, value, false)` sets a parameter for the session where no SET shows it
+/// (psycopg's own suite does so): the client is pinned, so the setting stays its own and never
+/// reaches the next client of that server (one server here: without the pin the next client
+/// would get it); `set_config(..., true)` ends with its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_level_set_config_stays_with_its_client() {
+    let pg = sandbox(20);
+    let proxy = Proxy::start(&pg, &spec(1, ""));
+    let show = "SHOW default_transaction_read_only";
+    let a = connect_to(&proxy.conn_str()).await;
+    scalar(
+        &a,
+        "SELECT set_config('default_transaction_read_only', 'on', true)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(scalar(&a, show).await.unwrap().as_deref(), Some("off"));
+    scalar(
+        &a,
+        "SELECT set_config('default_transaction_read_only', 'on', false)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(scalar(&a, show).await.unwrap().as_deref(), Some("on"));
+    drop(a);
+    let b = connect_to(&proxy.conn_str()).await;
+    assert_eq!(
+        scalar(&b, show).await.unwrap().as_deref(),
+        Some("off"),
+        "another client's set_config reached this one"
+    );
+    assert!(
+        proxy.log().contains("set_config"),
+        "the pin is logged with its reason"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_policy_refuses_session_features_clearly() {
     let pg = sandbox(20);

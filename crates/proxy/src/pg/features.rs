@@ -91,6 +91,9 @@ pub enum SessionFeature {
     Load,
     /// SET of a parameter poolguard does not track (not SET LOCAL).
     UntrackedSet(String),
+    /// `set_config(name, value, is_local)` with `is_local` not a constant true: a SET whose
+    /// name and value are known only to the server.
+    SetConfig,
 }
 
 impl SessionFeature {
@@ -111,6 +114,7 @@ impl SessionFeature {
             SessionFeature::SqlPrepare => "SQL-level PREPARE".into(),
             SessionFeature::Load => "LOAD".into(),
             SessionFeature::UntrackedSet(p) => format!("SET of untracked parameter {p}"),
+            SessionFeature::SetConfig => "a session-level set_config() call".into(),
         }
     }
 }
@@ -184,6 +188,9 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         f.features.push(SessionFeature::AdvisoryLock);
     }
     f.notifies = contains_ignore_case(sql, b"pg_notify");
+    if contains_ignore_case(sql, b"set_config") && set_config::sets_session(sql, lexing) {
+        f.features.push(SessionFeature::SetConfig);
+    }
     for stmt in statements(sql, lexing) {
         let words: Vec<&[u8]> = stmt
             .split(u8::is_ascii_whitespace)
@@ -306,9 +313,9 @@ pub(crate) fn is_plain(sql: &[u8]) -> bool {
     !has_marks(body)
 }
 
-/// Whether `body` holds a `;` (a second statement) or, in any case, `advisory_lock`, `temp` or
-/// `notify`. Looks closer only at a `;` or at the last letter of a mark (`k`, `p`, `y`): those
-/// letters are rare in ordinary SQL. Statements are short (pgbench's is 55 bytes), so the
+/// Whether `body` holds a `;` (a second statement) or, in any case, `advisory_lock`, `temp`,
+/// `notify` or `set_config`. Looks closer only at a `;` or at the last letter of a mark (`k`,
+/// `p`, `y`, `g`): those letters are rare in ordinary SQL. Statements are short (pgbench's is 55 bytes), so the
 /// search reads eight bytes at a time in a plain integer (`marks_in_word`) rather than
 /// calling a vector search per letter and case, whose set-up cost more than the search: the
 /// whole check was 650 instructions per pgbench transaction, 6% of poolguard's work.
@@ -330,7 +337,7 @@ fn has_marks(body: &[u8]) -> bool {
 }
 
 /// Whether one of the marks ends in `word`, the eight bytes of `body` from `at`. A cheap
-/// integer test picks the bytes that, with their case bit set, may be `;`, `k`, `p` or `y`
+/// integer test picks the bytes that, with their case bit set, may be `;`, `k`, `p`, `y` or `g`
 /// (every such byte, and a few others: ESC, `{`, or a byte after one of them); only those
 /// get a closer look (`mark_ends_at`).
 fn marks_in_word(body: &[u8], at: usize, word: u64) -> bool {
@@ -339,7 +346,7 @@ fn marks_in_word(body: &[u8], at: usize, word: u64) -> bool {
     // The high bit set in every zero byte of `x` (and perhaps in a byte right after one).
     let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     let folded = word | (ONES * 0x20);
-    let mut candidates = [b';', b'k', b'p', b'y'].iter().fold(0, |acc, &c| {
+    let mut candidates = [b';', b'k', b'p', b'y', b'g'].iter().fold(0, |acc, &c| {
         acc | zero_bytes(folded ^ (ONES * u64::from(c)))
     });
     while candidates != 0 {
@@ -365,6 +372,7 @@ fn mark_ends_at(body: &[u8], i: usize) -> bool {
         Some(b'k' | b'K') => ends(b"advisory_lock"),
         Some(b'p' | b'P') => ends(b"temp"),
         Some(b'y' | b'Y') => ends(b"notify"),
+        Some(b'g' | b'G') => ends(b"set_config"),
         _ => false,
     }
 }
@@ -589,35 +597,18 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 /// The statements of a SQL string, split on `;` outside quotes, dollar quotes and comments,
 /// each trimmed and without leading comments.
 fn statements(sql: &[u8], lexing: Lexing) -> Vec<&[u8]> {
-    let at = |k: usize| sql.get(k).copied();
     let mut out = Vec::new();
     let (mut i, mut start) = (0usize, 0usize);
-    while let Some(c) = at(i) {
+    while let Some(&c) = sql.get(i) {
         let next = i.saturating_add(1);
-        let prev = i.checked_sub(1).and_then(at);
-        i = match c {
-            b'\'' => {
-                // E'...': backslash escapes (and in every string when standard_conforming_strings
-                // is off). `prev` is the E only when it starts a token.
-                let e_string = matches!(prev, Some(b'E' | b'e'))
-                    && !i.checked_sub(2).and_then(at).is_some_and(is_ident_byte);
-                let escapes = e_string || !lexing.standard_conforming_strings;
-                skip_quoted(sql, next, b'\'', escapes, lexing.encoding)
-            }
-            b'"' => skip_quoted(sql, next, b'"', false, lexing.encoding),
-            b'-' if at(next) == Some(b'-') => {
-                memchr::memchr(b'\n', sql.get(i..).unwrap_or_default())
-                    .map_or(sql.len(), |n| i.saturating_add(n))
-            }
-            b'/' if at(next) == Some(b'*') => comment_end(sql, i, lexing.encoding),
-            // `$` inside an identifier (a$b) is part of it, not a quote.
-            b'$' if !prev.is_some_and(is_ident_byte) => dollar_quote_end(sql, i).unwrap_or(next),
-            b';' => {
+        i = match skip_quote_or_comment(sql, i, lexing) {
+            Some(after) => after,
+            None if c == b';' => {
                 out.push(sql.get(start..i).unwrap_or_default());
                 start = next;
                 next
             }
-            _ => i.saturating_add(lexing.encoding.char_len(sql, i)),
+            None => i.saturating_add(lexing.encoding.char_len(sql, i)),
         };
     }
     out.push(sql.get(start..).unwrap_or_default());
@@ -625,6 +616,31 @@ fn statements(sql: &[u8], lexing: Lexing) -> Vec<&[u8]> {
         .map(|s| strip_leading_comments(s.trim_ascii(), lexing.encoding))
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// If a string, quoted identifier, comment or dollar quote starts at `i`, the index after it
+/// (or the end of the text, when it never closes).
+fn skip_quote_or_comment(sql: &[u8], i: usize, lexing: Lexing) -> Option<usize> {
+    let at = |k: usize| sql.get(k).copied();
+    let next = i.saturating_add(1);
+    let prev = i.checked_sub(1).and_then(at);
+    Some(match at(i)? {
+        b'\'' => {
+            // E'...': backslash escapes (and in every string when standard_conforming_strings
+            // is off). `prev` is the E only when it starts a token.
+            let e_string = matches!(prev, Some(b'E' | b'e'))
+                && !i.checked_sub(2).and_then(at).is_some_and(is_ident_byte);
+            let escapes = e_string || !lexing.standard_conforming_strings;
+            skip_quoted(sql, next, b'\'', escapes, lexing.encoding)
+        }
+        b'"' => skip_quoted(sql, next, b'"', false, lexing.encoding),
+        b'-' if at(next) == Some(b'-') => memchr::memchr(b'\n', sql.get(i..).unwrap_or_default())
+            .map_or(sql.len(), |n| i.saturating_add(n)),
+        b'/' if at(next) == Some(b'*') => comment_end(sql, i, lexing.encoding),
+        // `$` inside an identifier (a$b) is part of it, not a quote.
+        b'$' if !prev.is_some_and(is_ident_byte) => dollar_quote_end(sql, i)?,
+        _ => return None,
+    })
 }
 
 /// The index after the quote closing a string opened just before `from` (or the end).
@@ -697,6 +713,8 @@ fn strip_leading_comments(mut s: &[u8], enc: Encoding) -> &[u8] {
         }
     }
 }
+
+mod set_config;
 
 #[cfg(test)]
 mod tests;

@@ -445,3 +445,15 @@ proptest::proptest! {
         let _ = scan(&with_set, lexing, &["search_path".to_string()]);
     }
 }
+
+#[test]
+fn a_session_level_set_config_is_session_state_and_a_local_one_is_not() {
+    let sql = "SELECT set_config('search_path', 'a', false)";
+    assert!(!is_plain(sql.as_bytes()));
+    assert_eq!(feats(sql), vec![SessionFeature::SetConfig]);
+    assert!(feats("select set_config('x.y', $1, true)").is_empty());
+    // The mark's letter in ordinary SQL costs a closer look, not a report.
+    assert!(is_plain(
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
+    ));
+}
