@@ -199,3 +199,46 @@ fn a_panicking_session_hands_nothing_to_the_next_client() {
         );
     }
 }
+
+/// A pooled server connection whose backend was terminated while it sat idle (an operator's
+/// `pg_terminate_backend`, a server-side timeout) is never handed to a client: the FATAL it
+/// left in the socket is noticed when it is taken from the pool, and a new server connection
+/// serves the client. Both modes, one server in the pool. The wait is for the backend to be
+/// gone from `pg_stat_activity` (an event, bounded).
+#[test]
+fn a_server_terminated_while_idle_is_not_handed_out() {
+    let pg = sandbox(20);
+    for mode in ["session", "transaction"] {
+        let spec = PoolSpec {
+            mode,
+            pool_size: 1,
+            ..PoolSpec::default()
+        };
+        let proxy = Proxy::start(&pg, &spec);
+        let first = psql(proxy.port, "SELECT pg_backend_pid()");
+        assert!(first.status.success(), "{mode}: {}", stderr(&first));
+        let pid = stdout(&first);
+        pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"))
+            .expect("terminate");
+        let gone = (0..400).any(|_| {
+            let left = pg
+                .psql(
+                    "postgres",
+                    &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+                )
+                .unwrap_or_default();
+            left.trim() == "0" || {
+                std::thread::sleep(Duration::from_millis(50));
+                false
+            }
+        });
+        assert!(gone, "{mode}: backend {pid} still there");
+        let next = psql(proxy.port, "SELECT 1");
+        assert!(
+            next.status.success(),
+            "{mode}: the next client got the dead server: {}",
+            stderr(&next)
+        );
+        assert_eq!(stdout(&next), "1");
+    }
+}

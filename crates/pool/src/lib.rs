@@ -116,6 +116,16 @@ pub trait Connector: Send + Sync + 'static {
         let _ = (conn, reason);
     }
 
+    /// Called (synchronously, under the pool's lock: it must not block or wait) on an idle
+    /// connection about to be handed out: is it still usable? A connection the server closed,
+    /// or wrote to, while it sat idle (a terminated backend's FATAL, the server's own idle
+    /// timeout) answers false: it is closed (`CloseReason::Dead`) and the next idle one, or a
+    /// new one, is taken, so no client inherits what a dead connection left behind.
+    /// Default: true.
+    fn is_alive(&self, _conn: &mut Self::Conn) -> bool {
+        true
+    }
+
     /// Called (synchronously, outside any lock) at the start of every [`Pool::acquire`]: may a
     /// client be served at all? An error refuses the acquire at once with
     /// [`AcquireError::Connect`], without queueing (counted in `PoolStatus::refused_total`),
@@ -147,6 +157,8 @@ pub enum CloseReason {
     PoolClosed,
     /// Opened before [`Pool::retire_all`] (the backend moved to another server).
     Retired,
+    /// Found closed, or written to, by the server while it sat idle ([`Connector::is_alive`]).
+    Dead,
 }
 
 impl CloseReason {
@@ -160,6 +172,7 @@ impl CloseReason {
             CloseReason::BudgetReclaim => "budget_reclaim",
             CloseReason::PoolClosed => "pool_closed",
             CloseReason::Retired => "retired",
+            CloseReason::Dead => "dead",
         }
     }
 }

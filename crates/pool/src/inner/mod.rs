@@ -391,17 +391,21 @@ impl<C: Connector> Shared<C> {
         // One made on this thread first (see `ConnMeta::home`), the most recently returned
         // of those; then any, most recently returned first.
         let here = std::thread::current().id();
+        let verdict = |st: &State<C>, idle: &mut Idle<C::Conn>| {
+            st.idle_verdict(idle, now)
+                .or_else(|| (!self.connector.is_alive(&mut idle.conn)).then_some(CloseReason::Dead))
+        };
         while let Some(i) = st.idle.iter().rposition(|e| e.meta.home == here) {
             let Some(mut idle) = st.idle.remove(i) else {
                 break;
             };
-            match st.idle_verdict(&mut idle, now) {
+            match verdict(st, &mut idle) {
                 Some(reason) => fx.close.push((idle.conn, reason)),
                 None => return Some(idle),
             }
         }
         while let Some(mut idle) = st.idle.pop_back() {
-            match st.idle_verdict(&mut idle, now) {
+            match verdict(st, &mut idle) {
                 Some(reason) => fx.close.push((idle.conn, reason)),
                 None => return Some(idle),
             }

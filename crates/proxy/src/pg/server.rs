@@ -611,6 +611,16 @@ impl Connector for PgConnector {
         tracing::debug!(server = %conn.addr, ?reason, "closing server connection");
         conn.terminate_now();
     }
+    /// Nothing buffered and nothing arrived while idle: a terminated backend's FATAL, or the
+    /// server's close, makes the socket readable, which tokio already knows (no system call
+    /// unless it is).
+    fn is_alive(&self, conn: &mut Box<ServerConn>) -> bool {
+        let alive = conn.buf.is_empty() && conn.stream.idle_and_open();
+        if !alive {
+            tracing::info!(server = %conn.addr, "pooled server connection closed or written to by the server while idle; closing it");
+        }
+        alive
+    }
 }
 
 impl ServerConnector for PgConnector {
