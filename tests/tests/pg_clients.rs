@@ -211,3 +211,39 @@ fn startup_settings_follow_the_client_in_transaction_mode() {
     let plain = psql(proxy.port, "SHOW statement_timeout");
     assert_eq!(stdout(&plain), "0", "{}", stderr(&plain));
 }
+
+/// A reported parameter is announced (ParameterStatus) only when its value changes from what
+/// the client was last told, as the server does: poolguard bringing a server that served
+/// another application back to this client's `application_name` is nothing new to it (psycopg's
+/// own suite traces a first query and saw a ParameterStatus the server would not send). The
+/// same exchange against the server directly shows none either. Both modes, one server.
+#[test]
+fn no_parameter_status_for_a_value_the_client_already_has() {
+    use bytes::BytesMut;
+    use poolguard_e2e::rawpg::RawPg;
+    let pg = sandbox(20);
+    let first_query = |port: u16| {
+        let mut other = RawPg::login(port, USER, PASSWORD, DB);
+        other.query("SET application_name = 'another'").unwrap();
+        drop(other);
+        let mut c = RawPg::login(port, USER, PASSWORD, DB);
+        let mut m = BytesMut::new();
+        poolguard_pg::frontend::query(&mut m, "SELECT 1");
+        c.send(&m);
+        c.read_until_ready()
+            .iter()
+            .filter(|m| m.tag == b'S')
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(first_query(pg.port()), Vec::<String>::new(), "direct");
+    for mode in ["session", "transaction"] {
+        let spec = PoolSpec {
+            mode,
+            pool_size: 1,
+            ..PoolSpec::default()
+        };
+        let proxy = Proxy::start(&pg, &spec);
+        assert_eq!(first_query(proxy.port), Vec::<String>::new(), "{mode}");
+    }
+}

@@ -166,9 +166,16 @@ impl Session {
                 } => {
                     held.lease.note_parameter_status(body);
                     if let Ok((k, v)) = poolguard_pg::backend::parse_parameter_status(body) {
-                        if crate::pg::params::is_reported(k) && self.params.get(k) != Some(v) {
-                            // Copied only on a change: the set may be shared.
-                            std::sync::Arc::make_mut(&mut self.params).set(k, v);
+                        if crate::pg::params::is_reported(k) {
+                            if self.params.get(k) == Some(v) {
+                                // As the server does, a value is reported only when it differs
+                                // from what the client was last told (poolguard's own SETs
+                                // bring a server to the client's values: nothing new for it).
+                                route = Route::Swallow;
+                            } else {
+                                // Copied only on a change: the set may be shared.
+                                std::sync::Arc::make_mut(&mut self.params).set(k, v);
+                            }
                         }
                     }
                 }
