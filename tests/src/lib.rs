@@ -115,6 +115,18 @@ pub struct PoolSpec {
     pub front: String,
 }
 
+impl PoolSpec {
+    /// A pool of one server connection in `mode`: the next client gets the server the last one
+    /// left, so whatever the last one left on it would show.
+    pub fn one_server(mode: &'static str) -> PoolSpec {
+        PoolSpec {
+            mode,
+            pool_size: 1,
+            ..PoolSpec::default()
+        }
+    }
+}
+
 impl Default for PoolSpec {
     fn default() -> Self {
         PoolSpec {

@@ -209,12 +209,7 @@ fn a_panicking_session_hands_nothing_to_the_next_client() {
 fn a_server_terminated_while_idle_is_not_handed_out() {
     let pg = sandbox(20);
     for mode in ["session", "transaction"] {
-        let spec = PoolSpec {
-            mode,
-            pool_size: 1,
-            ..PoolSpec::default()
-        };
-        let proxy = Proxy::start(&pg, &spec);
+        let proxy = Proxy::start(&pg, &PoolSpec::one_server(mode));
         let first = psql(proxy.port, "SELECT pg_backend_pid()");
         assert!(first.status.success(), "{mode}: {}", stderr(&first));
         let pid = stdout(&first);

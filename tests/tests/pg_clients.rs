@@ -238,12 +238,7 @@ fn no_parameter_status_for_a_value_the_client_already_has() {
     };
     assert_eq!(first_query(pg.port()), Vec::<String>::new(), "direct");
     for mode in ["session", "transaction"] {
-        let spec = PoolSpec {
-            mode,
-            pool_size: 1,
-            ..PoolSpec::default()
-        };
-        let proxy = Proxy::start(&pg, &spec);
+        let proxy = Proxy::start(&pg, &PoolSpec::one_server(mode));
         assert_eq!(first_query(proxy.port), Vec::<String>::new(), "{mode}");
     }
 }
