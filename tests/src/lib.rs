@@ -116,6 +116,14 @@ pub struct PoolSpec {
 }
 
 impl PoolSpec {
+    /// The default pool, with the admin API on `admin` (metrics to wait on).
+    pub fn with_admin(admin: u16) -> PoolSpec {
+        PoolSpec {
+            limits: format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+            ..PoolSpec::default()
+        }
+    }
+
     /// A pool of one server connection in `mode`: the next client gets the server the last one
     /// left, so whatever the last one left on it would show.
     pub fn one_server(mode: &'static str) -> PoolSpec {

@@ -45,11 +45,7 @@ fn alert_rules_and_dashboard_use_only_exported_metrics() {
 
     let pg = sandbox(20);
     let admin = free_port();
-    let spec = PoolSpec {
-        limits: format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
-        ..PoolSpec::default()
-    };
-    let proxy = Proxy::start(&pg, &spec);
+    let proxy = Proxy::start(&pg, &PoolSpec::with_admin(admin));
     let out = psql(proxy.port, "SELECT 1");
     assert!(out.status.success(), "{}", stderr(&out));
     let exposition = http_get(admin, "/metrics");

@@ -242,3 +242,40 @@ fn no_parameter_status_for_a_value_the_client_already_has() {
         assert_eq!(first_query(proxy.port), Vec::<String>::new(), "{mode}");
     }
 }
+
+/// A notification that reaches its listener after the notifying client has left still names
+/// the pid that client was given (transaction mode, where that pid is poolguard's), as a
+/// server names a backend that has exited. The listener holds a transaction open until the
+/// notifier is gone (an event: the client gauge), so the notification comes after.
+#[test]
+fn a_notification_names_its_sender_after_the_sender_left() {
+    use bytes::BytesMut;
+    use poolguard_e2e::admin::{http_get, metric, wait_for};
+    use poolguard_e2e::rawpg::RawPg;
+    let pg = sandbox(20);
+    let admin = free_port();
+    let proxy = Proxy::start(&pg, &PoolSpec::with_admin(admin));
+    let mut listener = RawPg::login(proxy.port, USER, PASSWORD, DB);
+    listener.query("LISTEN chan").unwrap();
+    listener.query("BEGIN").unwrap();
+    let mut notifier = RawPg::login(proxy.port, USER, PASSWORD, DB);
+    let sender = notifier.backend_pid;
+    notifier.query("NOTIFY chan, 'hi'").unwrap();
+    drop(notifier);
+    wait_for(Duration::from_secs(30), "the notifier gone", || {
+        (metric(
+            &http_get(admin, "/metrics"),
+            "poolguard_clients_connected",
+            &[],
+        ) == Some(1.0))
+        .then_some(())
+    });
+    let mut m = BytesMut::new();
+    poolguard_pg::frontend::query(&mut m, "COMMIT");
+    listener.send(&m);
+    let note = std::iter::from_fn(|| listener.read())
+        .find(|m| m.tag == b'A')
+        .expect("the notification");
+    let pid = i32::from_be_bytes(note.body[..4].try_into().unwrap());
+    assert_eq!(pid, sender, "the sender's pid as it was given");
+}

@@ -45,9 +45,9 @@ pub type CancelTarget = StopTarget<Arc<ServerKey>>;
 pub struct CancelRegistry {
     clients: Mutex<HashMap<i32, (i32, Weak<CancelTarget>)>>,
     /// Server process (address, pid) -> the client process id of the transaction-mode client
-    /// that last sent NOTIFY through it: a notification names the notifying server process,
-    /// and a listener compares it with the pid its notifier was given (asyncpg's
-    /// `get_server_pid()`), which under transaction pooling is poolguard's.
+    /// that last sent NOTIFY through it (kept after that client leaves): a notification names
+    /// the notifying server process, and a listener compares it with the pid its notifier was
+    /// given (asyncpg's `get_server_pid()`), which under transaction pooling is poolguard's.
     notifiers: Mutex<HashMap<(ServerAddr, i32), i32>>,
     /// The last [`Registration::serial`] given.
     serials: std::sync::atomic::AtomicU64,
@@ -76,11 +76,9 @@ impl Drop for Registration {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.pid);
-        self.registry
-            .notifiers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, client| *client != self.pid);
+        // The notifiers it left stay: a notification it sent may reach a listener after it
+        // left, and should still name the pid it was given, as a server names a backend that
+        // has exited. An entry is replaced when its server notifies for another client.
     }
 }
 
