@@ -129,8 +129,22 @@ impl KillRegistry {
         }
     }
 
-    /// Handles `KILL [QUERY] id` from a client logged in as `user`.
-    pub async fn kill(&self, id: u64, query_only: bool, user: &str) -> KillOutcome {
+    /// Server thread id -> poolguard id of the client whose commands run on it, for the
+    /// threads on `host`: SHOW PROCESSLIST shows each client under the id it was greeted with,
+    /// the one `CONNECTION_ID()` and KILL take here.
+    pub fn threads_on(&self, host: &str) -> HashMap<u32, u32> {
+        lock(&self.clients)
+            .iter()
+            .filter_map(|(&id, target)| {
+                let key = target.upgrade()?.stop.peek()?;
+                (&*key.host == host).then_some((key.thread_id, id))
+            })
+            .collect()
+    }
+
+    /// Handles `KILL [QUERY] id` from a client logged in as `user` (`None`: a user the server
+    /// allows to kill any connection).
+    pub async fn kill(&self, id: u64, query_only: bool, user: Option<&str>) -> KillOutcome {
         let target = u32::try_from(id).ok().and_then(|id| {
             let map = lock(&self.clients);
             map.get(&id).and_then(Weak::upgrade)
@@ -138,7 +152,7 @@ impl KillRegistry {
         let Some(target) = target else {
             return KillOutcome::NotOurs;
         };
-        if **lock(&target.user) != *user {
+        if user.is_some_and(|user| **lock(&target.user) != *user) {
             return KillOutcome::NotOwner;
         }
         let hold = target.stop.hold().await;

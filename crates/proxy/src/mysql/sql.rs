@@ -33,6 +33,9 @@ pub struct Findings {
     /// Where `CONNECTION_ID()` is called (byte ranges of the text, whole calls): rewritten to
     /// the client's own poolguard id, the one its greeting announced and KILL takes.
     pub connection_id_calls: Vec<std::ops::Range<usize>>,
+    /// `SHOW [FULL] PROCESSLIST` as the whole query: its Id column names server threads,
+    /// shown to the client as the poolguard ids of the clients running on them.
+    pub processlist: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +210,12 @@ fn statement(sql: &[u8], stmt: &[Token], single: bool, f: &mut Findings) {
         "HANDLER" => pin(f, "HANDLER"),
         "XA" => pin(f, "an XA transaction"),
         "KILL" if single => f.kill = kill(args),
+        "SHOW" if single => {
+            f.processlist = matches!(
+                (word(args.first()), word(args.get(1)), args.len()),
+                (Some("PROCESSLIST"), _, 1) | (Some("FULL"), Some("PROCESSLIST"), 2)
+            )
+        }
         _ => {}
     }
 }

@@ -94,6 +94,8 @@ pub enum SessionFeature {
     /// `set_config(name, value, is_local)` with `is_local` not a constant true: a SET whose
     /// name and value are known only to the server.
     SetConfig,
+    /// A DO block: its body (a SET, set_config, a temporary table...) is not read.
+    DoBlock,
 }
 
 impl SessionFeature {
@@ -115,6 +117,7 @@ impl SessionFeature {
             SessionFeature::Load => "LOAD".into(),
             SessionFeature::UntrackedSet(p) => format!("SET of untracked parameter {p}"),
             SessionFeature::SetConfig => "a session-level set_config() call".into(),
+            SessionFeature::DoBlock => "a DO block (its body is not read)".into(),
         }
     }
 }
@@ -188,7 +191,7 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         f.features.push(SessionFeature::AdvisoryLock);
     }
     f.notifies = contains_ignore_case(sql, b"pg_notify");
-    if contains_ignore_case(sql, b"set_config") && set_config::sets_session(sql, lexing) {
+    if set_config::sets_session(sql, lexing) {
         f.features.push(SessionFeature::SetConfig);
     }
     for stmt in statements(sql, lexing) {
@@ -205,6 +208,8 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         };
         if is(0, "LISTEN") {
             f.features.push(SessionFeature::Listen);
+        } else if is(0, "DO") {
+            f.features.push(SessionFeature::DoBlock);
         } else if is(0, "NOTIFY") {
             f.notifies = true;
         } else if is(0, "PREPARE") {
@@ -314,8 +319,8 @@ pub(crate) fn is_plain(sql: &[u8]) -> bool {
 }
 
 /// Whether `body` holds a `;` (a second statement) or, in any case, `advisory_lock`, `temp`,
-/// `notify` or `set_config`. Looks closer only at a `;` or at the last letter of a mark (`k`,
-/// `p`, `y`, `g`): those letters are rare in ordinary SQL. Statements are short (pgbench's is 55 bytes), so the
+/// `notify`, `set_config`, `pg_setting` or `u&`. Looks closer only at a `;` or at the last
+/// character of a mark (`k`, `p`, `y`, `g`, `&`): those are rare in ordinary SQL. Statements are short (pgbench's is 55 bytes), so the
 /// search reads eight bytes at a time in a plain integer (`marks_in_word`) rather than
 /// calling a vector search per letter and case, whose set-up cost more than the search: the
 /// whole check was 650 instructions per pgbench transaction, 6% of poolguard's work.
@@ -337,7 +342,8 @@ fn has_marks(body: &[u8]) -> bool {
 }
 
 /// Whether one of the marks ends in `word`, the eight bytes of `body` from `at`. A cheap
-/// integer test picks the bytes that, with their case bit set, may be `;`, `k`, `p`, `y` or `g`
+/// integer test picks the bytes that, with their case bit set, may be `;`, `k`, `p`, `y`, `g`
+/// or `&`
 /// (every such byte, and a few others: ESC, `{`, or a byte after one of them); only those
 /// get a closer look (`mark_ends_at`).
 fn marks_in_word(body: &[u8], at: usize, word: u64) -> bool {
@@ -346,9 +352,11 @@ fn marks_in_word(body: &[u8], at: usize, word: u64) -> bool {
     // The high bit set in every zero byte of `x` (and perhaps in a byte right after one).
     let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     let folded = word | (ONES * 0x20);
-    let mut candidates = [b';', b'k', b'p', b'y', b'g'].iter().fold(0, |acc, &c| {
-        acc | zero_bytes(folded ^ (ONES * u64::from(c)))
-    });
+    let mut candidates = [b';', b'k', b'p', b'y', b'g', b'&']
+        .iter()
+        .fold(0, |acc, &c| {
+            acc | zero_bytes(folded ^ (ONES * u64::from(c)))
+        });
     while candidates != 0 {
         let i = at.saturating_add(candidates.trailing_zeros() as usize / 8);
         if mark_ends_at(body, i) {
@@ -372,7 +380,9 @@ fn mark_ends_at(body: &[u8], i: usize) -> bool {
         Some(b'k' | b'K') => ends(b"advisory_lock"),
         Some(b'p' | b'P') => ends(b"temp"),
         Some(b'y' | b'Y') => ends(b"notify"),
-        Some(b'g' | b'G') => ends(b"set_config"),
+        Some(b'g' | b'G') => ends(b"set_config") || ends(b"pg_setting"),
+        // `U&"..."`: an identifier that could spell any name with escapes.
+        Some(b'&') => ends(b"u&"),
         _ => false,
     }
 }

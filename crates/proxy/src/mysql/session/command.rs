@@ -236,9 +236,41 @@ impl Session {
         }
     }
 
-    async fn route_kill(&self, id: u64, query_only: bool) -> KillOutcome {
+    async fn route_kill(&mut self, id: u64, query_only: bool) -> KillOutcome {
         let kills = self.shared.mysql.kills.clone();
-        kills.kill(id, query_only, &self.holder.user).await
+        match kills.kill(id, query_only, Some(&self.holder.user)).await {
+            KillOutcome::NotOwner if self.may_kill_others().await => {
+                kills.kill(id, query_only, None).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Whether the client's user may kill other users' connections (SUPER, or CONNECTION
+    /// ADMIN), as the server says: asked on a server connection of the client's own pool,
+    /// which logs in as that user. An answer that cannot be had counts as no.
+    async fn may_kill_others(&mut self) -> bool {
+        const ASK: &str = "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES \
+            WHERE GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', \
+            SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''') \
+            AND PRIVILEGE_TYPE IN ('SUPER', 'CONNECTION ADMIN', 'CONNECTION_ADMIN')";
+        if self.ensure_server().await.is_err() {
+            return false;
+        }
+        let Some(held) = self.held.as_mut() else {
+            return false;
+        };
+        // A failure leaves the connection as it is: unread bytes or a closed socket keep it
+        // from being reused (`Held::proof`, `Connector::is_alive`).
+        match held.lease.query(ASK).await {
+            Ok(r) => r
+                .rows
+                .first()
+                .and_then(|r| r.first().cloned())
+                .flatten()
+                .is_some_and(|n| n != "0"),
+            Err(_) => false,
+        }
     }
 
     async fn kill_answer(&mut self, outcome: KillOutcome, id: u64, seq: u8) -> Option<End> {
@@ -507,6 +539,12 @@ impl Session {
         }
         let status_before = held.lease.status;
         held.sticky = false;
+        let thread_ids = match &after {
+            After::Query(f) if f.processlist => Some(Box::new(
+                self.shared.mysql.kills.threads_on(&held.lease.host),
+            )),
+            _ => None,
+        };
         held.inflight = Some(Inflight {
             tracker,
             delta: p.next_seq().wrapping_sub(server_next),
@@ -517,6 +555,7 @@ impl Session {
             insert_id: None,
             after,
             status_before,
+            thread_ids,
         });
         if command == COM_STMT_EXECUTE {
             // The statement runs at the server; its answer is not relayed yet.

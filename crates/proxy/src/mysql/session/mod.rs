@@ -139,6 +139,8 @@ pub struct Inflight {
     pub after: command::After,
     /// Status flags before the command (decides whether an error needs a status probe).
     pub status_before: u16,
+    /// For SHOW PROCESSLIST: server thread -> poolguard client id, taken when it was sent.
+    pub thread_ids: Option<Box<std::collections::HashMap<u32, u32>>>,
 }
 
 /// Why a session ended.

@@ -193,6 +193,12 @@ impl Session {
         let rewrite_prepare = !had_prepare_ok && inf.tracker.prepare_ok().is_some();
         match progress {
             Progress::More => {
+                let row = inf.tracker.rows() > rows_before && !head.is_continuation;
+                if let Some(ids) = inf.thread_ids.as_deref().filter(|_| row) {
+                    if let Some(instead) = processlist_row(frame, ids, client_seq) {
+                        return Ok((Verdict::Replace(instead), None));
+                    }
+                }
                 relay(frame, inf, rewrite_prepare);
                 Ok((Verdict::Relay, None))
             }
@@ -429,6 +435,39 @@ impl Session {
         }
         None
     }
+}
+
+/// A SHOW PROCESSLIST row (a whole text-protocol row in one frame) with its Id, the first
+/// column, shown as the poolguard id of the client running on that server thread, as the
+/// server shows a client its own connection id (`None`: nothing to change, or not a row this
+/// can read; it is relayed as it is).
+fn processlist_row(
+    frame: &[u8],
+    ids: &std::collections::HashMap<u32, u32>,
+    client_seq: u8,
+) -> Option<BytesMut> {
+    let payload = frame.get(HEADER_LEN..)?;
+    if payload.len() >= 0xff_ffff {
+        return None; // the row goes on in the next frame
+    }
+    let (&len, rest) = payload.split_first()?;
+    // A short length-encoded string: one length byte below 0xfb (0xfb is NULL).
+    if len >= 0xfb {
+        return None;
+    }
+    let (digits, rest) = rest.split_at_checked(usize::from(len))?;
+    let thread: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let id = ids.get(&thread)?.to_string();
+    let mut row = Vec::with_capacity(payload.len().saturating_add(10));
+    row.push(u8::try_from(id.len()).ok()?);
+    row.extend_from_slice(id.as_bytes());
+    row.extend_from_slice(rest);
+    if row.len() >= 0xff_ffff {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(row.len().saturating_add(HEADER_LEN));
+    encode_packet(&mut out, client_seq, &row);
+    Some(out)
 }
 
 /// Readies a frame for the client: its sequence id renumbered, and the client's statement id

@@ -2,95 +2,101 @@
 //! leading keywords do not show (`SELECT set_config('search_path', 'x', false)`). With
 //! `is_local` a constant true the setting ends with the transaction and needs nothing; anything
 //! else (false, a parameter, an expression) may set it for the session, so the call is
-//! reported as session state. A call inside a string or comment is skipped by the same lexing
-//! as the statement split; a false report costs a pin or a reset, never a leak.
+//! reported as session state. Also reported: `pg_settings` (an UPDATE of it is a set_config)
+//! and Unicode-escaped identifiers (`U&"..."`, which could spell the name). One pass over the
+//! text, with the statement split's lexing (strings, comments, dollar quotes skipped); a false
+//! report costs a pin or a reset, never a leak.
 
-use super::{is_ident_byte, skip_quote_or_comment, Lexing};
+use super::{contains_ignore_case, is_ident_byte, skip_quote_or_comment, Lexing};
 
 const NAME: &[u8] = b"set_config";
 
-/// Whether `sql` calls `set_config` in a way that may outlive the transaction.
+/// An open parenthesis or bracket: a set_config call's argument list, or any other.
+struct Open {
+    call: bool,
+    commas: usize,
+    /// Where the current argument starts.
+    arg: usize,
+}
+
+/// PostgreSQL's whitespace, vertical tab included.
+fn is_space(c: u8) -> bool {
+    c.is_ascii_whitespace() || c == 0x0b
+}
+
+/// Whether `sql` may set a parameter for the session through set_config.
 pub(super) fn sets_session(sql: &[u8], lexing: Lexing) -> bool {
+    if contains_ignore_case(sql, b"pg_settings") || contains_ignore_case(sql, b"u&\"") {
+        return true;
+    }
+    let mut stack: Vec<Open> = Vec::new();
+    // The name was just read: a `(` next (after spaces or comments) opens its arguments.
+    let mut named = false;
     let mut i = 0usize;
     while let Some(&c) = sql.get(i) {
         if let Some(after) = skip_quote_or_comment(sql, i, lexing) {
+            let comment = matches!(
+                (c, sql.get(i.saturating_add(1))),
+                (b'-', Some(b'-')) | (b'/', Some(b'*'))
+            );
             // `"set_config"`: a quoted name is matched as written.
-            let quoted =
+            let quoted_name =
                 c == b'"' && sql.get(i.saturating_add(1)..after.saturating_sub(1)) == Some(NAME);
-            if quoted && calls_session(sql, after, lexing) {
-                return true;
-            }
+            named = quoted_name || (named && comment);
             i = after;
+            continue;
+        }
+        let step = lexing.encoding.char_len(sql, i);
+        if is_space(c) {
+            i = i.saturating_add(step);
             continue;
         }
         let starts_word = !i
             .checked_sub(1)
             .and_then(|p| sql.get(p))
             .is_some_and(|&p| is_ident_byte(p));
-        if starts_word
-            && (c == b's' || c == b'S')
+        let word_is_name = starts_word
             && sql
-                .get(i..)
-                .and_then(|s| s.get(..NAME.len()))
+                .get(i..i.saturating_add(NAME.len()))
                 .is_some_and(|w| w.eq_ignore_ascii_case(NAME))
-        {
-            let end = i.saturating_add(NAME.len());
-            if calls_session(sql, end, lexing) {
-                return true;
-            }
-            i = end;
+            && !sql
+                .get(i.saturating_add(NAME.len()))
+                .is_some_and(|&n| is_ident_byte(n));
+        if word_is_name {
+            named = true;
+            i = i.saturating_add(NAME.len());
             continue;
         }
-        i = i.saturating_add(lexing.encoding.char_len(sql, i));
-    }
-    false
-}
-
-/// Whether the name ending at `end` is called, with a third argument not a constant true.
-fn calls_session(sql: &[u8], end: usize, lexing: Lexing) -> bool {
-    call_arguments(sql, end)
-        .is_some_and(|args| !third_argument(sql, args, lexing).is_some_and(is_true))
-}
-
-/// Where the arguments start, if the name ending at `end` is called: whitespace, then `(`.
-fn call_arguments(sql: &[u8], end: usize) -> Option<usize> {
-    if sql.get(end).is_some_and(|&c| is_ident_byte(c)) {
-        return None; // set_config_x
-    }
-    let mut i = end;
-    while sql.get(i).is_some_and(u8::is_ascii_whitespace) {
-        i = i.saturating_add(1);
-    }
-    (sql.get(i) == Some(&b'(')).then(|| i.saturating_add(1))
-}
-
-/// The third argument of the call whose arguments start at `from`, trimmed (`None` when the
-/// call has fewer, or never closes).
-fn third_argument(sql: &[u8], from: usize, lexing: Lexing) -> Option<&[u8]> {
-    let (mut i, mut depth, mut index, mut start) = (from, 0usize, 0usize, from);
-    while let Some(&c) = sql.get(i) {
-        if let Some(after) = skip_quote_or_comment(sql, i, lexing) {
-            i = after;
-            continue;
-        }
+        let call = std::mem::take(&mut named);
         match c {
-            b'(' | b'[' => depth = depth.saturating_add(1),
-            b')' | b']' if depth > 0 => depth = depth.saturating_sub(1),
-            b',' | b')' if depth == 0 => {
-                if index == 2 {
-                    return sql.get(start..i).map(<[u8]>::trim_ascii);
+            b'(' | b'[' => stack.push(Open {
+                call: call && c == b'(',
+                commas: 0,
+                arg: i.saturating_add(1),
+            }),
+            b',' => {
+                if let Some(top) = stack.last_mut() {
+                    top.commas = top.commas.saturating_add(1);
+                    top.arg = i.saturating_add(1);
                 }
-                if c == b')' {
-                    return None;
+            }
+            b')' | b']' => {
+                if let Some(open) = stack.pop() {
+                    let local = open.commas == 2
+                        && sql
+                            .get(open.arg..i)
+                            .is_some_and(|a| is_true(a.trim_ascii()));
+                    if open.call && !local {
+                        return true;
+                    }
                 }
-                index = index.saturating_add(1);
-                start = i.saturating_add(1);
             }
             _ => {}
         }
-        i = i.saturating_add(lexing.encoding.char_len(sql, i));
+        i = i.saturating_add(step);
     }
-    None
+    // A call never closed: read as session-level.
+    stack.iter().any(|o| o.call)
 }
 
 /// A constant true as PostgreSQL reads a boolean: `true`, or a quoted `t`, `true`, `y`, `yes`,
@@ -135,6 +141,12 @@ mod tests {
             "select 1; select \"set_config\" ('a', 'b', false)",
             "select set_config('a', 'b', false), set_config('c', 'd', true)",
             "select set_config('a', 'it''s, fine', false)",
+            "select set_config/**/('search_path', 'evil', false)",
+            "select set_config -- x\n ('search_path', 'evil', false)",
+            "select set_config\u{b}('search_path', 'evil', false)",
+            "select U&\"set\\005fconfig\"('search_path', 'evil', false)",
+            "UPDATE pg_settings SET setting = 'evil' WHERE name = 'search_path'",
+            "select set_config('a', set_config('b', 'c', false), true)",
             // Never closed: read as session-level.
             "select set_config('a', 'b', ",
         ] {
@@ -145,14 +157,28 @@ mod tests {
             "SELECT set_config('a', f(1, 2), TRUE)",
             "select set_config('a', 'b', 'on'::boolean)",
             "select set_config('a', 'x,y', 't')",
+            "select set_config('a', set_config('b', 'c', true), true)",
             "select 'set_config(''a'', ''b'', false)'",
             "select 1 -- set_config('a', 'b', false)",
             "select my_set_config('a', 'b', false)",
             "select set_configs('a', 'b', false)",
             "select \"SET_CONFIG\"('a', 'b', false)",
             "select $$ set_config('a', 'b', false) $$",
+            "select set_config, ('a', 'b', false) from t",
         ] {
             assert!(!session(sql), "{sql}");
         }
+    }
+
+    /// Nested calls are read in one pass: a deep nesting costs time in proportion to its
+    /// length (the first version rescanned each call's arguments, quadratic).
+    #[test]
+    fn deep_nesting_is_one_pass() {
+        let depth = 200_000;
+        let mut sql = String::from("select ");
+        sql.push_str(&"set_config(".repeat(depth));
+        sql.push_str("'a'");
+        sql.push_str(&",'b',true)".repeat(depth));
+        assert!(!session(&sql));
     }
 }

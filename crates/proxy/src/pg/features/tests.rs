@@ -452,6 +452,17 @@ fn a_session_level_set_config_is_session_state_and_a_local_one_is_not() {
     assert!(!is_plain(sql.as_bytes()));
     assert_eq!(feats(sql), vec![SessionFeature::SetConfig]);
     assert!(feats("select set_config('x.y', $1, true)").is_empty());
+    for sql in [
+        "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+        "SELECT U&\"set\\005fconfig\"('search_path', 'x', false)",
+    ] {
+        assert!(!is_plain(sql.as_bytes()), "{sql}");
+        assert_eq!(feats(sql), vec![SessionFeature::SetConfig], "{sql}");
+    }
+    assert_eq!(
+        feats("DO $$ BEGIN PERFORM set_config('search_path', 'x', false); END $$"),
+        vec![SessionFeature::DoBlock]
+    );
     // The mark's letter in ordinary SQL costs a closer look, not a report.
     assert!(is_plain(
         b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"

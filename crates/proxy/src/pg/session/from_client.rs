@@ -311,6 +311,8 @@ impl Session {
             tags::frontend::FUNCTION_CALL => {
                 self.clock.request_sent();
                 push_ready(held, Expect::FunctionCall);
+                // The function is named by number (set_config among them): reset after.
+                held.dirty |= self.transaction_mode;
             }
             tags::frontend::EXECUTE => {
                 self.clock.query(&self.entry.traffic);
@@ -475,8 +477,12 @@ impl Session {
             }
             FUNCTION_CALL => {
                 self.clock.request_sent();
+                let transaction_mode = self.transaction_mode;
                 let held = self.held_mut()?;
                 push_ready(held, Expect::FunctionCall);
+                // The function is named by number (set_config among them): whatever it did to
+                // the session cannot be read here, so the server is reset after the transaction.
+                held.dirty |= transaction_mode;
                 Ok(Action::Pass)
             }
             COPY_DONE | COPY_FAIL => {
