@@ -273,3 +273,47 @@ fn a_clients_own_wait_timeout_closes_it_as_the_server_would() {
         "nothing the client left open was committed"
     );
 }
+
+/// SHOW PROCESSLIST shows a client under the id its greeting gave (the one CONNECTION_ID() and
+/// KILL take here), as a server shows a client its own connection id; and KILL of another
+/// user's client is the server's call: a user it lets kill others (SUPER, CONNECTION ADMIN)
+/// may, one it does not gets 1095 (PyMySQL's own test_issue_36 does both).
+#[test]
+fn processlist_ids_and_kill_of_another_users_client() {
+    let db = mariadb(30);
+    db.sql(
+        "",
+        "CREATE USER 'boss'@'%' IDENTIFIED BY 'boss-secret'; GRANT ALL ON *.* TO 'boss'@'%'",
+    )
+    .expect("create user");
+    let spec = MyPoolSpec {
+        limits: "\n[[users]]\nname = \"boss\"\npassword = \"boss-secret\"\n".into(),
+        ..MyPoolSpec::default()
+    };
+    let proxy = start_mysql_proxy(&db, &spec);
+    let mut plain = MyClient::connect(proxy.port).unwrap();
+    for sql in ["SHOW PROCESSLIST", "show full processlist"] {
+        let rows = plain.query(sql).unwrap();
+        let own: Vec<_> = rows
+            .iter()
+            .filter(|r| r.get(7).cloned().flatten().as_deref() == Some(sql))
+            .map(|r| r.first().cloned().flatten())
+            .collect();
+        assert_eq!(
+            own,
+            vec![Some(plain.conn_id.to_string())],
+            "{sql}: {rows:?}"
+        );
+    }
+    let mut boss = MyClient::connect_as(proxy.port, "boss", "boss-secret", Some("bank")).unwrap();
+    let e = plain
+        .query(&format!("KILL {}", boss.conn_id))
+        .expect_err("not the owner");
+    assert_eq!(e.code, 1095, "{e}");
+    boss.query(&format!("KILL {}", plain.conn_id)).unwrap();
+    assert!(
+        plain.query("SELECT 1").is_err(),
+        "the killed client is closed"
+    );
+    assert_eq!(boss.scalar("SELECT 1").unwrap().as_deref(), Some("1"));
+}

@@ -140,6 +140,8 @@ pub struct Inflight {
     /// Status flags before the command (decides whether an error needs a status probe).
     pub status_before: u16,
     /// For SHOW PROCESSLIST: server thread -> poolguard client id, taken when it was sent.
+    /// Boxed: 8 bytes in every command's record instead of a map's 48.
+    #[allow(clippy::box_collection)]
     pub thread_ids: Option<Box<std::collections::HashMap<u32, u32>>>,
 }
 
