@@ -322,6 +322,11 @@ impl Session {
                         .wait_deadline(self.phase())
                         .is_some_and(|at| at <= Instant::now())
                     {
+                        // The connection is at its end: closed here, never reclaimed.
+                        if let Some(held) = self.held.take() {
+                            self.registration.target.stop.set(None).await;
+                            held.lease.discard(DiscardReason::Broken);
+                        }
                         return Some(End::WaitTimeout);
                     }
                     if let Some(end) = self.server_lost("the server closed the connection").await {
@@ -434,6 +439,14 @@ impl Session {
     /// ([`guard::decide`]). Session state follows the client to its next server
     /// ([`super::sync`]) or pins it, so no reset is owed here.
     async fn maybe_release(&mut self) {
+        let Some(h) = &self.held else {
+            return;
+        };
+        if !h.lease.with_schema && h.lease.state.schema.is_some() {
+            // No command takes the schema off again, so the connection cannot go back to the
+            // pool: the client keeps it (and it is closed when the client leaves).
+            self.pin("a schema chosen on a server connection that logged in without one");
+        }
         let Some(h) = &self.held else {
             return;
         };

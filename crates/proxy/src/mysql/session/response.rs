@@ -298,6 +298,9 @@ impl Session {
         let held = self.held.as_mut()?;
         let inf = held.inflight.take()?;
         held.idle_since = Instant::now();
+        // The client's wait (its `wait_timeout`, `client_idle_timeout`) starts at the answer,
+        // as the server counts it, not at the command it sent.
+        self.last_client_activity = self.last_client_activity.max(held.idle_since);
         held.sticky = done.warnings > 0;
         self.holder.note.set_state(if held.in_transaction() {
             LeaseState::IdleInTransaction
