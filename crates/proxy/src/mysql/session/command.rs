@@ -299,9 +299,8 @@ impl Session {
 
     /// The common case of [`Session::ensure_server`] without an await: a server held already,
     /// or an idle one leased at once (no transaction rate limit, nobody queued before this
-    /// client, the connection still open, the kill target free). `false`: the caller waits
-    /// instead (a closed connection was discarded; or the server is held and the kill
-    /// target's slot is busy).
+    /// client, the kill target free). `false`: the caller waits instead (no idle connection;
+    /// or the server is held and the kill target's slot is busy).
     fn server_now(&mut self) -> bool {
         if let Some(held) = &self.held {
             return !held.target_pending;
@@ -309,14 +308,10 @@ impl Session {
         if !self.shared.transactions_unlimited() {
             return false;
         }
-        let Ok(mut lease) = self.entry.pool.try_acquire_idle(self.holder.clone()) else {
+        // The pool has checked that an idle connection is still open (`Connector::is_alive`).
+        let Ok(lease) = self.entry.pool.try_acquire_idle(self.holder.clone()) else {
             return false;
         };
-        if !(lease.buf.is_empty() && lease.stream.idle_and_open()) {
-            tracing::info!(pool = %self.pool_name(), server = %lease.addr, "pooled server connection was closed by the server; discarding it");
-            lease.discard(poolguard_pool::DiscardReason::Broken);
-            return false;
-        }
         let mut held = Held::new(lease);
         let key = self.server_key(&held);
         // A KILL holding the slot: the caller waits for it (`wait_for_server`).
@@ -340,35 +335,24 @@ impl Session {
         self.shared
             .admit_transaction(&self.holder, patience)
             .await?;
-        for _ in 0..3 {
-            // An idle connection is taken at once; only an acquire that has to wait builds
-            // (and boxes) the pool's acquire future, which would otherwise make every client's
-            // relay state several kilobytes larger (it is moved into a box per busy stretch).
-            let lease = match self.entry.pool.try_acquire_idle(self.holder.clone()) {
-                Ok(lease) => lease,
-                Err(holder) => Box::pin(self.entry.pool.acquire(holder))
-                    .await
-                    .map_err(acquire_error)?,
-            };
-            let mut lease = lease;
-            let alive = lease.buf.is_empty() && lease.stream.idle_and_open();
-            if !alive {
-                tracing::info!(pool = %self.pool_name(), server = %lease.addr, "pooled server connection was closed by the server; discarding it");
-                lease.discard(poolguard_pool::DiscardReason::Broken);
-                continue;
-            }
-            let held = Held::new(lease);
-            self.registration
-                .target
-                .stop
-                .set(Some(self.server_key(&held)))
-                .await;
-            self.held = Some(held);
-            return Ok(());
-        }
-        Err(ProxyError::BackendUnavailable(
-            "poolguard: the server keeps closing pooled connections; check its wait_timeout against idle_timeout".into(),
-        ))
+        // An idle connection is taken at once (the pool has checked it is still open); only an
+        // acquire that has to wait builds (and boxes) the pool's acquire future, which would
+        // otherwise make every client's relay state several kilobytes larger (it is moved into
+        // a box per busy stretch).
+        let lease = match self.entry.pool.try_acquire_idle(self.holder.clone()) {
+            Ok(lease) => lease,
+            Err(holder) => Box::pin(self.entry.pool.acquire(holder))
+                .await
+                .map_err(acquire_error)?,
+        };
+        let held = Held::new(lease);
+        self.registration
+            .target
+            .stop
+            .set(Some(self.server_key(&held)))
+            .await;
+        self.held = Some(held);
+        Ok(())
     }
 
     /// A server is held, or leased at once, and needs nothing to be in line with the client's
