@@ -66,8 +66,6 @@ impl<K: Clone> StopTarget<K> {
         }
     }
 
-    /// [`StopTarget::set`] if no stopper holds the key (nearly always: twice per transaction,
-    /// without building the lock's future); otherwise the key comes back.
     /// The key as it is now (a copy; for reports such as SHOW PROCESSLIST's ids, never to
     /// stop anything: only a [`Hold`] keeps it in place).
     pub fn peek(&self) -> Option<K>
@@ -77,6 +75,8 @@ impl<K: Clone> StopTarget<K> {
         self.slot().key.clone()
     }
 
+    /// [`StopTarget::set`] if no stopper holds the key (nearly always: twice per transaction,
+    /// without building the lock's future); otherwise the key comes back.
     pub fn try_set(&self, key: Option<K>) -> Result<(), Option<K>> {
         let mut slot = self.slot();
         if slot.held {

@@ -195,10 +195,22 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         f.features.push(SessionFeature::SetConfig);
     }
     for stmt in statements(sql, lexing) {
-        let words: Vec<&[u8]> = stmt
-            .split(u8::is_ascii_whitespace)
+        let mut words: Vec<&[u8]> = stmt
+            .split(|&c| is_space(c))
             .filter(|w| !w.is_empty())
             .collect();
+        // A keyword may be followed straight by a comment, a quote or a dollar quote
+        // (`DO'...'`, `SET/**/x = 1`), which the server reads as a separator: the keyword is
+        // its letters alone, and what is glued to it cannot be read here.
+        let glued = words.first_mut().is_some_and(|first| {
+            let end = first
+                .iter()
+                .position(|c| !c.is_ascii_alphabetic())
+                .unwrap_or(first.len());
+            let glued = end > 0 && end < first.len();
+            *first = first.get(..end).unwrap_or_default();
+            glued
+        });
         let w = |i: usize| words.get(i).copied().unwrap_or_default();
         let is = |i: usize, keyword: &str| w(i).eq_ignore_ascii_case(keyword.as_bytes());
         let is_temp = |i: usize| is(i, "TEMP") || is(i, "TEMPORARY");
@@ -206,7 +218,17 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         let temp_at = |i: usize| {
             is_temp(i) || ((is(i, "GLOBAL") || is(i, "LOCAL")) && is_temp(i.saturating_add(1)))
         };
-        if is(0, "LISTEN") {
+        if glued
+            && !is(0, "DO")
+            && !HARMLESS
+                .iter()
+                .any(|k| k.as_bytes().eq_ignore_ascii_case(w(0)))
+        {
+            f.features.push(SessionFeature::UntrackedSet(format!(
+                "{} written without a space after it",
+                String::from_utf8_lossy(w(0)).to_ascii_uppercase()
+            )));
+        } else if is(0, "LISTEN") {
             f.features.push(SessionFeature::Listen);
         } else if is(0, "DO") {
             f.features.push(SessionFeature::DoBlock);
@@ -274,6 +296,29 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
     f
 }
 
+/// First words of statements that cannot create session state (a constant, not a local array,
+/// which was built on the stack at every call).
+const HARMLESS: [&str; 18] = [
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "begin",
+    "commit",
+    "end",
+    "rollback",
+    "values",
+    "with",
+    "fetch",
+    "start",
+    "savepoint",
+    "release",
+    "show",
+    "explain",
+    "copy",
+    "abort",
+];
+
 /// The common case, decided without allocating: one statement (at most a trailing `;`) that
 /// starts with a keyword that cannot create session state, and no advisory-lock call or
 /// temporary table in its text.
@@ -284,27 +329,7 @@ pub(crate) fn is_plain(sql: &[u8]) -> bool {
         .position(|c| !c.is_ascii_alphabetic())
         .unwrap_or(s.len());
     let (first, _) = s.split_at(word_end);
-    // A constant, not a local array (which was built on the stack at every call).
-    const HARMLESS: [&str; 18] = [
-        "select",
-        "insert",
-        "update",
-        "delete",
-        "begin",
-        "commit",
-        "end",
-        "rollback",
-        "values",
-        "with",
-        "fetch",
-        "start",
-        "savepoint",
-        "release",
-        "show",
-        "explain",
-        "copy",
-        "abort",
-    ];
+
     if !HARMLESS
         .iter()
         .any(|k| k.as_bytes().eq_ignore_ascii_case(first))
@@ -468,13 +493,18 @@ fn is_tracked(name: &str, extras: &[String], all: bool) -> bool {
 
 /// A byte that can continue an identifier (or a keyword): `$` is allowed after the first
 /// character, and non-ASCII bytes are letters to PostgreSQL's lexer.
+/// PostgreSQL's whitespace, vertical tab included.
+fn is_space(c: u8) -> bool {
+    c.is_ascii_whitespace() || c == 0x0b
+}
+
 fn is_ident_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
 fn classify_set(stmt: &[u8], extras: &[String], follow: bool, f: &mut Findings) {
     // SET [SESSION | LOCAL] name { TO | = } value
-    let rest = stmt.get(3..).unwrap_or_default().trim_ascii_start();
+    let rest = trim_space_start(stmt.get(3..).unwrap_or_default());
     let (local, rest) = match first_word(rest) {
         Some((w, tail)) if w.eq_ignore_ascii_case(b"local") => (true, tail),
         Some((w, tail)) if w.eq_ignore_ascii_case(b"session") => (false, tail),
@@ -485,7 +515,7 @@ fn classify_set(stmt: &[u8], extras: &[String], follow: bool, f: &mut Findings) 
     }
     let name_end = rest
         .iter()
-        .position(|&c| c.is_ascii_whitespace() || c == b'=')
+        .position(|&c| is_space(c) || c == b'=')
         .unwrap_or(rest.len());
     let (name, after) = rest.split_at(name_end);
     let name = String::from_utf8_lossy(name);
@@ -543,7 +573,7 @@ fn classify_set(stmt: &[u8], extras: &[String], follow: bool, f: &mut Findings) 
     if is_reported(&name) {
         return; // followed through ParameterStatus
     }
-    let after = after.trim_ascii_start();
+    let after = trim_space_start(after);
     let value = if let Some(v) = after.strip_prefix(b"=") {
         v
     } else {
@@ -574,9 +604,15 @@ fn classify_set(stmt: &[u8], extras: &[String], follow: bool, f: &mut Findings) 
 /// The word at the start of `s` and what follows it (leading whitespace trimmed), if a
 /// whitespace ends the word.
 fn first_word(s: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = s.iter().position(u8::is_ascii_whitespace)?;
+    let end = s.iter().position(|&c| is_space(c))?;
     let (word, tail) = s.split_at(end);
-    Some((word, tail.trim_ascii_start()))
+    Some((word, trim_space_start(tail)))
+}
+
+/// `s` without leading whitespace (vertical tab included).
+fn trim_space_start(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&c| !is_space(c)).unwrap_or(s.len());
+    s.get(start..).unwrap_or_default()
 }
 
 /// Case-insensitive substring test. Runs on every plain statement, so it jumps between the

@@ -239,7 +239,10 @@ impl Session {
     async fn route_kill(&mut self, id: u64, query_only: bool) -> KillOutcome {
         let kills = self.shared.mysql.kills.clone();
         match kills.kill(id, query_only, Some(&self.holder.user)).await {
-            KillOutcome::NotOwner if self.may_kill_others().await => {
+            // MariaDB's rule only: MySQL 8 also protects SYSTEM_USER accounts from killers
+            // without it, which this check cannot see (poolguard kills with the target's
+            // credentials): there, another user's client stays 1095.
+            KillOutcome::NotOwner if self.mariadb && self.may_kill_others().await => {
                 kills.kill(id, query_only, None).await
             }
             outcome => outcome,
@@ -262,14 +265,14 @@ impl Session {
         };
         // A failure leaves the connection as it is: unread bytes or a closed socket keep it
         // from being reused (`Held::proof`, `Connector::is_alive`).
-        match held.lease.query(ASK).await {
-            Ok(r) => r
+        match tokio::time::timeout(SYNC_TIMEOUT, held.lease.query(ASK)).await {
+            Ok(Ok(r)) => r
                 .rows
                 .first()
                 .and_then(|r| r.first().cloned())
                 .flatten()
                 .is_some_and(|n| n != "0"),
-            Err(_) => false,
+            Ok(Err(_)) | Err(_) => false,
         }
     }
 

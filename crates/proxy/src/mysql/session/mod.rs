@@ -315,16 +315,19 @@ impl Session {
                     self.last_client_activity = Instant::now();
                 }
                 Event::Server(Ok(0)) | Event::Server(Err(_)) => {
-                    // The client's `wait_timeout`, replayed on its server, runs out there no
-                    // sooner than here (the server starts counting after its answer): past
-                    // our deadline, the close is that timeout, and ends the session as ours.
-                    if self
-                        .wait_deadline(self.phase())
-                        .is_some_and(|at| at <= Instant::now())
-                    {
-                        // The connection is at its end: closed here, never reclaimed.
+                    // The client's `wait_timeout`, replayed on its server, runs out there a
+                    // moment before it does here (the server counts from sending its answer,
+                    // poolguard from receiving it). A close within a second of our deadline
+                    // (the timeout is whole seconds) is that timeout, and ends the session as
+                    // ours would: without a word.
+                    let grace = std::time::Duration::from_secs(1);
+                    if self.wait_deadline(self.phase()).is_some_and(|at| {
+                        Instant::now().checked_add(grace).is_some_and(|n| at <= n)
+                    }) {
+                        // The connection is at its end: closed here, never reclaimed (the
+                        // kill target is cleared by `close`; a KILL still holding it finds
+                        // a thread that is gone, and MariaDB does not reuse thread ids).
                         if let Some(held) = self.held.take() {
-                            self.registration.target.stop.set(None).await;
                             held.lease.discard(DiscardReason::Broken);
                         }
                         return Some(End::WaitTimeout);

@@ -7,7 +7,7 @@
 //! text, with the statement split's lexing (strings, comments, dollar quotes skipped); a false
 //! report costs a pin or a reset, never a leak.
 
-use super::{contains_ignore_case, is_ident_byte, skip_quote_or_comment, Lexing};
+use super::{contains_ignore_case, is_ident_byte, is_space, skip_quote_or_comment, Lexing};
 
 const NAME: &[u8] = b"set_config";
 
@@ -19,14 +19,15 @@ struct Open {
     arg: usize,
 }
 
-/// PostgreSQL's whitespace, vertical tab included.
-fn is_space(c: u8) -> bool {
-    c.is_ascii_whitespace() || c == 0x0b
-}
-
 /// Whether `sql` may set a parameter for the session through set_config.
 pub(super) fn sets_session(sql: &[u8], lexing: Lexing) -> bool {
     if contains_ignore_case(sql, b"pg_settings") || contains_ignore_case(sql, b"u&\"") {
+        return true;
+    }
+    // In the two-byte encodings a trail byte before `$` or `'` can make the lexing here pair
+    // quotes differently from the server's (which reads the text after converting it): the
+    // name anywhere is reported there.
+    if lexing.encoding != super::Encoding::AsciiSafe && contains_ignore_case(sql, NAME) {
         return true;
     }
     let mut stack: Vec<Open> = Vec::new();

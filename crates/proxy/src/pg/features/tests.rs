@@ -468,3 +468,32 @@ fn a_session_level_set_config_is_session_state_and_a_local_one_is_not() {
         b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
     ));
 }
+
+#[test]
+fn a_keyword_glued_to_a_comment_or_quote_is_still_read() {
+    assert_eq!(
+        feats("DO'begin perform set_config(''search_path'',''x'',false); end'"),
+        vec![SessionFeature::DoBlock]
+    );
+    assert_eq!(
+        feats("DO/**/$$ begin null; end $$"),
+        vec![SessionFeature::DoBlock]
+    );
+    for sql in [
+        "SET/**/search_path = x",
+        "LISTEN/**/chan",
+        "PREPARE/**/p AS SELECT 1",
+    ] {
+        assert!(
+            matches!(feats(sql).as_slice(), [SessionFeature::UntrackedSet(_)]),
+            "{sql}: {:?}",
+            feats(sql)
+        );
+    }
+    // A vertical tab separates words as a space does.
+    assert_eq!(
+        feats("SET\u{b}statement_timeout = 1"),
+        vec![SessionFeature::UntrackedSet("statement_timeout".into())]
+    );
+    assert!(feats("SELECT/**/1 AS x").is_empty());
+}
