@@ -263,16 +263,16 @@ impl Session {
         let Some(held) = self.held.as_mut() else {
             return false;
         };
-        // A failure leaves the connection as it is: unread bytes or a closed socket keep it
-        // from being reused (`Held::proof`, `Connector::is_alive`).
-        match tokio::time::timeout(SYNC_TIMEOUT, held.lease.query(ASK)).await {
-            Ok(Ok(r)) => r
+        // Not bounded by a timer: an answer abandoned half-way would be read as the next
+        // command's. A failure is the socket's, which no later command gets past.
+        match held.lease.query(ASK).await {
+            Ok(r) => r
                 .rows
                 .first()
                 .and_then(|r| r.first().cloned())
                 .flatten()
                 .is_some_and(|n| n != "0"),
-            Ok(Err(_)) | Err(_) => false,
+            Err(_) => false,
         }
     }
 
