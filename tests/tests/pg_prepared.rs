@@ -478,3 +478,45 @@ async fn a_schema_change_under_a_shared_statement_recovers_like_a_direct_connect
     let rows = d.query(q, &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, String>(1), "2");
 }
+
+/// A change of how the server reads strings (`standard_conforming_strings`) with a message
+/// pipelined behind it, sent before the server answered: by the old rule a SET in that
+/// message is inside a string, by the server's new rule it runs. It must not reach the next
+/// client of that server. (Within one message the server keeps the old rule to its end, as
+/// poolguard's reading does: checked here too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_hidden_by_a_change_of_string_rules_stays_with_its_client() {
+    use poolguard_e2e::rawpg::RawPg;
+    let pg = sandbox(20);
+    let proxy = Proxy::start(&pg, &spec(1, ""));
+    let port = proxy.port;
+    let set = "SET standard_conforming_strings = on";
+    // Old rule: `'a\'` escapes its quote and the string runs on. New rule: the string is
+    // `a\`, and a SET follows.
+    let rest = "SELECT 'a\\'; SET search_path = hidden; SELECT ''";
+    tokio::task::spawn_blocking(move || {
+        let mut a = RawPg::login(port, USER, PASSWORD, DB);
+        a.query("SET standard_conforming_strings = off").unwrap();
+        // One message: the server reads it all by the old rule (an unterminated string).
+        let e = a.query(&format!("{set}; {rest}")).err().flatten();
+        assert_eq!(e.and_then(|m| m.sqlstate()).as_deref(), Some("42601"));
+        let mut m = bytes::BytesMut::new();
+        poolguard_pg::frontend::query(&mut m, set);
+        poolguard_pg::frontend::query(&mut m, rest);
+        a.send(&m);
+        for _ in 0..2 {
+            let answer = a.read_until_ready();
+            assert!(answer.iter().all(|m| m.tag != b'E'), "{answer:?}");
+        }
+        let answer = a.query("SHOW search_path").unwrap();
+        assert_eq!(answer.rows[0][0].as_deref(), Some("hidden"));
+    })
+    .await
+    .unwrap();
+    let b = connect_to(&proxy.conn_str()).await;
+    assert_eq!(
+        scalar(&b, "SHOW search_path").await.unwrap().as_deref(),
+        Some("\"$user\", public"),
+        "a SET hidden by a change of string rules reached another client"
+    );
+}

@@ -96,6 +96,10 @@ pub enum SessionFeature {
     SetConfig,
     /// A DO block: its body (a SET, set_config, a temporary table...) is not read.
     DoBlock,
+    /// A message sent after a change of `client_encoding` or `standard_conforming_strings`
+    /// that the server had not yet answered: the server reads it by the new rules, which this
+    /// scan did not know, so a SET in it may have been missed.
+    LexingChanged,
 }
 
 impl SessionFeature {
@@ -118,6 +122,9 @@ impl SessionFeature {
             SessionFeature::UntrackedSet(p) => format!("SET of untracked parameter {p}"),
             SessionFeature::SetConfig => "a session-level set_config() call".into(),
             SessionFeature::DoBlock => "a DO block (its body is not read)".into(),
+            SessionFeature::LexingChanged => {
+                "a message sent after a change of client_encoding or standard_conforming_strings, before the server answered it".into()
+            }
         }
     }
 }
@@ -140,6 +147,12 @@ pub struct Findings {
     pub drops_database: Option<String>,
     /// NOTIFY or a `pg_notify` call: the notification will name the server's process.
     pub notifies: bool,
+    /// A statement here changes how the server reads the messages after this one
+    /// (`client_encoding`, `standard_conforming_strings`, SET NAMES, RESET ALL, DISCARD ALL,
+    /// or a set_config naming either): a message the client sends before the server has
+    /// answered is read by rules this scan does not know yet. The rest of this text is not:
+    /// the server parses a whole message by the rules in force when it arrives.
+    pub changes_lexing: bool,
 }
 
 /// How to read a client's SQL text: its encoding, whether plain `'...'` strings treat
@@ -213,6 +226,11 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         });
         let w = |i: usize| words.get(i).copied().unwrap_or_default();
         let is = |i: usize, keyword: &str| w(i).eq_ignore_ascii_case(keyword.as_bytes());
+        // set_config(), even a local one, naming a parameter that changes the reading.
+        f.changes_lexing |= changes_lexing(&words, glued)
+            || (contains_ignore_case(stmt, b"set_config")
+                && (contains_ignore_case(stmt, b"client_encoding")
+                    || contains_ignore_case(stmt, b"standard_conforming_strings")));
         let is_temp = |i: usize| is(i, "TEMP") || is(i, "TEMPORARY");
         // TEMP, TEMPORARY, or GLOBAL/LOCAL before either.
         let temp_at = |i: usize| {
@@ -294,6 +312,39 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         }
     }
     f
+}
+
+/// Whether a statement (its words; `glued`: its keyword ran straight into a comment or quote)
+/// changes how the server reads later text: SET or RESET of `client_encoding` or
+/// `standard_conforming_strings`, SET NAMES, RESET ALL, DISCARD ALL. A SET or RESET whose
+/// name could not be read counts too.
+fn changes_lexing(words: &[&[u8]], glued: bool) -> bool {
+    const NAMES: [&str; 2] = ["client_encoding", "standard_conforming_strings"];
+    let word = |i: usize| words.get(i).copied().unwrap_or_default();
+    // A name ends at `=`, a quote or anything else that cannot be in a plain identifier.
+    let name = |i: usize| {
+        let w = word(i);
+        let end = w.iter().position(|&c| !is_ident_byte(c)).unwrap_or(w.len());
+        w.get(..end).unwrap_or_default()
+    };
+    let named = |n: &[u8], extra: &str| {
+        n.eq_ignore_ascii_case(extra.as_bytes())
+            || NAMES.iter().any(|k| n.eq_ignore_ascii_case(k.as_bytes()))
+    };
+    let first = word(0);
+    if first.eq_ignore_ascii_case(b"set") {
+        let at =
+            if name(1).eq_ignore_ascii_case(b"local") || name(1).eq_ignore_ascii_case(b"session") {
+                2
+            } else {
+                1
+            };
+        glued || name(at).is_empty() || named(name(at), "names")
+    } else if first.eq_ignore_ascii_case(b"reset") {
+        glued || name(1).is_empty() || named(name(1), "all")
+    } else {
+        first.eq_ignore_ascii_case(b"discard") && name(1).eq_ignore_ascii_case(b"all")
+    }
 }
 
 /// First words of statements that cannot create session state (a constant, not a local array,

@@ -497,3 +497,42 @@ fn a_keyword_glued_to_a_comment_or_quote_is_still_read() {
     );
     assert!(feats("SELECT/**/1 AS x").is_empty());
 }
+
+#[test]
+fn a_change_of_the_reading_rules_is_noted_for_the_next_message() {
+    // The server parses a whole message by the rules in force when it arrives, as this scan
+    // does: a change is reported only for the messages after it (the session's part).
+    let off = Lexing {
+        standard_conforming_strings: false,
+        follow_sets: true,
+        ..Lexing::default()
+    };
+    let f = scan(
+        b"SET standard_conforming_strings = on; SELECT 'a\\'; SET search_path = x; --'",
+        off,
+        &[],
+    );
+    assert!(f.changes_lexing);
+    assert!(f.tracked.is_empty() && f.features.is_empty(), "{f:?}");
+    for sql in [
+        "SET client_encoding = 'SJIS'",
+        "set local standard_conforming_strings to off; select 1",
+        "SET NAMES 'BIG5'",
+        "SET/**/client_encoding = 'SJIS'",
+        "RESET ALL",
+        "reset standard_conforming_strings",
+        "DISCARD ALL",
+        "SELECT set_config('client_encoding', 'GBK', true)",
+        "SELECT 1; SET standard_conforming_strings = off",
+    ] {
+        assert!(follow(sql).changes_lexing, "{sql}");
+    }
+    for sql in [
+        "SET search_path = x; SELECT 1",
+        "SELECT 'client_encoding'; SELECT 2",
+        "RESET search_path",
+        "DISCARD PLANS",
+    ] {
+        assert!(!follow(sql).changes_lexing, "{sql}");
+    }
+}
