@@ -520,3 +520,36 @@ async fn a_set_hidden_by_a_change_of_string_rules_stays_with_its_client() {
         "a SET hidden by a change of string rules reached another client"
     );
 }
+
+/// In Shift JIS, "ソ" is 0x83 0x5C, and after it a `$` continues an identifier (the server
+/// reads the text converted, where the character is a letter): a byte-wise reading would open
+/// a dollar quote there and miss the SET behind it, which would then reach the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_behind_a_shift_jis_identifier_is_seen() {
+    use poolguard_e2e::rawpg::RawPg;
+    let pg = sandbox(20);
+    let proxy = Proxy::start(&pg, &spec(1, ""));
+    let port = proxy.port;
+    tokio::task::spawn_blocking(move || {
+        let mut a = RawPg::login(port, USER, PASSWORD, DB);
+        a.query("SET client_encoding = 'SJIS'").unwrap();
+        let sql = b"SELECT 1 AS \x83\x5c$a$; SET search_path = hidden; SELECT $a$$a$";
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&(sql.len() as i32 + 5).to_be_bytes());
+        m.extend_from_slice(sql);
+        m.push(0);
+        a.send(&m);
+        let answer = a.read_until_ready();
+        assert!(answer.iter().all(|m| m.tag != b'E'), "{answer:?}");
+        let answer = a.query("SHOW search_path").unwrap();
+        assert_eq!(answer.rows[0][0].as_deref(), Some("hidden"));
+    })
+    .await
+    .unwrap();
+    let b = connect_to(&proxy.conn_str()).await;
+    assert_eq!(
+        scalar(&b, "SHOW search_path").await.unwrap().as_deref(),
+        Some("\"$user\", public"),
+        "a SET behind a Shift JIS identifier reached another client"
+    );
+}

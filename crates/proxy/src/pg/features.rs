@@ -696,16 +696,25 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 fn statements(sql: &[u8], lexing: Lexing) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let (mut i, mut start) = (0usize, 0usize);
+    let mut behind = Behind::default();
     while let Some(&c) = sql.get(i) {
         let next = i.saturating_add(1);
-        i = match skip_quote_or_comment(sql, i, lexing) {
-            Some(after) => after,
+        i = match skip_quote_or_comment(sql, i, lexing, behind) {
+            Some(after) => {
+                behind = Behind::default();
+                after
+            }
             None if c == b';' => {
                 out.push(sql.get(start..i).unwrap_or_default());
                 start = next;
+                behind.step(sql, i, 1);
                 next
             }
-            None => i.saturating_add(lexing.encoding.char_len(sql, i)),
+            None => {
+                let n = lexing.encoding.char_len(sql, i);
+                behind.step(sql, i, n);
+                i.saturating_add(n)
+            }
         };
     }
     out.push(sql.get(start..).unwrap_or_default());
@@ -717,16 +726,14 @@ fn statements(sql: &[u8], lexing: Lexing) -> Vec<&[u8]> {
 
 /// If a string, quoted identifier, comment or dollar quote starts at `i`, the index after it
 /// (or the end of the text, when it never closes).
-fn skip_quote_or_comment(sql: &[u8], i: usize, lexing: Lexing) -> Option<usize> {
+fn skip_quote_or_comment(sql: &[u8], i: usize, lexing: Lexing, behind: Behind) -> Option<usize> {
     let at = |k: usize| sql.get(k).copied();
     let next = i.saturating_add(1);
-    let prev = i.checked_sub(1).and_then(at);
     Some(match at(i)? {
         b'\'' => {
             // E'...': backslash escapes (and in every string when standard_conforming_strings
-            // is off). `prev` is the E only when it starts a token.
-            let e_string = matches!(prev, Some(b'E' | b'e'))
-                && !i.checked_sub(2).and_then(at).is_some_and(is_ident_byte);
+            // is off). The E counts only when it starts a token.
+            let e_string = matches!(behind.last, b'E' | b'e') && !is_ident_byte(behind.before);
             let escapes = e_string || !lexing.standard_conforming_strings;
             skip_quoted(sql, next, b'\'', escapes, lexing.encoding)
         }
@@ -735,9 +742,31 @@ fn skip_quote_or_comment(sql: &[u8], i: usize, lexing: Lexing) -> Option<usize> 
             .map_or(sql.len(), |n| i.saturating_add(n)),
         b'/' if at(next) == Some(b'*') => comment_end(sql, i, lexing.encoding),
         // `$` inside an identifier (a$b) is part of it, not a quote.
-        b'$' if !prev.is_some_and(is_ident_byte) => dollar_quote_end(sql, i)?,
+        b'$' if !is_ident_byte(behind.last) => dollar_quote_end(sql, i, lexing.encoding)?,
         _ => return None,
     })
+}
+
+/// The two characters before a position, as [`skip_quote_or_comment`] needs them: a
+/// multibyte character counts as an identifier letter whatever its bytes (the server reads
+/// the text after converting it from the client's encoding, so a Shift JIS character whose
+/// second byte is `E` is a letter there, not an `E`), and the start of the text or the end
+/// of a quote or comment as a separator (`0`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Behind {
+    last: u8,
+    before: u8,
+}
+
+impl Behind {
+    /// Moves past the character of `n` bytes at `i`.
+    pub(super) fn step(&mut self, sql: &[u8], i: usize, n: usize) {
+        self.before = self.last;
+        self.last = match sql.get(i) {
+            Some(&c) if n == 1 => c,
+            _ => 0x80,
+        };
+    }
 }
 
 /// The index after the quote closing a string opened just before `from` (or the end).
@@ -781,11 +810,21 @@ fn comment_end(sql: &[u8], from: usize, enc: Encoding) -> usize {
 
 /// If a dollar quote (`$$` or `$tag$`) opens at `from`, the index after its closing tag (or
 /// the end of the text when it never closes).
-fn dollar_quote_end(sql: &[u8], from: usize) -> Option<usize> {
+fn dollar_quote_end(sql: &[u8], from: usize, enc: Encoding) -> Option<usize> {
     let after = sql.get(from.saturating_add(1)..)?;
-    let tag_len = after
-        .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80))?;
+    // The tag's letters, a multibyte character whole (its second byte may be ASCII, and is
+    // still part of a letter).
+    let mut tag_len = 0usize;
+    loop {
+        let c = *after.get(tag_len)?;
+        if c >= 0x80 {
+            tag_len = tag_len.saturating_add(enc.char_len(after, tag_len));
+        } else if c.is_ascii_alphanumeric() || c == b'_' {
+            tag_len = tag_len.saturating_add(1);
+        } else {
+            break;
+        }
+    }
     if after.get(tag_len) != Some(&b'$') || after.first().is_some_and(u8::is_ascii_digit) {
         return None; // a parameter ($1) or not a quote
     }

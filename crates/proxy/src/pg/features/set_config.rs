@@ -7,7 +7,7 @@
 //! text, with the statement split's lexing (strings, comments, dollar quotes skipped); a false
 //! report costs a pin or a reset, never a leak.
 
-use super::{contains_ignore_case, is_ident_byte, is_space, skip_quote_or_comment, Lexing};
+use super::{contains_ignore_case, is_ident_byte, is_space, skip_quote_or_comment, Behind, Lexing};
 
 const NAME: &[u8] = b"set_config";
 
@@ -24,9 +24,9 @@ pub(super) fn sets_session(sql: &[u8], lexing: Lexing) -> bool {
     if contains_ignore_case(sql, b"pg_settings") || contains_ignore_case(sql, b"u&\"") {
         return true;
     }
-    // In the two-byte encodings a trail byte before `$` or `'` can make the lexing here pair
-    // quotes differently from the server's (which reads the text after converting it): the
-    // name anywhere is reported there.
+    // In the two-byte encodings the name anywhere is reported: a backstop, should the lexing
+    // here ever pair quotes differently from the server's, which reads the text after
+    // converting it.
     if lexing.encoding != super::Encoding::AsciiSafe && contains_ignore_case(sql, NAME) {
         return true;
     }
@@ -34,8 +34,10 @@ pub(super) fn sets_session(sql: &[u8], lexing: Lexing) -> bool {
     // The name was just read: a `(` next (after spaces or comments) opens its arguments.
     let mut named = false;
     let mut i = 0usize;
+    let mut behind = Behind::default();
     while let Some(&c) = sql.get(i) {
-        if let Some(after) = skip_quote_or_comment(sql, i, lexing) {
+        if let Some(after) = skip_quote_or_comment(sql, i, lexing, behind) {
+            behind = Behind::default();
             let comment = matches!(
                 (c, sql.get(i.saturating_add(1))),
                 (b'-', Some(b'-')) | (b'/', Some(b'*'))
@@ -48,14 +50,12 @@ pub(super) fn sets_session(sql: &[u8], lexing: Lexing) -> bool {
             continue;
         }
         let step = lexing.encoding.char_len(sql, i);
+        let starts_word = !is_ident_byte(behind.last);
+        behind.step(sql, i, step);
         if is_space(c) {
             i = i.saturating_add(step);
             continue;
         }
-        let starts_word = !i
-            .checked_sub(1)
-            .and_then(|p| sql.get(p))
-            .is_some_and(|&p| is_ident_byte(p));
         let word_is_name = starts_word
             && sql
                 .get(i..i.saturating_add(NAME.len()))
@@ -66,6 +66,7 @@ pub(super) fn sets_session(sql: &[u8], lexing: Lexing) -> bool {
         if word_is_name {
             named = true;
             i = i.saturating_add(NAME.len());
+            behind.step(sql, i.saturating_sub(1), 1);
             continue;
         }
         let call = std::mem::take(&mut named);

@@ -363,6 +363,13 @@ fn shift_jis_trail_bytes_do_not_end_strings() {
         ..Lexing::default()
     };
     assert_eq!(scan(sql, sjis, &[]).features, vec![SessionFeature::Listen]);
+    // After "ソ" a `$` continues an identifier (the server reads the converted text, where
+    // the character is a letter): no dollar quote opens to hide the LISTEN.
+    let sql = b"SELECT 1 AS \x83\x5c$a$; LISTEN x; SELECT $a$$a$";
+    assert_eq!(scan(sql, sjis, &[]).features, vec![SessionFeature::Listen]);
+    // A dollar quote's tag may hold such a character whole.
+    let sql = b"SELECT $\x83\x5c$; LISTEN x; $\x83\x5c$";
+    assert!(scan(sql, sjis, &[]).features.is_empty());
     // The same bytes in an ASCII-safe encoding: the backslash escapes the quote.
     let utf8 = scan(
         b"SELECT E'\\''; LISTEN x; SELECT ''",
