@@ -479,23 +479,44 @@ async fn a_schema_change_under_a_shared_statement_recovers_like_a_direct_connect
     assert_eq!(rows[0].get::<_, String>(1), "2");
 }
 
+/// Runs `hide` on a client of `proxy` (pool of 1), which must leave its session with
+/// `search_path = hidden` in a way poolguard's reading may miss; then the next client must see
+/// the default.
+async fn hidden_set_stays_with_its_client(
+    proxy: &Proxy,
+    what: &str,
+    hide: impl FnOnce(&mut poolguard_e2e::rawpg::RawPg) + Send + 'static,
+) {
+    let port = proxy.port;
+    tokio::task::spawn_blocking(move || {
+        let mut a = poolguard_e2e::rawpg::RawPg::login(port, USER, PASSWORD, DB);
+        hide(&mut a);
+        let answer = a.query("SHOW search_path").unwrap();
+        assert_eq!(answer.rows[0][0].as_deref(), Some("hidden"));
+    })
+    .await
+    .unwrap();
+    let b = connect_to(&proxy.conn_str()).await;
+    assert_eq!(
+        scalar(&b, "SHOW search_path").await.unwrap().as_deref(),
+        Some("\"$user\", public"),
+        "a SET hidden by {what} reached another client"
+    );
+}
+
 /// A change of how the server reads strings (`standard_conforming_strings`) with a message
 /// pipelined behind it, sent before the server answered: by the old rule a SET in that
-/// message is inside a string, by the server's new rule it runs. It must not reach the next
-/// client of that server. (Within one message the server keeps the old rule to its end, as
-/// poolguard's reading does: checked here too.)
+/// message is inside a string, by the server's new rule it runs. (Within one message the
+/// server keeps the old rule to its end, as poolguard's reading does: checked here too.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_hidden_by_a_change_of_string_rules_stays_with_its_client() {
-    use poolguard_e2e::rawpg::RawPg;
     let pg = sandbox(20);
     let proxy = Proxy::start(&pg, &spec(1, ""));
-    let port = proxy.port;
-    let set = "SET standard_conforming_strings = on";
-    // Old rule: `'a\'` escapes its quote and the string runs on. New rule: the string is
-    // `a\`, and a SET follows.
-    let rest = "SELECT 'a\\'; SET search_path = hidden; SELECT ''";
-    tokio::task::spawn_blocking(move || {
-        let mut a = RawPg::login(port, USER, PASSWORD, DB);
+    hidden_set_stays_with_its_client(&proxy, "a change of string rules", |a| {
+        let set = "SET standard_conforming_strings = on";
+        // Old rule: `'a\'` escapes its quote and the string runs on. New rule: the string is
+        // `a\`, and a SET follows.
+        let rest = "SELECT 'a\\'; SET search_path = hidden; SELECT ''";
         a.query("SET standard_conforming_strings = off").unwrap();
         // One message: the server reads it all by the old rule (an unterminated string).
         let e = a.query(&format!("{set}; {rest}")).err().flatten();
@@ -508,30 +529,18 @@ async fn a_set_hidden_by_a_change_of_string_rules_stays_with_its_client() {
             let answer = a.read_until_ready();
             assert!(answer.iter().all(|m| m.tag != b'E'), "{answer:?}");
         }
-        let answer = a.query("SHOW search_path").unwrap();
-        assert_eq!(answer.rows[0][0].as_deref(), Some("hidden"));
     })
-    .await
-    .unwrap();
-    let b = connect_to(&proxy.conn_str()).await;
-    assert_eq!(
-        scalar(&b, "SHOW search_path").await.unwrap().as_deref(),
-        Some("\"$user\", public"),
-        "a SET hidden by a change of string rules reached another client"
-    );
+    .await;
 }
 
 /// In Shift JIS, "ソ" is 0x83 0x5C, and after it a `$` continues an identifier (the server
 /// reads the text converted, where the character is a letter): a byte-wise reading would open
-/// a dollar quote there and miss the SET behind it, which would then reach the next client.
+/// a dollar quote there and miss the SET behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_behind_a_shift_jis_identifier_is_seen() {
-    use poolguard_e2e::rawpg::RawPg;
     let pg = sandbox(20);
     let proxy = Proxy::start(&pg, &spec(1, ""));
-    let port = proxy.port;
-    tokio::task::spawn_blocking(move || {
-        let mut a = RawPg::login(port, USER, PASSWORD, DB);
+    hidden_set_stays_with_its_client(&proxy, "a Shift JIS identifier", |a| {
         a.query("SET client_encoding = 'SJIS'").unwrap();
         let sql = b"SELECT 1 AS \x83\x5c$a$; SET search_path = hidden; SELECT $a$$a$";
         let mut m = vec![b'Q'];
@@ -541,15 +550,6 @@ async fn a_set_behind_a_shift_jis_identifier_is_seen() {
         a.send(&m);
         let answer = a.read_until_ready();
         assert!(answer.iter().all(|m| m.tag != b'E'), "{answer:?}");
-        let answer = a.query("SHOW search_path").unwrap();
-        assert_eq!(answer.rows[0][0].as_deref(), Some("hidden"));
     })
-    .await
-    .unwrap();
-    let b = connect_to(&proxy.conn_str()).await;
-    assert_eq!(
-        scalar(&b, "SHOW search_path").await.unwrap().as_deref(),
-        Some("\"$user\", public"),
-        "a SET behind a Shift JIS identifier reached another client"
-    );
+    .await;
 }
