@@ -257,11 +257,27 @@ impl MyClient {
         MyClient::connect_as(port, USER, PASSWORD, Some(DB))
     }
 
+    /// Logs in as `app` to `bank` through `port`, asking for the collation `charset` in the
+    /// handshake.
+    pub fn connect_in(port: u16, charset: u8) -> Result<MyClient, MyError> {
+        MyClient::connect_with(port, USER, PASSWORD, Some(DB), charset)
+    }
+
     pub fn connect_as(
         port: u16,
         user: &str,
         password: &str,
         db: Option<&str>,
+    ) -> Result<MyClient, MyError> {
+        MyClient::connect_with(port, user, password, db, DEFAULT_COLLATION)
+    }
+
+    fn connect_with(
+        port: u16,
+        user: &str,
+        password: &str,
+        db: Option<&str>,
+        charset: u8,
     ) -> Result<MyClient, MyError> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -295,7 +311,7 @@ impl MyClient {
         let response = HandshakeResponse41 {
             capabilities: c.caps,
             max_packet_size: 1 << 30,
-            charset: DEFAULT_COLLATION,
+            charset,
             username: user.to_owned(),
             auth_response: scramble(&hs.auth_plugin_name, password, &hs.auth_plugin_data),
             database: db.map(str::to_owned),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use poolguard_e2e::mysql::*;
 use poolguard_e2e::*;
+use poolguard_mysql::consts::{COM_QUERY, DEFAULT_COLLATION};
 
 fn shared_server() -> MyPoolSpec {
     MyPoolSpec {
@@ -137,4 +138,46 @@ fn state_that_cannot_move_pins_and_is_reset_before_reuse() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(maria_app_connections(&db) <= 2);
+}
+
+/// Text the server reads differently from poolguard's default reading: under
+/// NO_BACKSLASH_ESCAPES (here the server's global sql_mode, which poolguard does not know) a
+/// string ends at `\'`, and in gbk (the clients' handshake collation) 0x81 0x60 is one
+/// character whose second byte ends no quoted identifier. A user variable assigned behind such a string
+/// must pin its client (and be reset before anyone else gets the server), not reach the next
+/// client.
+#[test]
+fn a_set_hidden_by_sql_mode_or_charset_does_not_reach_the_next_client() {
+    const GBK_CHINESE_CI: u8 = 28;
+    let db = mariadb(30);
+    db.sql("", "SET GLOBAL sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        .unwrap();
+    let proxy = start_mysql_proxy(&db, &shared_server());
+    let rounds: [(u8, &[u8]); 2] = [
+        // 0x81 0x60: its second byte is a backtick.
+        (
+            GBK_CHINESE_CI,
+            b"SELECT 1 AS `\x81\x60`; SET @hidden = 1; SELECT 1 AS `x`",
+        ),
+        (
+            DEFAULT_COLLATION,
+            b"SELECT 'a\\'; SET @hidden = 1; SELECT ''",
+        ),
+    ];
+    for (charset, hiding) in rounds {
+        let mut a = MyClient::connect_in(proxy.port, charset).unwrap();
+        let mut payload = vec![COM_QUERY];
+        payload.extend_from_slice(hiding);
+        a.command(&payload)
+            .unwrap_or_else(|e| panic!("collation {charset}: {e}"));
+        assert_eq!(one(&mut a, "SELECT @hidden"), "1", "collation {charset}");
+        drop(a);
+        let mut b = MyClient::connect_in(proxy.port, charset).unwrap();
+        assert_eq!(
+            one(&mut b, "SELECT @hidden"),
+            "NULL",
+            "in collation {charset}, a variable set behind a string reached another client"
+        );
+    }
+    assert!(proxy.log().contains("reads differently"), "{}", proxy.log());
 }

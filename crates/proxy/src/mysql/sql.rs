@@ -13,7 +13,7 @@
 //! The text is arbitrary bytes (not necessarily UTF-8): the lexer walks it as a shrinking
 //! suffix, never by index, and converts to text only whole tokens, lossily.
 
-use crate::mysql::sync::Setting;
+use crate::mysql::sync::{Setting, UNKNOWN_CHARSET};
 
 /// What a query does to the session.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -112,9 +112,119 @@ struct Token {
     end: usize,
 }
 
-/// Scans a query (COM_QUERY text).
-pub fn scan(sql: &[u8]) -> Findings {
-    let tokens = lex(sql);
+/// How the server may read a text: which quotes take backslash escapes (`sql_mode`
+/// NO_BACKSLASH_ESCAPES: none; ANSI_QUOTES: `"` quotes an identifier, which takes none), and
+/// how the client's character set lays out multibyte characters (in big5, cp932, gbk, gb18030
+/// and sjis the second byte may be `\`, a backtick or a letter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reading {
+    escapes: Escapes,
+    charset: Charset,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Escapes {
+    /// The default: in `'...'` and `"..."`.
+    #[default]
+    Both,
+    /// ANSI_QUOTES: in `'...'` only.
+    SingleOnly,
+    /// NO_BACKSLASH_ESCAPES.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Charset {
+    /// Every byte of a multibyte character is >= 0x80 (utf8mb4, latin1, ujis, euckr, ...).
+    #[default]
+    Bytes,
+    /// big5, gbk, gb18030, and cp932 read loosely: any byte >= 0x81 leads two bytes.
+    TwoByte,
+    /// sjis and cp932: 0x81-0x9F and 0xE0-0xFC lead two bytes (0xA1-0xDF stand alone).
+    Sjis,
+}
+
+impl Reading {
+    /// Length of the character starting `s` (at least 1, at most what is left).
+    fn char_len(self, s: &[u8]) -> usize {
+        let two = match (self.charset, s.first()) {
+            (_, None) | (Charset::Bytes, _) => false,
+            (Charset::TwoByte, Some(&b)) => b >= 0x81 && b != 0xff,
+            (Charset::Sjis, Some(&b)) => (0x81..=0x9f).contains(&b) || (0xe0..=0xfc).contains(&b),
+        };
+        if two && s.len() >= 2 {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn escapes_in(self, quote: u8) -> bool {
+        match self.escapes {
+            Escapes::Both => quote != b'`',
+            Escapes::SingleOnly => quote == b'\'',
+            Escapes::None => false,
+        }
+    }
+}
+
+/// Whether a collation id (the handshake's, or [`UNKNOWN_CHARSET`]: the server's own default)
+/// may belong to a character set whose multibyte characters hold ASCII bytes: big5, cp932,
+/// gbk, sjis, gb18030, in MySQL's and MariaDB's ids (MariaDB's NO PAD ones are 1024 more).
+pub fn ascii_in_multibyte(collation: u16) -> bool {
+    collation == UNKNOWN_CHARSET
+        || matches!(
+            collation & 1023,
+            1 | 84 | 13 | 88 | 28 | 87 | 95 | 96 | 248..=250
+        )
+}
+
+/// Scans a query (COM_QUERY text). `ascii_in_multibyte`: the client's character set may be
+/// one whose multibyte characters hold ASCII bytes ([`ascii_in_multibyte`]), or it changed
+/// it with SET NAMES and friends.
+///
+/// poolguard does not know for sure the `sql_mode` and character set the server reads the
+/// text with (a statement earlier in the same text may change them), so a text where they
+/// could matter (one holding a backslash; a byte of a multibyte character, in such a
+/// character set or beside a change of it) is read every way they allow; where the readings
+/// disagree on what the text does, the client is pinned.
+pub fn scan(sql: &[u8], ascii_in_multibyte: bool) -> Findings {
+    let mut f = scan_as(sql, Reading::default());
+    let backslash = memchr::memchr(b'\\', sql).is_some();
+    let multibyte = sql.iter().any(|&b| b >= 0x80)
+        && (ascii_in_multibyte
+            || f.settings.iter().any(Setting::is_charset)
+            || memchr::memmem::find(&sql.to_ascii_lowercase(), b"character").is_some());
+    if !backslash && !multibyte || f.pin.is_some() {
+        return f;
+    }
+    let escapes: &[Escapes] = if backslash {
+        &[Escapes::Both, Escapes::SingleOnly, Escapes::None]
+    } else {
+        &[Escapes::Both]
+    };
+    let charsets: &[Charset] = if multibyte {
+        &[Charset::Bytes, Charset::TwoByte, Charset::Sjis]
+    } else {
+        &[Charset::Bytes]
+    };
+    let differs = escapes.iter().any(|&escapes| {
+        charsets.iter().any(|&charset| {
+            let reading = Reading { escapes, charset };
+            reading != Reading::default() && scan_as(sql, reading) != f
+        })
+    });
+    if differs {
+        pin(
+            &mut f,
+            "text that reads differently under another sql_mode or character set",
+        );
+    }
+    f
+}
+
+fn scan_as(sql: &[u8], reading: Reading) -> Findings {
+    let tokens = lex(sql, reading);
     let statements: Vec<&[Token]> = tokens
         .split(|t| t.tok == Tok::Punct(b';'))
         .filter(|s| !s.is_empty())
@@ -339,7 +449,7 @@ fn is_word_byte(b: u8) -> bool {
 }
 
 /// Splits SQL text into tokens. Never panics; unterminated quotes and comments end the text.
-fn lex(sql: &[u8]) -> Vec<Token> {
+fn lex(sql: &[u8], reading: Reading) -> Vec<Token> {
     let mut out = Vec::new();
     let mut rest = sql;
     while !rest.is_empty() {
@@ -347,7 +457,7 @@ fn lex(sql: &[u8]) -> Vec<Token> {
             rest = after;
             continue;
         }
-        let Some((tok, after)) = token_at(rest) else {
+        let Some((tok, after)) = token_at(rest, reading) else {
             break;
         };
         out.push(Token {
@@ -391,12 +501,12 @@ fn skip_insignificant(s: &[u8]) -> Option<&[u8]> {
 
 /// The token at the start of `s` (not whitespace or a comment) and the text after it, which is
 /// shorter than `s`; `None` for empty text.
-fn token_at(s: &[u8]) -> Option<(Tok, &[u8])> {
+fn token_at(s: &[u8], reading: Reading) -> Option<(Tok, &[u8])> {
     let (&b, tail) = s.split_first()?;
-    let word = |s| split_while(s, |c| is_word_byte(c) || c == b'_');
+    let word = |s| split_word(s, reading, |c| is_word_byte(c) || c == b'_');
     Some(match (b, tail) {
         (b'\'' | b'"' | b'`', _) => {
-            let (content, after) = quoted(b, tail);
+            let (content, after) = quoted(b, tail, reading);
             (Tok::Quoted(content), after)
         }
         (b'@', _) => {
@@ -405,9 +515,10 @@ fn token_at(s: &[u8]) -> Option<(Tok, &[u8])> {
                 _ => (false, tail),
             };
             let (name, after) = match name_at {
-                [q @ (b'\'' | b'"' | b'`'), rest @ ..] if !system => quoted(*q, rest),
+                [q @ (b'\'' | b'"' | b'`'), rest @ ..] if !system => quoted(*q, rest, reading),
                 _ => {
-                    let (name, after) = split_while(name_at, |c| is_word_byte(c) || c == b'.');
+                    let (name, after) =
+                        split_word(name_at, reading, |c| is_word_byte(c) || c == b'.');
                     (String::from_utf8_lossy(name).into_owned(), after)
                 }
             };
@@ -440,6 +551,19 @@ fn token_at(s: &[u8]) -> Option<(Tok, &[u8])> {
     })
 }
 
+/// `s` split after its longest prefix of characters that start with a byte satisfying
+/// `pred` (a multibyte character whole, whatever its second byte).
+fn split_word(s: &[u8], reading: Reading, pred: impl Fn(u8) -> bool) -> (&[u8], &[u8]) {
+    let mut n = 0usize;
+    while let Some(rest) = s.get(n..) {
+        match rest.first() {
+            Some(&c) if pred(c) => n = n.saturating_add(reading.char_len(rest)),
+            _ => break,
+        }
+    }
+    s.split_at_checked(n).unwrap_or((s, &[]))
+}
+
 /// `s` split after its longest prefix of bytes that satisfy `pred`.
 fn split_while(s: &[u8], pred: impl Fn(u8) -> bool) -> (&[u8], &[u8]) {
     let n = s.iter().take_while(|&&c| pred(c)).count();
@@ -465,11 +589,19 @@ fn after_comment(mut s: &[u8]) -> &[u8] {
 
 /// A quoted token whose opening quote `q` was just read: its content and the text after the
 /// closing quote. Doubled quotes and backslash escapes (not for backticks) stay inside.
-fn quoted(q: u8, mut s: &[u8]) -> (String, &[u8]) {
+fn quoted(q: u8, mut s: &[u8], reading: Reading) -> (String, &[u8]) {
     let mut content = Vec::new();
     loop {
+        // A multibyte character is content whole, whatever its second byte.
+        let n = reading.char_len(s);
+        if n > 1 {
+            let (ch, rest) = s.split_at_checked(n).unwrap_or((s, &[]));
+            content.extend_from_slice(ch);
+            s = rest;
+            continue;
+        }
         match s {
-            [b'\\', rest @ ..] if q != b'`' => {
+            [b'\\', rest @ ..] if reading.escapes_in(q) => {
                 // The escaped byte, if the text does not end first.
                 if let Some((&e, after)) = rest.split_first() {
                     content.push(e);
@@ -499,7 +631,7 @@ mod tests {
     use super::*;
 
     fn pin_of(sql: &str) -> Option<String> {
-        scan(sql.as_bytes()).pin
+        scan(sql.as_bytes(), false).pin
     }
 
     #[test]
@@ -524,6 +656,51 @@ mod tests {
     }
 
     #[test]
+    fn text_read_differently_by_sql_mode_or_charset_pins() {
+        let reason = |sql: &[u8], multibyte: bool| scan(sql, multibyte).pin;
+        let differs =
+            Some("text that reads differently under another sql_mode or character set".to_owned());
+        // NO_BACKSLASH_ESCAPES: the string ends at `\'` and the assignment runs.
+        assert_eq!(
+            reason(b"SELECT 'a\\'; SET @x := 1; SELECT '", false),
+            differs
+        );
+        // ANSI_QUOTES: `"a\"` is an identifier, without escapes.
+        assert_eq!(
+            reason(b"SELECT \"a\\\"; SET sql_log_bin = 0; SELECT \"", false),
+            differs
+        );
+        // gbk: 0xBF 0x5C is one character; its second byte is no escape (and under
+        // NO_BACKSLASH_ESCAPES none would be).
+        let gbk = b"SELECT '\xbf\x5c'; SET sql_log_bin = 0; SELECT ''";
+        assert_eq!(reason(gbk, true), differs);
+        // A backtick as a second byte does not end a quoted identifier.
+        let backtick = b"SELECT 1 AS `\x81\x60`; SET @h = 1; SELECT `x`";
+        assert_eq!(reason(backtick, true), differs);
+        // A client in utf8mb4 that never changed its character set: the bytes are read as
+        // they are (0x81 0x60 is no character there) ...
+        assert_eq!(reason(backtick, false), None);
+        // ... unless the text changes it first.
+        let names = [&b"SET NAMES gbk; "[..], backtick].concat();
+        assert_eq!(reason(&names, false), differs);
+        // Escapes and multibyte text that read the same every way do not pin.
+        for (sql, multibyte) in [
+            (&b"INSERT INTO t VALUES ('O\\'Brien', 'C:\\\\x')"[..], false),
+            ("SELECT '日本', `ñandú` FROM t".as_bytes(), true),
+            (b"SET NAMES gbk", false),
+        ] {
+            assert_eq!(
+                reason(sql, multibyte),
+                None,
+                "{}",
+                String::from_utf8_lossy(sql)
+            );
+        }
+        assert!(ascii_in_multibyte(28) && ascii_in_multibyte(1052) && ascii_in_multibyte(0));
+        assert!(!ascii_in_multibyte(45) && !ascii_in_multibyte(224) && !ascii_in_multibyte(8));
+    }
+
+    #[test]
     fn harmless_text_does_not_pin() {
         for sql in [
             "SELECT 1",
@@ -544,7 +721,7 @@ mod tests {
 
     #[test]
     fn replayable_settings_are_recorded() {
-        let f = scan(b"SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci, sql_mode = 'ANSI,STRICT_ALL_TABLES', @@session.time_zone='+00:00'");
+        let f = scan(b"SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci, sql_mode = 'ANSI,STRICT_ALL_TABLES', @@session.time_zone='+00:00'", false);
         assert_eq!(f.pin, None);
         let keys: Vec<&str> = f.settings.iter().map(|s| s.key.as_str()).collect();
         assert_eq!(keys, vec!["names", "sql_mode", "time_zone"]);
@@ -553,9 +730,12 @@ mod tests {
             "SET sql_mode = 'ANSI,STRICT_ALL_TABLES'"
         );
         assert_eq!(f.settings[2].stmt, "SET @@session.time_zone='+00:00'");
-        let f = scan(b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+        let f = scan(
+            b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            false,
+        );
         assert_eq!(f.settings[0].key, "session transaction isolation");
-        let f = scan(b"/*!40101 SET character_set_client = utf8 */");
+        let f = scan(b"/*!40101 SET character_set_client = utf8 */", false);
         assert_eq!(f.settings[0].key, "character_set_client");
         assert_eq!(f.pin, None);
     }
@@ -563,33 +743,36 @@ mod tests {
     #[test]
     fn use_kill_and_insert_id() {
         assert_eq!(
-            scan(b"USE `other db`").use_schema.as_deref(),
+            scan(b"USE `other db`", false).use_schema.as_deref(),
             Some("other db")
         );
-        assert_eq!(scan(b"use bank;").use_schema.as_deref(), Some("bank"));
-        let f = scan(b"USE a; SELECT 1");
+        assert_eq!(
+            scan(b"use bank;", false).use_schema.as_deref(),
+            Some("bank")
+        );
+        let f = scan(b"USE a; SELECT 1", false);
         assert!(f.schema_unknown && f.use_schema.is_none());
         assert_eq!(
-            scan(b"KILL QUERY 1073741825").kill,
+            scan(b"KILL QUERY 1073741825", false).kill,
             Some(Kill {
                 query_only: true,
                 id: 1073741825
             })
         );
         assert_eq!(
-            scan(b"kill 12").kill,
+            scan(b"kill 12", false).kill,
             Some(Kill {
                 query_only: false,
                 id: 12
             })
         );
-        assert_eq!(scan(b"KILL QUERY ID 5").kill, None);
-        assert!(scan(b"SELECT LAST_INSERT_ID()").reads_insert_id);
-        assert!(scan(b"select @@IDENTITY").reads_insert_id);
-        assert!(!scan(b"SELECT 'LAST_INSERT_ID()'").reads_insert_id);
+        assert_eq!(scan(b"KILL QUERY ID 5", false).kill, None);
+        assert!(scan(b"SELECT LAST_INSERT_ID()", false).reads_insert_id);
+        assert!(scan(b"select @@IDENTITY", false).reads_insert_id);
+        assert!(!scan(b"SELECT 'LAST_INSERT_ID()'", false).reads_insert_id);
         let text =
             b"SELECT CONNECTION_ID(), connection_id ( ), 'CONNECTION_ID()' -- CONNECTION_ID()";
-        let calls = scan(text).connection_id_calls;
+        let calls = scan(text, false).connection_id_calls;
         let found: Vec<&[u8]> = calls.iter().filter_map(|r| text.get(r.clone())).collect();
         assert_eq!(found, [&b"CONNECTION_ID()"[..], &b"connection_id ( )"[..]]);
     }
@@ -610,7 +793,7 @@ mod tests {
             b"--",
             b"`",
         ] {
-            let _ = scan(sql);
+            let _ = scan(sql, false);
         }
     }
 
@@ -623,31 +806,31 @@ mod tests {
                    USE `日本`; SET lc_time_names='été'é, @ü := 1 -- ß\n/*!40101é SET x=1 */ \
                    SELECT ü#ñ\n; KILL QUERY 7ü";
         for cut in 0..=sql.len() {
-            let _ = scan(&sql.as_bytes()[..cut]);
+            let _ = scan(&sql.as_bytes()[..cut], false);
         }
-        let f = scan("SET sql_mode='ÉTÉ', time_zone = '日本'".as_bytes());
+        let f = scan("SET sql_mode='ÉTÉ', time_zone = '日本'".as_bytes(), false);
         assert_eq!(f.settings[0].stmt, "SET sql_mode='ÉTÉ'");
         assert_eq!(f.settings[1].stmt, "SET time_zone = '日本'");
         assert_eq!(
-            scan("USE ñandú".as_bytes()).use_schema.as_deref(),
+            scan("USE ñandú".as_bytes(), false).use_schema.as_deref(),
             Some("ñandú")
         );
         assert_eq!(
-            scan("USE `日本`".as_bytes()).use_schema.as_deref(),
+            scan("USE `日本`".as_bytes(), false).use_schema.as_deref(),
             Some("日本")
         );
         assert!(pin_of("SET @é = 1").unwrap().contains("@é"));
         assert_eq!(
-            scan("KILL 12 /* ü */".as_bytes()).kill,
+            scan("KILL 12 /* ü */".as_bytes(), false).kill,
             Some(Kill {
                 query_only: false,
                 id: 12
             })
         );
         // A value cut mid-character at the end of the text is replaced, not sliced.
-        let f = scan(b"SET sql_mode = caf\xc3");
+        let f = scan(b"SET sql_mode = caf\xc3", false);
         assert_eq!(f.settings[0].stmt, "SET sql_mode = caf\u{fffd}");
-        let f = scan(b"SET time_zone = '\xe6\x97");
+        let f = scan(b"SET time_zone = '\xe6\x97", false);
         assert_eq!(f.settings[0].stmt, "SET time_zone = '\u{fffd}");
     }
 
@@ -703,7 +886,7 @@ mod tests {
                     _ => sql.push(r.to_le_bytes()[7]),
                 }
             }
-            let f = scan(&sql);
+            let f = scan(&sql, false);
             for s in &f.settings {
                 assert!(s.stmt.starts_with("SET "));
             }

@@ -22,6 +22,14 @@ pub struct Setting {
     pub stmt: String,
 }
 
+impl Setting {
+    /// Whether it sets the character set the server reads the client's text in (SET NAMES,
+    /// SET CHARACTER SET, `character_set_client`, ...).
+    pub fn is_charset(&self) -> bool {
+        self.key == "names" || self.key.starts_with("character")
+    }
+}
+
 /// Settings in the order they were made; a later setting of the same key replaces the earlier.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings(Vec<Setting>);
@@ -50,6 +58,11 @@ impl Settings {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether one of them sets the character set ([`Setting::is_charset`]).
+    pub fn set_charset(&self) -> bool {
+        self.0.iter().any(Setting::is_charset)
     }
 
     /// The settings after a common prefix with `other`, if `self` starts with all of `other`.

@@ -177,9 +177,18 @@ impl Session {
         self.login_charset
     }
 
+    /// Whether the client's text may be in a character set whose multibyte characters hold
+    /// ASCII bytes: its collation says so (or is not known), or it set one itself.
+    pub(super) fn ascii_in_multibyte(&self) -> bool {
+        sql::ascii_in_multibyte(self.state.charset) || self.state.settings.set_charset()
+    }
+
     async fn query(&mut self, p: Packet) -> Option<End> {
         // Boxed now rather than when handed on: the future keeps 8 bytes for it, not 120.
-        let findings = Box::new(sql::scan(command_body(&p.payload)));
+        let findings = Box::new(sql::scan(
+            command_body(&p.payload),
+            self.ascii_in_multibyte(),
+        ));
         if let Some(k) = findings.kill {
             match Box::pin(self.route_kill(k.id, k.query_only)).await {
                 KillOutcome::NotOurs => {}
