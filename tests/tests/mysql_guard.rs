@@ -69,6 +69,26 @@ fn wrong_password_and_hostile_packets_are_refused() {
     ssl.extend_from_slice(&(0x0200u32 | 0x0800 | 0x8000).to_le_bytes());
     ssl.extend_from_slice(&[0; 28]);
     assert_eq!(err_code(&raw_after_greeting(port, &ssl)), Some(1043));
+    // A client asking for the compressed protocol, which is not offered: told so in plain
+    // framing, rather than left waiting once it switches to compressed framing.
+    let mut compress = vec![0, 0, 0, 1];
+    compress.extend_from_slice(&(0x0200u32 | 0x8000 | 0x20).to_le_bytes());
+    compress.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    compress.push(45);
+    compress.extend_from_slice(&[0; 23]);
+    compress.extend_from_slice(b"app\0\0");
+    compress[0] = (compress.len() - 4) as u8;
+    let answer = raw_after_greeting(port, &compress);
+    let err = answer
+        .iter()
+        .find_map(|p| ErrPacket::decode(&p.payload).ok())
+        .expect("an ERR packet");
+    assert_eq!(err.code, 1043);
+    assert!(
+        err.message.contains("compressed protocol"),
+        "{}",
+        err.message
+    );
 
     // Logged in: an unknown command is refused and the client stays.
     let mut c = MyClient::connect(port).unwrap();

@@ -74,25 +74,45 @@ async fn md5_clients_authenticate() {
 }
 
 #[test]
-fn hostile_startup_packets_get_08p01_and_a_close() {
+fn hostile_startup_packets_are_refused_as_the_server_refuses_them() {
     let pg = sandbox(20);
     let proxy = Proxy::start(&pg, &PoolSpec::default());
-    // Length below the minimum.
-    let answer = raw_exchange(proxy.port, &[0, 0, 0, 3, 0, 0, 0, 0]);
-    assert_eq!(sqlstate_of(&answer).as_deref(), Some("08P01"), "{answer:?}");
-    // Oversized: 1 MiB announced.
-    let answer = raw_exchange(proxy.port, &[0, 0x10, 0, 0, 0, 3, 0, 0]);
-    assert_eq!(sqlstate_of(&answer).as_deref(), Some("08P01"), "{answer:?}");
-    // Unknown protocol version.
-    let answer = raw_exchange(proxy.port, &[0, 0, 0, 8, 0, 9, 0, 0]);
-    assert_eq!(sqlstate_of(&answer).as_deref(), Some("08P01"), "{answer:?}");
-    // Protocol 3.0 without a user.
-    let mut m = vec![0, 0, 0, 0, 0, 3, 0, 0];
-    m.extend_from_slice(b"database\0bank\0\0");
-    let len = m.len() as u32;
-    m[..4].copy_from_slice(&len.to_be_bytes());
-    let answer = raw_exchange(proxy.port, &m);
-    assert_eq!(sqlstate_of(&answer).as_deref(), Some("08P01"), "{answer:?}");
+    // Each answered as the server itself answers it (compared below).
+    let mut no_user = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    no_user.extend_from_slice(b"database\0bank\0\0");
+    let len = no_user.len() as u32;
+    no_user[..4].copy_from_slice(&len.to_be_bytes());
+    let mut no_terminator = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    no_terminator.extend_from_slice(b"user\0app\0");
+    let len = no_terminator.len() as u32;
+    no_terminator[..4].copy_from_slice(&len.to_be_bytes());
+    let cases: [(&str, &[u8], Option<&str>); 6] = [
+        // A length out of bounds: closed without a word.
+        ("length below the minimum", &[0, 0, 0, 3, 0, 0, 0, 0], None),
+        ("1 MiB announced", &[0, 0x10, 0, 0, 0, 3, 0, 0], None),
+        // node-postgres ended before its socket connected: a Terminate first.
+        ("a Terminate", &[b'X', 0, 0, 0, 4], None),
+        (
+            "unknown protocol version",
+            &[0, 0, 0, 8, 0, 9, 0, 0],
+            Some("0A000"),
+        ),
+        ("no user", &no_user, Some("28000")),
+        ("no terminator", &no_terminator, Some("08P01")),
+    ];
+    for (what, bytes, code) in cases {
+        for (target, port) in [("server", pg.port()), ("poolguard", proxy.port)] {
+            let answer = raw_exchange(port, bytes);
+            assert_eq!(
+                sqlstate_of(&answer).as_deref(),
+                code,
+                "{what} through {target}: {answer:?}"
+            );
+            if code.is_none() {
+                assert!(answer.is_empty(), "{what} through {target}: {answer:?}");
+            }
+        }
+    }
     // SSLRequest is answered 'N' and the conversation can go on (here: the client leaves).
     {
         use std::io::{Read, Write};

@@ -282,6 +282,14 @@ async fn login(
     let Some(response) = read_response(&mut io, seq, &tls).await? else {
         return Ok(None);
     };
+    // A client asking for the compressed protocol, which poolguard does not offer, may switch
+    // to compressed framing after the OK all the same (Connector/Python does) and then wait
+    // forever for an answer it can read: refused now, while both still frame alike.
+    if response.capabilities & CLIENT_COMPRESS != 0 && offered & CLIENT_COMPRESS == 0 {
+        return Err(ProxyError::Handshake(
+            "poolguard does not support the compressed protocol: connect without compression (compress=False, --skip-compress, useCompression=false)".into(),
+        ));
+    }
     // TLS is the connection's business, not the session's.
     let caps = caps::negotiated(response.capabilities, offered) & !CLIENT_SSL;
     // Before authentication: a connection storm must not cost a password check each.

@@ -206,6 +206,45 @@ async fn read_auth_message(
     }
 }
 
+/// A startup packet poolguard cannot take, answered as PostgreSQL answers it: a length out of
+/// bounds only logged and the connection closed without a word (the peer may not be speaking
+/// the protocol at all; node-postgres, ended before its socket connected, sends a Terminate
+/// first), an unknown protocol version 0A000, no user 28000, any other layout fault 08P01.
+fn startup_refused(
+    e: poolguard_pg::DecodeError,
+    peer: SocketAddr,
+) -> Result<Option<Login>, ProxyError> {
+    use poolguard_pg::DecodeError;
+    let notice = |code: &str, message: String| {
+        ProxyError::Server(backend::ErrorNotice {
+            severity: "FATAL".into(),
+            code: code.into(),
+            message,
+            detail: None,
+            hint: None,
+        })
+    };
+    match e {
+        DecodeError::BadLength(_) | DecodeError::TooLong { .. } => {
+            tracing::info!(client = %peer, error = %e, "invalid length of startup packet: closed without an answer, as PostgreSQL does");
+            Ok(None)
+        }
+        DecodeError::UnsupportedProtocol(v) => Err(notice(
+            "0A000",
+            format!(
+                "unsupported frontend protocol {}.{}: server supports 3.0 to 3.0",
+                v >> 16,
+                v & 0xffff
+            ),
+        )),
+        DecodeError::MissingUser => Err(notice(
+            "28000",
+            "no PostgreSQL user name specified in startup packet".into(),
+        )),
+        e => Err(ProxyError::Protocol(format!("invalid startup packet: {e}"))),
+    }
+}
+
 /// Runs the startup phase. `Ok(None)` means the connection was fully handled (a cancel request,
 /// or a client that left).
 async fn login(
@@ -245,7 +284,7 @@ async fn login(
                     return Ok(None); // port probes and health checks that just connect
                 }
             }
-            Err(e) => return Err(ProxyError::Protocol(format!("invalid startup packet: {e}"))),
+            Err(e) => return startup_refused(e, peer),
         }
     };
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
