@@ -237,3 +237,36 @@ fn a_server_terminated_while_idle_is_not_handed_out() {
         assert_eq!(stdout(&next), "1");
     }
 }
+
+/// A backend terminated under its client sends its own FATAL and closes: through poolguard
+/// the client sees the same, that one FATAL and the close, not a second error of poolguard's
+/// after it (node-postgres counts each ErrorResponse as an error event, and hands a queued
+/// query the last one).
+#[test]
+fn a_terminated_backend_gives_its_client_one_fatal_as_directly() {
+    let pg = sandbox(20);
+    let session = Proxy::start(&pg, &PoolSpec::one_server("session"));
+    let transaction = Proxy::start(&pg, &PoolSpec::one_server("transaction"));
+    for (target, port) in [
+        ("server", pg.port()),
+        ("session", session.port),
+        ("transaction", transaction.port),
+    ] {
+        let mut c = RawPg::login(port, USER, PASSWORD, DB);
+        c.send(&{
+            let mut m = bytes::BytesMut::new();
+            poolguard_pg::frontend::query(&mut m, "SELECT pg_terminate_backend(pg_backend_pid())");
+            m
+        });
+        let mut errors = Vec::new();
+        while let Some(m) = c.read() {
+            if m.tag == b'E' {
+                errors.push(m.sqlstate().unwrap_or_default());
+            }
+        }
+        assert_eq!(errors, ["57P01"], "through {target}");
+    }
+    // poolguard still serves.
+    let mut c = RawPg::login(transaction.port, USER, PASSWORD, DB);
+    assert_eq!(c.query("SELECT 1").unwrap().rows, [[Some("1".to_string())]]);
+}

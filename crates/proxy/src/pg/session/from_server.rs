@@ -83,6 +83,7 @@ impl Session {
             };
             let len = step.len();
             if let Step::Whole { tag, .. } | Step::Head { tag, .. } = step {
+                let mut fatal = false;
                 if tag == tags::backend::ERROR_RESPONSE {
                     // The server may have skipped a Parse poolguard recorded as sent.
                     held.lease.unnamed.forget();
@@ -91,6 +92,8 @@ impl Session {
                             held.dirty = true;
                             self.entry.statements_went_stale();
                         }
+                        fatal = poolguard_pg::backend::parse_error_notice(body)
+                            .is_ok_and(|e| matches!(e.severity.as_str(), "FATAL" | "PANIC"));
                     }
                 }
                 let routed = held.pending.route(tag);
@@ -98,6 +101,7 @@ impl Session {
                 match routed {
                     Ok((r, effect)) => {
                         route = r;
+                        held.fatal_relayed |= fatal && route == Route::Forward;
                         match effect {
                             CacheEffect::Failed { server, client } => {
                                 for n in server {

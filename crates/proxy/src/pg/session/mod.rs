@@ -72,6 +72,9 @@ pub struct Held {
     /// runs or the client waits for a server.
     pub idle_since: Instant,
     pub cancel_sent: bool,
+    /// The client was given the server's own FATAL (a terminated backend, say): when the
+    /// server then closes, the client has been told, as directly, and gets nothing more.
+    pub fatal_relayed: bool,
 }
 
 impl Held {
@@ -88,6 +91,7 @@ impl Held {
             busy_since: None,
             idle_since: Instant::now(),
             cancel_sent: false,
+            fatal_relayed: false,
         })
     }
 
@@ -289,11 +293,18 @@ impl Session {
         }
     }
 
-    /// The server connection broke. Its transaction is gone with it; tell the client plainly.
+    /// The server connection broke. Its transaction is gone with it; tell the client plainly,
+    /// unless the server's own FATAL already did (then the client sees what it would see
+    /// directly: that FATAL, and the connection closed).
     async fn server_lost(&mut self) -> End {
+        let mut told = false;
         if let Some(held) = self.held.take() {
             tracing::warn!(client = %self.holder.client, server = %held.lease.addr, "server connection lost");
+            told = held.fatal_relayed;
             held.lease.discard(DiscardReason::Broken);
+        }
+        if told {
+            return End::ServerFailed;
         }
         let e = ProxyError::BackendUnavailable(
             "poolguard: the PostgreSQL server closed the connection unexpectedly; any open transaction was rolled back by the server".into(),
