@@ -36,6 +36,8 @@ pub struct Findings {
     /// `SHOW [FULL] PROCESSLIST` as the whole query: its Id column names server threads,
     /// shown to the client as the poolguard ids of the clients running on them.
     pub processlist: bool,
+    /// `LOAD DATA ... LOCAL` or `LOAD XML ... LOCAL`: the server will ask the client for a file.
+    pub local_infile: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,6 +318,14 @@ fn statement(sql: &[u8], stmt: &[Token], single: bool, f: &mut Findings) {
             pin(f, "a temporary table")
         }
         "LOCK" if matches!(word(args.first()), Some("TABLE" | "TABLES")) => pin(f, "LOCK TABLES"),
+        // LOAD {DATA | XML} [LOW_PRIORITY | CONCURRENT] [LOCAL] INFILE
+        "LOAD" if matches!(word(args.first()), Some("DATA" | "XML")) => {
+            f.local_infile |= args
+                .iter()
+                .skip(1)
+                .take(2)
+                .any(|t| word(Some(t)) == Some("LOCAL"));
+        }
         "PREPARE" => pin(f, "SQL-level PREPARE"),
         "HANDLER" => pin(f, "HANDLER"),
         "XA" => pin(f, "an XA transaction"),

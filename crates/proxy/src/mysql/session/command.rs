@@ -177,6 +177,18 @@ impl Session {
         self.login_charset
     }
 
+    /// Whether a LOAD DATA LOCAL of this client's is relayed: it offered CLIENT_LOCAL_FILES and
+    /// `[mysql] allow_local_infile` is on.
+    pub(super) fn local_infile_allowed(&self) -> bool {
+        self.caps & CLIENT_LOCAL_FILES != 0
+            && self
+                .shared
+                .config()
+                .mysql
+                .as_ref()
+                .is_some_and(|m| m.allow_local_infile)
+    }
+
     /// Whether the client's text may be in a character set whose multibyte characters hold
     /// ASCII bytes: its collation says so (or is not known), or it set one itself.
     pub(super) fn ascii_in_multibyte(&self) -> bool {
@@ -194,6 +206,14 @@ impl Session {
                 KillOutcome::NotOurs => {}
                 outcome => return Box::pin(self.kill_answer(outcome, k.id, p.next_seq())).await,
             }
+        }
+        if findings.local_infile && !self.local_infile_allowed() {
+            // As a server with local files disabled answers, before anything of the text runs
+            // (a refusal after the server asked for the file could not stop the statements
+            // behind it).
+            let e = super::response::local_infile_refusal(self.mariadb);
+            tracing::info!(client = %self.holder.client, "{}", super::response::LOCAL_INFILE_REFUSED);
+            return self.reply_err(p.next_seq(), &e).await;
         }
         if let Some(reason) = &findings.pin {
             self.pin(reason);

@@ -22,6 +22,7 @@ use super::statements::close_on_server;
 use super::{End, Held, Infile, Inflight, Session};
 use crate::error::ProxyError;
 use crate::fault::Point;
+use crate::mysql::pools::MyLease;
 use crate::mysql::server::{ServerConn, ServerError};
 use crate::mysql::sync::{Plan, SessionState};
 use crate::mysql::wire::err_packet;
@@ -164,6 +165,8 @@ impl Session {
         frame: &mut [u8],
     ) -> Result<(Verdict, Option<Done>), String> {
         let mariadb = self.mariadb;
+        let local_infile_allowed = self.local_infile_allowed();
+        let refusal = || local_infile_refusal(mariadb);
         let Some(Held {
             inflight: Some(inf),
             lease,
@@ -186,8 +189,15 @@ impl Session {
         };
         let client_seq = head.seq.wrapping_add(inf.delta);
         if let Infile::Refused { client_seq } = inf.infile {
+            if progress == Progress::LocalInfileRequested {
+                // A later statement of the same text asks again: refused alike, or the server
+                // would wait for a file forever.
+                end_transfer(lease, head.seq).await?;
+                return Ok((Verdict::Replace(BytesMut::new()), None));
+            }
             let mut instead = BytesMut::new();
-            let done = answer_refused_infile(progress, client_seq, &mut instead, mariadb);
+            let done =
+                answer_refused_infile(progress, client_seq, &mut instead, &refusal(), mariadb);
             return Ok((Verdict::Replace(instead), done));
         }
         let rewrite_prepare = !had_prepare_ok && inf.tracker.prepare_ok().is_some();
@@ -202,15 +212,7 @@ impl Session {
                 relay(frame, inf, rewrite_prepare);
                 Ok((Verdict::Relay, None))
             }
-            Progress::LocalInfileRequested
-                if self.caps & CLIENT_LOCAL_FILES != 0
-                    && self
-                        .shared
-                        .config()
-                        .mysql
-                        .as_ref()
-                        .is_some_and(|m| m.allow_local_infile) =>
-            {
+            Progress::LocalInfileRequested if local_infile_allowed => {
                 shift_seq(frame, inf.delta);
                 inf.infile = Infile::ClientSending {
                     server_seq: head.seq.wrapping_add(1),
@@ -218,15 +220,11 @@ impl Session {
                 Ok((Verdict::Relay, None))
             }
             Progress::LocalInfileRequested => {
-                // End the transfer at once: the server sees an empty file and answers.
-                let empty = [0, 0, 0, head.seq.wrapping_add(1)];
-                lease
-                    .stream
-                    .write_all(&empty)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // A LOAD the query's text did not show (it is refused before it is sent when
+                // it does): end the transfer at once; the server sees an empty file.
+                end_transfer(lease, head.seq).await?;
                 inf.infile = Infile::Refused { client_seq };
-                tracing::info!(client = %self.holder.client, "LOAD DATA LOCAL INFILE refused (allow_local_infile = false)");
+                tracing::info!(client = %self.holder.client, "{LOCAL_INFILE_REFUSED}");
                 Ok((Verdict::Replace(BytesMut::new()), None))
             }
             Progress::AuthContinue => Err("unexpected authentication request".into()),
@@ -504,21 +502,50 @@ fn note_insert_id(
     }
 }
 
+/// What the log says of a refused LOAD DATA LOCAL.
+pub(super) const LOCAL_INFILE_REFUSED: &str = "LOAD DATA LOCAL INFILE refused (the client did not offer CLIENT_LOCAL_FILES, or [mysql] allow_local_infile = false)";
+
+/// Ends a LOCAL INFILE transfer the server asked for (its request was packet `seq`) with an
+/// empty file.
+async fn end_transfer(lease: &mut MyLease, seq: u8) -> Result<(), String> {
+    let empty = [0, 0, 0, seq.wrapping_add(1)];
+    lease
+        .stream
+        .write_all(&empty)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Why a LOAD DATA LOCAL is refused, in the server's words when local files are disabled on
+/// either side (MariaDB 4166, MySQL 3948). poolguard offers CLIENT_LOCAL_FILES only with
+/// `[mysql] allow_local_infile`, so a refused client is always one without it, as the server
+/// would see it.
+pub(super) fn local_infile_refusal(mariadb: bool) -> ProxyError {
+    let (code, sqlstate, message) = if mariadb {
+        (4166, "HY000", "The used command is not allowed because the MariaDB server or client has disabled the local infile capability")
+    } else {
+        (3948, "42000", "Loading local data is disabled; this must be enabled on both the client and server sides")
+    };
+    ProxyError::MysqlServer {
+        code,
+        sqlstate: sqlstate.into(),
+        message: message.into(),
+    }
+}
+
 /// The server's answer to the empty transfer poolguard sent is swallowed; at its end the client
-/// gets poolguard's refusal instead.
+/// gets poolguard's refusal `e` instead.
 fn answer_refused_infile(
     progress: Progress,
     client_seq: u8,
     out: &mut BytesMut,
+    e: &ProxyError,
     mariadb: bool,
 ) -> Option<Done> {
     let Progress::Done { status_flags, .. } = progress else {
         return None;
     };
-    let e = ProxyError::FeatureNotSupported(
-        "poolguard refuses LOAD DATA LOCAL INFILE: [mysql] allow_local_infile = false; the server got an empty file, nothing was loaded".into(),
-    );
-    err_packet(out, client_seq, &e, mariadb);
+    err_packet(out, client_seq, e, mariadb);
     Some(Done {
         status: status_flags,
         error: Some(e.mysql_code(mariadb)),
