@@ -181,3 +181,23 @@ fn a_set_hidden_by_sql_mode_or_charset_does_not_reach_the_next_client() {
     }
     assert!(proxy.log().contains("reads differently"), "{}", proxy.log());
 }
+
+/// A client that logs in with a collation other than the server connection's gets result
+/// columns described in that collation, as directly (mysql2 logs in with utf8mb4_unicode_ci,
+/// 224; a server connection set with `collation_connection` alone described them in the
+/// character set's default, 45).
+#[test]
+fn result_columns_carry_the_collation_the_client_logged_in_with() {
+    use poolguard_mysql::resultset::ColumnDefinition;
+    const UTF8MB4_UNICODE_CI: u8 = 224;
+    let db = mariadb(30);
+    let proxy = start_mysql_proxy(&db, &shared_server());
+    for (target, port) in [("server", db.port()), ("poolguard", proxy.port)] {
+        let mut c = MyClient::connect_in(port, UTF8MB4_UNICODE_CI).unwrap();
+        let mut payload = vec![COM_QUERY];
+        payload.extend_from_slice(b"SELECT 'a' AS x, @@collation_connection AS y");
+        let packets = c.command_packets(&payload).unwrap();
+        let column = ColumnDefinition::decode(&packets[1].payload).unwrap();
+        assert_eq!(column.charset, u16::from(UTF8MB4_UNICODE_CI), "{target}");
+    }
+}

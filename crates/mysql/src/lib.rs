@@ -37,6 +37,7 @@
 )]
 
 pub mod auth;
+pub mod collations;
 pub mod command;
 pub mod consts;
 pub mod error;

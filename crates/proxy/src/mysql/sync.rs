@@ -147,14 +147,20 @@ pub fn plan(client: &SessionState, server: &SessionState, reads_insert_id: bool)
     };
     let reset_changes_charset = p.reset || server_charset != client.charset;
     if reset_changes_charset && client.charset != UNKNOWN_CHARSET {
-        // Character set variables take only a charset's primary collation id, collation
-        // variables any id: set the collation, then copy its character set (a second statement,
-        // since one SET evaluates every expression before assigning).
-        p.statements
-            .push(format!("SET collation_connection = {}", client.charset));
-        p.statements.push(
-            "SET character_set_client = @@character_set_connection, character_set_results = @@character_set_connection".into(),
-        );
+        if let Some((charset, collation)) = poolguard_mysql::collations::names(client.charset) {
+            // As the handshake leaves it: results (and column definitions) in the collation.
+            p.statements
+                .push(format!("SET NAMES {charset} COLLATE {collation}"));
+        } else {
+            // Character set variables take only a charset's primary collation id, collation
+            // variables any id: set the collation, then copy its character set (a second
+            // statement, since one SET evaluates every expression before assigning).
+            p.statements
+                .push(format!("SET collation_connection = {}", client.charset));
+            p.statements.push(
+                "SET character_set_client = @@character_set_connection, character_set_results = @@character_set_connection".into(),
+            );
+        }
     }
     // After the charset: SET NAMES and friends in the settings must win over it.
     if reset_changes_charset && !p.reset && !client.settings.is_empty() {
@@ -216,8 +222,7 @@ mod tests {
         assert_eq!(
             p.statements,
             vec![
-                "SET collation_connection = 45",
-                CHARSET_FROM_COLLATION,
+                "SET NAMES utf8mb4 COLLATE utf8mb4_general_ci",
                 "SET time_zone = '+00:00'"
             ]
         );
@@ -257,13 +262,20 @@ mod tests {
     }
 
     #[test]
-    fn a_different_charset_is_set_by_collation_id() {
+    fn a_different_charset_is_set_by_name_or_else_by_collation_id() {
         let mut client = state();
         client.charset = 224;
         let p = plan(&client, &state(), false);
+        // By name: results in the collation itself, as after a handshake with it.
         assert_eq!(
             p.statements,
-            vec!["SET collation_connection = 224", CHARSET_FROM_COLLATION]
+            vec!["SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci"]
+        );
+        client.charset = 255; // not listed (MySQL 8's utf8mb4_0900_ai_ci)
+        let p = plan(&client, &state(), false);
+        assert_eq!(
+            p.statements,
+            vec!["SET collation_connection = 255", CHARSET_FROM_COLLATION]
         );
     }
 }
