@@ -260,7 +260,20 @@ impl MyClient {
     /// Logs in as `app` to `bank` through `port`, asking for the collation `charset` in the
     /// handshake.
     pub fn connect_in(port: u16, charset: u8) -> Result<MyClient, MyError> {
-        MyClient::connect_with(port, USER, PASSWORD, Some(DB), charset)
+        MyClient::connect_with(port, USER, PASSWORD, Some(DB), charset, 0)
+    }
+
+    /// Logs in as `app` to `bank` asking, as MariaDB's own clients do, for the MariaDB extended
+    /// capabilities `mariadb_caps` the greeting offers (none from a MySQL greeting).
+    pub fn connect_mariadb(port: u16, mariadb_caps: u32) -> Result<MyClient, MyError> {
+        MyClient::connect_with(
+            port,
+            USER,
+            PASSWORD,
+            Some(DB),
+            DEFAULT_COLLATION,
+            mariadb_caps,
+        )
     }
 
     pub fn connect_as(
@@ -269,7 +282,7 @@ impl MyClient {
         password: &str,
         db: Option<&str>,
     ) -> Result<MyClient, MyError> {
-        MyClient::connect_with(port, user, password, db, DEFAULT_COLLATION)
+        MyClient::connect_with(port, user, password, db, DEFAULT_COLLATION, 0)
     }
 
     fn connect_with(
@@ -278,6 +291,7 @@ impl MyClient {
         password: &str,
         db: Option<&str>,
         charset: u8,
+        mariadb_caps: u32,
     ) -> Result<MyClient, MyError> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -308,10 +322,19 @@ impl MyClient {
             | CLIENT_CONNECT_WITH_DB)
             & hs.capabilities
             | CLIENT_PROTOCOL_41;
+        // MariaDB's extended capabilities go with CLIENT_MYSQL clear, to a greeting that has it
+        // clear.
+        let mariadb_capabilities = if mariadb_caps != 0 && hs.capabilities & CLIENT_MYSQL == 0 {
+            c.caps &= !CLIENT_MYSQL;
+            mariadb_caps & hs.mariadb_capabilities
+        } else {
+            0
+        };
         let response = HandshakeResponse41 {
             capabilities: c.caps,
             max_packet_size: 1 << 30,
             charset,
+            mariadb_capabilities,
             username: user.to_owned(),
             auth_response: scramble(&hs.auth_plugin_name, password, &hs.auth_plugin_data),
             database: db.map(str::to_owned),

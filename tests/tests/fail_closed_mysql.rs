@@ -14,6 +14,7 @@ use std::time::Duration;
 use poolguard_e2e::admin::{http_get, metric, wait_for};
 use poolguard_e2e::mysql::*;
 use poolguard_e2e::*;
+use poolguard_mysql::consts::MARIADB_CLIENT_EXTENDED_TYPE_INFO;
 
 struct Victim {
     point: &'static str,
@@ -139,7 +140,14 @@ fn a_panicking_session_hands_nothing_to_the_next_client() {
             );
         }
         let metrics = || http_get(admin, "/metrics");
-        let pool = "pool=\"bank/app\"";
+        // The mariadb CLI asks for MariaDB's extended type information: its pool is its own,
+        // and the next client must be one like it to get the same server connection.
+        let extended = v.point == "my_load_data";
+        let pool = if extended {
+            "pool=\"bank/app (extended types)\""
+        } else {
+            "pool=\"bank/app\""
+        };
         wait_for(Duration::from_secs(30), "the panic counted", || {
             (metric(&metrics(), "poolguard_panics_total", &[]) == Some(1.0)).then_some(())
         });
@@ -153,7 +161,12 @@ fn a_panicking_session_hands_nothing_to_the_next_client() {
         });
 
         // The next client on the same one-connection pool.
-        let mut next = MyClient::connect(proxy.port).expect("next client connects");
+        let mut next = if extended {
+            MyClient::connect_mariadb(proxy.port, MARIADB_CLIENT_EXTENDED_TYPE_INFO)
+        } else {
+            MyClient::connect(proxy.port)
+        }
+        .expect("next client connects");
         let seen = next
             .query("SELECT COUNT(*), @@in_transaction FROM t")
             .expect("next client's query");

@@ -111,3 +111,37 @@ fn mysql2_pool_transactions_and_change_user() {
     assert_eq!(stdout(&out), "OK");
     assert!(maria_app_connections(&db) <= 5);
 }
+
+/// mysql2 asks a MariaDB greeting for extended type information and then reads JSON columns
+/// as JSON: through poolguard (both modes) as directly.
+#[test]
+fn mysql2_reads_mariadb_json_columns_as_directly() {
+    let db = mariadb(30);
+    let direct = node(
+        "mysql_json.js",
+        &[db.port().to_string()],
+        Duration::from_secs(60),
+    );
+    assert!(direct.status.success(), "{}", stderr(&direct));
+    assert!(stdout(&direct).contains("object"), "{}", stdout(&direct));
+    for mode in ["session", "transaction"] {
+        let proxy = start_mysql_proxy(
+            &db,
+            &MyPoolSpec {
+                mode,
+                ..MyPoolSpec::default()
+            },
+        );
+        let out = node(
+            "mysql_json.js",
+            &[proxy.port.to_string()],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert_eq!(stdout(&out), stdout(&direct), "{mode}");
+        assert!(
+            proxy.log().contains("extended types)"),
+            "{mode}: the pool of its own"
+        );
+    }
+}

@@ -95,9 +95,12 @@ fn sysbench_64_threads_on_a_pool_of_8() {
     );
     assert_eq!(reconnects, 0.0, "{report}");
     assert!(samples >= 5, "sampled while it ran ({samples})");
+    // sysbench (libmariadb) asks for MariaDB's extended type information, so its pool is
+    // `bank/app (extended types)`; the connection poolguard opened to learn the greeting stays
+    // idle in `bank/app`, the pool of clients that do not ask.
     assert!(
-        peak <= 8,
-        "MariaDB saw {peak} app connections; the pool is 8"
+        peak <= 8 + 1,
+        "MariaDB saw {peak} app connections; the pool is 8, plus the greeting's"
     );
     assert!(!stderr(&out).contains("FATAL"), "{}", stderr(&out));
 }

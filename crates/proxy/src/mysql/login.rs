@@ -262,12 +262,18 @@ async fn login(
     }
     let conn_id = shared.mysql.kills.next_id();
     let nonce = generate_nonce();
+    // MariaDB's extended capabilities travel only with CLIENT_MYSQL clear (a MariaDB server).
+    let offered_mariadb = if offered & CLIENT_MYSQL == 0 {
+        info.mariadb_capabilities & caps::MARIADB_OFFER
+    } else {
+        0
+    };
     let greeting = HandshakeV10 {
         server_version: info.version.clone(),
         connection_id: conn_id,
         auth_plugin_data: nonce.to_vec(),
         capabilities: offered,
-        mariadb_capabilities: 0,
+        mariadb_capabilities: offered_mariadb,
         charset: DEFAULT_COLLATION,
         status_flags: SERVER_STATUS_AUTOCOMMIT,
         auth_plugin_name: auth::plugin_name(method).to_owned(),
@@ -299,7 +305,8 @@ async fn login(
         database: response.database.as_deref().unwrap_or_default(),
     })?;
     authenticate(&mut io, shared, method, &response, caps, &nonce, peer, seq).await?;
-    let ready = admit(shared, &response, caps, peer, conn_id, info.mariadb).await?;
+    let leg = caps::Leg::of(caps, response.mariadb_capabilities & offered_mariadb);
+    let ready = admit(shared, &response, caps, leg, peer, conn_id, info.mariadb).await?;
     io.write(*seq, |b| {
         OkPacket::with_status(SERVER_STATUS_AUTOCOMMIT).encode(b, CLIENT_PROTOCOL_41)
     })
@@ -362,14 +369,14 @@ async fn admit(
     shared: &Arc<Shared>,
     response: &HandshakeResponse41,
     caps: u32,
+    leg: caps::Leg,
     peer: SocketAddr,
     conn_id: u32,
     mariadb: bool,
 ) -> Result<LoggedIn, ProxyError> {
     let user = response.username.clone();
     let (db, db_slot) = choose_database(shared, response.database.as_deref())?;
-    let found_rows = caps & CLIENT_FOUND_ROWS != 0;
-    let entry = shared.mysql.pool(shared, &db, &user, found_rows);
+    let entry = shared.mysql.pool(shared, &db, &user, leg);
     let application = response
         .attr("program_name")
         .or_else(|| response.attr("_client_name"))

@@ -14,6 +14,7 @@ use poolguard_pool::{AcquireError, Holder, Lease};
 
 use crate::config::{Database, Protocol};
 use crate::error::ProxyError;
+use crate::mysql::caps::Leg;
 use crate::mysql::kill::KillRegistry;
 use crate::mysql::server::{MyConnector, ServerError, ServerInfo};
 use crate::state::Shared;
@@ -35,7 +36,7 @@ impl MyPoolEntry {
     }
 }
 
-type PoolKey = (String, String, bool);
+type PoolKey = (String, String, Leg);
 
 #[derive(Default)]
 pub struct MysqlState {
@@ -77,20 +78,14 @@ pub fn acquire_error(e: AcquireError<ServerError>) -> ProxyError {
 }
 
 impl MysqlState {
-    /// The pool for a database, user and FOUND_ROWS choice, created on first use.
-    pub fn pool(
-        &self,
-        shared: &Shared,
-        db: &Database,
-        user: &str,
-        found_rows: bool,
-    ) -> Arc<MyPoolEntry> {
-        let key = (db.name.clone(), user.to_owned(), found_rows);
+    /// The pool for a database, user and [`Leg`] choice, created on first use.
+    pub fn pool(&self, shared: &Shared, db: &Database, user: &str, leg: Leg) -> Arc<MyPoolEntry> {
+        let key = (db.name.clone(), user.to_owned(), leg);
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = pools.get(&key) {
             return e.clone();
         }
-        let entry = Arc::new(new_pool(shared, db, user, found_rows));
+        let entry = Arc::new(new_pool(shared, db, user, leg));
         pools.insert(key, entry.clone());
         entry
     }
@@ -154,7 +149,7 @@ impl MysqlState {
         let mut last = None;
         // Any configured user will do; the connection stays in its pool for later use.
         for user in shared.config().users.iter().take(3) {
-            let entry = self.pool(shared, &db, &user.name, false);
+            let entry = self.pool(shared, &db, &user.name, Leg::default());
             let holder = Holder::new(
                 "poolguard (greeting)".into(),
                 user.name.as_str().into(),
@@ -180,7 +175,7 @@ impl MysqlState {
     }
 }
 
-fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyPoolEntry {
+fn new_pool(shared: &Shared, db: &Database, user: &str, leg: Leg) -> MyPoolEntry {
     debug_assert_eq!(db.protocol, Protocol::Mysql);
     let front = shared
         .config()
@@ -192,13 +187,12 @@ fn new_pool(shared: &Shared, db: &Database, user: &str, found_rows: bool) -> MyP
         .backend(&db.backend)
         .and_then(|b| b.server_rsa_key.clone());
     let finish = |c: &mut MyConnector| {
-        c.found_rows = found_rows;
+        c.leg = leg;
         c.server_rsa_key = server_rsa_key;
         c.target = db.target;
         if let Some(max) = front {
             c.max_prepared_statements = max;
         }
     };
-    let suffix = if found_rows { " (found_rows)" } else { "" };
-    MyPoolEntry::new(shared, db, user, suffix, finish, ())
+    MyPoolEntry::new(shared, db, user, leg.suffix(), finish, ())
 }

@@ -125,6 +125,8 @@ impl HostError for ServerError {
 pub struct ServerInfo {
     pub version: String,
     pub capabilities: u32,
+    /// MariaDB's extended capabilities from the greeting (0 from MySQL).
+    pub mariadb_capabilities: u32,
     pub mariadb: bool,
     pub charset: u8,
 }
@@ -318,8 +320,8 @@ pub struct MyConnector {
     password: arc_swap::ArcSwap<String>,
     pub database: String,
     pub connect_timeout: Duration,
-    /// Open connections with CLIENT_FOUND_ROWS (pools of clients that asked for it).
-    pub found_rows: bool,
+    /// How connections log in for this pool's clients (CLIENT_FOUND_ROWS, extended types).
+    pub leg: caps::Leg,
     pub max_prepared_statements: usize,
     /// What the last successful login's greeting said.
     info: Mutex<Option<Arc<ServerInfo>>>,
@@ -440,7 +442,13 @@ impl MyConnector {
         }
         conn.thread_id = hs.connection_id;
         conn.mariadb = hs.is_mariadb();
-        conn.caps = caps::server_leg(self.found_rows) & hs.capabilities | CLIENT_PROTOCOL_41;
+        conn.caps = self.leg.server_caps() & hs.capabilities | CLIENT_PROTOCOL_41;
+        // MariaDB reads extended capabilities only from a client that clears CLIENT_MYSQL.
+        let mariadb_capabilities = if conn.caps & CLIENT_MYSQL == 0 {
+            self.leg.server_mariadb_caps(hs.mariadb_capabilities)
+        } else {
+            0
+        };
         conn.state.multi_statements = conn.caps & CLIENT_MULTI_STATEMENTS != 0;
         let mut seq = greeting.next_seq();
         let tls = self.hosts.tls();
@@ -484,7 +492,7 @@ impl MyConnector {
             capabilities,
             max_packet_size: SERVER_MAX_PACKET as u32,
             charset: DEFAULT_COLLATION,
-            mariadb_capabilities: 0,
+            mariadb_capabilities,
             username: self.user.clone(),
             auth_response: auth_response(plugin, &self.password.load(), &hs.auth_plugin_data),
             database: Some(self.database.clone()),
@@ -503,6 +511,7 @@ impl MyConnector {
         let info = ServerInfo {
             version: hs.server_version,
             capabilities: hs.capabilities,
+            mariadb_capabilities: hs.mariadb_capabilities,
             mariadb: conn.mariadb,
             charset: hs.charset,
         };
@@ -673,7 +682,7 @@ impl ServerConnector for MyConnector {
             password: arc_swap::ArcSwap::from_pointee(password),
             database,
             connect_timeout,
-            found_rows: false,
+            leg: caps::Leg::default(),
             max_prepared_statements: 100,
             info: Mutex::new(None),
             target: Target::Primary,

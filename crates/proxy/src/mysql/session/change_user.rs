@@ -52,11 +52,9 @@ impl Session {
             }
         }
         self.release_for_change_user().await;
-        let found_rows = self.caps & CLIENT_FOUND_ROWS != 0;
-        self.entry = self
-            .shared
-            .mysql
-            .pool(&self.shared, &db, &cu.username, found_rows);
+        // The client's wire choices are those it logged in with, as its pool has them.
+        let leg = self.entry.pool.connector().leg;
+        self.entry = self.shared.mysql.pool(&self.shared, &db, &cu.username, leg);
         self.db_slot = db_slot;
         // A new holder (its note starts over, as the session does), shown by SHOW CLIENTS too.
         let names = self
