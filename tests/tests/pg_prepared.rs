@@ -553,3 +553,27 @@ async fn a_set_behind_a_shift_jis_identifier_is_seen() {
     })
     .await;
 }
+
+/// A `SET LOCAL standard_conforming_strings = off` undone by a COMMIT pipelined before the
+/// text behind it: the client's parameters still say off when the text is read, the server
+/// reads it with the setting back on, and runs the SET that the old rule put in a string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_hidden_behind_a_commit_that_undoes_a_set_local_stays_with_its_client() {
+    let pg = sandbox(20);
+    let proxy = Proxy::start(&pg, &spec(1, ""));
+    hidden_set_stays_with_its_client(&proxy, "a COMMIT undoing a SET LOCAL", |a| {
+        a.query("BEGIN").unwrap();
+        a.query("SET LOCAL standard_conforming_strings = off")
+            .unwrap();
+        a.query("SELECT 1; SELECT 2").unwrap();
+        let mut m = bytes::BytesMut::new();
+        poolguard_pg::frontend::query(&mut m, "COMMIT");
+        poolguard_pg::frontend::query(&mut m, "SELECT 'a\\'; SET search_path = hidden; SELECT ''");
+        a.send(&m);
+        for _ in 0..2 {
+            let answer = a.read_until_ready();
+            assert!(answer.iter().all(|m| m.tag != b'E'), "{answer:?}");
+        }
+    })
+    .await;
+}

@@ -6,8 +6,9 @@
 //!
 //! Read from MariaDB 10.11's `information_schema.COLLATIONS`, ids below 256, without the
 //! character sets a client cannot use (ucs2, utf16, utf16le, utf32) and without utf8mb3,
-//! whose names older MySQL servers spell `utf8`. An id not listed here is left to the caller's
-//! fallback.
+//! whose names older MySQL servers spell `utf8`, and without 245, which MySQL names otherwise
+//! (`utf8mb4_croatian_ci`; MariaDB `utf8mb4_croatian_mysql561_ci`). An id not listed here is
+//! left to the caller's fallback.
 
 /// `(id, character set, collation)`, sorted by id.
 const COLLATIONS: &[(u16, &str, &str)] = &[
@@ -119,7 +120,6 @@ const COLLATIONS: &[(u16, &str, &str)] = &[
     (242, "utf8mb4", "utf8mb4_hungarian_ci"),
     (243, "utf8mb4", "utf8mb4_sinhala_ci"),
     (244, "utf8mb4", "utf8mb4_german2_ci"),
-    (245, "utf8mb4", "utf8mb4_croatian_mysql561_ci"),
     (246, "utf8mb4", "utf8mb4_unicode_520_ci"),
     (247, "utf8mb4", "utf8mb4_vietnamese_ci"),
 ];

@@ -327,12 +327,13 @@ pub fn pg_features(data: &[u8]) {
         },
         standard_conforming_strings: choice & 2 == 0,
         follow_sets: choice & 4 == 0,
+        any_encoding: choice & 8 == 0,
     };
     let extras: Vec<String> = PG_EXTRAS.iter().map(|s| s.to_string()).collect();
     let f = crate::pg::features::scan(sql, lexing, &extras);
-    // At most one feature per statement plus the advisory-lock search, and statements are at
-    // least one byte apart.
-    assert!(f.features.len() <= sql.len() + 1);
+    // At most one feature per statement plus the advisory-lock search, set_config and a
+    // disagreement between readings, and statements are at least one byte apart.
+    assert!(f.features.len() <= sql.len() + 3);
     assert!(f.tracked.len() <= sql.len());
     let copied: usize = f
         .features

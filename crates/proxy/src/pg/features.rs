@@ -96,9 +96,9 @@ pub enum SessionFeature {
     SetConfig,
     /// A DO block: its body (a SET, set_config, a temporary table...) is not read.
     DoBlock,
-    /// A message sent after a change of `client_encoding` or `standard_conforming_strings`
-    /// that the server had not yet answered: the server reads it by the new rules, which this
-    /// scan did not know, so a SET in it may have been missed.
+    /// Text that does something else under another `standard_conforming_strings` or client
+    /// encoding, where the server may read it by rules other than the client's parameters say
+    /// ([`scan`]): what it does on the server is not known here.
     LexingChanged,
 }
 
@@ -123,7 +123,7 @@ impl SessionFeature {
             SessionFeature::SetConfig => "a session-level set_config() call".into(),
             SessionFeature::DoBlock => "a DO block (its body is not read)".into(),
             SessionFeature::LexingChanged => {
-                "a message sent after a change of client_encoding or standard_conforming_strings, before the server answered it".into()
+                "text that reads differently under another standard_conforming_strings or client_encoding".into()
             }
         }
     }
@@ -147,12 +147,10 @@ pub struct Findings {
     pub drops_database: Option<String>,
     /// NOTIFY or a `pg_notify` call: the notification will name the server's process.
     pub notifies: bool,
-    /// A statement here changes how the server reads the messages after this one
-    /// (`client_encoding`, `standard_conforming_strings`, SET NAMES, RESET ALL, DISCARD ALL,
-    /// or a set_config naming either): a message the client sends before the server has
-    /// answered is read by rules this scan does not know yet. The rest of this text is not:
-    /// the server parses a whole message by the rules in force when it arrives.
-    pub changes_lexing: bool,
+    /// A statement here may change the client's encoding (SET or RESET of `client_encoding`,
+    /// SET NAMES, a set_config naming it): from then on the session reads its text in every
+    /// layout ([`Lexing::any_encoding`]).
+    pub changes_encoding: bool,
 }
 
 /// How to read a client's SQL text: its encoding, whether plain `'...'` strings treat
@@ -164,6 +162,11 @@ pub struct Lexing {
     pub encoding: Encoding,
     pub standard_conforming_strings: bool,
     pub follow_sets: bool,
+    /// The client has changed its `client_encoding` during the session: the server may read
+    /// a text in another encoding than its parameters say (a message sent before the change
+    /// was answered, a `SET LOCAL` undone by COMMIT), so text with non-ASCII bytes is read
+    /// in every layout.
+    pub any_encoding: bool,
 }
 
 impl Default for Lexing {
@@ -172,6 +175,7 @@ impl Default for Lexing {
             encoding: Encoding::AsciiSafe,
             standard_conforming_strings: true,
             follow_sets: false,
+            any_encoding: false,
         }
     }
 }
@@ -187,13 +191,66 @@ impl Lexing {
                 .get("standard_conforming_strings")
                 .is_some_and(|v| v.eq_ignore_ascii_case("off")),
             follow_sets: false,
+            any_encoding: false,
         }
     }
 }
 
 /// Scans SQL text (bytes in the client's encoding). `extras` are the operator's
 /// `track_extra_parameters`.
+///
+/// Which rules the server reads a text by is not known for sure: `standard_conforming_strings`
+/// may differ from what the client's parameters say (a message sent before a SET was
+/// answered, a `SET LOCAL` undone by COMMIT or ROLLBACK, a prepared statement run again
+/// after a change), and so may the encoding once the client has changed it
+/// ([`Lexing::any_encoding`]). So a text those rules could matter for (a backslash; non-ASCII
+/// bytes) is read every way they allow, and where the readings disagree on what it does,
+/// [`SessionFeature::LexingChanged`] is reported: its server is pinned or reset, never
+/// trusted.
 pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
+    let mut f = scan_as(sql, lexing, extras);
+    if f.features.is_empty() && is_plain(sql) {
+        return f;
+    }
+    let backslash = memchr::memchr(b'\\', sql).is_some();
+    let high = (lexing.encoding != Encoding::AsciiSafe || lexing.any_encoding)
+        && sql.iter().any(|&b| b >= 0x80);
+    if !backslash && !high {
+        return f;
+    }
+    let scs: &[bool] = if backslash {
+        &[true, false]
+    } else {
+        &[lexing.standard_conforming_strings]
+    };
+    let encodings: &[Encoding] = if high {
+        &[
+            Encoding::AsciiSafe,
+            Encoding::Sjis,
+            Encoding::TwoByte,
+            Encoding::Gb18030,
+        ]
+    } else {
+        &[lexing.encoding]
+    };
+    let differs = scs.iter().any(|&standard_conforming_strings| {
+        encodings.iter().any(|&encoding| {
+            let other = Lexing {
+                encoding,
+                standard_conforming_strings,
+                ..lexing
+            };
+            other != lexing && scan_as(sql, other, extras) != f
+        })
+    });
+    if differs {
+        f.features.push(SessionFeature::LexingChanged);
+    }
+    f
+}
+
+/// [`scan`] by one set of rules.
+fn scan_as(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
     let mut f = Findings::default();
     if is_plain(sql) {
         return f;
@@ -226,11 +283,10 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         });
         let w = |i: usize| words.get(i).copied().unwrap_or_default();
         let is = |i: usize, keyword: &str| w(i).eq_ignore_ascii_case(keyword.as_bytes());
-        // set_config(), even a local one, naming a parameter that changes the reading.
-        f.changes_lexing |= changes_lexing(&words, glued)
+        // set_config(), even a local one, naming the encoding.
+        f.changes_encoding |= changes_encoding(&words, glued)
             || (contains_ignore_case(stmt, b"set_config")
-                && (contains_ignore_case(stmt, b"client_encoding")
-                    || contains_ignore_case(stmt, b"standard_conforming_strings")));
+                && contains_ignore_case(stmt, b"client_encoding"));
         let is_temp = |i: usize| is(i, "TEMP") || is(i, "TEMPORARY");
         // TEMP, TEMPORARY, or GLOBAL/LOCAL before either.
         let temp_at = |i: usize| {
@@ -315,11 +371,9 @@ pub fn scan(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
 }
 
 /// Whether a statement (its words; `glued`: its keyword ran straight into a comment or quote)
-/// changes how the server reads later text: SET or RESET of `client_encoding` or
-/// `standard_conforming_strings`, SET NAMES, RESET ALL, DISCARD ALL. A SET or RESET whose
-/// name could not be read counts too.
-fn changes_lexing(words: &[&[u8]], glued: bool) -> bool {
-    const NAMES: [&str; 2] = ["client_encoding", "standard_conforming_strings"];
+/// may change the client's encoding: SET or RESET of `client_encoding`, SET NAMES. A SET or
+/// RESET whose name could not be read counts too.
+fn changes_encoding(words: &[&[u8]], glued: bool) -> bool {
     let word = |i: usize| words.get(i).copied().unwrap_or_default();
     // A name ends at `=`, a quote or anything else that cannot be in a plain identifier.
     let name = |i: usize| {
@@ -327,24 +381,24 @@ fn changes_lexing(words: &[&[u8]], glued: bool) -> bool {
         let end = w.iter().position(|&c| !is_ident_byte(c)).unwrap_or(w.len());
         w.get(..end).unwrap_or_default()
     };
-    let named = |n: &[u8], extra: &str| {
-        n.eq_ignore_ascii_case(extra.as_bytes())
-            || NAMES.iter().any(|k| n.eq_ignore_ascii_case(k.as_bytes()))
-    };
     let first = word(0);
-    if first.eq_ignore_ascii_case(b"set") {
-        let at =
-            if name(1).eq_ignore_ascii_case(b"local") || name(1).eq_ignore_ascii_case(b"session") {
-                2
-            } else {
-                1
-            };
-        glued || name(at).is_empty() || named(name(at), "names")
+    let at = if first.eq_ignore_ascii_case(b"set") {
+        let scope = name(1);
+        if scope.eq_ignore_ascii_case(b"local") || scope.eq_ignore_ascii_case(b"session") {
+            2
+        } else {
+            1
+        }
     } else if first.eq_ignore_ascii_case(b"reset") {
-        glued || name(1).is_empty() || named(name(1), "all")
+        1
     } else {
-        first.eq_ignore_ascii_case(b"discard") && name(1).eq_ignore_ascii_case(b"all")
-    }
+        return false;
+    };
+    let n = name(at);
+    glued
+        || n.is_empty()
+        || n.eq_ignore_ascii_case(b"client_encoding")
+        || n.eq_ignore_ascii_case(b"names")
 }
 
 /// First words of statements that cannot create session state (a constant, not a local array,

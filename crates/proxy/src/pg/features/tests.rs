@@ -1,4 +1,5 @@
-//! Unit tests of [`super`]: what the scan finds in SQL, for every policy and encoding.
+//! Unit tests of [`super`]: what the scan finds in SQL, for every policy and encoding (most by
+//! one reading, [`scan_as`]; [`scan`]'s comparison of readings has tests of its own).
 
 use super::*;
 
@@ -7,7 +8,7 @@ fn follow(sql: &str) -> Findings {
         follow_sets: true,
         ..Lexing::default()
     };
-    scan(sql.as_bytes(), lexing, &[])
+    scan_as(sql.as_bytes(), lexing, &[])
 }
 
 #[test]
@@ -81,7 +82,7 @@ fn under_follow_every_session_set_is_tracked_and_special_forms_are_right() {
     }
     // Without follow, only reported and extra parameters are tracked (the `reset` policy).
     assert_eq!(
-        scan(b"SET statement_timeout = 5", Lexing::default(), &[]).features,
+        scan_as(b"SET statement_timeout = 5", Lexing::default(), &[]).features,
         [SessionFeature::UntrackedSet("statement_timeout".into())]
     );
 }
@@ -160,7 +161,7 @@ fn substring_search_ignores_case_and_reaches_both_ends() {
 }
 
 fn scan_str(sql: &str, extras: &[String]) -> Findings {
-    scan(sql.as_bytes(), Lexing::default(), extras)
+    scan_as(sql.as_bytes(), Lexing::default(), extras)
 }
 
 fn feats(sql: &str) -> Vec<SessionFeature> {
@@ -335,13 +336,16 @@ fn text_in_other_encodings_is_scanned_as_bytes() {
     // LATIN1 "café" and KOI8-R "привет": not UTF-8, still scanned.
     let latin1 = b"SELECT 'caf\xe9'; LISTEN x";
     assert_eq!(
-        scan(latin1, Lexing::default(), &extras).features,
+        scan_as(latin1, Lexing::default(), &extras).features,
         vec![SessionFeature::Listen]
     );
     let koi8 = b"INSERT INTO t VALUES ('\xd0\xd2\xc9\xd7\xc5\xd4')";
-    assert_eq!(scan(koi8, Lexing::default(), &extras), Findings::default());
+    assert_eq!(
+        scan_as(koi8, Lexing::default(), &extras),
+        Findings::default()
+    );
     // A tracked value poolguard cannot hold as text: the server is reset instead.
-    let f = scan(
+    let f = scan_as(
         b"SET search_path TO 'sch\xe9ma'",
         Lexing::default(),
         &extras,
@@ -362,16 +366,22 @@ fn shift_jis_trail_bytes_do_not_end_strings() {
         encoding: Encoding::of("SJIS"),
         ..Lexing::default()
     };
-    assert_eq!(scan(sql, sjis, &[]).features, vec![SessionFeature::Listen]);
+    assert_eq!(
+        scan_as(sql, sjis, &[]).features,
+        vec![SessionFeature::Listen]
+    );
     // After "ソ" a `$` continues an identifier (the server reads the converted text, where
     // the character is a letter): no dollar quote opens to hide the LISTEN.
     let sql = b"SELECT 1 AS \x83\x5c$a$; LISTEN x; SELECT $a$$a$";
-    assert_eq!(scan(sql, sjis, &[]).features, vec![SessionFeature::Listen]);
+    assert_eq!(
+        scan_as(sql, sjis, &[]).features,
+        vec![SessionFeature::Listen]
+    );
     // A dollar quote's tag may hold such a character whole.
     let sql = b"SELECT $\x83\x5c$; LISTEN x; $\x83\x5c$";
-    assert!(scan(sql, sjis, &[]).features.is_empty());
+    assert!(scan_as(sql, sjis, &[]).features.is_empty());
     // The same bytes in an ASCII-safe encoding: the backslash escapes the quote.
-    let utf8 = scan(
+    let utf8 = scan_as(
         b"SELECT E'\\''; LISTEN x; SELECT ''",
         Lexing::default(),
         &[],
@@ -430,7 +440,7 @@ fn quotes_comments_and_identifiers_that_hid_statements() {
         ..Lexing::default()
     };
     assert_eq!(
-        scan(b"SELECT 'it\\''; LISTEN x; SELECT ''", off, &[]).features,
+        scan_as(b"SELECT 'it\\''; LISTEN x; SELECT ''", off, &[]).features,
         vec![SessionFeature::Listen]
     );
     assert_eq!(
@@ -445,11 +455,11 @@ proptest::proptest! {
         sql in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
         enc in proptest::sample::select(vec!["UTF8", "SJIS", "BIG5", "GB18030"]),
     ) {
-        let lexing = Lexing { encoding: Encoding::of(enc), standard_conforming_strings: sql.len() % 2 == 0, follow_sets: sql.len() % 3 == 0 };
-        let _ = scan(&sql, lexing, &["search_path".to_string()]);
+        let lexing = Lexing { encoding: Encoding::of(enc), standard_conforming_strings: sql.len() % 2 == 0, follow_sets: sql.len() % 3 == 0, any_encoding: false };
+        let _ = scan_as(&sql, lexing, &["search_path".to_string()]);
         let mut with_set = b"SET search_path ".to_vec();
         with_set.extend_from_slice(&sql);
-        let _ = scan(&with_set, lexing, &["search_path".to_string()]);
+        let _ = scan_as(&with_set, lexing, &["search_path".to_string()]);
     }
 }
 
@@ -506,40 +516,80 @@ fn a_keyword_glued_to_a_comment_or_quote_is_still_read() {
 }
 
 #[test]
-fn a_change_of_the_reading_rules_is_noted_for_the_next_message() {
-    // The server parses a whole message by the rules in force when it arrives, as this scan
-    // does: a change is reported only for the messages after it (the session's part).
+fn text_that_reads_differently_under_other_rules_is_reported() {
+    // By the client's parameters (strings with escapes) the SET is inside a string; by the
+    // other reading it runs. Which one the server uses is not known for sure (a pipelined or
+    // undone SET, a statement prepared earlier): reported either way.
     let off = Lexing {
         standard_conforming_strings: false,
         follow_sets: true,
         ..Lexing::default()
     };
-    let f = scan(
-        b"SET standard_conforming_strings = on; SELECT 'a\\'; SET search_path = x; --'",
+    let hidden = b"SELECT 'a\\'; SET search_path = x; SELECT ''";
+    for lexing in [
         off,
-        &[],
+        Lexing {
+            follow_sets: true,
+            ..Lexing::default()
+        },
+    ] {
+        let f = scan(hidden, lexing, &[]);
+        assert!(
+            f.features.contains(&SessionFeature::LexingChanged),
+            "{lexing:?}: {f:?}"
+        );
+    }
+    // A backslash that escapes nothing that matters reads the same both ways.
+    let f = follow("INSERT INTO t VALUES ('C:\\path', E'a\\nb'); SELECT 1");
+    assert!(
+        !f.features.contains(&SessionFeature::LexingChanged),
+        "{f:?}"
     );
-    assert!(f.changes_lexing);
-    assert!(f.tracked.is_empty() && f.features.is_empty(), "{f:?}");
+    // Shift JIS text read as UTF-8 by the parameters, once the client changed its encoding:
+    // "ソ" (0x83 0x5C) before `$` hides a SET in one layout and not in the other.
+    let sjis_text = b"SELECT 1 AS \x83\x5c$a$; SET search_path = x; SELECT $a$$a$";
+    let utf8 = Lexing {
+        follow_sets: true,
+        ..Lexing::default()
+    };
+    assert!(!scan(sjis_text, utf8, &[])
+        .features
+        .contains(&SessionFeature::LexingChanged));
+    let changed = Lexing {
+        any_encoding: true,
+        ..utf8
+    };
+    assert!(scan(sjis_text, changed, &[])
+        .features
+        .contains(&SessionFeature::LexingChanged));
+    // UTF-8 text with no keyword where the layouts disagree: nothing reported.
+    let f = scan("SELECT 'ソ', 'é'; SELECT 2".as_bytes(), changed, &[]);
+    assert!(
+        !f.features.contains(&SessionFeature::LexingChanged),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_change_of_the_encoding_is_noted() {
     for sql in [
         "SET client_encoding = 'SJIS'",
-        "set local standard_conforming_strings to off; select 1",
+        "set local client_encoding to 'BIG5'; select 1",
         "SET NAMES 'BIG5'",
         "SET/**/client_encoding = 'SJIS'",
-        "RESET ALL",
-        "reset standard_conforming_strings",
-        "DISCARD ALL",
+        "reset client_encoding",
         "SELECT set_config('client_encoding', 'GBK', true)",
-        "SELECT 1; SET standard_conforming_strings = off",
+        "SELECT 1; SET client_encoding = 'UTF8'",
     ] {
-        assert!(follow(sql).changes_lexing, "{sql}");
+        assert!(follow(sql).changes_encoding, "{sql}");
     }
     for sql in [
         "SET search_path = x; SELECT 1",
+        "SET standard_conforming_strings = off",
         "SELECT 'client_encoding'; SELECT 2",
         "RESET search_path",
-        "DISCARD PLANS",
+        "DISCARD ALL",
     ] {
-        assert!(!follow(sql).changes_lexing, "{sql}");
+        assert!(!follow(sql).changes_encoding, "{sql}");
     }
 }

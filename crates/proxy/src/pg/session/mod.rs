@@ -174,10 +174,10 @@ pub struct Session {
     /// Boxed: an idle client (most of them) keeps 8 bytes here instead of the whole record.
     held: Option<Box<Held>>,
     transaction_mode: bool,
-    /// A statement the server has not answered yet changes how it reads text
-    /// ([`crate::pg::features::Findings::changes_lexing`]): the client's parameters are not
-    /// yet the rules its next text is read by.
-    lexing_unsettled: std::cell::Cell<bool>,
+    /// The client has changed its encoding during the session
+    /// ([`crate::pg::features::Findings::changes_encoding`]): its text is read in every
+    /// layout from then on ([`crate::pg::features::Lexing::any_encoding`]).
+    encoding_changed: std::cell::Cell<bool>,
     /// Why the client keeps its server for the rest of the session, if it does.
     pinned: Option<Box<str>>,
     /// A refusal in progress: the client's messages are dropped through its sync point.
@@ -224,7 +224,7 @@ impl Session {
             _slot: ready.slot,
             held: ready.lease.map(Held::new),
             transaction_mode,
-            lexing_unsettled: std::cell::Cell::new(false),
+            encoding_changed: std::cell::Cell::new(false),
             pinned: None,
             skipping: None,
             last_client_activity: Instant::now(),
@@ -413,37 +413,30 @@ impl Session {
             .unwrap_or(SessionStatePolicy::Follow)
     }
 
-    /// How to read this client's SQL, and whether its every SET follows it (policy `follow`).
     /// [`crate::pg::features::scan`] of a client's statement, with the operator's
     /// `track_extra_parameters` when `extras`. The common plain statement is answered before
     /// the client's lexing and the configuration are looked up.
-    ///
-    /// Text sent while a change of the reading rules is unanswered gets
-    /// [`SessionFeature::LexingChanged`](crate::pg::features::SessionFeature): it was read by
-    /// rules the server no longer uses. A plain statement holds no `;`, quote-sensitive mark or
-    /// keyword in any reading, so it needs no second look.
     fn scan(&self, sql: &[u8], extras: bool) -> crate::pg::features::Findings {
-        use crate::pg::features::{is_plain, scan, Findings, SessionFeature};
+        use crate::pg::features::{is_plain, scan, Findings};
         if is_plain(sql) {
             return Findings::default();
         }
-        let unsettled = self.lexing_unsettled.get()
-            && self.held.as_ref().is_some_and(|h| !h.pending.is_empty());
-        let mut f = if extras {
+        let f = if extras {
             scan(sql, self.lexing(), &self.extra_parameters())
         } else {
             scan(sql, self.lexing(), &[])
         };
-        if unsettled && !f.features.contains(&SessionFeature::LexingChanged) {
-            f.features.push(SessionFeature::LexingChanged);
+        if f.changes_encoding {
+            self.encoding_changed.set(true);
         }
-        self.lexing_unsettled.set(unsettled || f.changes_lexing);
         f
     }
 
+    /// How to read this client's SQL, and whether its every SET follows it (policy `follow`).
     fn lexing(&self) -> crate::pg::features::Lexing {
         crate::pg::features::Lexing {
             follow_sets: self.transaction_mode && self.policy() == SessionStatePolicy::Follow,
+            any_encoding: self.encoding_changed.get(),
             ..crate::pg::features::Lexing::of(&self.params)
         }
     }
