@@ -140,24 +140,40 @@ enum Charset {
     /// Every byte of a multibyte character is >= 0x80 (utf8mb4, latin1, ujis, euckr, ...).
     #[default]
     Bytes,
-    /// big5, gbk, gb18030, and cp932 read loosely: any byte >= 0x81 leads two bytes.
-    TwoByte,
-    /// sjis and cp932: 0x81-0x9F and 0xE0-0xFC lead two bytes (0xA1-0xDF stand alone).
+    /// gbk, and gb18030's two-byte characters: lead 0x81-0xFE, second byte 0x40-0x7E or
+    /// 0x80-0xFE (gb18030's four-byte ones hold only digits below 0x80).
+    Gbk,
+    /// big5: lead 0xA1-0xF9, second byte 0x40-0x7E or 0xA1-0xFE.
+    Big5,
+    /// sjis and cp932: lead 0x81-0x9F or 0xE0-0xFC, second byte 0x40-0x7E or 0x80-0xFC.
     Sjis,
 }
 
 impl Reading {
-    /// Length of the character starting `s` (at least 1, at most what is left).
-    fn char_len(self, s: &[u8]) -> usize {
-        let two = match (self.charset, s.first()) {
-            (_, None) | (Charset::Bytes, _) => false,
-            (Charset::TwoByte, Some(&b)) => b >= 0x81 && b != 0xff,
-            (Charset::Sjis, Some(&b)) => (0x81..=0x9f).contains(&b) || (0xe0..=0xfc).contains(&b),
+    /// Length of the character starting `s` (at least 1, at most what is left), as the server
+    /// steps: inside a string (`in_string`) a lead byte takes the next only when that is a
+    /// valid second byte (else the lead stands alone, and a quote after it still ends the
+    /// string); in identifiers and words the lead byte alone decides.
+    fn char_len(self, s: &[u8], in_string: bool) -> usize {
+        let (Some(&lead), second) = (s.first(), s.get(1).copied()) else {
+            return 1;
         };
-        if two && s.len() >= 2 {
-            2
-        } else {
-            1
+        let (is_lead, is_second): (bool, fn(u8) -> bool) = match self.charset {
+            Charset::Bytes => return 1,
+            Charset::Gbk => ((0x81..=0xfe).contains(&lead), |b| {
+                (0x40..=0x7e).contains(&b) || (0x80..=0xfe).contains(&b)
+            }),
+            Charset::Big5 => ((0xa1..=0xf9).contains(&lead), |b| {
+                (0x40..=0x7e).contains(&b) || (0xa1..=0xfe).contains(&b)
+            }),
+            Charset::Sjis => (
+                (0x81..=0x9f).contains(&lead) || (0xe0..=0xfc).contains(&lead),
+                |b| (0x40..=0x7e).contains(&b) || (0x80..=0xfc).contains(&b),
+            ),
+        };
+        match second {
+            Some(b) if is_lead && (!in_string || is_second(b)) => 2,
+            _ => 1,
         }
     }
 
@@ -195,8 +211,9 @@ pub fn scan(sql: &[u8], ascii_in_multibyte: bool) -> Findings {
     let backslash = memchr::memchr(b'\\', sql).is_some();
     let multibyte = sql.iter().any(|&b| b >= 0x80)
         && (ascii_in_multibyte
-            || f.settings.iter().any(Setting::is_charset)
-            || memchr::memmem::find(&sql.to_ascii_lowercase(), b"character").is_some());
+            || f.settings.iter().any(Setting::may_hide_ascii)
+            || mentions(sql, b"character")
+            || mentions(sql, b"names"));
     if !backslash && !multibyte || f.pin.is_some() {
         return f;
     }
@@ -206,7 +223,7 @@ pub fn scan(sql: &[u8], ascii_in_multibyte: bool) -> Findings {
         &[Escapes::Both]
     };
     let charsets: &[Charset] = if multibyte {
-        &[Charset::Bytes, Charset::TwoByte, Charset::Sjis]
+        &[Charset::Bytes, Charset::Gbk, Charset::Big5, Charset::Sjis]
     } else {
         &[Charset::Bytes]
     };
@@ -223,6 +240,12 @@ pub fn scan(sql: &[u8], ascii_in_multibyte: bool) -> Findings {
         );
     }
     f
+}
+
+/// Whether `needle` (lowercase ASCII) is in `sql`, in any case.
+fn mentions(sql: &[u8], needle: &[u8]) -> bool {
+    sql.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn scan_as(sql: &[u8], reading: Reading) -> Findings {
@@ -567,7 +590,7 @@ fn split_word(s: &[u8], reading: Reading, pred: impl Fn(u8) -> bool) -> (&[u8], 
     let mut n = 0usize;
     while let Some(rest) = s.get(n..) {
         match rest.first() {
-            Some(&c) if pred(c) => n = n.saturating_add(reading.char_len(rest)),
+            Some(&c) if pred(c) => n = n.saturating_add(reading.char_len(rest, false)),
             _ => break,
         }
     }
@@ -603,7 +626,8 @@ fn quoted(q: u8, mut s: &[u8], reading: Reading) -> (String, &[u8]) {
     let mut content = Vec::new();
     loop {
         // A multibyte character is content whole, whatever its second byte.
-        let n = reading.char_len(s);
+        // Backticks quote an identifier: its characters are stepped as words are.
+        let n = reading.char_len(s, q != b'`');
         if n > 1 {
             let (ch, rest) = s.split_at_checked(n).unwrap_or((s, &[]));
             content.extend_from_slice(ch);
@@ -693,6 +717,26 @@ mod tests {
         // ... unless the text changes it first.
         let names = [&b"SET NAMES gbk; "[..], backtick].concat();
         assert_eq!(reason(&names, false), differs);
+        // A lead byte before a quote stands alone inside a string (no valid second byte),
+        // while in an identifier it takes the next byte whatever it is: a text that fooled
+        // every loose reading at once (review).
+        for lead in [0xbf_u8, 0x81] {
+            let mut t = b"SELECT 1 AS `".to_vec();
+            t.extend_from_slice(&[lead, 0x60]);
+            t.extend_from_slice(b"`, _binary'");
+            t.push(lead);
+            t.extend_from_slice(b"'; SET @x := 1; -- `'");
+            assert_eq!(reason(&t, true), differs, "lead {lead:#x}");
+        }
+        // A client that set utf8mb4 is read as it is: no pin for ordinary multibyte text.
+        assert_eq!(
+            reason(
+                "SET NAMES utf8mb4; INSERT INTO t VALUES ('5€'); SELECT LAST_INSERT_ID()"
+                    .as_bytes(),
+                false
+            ),
+            None
+        );
         // Escapes and multibyte text that read the same every way do not pin.
         for (sql, multibyte) in [
             (&b"INSERT INTO t VALUES ('O\\'Brien', 'C:\\\\x')"[..], false),

@@ -28,6 +28,18 @@ impl Setting {
     pub fn is_charset(&self) -> bool {
         self.key == "names" || self.key.starts_with("character")
     }
+
+    /// Whether it sets (or may set: `DEFAULT`, an expression) a character set whose
+    /// multibyte characters hold ASCII bytes: big5, cp932, gbk, gb18030, sjis.
+    pub fn may_hide_ascii(&self) -> bool {
+        let stmt = self.stmt.to_ascii_lowercase();
+        self.is_charset()
+            && ([
+                "big5", "cp932", "gbk", "gb18030", "sjis", "default", "@", "(",
+            ]
+            .iter()
+            .any(|n| stmt.contains(n)))
+    }
 }
 
 /// Settings in the order they were made; a later setting of the same key replaces the earlier.
@@ -60,9 +72,9 @@ impl Settings {
         self.0.is_empty()
     }
 
-    /// Whether one of them sets the character set ([`Setting::is_charset`]).
-    pub fn set_charset(&self) -> bool {
-        self.0.iter().any(Setting::is_charset)
+    /// Whether one of them may set such a character set ([`Setting::may_hide_ascii`]).
+    pub fn may_hide_ascii(&self) -> bool {
+        self.0.iter().any(Setting::may_hide_ascii)
     }
 
     /// The settings after a common prefix with `other`, if `self` starts with all of `other`.

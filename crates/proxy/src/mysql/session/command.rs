@@ -190,9 +190,10 @@ impl Session {
     }
 
     /// Whether the client's text may be in a character set whose multibyte characters hold
-    /// ASCII bytes: its collation says so (or is not known), or it set one itself.
+    /// ASCII bytes: its collation says so (or is not known), or it set such a one (or one
+    /// poolguard cannot name) itself.
     pub(super) fn ascii_in_multibyte(&self) -> bool {
-        sql::ascii_in_multibyte(self.state.charset) || self.state.settings.set_charset()
+        sql::ascii_in_multibyte(self.state.charset) || self.state.settings.may_hide_ascii()
     }
 
     async fn query(&mut self, p: Packet) -> Option<End> {
