@@ -270,3 +270,45 @@ fn a_terminated_backend_gives_its_client_one_fatal_as_directly() {
     let mut c = RawPg::login(transaction.port, USER, PASSWORD, DB);
     assert_eq!(c.query("SELECT 1").unwrap().rows, [[Some("1".to_string())]]);
 }
+
+/// A backend terminated while its client waits between statements (session mode, or inside a
+/// transaction in transaction mode): the server's own FATAL reaches the client, as directly,
+/// not poolguard's message in its place.
+#[test]
+fn a_backend_terminated_while_its_client_is_idle_gives_the_servers_fatal() {
+    let pg = sandbox(20);
+    let session = Proxy::start(&pg, &PoolSpec::one_server("session"));
+    let transaction = Proxy::start(&pg, &PoolSpec::one_server("transaction"));
+    for (target, port) in [
+        ("server", pg.port()),
+        ("session", session.port),
+        ("transaction", transaction.port),
+    ] {
+        let mut c = RawPg::login(port, USER, PASSWORD, DB);
+        c.query("BEGIN").unwrap();
+        let pid = c.query("SELECT pg_backend_pid()").unwrap().rows[0][0]
+            .clone()
+            .unwrap();
+        // Terminated from a connection of its own, straight to the server; then waited for
+        // until the backend is gone.
+        let mut killer = RawPg::login(pg.port(), USER, PASSWORD, DB);
+        let sql = format!("SELECT pg_terminate_backend({pid})");
+        assert_eq!(killer.query(&sql).unwrap().rows[0][0].as_deref(), Some("t"));
+        wait_for(Duration::from_secs(30), "the backend gone", || {
+            let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+            (killer.query(&sql).unwrap().rows[0][0].as_deref() == Some("0")).then_some(())
+        });
+        c.send(&{
+            let mut m = bytes::BytesMut::new();
+            poolguard_pg::frontend::query(&mut m, "SELECT 1");
+            m
+        });
+        let mut errors = Vec::new();
+        while let Some(m) = c.read() {
+            if m.tag == b'E' {
+                errors.push(m.sqlstate().unwrap_or_default());
+            }
+        }
+        assert_eq!(errors, ["57P01"], "through {target}");
+    }
+}

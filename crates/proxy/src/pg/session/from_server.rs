@@ -96,7 +96,14 @@ impl Session {
                             .is_ok_and(|e| matches!(e.severity.as_str(), "FATAL" | "PANIC"));
                     }
                 }
-                let routed = held.pending.route(tag);
+                // A FATAL the server sends with nothing asked of it (a backend terminated while
+                // its client was idle, idle_session_timeout, a shutdown) is the client's to
+                // see, as directly; the server closes after it.
+                let routed = if fatal && held.pending.is_empty() {
+                    Ok((Route::Forward, CacheEffect::None))
+                } else {
+                    held.pending.route(tag)
+                };
                 tracing::trace!(tag = %(tag as char), ?routed, "server message");
                 match routed {
                     Ok((r, effect)) => {
