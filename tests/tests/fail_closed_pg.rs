@@ -253,17 +253,7 @@ fn a_terminated_backend_gives_its_client_one_fatal_as_directly() {
         ("transaction", transaction.port),
     ] {
         let mut c = RawPg::login(port, USER, PASSWORD, DB);
-        c.send(&{
-            let mut m = bytes::BytesMut::new();
-            poolguard_pg::frontend::query(&mut m, "SELECT pg_terminate_backend(pg_backend_pid())");
-            m
-        });
-        let mut errors = Vec::new();
-        while let Some(m) = c.read() {
-            if m.tag == b'E' {
-                errors.push(m.sqlstate().unwrap_or_default());
-            }
-        }
+        let errors = errors_until_closed(&mut c, "SELECT pg_terminate_backend(pg_backend_pid())");
         assert_eq!(errors, ["57P01"], "through {target}");
     }
     // poolguard still serves.
@@ -298,17 +288,22 @@ fn a_backend_terminated_while_its_client_is_idle_gives_the_servers_fatal() {
             let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
             (killer.query(&sql).unwrap().rows[0][0].as_deref() == Some("0")).then_some(())
         });
-        c.send(&{
-            let mut m = bytes::BytesMut::new();
-            poolguard_pg::frontend::query(&mut m, "SELECT 1");
-            m
-        });
-        let mut errors = Vec::new();
-        while let Some(m) = c.read() {
-            if m.tag == b'E' {
-                errors.push(m.sqlstate().unwrap_or_default());
-            }
-        }
+        let errors = errors_until_closed(&mut c, "SELECT 1");
         assert_eq!(errors, ["57P01"], "through {target}");
     }
+}
+
+/// Sends `sql` as a simple query and reads until the connection closes: the SQLSTATEs of the
+/// ErrorResponses seen.
+fn errors_until_closed(c: &mut RawPg, sql: &str) -> Vec<String> {
+    let mut m = bytes::BytesMut::new();
+    poolguard_pg::frontend::query(&mut m, sql);
+    c.send(&m);
+    let mut errors = Vec::new();
+    while let Some(m) = c.read() {
+        if m.tag == b'E' {
+            errors.push(m.sqlstate().unwrap_or_default());
+        }
+    }
+    errors
 }
