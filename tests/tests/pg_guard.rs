@@ -86,7 +86,11 @@ fn hostile_startup_packets_are_refused_as_the_server_refuses_them() {
     no_terminator.extend_from_slice(b"user\0app\0");
     let len = no_terminator.len() as u32;
     no_terminator[..4].copy_from_slice(&len.to_be_bytes());
-    let cases: [(&str, &[u8], Option<&str>); 6] = [
+    let mut empty_user = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    empty_user.extend_from_slice(b"user\0\0database\0bank\0\0");
+    let len = empty_user.len() as u32;
+    empty_user[..4].copy_from_slice(&len.to_be_bytes());
+    let cases: [(&str, &[u8], Option<&str>); 7] = [
         // A length out of bounds: closed without a word.
         ("length below the minimum", &[0, 0, 0, 3, 0, 0, 0, 0], None),
         ("1 MiB announced", &[0, 0x10, 0, 0, 0, 3, 0, 0], None),
@@ -98,6 +102,7 @@ fn hostile_startup_packets_are_refused_as_the_server_refuses_them() {
             Some("0A000"),
         ),
         ("no user", &no_user, Some("28000")),
+        ("an empty user", &empty_user, Some("28000")),
         ("no terminator", &no_terminator, Some("08P01")),
     ];
     for (what, bytes, code) in cases {

@@ -14,8 +14,9 @@ use bytes::{Buf, BufMut, BytesMut};
 use crate::wire::{put_cstr, put_untagged, Reader};
 use crate::DecodeError;
 
-/// Largest startup packet accepted (PostgreSQL's own `MAX_STARTUP_PACKET_LENGTH`).
-pub const MAX_STARTUP_LEN: usize = 10_000;
+/// Largest startup packet accepted, its length field included: PostgreSQL's own
+/// `MAX_STARTUP_PACKET_LENGTH` (10,000) bounds what follows the length field.
+pub const MAX_STARTUP_LEN: usize = 10_004;
 /// Protocol 3.0, the version every current client and server speaks.
 pub const PROTOCOL_VERSION_3: u32 = 3 << 16;
 /// Code of an SSLRequest (`1234 << 16 | 5679`).
@@ -133,7 +134,8 @@ fn parse_params(bytes: &[u8]) -> Result<Vec<(String, String)>, DecodeError> {
         params.push((text(name), text(value)));
     }
     r.finish(NO_TERMINATOR)?;
-    if !params.iter().any(|(k, _)| k == "user") {
+    // An empty user name is no user name (PostgreSQL answers both alike).
+    if !params.iter().any(|(k, v)| k == "user" && !v.is_empty()) {
         return Err(DecodeError::MissingUser);
     }
     Ok(params)
@@ -336,13 +338,14 @@ mod tests {
             })
         );
         assert_eq!(
-            decode(b"\0\0\x27\x11"),
+            decode(b"\0\0\x27\x15"),
             Err(DecodeError::TooLong {
-                len: 10_001,
+                len: 10_005,
                 max: MAX_STARTUP_LEN
             })
         );
-        assert_eq!(decode(b"\0\0\x27\x10"), Ok(None));
+        // 10,000 bytes after the length field, as PostgreSQL allows.
+        assert_eq!(decode(b"\0\0\x27\x14"), Ok(None));
         assert_eq!(decode(b"\xff\xff\xff\xff"), Err(DecodeError::BadLength(-1)));
         assert_eq!(
             decode(b"\x80\0\0\0"),
@@ -386,7 +389,7 @@ mod tests {
                 .prop_map(|(pid, secret)| StartupRequest::Cancel { pid, secret }),
             (
                 0u32..4,
-                value,
+                "[^\u{0}]{1,12}",
                 proptest::collection::vec((name, value), 0..5)
             )
                 .prop_map(|(minor, user, mut rest)| {
