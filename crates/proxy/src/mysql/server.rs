@@ -466,7 +466,9 @@ impl MyConnector {
                     capabilities,
                     max_packet_size: SERVER_MAX_PACKET as u32,
                     charset: DEFAULT_COLLATION,
-                    mariadb_capabilities: 0,
+                    // The server takes its capabilities from this first packet: the same as
+                    // the handshake response's that follows.
+                    mariadb_capabilities,
                 }
                 .encode(&mut request);
                 conn.write_packet(seq, &request).await?;
