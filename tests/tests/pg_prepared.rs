@@ -577,3 +577,48 @@ async fn a_set_hidden_behind_a_commit_that_undoes_a_set_local_stays_with_its_cli
     })
     .await;
 }
+
+/// A statement with more than 32,767 parameters: the protocol's count is an unsigned Int16,
+/// up to 65,535, as PostgreSQL reads it (postgres.js's "big query body"); poolguard renames
+/// and re-sends the Parse in transaction mode, so both its reading and its writing count.
+#[test]
+fn a_statement_with_40000_parameters_runs_as_directly() {
+    use poolguard_e2e::rawpg::RawPg;
+    const N: u16 = 40_000;
+    let pg = sandbox(20);
+    let session = Proxy::start(&pg, &PoolSpec::one_server("session"));
+    let transaction = Proxy::start(&pg, &PoolSpec::one_server("transaction"));
+    // The Parse written by hand (poolguard's own encoder is under test too).
+    let mut body = b"big\0SELECT $40000::int\0".to_vec();
+    body.extend_from_slice(&N.to_be_bytes());
+    for _ in 0..N {
+        body.extend_from_slice(&23u32.to_be_bytes()); // int4
+    }
+    let mut m = bytes::BytesMut::new();
+    m.extend_from_slice(b"P");
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(&body);
+    let mut rest = vec![0, 0];
+    rest.extend_from_slice(&N.to_be_bytes());
+    for i in 1..=u32::from(N) {
+        let v = i.to_string();
+        rest.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        rest.extend_from_slice(v.as_bytes());
+    }
+    rest.extend_from_slice(&[0, 0]);
+    poolguard_pg::frontend::bind_with_rest(&mut m, "", "big", &rest);
+    poolguard_pg::frontend::execute(&mut m, "", 0);
+    poolguard_pg::frontend::sync(&mut m);
+    for (target, port) in [
+        ("server", pg.port()),
+        ("session", session.port),
+        ("transaction", transaction.port),
+    ] {
+        let mut c = RawPg::login(port, USER, PASSWORD, DB);
+        c.send(&m);
+        let answer = c.read_until_ready();
+        assert!(answer.iter().all(|m| m.tag != b'E'), "{target}: {answer:?}");
+        let row = answer.iter().find(|m| m.tag == b'D').expect("a row");
+        assert!(row.body.ends_with(b"40000"), "{target}: {row:?}");
+    }
+}

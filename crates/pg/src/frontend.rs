@@ -14,7 +14,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::tags::frontend as tag;
-use crate::wire::{count_i16, len_i32, put_cstr, put_message, Reader};
+use crate::wire::{count_u16, len_i32, put_cstr, put_message, Reader};
 use crate::DecodeError;
 
 /// Close/Describe target: a prepared statement.
@@ -79,8 +79,8 @@ pub fn parse_parse(body: &[u8]) -> Result<Parse<'_>, DecodeError> {
     let mut r = Reader::new(body);
     let name = r.cbytes("Parse statement name is not NUL-terminated")?;
     let query = r.cbytes("Parse query is not NUL-terminated")?;
-    let n = r.i16("Parse parameter count")?;
-    let n = usize::try_from(n).map_err(|_| DecodeError::Malformed("negative parameter count"))?;
+    // Unsigned, as PostgreSQL reads it: up to 65,535 parameters.
+    let n = usize::from(r.u16("Parse parameter count")?);
     // Check the bytes are there before allocating for them.
     if n.checked_mul(4) != Some(r.remaining()) {
         return Err(DecodeError::Malformed(
@@ -186,20 +186,20 @@ pub fn flush(buf: &mut BytesMut) {
     put_message(buf, tag::FLUSH, |_| {});
 }
 
-/// Parse creating statement `name` (empty: unnamed) from `query`. At most 32767 parameter types
-/// (the protocol's Int16 count) are written.
+/// Parse creating statement `name` (empty: unnamed) from `query`. At most 65,535 parameter
+/// types (the count PostgreSQL reads, unsigned) are written.
 pub fn parse_message(
     buf: &mut BytesMut,
     name: impl AsRef<[u8]>,
     query: impl AsRef<[u8]>,
     param_types: &[u32],
 ) {
-    let n = count_i16(param_types.len());
+    let n = count_u16(param_types.len());
     put_message(buf, tag::PARSE, |b| {
         put_cstr(b, name.as_ref());
         put_cstr(b, query.as_ref());
-        b.put_i16(n);
-        for oid in param_types.iter().take(n as usize) {
+        b.put_u16(n);
+        for oid in param_types.iter().take(usize::from(n)) {
             b.put_u32(*oid);
         }
     });
