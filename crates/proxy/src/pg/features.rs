@@ -273,9 +273,10 @@ fn scan_as(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         // (`DO'...'`, `SET/**/x = 1`), which the server reads as a separator: the keyword is
         // its letters alone, and what is glued to it cannot be read here.
         let glued = words.first_mut().is_some_and(|first| {
+            // Digits, `_` and `$` continue a word (`not_a_statement` is one identifier).
             let end = first
                 .iter()
-                .position(|c| !c.is_ascii_alphabetic())
+                .position(|&c| !is_ident_byte(c))
                 .unwrap_or(first.len());
             let glued = end > 0 && end < first.len();
             *first = first.get(..end).unwrap_or_default();
@@ -308,7 +309,9 @@ fn scan_as(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
             f.features.push(SessionFeature::DoBlock);
         } else if is(0, "NOTIFY") {
             f.notifies = true;
-        } else if is(0, "PREPARE") {
+        } else if is(0, "PREPARE") && !is(1, "TRANSACTION") {
+            // PREPARE TRANSACTION ends the transaction; what it leaves is the server's, not
+            // the session's.
             f.features.push(SessionFeature::SqlPrepare);
         } else if is(0, "LOAD") {
             f.features.push(SessionFeature::Load);

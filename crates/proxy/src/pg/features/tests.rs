@@ -593,3 +593,21 @@ fn a_change_of_the_encoding_is_noted() {
         assert!(!follow(sql).changes_encoding, "{sql}");
     }
 }
+
+#[test]
+fn identifiers_that_start_like_keywords_and_two_phase_commit_create_no_state() {
+    for sql in [
+        "not_a_valid_statement; SELECT 1",
+        "set_1 = 2; SELECT 1",
+        "PREPARE TRANSACTION 'x'",
+        "COMMIT PREPARED 'x'; SELECT 1",
+    ] {
+        assert!(feats(sql).is_empty(), "{sql}: {:?}", feats(sql));
+    }
+    assert_eq!(
+        feats("PREPARE p AS SELECT 1"),
+        vec![SessionFeature::SqlPrepare]
+    );
+    // A keyword glued to a comment is still not let through.
+    assert!(!feats("LISTEN/**/x").is_empty());
+}
