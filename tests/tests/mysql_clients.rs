@@ -145,3 +145,24 @@ fn mysql2_reads_mariadb_json_columns_as_directly() {
         );
     }
 }
+
+/// A LOCAL INFILE file sent in packets longer than what poolguard buffers from a busy client
+/// (mysql2 sends 64 KiB stream chunks whole): relayed, not left waiting (it once hung).
+#[test]
+fn mysql2_loads_a_local_file_in_large_packets() {
+    let db = mariadb(30);
+    let proxy = start_mysql_proxy(
+        &db,
+        &MyPoolSpec {
+            front: "allow_local_infile = true".into(),
+            ..MyPoolSpec::default()
+        },
+    );
+    let out = node(
+        "mysql_infile.js",
+        &[proxy.port.to_string()],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "30000");
+}

@@ -283,8 +283,12 @@ impl Session {
             }
             woken = false;
             let deadline = self.next_deadline();
-            let read_client =
-                self.inflight().is_none() || self.cbuf.len() < MAX_BUFFERED_WHILE_BUSY;
+            // While the client sends a LOCAL INFILE file the server waits for its bytes: they
+            // are read whatever is buffered (a packet of the file may be longer than the cap,
+            // and is relayed once whole; its length is bounded by max_allowed_packet).
+            let read_client = self.inflight().is_none()
+                || self.cbuf.len() < MAX_BUFFERED_WHILE_BUSY
+                || self.infile_sending();
             self.cbuf.reserve(4096);
             let event = {
                 let client = &mut self.client;
