@@ -317,3 +317,22 @@ fn processlist_ids_and_kill_of_another_users_client() {
     );
     assert_eq!(boss.scalar("SELECT 1").unwrap().as_deref(), Some("1"));
 }
+
+/// `KILL CONNECTION_ID()` kills the client's own connection, as directly (the MariaDB
+/// connector's pool tests): an error, then the connection closed; not "unknown thread" for
+/// poolguard's id sent to the server.
+#[test]
+fn kill_of_its_own_connection_id_closes_the_client() {
+    let db = mariadb(30);
+    let proxy = start_mysql_proxy(&db, &MyPoolSpec::default());
+    for (target, port) in [("server", db.port()), ("poolguard", proxy.port)] {
+        let mut c = MyClient::connect(port).unwrap();
+        let e = c
+            .query("KILL CONNECTION_ID()")
+            .expect_err(&format!("{target}: killed"));
+        assert_ne!(e.code, 1094, "{target}: {e}");
+        assert!(c.query("SELECT 1").is_err(), "{target}: still connected");
+    }
+    let mut c = MyClient::connect(proxy.port).unwrap();
+    assert_eq!(c.scalar("SELECT 1").unwrap().as_deref(), Some("1"));
+}

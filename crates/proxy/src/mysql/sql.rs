@@ -43,7 +43,13 @@ pub struct Findings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kill {
     pub query_only: bool,
+    /// The connection id named, or [`Kill::OWN`] for `CONNECTION_ID()`: the client's own.
     pub id: u64,
+}
+
+impl Kill {
+    /// `KILL [QUERY] CONNECTION_ID()`: the id is the client's own, whatever its number.
+    pub const OWN: u64 = u64::MAX;
 }
 
 /// Session variables poolguard replays on another server instead of pinning the client.
@@ -379,6 +385,16 @@ fn kill(args: &[Token]) -> Option<Kill> {
             Tok::Number(id) => Some(Kill { query_only, id }),
             _ => None,
         },
+        [name, open, close]
+            if word(Some(name)) == Some("CONNECTION_ID")
+                && open.tok == Tok::Punct(b'(')
+                && close.tok == Tok::Punct(b')') =>
+        {
+            Some(Kill {
+                query_only,
+                id: Kill::OWN,
+            })
+        }
         _ => None,
     }
 }
@@ -821,6 +837,13 @@ mod tests {
             })
         );
         assert_eq!(scan(b"KILL QUERY ID 5", false).kill, None);
+        assert_eq!(
+            scan(b"KILL CONNECTION_ID()", false).kill,
+            Some(Kill {
+                query_only: false,
+                id: Kill::OWN
+            })
+        );
         assert!(scan(b"SELECT LAST_INSERT_ID()", false).reads_insert_id);
         assert!(scan(b"select @@IDENTITY", false).reads_insert_id);
         assert!(!scan(b"SELECT 'LAST_INSERT_ID()'", false).reads_insert_id);

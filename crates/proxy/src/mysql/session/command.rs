@@ -203,9 +203,27 @@ impl Session {
             self.ascii_in_multibyte(),
         ));
         if let Some(k) = findings.kill {
-            match Box::pin(self.route_kill(k.id, k.query_only)).await {
+            // `KILL CONNECTION_ID()` names the client's own poolguard id.
+            let own = u64::from(self.registration.id);
+            let id = if k.id == sql::Kill::OWN { own } else { k.id };
+            if id == own && !k.query_only {
+                // As the server ends a connection that kills itself: an error, then closed
+                // (its server connection is rolled back and reset as when any client leaves).
+                let (code, message) = if self.mariadb {
+                    (1927, "Connection was killed")
+                } else {
+                    (1317, "Query execution was interrupted")
+                };
+                let e = ProxyError::MysqlServer {
+                    code,
+                    sqlstate: "70100".into(),
+                    message: message.into(),
+                };
+                return Some(End::Kicked(e, p.next_seq()));
+            }
+            match Box::pin(self.route_kill(id, k.query_only)).await {
                 KillOutcome::NotOurs => {}
-                outcome => return Box::pin(self.kill_answer(outcome, k.id, p.next_seq())).await,
+                outcome => return Box::pin(self.kill_answer(outcome, id, p.next_seq())).await,
             }
         }
         if findings.local_infile && !self.local_infile_allowed() {
