@@ -449,6 +449,15 @@ impl MyConnector {
         } else {
             0
         };
+        // This pool's clients were promised column definitions with extended type
+        // information (by another server's greeting): a server without it would send them a
+        // layout they misread. Refused, never downgraded.
+        if self.leg.extended_types && mariadb_capabilities & MARIADB_CLIENT_EXTENDED_TYPE_INFO == 0
+        {
+            return Err(conn.protocol(
+                "server lacks MariaDB's extended type information, which this pool's clients were offered (its backend's servers differ in version); connect them to a backend whose servers all have it",
+            ));
+        }
         conn.state.multi_statements = conn.caps & CLIENT_MULTI_STATEMENTS != 0;
         let mut seq = greeting.next_seq();
         let tls = self.hosts.tls();

@@ -29,16 +29,45 @@ impl Setting {
         self.key == "names" || self.key.starts_with("character")
     }
 
-    /// Whether it sets (or may set: `DEFAULT`, an expression) a character set whose
-    /// multibyte characters hold ASCII bytes: big5, cp932, gbk, gb18030, sjis.
+    /// Whether it may set a character set whose multibyte characters hold ASCII bytes (big5,
+    /// cp932, gbk, gb18030, sjis): anything but the plain name of a character set known not
+    /// to (or one of its collations) counts, so a collation id, a hex or split string,
+    /// `DEFAULT` or an expression do.
     pub fn may_hide_ascii(&self) -> bool {
-        let stmt = self.stmt.to_ascii_lowercase();
-        self.is_charset()
-            && ([
-                "big5", "cp932", "gbk", "gb18030", "sjis", "default", "@", "(",
-            ]
-            .iter()
-            .any(|n| stmt.contains(n)))
+        const SAFE: [&str; 33] = [
+            "utf8mb4", "utf8mb3", "utf8", "latin1", "latin2", "latin5", "latin7", "ascii",
+            "binary", "ujis", "euckr", "eucjpms", "gb2312", "cp1250", "cp1251", "cp1256", "cp1257",
+            "cp850", "cp852", "cp866", "koi8r", "koi8u", "greek", "hebrew", "armscii8", "geostd8",
+            "keybcs2", "macce", "macroman", "swe7", "tis620", "dec8", "hp8",
+        ];
+        const WORDS: [&str; 9] = [
+            "set",
+            "session",
+            "local",
+            "names",
+            "character",
+            "charset",
+            "collate",
+            "character_set_client",
+            "character_set_connection",
+        ];
+        if !self.is_charset() {
+            return false;
+        }
+        let text = self.stmt.to_ascii_lowercase();
+        text.split(|c: char| c.is_ascii_whitespace() || c == ',' || c == '=')
+            .map(|w| w.trim_matches(|c| c == '\'' || c == '"' || c == '`'))
+            .filter(|w| !w.is_empty())
+            .any(|w| {
+                let w = w
+                    .strip_prefix("@@session.")
+                    .or_else(|| w.strip_prefix("@@"))
+                    .unwrap_or(w);
+                let named = |s: &&str| {
+                    w == *s || w.strip_prefix(*s).is_some_and(|rest| rest.starts_with('_'))
+                };
+                !(WORDS.contains(&w) || w == "character_set_results" || SAFE.iter().any(named))
+            })
     }
 }
 
@@ -289,5 +318,31 @@ mod tests {
             p.statements,
             vec!["SET collation_connection = 255", CHARSET_FROM_COLLATION]
         );
+    }
+
+    #[test]
+    fn only_a_plain_safe_character_set_name_is_known_not_to_hide_ascii() {
+        let charset = |stmt: &str| Setting {
+            key: "names".into(),
+            stmt: stmt.into(),
+        };
+        for stmt in [
+            "SET NAMES utf8mb4",
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
+            "SET character_set_client = latin1",
+            "SET @@session.character_set_client = utf8",
+        ] {
+            assert!(!charset(stmt).may_hide_ascii(), "{stmt}");
+        }
+        for stmt in [
+            "SET NAMES gbk",
+            "SET character_set_client = 28",
+            "SET character_set_client = 'g' 'bk'",
+            "SET character_set_client = 0x67626b",
+            "SET NAMES DEFAULT",
+            "SET character_set_client = @cs",
+        ] {
+            assert!(charset(stmt).may_hide_ascii(), "{stmt}");
+        }
     }
 }

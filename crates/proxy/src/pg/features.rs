@@ -148,8 +148,8 @@ pub struct Findings {
     /// NOTIFY or a `pg_notify` call: the notification will name the server's process.
     pub notifies: bool,
     /// A statement here may change the client's encoding (SET or RESET of `client_encoding`,
-    /// SET NAMES, a set_config naming it): from then on the session reads its text in every
-    /// layout ([`Lexing::any_encoding`]).
+    /// SET NAMES, RESET ALL, DISCARD ALL, any set_config, pg_settings or DO): from then on the
+    /// session reads its text in every layout ([`Lexing::any_encoding`]).
     pub changes_encoding: bool,
 }
 
@@ -284,10 +284,12 @@ fn scan_as(sql: &[u8], lexing: Lexing, extras: &[String]) -> Findings {
         });
         let w = |i: usize| words.get(i).copied().unwrap_or_default();
         let is = |i: usize, keyword: &str| w(i).eq_ignore_ascii_case(keyword.as_bytes());
-        // set_config(), even a local one, naming the encoding.
+        // set_config() and pg_settings (even local, and whatever name they are given: it may
+        // be computed), and DO blocks, may change the encoding too.
         f.changes_encoding |= changes_encoding(&words, glued)
-            || (contains_ignore_case(stmt, b"set_config")
-                && contains_ignore_case(stmt, b"client_encoding"));
+            || is(0, "DO")
+            || contains_ignore_case(stmt, b"set_config")
+            || contains_ignore_case(stmt, b"pg_settings");
         let is_temp = |i: usize| is(i, "TEMP") || is(i, "TEMPORARY");
         // TEMP, TEMPORARY, or GLOBAL/LOCAL before either.
         let temp_at = |i: usize| {
@@ -385,6 +387,13 @@ fn changes_encoding(words: &[&[u8]], glued: bool) -> bool {
         w.get(..end).unwrap_or_default()
     };
     let first = word(0);
+    // DISCARD ALL and RESET ALL put client_encoding back to the role's or database's default,
+    // which may be any encoding.
+    if (first.eq_ignore_ascii_case(b"discard") || first.eq_ignore_ascii_case(b"reset"))
+        && name(1).eq_ignore_ascii_case(b"all")
+    {
+        return true;
+    }
     let at = if first.eq_ignore_ascii_case(b"set") {
         let scope = name(1);
         if scope.eq_ignore_ascii_case(b"local") || scope.eq_ignore_ascii_case(b"session") {

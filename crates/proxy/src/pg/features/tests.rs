@@ -580,6 +580,10 @@ fn a_change_of_the_encoding_is_noted() {
         "reset client_encoding",
         "SELECT set_config('client_encoding', 'GBK', true)",
         "SELECT 1; SET client_encoding = 'UTF8'",
+        "DISCARD ALL",
+        "RESET ALL",
+        "SELECT set_config('client_' || 'encoding', 'SJIS', true)",
+        "DO $$ BEGIN END $$",
     ] {
         assert!(follow(sql).changes_encoding, "{sql}");
     }
@@ -588,7 +592,7 @@ fn a_change_of_the_encoding_is_noted() {
         "SET standard_conforming_strings = off",
         "SELECT 'client_encoding'; SELECT 2",
         "RESET search_path",
-        "DISCARD ALL",
+        "DISCARD PLANS",
     ] {
         assert!(!follow(sql).changes_encoding, "{sql}");
     }

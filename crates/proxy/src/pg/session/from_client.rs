@@ -663,6 +663,9 @@ impl Session {
             self.statements.clear();
             if let Some(h) = self.held.as_mut() {
                 h.lease.prepared.clear();
+                // DISCARD ALL also resets the session's parameters, which poolguard's record
+                // of the server no longer matches: reset before reuse, record renewed.
+                h.dirty = true;
             }
         }
         if !f.tracked.is_empty() {

@@ -184,6 +184,11 @@ impl Session {
                                 // bring a server to the client's values: nothing new for it).
                                 route = Route::Swallow;
                             } else {
+                                // However it came about, a new encoding means text may be
+                                // read in another layout than the parameters say.
+                                if k.eq_ignore_ascii_case("client_encoding") {
+                                    self.encoding_changed.set(true);
+                                }
                                 // Copied only on a change: the set may be shared.
                                 std::sync::Arc::make_mut(&mut self.params).set(k, v);
                             }

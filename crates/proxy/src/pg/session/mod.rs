@@ -486,6 +486,11 @@ impl Session {
         let Some(h) = &self.held else {
             return;
         };
+        // A server that sent its FATAL is closing: never back to the pool; its close ends
+        // the session as directly ([`Session::server_lost`]).
+        if h.fatal_relayed {
+            return;
+        }
         // A dirty server is proven clean by its reset (in `reclaim`), not here: decide on the
         // rest of the proof, and `decide` sends it to the reset.
         let proof = if h.dirty {
