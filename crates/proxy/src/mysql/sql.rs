@@ -43,13 +43,9 @@ pub struct Findings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kill {
     pub query_only: bool,
-    /// The connection id named, or [`Kill::OWN`] for `CONNECTION_ID()`: the client's own.
-    pub id: u64,
-}
-
-impl Kill {
-    /// `KILL [QUERY] CONNECTION_ID()`: the id is the client's own, whatever its number.
-    pub const OWN: u64 = u64::MAX;
+    /// The connection id named; `None` for `CONNECTION_ID()`, the client's own, whatever
+    /// its number.
+    pub id: Option<u64>,
 }
 
 /// Session variables poolguard replays on another server instead of pinning the client.
@@ -382,7 +378,10 @@ fn kill(args: &[Token]) -> Option<Kill> {
     };
     match args {
         [only] => match only.tok {
-            Tok::Number(id) => Some(Kill { query_only, id }),
+            Tok::Number(id) => Some(Kill {
+                query_only,
+                id: Some(id),
+            }),
             _ => None,
         },
         [name, open, close]
@@ -392,7 +391,7 @@ fn kill(args: &[Token]) -> Option<Kill> {
         {
             Some(Kill {
                 query_only,
-                id: Kill::OWN,
+                id: None,
             })
         }
         _ => None,
@@ -826,14 +825,14 @@ mod tests {
             scan(b"KILL QUERY 1073741825", false).kill,
             Some(Kill {
                 query_only: true,
-                id: 1073741825
+                id: Some(1073741825)
             })
         );
         assert_eq!(
             scan(b"kill 12", false).kill,
             Some(Kill {
                 query_only: false,
-                id: 12
+                id: Some(12)
             })
         );
         assert_eq!(scan(b"KILL QUERY ID 5", false).kill, None);
@@ -841,7 +840,7 @@ mod tests {
             scan(b"KILL CONNECTION_ID()", false).kill,
             Some(Kill {
                 query_only: false,
-                id: Kill::OWN
+                id: None
             })
         );
         assert!(scan(b"SELECT LAST_INSERT_ID()", false).reads_insert_id);
@@ -901,7 +900,7 @@ mod tests {
             scan("KILL 12 /* ü */".as_bytes(), false).kill,
             Some(Kill {
                 query_only: false,
-                id: 12
+                id: Some(12)
             })
         );
         // A value cut mid-character at the end of the text is replaced, not sliced.

@@ -205,7 +205,7 @@ impl Session {
         if let Some(k) = findings.kill {
             // `KILL CONNECTION_ID()` names the client's own poolguard id.
             let own = u64::from(self.registration.id);
-            let id = if k.id == sql::Kill::OWN { own } else { k.id };
+            let id = k.id.unwrap_or(own);
             if id == own && !k.query_only {
                 // As the server ends a connection that kills itself: an error, then closed
                 // (its server connection is rolled back and reset as when any client leaves).
