@@ -543,7 +543,7 @@ pub fn mysql_tracker(data: &[u8]) {
 
 /// The MySQL SQL scanner ([`crate::mysql::sql::scan`]) on any bytes.
 pub fn mysql_sql(data: &[u8]) {
-    let f = crate::mysql::sql::scan(data, data.first().is_some_and(|b| b & 1 == 1));
+    let f = crate::mysql::sql::scan(data, || data.first().is_some_and(|b| b & 1 == 1));
     let bound = lossy_bound(data.len());
     assert!(f.settings.len() <= data.len());
     for s in &f.settings {

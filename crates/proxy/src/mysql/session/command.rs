@@ -198,10 +198,9 @@ impl Session {
 
     async fn query(&mut self, p: Packet) -> Option<End> {
         // Boxed now rather than when handed on: the future keeps 8 bytes for it, not 120.
-        let findings = Box::new(sql::scan(
-            command_body(&p.payload),
-            self.ascii_in_multibyte(),
-        ));
+        let findings = Box::new(sql::scan(command_body(&p.payload), || {
+            self.ascii_in_multibyte()
+        }));
         if let Some(k) = findings.kill {
             // `KILL CONNECTION_ID()` names the client's own poolguard id.
             let own = u64::from(self.registration.id);

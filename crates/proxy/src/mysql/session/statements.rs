@@ -23,7 +23,7 @@ use crate::mysql::stmts::{rewrite_execute, ClientStmt};
 impl Session {
     pub(super) async fn prepare(&mut self, p: Packet) -> Option<End> {
         let sql_text = Bytes::copy_from_slice(command_body(&p.payload));
-        let findings = sql::scan(&sql_text, self.ascii_in_multibyte());
+        let findings = sql::scan(&sql_text, || self.ascii_in_multibyte());
         if let Some(reason) = &findings.pin {
             self.pin(reason);
         } else if !findings.settings.is_empty() {
